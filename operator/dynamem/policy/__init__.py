@@ -1,0 +1,1 @@
+"""The pure balancing core: plain data in, an allocation plan out. No I/O, no Kubernetes."""

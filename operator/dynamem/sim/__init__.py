@@ -1,0 +1,1 @@
+"""The scenario simulator: plays demand traces through a balancing policy, without a cluster."""
