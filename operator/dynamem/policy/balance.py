@@ -1,0 +1,452 @@
+"""The balancing algorithm: how one node's pool is shared between its VMs in one round.
+
+Hyper-V's Dynamic Memory (the seed) hands memory out by need: every VM first gets its floor, then the memory
+its guest uses, then a buffer on top (target = demand / (1 - buffer)); priority decides who gets memory first
+when there is not enough. We keep that shape as three *levels*, each filled for every VM before the next level
+gets anything, so no VM keeps a buffer while a neighbour is short of the memory it uses:
+
+1. floor = max(minimum, guestAtBoot): KubeVirt cannot take a running VM below what it booted with;
+2. demand, capped at the maximum;
+3. target = ceil(demand x 100 / (100 - buffer)), clamped to [floor, maximum].
+
+A level that cannot be filled is shared by weighted water-filling (each VM's share proportional to its
+priority, capped at its need; priority 0 gets only what nobody with a weight needs). Memory left after the
+third level stays unassigned: it is the room for VMs that start and for bursts.
+
+KubeVirt changes guest memory by live migration, so each change is expensive. After the ideal allocation is
+known, a dead band (default max(128Mi, 5 % of the current assignment)) keeps VMs where they are when the
+change would be small, unless the VM is below its demand, is outside [floor, maximum], or its memory is needed
+(the total would exceed the pool, or a neighbour is below its demand while this VM holds buffer). Cooldowns,
+changes already in flight and a per-node change limit are inputs too, so the operator's plan is the
+simulator's plan.
+
+Speed: the common round (everything fits) is a few integer operations per VM; water-filling sorts only the
+VMs of a short level. All arithmetic is on ints (bytes), exactly: no floats, no Decimals in the loop, so the
+seed's numbers come out to the byte. Alignment: each VM to max(config alignment, its hugepage size); floors
+round up, everything else rounds down.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from dynamem.policy.model import (
+    BalanceConfig,
+    MemoryStatus,
+    NodePlan,
+    NodeState,
+    VmDecision,
+    VmState,
+    format_bytes,
+)
+
+__all__ = ["plan_node", "plan_oracle", "pressure_of", "status_of", "vm_levels", "water_fill"]
+
+_OK = MemoryStatus.OK
+_LOW = MemoryStatus.LOW
+_WARNING = MemoryStatus.WARNING
+
+
+def vm_levels(vm: VmState, config: BalanceConfig) -> tuple[int, int, int, int, int, int]:
+    """(alignment, floor, maximum, demand level, target, raw target) of one VM, aligned, in bytes.
+
+    With unknown demand, the demand level and target are the floor (raw target 0).
+    """
+    lim = vm.limits
+    al = config.alignment if vm.hugepage <= config.alignment else vm.hugepage
+    floor = lim.minimum
+    boot = vm.boot_memory
+    if boot is not None and boot > floor:
+        floor = boot
+    floor = -(-floor // al) * al
+    top = lim.maximum // al * al
+    if top < floor:
+        top = floor
+    demand = vm.demand
+    if demand is None:
+        return al, floor, top, floor, floor, 0
+    level = -(-demand // al) * al
+    if level < floor:
+        level = floor
+    elif level > top:
+        level = top
+    raw = -(-demand * 100 // (100 - lim.buffer))
+    target = raw // al * al
+    if target > top:
+        target = top
+    if target < level:
+        target = level
+    return al, floor, top, level, target, raw
+
+
+def status_of(assigned: int, demand: int | None, target: int) -> MemoryStatus:
+    """Warning below demand, Low below target, else OK (unknown demand: OK, nothing to compare)."""
+    if demand is None:
+        return _OK
+    if assigned < demand:
+        return _WARNING
+    if assigned < target:
+        return _LOW
+    return _OK
+
+
+def pressure_of(assigned: int, demand: int | None) -> int | None:
+    """round(100 x demand / assigned), halves up, exact."""
+    if demand is None or assigned <= 0:
+        return None
+    return (200 * demand + assigned) // (2 * assigned)
+
+
+def water_fill(needs: list[int], weights: list[int], units: list[int], available: int) -> list[int]:
+    """Share ``available`` bytes between needs, proportionally to weight, each capped at its need.
+
+    Exact and aligned: shares are multiples of each entry's unit and sum to at most ``available``. Entries
+    with weight 0 get only what is left once every weighted entry is satisfied (then they share equally).
+    Ties go to the higher weight, then to the earlier entry.
+    """
+    count = len(needs)
+    grants = [0] * count
+    if available <= 0:
+        return grants
+    if sum(needs) <= available:
+        return list(needs)
+    weighted = [i for i in range(count) if needs[i] > 0 and weights[i] > 0]
+    left = _fill(weighted, needs, weights, units, available, grants)
+    if left > 0:
+        zero = [i for i in range(count) if needs[i] > 0 and weights[i] == 0]
+        _fill(zero, needs, [1] * count, units, left, grants)
+    return grants
+
+
+def _fill(
+    members: list[int],
+    needs: list[int],
+    weights: list[int],
+    units: list[int],
+    available: int,
+    grants: list[int],
+) -> int:
+    """Weighted water-filling over ``members``; writes ``grants``, returns the bytes left over."""
+    if not members:
+        return available
+    weight = sum(weights[i] for i in members)
+    # Saturate, smallest need per weight first, while a member's need is below its fair share.
+    members = sorted(members, key=lambda i: Fraction(needs[i], weights[i]))
+    rest = 0
+    for rank, i in enumerate(members):
+        if needs[i] * weight <= available * weights[i]:
+            grants[i] = needs[i]
+            available -= needs[i]
+            weight -= weights[i]
+        else:
+            rest = rank
+            break
+    else:
+        return available
+    short = members[rest:]
+    spent = 0
+    for i in short:
+        share = available * weights[i] // weight
+        share -= share % units[i]
+        grants[i] = share
+        spent += share
+    left = available - spent
+    # Alignment left a little over: one more unit each, highest weight first.
+    for i in sorted(short, key=lambda i: -weights[i]):
+        unit = units[i]
+        if left >= unit and grants[i] + unit <= needs[i]:
+            grants[i] += unit
+            left -= unit
+    return left
+
+
+def plan_node(node: NodeState, config: BalanceConfig, now: float) -> NodePlan:
+    """dynamem's plan for one node: levels, water-filling, then the dead band and the limits."""
+    return _plan(node, config, now, churn_control=True)
+
+
+def plan_oracle(node: NodeState, config: BalanceConfig, now: float) -> NodePlan:
+    """The bound: the same levels with no dead band, no cooldown and no change limit."""
+    return _plan(node, config, now, churn_control=False)
+
+
+def _plan(node: NodeState, config: BalanceConfig, now: float, *, churn_control: bool) -> NodePlan:
+    vms = node.vms
+    pool = node.pool
+    count = len(vms)
+    units = [0] * count
+    floors = [0] * count
+    tops = [0] * count
+    levels = [0] * count
+    targets = [0] * count
+    raws = [0] * count
+    current = [0] * count
+    chosen = [0] * count
+    held: dict[int, str] = {}
+    in_flight: set[int] = set()
+    plannable: list[int] = []
+    held_total = 0
+    cooldown = config.cooldown_s if churn_control else 0.0
+
+    for i, vm in enumerate(vms):
+        al, floor, top, level, target, raw = vm_levels(vm, config)
+        units[i] = al
+        floors[i] = floor
+        tops[i] = top
+        levels[i] = level
+        targets[i] = target
+        raws[i] = raw
+        cur = vm.assigned
+        current[i] = cur
+        if vm.in_flight_to is not None:
+            hold = cur if cur > vm.in_flight_to else vm.in_flight_to
+            held[i] = "held: change in flight"
+            in_flight.add(i)
+        elif vm.demand is None:
+            hold = cur if cur > floor else floor
+            if hold > top:
+                hold = top
+            held[i] = "held: demand unknown"
+        elif cooldown > 0.0 and vm.last_change_at is not None and now - vm.last_change_at < cooldown:
+            hold = cur if cur > floor else floor
+            if hold > top:
+                hold = top
+            held[i] = f"held: cooldown ({cooldown - (now - vm.last_change_at):.0f}s left)"
+        else:
+            plannable.append(i)
+            continue
+        chosen[i] = hold
+        held_total += hold
+
+    # Level 1: floors.
+    floor_total = 0
+    for i in plannable:
+        floor_total += floors[i]
+    room = pool - held_total - floor_total
+    over_subscribed = room < 0
+    short_level = 0
+    if over_subscribed:
+        for i in plannable:
+            chosen[i] = floors[i]
+    else:
+        # Level 2: demand (capped at maximum).
+        need2 = 0
+        for i in plannable:
+            need2 += levels[i] - floors[i]
+        if need2 <= room:
+            room -= need2
+            need3 = 0
+            for i in plannable:
+                need3 += targets[i] - levels[i]
+            if need3 <= room:
+                # Level 3 fits: everyone gets its target.
+                for i in plannable:
+                    chosen[i] = targets[i]
+            else:
+                short_level = 3
+                grants = water_fill(
+                    [targets[i] - levels[i] for i in plannable],
+                    [vms[i].limits.priority for i in plannable],
+                    [units[i] for i in plannable],
+                    room,
+                )
+                for k, i in enumerate(plannable):
+                    chosen[i] = levels[i] + grants[k]
+        else:
+            short_level = 2
+            grants = water_fill(
+                [levels[i] - floors[i] for i in plannable],
+                [vms[i].limits.priority for i in plannable],
+                [units[i] for i in plannable],
+                room,
+            )
+            for k, i in enumerate(plannable):
+                chosen[i] = floors[i] + grants[k]
+
+    ideal = chosen[:]
+    released: set[int] = set()
+    deferred: set[int] = set()
+    if churn_control and not over_subscribed:
+        _dead_band(
+            plannable, config, pool, held_total, current, ideal, chosen, floors, tops, levels, released
+        )
+        limit = config.max_changes_per_node
+        if limit is not None:
+            _limit_changes(plannable, limit, pool, held_total, current, chosen, levels, vms, deferred)
+
+    decisions = []
+    total = 0
+    for i, vm in enumerate(vms):
+        assigned = chosen[i]
+        total += assigned
+        demand = vm.demand
+        target = targets[i]
+        reason = held.get(i)
+        if reason is None:
+            reason = _reason(
+                i, current[i], assigned, ideal[i], floors[i], tops[i], levels[i], target, raws[i],
+                vm.limits.priority, over_subscribed, i in released, i in deferred,
+            )  # fmt: skip
+        decisions.append(
+            VmDecision(
+                vm.name,
+                current[i],
+                assigned,
+                floors[i],
+                demand,
+                target,
+                None if demand is None or assigned <= 0 else (200 * demand + assigned) // (2 * assigned),
+                _WARNING if demand is not None and assigned < demand else _LOW if assigned < target else _OK,
+                reason,
+                i in in_flight,
+            )
+        )
+    if over_subscribed:
+        floors_total = held_total + floor_total
+        summary = (
+            f"over-subscribed: floors {format_bytes(floors_total)} exceed pool {format_bytes(pool)} "
+            f"by {format_bytes(floors_total - pool)}; move VMs away"
+        )
+    elif short_level == 2:
+        summary = f"short: demand exceeds pool {format_bytes(pool)}, shared by priority"
+    elif short_level == 3:
+        summary = f"tight: demand met, buffers shared by priority in pool {format_bytes(pool)}"
+    else:
+        summary = f"fits: {format_bytes(total)} of {format_bytes(pool)} assigned"
+    return NodePlan(node.name, pool, tuple(decisions), over_subscribed, summary)
+
+
+def _dead_band(
+    plannable: list[int],
+    config: BalanceConfig,
+    pool: int,
+    held_total: int,
+    current: list[int],
+    ideal: list[int],
+    chosen: list[int],
+    floors: list[int],
+    tops: list[int],
+    levels: list[int],
+    released: set[int],
+) -> None:
+    """Keep small changes from happening; give back what is kept when the memory is needed elsewhere."""
+    band_bytes = config.dead_band_bytes
+    band_percent = config.dead_band_percent
+    kept_shrinks: list[int] = []
+    total = held_total
+    short = False
+    for i in plannable:
+        want = ideal[i]
+        cur = current[i]
+        if want != cur and floors[i] <= cur <= tops[i] and not (want > cur and cur < levels[i]):
+            band = cur * band_percent // 100
+            if band < band_bytes:
+                band = band_bytes
+            if -band < want - cur < band:
+                chosen[i] = cur
+                if want < cur:
+                    kept_shrinks.append(i)
+        total += chosen[i]
+        if chosen[i] < levels[i]:
+            short = True
+    if not kept_shrinks or (total <= pool and not short):
+        return
+    kept_shrinks.sort(key=lambda i: ideal[i] - current[i])
+    for i in kept_shrinks:
+        if total > pool or (short and current[i] > levels[i]):
+            total -= current[i] - ideal[i]
+            chosen[i] = ideal[i]
+            released.add(i)
+
+
+def _limit_changes(
+    plannable: list[int],
+    limit: int,
+    pool: int,
+    held_total: int,
+    current: list[int],
+    chosen: list[int],
+    levels: list[int],
+    vms: tuple[VmState, ...],
+    deferred: set[int],
+) -> None:
+    """At most ``limit`` changes: the largest shrinks first, then the most urgent grows that fit."""
+    moving = [i for i in plannable if chosen[i] != current[i]]
+    if len(moving) <= limit:
+        return
+    shrinks = sorted((i for i in moving if chosen[i] < current[i]), key=lambda i: chosen[i] - current[i])
+    grows = sorted(
+        (i for i in moving if chosen[i] > current[i]),
+        key=lambda i: (current[i] >= levels[i], -vms[i].limits.priority, current[i] - chosen[i]),
+    )
+    total = held_total + sum(current[i] for i in plannable)
+    budget = limit
+    keep: set[int] = set()
+    for i in shrinks:
+        if budget == 0:
+            break
+        keep.add(i)
+        total += chosen[i] - current[i]
+        budget -= 1
+    for i in grows:
+        if budget == 0:
+            break
+        step = chosen[i] - current[i]
+        if total + step <= pool:
+            keep.add(i)
+            total += step
+            budget -= 1
+    for i in moving:
+        if i not in keep:
+            chosen[i] = current[i]
+            deferred.add(i)
+
+
+def _reason(
+    i: int,
+    cur: int,
+    assigned: int,
+    ideal: int,
+    floor: int,
+    top: int,
+    level: int,
+    target: int,
+    raw: int,
+    priority: int,
+    over_subscribed: bool,
+    released: bool,
+    deferred: bool,
+) -> str:
+    """A short sentence saying why this VM gets what it gets."""
+    capped = raw > top and assigned == top
+    if deferred:
+        return "deferred: change limit reached"
+    if assigned > cur:
+        if cur < floor:
+            return "grow to floor"
+        if cur < level:
+            return "grow to meet demand" if assigned >= level else "grow toward demand: node short of memory"
+        return "grow to restore buffer, capped at maximum" if capped else "grow to restore buffer"
+    if assigned < cur:
+        if cur > top:
+            return "shrink to maximum"
+        if over_subscribed:
+            return "shrink to floor: node over-subscribed"
+        if released or assigned < target:
+            return "shrink to make room"
+        return "shrink: demand fell"
+    if ideal != cur:
+        return "within dead band"
+    if over_subscribed:
+        return "at floor: node over-subscribed"
+    if assigned < level:
+        if priority == 0 and assigned == floor:
+            return "at floor: priority 0 under shortage"
+        return "short of memory: node pool exhausted"
+    if assigned < target:
+        return "buffer short: node pool exhausted"
+    if capped:
+        return "capped at maximum"
+    if assigned == floor and raw <= floor:
+        return "at floor"
+    return "on target"

@@ -1,0 +1,171 @@
+"""Plain data the balancing policy reads and writes: a node snapshot in, a plan out.
+
+Everything here is a frozen, slotted dataclass of ints (bytes, percents) and strings, so the policy can be
+driven identically by the operator (from kopf indices and Prometheus), by the simulator (from a scenario file)
+and by the benchmarks (from generated arrays), and so a plan can be logged, compared and tested by value.
+Quantities were parsed once at the edge (:mod:`dynamem.settings`); nothing here knows about Kubernetes.
+
+A :class:`VmDecision` carries its reason as a short sentence: the same object feeds the simulator's table,
+the custom resource's status and the Kubernetes Events, like the scheduler's ``InsufficientResource``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+__all__ = [
+    "BalanceConfig",
+    "GiB",
+    "MemoryStatus",
+    "MiB",
+    "NodePlan",
+    "NodeState",
+    "VmDecision",
+    "VmLimits",
+    "VmState",
+    "format_bytes",
+]
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class MemoryStatus(StrEnum):
+    """Hyper-V's status column: OK (target met), Low (demand met, buffer not), Warning (below demand)."""
+
+    OK = "OK"
+    LOW = "Low"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True, slots=True)
+class VmLimits:
+    """A VM's settings in bytes and percents (see :class:`dynamem.settings.VmSettings`)."""
+
+    startup: int
+    minimum: int
+    maximum: int
+    buffer: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class VmState:
+    """One VM as observed now.
+
+    ``assigned``: guest memory it has now. ``demand``: memory in use in the guest, None when unknown (the VM
+    is then held where it is: never shrink blind). ``boot_memory``: guestAtBoot while running (KubeVirt cannot
+    go below it). ``in_flight_to``: a change requested and not yet done (held, counted at the larger of the
+    two). ``last_change_at``: epoch seconds of its last change, for cooldowns.
+    """
+
+    name: str
+    limits: VmLimits
+    assigned: int
+    demand: int | None
+    boot_memory: int | None = None
+    hugepage: int = 2 * MiB
+    in_flight_to: int | None = None
+    last_change_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """A node's pool (bytes its VMs may share) and the VMs running on it."""
+
+    name: str
+    pool: int
+    vms: tuple[VmState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceConfig:
+    """Knobs of one balancing round.
+
+    ``dead_band_bytes``/``dead_band_percent``: a change smaller than max(bytes, percent of the current
+    assignment) is not made (each change is a live migration), unless the VM is below its demand or the memory
+    is needed elsewhere. ``cooldown_s``: a VM changed less than this long ago is held.
+    ``max_changes_per_node``: at most this many changes per node and round (shrinks first). ``alignment``:
+    guest memory granularity (KubeVirt: 2Mi; 1Gi hugepages raise it per VM). ``step_s``: wall time this round
+    stands for; peers that move a bounded amount per cycle (Proxmox) run ``step_s / their period`` cycles. The
+    ``proxmox_*`` and ``xen_*`` knobs parametrise the peer baselines only.
+    """
+
+    dead_band_bytes: int = 128 * MiB
+    dead_band_percent: int = 5
+    cooldown_s: float = 0.0
+    max_changes_per_node: int | None = None
+    alignment: int = 2 * MiB
+    step_s: float = 0.0
+    proxmox_target_percent: int = 80
+    proxmox_max_change: int = 100 * MiB
+    proxmox_period_s: float = 10.0
+    xen_reserve_bytes: int = 32 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class VmDecision:
+    """What the plan does with one VM, and why.
+
+    ``current``: its assignment now; ``assigned``: its assignment after the plan. ``floor``: the least it may
+    have (max of minimum and boot memory, aligned up). ``target``: demand plus buffer, clamped to
+    [floor, maximum]. ``pressure``: round(100 x demand / assigned), None when demand is unknown.
+    ``in_flight``: a change is already under way; the decision only accounts for it (not in ``changes``).
+    """
+
+    name: str
+    current: int
+    assigned: int
+    floor: int
+    demand: int | None
+    target: int
+    pressure: int | None
+    status: MemoryStatus
+    reason: str
+    in_flight: bool = False
+
+    @property
+    def change(self) -> int:
+        return self.assigned - self.current
+
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    """The plan for one node: a decision per VM, in the order of the node's VMs."""
+
+    node: str
+    pool: int
+    decisions: tuple[VmDecision, ...]
+    over_subscribed: bool
+    reason: str
+
+    @property
+    def assigned_total(self) -> int:
+        return sum(d.assigned for d in self.decisions)
+
+    @property
+    def changes(self) -> tuple[VmDecision, ...]:
+        """Decisions that change a VM: shrinks first (largest first), then grows (largest first)."""
+        moving = [d for d in self.decisions if d.assigned != d.current and not d.in_flight]
+        shrinks = sorted((d for d in moving if d.change < 0), key=lambda d: (d.change, d.name))
+        grows = sorted((d for d in moving if d.change > 0), key=lambda d: (-d.change, d.name))
+        return (*shrinks, *grows)
+
+    def by_name(self) -> dict[str, VmDecision]:
+        return {d.name: d for d in self.decisions}
+
+
+def format_bytes(value: int) -> str:
+    """Bytes as the shortest exact binary quantity (``3758096384`` -> ``3.5Gi``), else plain bytes."""
+    for unit, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if value and abs(value) >= size:
+            whole, rest = divmod(abs(value), size)
+            sign = "-" if value < 0 else ""
+            if rest == 0:
+                return f"{sign}{whole}{unit}"
+            exact = Decimal(abs(value)) / Decimal(size)
+            if len(exact.normalize().as_tuple().digits) <= 6:
+                return f"{sign}{exact.normalize():f}{unit}"
+    return str(value)
