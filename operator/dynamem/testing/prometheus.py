@@ -121,7 +121,11 @@ class Prometheus:
         self.set_targets(self._targets)
         interval = f"{max(1, round(self.scrape_interval * 1000))}ms"
         config = {
-            "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+            "global": {
+                "scrape_interval": interval,
+                "scrape_timeout": interval,
+                "evaluation_interval": interval,
+            },
             "scrape_configs": [
                 {
                     "job_name": self.job,
@@ -198,7 +202,8 @@ class Prometheus:
         response = self._http.get("/api/v1/query", params=params)
         body: dict[str, Any] = response.json()
         if response.status_code != 200 or body.get("status") != "success":
-            raise PrometheusError(f"query {promql!r} failed: {response.status_code} {body.get('error', body)}")
+            error = body.get("error", body)
+            raise PrometheusError(f"query {promql!r} failed: {response.status_code} {error}")
         data = body["data"]
         if data["resultType"] == "vector":
             return [
