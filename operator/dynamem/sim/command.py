@@ -1,0 +1,66 @@
+"""``dynamem simulate SCENARIO.yaml [--policy NAME] [--json FILE] [--plot FILE.png]``.
+
+Plays a scenario file through one policy without a cluster and shows what each VM would get. Bad input ends
+with exit code 2 and one line on stderr that names the file, the VM and the field, never a traceback: the
+simulator is the first thing a user runs on their own numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dynamem.policy import POLICIES
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynamem simulate", description="Play a scenario file through a balancing policy."
+    )
+    parser.add_argument("scenario", help="scenario YAML: step, nodes, vms, demand")
+    parser.add_argument("--policy", default="dynamem", choices=sorted(POLICIES), help="default: dynamem")
+    parser.add_argument("--json", metavar="FILE", help="write steps and summary as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a chart per node")
+    parser.add_argument("--quiet", action="store_true", help="print the summary only")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from dynamem.sim.scenario import ScenarioError, load_scenario
+    from dynamem.sim.simulate import simulate
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as err:
+        print(f"dynamem simulate: {err}", file=sys.stderr)
+        return 2
+    result = simulate(scenario, args.policy)
+
+    from rich.console import Console
+
+    from dynamem.sim.report import print_result
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    if args.quiet:
+        result = type(result)(result.policy, result.scenario, result.steps[-1:], result.summary)
+    print_result(result, console)
+    if args.quiet:
+        result = simulate(scenario, args.policy)
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+        if args.plot:
+            from dynamem.sim.plot import plot_result
+
+            plot_result(result, args.plot)
+    except OSError as err:
+        print(f"dynamem simulate: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
+    return 0

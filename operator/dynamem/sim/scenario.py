@@ -1,0 +1,202 @@
+"""Scenario files: nodes, VMs with their settings, and what each guest uses over time.
+
+A scenario is the seed's story told as data: how much memory each node lends its VMs, each VM's Dynamic
+Memory settings, and one demand value per step (null while the VM is off). The simulator plays it through a
+policy, the benchmarks play it through every policy, and the KubeVirt stand-in reuses :func:`load_scenario`
+to feed demand into a real control plane, so the file is read, checked and turned into bytes here, once.
+
+A bad file must not end in a traceback: every problem raises :class:`ScenarioError` with one line naming the
+file, the VM (or node) and the field, e.g. ``workday.yaml: vm 'sales': field 'node': 'hots' is not a node``.
+
+Format::
+
+    step: 15m                                  # wall time one step stands for (s, m, h, or seconds)
+    nodes:
+      - {name: host, memory: 8Gi}              # memory the VMs on this node share
+    vms:
+      - {name: finance, node: host, startup: 1Gi, maximum: 4Gi}   # minimum, buffer, priority optional
+    demand:
+      finance: [0.5Gi, 2.4Gi, 1.6Gi]           # memory in use per step; null = not running
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pydantic
+import yaml
+
+from dynamem.policy.model import MiB
+from dynamem.settings import SettingsError, VmSettings, parse_bytes
+
+__all__ = ["Scenario", "ScenarioError", "ScenarioNode", "ScenarioVm", "load_scenario", "parse_scenario"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_VM_KEYS = frozenset({"name", "node", "startup", "minimum", "maximum", "buffer", "priority", "hugepage"})
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be played; the message is one line naming file, VM or node, and field."""
+
+
+class ScenarioNode(pydantic.BaseModel, frozen=True):
+    name: str
+    memory: int = pydantic.Field(gt=0, description="bytes the VMs on this node share")
+
+
+class ScenarioVm(pydantic.BaseModel, frozen=True):
+    name: str
+    node: str
+    settings: VmSettings
+    hugepage: int = 2 * MiB
+
+
+class Scenario(pydantic.BaseModel, frozen=True):
+    """A checked scenario: step length, nodes, VMs, and per VM one demand (bytes or None) per step."""
+
+    source: str = "<scenario>"
+    step_seconds: float = pydantic.Field(gt=0)
+    nodes: tuple[ScenarioNode, ...]
+    vms: tuple[ScenarioVm, ...]
+    demand: Mapping[str, tuple[int | None, ...]]
+
+    @property
+    def steps(self) -> int:
+        return len(next(iter(self.demand.values()), ()))
+
+    def node(self, name: str) -> ScenarioNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check a scenario file; raises :class:`ScenarioError` with a one-line message."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ScenarioError(f"{source}: cannot read: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise ScenarioError(f"{source}: not valid YAML{where}: {problem}") from None
+    return parse_scenario(data, source)
+
+
+def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
+    """Check an already parsed scenario (a mapping as YAML gives it)."""
+
+    def fail(message: str) -> ScenarioError:
+        return ScenarioError(f"{source}: {message}")
+
+    if not isinstance(data, Mapping):
+        raise fail("not a scenario: expected a mapping with step, nodes, vms and demand")
+    for key in ("step", "nodes", "vms", "demand"):
+        if key not in data:
+            raise fail(f"field {key!r}: missing")
+    unknown = sorted(str(k) for k in data if k not in {"step", "nodes", "vms", "demand", "description"})
+    if unknown:
+        raise fail(f"field {unknown[0]!r}: unknown (expected step, nodes, vms, demand)")
+
+    step_seconds = _duration(data["step"], source)
+
+    raw_nodes = data["nodes"]
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise fail("field 'nodes': expected a non-empty list of {name, memory}")
+    nodes: list[ScenarioNode] = []
+    for index, raw in enumerate(raw_nodes):
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise fail(f"node #{index + 1}: field 'name': missing")
+        if any(n.name == name for n in nodes):
+            raise fail(f"node {name!r}: field 'name': defined twice")
+        try:
+            memory = parse_bytes(name, "memory", raw.get("memory"))
+        except SettingsError as err:
+            raise fail(f"node {name!r}: field 'memory': {_problem(err)}") from None
+        nodes.append(ScenarioNode(name=name, memory=memory))
+    node_names = {n.name for n in nodes}
+
+    raw_vms = data["vms"]
+    if not isinstance(raw_vms, list) or not raw_vms:
+        raise fail("field 'vms': expected a non-empty list of {name, node, startup, maximum, ...}")
+    vms: list[ScenarioVm] = []
+    for index, raw in enumerate(raw_vms):
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise fail(f"vm #{index + 1}: field 'name': missing")
+        if any(v.name == name for v in vms):
+            raise fail(f"vm {name!r}: field 'name': defined twice")
+        assert isinstance(raw, Mapping)
+        extra = sorted(str(k) for k in raw if k not in _VM_KEYS)
+        if extra:
+            raise fail(f"vm {name!r}: field {extra[0]!r}: unknown")
+        node = raw.get("node")
+        if node is None:
+            raise fail(f"vm {name!r}: field 'node': missing")
+        if node not in node_names:
+            raise fail(f"vm {name!r}: field 'node': {node!r} is not a node of this scenario")
+        try:
+            settings = VmSettings.from_spec(name, raw)
+            hugepage = (
+                2 * MiB if raw.get("hugepage") is None else parse_bytes(name, "hugepage", raw["hugepage"])
+            )
+        except SettingsError as err:
+            raise fail(str(err)) from None
+        vms.append(ScenarioVm(name=name, node=str(node), settings=settings, hugepage=hugepage))
+
+    raw_demand = data["demand"]
+    if not isinstance(raw_demand, Mapping):
+        raise fail("field 'demand': expected a mapping of VM name to a list of quantities")
+    vm_names = [v.name for v in vms]
+    for key in raw_demand:
+        if key not in vm_names:
+            raise fail(f"vm {key!r}: field 'demand': not a VM of this scenario")
+    demand: dict[str, tuple[int | None, ...]] = {}
+    length: int | None = None
+    for name in vm_names:
+        series = raw_demand.get(name)
+        if series is None:
+            raise fail(f"vm {name!r}: field 'demand': missing")
+        if not isinstance(series, list) or not series:
+            raise fail(f"vm {name!r}: field 'demand': expected a non-empty list of quantities or null")
+        if length is None:
+            length = len(series)
+        elif len(series) != length:
+            raise fail(f"vm {name!r}: field 'demand': {len(series)} values, the first VM has {length}")
+        values: list[int | None] = []
+        for step, value in enumerate(series):
+            if value is None:
+                values.append(None)
+            elif value == 0 and not isinstance(value, bool):
+                values.append(0)
+            else:
+                try:
+                    values.append(parse_bytes(name, f"demand[{step}]", value))
+                except SettingsError as err:
+                    raise fail(str(err)) from None
+        demand[name] = tuple(values)
+    return Scenario(
+        source=source, step_seconds=step_seconds, nodes=tuple(nodes), vms=tuple(vms), demand=demand
+    )
+
+
+def _problem(err: SettingsError) -> str:
+    return str(err).split(": ", 2)[-1]
+
+
+def _duration(value: object, source: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise ScenarioError(f"{source}: field 'step': {value!r} is not a duration (e.g. 15m, 30s, 1h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
