@@ -1,0 +1,284 @@
+"""The balancing rules, one table per rule; the arithmetic of each case is in its comment (sizes in GiB)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_node, make_vm
+
+from dynamem.policy import GiB, MiB, BalanceConfig, MemoryStatus, NodeState, VmState, plan_node, plan_oracle
+from dynamem.policy.balance import water_fill
+
+CONFIG = BalanceConfig()
+
+
+def gib(plan_node_result: object) -> dict[str, float]:
+    from dynamem.policy import NodePlan
+
+    assert isinstance(plan_node_result, NodePlan)
+    return {d.name: d.assigned / GiB for d in plan_node_result.decisions}
+
+
+def test_seed_workday_step_by_step() -> None:
+    # Step 0: demand 0.5 -> target 0.625 < floor 1 -> 1, 1, 1.
+    step0 = plan_node(make_node(*(make_vm(n) for n in ("finance", "sales", "engineering"))), CONFIG, 0)
+    assert gib(step0) == {"finance": 1, "sales": 1, "engineering": 1}
+    # Step 1: 2.4 / 0.8 = 3; 1.6 / 0.8 = 2; sales stays at its floor: 3 + 1 + 2 = 6 of 8.
+    step1 = plan_node(
+        make_node(make_vm("finance", demand=2.4), make_vm("sales"), make_vm("engineering", demand=1.6)),
+        CONFIG,
+        0,
+    )
+    assert gib(step1) == {"finance": 3, "sales": 1, "engineering": 2}
+    assert step1.assigned_total == 6 * GiB
+    # Step 2: 1.6 / 0.8 = 2; 2.8 / 0.8 = 3.5; service starts at 1: 2 + 1 + 3.5 + 1 = 7.5 of 8.
+    step2 = plan_node(
+        make_node(
+            make_vm("finance", demand=1.6, assigned=3),
+            make_vm("sales"),
+            make_vm("engineering", demand=2.8, assigned=2),
+            make_vm("service"),
+        ),
+        CONFIG,
+        900,
+    )
+    assert gib(step2) == {"finance": 2, "sales": 1, "engineering": 3.5, "service": 1}
+    assert [d.name for d in step2.changes] == ["finance", "engineering"]  # shrink before grow
+
+
+@pytest.mark.parametrize(
+    ("vm", "expected"),
+    [
+        # floor = max(minimum 1, boot 1) = 1; demand 0.2 -> target 0.25 -> 1.
+        pytest.param(make_vm(demand=0.2), 1, id="floor-minimum"),
+        # minimum 0.5 but booted with 2 while running: KubeVirt cannot go below 2.
+        pytest.param(make_vm(demand=0.2, minimum=0.5, startup=1, boot=2, assigned=2), 2, id="floor-boot"),
+        # minimum 0.5 < startup 1, booted at 0.5? boot = startup = 1 here, so floor 1.
+        pytest.param(make_vm(demand=0.2, minimum=0.5, assigned=1), 1, id="floor-boot-default"),
+        # demand 1 with 20 %: 1 / 0.8 = 1.25.
+        pytest.param(make_vm(demand=1), 1.25, id="buffer-20"),
+        # demand 1 with 50 %: 1 / 0.5 = 2.
+        pytest.param(make_vm(demand=1, buffer=50), 2, id="buffer-50"),
+        # demand 3.6 / 0.8 = 4.5, capped at maximum 4.
+        pytest.param(make_vm(demand=3.6), 4, id="capped-at-maximum"),
+        # demand 5 > maximum 4: demand level and target both capped at 4.
+        pytest.param(make_vm(demand=5), 4, id="demand-above-maximum"),
+    ],
+)
+def test_floor_and_target(vm: VmState, expected: float) -> None:
+    assert gib(plan_node(make_node(vm), CONFIG, 0)) == {"vm": expected}
+
+
+@pytest.mark.parametrize(
+    ("vms", "pool", "expected"),
+    [
+        # Floors 1 + 1; demand levels 3 + 3 (=6) need 4 more, pool 6 leaves 4: both get demand, no buffer
+        # (targets 3.75 each would need 1.5 more).
+        pytest.param(
+            [make_vm("a", demand=3), make_vm("b", demand=3)], 6, {"a": 3, "b": 3}, id="demand-before-buffer"
+        ),
+        # Buffer level short: room after demand = 7 - 6 = 1, needs 0.75 + 0.75: equal priority, 0.5 each.
+        pytest.param(
+            [make_vm("a", demand=3), make_vm("b", demand=3)],
+            7,
+            {"a": 3.5, "b": 3.5},
+            id="buffer-shared-equally",
+        ),
+        # Demand level short: floors 2, room 3, needs 2 + 2; weights 75:25 -> shares 2.25 -> capped 2, rest 1.
+        pytest.param(
+            [make_vm("a", demand=3, priority=75), make_vm("b", demand=3, priority=25)],
+            5,
+            {"a": 3, "b": 2},
+            id="priority-water-filling",
+        ),
+        # Demand short: weights 50:50, room 1 -> 0.5 each on top of floors.
+        pytest.param(
+            [make_vm("a", demand=3), make_vm("b", demand=3)], 3, {"a": 1.5, "b": 1.5}, id="equal-weights"
+        ),
+        # Priority 0 keeps its floor while a weighted VM still lacks memory: room 1 all to b (need 2).
+        pytest.param(
+            [make_vm("a", demand=3, priority=0), make_vm("b", demand=3)],
+            3,
+            {"a": 1, "b": 2},
+            id="priority-zero",
+        ),
+        # Spare stays unassigned: 1.25 + 1 = 2.25 of 8.
+        pytest.param(
+            [make_vm("a", demand=1), make_vm("b", demand=0.5)], 8, {"a": 1.25, "b": 1}, id="spare-unassigned"
+        ),
+    ],
+)
+def test_levels_and_shortage(vms: list[VmState], pool: float, expected: dict[str, float]) -> None:
+    plan = plan_node(make_node(*vms, pool=pool), CONFIG, 0)
+    assert gib(plan) == expected
+    assert plan.assigned_total <= pool * GiB
+
+
+def test_over_subscribed_when_floors_exceed_pool() -> None:
+    # Floors 2 + 2 + 2 = 6 > pool 5: every VM at its floor, the plan says so.
+    vms = [make_vm(n, startup=2, demand=3, assigned=3) for n in "abc"]
+    plan = plan_node(make_node(*vms, pool=5), CONFIG, 0)
+    assert plan.over_subscribed
+    assert gib(plan) == {"a": 2, "b": 2, "c": 2}
+    assert "over-subscribed" in plan.reason and "exceed pool 5Gi by 1Gi" in plan.reason
+
+
+@pytest.mark.parametrize(
+    ("vm", "expected", "reason"),
+    [
+        # target 1.25, current 1.3: 51Mi below the 128Mi band -> stays.
+        pytest.param(make_vm(demand=1, assigned=1.3), 1.3, "within dead band", id="small-shrink-kept"),
+        # target 1.25, current 1.2 and demand 1 met: grow of 51Mi suppressed.
+        pytest.param(make_vm(demand=1, assigned=1.2), 1.2, "within dead band", id="small-grow-kept"),
+        # current 0.98 below demand 1: grow even though the change is small.
+        pytest.param(
+            make_vm(demand=1, assigned=0.98, minimum=0.5, boot=0.5), 1.25, "grow to meet demand", id="below"
+        ),
+        # target 1.25, current 2: 768Mi > max(128Mi, 5 % of 2Gi = 102Mi) -> shrink.
+        pytest.param(make_vm(demand=1, assigned=2), 1.25, "shrink: demand fell", id="large-shrink"),
+        # 5 % of 40Gi = 2Gi band: target 33.75 vs current 35 (1.25 below) -> kept.
+        pytest.param(make_vm(demand=27, assigned=35, maximum=64), 35, "within dead band", id="percent-band"),
+    ],
+)
+def test_dead_band(vm: VmState, expected: float, reason: str) -> None:
+    decision = plan_node(make_node(vm, pool=64), CONFIG, 0).decisions[0]
+    assert decision.assigned == round(expected * GiB)
+    assert decision.reason == reason
+
+
+def test_dead_band_gives_way_when_room_is_needed() -> None:
+    # a: target 1.25, holds 1.3 (within band). b needs 6.75 -> 6 demand + buffer; pool 7.5:
+    # ideal a 1.25 + b 6.25 (buffer shared: room after demand 7.5 - 7 = 0.5, a's 0.25 all met first).
+    # b is below its demand (5.5 < 6) so it grows to 6.25; keeping a at 1.3 would need 7.55 > 7.5,
+    # so a shrinks to make room although its change is inside the dead band.
+    a = make_vm("a", demand=1, assigned=1.3)
+    b = make_vm("b", demand=6, assigned=5.5, maximum=8)
+    plan = plan_node(make_node(a, b, pool=7.5), CONFIG, 0)
+    decisions = plan.by_name()
+    assert decisions["a"].assigned == round(1.25 * GiB)
+    assert decisions["a"].reason == "shrink to make room"
+    assert plan.assigned_total <= round(7.5 * GiB)
+
+
+def test_no_buffer_kept_while_a_neighbour_is_short() -> None:
+    # pool 4: a holds 1.3 with demand 1 (buffer within band), b needs 3 of demand: floors 2, room 2,
+    # demand needs 0 + 2 -> b gets 3 exactly, a must drop to its demand level 1.
+    a = make_vm("a", demand=1, assigned=1.3)
+    b = make_vm("b", demand=3.2, assigned=2.6)
+    plan = plan_node(make_node(a, b, pool=4), CONFIG, 0)
+    d = plan.by_name()
+    assert d["b"].assigned < d["b"].demand  # type: ignore[operator]
+    assert d["a"].assigned == GiB
+
+
+def test_oracle_has_no_dead_band() -> None:
+    plan = plan_oracle(make_node(make_vm(demand=1, assigned=1.3)), CONFIG, 0)
+    assert plan.decisions[0].assigned == round(1.25 * GiB)
+
+
+@pytest.mark.parametrize(
+    ("vm", "assigned", "reason", "in_changes"),
+    [
+        # No metrics: hold at 2, never shrink blind.
+        pytest.param(make_vm(demand=None, assigned=2), 2, "held: demand unknown", False, id="unknown-demand"),
+        # A grow to 3 is in flight: counted at 3, not re-issued.
+        pytest.param(
+            make_vm(demand=3, assigned=2, in_flight_to=3), 3, "held: change in flight", False, id="flight"
+        ),
+        # Changed 30 s ago with a 60 s cooldown: held.
+        pytest.param(
+            make_vm(demand=2.4, assigned=1, last_change_at=970),
+            1,
+            "held: cooldown (30s left)",
+            False,
+            id="cd",
+        ),
+        # Changed 90 s ago: cooldown over, grows to 3.
+        pytest.param(
+            make_vm(demand=2.4, assigned=1, last_change_at=910), 3, "grow to meet demand", True, id="cd-over"
+        ),
+    ],
+)
+def test_holds(vm: VmState, assigned: float, reason: str, in_changes: bool) -> None:
+    plan = plan_node(make_node(vm), BalanceConfig(cooldown_s=60), 1000)
+    assert plan.decisions[0].assigned == assigned * GiB
+    assert plan.decisions[0].reason == reason
+    assert bool(plan.changes) is in_changes
+
+
+def test_held_vms_count_in_the_pool() -> None:
+    # Unknown-demand VM holds 5 of 8; b wants 2.4 / 0.8 = 3 and gets the 3 left.
+    plan = plan_node(
+        make_node(make_vm("a", demand=None, assigned=5, maximum=6), make_vm("b", demand=2.4)), CONFIG, 0
+    )
+    assert gib(plan) == {"a": 5, "b": 3}
+
+
+def test_change_limit_keeps_shrinks_first_and_fits() -> None:
+    # Ideal: a 3 -> 1.25 (shrink), b 1 -> 3, c 1 -> 3 (grows). Limit 2: the shrink and one grow.
+    vms = [
+        make_vm("a", demand=1, assigned=3),
+        make_vm("b", demand=2.4),
+        make_vm("c", demand=2.4, priority=75),
+    ]
+    plan = plan_node(make_node(*vms, pool=6), BalanceConfig(max_changes_per_node=2), 0)
+    d = plan.by_name()
+    assert [x.name for x in plan.changes] == ["a", "c"]  # c first: higher priority
+    assert d["b"].reason == "deferred: change limit reached" and d["b"].assigned == GiB
+    assert plan.assigned_total <= 6 * GiB
+
+
+@pytest.mark.parametrize(
+    ("vm", "expected"),
+    [
+        # 1Gi hugepages: target 1.3 / 0.8 = 1.625 -> aligned down to 1Gi steps; demand level 1.3 -> up to 2.
+        pytest.param(make_vm(demand=1.3, hugepage=GiB), 2 * GiB, id="hugepage-1Gi"),
+        # 2Mi alignment: demand 1000Mi+1 byte -> level rounds up to 1002Mi; target 1250Mi+ -> 1250Mi.
+        pytest.param(make_vm(demand=(1000 * MiB + 1) / GiB, minimum=0.5, boot=0.5), 1250 * MiB, id="2Mi"),
+    ],
+)
+def test_alignment(vm: VmState, expected: int) -> None:
+    assert plan_node(make_node(vm), CONFIG, 0).decisions[0].assigned == expected
+
+
+@pytest.mark.parametrize(
+    ("vm", "status", "pressure"),
+    [
+        # 0.5 used of 1: OK, pressure 50.
+        pytest.param(make_vm(demand=0.5), MemoryStatus.OK, 50, id="ok"),
+        # pool 1.2 short of target 1.25 for demand 1: Low, pressure round(100 / 1.2) = 83.
+        pytest.param(make_vm(demand=1), MemoryStatus.LOW, 83, id="low"),
+        # demand 5 > maximum 4: Warning, pressure 125.
+        pytest.param(make_vm(demand=5), MemoryStatus.WARNING, 125, id="warning"),
+    ],
+)
+def test_status_and_pressure(vm: VmState, status: MemoryStatus, pressure: int) -> None:
+    pool = 1.2 if status is MemoryStatus.LOW else 8
+    decision = plan_node(make_node(vm, pool=pool), CONFIG, 0).decisions[0]
+    assert (decision.status, decision.pressure) == (status, pressure)
+
+
+@pytest.mark.parametrize(
+    ("needs", "weights", "available", "expected"),
+    [
+        # Enough for all.
+        pytest.param([4, 4], [1, 1], 10, [4, 4], id="fits"),
+        # 6 by 1:2 -> 2 and 4.
+        pytest.param([10, 10], [1, 2], 6, [2, 4], id="proportional"),
+        # Small need saturates, the rest flows on: a 1 (of fair 3), b gets 5.
+        pytest.param([1, 10], [1, 1], 6, [1, 5], id="saturate-then-share"),
+        # Weight 0 gets only leftovers once weighted needs are met: 3 to a, 2 to b.
+        pytest.param([3, 10], [1, 0], 5, [3, 2], id="zero-weight-last"),
+    ],
+)
+def test_water_fill(needs: list[int], weights: list[int], available: int, expected: list[int]) -> None:
+    assert water_fill(needs, weights, [1] * len(needs), available) == expected
+
+
+def test_water_fill_units() -> None:
+    # 5 shared 1:1 in units of 2: 2.5 each -> 2 each, 1 left over (less than a unit).
+    assert water_fill([10, 10], [1, 1], [2, 2], 5) == [2, 2]
+
+
+def test_plan_is_pure_and_deterministic() -> None:
+    node: NodeState = make_node(make_vm("a", demand=3), make_vm("b", demand=3, priority=75), pool=5)
+    assert plan_node(node, CONFIG, 0) == plan_node(node, CONFIG, 0)

@@ -1,0 +1,93 @@
+"""Invariants of the balancer under random nodes (hypothesis): what must hold whatever the numbers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dynamem.policy import MiB, BalanceConfig, NodeState, VmLimits, VmState, plan_node, plan_oracle
+from dynamem.policy.balance import vm_levels
+
+ALIGN = 2 * MiB
+CONFIG = BalanceConfig()
+
+
+@st.composite
+def vms(draw: st.DrawFn, name: str) -> VmState:
+    units = st.integers  # sizes in 2Mi units
+    startup = draw(units(256, 4096))
+    minimum = draw(units(128, startup))
+    maximum = draw(units(startup, 8192))
+    assigned = draw(units(startup, maximum))
+    demand = draw(st.integers(0, 20 << 30))
+    limits = VmLimits(
+        startup=startup * ALIGN,
+        minimum=minimum * ALIGN,
+        maximum=maximum * ALIGN,
+        buffer=draw(st.integers(5, 95)),
+        priority=draw(st.integers(0, 100)),
+    )
+    return VmState(name, limits, assigned * ALIGN, demand, boot_memory=startup * ALIGN)
+
+
+@st.composite
+def nodes(draw: st.DrawFn) -> NodeState:
+    count = draw(st.integers(1, 8))
+    members = tuple(draw(vms(f"vm{i}")) for i in range(count))
+    pool = draw(st.integers(1 << 30, 96 << 30))
+    return NodeState("node", pool, members)
+
+
+POLICIES = [plan_node, plan_oracle]
+
+
+@settings(max_examples=400, deadline=None)
+@given(nodes())
+def test_sum_bounds_and_alignment(node: NodeState) -> None:
+    for plan_fn in POLICIES:
+        plan = plan_fn(node, CONFIG, 0.0)
+        floors = sum(vm_levels(vm, CONFIG)[1] for vm in node.vms)
+        assert plan.over_subscribed == (floors > node.pool)
+        if not plan.over_subscribed:
+            assert plan.assigned_total <= node.pool
+        for vm, decision in zip(node.vms, plan.decisions, strict=True):
+            _, floor, top, _, _, _ = vm_levels(vm, CONFIG)
+            assert floor <= decision.assigned <= top
+            assert decision.assigned % ALIGN == 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(nodes())
+def test_no_buffer_while_a_neighbour_is_below_demand(node: NodeState) -> None:
+    for plan_fn in POLICIES:
+        plan = plan_fn(node, CONFIG, 0.0)
+        levels = [vm_levels(vm, CONFIG)[3] for vm in node.vms]
+        short = any(d.assigned < level for d, level in zip(plan.decisions, levels, strict=True))
+        if short:
+            for d, level in zip(plan.decisions, levels, strict=True):
+                assert d.assigned <= level, f"{d.name} keeps buffer while a neighbour is short"
+
+
+@settings(max_examples=400, deadline=None)
+@given(nodes(), vms("twin"), st.integers(0, 100), st.integers(0, 100))
+def test_more_priority_never_less_memory(node: NodeState, twin: VmState, p1: int, p2: int) -> None:
+    high, low = max(p1, p2), min(p1, p2)
+    a = replace(twin, name="a", limits=replace(twin.limits, priority=high))
+    b = replace(twin, name="b", limits=replace(twin.limits, priority=low))
+    both = replace(node, vms=(*node.vms, b, a))
+    for plan_fn in POLICIES:
+        decisions = plan_fn(both, CONFIG, 0.0).by_name()
+        assert decisions["a"].assigned >= decisions["b"].assigned
+
+
+@settings(max_examples=200, deadline=None)
+@given(nodes())
+def test_plan_keeps_vm_order_and_is_deterministic(node: NodeState) -> None:
+    plan = plan_node(node, CONFIG, 0.0)
+    assert [d.name for d in plan.decisions] == [vm.name for vm in node.vms]
+    assert plan == plan_node(node, CONFIG, 0.0)
+    changes = plan.changes
+    shrinks = [d for d in changes if d.change < 0]
+    assert list(changes[: len(shrinks)]) == shrinks  # shrinks first
