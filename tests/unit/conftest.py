@@ -1,4 +1,4 @@
-"""Builders for policy tests: ``make_vm`` and ``make_node`` with the seed's defaults (1Gi..4Gi, 20 %, medium)."""
+"""Builders for policy tests: ``make_vm`` and ``make_node``, seed defaults (1Gi..4Gi, 20 %, medium)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_node, make_vm
 
-from dynamem.policy import GiB, MiB, BalanceConfig, MemoryStatus, NodeState, VmState, plan_node, plan_oracle
+from dynamem.policy import BalanceConfig, GiB, MemoryStatus, MiB, NodeState, VmState, plan_node, plan_oracle
 from dynamem.policy.balance import water_fill
 
 CONFIG = BalanceConfig()

@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynamem.policy import MiB, BalanceConfig, NodeState, VmLimits, VmState, plan_node, plan_oracle
+from dynamem.policy import BalanceConfig, MiB, NodeState, VmLimits, VmState, plan_node, plan_oracle
 from dynamem.policy.balance import vm_levels
 
 ALIGN = 2 * MiB
