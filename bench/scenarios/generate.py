@@ -134,7 +134,7 @@ def generate(name: str, seed: int, nodes: int = 3, vms_per_node: int = 10) -> di
         memory = max(int(max(totals) * 0.95), int(startups * 1.1))
         node_rows.append({"name": node, "memory": f"{-(-memory // (1 << 30))}Gi"})
     return {
-        "description": f"generated '{name}' day, seed {seed}: {nodes} nodes x {vms_per_node} VMs, 15 min steps",
+        "description": f"generated '{name}' day, seed {seed}: {nodes} nodes x {vms_per_node} VMs, 15m steps",
         "step": "15m",
         "nodes": node_rows,
         "vms": vm_rows,
