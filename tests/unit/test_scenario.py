@@ -1,0 +1,112 @@
+"""Scenario files: the seed's workday loads to exact bytes; every bad input names file, VM and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dynamem.policy import GiB, MiB
+from dynamem.sim.scenario import ScenarioError, load_scenario
+
+GOOD = """\
+step: 15m
+nodes:
+  - {name: host, memory: 8Gi}
+vms:
+  - {name: a, node: host, startup: 1Gi, maximum: 4Gi}
+  - {name: b, node: host, startup: 1Gi, maximum: 4Gi, minimum: 512Mi, buffer: 30, priority: high}
+demand:
+  a: [0.5Gi, 2.4Gi]
+  b: [null, 0]
+"""
+
+
+def test_workday_loads_exactly(workday_path: str) -> None:
+    scenario = load_scenario(workday_path)
+    assert scenario.step_seconds == 900
+    assert [(n.name, n.memory) for n in scenario.nodes] == [("host", 8 * GiB)]
+    assert [v.name for v in scenario.vms] == ["finance", "sales", "engineering", "service"]
+    assert scenario.steps == 3
+    assert scenario.demand["service"] == (None, None, 512 * MiB)
+    assert scenario.demand["finance"][1] == 2576980378  # 2.4Gi = 2576980377.6 bytes, rounded up
+
+
+def test_optional_settings(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    b = load_scenario(path).vms[1].settings
+    assert (b.minimum, b.buffer, b.priority) == (512 * MiB, 30, 75)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        pytest.param(
+            "node: host, startup: 1Gi, maximum: 4Gi}\n  - {name: b",
+            "node: hots, startup: 1Gi, maximum: 4Gi}\n  - {name: b",
+            "vm 'a': field 'node': 'hots' is not a node of this scenario",
+            id="unknown-node",
+        ),
+        pytest.param("  b: [null, 0]\n", "", "vm 'b': field 'demand': missing", id="vm-without-demand"),
+        pytest.param(
+            "a: [0.5Gi, 2.4Gi]",
+            "a: [0.5Gi, 2.4Gx]",
+            "vm 'a': field 'demand[1]': '2.4Gx' is not a quantity (e.g. 1Gi, 512Mi)",
+            id="bad-demand",
+        ),
+        pytest.param(
+            "a, node: host, startup: 1Gi",
+            "a, node: host, startup: 1Gx",
+            "vm 'a': field 'startup': '1Gx' is not a quantity (e.g. 1Gi, 512Mi)",
+            id="malformed-quantity",
+        ),
+        pytest.param(
+            "buffer: 30", "buffer: 300", "vm 'b': field 'buffer': 300 is out of range 5..95", id="settings"
+        ),
+        pytest.param(
+            "minimum: 512Mi", "minimum: 2Gi", "vm 'b': field 'minimum': '2Gi' is above startup 1Gi", id="min"
+        ),
+        pytest.param(
+            "memory: 8Gi",
+            "memory: lots",
+            "node 'host': field 'memory': 'lots' is not a quantity (e.g. 1Gi, 512Mi)",
+            id="node-memory",
+        ),
+        pytest.param(
+            "step: 15m", "step: soon", "field 'step': 'soon' is not a duration (e.g. 15m, 30s, 1h)", id="step"
+        ),
+        pytest.param(
+            "b: [null, 0]", "b: [null]", "vm 'b': field 'demand': 1 values, the first VM has 2", id="length"
+        ),
+        pytest.param(
+            "  b: [null, 0]\n",
+            "  b: [null, 0]\n  c: [1Gi, 1Gi]\n",
+            "vm 'c': field 'demand': not a VM of this scenario",
+            id="demand-for-unknown-vm",
+        ),
+        pytest.param(
+            "maximum: 4Gi}\n  - {name: b",
+            "maximum: 4Gi, colour: red}\n  - {name: b",
+            "vm 'a': field 'colour': unknown",
+            id="unknown-field",
+        ),
+        pytest.param("step: 15m\n", "", "field 'step': missing", id="missing-step"),
+        pytest.param("nodes:\n", "nodes: [\n", "not valid YAML at line", id="yaml"),
+    ],
+)
+def test_bad_input_names_file_vm_and_field(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"missing\.yaml: cannot read"):
+        load_scenario(tmp_path / "missing.yaml")
