@@ -48,11 +48,7 @@ def main(argv: list[str]) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=150)
-    if args.quiet:
-        result = type(result)(result.policy, result.scenario, result.steps[-1:], result.summary)
-    print_result(result, console)
-    if args.quiet:
-        result = simulate(scenario, args.policy)
+    print_result(result, console, steps=not args.quiet)
     try:
         if args.json:
             Path(args.json).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")

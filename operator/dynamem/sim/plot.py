@@ -67,7 +67,9 @@ def plot_result(result: SimResult, path: str | Path) -> None:
             ax.set_xticks(steps, [f"{s * minutes:g} min" for s in steps])
         else:
             ax.set_xlabel(f"step ({minutes:g} min each)")
-        ax.legend(loc="upper left", fontsize="small", ncol=max(1, len(names) // 8))
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", ncol=max(1, len(names) // 12)
+        )
         ax.set_ylim(0, max(node.memory / GiB, max(bottom)) * 1.15)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

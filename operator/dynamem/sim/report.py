@@ -27,11 +27,11 @@ def _size(value: int | None) -> str:
     return f"{value / GiB:.2f}Gi" if value >= GiB else f"{value / MiB:.1f}Mi"
 
 
-def print_result(result: SimResult, console: Console | None = None) -> None:
-    """Print every step and the summary."""
+def print_result(result: SimResult, console: Console | None = None, *, steps: bool = True) -> None:
+    """Print every step (unless ``steps`` is false) and the summary."""
     out = console or Console()
     minutes = result.scenario.step_seconds / 60
-    for step in result.steps:
+    for step in result.steps if steps else ():
         table = Table(
             title=f"step {step.step} (t = {step.step * minutes:g} min), policy {result.policy}",
             title_justify="left",
@@ -40,7 +40,7 @@ def print_result(result: SimResult, console: Console | None = None) -> None:
             table.add_column(
                 column, justify="right" if column in {"demand", "assigned", "change"} else "left"
             )
-        previous = result.steps[step.step - 1].vms if step.step > 0 else {}
+        previous = result.steps[step.step - 1].vms if step.step > 0 else {}  # steps are numbered 0..n-1
         for name, vm in step.vms.items():
             before = previous.get(name)
             change = ""
