@@ -53,7 +53,6 @@ __all__ = [
     "binaries_dir",
     "free_port",
     "repo_root",
-    "service_account_user",
 ]
 
 # Must match tools/build-controlplane.sh (tests/integration/test_controlplane.py checks that it does).
@@ -117,14 +116,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def service_account_user(namespace: str, name: str) -> tuple[str, tuple[str, ...]]:
-    """The user name and groups the API server gives a service account's token."""
-    return (
-        f"system:serviceaccount:{namespace}:{name}",
-        ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
-    )
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
@@ -239,7 +230,12 @@ class _CertificateAuthority:
 
 def _escape_dn(value: str) -> str:
     if not value or any(ord(ch) < 32 for ch in value):
-        raise ValueError(f"unusable name for a certificate subject: {value!r}")
+        raise ControlPlaneError(f"unusable name for a certificate subject: {value!r}")
+    if len(value) > 64:
+        raise ControlPlaneError(
+            f"{value!r} is longer than the 64 characters a certificate subject allows; for a service account "
+            "use ControlPlane.service_account_client(namespace, name)"
+        )
     return value.replace("\\", "\\\\").replace("/", "\\/").replace("=", "\\=").replace("+", "\\+")
 
 
@@ -461,13 +457,38 @@ class ControlPlane:
     def api_client(self, user: str | None = None, groups: Sequence[str] = ()) -> k8s_client.ApiClient:
         """A `kubernetes.client.ApiClient` acting as the admin (system:masters) or as `user` in `groups`.
 
-        For a service account: `cp.api_client(*service_account_user("ns", "name"))`.
+        Users are client certificates, whose subject names are limited to 64 characters; for a service
+        account use `service_account_client`, which authenticates with a real token.
         """
         return k8s_client.ApiClient(self.configuration(user, groups))
 
+    def service_account_token(self, namespace: str, name: str, expiration_seconds: int = 3600) -> str:
+        """A real bound token for service account `namespace/name` (TokenRequest API), creating the account
+        if it does not exist. The namespace must exist. The server authenticates it as
+        `system:serviceaccount:NS:NAME` in groups `system:serviceaccounts` and `system:serviceaccounts:NS`.
+        """
+        accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+        created = self.http.post(accounts, json={"metadata": {"name": name}})
+        if created.status_code not in (201, 409):
+            raise ControlPlaneError(f"creating service account {namespace}/{name}: {created.text}")
+        response = self.http.post(
+            f"{accounts}/{name}/token",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                  "spec": {"expirationSeconds": expiration_seconds}},
+        )  # fmt: skip
+        if response.status_code != 201:
+            raise ControlPlaneError(f"token for {namespace}/{name}: {response.status_code} {response.text}")
+        token: str = response.json()["status"]["token"]
+        return token
+
     def service_account_client(self, namespace: str, name: str) -> k8s_client.ApiClient:
-        """An ApiClient with the identity of service account `namespace/name` (the account need not exist)."""
-        return self.api_client(*service_account_user(namespace, name))
+        """An ApiClient acting as service account `namespace/name` with a real token (see
+        `service_account_token`): what the operator's pod would get. The namespace must exist."""
+        config = self.configuration()
+        config.cert_file = config.key_file = None
+        config.api_key = {"authorization": self.service_account_token(namespace, name)}
+        config.api_key_prefix = {"authorization": "Bearer"}
+        return k8s_client.ApiClient(config)
 
     def write_kubeconfig(self, path: Path, user: str | None = None, groups: Sequence[str] = ()) -> Path:
         """Write a self-contained kubeconfig (certificates embedded) for the admin or `user` in `groups`."""
