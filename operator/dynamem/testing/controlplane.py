@@ -16,7 +16,9 @@ Consequences worth knowing:
   `system:masters`. `ControlPlane.api_client(user=..., groups=...)` acts as anyone, e.g. a service account.
 
 Processes run in their own process groups and are stopped with SIGTERM, then SIGKILL; `stop()` is also
-registered with `atexit`, and on Linux the children get SIGKILL if the Python process that started them dies.
+registered with `atexit`, and on Linux the children get SIGKILL when the thread that started them ends
+(PR_SET_PDEATHSIG), so even `kill -9` of the test run leaves no server behind. Start the control plane from a
+thread that lives as long as you need it (pytest's main thread does).
 """
 
 from __future__ import annotations
