@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DYNAMEM_CACHE ?= $(HOME)/.cache/dynamem
 
-.PHONY: help venv lint typecheck unit integration test controlplane prometheus cluster cluster-down demo bench image-lint clean
+.PHONY: help venv lint typecheck unit integration test controlplane prometheus cluster cluster-down demo bench image-lint clean kind
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,3 +60,6 @@ bench: $(STAMP) ## Policy comparison and speed benchmarks
 
 clean: ## Remove the virtualenv and build outputs (not the control-plane cache)
 	rm -rf $(VENV) build *.egg-info operator/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+kind: ## Try dynamem on kind (needs Docker, kind, kubectl): KubeVirt v1.7.0, Prometheus, dynamem:dev, examples
+	tools/kind-up.sh
