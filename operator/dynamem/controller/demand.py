@@ -1,0 +1,100 @@
+"""Reading each guest's memory demand from Prometheus.
+
+Demand is what KubeVirt itself calls used memory: ``kubevirt_vmi_memory_available_bytes -
+kubevirt_vmi_memory_usable_bytes`` (memory the guest sees, less its MemAvailable), as virt-handler exports it
+from the balloon driver's statistics. A VM with no fresh sample has unknown demand, and the policy then holds
+its memory: shrinking a guest we cannot see would be blind. When Prometheus cannot be reached at all, every
+demand is unknown, the round still runs, and nothing is shrunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from dynamem.kube.objects import ObjectKey
+
+DEMAND_QUERY = (
+    "max by (namespace, name) "
+    "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemandReading:
+    """Demand per VM in bytes; ``error`` says why nothing could be read, when that happened."""
+
+    by_vm: Mapping[ObjectKey, int] = field(default_factory=dict)
+    error: str | None = None
+
+    def of(self, key: ObjectKey) -> int | None:
+        return self.by_vm.get(key)
+
+
+class DemandSource(Protocol):
+    """Where a balancing round gets guest demand from: Prometheus in a cluster, a trace in the simulator."""
+
+    async def read(self) -> DemandReading: ...
+
+
+class _Sample(BaseModel):
+    metric: dict[str, str]
+    value: tuple[float, str]
+
+
+class _Data(BaseModel):
+    resultType: str
+    result: list[_Sample]
+
+
+class _Response(BaseModel):
+    status: str
+    data: _Data | None = None
+    error: str | None = None
+
+
+def parse_response(payload: object) -> DemandReading:
+    """Turn a Prometheus instant-query response into demand per VM; malformed samples are dropped."""
+    try:
+        response = _Response.model_validate(payload)
+    except ValidationError as exc:
+        return DemandReading(error=f"unexpected Prometheus response: {exc.errors()[0]['msg']}")
+    if response.status != "success" or response.data is None:
+        return DemandReading(error=f"Prometheus query failed: {response.error or response.status}")
+    found: dict[ObjectKey, int] = {}
+    for sample in response.data.result:
+        namespace, name = sample.metric.get("namespace"), sample.metric.get("name")
+        if not namespace or not name:
+            continue
+        try:
+            value = float(sample.value[1])
+        except ValueError:
+            continue
+        if value != value or value < 0:  # NaN or a negative difference: no usable reading
+            continue
+        found[ObjectKey(namespace, name)] = int(value)
+    return DemandReading(by_vm=found)
+
+
+class PrometheusDemand:
+    """Demand from a Prometheus server's HTTP API (``/api/v1/query``)."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, query: str = DEMAND_QUERY) -> None:
+        self.url = url.rstrip("/")
+        self.query = query
+        self._client = httpx.AsyncClient(timeout=timeout)
+
+    async def read(self) -> DemandReading:
+        try:
+            response = await self._client.get(f"{self.url}/api/v1/query", params={"query": self.query})
+            response.raise_for_status()
+            return parse_response(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,87 @@
+"""The operator's own Prometheus metrics: what it assigned, what it measured, how long a round took.
+
+Per VM: assigned and demand bytes; per node: pool and assigned bytes; per round: duration and API writes;
+memory.guest patches by direction. The series of a VM that left are dropped each round, so dashboards never
+show ghosts. Each operator instance owns its registry, so several can live in one test process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from dynamem.controller.snapshot import Snapshot
+    from dynamem.policy.model import NodePlan
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.serving = False
+        vm_labels = ("namespace", "name", "node")
+        self.vm_assigned = Gauge(
+            "dynamem_vm_assigned_bytes", "Memory dynamem assigned to the VM", vm_labels, registry=self.registry
+        )
+        self.vm_demand = Gauge(
+            "dynamem_vm_demand_bytes", "Memory in use in the guest, as measured", vm_labels, registry=self.registry
+        )
+        self.vm_pressure = Gauge(
+            "dynamem_vm_pressure_percent", "Demand as a percent of assigned memory", vm_labels, registry=self.registry
+        )
+        self.vm_warning = Gauge(
+            "dynamem_vm_warning", "1 while the VM has less memory than it uses", vm_labels, registry=self.registry
+        )
+        self.node_pool = Gauge(
+            "dynamem_node_pool_bytes", "Memory the node's managed VMs may share", ("node",), registry=self.registry
+        )
+        self.node_assigned = Gauge(
+            "dynamem_node_assigned_bytes", "Memory assigned to the node's managed VMs", ("node",), registry=self.registry
+        )
+        self.node_over = Gauge(
+            "dynamem_node_over_subscribed",
+            "1 while the floors of the node's VMs exceed its pool",
+            ("node",),
+            registry=self.registry,
+        )
+        self.round_seconds = Histogram(
+            "dynamem_balance_duration_seconds",
+            "Time one balancing round took",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.patches = Counter(
+            "dynamem_vm_memory_patches", "memory.guest changes requested", ("direction",), registry=self.registry
+        )
+        self.rounds = Counter("dynamem_balance_rounds", "Balancing rounds run", registry=self.registry)
+
+    def observe_round(
+        self, snapshot: Snapshot, plans: Mapping[str, NodePlan], duration_s: float, writes: int
+    ) -> None:
+        self.rounds.inc()
+        self.round_seconds.observe(duration_s)
+        for gauge in (self.vm_assigned, self.vm_demand, self.vm_pressure, self.vm_warning):
+            gauge.clear()
+        for gauge in (self.node_pool, self.node_assigned, self.node_over):
+            gauge.clear()
+        for name, plan in plans.items():
+            self.node_pool.labels(node=name).set(plan.pool)
+            self.node_assigned.labels(node=name).set(plan.assigned_total)
+            self.node_over.labels(node=name).set(1 if plan.over_subscribed else 0)
+            for decision in plan.decisions:
+                key = snapshot.vm_keys[decision.name]
+                labels = {"namespace": key.namespace, "name": key.name, "node": name}
+                self.vm_assigned.labels(**labels).set(decision.assigned)
+                if decision.demand is not None:
+                    self.vm_demand.labels(**labels).set(decision.demand)
+                    self.vm_warning.labels(**labels).set(1 if decision.assigned < decision.demand else 0)
+                if decision.pressure is not None:
+                    self.vm_pressure.labels(**labels).set(decision.pressure)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Serve /metrics (once: a retried startup does not bind the port twice)."""
+        if not self.serving:
+            start_http_server(port, addr=addr, registry=self.registry)
+            self.serving = True

@@ -1,0 +1,126 @@
+"""The operator's command-line options, validated once at start.
+
+A bad flag value stops ``dynamem run`` before it touches the cluster, with a message that names the flag and
+the value (exit code 2), like every other bad input dynamem sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from dynamem.policy import POLICIES
+from dynamem.policy.model import BalanceConfig
+from dynamem.settings import SettingsError, parse_bytes
+
+
+class OptionError(ValueError):
+    def __init__(self, flag: str, value: object, problem: str) -> None:
+        super().__init__(f"dynamem run: {flag} {value!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = True
+    prometheus_url: str = "http://prometheus-k8s.monitoring.svc:9090"
+    interval_s: float = 10.0
+    min_gap_s: float = 1.0
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    policy: str = "dynamem"
+    reserve: int = 0
+    default_overhead: int = 0
+    metrics_port: int | None = 8080
+    metrics_address: str = "0.0.0.0"
+    liveness: str | None = None
+    standalone: bool = False
+    priority: int | None = None
+    peering: str = "dynamem"
+    dry_run: bool = False
+    kubeconfig: str | None = None
+    log_level: str = "INFO"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynamem run",
+        description="Balance the memory of KubeVirt VMs that have a VirtualMachineMemory, node by node.",
+    )
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
+    add = parser.add_argument
+    add("--prometheus-url", default=OperatorOptions.prometheus_url, help="Prometheus with KubeVirt's metrics")
+    add("--interval", type=float, default=10.0, help="seconds between balancing rounds (default 10)")
+    add("--min-gap", type=float, default=1.0, help="least seconds between two rounds woken by changes")
+    add("--dead-band", default="128Mi", help="changes smaller than this are not made (default 128Mi)")
+    add("--dead-band-percent", type=int, default=5, help="... nor smaller than this percent (default 5)")
+    add("--cooldown", type=float, default=0.0, help="seconds a VM is held after a change (default 0)")
+    add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
+    add("--reserve", default="0", help="memory per node kept back from the VMs (default 0)")
+    add("--default-overhead", default="0", help="launcher overhead to assume when a VMI reports none")
+    add("--policy", default="dynamem", choices=sorted(POLICIES), help="balancing policy (default dynamem)")
+    add("--metrics-port", type=int, default=8080, help="port of the operator's /metrics (0: off)")
+    add("--metrics-address", default="0.0.0.0", help="address of the operator's /metrics")
+    add("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    add("--standalone", action="store_true", help="no peering: this replica always balances")
+    add("--priority", type=int, default=None, help="peering priority (default: random)")
+    add("--peering", default="dynamem", help="name of the kopf peering object (default dynamem)")
+    add("--dry-run", action="store_true", help="plan and report, but send VM changes as server dry-runs")
+    add("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _bytes(flag: str, value: str, *, allow_zero: bool = True) -> int:
+    if allow_zero and value.strip() in {"0", ""}:
+        return 0
+    try:
+        return parse_bytes("operator", flag, value)
+    except SettingsError as exc:
+        raise OptionError(flag, value, exc.problem) from None
+
+
+def _positive(flag: str, value: float) -> float:
+    if not value > 0:
+        raise OptionError(flag, value, "must be greater than 0")
+    return value
+
+
+def parse_options(argv: list[str]) -> OperatorOptions:
+    """Parse and validate; raises OptionError (argparse itself exits 2 on unknown flags)."""
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.dead_band_percent <= 100:
+        raise OptionError("--dead-band-percent", args.dead_band_percent, "must be 0 to 100")
+    if args.cooldown < 0:
+        raise OptionError("--cooldown", args.cooldown, "must not be negative")
+    if args.max_changes_per_node is not None and args.max_changes_per_node < 1:
+        raise OptionError("--max-changes-per-node", args.max_changes_per_node, "must be at least 1")
+    if not args.prometheus_url.startswith(("http://", "https://")):
+        raise OptionError("--prometheus-url", args.prometheus_url, "must be an http:// or https:// URL")
+    balance = BalanceConfig(
+        dead_band_bytes=_bytes("--dead-band", args.dead_band),
+        dead_band_percent=args.dead_band_percent,
+        cooldown_s=args.cooldown,
+        max_changes_per_node=args.max_changes_per_node,
+    )
+    return OperatorOptions(
+        namespaces=tuple(args.namespace or ()),
+        all_namespaces=bool(args.all_namespaces),
+        prometheus_url=args.prometheus_url,
+        interval_s=_positive("--interval", args.interval),
+        min_gap_s=max(0.0, args.min_gap),
+        balance=balance,
+        policy=args.policy,
+        reserve=_bytes("--reserve", args.reserve),
+        default_overhead=_bytes("--default-overhead", args.default_overhead),
+        metrics_port=args.metrics_port or None,
+        metrics_address=args.metrics_address,
+        liveness=args.liveness,
+        standalone=args.standalone,
+        priority=args.priority,
+        peering=args.peering,
+        dry_run=args.dry_run,
+        kubeconfig=args.kubeconfig,
+        log_level=args.log_level,
+    )

@@ -1,0 +1,215 @@
+"""Typed views of the Kubernetes and KubeVirt objects the operator reads.
+
+The operator (through kopf indices) and the KubeVirt simulator both receive raw JSON bodies. Every field dynamem
+relies on is read here, once, into small frozen dataclasses with quantities already parsed to bytes, so the
+rest of the code never digs through nested dicts and never parses a quantity twice. The paths follow
+``shared/KUBEVIRT.md``: ``spec.template.spec.domain.memory.guest`` on the VirtualMachine, ``status.memory`` on
+the VirtualMachineInstance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+MI = 1024**2
+GI = 1024**3
+
+LAUNCHER_LABEL = "kubevirt.io"
+LAUNCHER_VALUE = "virt-launcher"
+RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
+
+Body = Mapping[str, Any]
+
+
+def quantity_bytes(value: object) -> int | None:
+    """A Kubernetes quantity as whole bytes (rounded up), or None when absent or malformed."""
+    if value is None or value == "":
+        return None
+    try:
+        exact: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+        return math.ceil(exact)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
+def dig(body: Body, *path: str) -> Any:
+    """``body[a][b][c]`` or None when any step is missing or not a mapping."""
+    node: Any = body
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def conditions(body: Body) -> dict[str, Mapping[str, Any]]:
+    """The object's ``status.conditions`` by type."""
+    items = dig(body, "status", "conditions") or []
+    return {str(c.get("type")): c for c in items if isinstance(c, Mapping)}
+
+
+def condition_is(body: Body, kind: str, status: str = "True") -> bool:
+    found = conditions(body).get(kind)
+    return found is not None and str(found.get("status")) == status
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectKey:
+    """A namespaced object's identity; a VirtualMachineMemory and its VM share it."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, body: Body) -> ObjectKey:
+        return cls(str(dig(body, "metadata", "namespace") or ""), str(dig(body, "metadata", "name") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class VmView:
+    """What dynamem needs of a KubeVirt VirtualMachine."""
+
+    key: ObjectKey
+    uid: str
+    guest: int | None
+    max_guest: int | None
+    hugepage: int
+    request: int | None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    desired_running: bool = False
+    restart_required: bool = False
+
+
+def hugepage_bytes(domain: Body | None) -> int:
+    """The alignment a guest's memory needs: 1Gi with 1Gi hugepages, else 2Mi."""
+    size = quantity_bytes(dig(domain or {}, "memory", "hugepages", "pageSize"))
+    return GI if size == GI else 2 * MI
+
+
+def desired_running(body: Body) -> bool:
+    strategy = dig(body, "spec", "runStrategy")
+    if strategy is not None:
+        return str(strategy) in RUNNING_STRATEGIES
+    return bool(dig(body, "spec", "running"))
+
+
+def vm_view(body: Body) -> VmView:
+    domain = dig(body, "spec", "template", "spec", "domain") or {}
+    selector = dig(body, "spec", "template", "spec", "nodeSelector") or {}
+    return VmView(
+        key=ObjectKey.of(body),
+        uid=str(dig(body, "metadata", "uid") or ""),
+        guest=quantity_bytes(dig(domain, "memory", "guest")),
+        max_guest=quantity_bytes(dig(domain, "memory", "maxGuest")),
+        hugepage=hugepage_bytes(domain),
+        request=quantity_bytes(dig(domain, "resources", "requests", "memory")),
+        node_selector={str(k): str(v) for k, v in selector.items()},
+        desired_running=desired_running(body),
+        restart_required=condition_is(body, "RestartRequired"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VmiView:
+    """What dynamem needs of a KubeVirt VirtualMachineInstance (a running VM)."""
+
+    key: ObjectKey
+    node: str | None
+    phase: str
+    spec_guest: int | None
+    guest_at_boot: int | None
+    guest_current: int | None
+    guest_requested: int | None
+    overhead: int | None
+    hotplug_in_progress: bool = False
+    hotplug_failed: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Placed on a node and not finished: its memory counts against the node."""
+        return self.node is not None and self.phase not in {"Succeeded", "Failed"}
+
+    @property
+    def current(self) -> int | None:
+        """Memory the guest has now: what libvirt reports, else what the spec says."""
+        return self.guest_current if self.guest_current is not None else self.spec_guest
+
+
+def vmi_view(body: Body) -> VmiView:
+    memory = dig(body, "status", "memory") or {}
+    return VmiView(
+        key=ObjectKey.of(body),
+        node=dig(body, "status", "nodeName") or None,
+        phase=str(dig(body, "status", "phase") or "Pending"),
+        spec_guest=quantity_bytes(dig(body, "spec", "domain", "memory", "guest")),
+        guest_at_boot=quantity_bytes(memory.get("guestAtBoot")),
+        guest_current=quantity_bytes(memory.get("guestCurrent")),
+        guest_requested=quantity_bytes(memory.get("guestRequested")),
+        overhead=quantity_bytes(memory.get("memoryOverhead")),
+        hotplug_in_progress=condition_is(body, "HotMemoryChange", "True"),
+        hotplug_failed=condition_is(body, "HotMemoryChange", "False"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    name: str
+    allocatable: int
+    schedulable: bool = True
+
+
+def node_view(body: Body) -> NodeView:
+    allocatable = quantity_bytes(dig(body, "status", "allocatable", "memory"))
+    if allocatable is None:
+        allocatable = quantity_bytes(dig(body, "status", "capacity", "memory")) or 0
+    return NodeView(
+        name=str(dig(body, "metadata", "name") or ""),
+        allocatable=allocatable,
+        schedulable=not bool(dig(body, "spec", "unschedulable")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """A pod's memory requests on a node; virt-launcher pods are accounted through their VMIs instead."""
+
+    key: ObjectKey
+    node: str | None
+    request: int
+    launcher: bool
+    finished: bool
+
+
+def pod_view(body: Body) -> PodView:
+    spec = dig(body, "spec") or {}
+    containers = list(spec.get("containers") or [])
+    init = list(spec.get("initContainers") or [])
+    regular = sum(quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in containers)
+    # Init containers run one at a time before the others: the pod needs the larger of the two.
+    init_peak = max((quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in init), default=0)
+    overhead = quantity_bytes(dig(spec, "overhead", "memory")) or 0
+    labels = dig(body, "metadata", "labels") or {}
+    return PodView(
+        key=ObjectKey.of(body),
+        node=spec.get("nodeName") or None,
+        request=max(regular, init_peak) + overhead,
+        launcher=labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE,
+        finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
+    )
+
+
+def to_quantity(value: int) -> str:
+    """Bytes as the shortest exact Kubernetes quantity: 3Gi, 3584Mi, 1536Ki or plain bytes."""
+    for suffix, unit in (("Ti", 1024**4), ("Gi", GI), ("Mi", MI), ("Ki", 1024)):
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)

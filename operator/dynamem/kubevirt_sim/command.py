@@ -1,0 +1,71 @@
+"""``dynamem kubevirt-sim SCENARIO.yaml``: play KubeVirt and a scenario's guests against the current cluster.
+
+For people and what-if runs: creates the scenario's nodes, VMs and VirtualMachineMemories in a namespace,
+runs the simulated virt-controller/virt-handler, serves the guests' ``kubevirt_vmi_memory_*`` metrics (point
+Prometheus at the printed address) and walks the demand trace at ``--speed`` times real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from dynamem.kubevirt_sim.controller import SimulatorOptions
+from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.runner import SimulatorRunner
+from dynamem.settings import SettingsError, parse_bytes
+from dynamem.sim.scenario import ScenarioError, load_scenario
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamem kubevirt-sim", description=__doc__)
+    parser.add_argument("scenario", help="scenario file (the format of 'dynamem simulate')")
+    parser.add_argument("--speed", type=float, default=1.0, help="times real time (default 1)")
+    parser.add_argument("--namespace", default="default", help="where the VMs go (default 'default')")
+    parser.add_argument("--metrics-port", type=int, default=9101, help="port of the guests' metrics")
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the guests' metrics")
+    parser.add_argument("--hotplug-delay", type=float, default=1.0, help="seconds a memory hotplug takes")
+    parser.add_argument("--overhead", default="0", help="launcher overhead each VMI reports (default 0)")
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG)")
+    parser.add_argument("--exit-at-end", action="store_true", help="stop after the trace's last step")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        scenario = load_scenario(args.scenario)
+        overhead = 0 if args.overhead.strip() == "0" else parse_bytes("kubevirt-sim", "--overhead", args.overhead)
+    except (ScenarioError, SettingsError) as exc:
+        print(f"dynamem kubevirt-sim: {exc}", file=sys.stderr)
+        return 2
+    if args.speed <= 0:
+        print(f"dynamem kubevirt-sim: --speed {args.speed}: must be greater than 0", file=sys.stderr)
+        return 2
+    runner = SimulatorRunner(
+        args.kubeconfig,
+        SimulatorOptions(hotplug_delay_s=args.hotplug_delay, overhead=overhead),
+        DemandFeed(speed=args.speed),
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+    )
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    runner.start(scenario, args.namespace)
+    print(f"simulating {len(scenario.vms)} VMs on {len(scenario.nodes)} nodes in namespace {args.namespace}")
+    print(f"guest metrics: http://{runner.metrics_target}/metrics (add it to Prometheus' scrape targets)")
+    end = scenario.steps * scenario.step_seconds / args.speed
+    try:
+        while not done.wait(0.5):
+            if args.exit_at_end and time.monotonic() - runner.feed.started > end:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+    return 0

@@ -1,0 +1,174 @@
+"""Playing a scenario file (the simulator's format) on a real API server.
+
+Creates the scenario's nodes (``Node`` objects whose allocatable memory is the scenario's pool plus the
+per-VM overhead the simulator reports), its KubeVirt VirtualMachines (pinned to their node, ``memory.guest``
+at startup, ``maxGuest`` at maximum) and their VirtualMachineMemories, then walks the demand trace: a VM runs
+while its demand is not null, and its guest reports that demand through the simulator's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.aio import client
+from kubernetes.aio.client.exceptions import ApiException
+
+from dynamem.kube.api import DYNAMEM, KUBEVIRT, VMM_PLURAL
+from dynamem.kube.objects import ObjectKey, to_quantity
+from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.sim.scenario import Scenario, ScenarioVm
+
+logger = logging.getLogger("dynamem.kubevirt_sim.play")
+
+MERGE = "application/merge-patch+json"
+
+
+def node_body(name: str, memory: int, cpu: str = "64") -> dict[str, Any]:
+    resources = {"memory": to_quantity(memory), "cpu": cpu, "pods": "250"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "dynamem.io/simulated": "true"}},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Simulated", "message": "dynamem"}],
+        },
+    }
+
+
+def vm_body(vm: ScenarioVm, namespace: str, running: bool) -> dict[str, Any]:
+    settings = vm.settings
+    memory: dict[str, Any] = {"guest": to_quantity(settings.startup), "maxGuest": to_quantity(settings.maximum)}
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": vm.name, "namespace": namespace, "labels": {"dynamem.io/scenario": "true"}},
+        "spec": {
+            "runStrategy": "Always" if running else "Halted",
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": vm.name}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": vm.node},
+                    "domain": {
+                        "memory": memory,
+                        "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]},
+                    },
+                    "volumes": [{"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora:41"}}],
+                },
+            },
+        },
+    }
+
+
+def vmm_body(vm: ScenarioVm, namespace: str) -> dict[str, Any]:
+    s = vm.settings
+    spec: dict[str, Any] = {
+        "startup": to_quantity(s.startup),
+        "maximum": to_quantity(s.maximum),
+        "buffer": s.buffer,
+        "priority": s.priority,
+    }
+    if s.minimum != s.startup:
+        spec["minimum"] = to_quantity(s.minimum)
+    return {
+        "apiVersion": "dynamem.io/v1alpha1",
+        "kind": "VirtualMachineMemory",
+        "metadata": {"name": vm.name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+async def _create(call: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        await call(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+async def create_node(api_client: client.ApiClient, name: str, memory: int) -> None:
+    """A Node object with ``memory`` allocatable and a Ready condition (there is no kubelet)."""
+    core = client.CoreV1Api(api_client)
+    body = node_body(name, memory)
+    await _create(core.create_node, body)
+    await core.patch_node_status(name, {"status": body["status"]}, _content_type="application/merge-patch+json")
+
+
+@dataclass
+class ScenarioPlayer:
+    """Sets up a scenario on the cluster and keeps the VMs' run state in step with its demand trace."""
+
+    api_client: client.ApiClient
+    scenario: Scenario
+    namespace: str
+    feed: DemandFeed
+    overhead: int = 0
+
+    def __post_init__(self) -> None:
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.running: dict[str, bool] = {}
+
+    def keys(self) -> Mapping[str, ObjectKey]:
+        return {vm.name: ObjectKey(self.namespace, vm.name) for vm in self.scenario.vms}
+
+    async def setup(self) -> None:
+        for node in self.scenario.nodes:
+            count = sum(1 for vm in self.scenario.vms if vm.node == node.name)
+            await create_node(self.api_client, node.name, node.memory + count * self.overhead)
+        for vm in self.scenario.vms:
+            running = self.scenario.demand[vm.name][0] is not None
+            self.running[vm.name] = running
+            await _create(
+                self.custom.create_namespaced_custom_object,
+                *DYNAMEM,
+                namespace=self.namespace,
+                plural=VMM_PLURAL,
+                body=vmm_body(vm, self.namespace),
+            )
+            await _create(
+                self.custom.create_namespaced_custom_object,
+                *KUBEVIRT,
+                namespace=self.namespace,
+                plural="virtualmachines",
+                body=vm_body(vm, self.namespace, running),
+            )
+        for name, key in self.keys().items():
+            self.feed.traces[key] = self.scenario.demand[name]
+
+    async def sync_run_state(self) -> None:
+        """Start the VMs whose demand turned non-null at this step, stop those whose turned null."""
+        step = min(self.feed.step(), self.scenario.steps - 1)
+        for vm in self.scenario.vms:
+            running = self.scenario.demand[vm.name][step] is not None
+            if self.running.get(vm.name) == running:
+                continue
+            await self.custom.patch_namespaced_custom_object(
+                *KUBEVIRT,
+                namespace=self.namespace,
+                plural="virtualmachines",
+                name=vm.name,
+                body={"spec": {"runStrategy": "Always" if running else "Halted"}},
+                _content_type=MERGE,
+            )
+            self.running[vm.name] = running
+            logger.info("step %d: %s %s", step, vm.name, "started" if running else "stopped")
+
+    async def play(self, stop: asyncio.Event, on_step: Callable[[int], None] | None = None) -> None:
+        """Follow the trace until its end (then keep the last step) or until ``stop``."""
+        last = -1
+        while not stop.is_set():
+            step = self.feed.step()
+            if step != last:
+                await self.sync_run_state()
+                if on_step is not None:
+                    on_step(step)
+                last = step
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.1)
+            except TimeoutError:
+                pass

@@ -1,0 +1,207 @@
+"""Running the real operator process, the KubeVirt simulator and Prometheus together, for end-to-end tests.
+
+`OperatorProcess` starts `dynamem run` as its own process (as it runs in a cluster) against the test
+kubeconfig; `Stack` ties one test's namespace, its scenario, the simulator and Prometheus' targets together
+and offers the waits the tests need.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s_client
+
+from dynamem.kube.objects import GI, MI, quantity_bytes
+from dynamem.kubevirt_sim.controller import SimulatorOptions
+from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.runner import SimulatorRunner
+from dynamem.sim.scenario import Scenario, parse_scenario
+from dynamem.testing.controlplane import ControlPlane, free_port
+from dynamem.testing.prometheus import Prometheus
+
+T = TypeVar("T")
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+class OperatorProcess:
+    def __init__(
+        self, kubeconfig: Path, prometheus_url: str, namespace: str, *extra: str, interval: float = 1.0
+    ) -> None:
+        self.metrics_port = free_port()
+        self.log = Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log")[1])
+        self.args = [
+            sys.executable,
+            "-m",
+            "dynamem.cli",
+            "run",
+            "--namespace",
+            namespace,
+            "--standalone",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--prometheus-url",
+            prometheus_url,
+            "--interval",
+            str(interval),
+            "--min-gap",
+            "0.2",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--log-level",
+            "DEBUG",
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def workday(node: str, steps: int = 3) -> Scenario:
+    """The seed's workday on one 8Gi node (demand is steered by the tests, step by step)."""
+    vms = ["finance", "sales", "engineering", "service"]
+    return parse_scenario(
+        {
+            "step": "15m",
+            "nodes": [{"name": node, "memory": "8Gi"}],
+            "vms": [{"name": n, "node": node, "startup": "1Gi", "maximum": "4Gi"} for n in vms],
+            "demand": {
+                "finance": ["512Mi"] * steps,
+                "sales": ["512Mi"] * steps,
+                "engineering": ["512Mi"] * steps,
+                "service": [None] * steps,
+            },
+        }
+    )
+
+
+class Stack:
+    """One test's world: its namespace, a scenario set up by the simulator, Prometheus scraping it."""
+
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        prometheus: Prometheus,
+        namespace: str,
+        scenario: Scenario,
+        *,
+        hotplug_delay: float = 0.3,
+    ) -> None:
+        self.cp = control_plane
+        self.prometheus = prometheus
+        self.namespace = namespace
+        self.api = control_plane.api_client()
+        self.custom = k8s_client.CustomObjectsApi(self.api)
+        self.sim = SimulatorRunner(
+            control_plane.kubeconfig_path,
+            SimulatorOptions(namespace=namespace, poll_s=0.2, hotplug_delay_s=hotplug_delay),
+            DemandFeed(speed=0.0),
+        )
+        self.sim.start(scenario, namespace)
+        prometheus.set_targets([self.sim.metrics_target])
+        self.operator: OperatorProcess | None = None
+
+    def start_operator(self, *extra: str) -> OperatorProcess:
+        self.operator = OperatorProcess(
+            self.cp.kubeconfig_path, self.prometheus.url, self.namespace, *extra
+        ).start()
+        return self.operator
+
+    def close(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+        self.sim.stop()
+        self.prometheus.set_targets([])
+        self.api.close()
+
+    # --- reading the cluster -------------------------------------------------------------------------------
+    def vm(self, name: str) -> Mapping[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "kubevirt.io", "v1", self.namespace, "virtualmachines", name
+        )
+
+    def vmm(self, name: str) -> Mapping[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "dynamem.io", "v1alpha1", self.namespace, "virtualmachinememories", name
+        )
+
+    def guest(self, name: str) -> int | None:
+        """memory.guest of the VM (what dynamem asked for)."""
+        memory = self.vm(name)["spec"]["template"]["spec"]["domain"].get("memory", {})
+        return quantity_bytes(memory.get("guest"))
+
+    def has(self, name: str) -> int | None:
+        """What the simulated guest has now."""
+        guest = self.sim.guest(self.namespace, name)
+        return guest.current if guest is not None else None
+
+    def set_demand(self, **demand: float) -> None:
+        for name, gib in demand.items():
+            self.sim.set_demand(self.namespace, name, int(gib * GI))
+
+    def held_total(self) -> int:
+        """Memory the node's guests hold: each at the larger of what it has and what it was asked for."""
+        total = 0
+        for guest in self.sim.guests():
+            if guest.key.namespace == self.namespace:
+                total += max(guest.current, self.guest(guest.key.name) or 0)
+        return total
+
+    def converge(self, expected: Mapping[str, float], timeout: float = 90.0, limit: int = 8 * GI) -> None:
+        """Wait until every named guest has the expected GiB, checking the node limit on the way."""
+        peak = 0
+
+        def check() -> dict[str, float] | None:
+            nonlocal peak
+            peak = max(peak, self.held_total())
+            assert peak <= limit, f"node over its pool: {peak / GI:.3f} GiB > {limit / GI} GiB"
+            seen = {n: (self.has(n) or 0) / GI for n in expected}
+            done = all(abs(seen[n] - expected[n]) < MI / GI for n in expected)
+            done = done and all(self.guest(n) == self.has(n) for n in expected)
+            return seen if done else None
+
+        try:
+            wait_until(f"assignments {dict(expected)}", check, timeout=timeout, every=0.3)
+        except AssertionError:
+            logs = self.operator.logs()[-4000:] if self.operator else ""
+            raise AssertionError(
+                f"not converged to {dict(expected)}: has {[(n, self.has(n)) for n in expected]}\n{logs}"
+            ) from None

@@ -1,0 +1,94 @@
+"""The seed's workday, end to end: real kube-apiserver, real Prometheus, the KubeVirt simulator, and the
+operator as its own process. The guests' demand is steered step by step; dynamem must reach the seed's
+numbers (3/1/2 GiB, then 2/1/3.5/1 GiB) through live hotplugs, never holding more than the node's 8 GiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes import client as k8s_client
+
+from dynamem.kube.objects import GI
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, wait_until, workday
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[Stack]:
+    world = Stack(control_plane, prometheus, namespace, workday(unique_name("host")))
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def test_seed_workday_converges_to_the_seeds_numbers(stack: Stack) -> None:
+    stack.set_demand(finance=0.5, sales=0.5, engineering=0.5)
+    stack.start_operator()
+    # Step 0: three VMs at their startup memory; nothing to change (0.5 GiB in use needs 0.625 < 1 GiB).
+    stack.converge({"finance": 1, "sales": 1, "engineering": 1})
+
+    # Step 1 (15 minutes later): Finance runs reports, Engineering an analysis job.
+    # finance 2.4 / 0.8 = 3 GiB; engineering 1.6 / 0.8 = 2 GiB; sales keeps its 1 GiB floor: 6 of 8 GiB.
+    stack.set_demand(finance=2.4, engineering=1.6)
+    stack.converge({"finance": 3, "sales": 1, "engineering": 2})
+
+    # Step 2 (30 minutes): Service starts with 1 GiB; finance 1.6 -> 2 GiB, engineering 2.8 -> 3.5 GiB.
+    stack.set_demand(finance=1.6, engineering=2.8, service=0.5)
+    stack.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", stack.namespace, "virtualmachines", "service", {"spec": {"runStrategy": "Always"}}
+    )
+    stack.converge({"finance": 2, "sales": 1, "engineering": 3.5, "service": 1})
+
+    status = stack.vmm("engineering")["status"]
+    assert status["assigned"] == "3584Mi"
+    assert status["memoryStatus"] == "OK"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "DemandKnown": "True",
+        "RestartRequired": "False",
+        "NodeOverSubscribed": "False",
+    }
+    # every change went through server-side apply under dynamem's name, owning only the memory fields
+    managed = [m for m in stack.vm("engineering")["metadata"]["managedFields"] if m["manager"] == "dynamem"]
+    assert len(managed) == 1 and managed[0]["operation"] == "Apply"
+    owned = managed[0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:domain"]
+    assert set(owned) == {"f:memory"}
+    assert set(owned["f:memory"]) <= {"f:guest", "f:maxGuest", "."}
+
+
+def test_vm_stop_resets_startup_and_max_guest(stack: Stack) -> None:
+    stack.set_demand(finance=2.4, sales=0.5, engineering=0.5)
+    stack.start_operator()
+    stack.converge({"finance": 3, "sales": 1, "engineering": 1})
+    stack.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", stack.namespace, "virtualmachines", "finance", {"spec": {"runStrategy": "Halted"}}
+    )
+
+    def reset() -> bool:
+        memory = stack.vm("finance")["spec"]["template"]["spec"]["domain"]["memory"]
+        return memory.get("guest") == "1Gi" and memory.get("maxGuest") == "4Gi"
+
+    wait_until("finance back at startup memory", reset, timeout=30)
+    status = wait_until(
+        "finance status Stopped", lambda: (s := stack.vmm("finance").get("status", {})).get("memoryStatus") == "Stopped" and s
+    )
+    assert status["assigned"] == "1Gi"
+
+
+def test_vm_without_vmm_is_never_touched(stack: Stack, custom_objects: k8s_client.CustomObjectsApi) -> None:
+    custom_objects.delete_namespaced_custom_object(
+        "dynamem.io", "v1alpha1", stack.namespace, "virtualmachinememories", "sales"
+    )
+    stack.set_demand(finance=2.4, sales=3.0, engineering=0.5)
+    stack.start_operator()
+    stack.converge({"finance": 3, "engineering": 1})
+    assert stack.guest("sales") == 1 * GI
+    fields = stack.vm("sales")["metadata"].get("managedFields", [])
+    assert all(m["manager"] != "dynamem" for m in fields)
