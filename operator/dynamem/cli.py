@@ -12,7 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("dynamem.sim.command", "play a scenario file through a balancing policy, without a cluster"),
     "run": ("dynamem.controller.command", "run the operator against the current cluster"),
-    "kubevirt-sim": ("dynamem.kubevirt_sim.command", "play KubeVirt's controllers and metrics for a scenario"),
+    "kubevirt-sim": ("dynamem.kubevirt_sim.command", "play KubeVirt's controllers and a scenario's guests"),
     "demo": ("dynamem.demo", "the seed's workday on a local control plane, end to end"),
 }
 

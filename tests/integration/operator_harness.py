@@ -7,13 +7,8 @@ and offers the waits the tests need.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s_client
@@ -23,7 +18,8 @@ from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.sim.scenario import Scenario, parse_scenario
-from dynamem.testing.controlplane import ControlPlane, free_port
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
 
 T = TypeVar("T")
@@ -38,61 +34,6 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, 
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
-
-
-class OperatorProcess:
-    def __init__(
-        self, kubeconfig: Path, prometheus_url: str, namespace: str, *extra: str, interval: float = 1.0
-    ) -> None:
-        self.metrics_port = free_port()
-        self.log = Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log")[1])
-        self.args = [
-            sys.executable,
-            "-m",
-            "dynamem.cli",
-            "run",
-            "--namespace",
-            namespace,
-            "--standalone",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--prometheus-url",
-            prometheus_url,
-            "--interval",
-            str(interval),
-            "--min-gap",
-            "0.2",
-            "--metrics-port",
-            str(self.metrics_port),
-            "--metrics-address",
-            "127.0.0.1",
-            "--log-level",
-            "DEBUG",
-            *extra,
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                self.args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def workday(node: str, steps: int = 3) -> Scenario:

@@ -42,7 +42,12 @@ def test_seed_workday_converges_to_the_seeds_numbers(stack: Stack) -> None:
     # Step 2 (30 minutes): Service starts with 1 GiB; finance 1.6 -> 2 GiB, engineering 2.8 -> 3.5 GiB.
     stack.set_demand(finance=1.6, engineering=2.8, service=0.5)
     stack.custom.patch_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachines", "service", {"spec": {"runStrategy": "Always"}}
+        "kubevirt.io",
+        "v1",
+        stack.namespace,
+        "virtualmachines",
+        "service",
+        {"spec": {"runStrategy": "Always"}},
     )
     stack.converge({"finance": 2, "sales": 1, "engineering": 3.5, "service": 1})
 
@@ -68,7 +73,12 @@ def test_vm_stop_resets_startup_and_max_guest(stack: Stack) -> None:
     stack.start_operator()
     stack.converge({"finance": 3, "sales": 1, "engineering": 1})
     stack.custom.patch_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachines", "finance", {"spec": {"runStrategy": "Halted"}}
+        "kubevirt.io",
+        "v1",
+        stack.namespace,
+        "virtualmachines",
+        "finance",
+        {"spec": {"runStrategy": "Halted"}},
     )
 
     def reset() -> bool:
@@ -77,7 +87,8 @@ def test_vm_stop_resets_startup_and_max_guest(stack: Stack) -> None:
 
     wait_until("finance back at startup memory", reset, timeout=30)
     status = wait_until(
-        "finance status Stopped", lambda: (s := stack.vmm("finance").get("status", {})).get("memoryStatus") == "Stopped" and s
+        "finance status Stopped",
+        lambda: (s := stack.vmm("finance").get("status", {})).get("memoryStatus") == "Stopped" and s,
     )
     assert status["assigned"] == "1Gi"
 

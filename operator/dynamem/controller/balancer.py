@@ -189,17 +189,23 @@ class Balancer:
             await self.writer.apply_vm_memory(ns, name, guest, max_guest, dry_run=self.options.dry_run)
         except Exception as exc:  # an API refusal must not stop the round for every other VM
             logger.error("could not set memory of %s to %s: %s", change.key, guest, exc)
-            await self._event(item, "Warning", "MemoryChangeFailed", f"setting memory.guest to {guest}: {exc}")
+            await self._event(
+                item, "Warning", "MemoryChangeFailed", f"setting memory.guest to {guest}: {exc}"
+            )
             return False
         self.metrics.patches.labels(direction=_direction(change)).inc()
         before = to_quantity(change.previous) if change.previous else "unset"
         logger.info("%s: memory %s -> %s (%s)", change.key, before, guest, change.reason)
-        await self._event(item, "Normal", _reason(change), f"memory.guest {before} -> {guest}: {change.reason}")
+        await self._event(
+            item, "Normal", _reason(change), f"memory.guest {before} -> {guest}: {change.reason}"
+        )
         return True
 
     async def _event(self, item: Managed, type_: str, reason: str, note: str) -> None:
         try:
-            await self.writer.create_event(item.vmm.body, type_=type_, reason=reason, note=note, action="Balance")
+            await self.writer.create_event(
+                item.vmm.body, type_=type_, reason=reason, note=note, action="Balance"
+            )
         except Exception as exc:  # events are best effort
             logger.debug("event for %s not posted: %s", item.key, exc)
 

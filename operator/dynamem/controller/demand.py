@@ -19,8 +19,7 @@ from pydantic import BaseModel, ValidationError
 from dynamem.kube.objects import ObjectKey
 
 DEMAND_QUERY = (
-    "max by (namespace, name) "
-    "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
+    "max by (namespace, name) (kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
 )
 
 

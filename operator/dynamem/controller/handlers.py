@@ -11,6 +11,7 @@ VirtualMachineMemory never waits for the operator, and leaves its VM as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable
@@ -105,7 +106,9 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             ),
             metrics=state.metrics,
         )
-        indices = {name: kwargs[name] for name in ("vmm_index", "vm_index", "vmi_index", "node_index", "pod_index")}
+        indices = {
+            name: kwargs[name] for name in ("vmm_index", "vm_index", "vmi_index", "node_index", "pod_index")
+        }
 
         def observe() -> Observed:
             return Observed(
@@ -176,10 +179,8 @@ async def balancing_loop(state: OperatorState, balancer: Balancer, observe: Any)
     options = state.options
     await state.indexed.wait()
     while True:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)
-        except TimeoutError:
-            pass
         state.wake.clear()
         try:
             if await state.is_active():

@@ -23,22 +23,40 @@ class OperatorMetrics:
         self.serving = False
         vm_labels = ("namespace", "name", "node")
         self.vm_assigned = Gauge(
-            "dynamem_vm_assigned_bytes", "Memory dynamem assigned to the VM", vm_labels, registry=self.registry
+            "dynamem_vm_assigned_bytes",
+            "Memory dynamem assigned to the VM",
+            vm_labels,
+            registry=self.registry,
         )
         self.vm_demand = Gauge(
-            "dynamem_vm_demand_bytes", "Memory in use in the guest, as measured", vm_labels, registry=self.registry
+            "dynamem_vm_demand_bytes",
+            "Memory in use in the guest, as measured",
+            vm_labels,
+            registry=self.registry,
         )
         self.vm_pressure = Gauge(
-            "dynamem_vm_pressure_percent", "Demand as a percent of assigned memory", vm_labels, registry=self.registry
+            "dynamem_vm_pressure_percent",
+            "Demand as a percent of assigned memory",
+            vm_labels,
+            registry=self.registry,
         )
         self.vm_warning = Gauge(
-            "dynamem_vm_warning", "1 while the VM has less memory than it uses", vm_labels, registry=self.registry
+            "dynamem_vm_warning",
+            "1 while the VM has less memory than it uses",
+            vm_labels,
+            registry=self.registry,
         )
         self.node_pool = Gauge(
-            "dynamem_node_pool_bytes", "Memory the node's managed VMs may share", ("node",), registry=self.registry
+            "dynamem_node_pool_bytes",
+            "Memory the node's managed VMs may share",
+            ("node",),
+            registry=self.registry,
         )
         self.node_assigned = Gauge(
-            "dynamem_node_assigned_bytes", "Memory assigned to the node's managed VMs", ("node",), registry=self.registry
+            "dynamem_node_assigned_bytes",
+            "Memory assigned to the node's managed VMs",
+            ("node",),
+            registry=self.registry,
         )
         self.node_over = Gauge(
             "dynamem_node_over_subscribed",
@@ -53,7 +71,10 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.patches = Counter(
-            "dynamem_vm_memory_patches", "memory.guest changes requested", ("direction",), registry=self.registry
+            "dynamem_vm_memory_patches",
+            "memory.guest changes requested",
+            ("direction",),
+            registry=self.registry,
         )
         self.rounds = Counter("dynamem_balance_rounds", "Balancing rounds run", registry=self.registry)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from dynamem.controller.demand import DemandReading
@@ -25,7 +25,7 @@ from dynamem.policy.model import NodeState, VmState
 from dynamem.settings import SettingsError, VmSettings
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     RUNNING = "Running"
     STOPPED = "Stopped"
     STARTING = "Starting"

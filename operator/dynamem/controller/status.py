@@ -29,9 +29,17 @@ Status = dict[str, Any]
 
 READY_REASONS: Mapping[Phase, tuple[str, str, str]] = {
     Phase.RUNNING: ("True", "Balanced", "memory is balanced on its node"),
-    Phase.STOPPED: ("True", "Stopped", "the VM is stopped; its memory.guest is its startup memory for the next boot"),
+    Phase.STOPPED: (
+        "True",
+        "Stopped",
+        "the VM is stopped; its memory.guest is its startup memory for the next boot",
+    ),
     Phase.STARTING: ("False", "Starting", "the VM is starting; it is balanced once its VMI runs on a node"),
-    Phase.MISSING: ("False", "VirtualMachineMissing", "no KubeVirt VirtualMachine of this name in this namespace"),
+    Phase.MISSING: (
+        "False",
+        "VirtualMachineMissing",
+        "no KubeVirt VirtualMachine of this name in this namespace",
+    ),
     Phase.UNPLACED: ("False", "NodeUnknown", "the VMI runs on a node dynamem does not see"),
 }
 
@@ -142,7 +150,9 @@ class StatusBook:
 
     def needs_write(self, item: Managed, desired: Status) -> bool:
         wanted = _comparable(desired)
-        if "lastChangeTime" in desired and desired.get("lastChangeTime") != item.vmm.status.get("lastChangeTime"):
+        if "lastChangeTime" in desired and desired.get("lastChangeTime") != item.vmm.status.get(
+            "lastChangeTime"
+        ):
             return True
         if wanted == _comparable(item.vmm.status):
             return False
@@ -170,7 +180,9 @@ class StatusBook:
             kind, state = condition["type"], condition["status"]
             if before.get(kind) == state:
                 continue
-            warn = (kind == "Ready" and state == "False") or (kind == "NodeOverSubscribed" and state == "True")
+            warn = (kind == "Ready" and state == "False") or (
+                kind == "NodeOverSubscribed" and state == "True"
+            )
             if not warn and kind != "Ready":
                 continue
             try:

@@ -49,7 +49,7 @@ class KubeApi:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeApi:
-        """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG`` or the default)."""
+        """In-cluster credentials in a pod, else the kubeconfig (``$KUBECONFIG`` or the default)."""
         configuration = client.Configuration()
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -113,7 +113,7 @@ class KubeApi:
         action: str,
         now: float | None = None,
     ) -> None:
-        """Post an ``events.k8s.io/v1`` Event about an object (``regarding`` is its full body or a reference)."""
+        """Post an ``events.k8s.io/v1`` Event about an object (``regarding``: its body or a reference)."""
         meta = regarding.get("metadata", {})
         namespace = str(meta.get("namespace") or "default")
         event = {

@@ -1,6 +1,6 @@
 """Typed views of the Kubernetes and KubeVirt objects the operator reads.
 
-The operator (through kopf indices) and the KubeVirt simulator both receive raw JSON bodies. Every field dynamem
+The operator (through kopf indices) and the KubeVirt simulator both get raw JSON bodies. Every field dynamem
 relies on is read here, once, into small frozen dataclasses with quantities already parsed to bytes, so the
 rest of the code never digs through nested dicts and never parses a quantity twice. The paths follow
 ``shared/KUBEVIRT.md``: ``spec.template.spec.domain.memory.guest`` on the VirtualMachine, ``status.memory`` on

@@ -40,7 +40,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         scenario = load_scenario(args.scenario)
-        overhead = 0 if args.overhead.strip() == "0" else parse_bytes("kubevirt-sim", "--overhead", args.overhead)
+        overhead = (
+            0 if args.overhead.strip() == "0" else parse_bytes("kubevirt-sim", "--overhead", args.overhead)
+        )
     except (ScenarioError, SettingsError) as exc:
         print(f"dynamem kubevirt-sim: {exc}", file=sys.stderr)
         return 2

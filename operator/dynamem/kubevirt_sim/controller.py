@@ -19,6 +19,7 @@ It polls (lists) rather than watches: simple, and fast enough for tests and the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -102,10 +103,8 @@ class KubeVirtSimulator:
                 await self.tick()
             except Exception:
                 logger.exception("simulator tick failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.options.poll_s)
-            except TimeoutError:
-                pass
 
     async def tick(self) -> None:
         vms = {ObjectKey.of(b): b for b in await self._list("virtualmachines")}
@@ -124,11 +123,13 @@ class KubeVirtSimulator:
             if key not in vms or key not in vmis:
                 self.guests.pop(key, None)
                 self.hotplugs.pop(key, None)
-        for key, vmi in vmis.items():
+        for key in vmis:
             if key not in vms:  # an orphan VMI: KubeVirt's garbage collector would remove it
                 await self._delete_vmi(key)
 
-    def _place(self, vm: Mapping[str, Any], vmis: Mapping[ObjectKey, Mapping[str, Any]], nodes: list[Any]) -> str:
+    def _place(
+        self, vm: Mapping[str, Any], vmis: Mapping[ObjectKey, Mapping[str, Any]], nodes: list[Any]
+    ) -> str:
         view = vm_view(vm)
         wanted = view.node_selector.get("kubernetes.io/hostname")
         if wanted:

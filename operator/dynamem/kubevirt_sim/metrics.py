@@ -64,11 +64,13 @@ class GuestMetricsCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         labels = ["node", "namespace", "name"]
         available = GaugeMetricFamily(
-            "kubevirt_vmi_memory_available_bytes", "Amount of usable memory as seen by the domain.", labels=labels
+            "kubevirt_vmi_memory_available_bytes",
+            "Amount of usable memory as seen by the domain.",
+            labels=labels,
         )
         usable = GaugeMetricFamily(
             "kubevirt_vmi_memory_usable_bytes",
-            "The amount of memory which can be reclaimed by balloon without pushing the guest system to swap.",
+            "The amount of memory which can be reclaimed by balloon without pushing the guest to swap.",
             labels=labels,
         )
         unused = GaugeMetricFamily(
@@ -80,7 +82,9 @@ class GuestMetricsCollector(Collector):
             "kubevirt_vmi_memory_domain_bytes", "The amount of memory allocated to the domain.", labels=labels
         )
         swap_out = CounterMetricFamily(
-            "kubevirt_vmi_memory_swap_out_traffic_bytes", "The total amount of memory swapped out.", labels=labels
+            "kubevirt_vmi_memory_swap_out_traffic_bytes",
+            "The total amount of memory swapped out.",
+            labels=labels,
         )
         if self.feed.paused:
             return

@@ -9,6 +9,7 @@ while its demand is not null, and its guest reports that demand through the simu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ def node_body(name: str, memory: int, cpu: str = "64") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "dynamem.io/simulated": "true"}},
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "dynamem.io/simulated": "true"},
+        },
         "status": {
             "capacity": resources,
             "allocatable": resources,
@@ -43,7 +47,10 @@ def node_body(name: str, memory: int, cpu: str = "64") -> dict[str, Any]:
 
 def vm_body(vm: ScenarioVm, namespace: str, running: bool) -> dict[str, Any]:
     settings = vm.settings
-    memory: dict[str, Any] = {"guest": to_quantity(settings.startup), "maxGuest": to_quantity(settings.maximum)}
+    memory: dict[str, Any] = {
+        "guest": to_quantity(settings.startup),
+        "maxGuest": to_quantity(settings.maximum),
+    }
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
@@ -58,7 +65,9 @@ def vm_body(vm: ScenarioVm, namespace: str, running: bool) -> dict[str, Any]:
                         "memory": memory,
                         "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]},
                     },
-                    "volumes": [{"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora:41"}}],
+                    "volumes": [
+                        {"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora:41"}}
+                    ],
                 },
             },
         },
@@ -96,7 +105,9 @@ async def create_node(api_client: client.ApiClient, name: str, memory: int) -> N
     core = client.CoreV1Api(api_client)
     body = node_body(name, memory)
     await _create(core.create_node, body)
-    await core.patch_node_status(name, {"status": body["status"]}, _content_type="application/merge-patch+json")
+    await core.patch_node_status(
+        name, {"status": body["status"]}, _content_type="application/merge-patch+json"
+    )
 
 
 @dataclass
@@ -168,7 +179,5 @@ class ScenarioPlayer:
                 if on_step is not None:
                     on_step(step)
                 last = step
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.1)
-            except TimeoutError:
-                pass

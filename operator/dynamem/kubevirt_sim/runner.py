@@ -1,13 +1,14 @@
 """Running the simulator (and optionally a scenario) in a background thread: for tests, the demo and the CLI.
 
-The simulator is asyncio code; tests and the demo are mostly synchronous. :class:`SimulatorRunner` gives them a
-started simulator with its metrics endpoint, its demand feed to steer, and a ``stop()`` that leaves nothing
-behind.
+The simulator is asyncio code; tests and the demo are mostly synchronous. :class:`SimulatorRunner` gives
+them a started simulator with its metrics endpoint, its demand feed to steer, and a ``stop()`` that leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -72,7 +73,9 @@ class SimulatorRunner:
 
         self.call(boot())
         assert self.simulator is not None and self.stop_event is not None
-        self.metrics = serve_metrics(self.guests, self.feed, port=self.metrics_port, addr=self.metrics_address)
+        self.metrics = serve_metrics(
+            self.guests, self.feed, port=self.metrics_port, addr=self.metrics_address
+        )
         self.tasks.append(asyncio.run_coroutine_threadsafe(self.simulator.run(self.stop_event), self.loop))
         if self.player is not None:
             self.tasks.append(asyncio.run_coroutine_threadsafe(self.player.play(self.stop_event), self.loop))
@@ -103,12 +106,10 @@ class SimulatorRunner:
         if self.stop_event is not None and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.stop_event.set)
             for task in self.tasks:
-                try:
+                with contextlib.suppress(Exception):  # a failed task was logged where it failed
                     task.result(timeout=10)
-                except Exception:  # a failed task was logged where it failed
-                    pass
             if self.simulator is not None:
-                self.call(self.simulator.api_client.close())
+                self.call(self.simulator.api_client.close())  # type: ignore[no-untyped-call]
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)

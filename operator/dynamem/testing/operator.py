@@ -1,0 +1,74 @@
+"""The operator as its own process (``dynamem run``), as it runs in a cluster: for tests and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from dynamem.testing.controlplane import free_port
+
+
+class OperatorProcess:
+    """``dynamem run --namespace NS --standalone`` against a kubeconfig, logging to a temporary file."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        prometheus_url: str,
+        namespace: str,
+        *extra: str,
+        interval: float = 1.0,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.metrics_port = metrics_port or free_port()
+        self.log = Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log")[1])
+        self.args = [
+            sys.executable,
+            "-m",
+            "dynamem.cli",
+            "run",
+            "--namespace",
+            namespace,
+            "--standalone",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--prometheus-url",
+            prometheus_url,
+            "--interval",
+            str(interval),
+            "--min-gap",
+            "0.2",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--log-level",
+            "DEBUG",
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
