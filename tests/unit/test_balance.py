@@ -9,6 +9,8 @@ from dynamem.policy import BalanceConfig, GiB, MemoryStatus, MiB, NodeState, VmS
 from dynamem.policy.balance import water_fill
 
 CONFIG = BalanceConfig()
+# Without grow headroom: the tables of targets, levels and alignment read the ideal sizes directly.
+EXACT = BalanceConfig(grow_headroom_percent=0)
 
 
 def gib(plan_node_result: object) -> dict[str, float]:
@@ -65,7 +67,9 @@ def test_seed_workday_step_by_step() -> None:
     ],
 )
 def test_floor_and_target(vm: VmState, expected: float) -> None:
-    assert gib(plan_node(make_node(vm), CONFIG, 0)) == {"vm": expected}
+    plan = plan_node(make_node(vm), EXACT, 0)
+    assert gib(plan) == {"vm": expected}
+    assert plan.decisions[0].target == round(expected * GiB)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +112,7 @@ def test_floor_and_target(vm: VmState, expected: float) -> None:
     ],
 )
 def test_levels_and_shortage(vms: list[VmState], pool: float, expected: dict[str, float]) -> None:
-    plan = plan_node(make_node(*vms, pool=pool), CONFIG, 0)
+    plan = plan_node(make_node(*vms, pool=pool), EXACT, 0)
     assert gib(plan) == expected
     assert plan.assigned_total <= pool * GiB
 
@@ -237,7 +241,7 @@ def test_change_limit_keeps_shrinks_first_and_fits() -> None:
     ],
 )
 def test_alignment(vm: VmState, expected: int) -> None:
-    assert plan_node(make_node(vm), CONFIG, 0).decisions[0].assigned == expected
+    assert plan_node(make_node(vm), EXACT, 0).decisions[0].assigned == expected
 
 
 @pytest.mark.parametrize(
@@ -282,3 +286,152 @@ def test_water_fill_units() -> None:
 def test_plan_is_pure_and_deterministic() -> None:
     node: NodeState = make_node(make_vm("a", demand=3), make_vm("b", demand=3, priority=75), pool=5)
     assert plan_node(node, CONFIG, 0) == plan_node(node, CONFIG, 0)
+
+
+@pytest.mark.parametrize(
+    ("vm", "expected", "reason"),
+    [
+        # target 1.25, holds 1.5: excess 256Mi >= dead band 128Mi but < shrink band max(512Mi, 25 % of 1.25
+        # = 320Mi) = 512Mi -> kept.
+        pytest.param(
+            make_vm(demand=1, assigned=1.5), 1.5, "above target, within shrink band", id="excess-kept"
+        ),
+        # target 1.25, holds 1.875: excess 640Mi >= 512Mi -> shrinks to the target.
+        pytest.param(make_vm(demand=1, assigned=1.875), 1.25, "shrink: demand fell", id="excess-released"),
+        # target 3.2 / 0.8 = 4, band max(512Mi, 25 % of 4 = 1Gi) = 1Gi; holds 4.75: excess 0.75 -> kept.
+        pytest.param(
+            make_vm(demand=3.2, assigned=4.75, maximum=8),
+            4.75,
+            "above target, within shrink band",
+            id="percent-kept",
+        ),
+        # Same, holds 5.25: excess 1.25 >= 1 -> shrinks to 4.
+        pytest.param(
+            make_vm(demand=3.2, assigned=5.25, maximum=8), 4, "shrink: demand fell", id="percent-released"
+        ),
+        # Above maximum 4 (settings lowered): shrinks whatever the band.
+        pytest.param(make_vm(demand=3.2, assigned=4.25), 4, "shrink to maximum", id="above-maximum"),
+    ],
+)
+def test_shrink_band(vm: VmState, expected: float, reason: str) -> None:
+    decision = plan_node(make_node(vm, pool=64), CONFIG, 0).decisions[0]
+    assert decision.assigned == round(expected * GiB)
+    assert decision.reason == reason
+
+
+def test_shrink_band_gives_way_when_room_is_needed() -> None:
+    # a holds 1.5 for target 1.25 (kept alone); b demand 2.4 holds 1 -> wants 3. Pool 4.5: 1.5 + 3 = 4.5 fits,
+    # so a keeps its excess; pool 4.25: 4.5 > 4.25, a's excess is needed and a shrinks to 1.25.
+    a = make_vm("a", demand=1, assigned=1.5)
+    b = make_vm("b", demand=2.4)
+    assert gib(plan_node(make_node(a, b, pool=4.5), CONFIG, 0)) == {"a": 1.5, "b": 3}
+    plan = plan_node(make_node(a, b, pool=4.25), CONFIG, 0)
+    assert gib(plan) == {"a": 1.25, "b": 3}
+    assert plan.by_name()["a"].reason == "shrink to make room"
+
+
+@pytest.mark.parametrize(
+    ("vm", "pool", "expected", "reason"),
+    [
+        # demand 1.2 crept into the buffer of 1.25: target 1.5, headroom 50 % of the shrink band
+        # max(512Mi, 25 % of 1.5 = 384Mi) = 256Mi -> 1.75.
+        pytest.param(
+            make_vm(demand=1.2, assigned=1.25), 64, 1.75, "grow to restore buffer, with headroom", id="creep"
+        ),
+        # Below its demand (a jump, the seed's Finance): exactly the target 2.4 / 0.8 = 3, no headroom.
+        pytest.param(make_vm(demand=2.4), 64, 3, "grow to meet demand", id="jump-exact"),
+        # demand 3 in 3.2: target 3.75, headroom 50 % of max(512Mi, 960Mi) = 480Mi, capped at maximum 4.
+        pytest.param(
+            make_vm(demand=3, assigned=3.2), 64, 4, "grow to restore buffer, with headroom", id="max-capped"
+        ),
+        # Pool 1.625: target 1.5 leaves 128Mi spare; the headroom takes only that.
+        pytest.param(
+            make_vm(demand=1.2, assigned=1.25),
+            1.625,
+            1.625,
+            "grow to restore buffer, with headroom",
+            id="spare-capped",
+        ),
+        # Pool 1.5: no spare, exactly the target.
+        pytest.param(make_vm(demand=1.2, assigned=1.25), 1.5, 1.5, "grow to restore buffer", id="no-spare"),
+    ],
+)
+def test_grow_headroom(vm: VmState, pool: float, expected: float, reason: str) -> None:
+    decision = plan_node(make_node(vm, pool=pool), CONFIG, 0).decisions[0]
+    assert decision.assigned == round(expected * GiB)
+    assert decision.reason == reason
+
+
+def test_grow_headroom_goes_to_priority_first() -> None:
+    # Both creep (demand 1.2 in 1.25 -> target 1.5, headroom 256Mi); pool 3.25 leaves 256Mi spare after both
+    # targets: all of it to the high-priority VM.
+    low = make_vm("low", demand=1.2, assigned=1.25, priority=25)
+    high = make_vm("high", demand=1.2, assigned=1.25, priority=75)
+    assert gib(plan_node(make_node(low, high, pool=3.25), CONFIG, 0)) == {"low": 1.5, "high": 1.75}
+
+
+SHARED = "within shrink band: node shared out, a move costs two migrations"
+
+
+@pytest.mark.parametrize(
+    ("vms", "pool", "expected", "reasons"),
+    [
+        # Short: floors 2, room 3 for needs 2 + 2 -> ideal 2.5 each. a holds 2.75, b 2.25: moving 256Mi
+        # (past the dead band, inside the 512Mi shrink band) between two paging VMs costs two migrations and
+        # does not lower the paging (1 GiB unmet either way) -> kept.
+        pytest.param(
+            [make_vm("a", demand=3, assigned=2.75), make_vm("b", demand=3, assigned=2.25)],
+            5,
+            {"a": 2.75, "b": 2.25},
+            [SHARED, SHARED],
+            id="short-kept",
+        ),
+        # Short, a holds 2.375 and b its share 2.5: 128Mi idle in the pool -> it goes to a (paging).
+        pytest.param(
+            [make_vm("a", demand=3, assigned=2.375), make_vm("b", demand=3, assigned=2.5)],
+            5,
+            {"a": 2.5, "b": 2.5},
+            ["grow toward demand: node short of memory", "short of memory: node pool exhausted"],
+            id="short-idle-filled",
+        ),
+        # Tight: demand 3 + 3 met, buffers share 7 - 6 = 1 -> ideal 3.5 each; a 3.75, b 3.25 (256Mi off, no
+        # free memory): kept.
+        pytest.param(
+            [make_vm("a", demand=3, assigned=3.75), make_vm("b", demand=3, assigned=3.25)],
+            7,
+            {"a": 3.75, "b": 3.25},
+            [SHARED, SHARED],
+            id="tight-kept",
+        ),
+        # Tight, b at 3.25 and 256Mi free: the grow needs no shrink elsewhere and clears the dead band
+        # max(128Mi, 5 % of 3.25 = 166Mi) -> b grows to 3.5.
+        pytest.param(
+            [make_vm("a", demand=3, assigned=3.5), make_vm("b", demand=3, assigned=3.25)],
+            7,
+            {"a": 3.5, "b": 3.5},
+            ["buffer short: node pool exhausted", "grow to restore buffer"],
+            id="tight-free-grow",
+        ),
+        # Tight, a's demand 3.375 is above its 3.25: levels 3.375 + 3, buffers share 0.625 -> 0.3125 each:
+        # a 3.6875 (must grow: below demand), b 3.3125; b's 448Mi shrink is inside its band but the plan
+        # would need 3.6875 + 3.75 = 7.4375 > 7, so b gives way.
+        pytest.param(
+            [make_vm("a", demand=3.375, assigned=3.25), make_vm("b", demand=3, assigned=3.75)],
+            7,
+            {"a": 3.6875, "b": 3.3125},
+            ["grow to meet demand", "shrink to make room"],
+            id="tight-below-demand-grows",
+        ),
+    ],
+)
+def test_shared_out_node_band(
+    vms: list[VmState], pool: float, expected: dict[str, float], reasons: list[str]
+) -> None:
+    plan = plan_node(make_node(*vms, pool=pool), CONFIG, 0)
+    assert gib(plan) == expected
+    assert [d.reason for d in plan.decisions] == reasons
+    assert plan.assigned_total <= pool * GiB
+    # The oracle moves the memory, and pages exactly as much.
+    oracle = plan_oracle(make_node(*vms, pool=pool), CONFIG, 0)
+    unmet = sum(max(0, (d.demand or 0) - d.assigned) for d in plan.decisions)
+    assert unmet == sum(max(0, (d.demand or 0) - d.assigned) for d in oracle.decisions)

@@ -14,11 +14,22 @@ priority, capped at its need; priority 0 gets only what nobody with a weight nee
 third level stays unassigned: it is the room for VMs that start and for bursts.
 
 KubeVirt changes guest memory by live migration, so each change is expensive. After the ideal allocation is
-known, a dead band (default max(128Mi, 5 % of the current assignment)) keeps VMs where they are when the
-change would be small, unless the VM is below its demand, is outside [floor, maximum], or its memory is needed
-(the total would exceed the pool, or a neighbour is below its demand while this VM holds buffer). Cooldowns,
-changes already in flight and a per-node change limit are inputs too, so the operator's plan is the
-simulator's plan.
+known, hysteresis keeps VMs where they are when a change is not worth a migration:
+
+- a dead band (default max(128Mi, 5 % of the current assignment)) for small grows and shrinks;
+- a wider shrink band (default max(512Mi, 25 % of the target)) for a VM above its target on a node where
+  everything fits: memory is handed out quickly and taken back slowly (asymmetric hysteresis);
+- on a tight or short node the pool is shared out, so memory only moves from one VM to another and every move
+  costs two migrations: shares that moved by less than the shrink band are kept;
+- a VM whose demand crept into its buffer grows a little past its target (half its shrink band by default)
+  when spare memory allows, so a steady rise needs fewer steps.
+
+None of this costs paging: a VM below its demand on a node with room always grows; kept memory is given back,
+largest first, when the plan would not fit or a neighbour is below its demand (no VM keeps buffer while a
+neighbour pages); a VM outside [floor, maximum] always moves; and on a short node the memory the hysteresis
+leaves idle goes to the paging VMs furthest below their share, so the node pages no more than the ideal plan
+(``plan_oracle``, no hysteresis). Cooldowns, changes already in flight and a per-node change limit are inputs
+too, so the operator's plan is the simulator's plan.
 
 Speed: the common round (everything fits) is a few integer operations per VM; water-filling sorts only the
 VMs of a short level. All arithmetic is on ints (bytes), exactly: no floats, no Decimals in the loop, so the
@@ -266,10 +277,12 @@ def _plan(node: NodeState, config: BalanceConfig, now: float, *, churn_control: 
     ideal = chosen[:]
     released: set[int] = set()
     deferred: set[int] = set()
+    widened: set[int] = set()
     if churn_control and not over_subscribed:
-        _dead_band(
-            plannable, config, pool, held_total, current, ideal, chosen, floors, tops, levels, released
-        )
+        _hysteresis(
+            plannable, config, pool, held_total, short_level, vms, units, current, ideal, chosen,
+            floors, tops, levels, targets, released, widened,
+        )  # fmt: skip
         limit = config.max_changes_per_node
         if limit is not None:
             _limit_changes(plannable, limit, pool, held_total, current, chosen, levels, vms, deferred)
@@ -285,7 +298,7 @@ def _plan(node: NodeState, config: BalanceConfig, now: float, *, churn_control: 
         if reason is None:
             reason = _reason(
                 i, current[i], assigned, ideal[i], floors[i], tops[i], levels[i], target, raws[i],
-                vm.limits.priority, over_subscribed, i in released, i in deferred,
+                vm.limits.priority, over_subscribed, i in released, i in deferred, i in widened,
             )  # fmt: skip
         decisions.append(
             VmDecision(
@@ -316,47 +329,134 @@ def _plan(node: NodeState, config: BalanceConfig, now: float, *, churn_control: 
     return NodePlan(node.name, pool, tuple(decisions), over_subscribed, summary)
 
 
-def _dead_band(
+def _hysteresis(
     plannable: list[int],
     config: BalanceConfig,
     pool: int,
     held_total: int,
+    short_level: int,
+    vms: tuple[VmState, ...],
+    units: list[int],
     current: list[int],
     ideal: list[int],
     chosen: list[int],
     floors: list[int],
     tops: list[int],
     levels: list[int],
+    targets: list[int],
     released: set[int],
+    widened: set[int],
 ) -> None:
-    """Keep small changes from happening; give back what is kept when the memory is needed elsewhere."""
+    """Keep changes that are not worth a live migration from happening; give way when memory is needed.
+
+    - Everything fits: a grow or shrink inside the dead band is not made, and a VM above its full target
+      keeps its excess while that is below the shrink band (asymmetric hysteresis).
+    - Tight or short (the pool is shared out, so memory moves only from one VM to another and every move
+      costs two migrations): a VM whose share moved by less than the shrink band keeps what it has, even
+      below its demand when the whole node is short (moving memory between paging VMs does not lower the
+      paging).
+    - Then the invariants are restored: kept excess is released, largest first, while the plan would not
+      fit or while a neighbour is below its demand; a VM below its demand on a node with room always grows;
+      and on a short node the memory left idle goes to the kept VMs furthest below their share, so the node
+      pages no more than with the ideal plan.
+    - Everything fits and a VM grows anyway because its demand crept into its buffer: it gets headroom of
+      ``grow_headroom_percent`` of its shrink band above its target, from spare memory, highest priority
+      first, so a steady rise needs fewer migrations.
+    """
     band_bytes = config.dead_band_bytes
     band_percent = config.dead_band_percent
+    wide_bytes = config.shrink_band_bytes
+    wide_percent = config.shrink_band_percent
+    demand_short = short_level == 2
+    fits = short_level == 0
     kept_shrinks: list[int] = []
+    kept_grows: list[int] = []
     total = held_total
-    short = False
     for i in plannable:
         want = ideal[i]
         cur = current[i]
-        if want != cur and floors[i] <= cur <= tops[i] and not (want > cur and cur < levels[i]):
+        if want != cur and floors[i] <= cur <= tops[i]:
             band = cur * band_percent // 100
             if band < band_bytes:
                 band = band_bytes
-            if -band < want - cur < band:
-                chosen[i] = cur
-                if want < cur:
+            if not fits:
+                wide = cur * wide_percent // 100
+                if wide < wide_bytes:
+                    wide = wide_bytes
+                if wide > band:
+                    if band <= (want - cur if want > cur else cur - want) < wide:
+                        widened.add(i)
+                    band = wide
+            if want > cur:
+                if (cur >= levels[i] or demand_short) and want - cur < band:
+                    chosen[i] = cur
+                    kept_grows.append(i)
+            else:
+                if fits:
+                    wide = want * wide_percent // 100
+                    if wide < wide_bytes:
+                        wide = wide_bytes
+                    if wide > band:
+                        if band <= cur - want < wide:
+                            widened.add(i)
+                        band = wide
+                if cur - want < band:
+                    chosen[i] = cur
                     kept_shrinks.append(i)
         total += chosen[i]
-        if chosen[i] < levels[i]:
-            short = True
-    if not kept_shrinks or (total <= pool and not short):
+    if kept_shrinks and (total > pool or demand_short):
+        kept_shrinks.sort(key=lambda i: (ideal[i] - current[i], i))
+        for i in kept_shrinks:
+            if total > pool or (demand_short and current[i] > levels[i]):
+                total -= current[i] - ideal[i]
+                chosen[i] = ideal[i]
+                released.add(i)
+                widened.discard(i)
+    left = pool - total
+    if kept_grows and left > 0 and not fits:
+        # Free memory needs no shrink elsewhere: short, it all goes to paging VMs; tight, a buffer grow
+        # it pays for is made when it clears the plain dead band.
+        kept_grows.sort(key=lambda i: (current[i] - ideal[i], -vms[i].limits.priority, i))
+        for i in kept_grows:
+            give = left - left % units[i]
+            if give > ideal[i] - current[i]:
+                give = ideal[i] - current[i]
+            if give > 0 and not demand_short:
+                band = current[i] * band_percent // 100
+                if give < band or give < band_bytes:
+                    continue
+            if give > 0:
+                chosen[i] += give
+                left -= give
+                widened.discard(i)
+    if not fits:
         return
-    kept_shrinks.sort(key=lambda i: ideal[i] - current[i])
-    for i in kept_shrinks:
-        if total > pool or (short and current[i] > levels[i]):
-            total -= current[i] - ideal[i]
-            chosen[i] = ideal[i]
-            released.add(i)
+    percent = config.grow_headroom_percent
+    if percent <= 0:
+        return
+    growing = [
+        i
+        for i in plannable
+        if chosen[i] > current[i] and current[i] >= levels[i] and chosen[i] == targets[i] < tops[i]
+    ]
+    if not growing or left <= 0:
+        return
+    growing.sort(key=lambda i: (-vms[i].limits.priority, i))
+    for i in growing:
+        unit = units[i]
+        target = targets[i]
+        wide = target * wide_percent // 100
+        if wide < wide_bytes:
+            wide = wide_bytes
+        extra = wide * percent // 100
+        if extra > tops[i] - target:
+            extra = tops[i] - target
+        if extra > left:
+            extra = left
+        extra -= extra % unit
+        if extra > 0:
+            chosen[i] += extra
+            left -= extra
 
 
 def _limit_changes(
@@ -416,6 +516,7 @@ def _reason(
     over_subscribed: bool,
     released: bool,
     deferred: bool,
+    widened: bool = False,
 ) -> str:
     """A short sentence saying why this VM gets what it gets."""
     capped = raw > top and assigned == top
@@ -426,7 +527,9 @@ def _reason(
             return "grow to floor"
         if cur < level:
             return "grow to meet demand" if assigned >= level else "grow toward demand: node short of memory"
-        return "grow to restore buffer, capped at maximum" if capped else "grow to restore buffer"
+        if capped:
+            return "grow to restore buffer, capped at maximum"
+        return "grow to restore buffer, with headroom" if assigned > target else "grow to restore buffer"
     if assigned < cur:
         if cur > top:
             return "shrink to maximum"
@@ -436,7 +539,11 @@ def _reason(
             return "shrink to make room"
         return "shrink: demand fell"
     if ideal != cur:
-        return "within dead band"
+        if not widened:
+            return "within dead band"
+        if ideal < cur and ideal == target:
+            return "above target, within shrink band"
+        return "within shrink band: node shared out, a move costs two migrations"
     if over_subscribed:
         return "at floor: node over-subscribed"
     if assigned < level:

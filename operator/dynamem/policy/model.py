@@ -85,8 +85,17 @@ class BalanceConfig:
     """Knobs of one balancing round.
 
     ``dead_band_bytes``/``dead_band_percent``: a change smaller than max(bytes, percent of the current
-    assignment) is not made (each change is a live migration), unless the VM is below its demand or the memory
-    is needed elsewhere. ``cooldown_s``: a VM changed less than this long ago is held.
+    assignment) is not made (each change is a live migration), unless the VM is below its demand on a node
+    with room or the memory is needed elsewhere. ``shrink_band_bytes``/``shrink_band_percent``: the wider band
+    of the asymmetric hysteresis. When everything fits, a VM above its target shrinks only once its excess
+    reaches max(bytes, percent of the target); on a tight or short node, where memory only moves from one VM
+    to another (two migrations), shares that moved by less than max(bytes, percent of the current assignment)
+    are kept. Kept memory is still reclaimed when a neighbour needs it for its demand, when the plan would not
+    fit, and a short node's idle memory always goes to its paging VMs, so unmet demand never rises.
+    ``grow_headroom_percent``: when everything fits and a VM grows because its demand crept into its buffer
+    (it is not below its demand), it gets this percent of its shrink band above its target, from spare
+    memory and never past its maximum, so a steady rise (leaks, ramps) needs fewer migrations; 0 disables.
+    ``cooldown_s``: a VM changed less than this long ago is held.
     ``max_changes_per_node``: at most this many changes per node and round (shrinks first). ``alignment``:
     guest memory granularity (KubeVirt: 2Mi; 1Gi hugepages raise it per VM). ``step_s``: wall time this round
     stands for; peers that move a bounded amount per cycle (Proxmox) run ``step_s / their period`` cycles. The
@@ -95,6 +104,9 @@ class BalanceConfig:
 
     dead_band_bytes: int = 128 * MiB
     dead_band_percent: int = 5
+    shrink_band_bytes: int = 512 * MiB
+    shrink_band_percent: int = 25
+    grow_headroom_percent: int = 50
     cooldown_s: float = 0.0
     max_changes_per_node: int | None = None
     alignment: int = 2 * MiB
