@@ -5,6 +5,8 @@ refused (grows a policy planned that did not fit on the node: KubeVirt's target 
 over-capacity steps (the plan asked for more than the node has), and the gap to the oracle's unmet demand.
 Goals for dynamem: zero over-capacity steps, the least unmet demand of the non-oracle policies on every
 scenario, and fewer changes than proxmox. The last lines say which goals hold, scenario by scenario.
+On the seed's workday the 4 changes are the seed's own (Finance and Engineering grow, then Finance shrinks and
+Engineering grows again); proxmox makes fewer there only because its grows are refused.
 
 Usage: python bench/compare.py [SCENARIO.yaml ...]
 """

@@ -117,3 +117,15 @@ def test_bad_input_exits_2_with_one_line(
     assert len(lines) == 1, captured.err
     assert str(path) in lines[0] and fragment in lines[0]
     assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("name", ["office", "batch", "leak", "steady", "mixed"])
+def test_hysteresis_never_costs_paging_on_the_bench_scenarios(workday_path: str, name: str) -> None:
+    # dynamem's hysteresis (dead band, shrink band, headroom) only saves migrations: every scenario pages
+    # no more than the oracle (same levels, no hysteresis), over capacity never, with far fewer changes.
+    scenario = load_scenario(Path(workday_path).with_name(f"{name}.yaml"))
+    mine = simulate(scenario, "dynamem").summary
+    oracle = simulate(scenario, "oracle").summary
+    assert mine.unmet_demand <= oracle.unmet_demand + 1e-9
+    assert mine.over_capacity_steps == 0 and mine.refused_changes == 0
+    assert mine.changes < oracle.changes * 3 // 4
