@@ -54,6 +54,18 @@ def workday(node: str, steps: int = 3) -> Scenario:
     )
 
 
+def one_node(node: str, memory: str, vms: Mapping[str, Mapping[str, Any]], running: bool = True) -> Scenario:
+    """A scenario of VMs on one node, all running (demand is steered by the tests)."""
+    return parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": node, "memory": memory}],
+            "vms": [{"name": name, "node": node, **spec} for name, spec in vms.items()],
+            "demand": {name: ["512Mi" if running else None] for name in vms},
+        }
+    )
+
+
 class Stack:
     """One test's world: its namespace, a scenario set up by the simulator, Prometheus scraping it."""
 
@@ -126,7 +138,26 @@ class Stack:
                 total += max(guest.current, self.guest(guest.key.name) or 0)
         return total
 
-    def converge(self, expected: Mapping[str, float], timeout: float = 90.0, limit: int = 8 * GI) -> None:
+    def conditions(self, name: str) -> dict[str, str]:
+        status = self.vmm(name).get("status", {})
+        return {c["type"]: c["status"] for c in status.get("conditions", [])}
+
+    def patch_vmm(self, name: str, spec: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            "dynamem.io", "v1alpha1", self.namespace, "virtualmachinememories", name, {"spec": dict(spec)}
+        )
+
+    def events(self, name: str) -> list[Mapping[str, Any]]:
+        found = self.custom.list_namespaced_custom_object("events.k8s.io", "v1", self.namespace, "events")
+        return [e for e in found["items"] if e.get("regarding", {}).get("name") == name]
+
+    def converge(
+        self,
+        expected: Mapping[str, float],
+        timeout: float = 90.0,
+        limit: int = 8 * GI,
+        tolerance: int = MI,
+    ) -> None:
         """Wait until every named guest has the expected GiB, checking the node limit on the way."""
         peak = 0
 
@@ -135,7 +166,7 @@ class Stack:
             peak = max(peak, self.held_total())
             assert peak <= limit, f"node over its pool: {peak / GI:.3f} GiB > {limit / GI} GiB"
             seen = {n: (self.has(n) or 0) / GI for n in expected}
-            done = all(abs(seen[n] - expected[n]) < MI / GI for n in expected)
+            done = all(abs(seen[n] - expected[n]) <= tolerance / GI for n in expected)
             done = done and all(self.guest(n) == self.has(n) for n in expected)
             return seen if done else None
 

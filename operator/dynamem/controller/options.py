@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--min-gap", type=float, default=1.0, help="least seconds between two rounds woken by changes")
     add("--dead-band", default="128Mi", help="changes smaller than this are not made (default 128Mi)")
     add("--dead-band-percent", type=int, default=5, help="... nor smaller than this percent (default 5)")
+    add("--shrink-band", default="512Mi", help="a VM keeps excess over its target up to this (default 512Mi)")
+    add("--shrink-band-percent", type=int, default=25, help="... or this percent of its target (default 25)")
+    add(
+        "--grow-headroom-percent",
+        type=int,
+        default=0,
+        help="grow past target by this %% of the shrink band (default 0: a guest's measured use cannot exceed "
+        "its memory, so a guest that outgrew its memory looks like one whose use crept into its buffer)",
+    )
     add("--cooldown", type=float, default=0.0, help="seconds a VM is held after a change (default 0)")
     add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
     add("--reserve", default="0", help="memory per node kept back from the VMs (default 0)")
@@ -92,6 +101,12 @@ def parse_options(argv: list[str]) -> OperatorOptions:
     args = build_parser().parse_args(argv)
     if not 0 <= args.dead_band_percent <= 100:
         raise OptionError("--dead-band-percent", args.dead_band_percent, "must be 0 to 100")
+    for flag, value in (
+        ("--shrink-band-percent", args.shrink_band_percent),
+        ("--grow-headroom-percent", args.grow_headroom_percent),
+    ):
+        if not 0 <= value <= 100:
+            raise OptionError(flag, value, "must be 0 to 100")
     if args.cooldown < 0:
         raise OptionError("--cooldown", args.cooldown, "must not be negative")
     if args.max_changes_per_node is not None and args.max_changes_per_node < 1:
@@ -101,6 +116,9 @@ def parse_options(argv: list[str]) -> OperatorOptions:
     balance = BalanceConfig(
         dead_band_bytes=_bytes("--dead-band", args.dead_band),
         dead_band_percent=args.dead_band_percent,
+        shrink_band_bytes=_bytes("--shrink-band", args.shrink_band),
+        shrink_band_percent=args.shrink_band_percent,
+        grow_headroom_percent=args.grow_headroom_percent,
         cooldown_s=args.cooldown,
         max_changes_per_node=args.max_changes_per_node,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -119,7 +120,10 @@ class KubeApi:
         event = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'dynamem')}.", "namespace": namespace},
+            "metadata": {
+                "name": f"{meta.get('name', 'dynamem')}.{uuid.uuid4().hex[:12]}",
+                "namespace": namespace,
+            },
             "eventTime": now_rfc3339(now).replace("Z", ".000000Z"),
             "reportingController": "dynamem.io/operator",
             "reportingInstance": os.environ.get("POD_NAME", "dynamem"),

@@ -1,0 +1,142 @@
+"""The operator's promises, each end to end (real API server and Prometheus, simulator, operator process):
+priority and buffer edits take effect without a restart, a metrics outage holds memory, deleting a
+VirtualMachineMemory leaves its VM alone and never hangs, over-subscription and KubeVirt's RestartRequired
+are reported, and every change is an Event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
+
+from dynamem.kube.objects import GI, MI
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, one_node, wait_until
+
+VM_1_4 = {"startup": "1Gi", "maximum": "4Gi"}
+
+
+@pytest.fixture
+def make_stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Callable[..., Stack]:
+    stacks: list[Stack] = []
+
+    def make(memory: str, vms: dict[str, dict[str, object]]) -> Stack:
+        stack = Stack(control_plane, prometheus, namespace, one_node(unique_name("node"), memory, vms))
+        stacks.append(stack)
+        return stack
+
+    yield make  # type: ignore[misc]
+    for stack in stacks:
+        stack.close()
+
+
+def test_buffer_edit_applies_at_the_next_round(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("8Gi", {"web": VM_1_4})
+    stack.set_demand(web=1.6)
+    stack.start_operator()
+    stack.converge({"web": 2})  # 1.6 / (1 - 0.20) = 2 GiB
+    stack.patch_vmm("web", {"buffer": 50})
+    stack.converge({"web": 3.2}, tolerance=4 * MI)  # 1.6 / (1 - 0.50) = 3.2 GiB, aligned to 2Mi
+    assert stack.vmm("web")["status"]["observedGeneration"] == stack.vmm("web")["metadata"]["generation"]
+
+
+def test_priority_edit_moves_memory_under_shortage(make_stack: Callable[..., Stack]) -> None:
+    # Buffer 50 %: each guest uses 1.5 GiB and wants 3 GiB. The pool is 4.5 GiB: demand (3 GiB) fits, the
+    # buffers (6 GiB in all) do not, so the 1.5 GiB above demand is shared by priority weight.
+    vm = {**VM_1_4, "buffer": 50}
+    stack = make_stack("4608Mi", {"gold": vm, "lead": vm})
+    stack.set_demand(gold=1.5, lead=1.5)
+    stack.start_operator()
+    # Equal priority: 1.5 + 1.5 / 2 = 2.25 GiB each.
+    stack.converge({"gold": 2.25, "lead": 2.25}, limit=4608 * MI, tolerance=8 * MI)
+    # Priority 0 gets buffer only once the weighted VMs have theirs: gold 3 GiB, lead keeps its 1.5 GiB of
+    # demand. Each move is 0.75 GiB, past the shrink band (max(512Mi, 25 % of 2.25 GiB)); no restart.
+    stack.patch_vmm("lead", {"priority": 0})
+    stack.converge({"gold": 3.0, "lead": 1.5}, limit=4608 * MI, tolerance=8 * MI)
+    assert stack.vmm("lead")["status"]["memoryStatus"] == "Low"
+    assert stack.vmm("gold")["status"]["memoryStatus"] == "OK"
+
+
+def test_metrics_outage_holds_memory(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("8Gi", {"db": VM_1_4})
+    stack.set_demand(db=2.4)
+    stack.start_operator()
+    stack.converge({"db": 3})
+    # The guest's use drops while its metrics are gone: dynamem cannot see it, so it must not shrink.
+    stack.sim.feed.paused = True
+    stack.set_demand(db=0.5)
+    wait_until("DemandKnown=False", lambda: stack.conditions("db").get("DemandKnown") == "False", timeout=30)
+    assert stack.vmm("db")["status"]["memoryStatus"] == "Unknown"
+    time.sleep(5)  # several balancing rounds
+    assert stack.has("db") == 3 * GI and stack.guest("db") == 3 * GI
+    # Metrics back: now it may shrink, down to the boot memory (1 GiB) at the lowest.
+    stack.sim.feed.paused = False
+    stack.converge({"db": 1})
+    assert stack.conditions("db")["DemandKnown"] == "True"
+
+
+def test_deleting_a_vmm_leaves_the_vm_and_never_hangs(
+    make_stack: Callable[..., Stack], custom_objects: k8s_client.CustomObjectsApi
+) -> None:
+    stack = make_stack("8Gi", {"app": VM_1_4})
+    stack.set_demand(app=2.4)
+    stack.start_operator()
+    stack.converge({"app": 3})
+    vmm = stack.vmm("app")
+    assert not vmm["metadata"].get("finalizers"), "dynamem must not block deletion"
+    custom_objects.delete_namespaced_custom_object(
+        "dynamem.io", "v1alpha1", stack.namespace, "virtualmachinememories", "app"
+    )
+    with pytest.raises(ApiException) as gone:
+        stack.vmm("app")
+    assert gone.value.status == 404
+    stack.set_demand(app=0.5)
+    time.sleep(5)
+    assert stack.guest("app") == 3 * GI, "a VM without a VirtualMachineMemory is never touched"
+
+
+def test_changes_are_events_with_reasons(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("8Gi", {"api": VM_1_4})
+    stack.set_demand(api=1.6)
+    stack.start_operator()
+    stack.converge({"api": 2})
+    reasons = {e["reason"] for e in stack.events("api")}
+    assert "MemoryIncreased" in reasons
+    notes = [e["note"] for e in stack.events("api") if e["reason"] == "MemoryIncreased"]
+    assert any(note.startswith("memory.guest 1Gi -> ") for note in notes), notes
+    assert all(e["regarding"]["kind"] == "VirtualMachineMemory" for e in stack.events("api"))
+
+
+def test_over_subscribed_node_is_reported(make_stack: Callable[..., Stack]) -> None:
+    # Three VMs that booted with 1 GiB each on a node whose pool is 2 GiB: their floors alone do not fit.
+    stack = make_stack("2Gi", {"a": VM_1_4, "b": VM_1_4, "c": VM_1_4})
+    stack.set_demand(a=0.5, b=0.5, c=0.5)
+    stack.start_operator()
+    wait_until("NodeOverSubscribed", lambda: stack.conditions("a").get("NodeOverSubscribed") == "True", 30)
+    assert any(e["reason"] == "FloorsExceedPool" and e["type"] == "Warning" for e in stack.events("a"))
+    assert [stack.guest(n) for n in "abc"] == [GI, GI, GI], "nothing goes below boot memory"
+
+
+def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("8Gi", {"legacy": VM_1_4})
+    stack.set_demand(legacy=0.5)
+    stack.start_operator()
+    stack.converge({"legacy": 1})
+    # Someone lowers memory.guest below what the VM booted with: KubeVirt answers RestartRequired.
+    stack.custom.patch_namespaced_custom_object(
+        "kubevirt.io",
+        "v1",
+        stack.namespace,
+        "virtualmachines",
+        "legacy",
+        {"spec": {"template": {"spec": {"domain": {"memory": {"guest": "512Mi"}}}}}},
+    )
+    wait_until("RestartRequired", lambda: stack.conditions("legacy").get("RestartRequired") == "True", 30)
