@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="grow past target by this %% of the shrink band (default 0: a guest's measured use cannot "
-        "exceed its memory, so a guest that outgrew its memory looks like one whose use crept into its buffer)",
+        "exceed its memory, so a guest that outgrew it looks like one whose use crept into its buffer)",
     )
     add("--cooldown", type=float, default=0.0, help="seconds a VM is held after a change (default 0)")
     add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
