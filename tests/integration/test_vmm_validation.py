@@ -1,0 +1,107 @@
+"""The VirtualMachineMemory schema refuses bad input at apply time, naming the field, on the real API server.
+
+One case per rule of crds/virtualmachinememories.yaml: quantity format, at least 1Gi, buffer 5 to 95,
+priority 0 to 100 or low/medium/high, the CEL rules minimum <= startup <= maximum (Kubernetes' quantity
+library, so 1024Mi equals 1Gi), and the required fields. Defaults and `kubectl explain` are checked too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
+
+from dynamem.testing.controlplane import ControlPlane
+
+GROUP, VERSION, PLURAL = "dynamem.io", "v1alpha1", "virtualmachinememories"
+
+
+def vmm(name: str, **spec: Any) -> dict[str, Any]:
+    body = {"startup": "1Gi", "maximum": "4Gi", **spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "VirtualMachineMemory",
+        "metadata": {"name": name},
+        "spec": {k: v for k, v in body.items() if v is not None},
+    }
+
+
+def create(custom: k8s_client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)  # type: ignore[no-any-return]
+
+
+REFUSED = [
+    pytest.param({"startup": "4GB"}, "spec.startup", id="startup-not-a-quantity"),
+    pytest.param({"maximum": "lots"}, "spec.maximum", id="maximum-not-a-quantity"),
+    pytest.param({"minimum": "1.5 Gi"}, "spec.minimum", id="minimum-not-a-quantity"),
+    pytest.param({"startup": "512Mi"}, "spec.startup must be at least 1Gi", id="startup-below-1Gi"),
+    pytest.param({"minimum": "256Mi"}, "spec.minimum must be at least 1Gi", id="minimum-below-1Gi"),
+    pytest.param({"minimum": "2Gi"}, "spec.minimum must not exceed spec.startup", id="minimum-over-startup"),
+    pytest.param({"startup": "5Gi"}, "spec.startup must not exceed spec.maximum", id="startup-over-maximum"),
+    pytest.param({"buffer": 3}, "spec.buffer", id="buffer-below-5"),
+    pytest.param({"buffer": 96}, "spec.buffer", id="buffer-above-95"),
+    pytest.param({"buffer": "20%"}, "spec.buffer", id="buffer-not-an-integer"),
+    pytest.param(
+        {"priority": 101}, "spec.priority must be an integer from 0 to 100", id="priority-above-100"
+    ),
+    pytest.param({"priority": -1}, "spec.priority must be an integer from 0 to 100", id="priority-negative"),
+    pytest.param({"priority": "urgent"}, "low, medium or high", id="priority-unknown-word"),
+    pytest.param({"startup": None}, "spec.startup: Required value", id="startup-missing"),
+    pytest.param({"maximum": None}, "spec.maximum: Required value", id="maximum-missing"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), REFUSED)
+def test_invalid_vmm_is_refused_naming_the_field(
+    custom_objects: k8s_client.CustomObjectsApi, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        create(custom_objects, namespace, vmm("bad", **spec))
+    assert refused.value.status == 422
+    assert message in str(refused.value.body), refused.value.body
+
+
+def test_valid_vmm_gets_defaults_and_quantities_compare_by_value(
+    custom_objects: k8s_client.CustomObjectsApi, namespace: str
+) -> None:
+    # 1024Mi == 1Gi for the CEL quantity library, so minimum <= startup holds.
+    created = create(custom_objects, namespace, vmm("ok", minimum="1024Mi"))
+    assert created["spec"]["buffer"] == 20
+    assert created["spec"]["priority"] == "medium"
+    for priority in (0, 100, "low", "high"):
+        create(custom_objects, namespace, vmm(f"p-{priority}", priority=priority))
+
+
+def test_kubectl_explain_describes_every_field(control_plane: ControlPlane) -> None:
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    out = subprocess.run(
+        ["kubectl", "explain", "virtualmachinememories.spec"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for field, words in {
+        "startup": "Startup RAM",
+        "minimum": "Minimum RAM",
+        "maximum": "Maximum RAM",
+        "buffer": "Memory Buffer",
+        "priority": "Memory Priority",
+    }.items():
+        assert field in out and words in out, (field, out)
+
+
+def test_printer_columns(
+    control_plane: ControlPlane, custom_objects: k8s_client.CustomObjectsApi, namespace: str
+) -> None:
+    create(custom_objects, namespace, vmm("shown"))
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    out = subprocess.run(
+        ["kubectl", "get", "vmmem", "-n", namespace], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    header = out.splitlines()[0].split()
+    assert header == ["NAME", "VM", "NODE", "ASSIGNED", "DEMAND", "PRESSURE", "STATUS", "AGE"]
