@@ -178,7 +178,9 @@ class Balancer:
         result.status_writes = sum(await gather_limited(writes))
 
         result.duration_s = time.perf_counter() - started
-        self.metrics.observe_round(snapshot, result.plans, result.duration_s, result.memory_writes)
+        self.metrics.observe_round(
+            snapshot, result.plans, result.duration_s, result.memory_writes, result.status_writes
+        )
         return result
 
     async def _apply(self, change: MemoryChange, item: Managed, now: float) -> bool:

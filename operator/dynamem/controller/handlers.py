@@ -183,7 +183,9 @@ async def balancing_loop(state: OperatorState, balancer: Balancer, observe: Any)
             await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)
         state.wake.clear()
         try:
-            if await state.is_active():
+            if not await state.is_active():
+                state.metrics.standby()
+            else:
                 result = await balancer.run_round(observe())
                 state.rounds += 1
                 logger.debug(

@@ -77,11 +77,33 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.rounds = Counter("dynamem_balance_rounds", "Balancing rounds run", registry=self.registry)
+        self.writes = Counter(
+            "dynamem_api_writes", "API writes made by balancing rounds", ("kind",), registry=self.registry
+        )
+        self.active = Gauge(
+            "dynamem_balancer_active", "1 on the replica that balances, 0 on a standby", registry=self.registry
+        )
+
+    def standby(self) -> None:
+        """A replica that does not balance exports no VM or node series: alerts follow the active one."""
+        self.active.set(0)
+        for gauge in (self.vm_assigned, self.vm_demand, self.vm_pressure, self.vm_warning):
+            gauge.clear()
+        for gauge in (self.node_pool, self.node_assigned, self.node_over):
+            gauge.clear()
 
     def observe_round(
-        self, snapshot: Snapshot, plans: Mapping[str, NodePlan], duration_s: float, writes: int
+        self,
+        snapshot: Snapshot,
+        plans: Mapping[str, NodePlan],
+        duration_s: float,
+        memory_writes: int,
+        status_writes: int,
     ) -> None:
+        self.active.set(1)
         self.rounds.inc()
+        self.writes.labels(kind="memory").inc(memory_writes)
+        self.writes.labels(kind="status").inc(status_writes)
         self.round_seconds.observe(duration_s)
         for gauge in (self.vm_assigned, self.vm_demand, self.vm_pressure, self.vm_warning):
             gauge.clear()

@@ -1,0 +1,125 @@
+"""`dynamem kubevirt-sim SCENARIO.yaml` as a person runs it: against a kubeconfig, creating the scenario's
+nodes, VMs and VirtualMachineMemories, serving KubeVirt's guest metrics and walking the demand trace.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+from kubernetes import client as k8s_client
+
+from dynamem.testing.controlplane import ControlPlane, free_port
+
+
+def run_sim(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def test_kubevirt_sim_plays_a_scenario(
+    control_plane: ControlPlane,
+    core_v1: k8s_client.CoreV1Api,
+    custom_objects: k8s_client.CustomObjectsApi,
+    namespace: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    node = unique_name("sim")
+    scenario = tmp_path / "two.yaml"
+    scenario.write_text(
+        yaml.safe_dump(
+            {
+                "step": "1m",
+                "nodes": [{"name": node, "memory": "8Gi"}],
+                "vms": [
+                    {"name": "web", "node": node, "startup": "1Gi", "maximum": "4Gi", "priority": "high"},
+                    {"name": "batch", "node": node, "startup": "2Gi", "minimum": "1Gi", "maximum": "6Gi"},
+                ],
+                "demand": {"web": ["700Mi", "900Mi", "900Mi"], "batch": ["1Gi", None, None]},
+            }
+        )
+    )
+    port = free_port()
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    sim = run_sim(
+        str(scenario),
+        "--namespace",
+        namespace,
+        "--metrics-port",
+        str(port),
+        "--speed",
+        "20",
+        "--exit-at-end",
+        env=env,
+    )
+    try:
+        metrics = ""
+        deadline = time.monotonic() + 30
+        while "batch" not in metrics and time.monotonic() < deadline:
+            try:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert (
+            f'kubevirt_vmi_memory_available_bytes{{name="web",namespace="{namespace}",node="{node}"}}'
+            in metrics
+        )
+        assert "kubevirt_vmi_memory_usable_bytes" in metrics
+        out, _ = sim.communicate(timeout=60)
+    finally:
+        sim.kill()
+    assert sim.returncode == 0, out
+    assert f"guest metrics: http://127.0.0.1:{port}/metrics" in out
+
+    allocatable = core_v1.read_node(node).status.allocatable["memory"]
+    assert allocatable == "8Gi"
+    vmm = custom_objects.get_namespaced_custom_object(
+        "dynamem.io", "v1alpha1", namespace, "virtualmachinememories", "batch"
+    )
+    assert vmm["spec"] == {"startup": "2Gi", "minimum": "1Gi", "maximum": "6Gi", "buffer": 20, "priority": 50}
+    web = custom_objects.get_namespaced_custom_object(
+        "kubevirt.io", "v1", namespace, "virtualmachines", "web"
+    )
+    batch = custom_objects.get_namespaced_custom_object(
+        "kubevirt.io", "v1", namespace, "virtualmachines", "batch"
+    )
+    assert web["spec"]["runStrategy"] == "Always"
+    assert batch["spec"]["runStrategy"] == "Halted", "batch's demand turns null at step 1: it is stopped"
+    assert web["spec"]["template"]["spec"]["domain"]["memory"] == {"guest": "1Gi", "maxGuest": "4Gi"}
+    vmis = custom_objects.list_namespaced_custom_object(
+        "kubevirt.io", "v1", namespace, "virtualmachineinstances"
+    )
+    running = {i["metadata"]["name"]: i["status"] for i in vmis["items"]}
+    assert set(running) == {"web"}
+    assert running["web"]["nodeName"] == node
+    assert running["web"]["memory"]["guestAtBoot"] == "1Gi"
+
+
+def test_kubevirt_sim_bad_scenario_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "step: 1m\nnodes: [{name: n, memory: 8Gi}]\nvms: [{name: a, node: m, startup: 1Gi, maximum: 2Gi}]\n"
+        "demand: {a: [1Gi]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "'a'" in lines[0], result.stderr
