@@ -1,0 +1,212 @@
+"""Builders of raw Kubernetes and KubeVirt bodies, shaped as the API server returns them.
+
+Paths follow ``shared/KUBEVIRT.md``. Sizes are quantity strings, as in a real body; ``None`` leaves a field
+out. ``observed`` turns bodies into the views a balancing round reads, through the same functions the
+operator's kopf indices call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dynamem.controller.snapshot import Observed, vmm_view
+from dynamem.kube.objects import node_view, pod_view, vm_view, vmi_view
+
+NS = "office"
+Body = dict[str, Any]
+
+
+def _meta(name: str, namespace: str | None = NS, **extra: Any) -> Body:
+    meta: Body = {"name": name, "uid": f"uid-{name}"}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    meta.update({k: v for k, v in extra.items() if v is not None})
+    return meta
+
+
+def make_vm_body(
+    name: str,
+    *,
+    namespace: str = NS,
+    guest: str | None = "1Gi",
+    max_guest: str | None = "4Gi",
+    run_strategy: str | None = "Always",
+    running: bool | None = None,
+    page_size: str | None = None,
+    request: str | None = None,
+    node_selector: Mapping[str, str] | None = None,
+    restart_required: bool = False,
+) -> Body:
+    memory: Body = {}
+    if guest is not None:
+        memory["guest"] = guest
+    if max_guest is not None:
+        memory["maxGuest"] = max_guest
+    if page_size is not None:
+        memory["hugepages"] = {"pageSize": page_size}
+    domain: Body = {"memory": memory, "devices": {}}
+    if request is not None:
+        domain["resources"] = {"requests": {"memory": request}}
+    template_spec: Body = {"domain": domain}
+    if node_selector is not None:
+        template_spec["nodeSelector"] = dict(node_selector)
+    spec: Body = {"template": {"spec": template_spec}}
+    if run_strategy is not None:
+        spec["runStrategy"] = run_strategy
+    if running is not None:
+        spec["running"] = running
+    conditions = [{"type": "Ready", "status": "True"}]
+    if restart_required:
+        conditions.append({"type": "RestartRequired", "status": "True"})
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": _meta(name, namespace),
+        "spec": spec,
+        "status": {"conditions": conditions},
+    }
+
+
+def make_vmi_body(
+    name: str,
+    *,
+    namespace: str = NS,
+    node: str | None = "host",
+    phase: str | None = "Running",
+    guest: str | None = "1Gi",
+    at_boot: str | None = "1Gi",
+    current: str | None = "1Gi",
+    requested: str | None = None,
+    overhead: str | None = None,
+    hotplug: str | None = None,
+) -> Body:
+    """A VMI; ``hotplug`` is the status of its HotMemoryChange condition ("True", "False" or None: absent)."""
+    memory = {
+        k: v
+        for k, v in (
+            ("guestAtBoot", at_boot),
+            ("guestCurrent", current),
+            ("guestRequested", requested),
+            ("memoryOverhead", overhead),
+        )
+        if v is not None
+    }
+    status: Body = {"memory": memory, "conditions": []}
+    if node is not None:
+        status["nodeName"] = node
+    if phase is not None:
+        status["phase"] = phase
+    if hotplug is not None:
+        status["conditions"].append({"type": "HotMemoryChange", "status": hotplug})
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": _meta(name, namespace),
+        "spec": {"domain": {"memory": {"guest": guest} if guest is not None else {}}},
+        "status": status,
+    }
+
+
+def make_vmm_body(
+    name: str,
+    *,
+    namespace: str = NS,
+    startup: object = "1Gi",
+    maximum: object = "4Gi",
+    minimum: object = None,
+    buffer: object = None,
+    priority: object = None,
+    status: Mapping[str, Any] | None = None,
+    resource_version: str = "1",
+    generation: int = 1,
+) -> Body:
+    spec = {
+        k: v
+        for k, v in (
+            ("startup", startup),
+            ("minimum", minimum),
+            ("maximum", maximum),
+            ("buffer", buffer),
+            ("priority", priority),
+        )
+        if v is not None
+    }
+    body: Body = {
+        "apiVersion": "dynamem.io/v1alpha1",
+        "kind": "VirtualMachineMemory",
+        "metadata": _meta(name, namespace, resourceVersion=resource_version, generation=generation),
+        "spec": spec,
+    }
+    if status is not None:
+        body["status"] = dict(status)
+    return body
+
+
+def make_node_body(
+    name: str = "host",
+    *,
+    allocatable: str | None = "8Gi",
+    capacity: str | None = None,
+    unschedulable: bool = False,
+) -> Body:
+    status: Body = {}
+    if allocatable is not None:
+        status["allocatable"] = {"cpu": "8", "memory": allocatable}
+    if capacity is not None:
+        status["capacity"] = {"cpu": "8", "memory": capacity}
+    spec: Body = {"unschedulable": True} if unschedulable else {}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(name, None), "spec": spec, "status": status}
+
+
+def make_pod_body(
+    name: str,
+    *,
+    namespace: str = NS,
+    node: str | None = "host",
+    requests: Iterable[str | None] = ("256Mi",),
+    init_requests: Iterable[str | None] = (),
+    overhead: str | None = None,
+    launcher: bool = False,
+    phase: str = "Running",
+) -> Body:
+    """A pod with one container per entry of ``requests`` (None: a container with no memory request)."""
+
+    def container(i: int, request: str | None, prefix: str) -> Body:
+        resources: Body = {"requests": {"cpu": "100m", "memory": request}} if request is not None else {}
+        return {"name": f"{prefix}{i}", "image": "busybox", "resources": resources}
+
+    spec: Body = {"containers": [container(i, r, "c") for i, r in enumerate(requests)]}
+    init = [container(i, r, "init") for i, r in enumerate(init_requests)]
+    if init:
+        spec["initContainers"] = init
+    if overhead is not None:
+        spec["overhead"] = {"memory": overhead}
+    if node is not None:
+        spec["nodeName"] = node
+    labels = {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": name} if launcher else {"app": name}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _meta(name, namespace, labels=labels),
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+def observed(
+    *,
+    vmms: Iterable[Body] = (),
+    vms: Iterable[Body] = (),
+    vmis: Iterable[Body] = (),
+    nodes: Iterable[Body] = (),
+    pods: Iterable[Body] = (),
+) -> Observed:
+    """The views a round reads, built from bodies by the functions the kopf indices use."""
+    return Observed(
+        vmms=[vmm_view(b) for b in vmms],
+        vms=[vm_view(b) for b in vms],
+        vmis=[vmi_view(b) for b in vmis],
+        nodes=[node_view(b) for b in nodes],
+        pods=[pod_view(b) for b in pods],
+    )

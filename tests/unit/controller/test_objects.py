@@ -1,0 +1,277 @@
+"""The typed views of raw bodies (:mod:`dynamem.kube.objects`): every field dynamem reads, parsed once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dynamem.kube.objects import (
+    GI,
+    MI,
+    ObjectKey,
+    desired_running,
+    hugepage_bytes,
+    node_view,
+    pod_view,
+    quantity_bytes,
+    to_quantity,
+    vm_view,
+    vmi_view,
+)
+
+from .builders_k8s import NS, make_node_body, make_pod_body, make_vm_body, make_vmi_body
+
+KI = 1024
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("1Gi", GI, id="binary-gi"),
+        pytest.param("3584Mi", 3584 * MI, id="binary-mi"),  # 3.5 x 1024 Mi
+        pytest.param("1G", 10**9, id="decimal-g"),
+        pytest.param("0.5Gi", 512 * MI, id="fraction-exact"),
+        # 2.4 x 1073741824 = 2576980377.6 -> rounded up to the next whole byte
+        pytest.param("2.4Gi", 2576980378, id="fraction-rounds-up"),
+        pytest.param("1.5", 2, id="plain-fraction-rounds-up"),
+        pytest.param("1e3", 1000, id="exponent"),
+        pytest.param(4096, 4096, id="int"),
+        pytest.param(" 1Gi", GI, id="leading-space"),
+        pytest.param(None, None, id="absent"),
+        pytest.param("", None, id="empty"),
+        pytest.param("abc", None, id="malformed"),
+        pytest.param("1Gx", None, id="unknown-suffix"),
+        pytest.param("1GiB", None, id="unit-with-b"),
+        pytest.param(float("nan"), None, id="nan"),
+        pytest.param(float("inf"), None, id="infinite"),
+        pytest.param({"memory": "1Gi"}, None, id="mapping"),
+        pytest.param([], None, id="list"),
+    ],
+)
+def test_quantity_bytes(value: object, expected: int | None) -> None:
+    assert quantity_bytes(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(3 * GI, "3Gi", id="gi"),
+        pytest.param(3584 * MI, "3584Mi", id="mi-not-fractional-gi"),  # 3.5Gi is 3584Mi, never "3.5Gi"
+        pytest.param(1536 * KI, "1536Ki", id="ki"),  # 1.5Mi
+        pytest.param(1024**4, "1Ti", id="ti"),
+        pytest.param(1024**4 + MI, "1048577Mi", id="ti-plus-one-mi"),  # 1024 x 1024 + 1
+        pytest.param(GI + 1, "1073741825", id="odd-bytes"),
+        pytest.param(1023, "1023", id="below-ki"),
+        pytest.param(0, "0", id="zero"),
+    ],
+)
+def test_to_quantity_is_shortest_exact(value: int, expected: str) -> None:
+    assert to_quantity(value) == expected
+    assert quantity_bytes(expected) == value  # exact round trip
+
+
+@pytest.mark.parametrize(
+    "value", [GI, 3584 * MI, 1536 * KI, 2576980378, 2 * MI + 1, 7 * GI + 4 * KI, 1, 999_999_999_999]
+)
+def test_to_quantity_round_trips(value: int) -> None:
+    assert quantity_bytes(to_quantity(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param({"runStrategy": "Always"}, True, id="always"),
+        pytest.param({"runStrategy": "RerunOnFailure"}, True, id="rerun-on-failure"),
+        pytest.param({"runStrategy": "Once"}, True, id="once"),
+        pytest.param({"runStrategy": "Halted"}, False, id="halted"),
+        pytest.param({"runStrategy": "Manual"}, False, id="manual"),
+        pytest.param({"running": True}, True, id="running-true"),
+        pytest.param({"running": False}, False, id="running-false"),
+        pytest.param({}, False, id="neither"),
+        # runStrategy wins over the deprecated running field, both ways
+        pytest.param({"runStrategy": "Halted", "running": True}, False, id="strategy-over-running-true"),
+        pytest.param({"runStrategy": "Always", "running": False}, True, id="strategy-over-running-false"),
+    ],
+)
+def test_desired_running(spec: dict[str, Any], expected: bool) -> None:
+    assert desired_running({"spec": spec}) is expected
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        pytest.param({"memory": {"hugepages": {"pageSize": "1Gi"}}}, GI, id="1gi-pages"),
+        pytest.param({"memory": {"hugepages": {"pageSize": "2Mi"}}}, 2 * MI, id="2mi-pages"),
+        pytest.param({"memory": {"guest": "1Gi"}}, 2 * MI, id="no-hugepages"),
+        pytest.param({"memory": {"hugepages": {"pageSize": "huge"}}}, 2 * MI, id="malformed-page-size"),
+        pytest.param({}, 2 * MI, id="empty-domain"),
+        pytest.param(None, 2 * MI, id="no-domain"),
+    ],
+)
+def test_hugepage_bytes(domain: dict[str, Any] | None, expected: int) -> None:
+    assert hugepage_bytes(domain) == expected
+
+
+def test_vm_view_reads_every_field() -> None:
+    body = make_vm_body(
+        "finance",
+        guest="3584Mi",
+        max_guest="8Gi",
+        page_size="1Gi",
+        request="2Gi",
+        node_selector={"kubernetes.io/hostname": "host"},
+        restart_required=True,
+    )
+    view = vm_view(body)
+    assert view.key == ObjectKey(NS, "finance")
+    assert str(view.key) == f"{NS}/finance"
+    assert view.uid == "uid-finance"
+    assert (view.guest, view.max_guest, view.request) == (3584 * MI, 8 * GI, 2 * GI)
+    assert view.hugepage == GI
+    assert view.node_selector == {"kubernetes.io/hostname": "host"}
+    assert view.desired_running is True
+    assert view.restart_required is True
+
+
+def test_vm_view_of_a_bare_vm() -> None:
+    view = vm_view(make_vm_body("bare", guest=None, max_guest=None, run_strategy=None))
+    assert (view.guest, view.max_guest, view.request) == (None, None, None)
+    assert view.hugepage == 2 * MI
+    assert view.node_selector == {}
+    assert view.desired_running is False
+    assert view.restart_required is False
+
+
+def test_vm_view_of_an_empty_body() -> None:
+    view = vm_view({})
+    assert view.key == ObjectKey("", "")
+    assert view.guest is None and view.desired_running is False
+
+
+def test_vm_view_restart_required_false_is_not_required() -> None:
+    body = make_vm_body("finance")
+    body["status"]["conditions"].append({"type": "RestartRequired", "status": "False"})
+    assert vm_view(body).restart_required is False
+
+
+def test_vmi_view_reads_status_memory() -> None:
+    body = make_vmi_body(
+        "finance", guest="3Gi", at_boot="1Gi", current="2Gi", requested="3Gi", overhead="200M", hotplug="True"
+    )
+    view = vmi_view(body)
+    assert view.key == ObjectKey(NS, "finance")
+    assert view.node == "host"
+    assert view.phase == "Running"
+    assert (view.spec_guest, view.guest_at_boot, view.guest_current, view.guest_requested) == (
+        3 * GI,
+        GI,
+        2 * GI,
+        3 * GI,
+    )
+    assert view.overhead == 200 * 10**6  # decimal M
+    assert (view.hotplug_in_progress, view.hotplug_failed) == (True, False)
+    assert view.active is True
+    assert view.current == 2 * GI  # guestCurrent, not the spec's 3Gi
+
+
+@pytest.mark.parametrize(
+    ("overrides", "active", "current", "hotplug"),
+    [
+        # no guestCurrent yet: current falls back to the spec's guest
+        pytest.param({"current": None, "guest": "2Gi"}, True, 2 * GI, (False, False), id="current-from-spec"),
+        pytest.param({"current": None, "guest": None}, True, None, (False, False), id="nothing-known"),
+        pytest.param({"node": None, "phase": "Pending"}, False, GI, (False, False), id="not-placed"),
+        pytest.param({"phase": "Succeeded"}, False, GI, (False, False), id="succeeded"),
+        pytest.param({"phase": "Failed"}, False, GI, (False, False), id="failed"),
+        pytest.param({"phase": "Scheduled"}, True, GI, (False, False), id="scheduled-counts"),
+        pytest.param({"hotplug": "False"}, True, GI, (False, True), id="hotplug-failed"),
+    ],
+)
+def test_vmi_view_cases(
+    overrides: dict[str, Any], active: bool, current: int | None, hotplug: tuple[bool, bool]
+) -> None:
+    view = vmi_view(make_vmi_body("vm", **overrides))
+    assert view.active is active
+    assert view.current == current
+    assert (view.hotplug_in_progress, view.hotplug_failed) == hotplug
+
+
+def test_vmi_view_without_phase_is_pending() -> None:
+    view = vmi_view(make_vmi_body("vm", node=None, phase=None))
+    assert view.phase == "Pending"
+    assert view.node is None
+
+
+@pytest.mark.parametrize(
+    ("body", "allocatable", "schedulable"),
+    [
+        pytest.param(make_node_body(allocatable="8Gi", capacity="9Gi"), 8 * GI, True, id="allocatable"),
+        pytest.param(make_node_body(allocatable=None, capacity="9Gi"), 9 * GI, True, id="capacity-fallback"),
+        pytest.param(make_node_body(allocatable="junk", capacity="9Gi"), 9 * GI, True, id="malformed-alloc"),
+        pytest.param(make_node_body(allocatable=None), 0, True, id="nothing-known"),
+        # kubelets report kilobytes: 8167808Ki = 7976.375Mi
+        pytest.param(make_node_body(allocatable="8167808Ki"), 8167808 * KI, True, id="kubelet-ki"),
+        pytest.param(make_node_body(unschedulable=True), 8 * GI, False, id="cordoned"),
+    ],
+)
+def test_node_view(body: dict[str, Any], allocatable: int, schedulable: bool) -> None:
+    view = node_view(body)
+    assert view.name == "host"
+    assert view.allocatable == allocatable
+    assert view.schedulable is schedulable
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        pytest.param(make_pod_body("p", requests=["256Mi"]), 256 * MI, id="one-container"),
+        # 256 + 512 + 0 (no request)
+        pytest.param(make_pod_body("p", requests=["256Mi", "512Mi", None]), 768 * MI, id="sum-of-containers"),
+        # containers 256 + 256 = 512 < init peak 1Gi: the pod needs 1Gi
+        pytest.param(
+            make_pod_body("p", requests=["256Mi", "256Mi"], init_requests=["1Gi", "128Mi"]),
+            GI,
+            id="init-peak-wins",
+        ),
+        # init containers run one at a time: peak 300Mi (not 300 + 300), below the containers' 512Mi
+        pytest.param(
+            make_pod_body("p", requests=["512Mi"], init_requests=["300Mi", "300Mi"]), 512 * MI, id="init-low"
+        ),
+        # max(256, 0) + 64 overhead (a RuntimeClass's pod overhead)
+        pytest.param(make_pod_body("p", requests=["256Mi"], overhead="64Mi"), 320 * MI, id="overhead-added"),
+        # max(256, 1024) + 64
+        pytest.param(
+            make_pod_body("p", requests=["256Mi"], init_requests=["1Gi"], overhead="64Mi"),
+            GI + 64 * MI,
+            id="init-peak-plus-overhead",
+        ),
+        pytest.param(make_pod_body("p", requests=[None]), 0, id="best-effort"),
+        pytest.param(make_pod_body("p", requests=["junk", "1Gi"]), GI, id="malformed-request-ignored"),
+    ],
+)
+def test_pod_view_request(pod: dict[str, Any], expected: int) -> None:
+    assert pod_view(pod).request == expected
+
+
+@pytest.mark.parametrize(
+    ("pod", "node", "launcher", "finished"),
+    [
+        pytest.param(make_pod_body("p"), "host", False, False, id="plain-running"),
+        pytest.param(make_pod_body("p", launcher=True), "host", True, False, id="virt-launcher"),
+        pytest.param(make_pod_body("p", node=None, phase="Pending"), None, False, False, id="unscheduled"),
+        pytest.param(make_pod_body("p", phase="Succeeded"), "host", False, True, id="succeeded"),
+        pytest.param(make_pod_body("p", phase="Failed"), "host", False, True, id="failed"),
+        pytest.param(make_pod_body("p", phase="Pending"), "host", False, False, id="pending-placed"),
+    ],
+)
+def test_pod_view_flags(pod: dict[str, Any], node: str | None, launcher: bool, finished: bool) -> None:
+    view = pod_view(pod)
+    assert view.key == ObjectKey(NS, "p")
+    assert (view.node, view.launcher, view.finished) == (node, launcher, finished)
+
+
+def test_pod_view_launcher_label_needs_the_exact_value() -> None:
+    body = make_pod_body("p")
+    body["metadata"]["labels"] = {"kubevirt.io": "virt-handler"}
+    assert pod_view(body).launcher is False
