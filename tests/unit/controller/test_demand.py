@@ -1,0 +1,165 @@
+"""Guest demand from Prometheus (:mod:`dynamem.controller.demand`): a reading, or an error, never a raise."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from dynamem.controller.demand import DEMAND_QUERY, DemandReading, PrometheusDemand, parse_response
+from dynamem.kube.objects import GI, ObjectKey
+
+
+def sample(namespace: str | None, name: str | None, value: str) -> dict[str, Any]:
+    metric = {k: v for k, v in (("namespace", namespace), ("name", name)) if v is not None}
+    return {"metric": metric, "value": [1700000000.123, value]}
+
+
+def success(*samples: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector", "result": list(samples)}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        # 2.4Gi = 2576980377.6 bytes: truncated to 2576980377
+        pytest.param(
+            success(sample("office", "finance", "2576980377.6"), sample("office", "sales", "536870912")),
+            {ObjectKey("office", "finance"): 2576980377, ObjectKey("office", "sales"): GI // 2},
+            id="two-vms",
+        ),
+        pytest.param(success(), {}, id="empty-vector"),
+        pytest.param(success(sample("office", "a", "0")), {ObjectKey("office", "a"): 0}, id="zero"),
+        pytest.param(success(sample("office", "a", "1e9")), {ObjectKey("office", "a"): 10**9}, id="exponent"),
+        pytest.param(success(sample("office", "a", "NaN")), {}, id="nan-dropped"),
+        pytest.param(success(sample("office", "a", "-4096")), {}, id="negative-dropped"),
+        pytest.param(success(sample("office", "a", "lots")), {}, id="not-a-number-dropped"),
+        pytest.param(success(sample(None, "a", "1")), {}, id="no-namespace-dropped"),
+        pytest.param(success(sample("office", None, "1")), {}, id="no-name-dropped"),
+        pytest.param(success(sample("", "a", "1")), {}, id="empty-namespace-dropped"),
+        # the good sample survives the bad ones next to it
+        pytest.param(
+            success(sample("office", "a", "NaN"), sample(None, "b", "5"), sample("office", "c", "7")),
+            {ObjectKey("office", "c"): 7},
+            id="good-among-bad",
+        ),
+    ],
+)
+def test_parse_response_success(payload: dict[str, Any], expected: dict[ObjectKey, int]) -> None:
+    reading = parse_response(payload)
+    assert reading.error is None
+    assert dict(reading.by_vm) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_start"),
+    [
+        pytest.param(
+            {"status": "error", "errorType": "bad_data", "error": "parse error at char 4"},
+            "Prometheus query failed: parse error at char 4",
+            id="error-status",
+        ),
+        pytest.param({"status": "error"}, "Prometheus query failed: error", id="error-without-message"),
+        pytest.param({"status": "success"}, "Prometheus query failed: success", id="success-without-data"),
+        pytest.param({"data": {}}, "unexpected Prometheus response: Field required", id="no-status"),
+        pytest.param("<html>", "unexpected Prometheus response", id="not-an-object"),
+        pytest.param(None, "unexpected Prometheus response", id="null"),
+        pytest.param(
+            {"status": "success", "data": {"resultType": "vector", "result": "none"}},
+            "unexpected Prometheus response",
+            id="result-not-a-list",
+        ),
+    ],
+)
+def test_parse_response_errors(payload: object, error_start: str) -> None:
+    reading = parse_response(payload)
+    assert reading.by_vm == {}
+    assert reading.error is not None
+    assert reading.error.startswith(error_start)
+
+
+def test_reading_of_unknown_vm_is_none() -> None:
+    reading = DemandReading(by_vm={ObjectKey("office", "a"): 5})
+    assert reading.of(ObjectKey("office", "a")) == 5
+    assert reading.of(ObjectKey("office", "b")) is None
+    assert reading.of(ObjectKey("other", "a")) is None
+
+
+def read_with(handler: Any, url: str = "http://prometheus.test:9090/") -> DemandReading:
+    async def go() -> DemandReading:
+        source = PrometheusDemand(url, timeout=1.0)
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
+        try:
+            return await source.read()
+        finally:
+            await source.close()
+
+    return asyncio.run(go())
+
+
+def test_read_queries_the_instant_api() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=success(sample("office", "finance", str(3 * GI))))
+
+    reading = read_with(handler)
+    assert reading == DemandReading(by_vm={ObjectKey("office", "finance"): 3 * GI})
+    [request] = seen
+    assert request.method == "GET"
+    assert str(request.url).startswith("http://prometheus.test:9090/api/v1/query?")  # trailing / dropped
+    assert request.url.params["query"] == DEMAND_QUERY
+    assert "kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes" in DEMAND_QUERY
+
+
+@pytest.mark.parametrize(
+    ("response", "error_part"),
+    [
+        pytest.param(httpx.Response(503, text="down"), "503", id="http-503"),
+        pytest.param(httpx.Response(200, text="<html>not json"), "unreachable", id="not-json"),
+        pytest.param(
+            httpx.Response(200, json={"status": "error", "error": "timeout"}),
+            "Prometheus query failed: timeout",
+            id="query-error",
+        ),
+    ],
+)
+def test_read_bad_answers_are_errors(response: httpx.Response, error_part: str) -> None:
+    reading = read_with(lambda request: response)
+    assert reading.by_vm == {}
+    assert reading.error is not None and error_part in reading.error
+
+
+def test_read_connection_refused_is_an_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    reading = read_with(handler)
+    assert reading.by_vm == {}
+    assert reading.error is not None
+    assert reading.error.startswith("Prometheus at http://prometheus.test:9090 unreachable: ConnectError")
+
+
+def test_read_unreachable_url_is_an_error() -> None:
+    # port 9 (discard) on the loopback: nothing listens, the connection is refused at once
+    async def go() -> DemandReading:
+        source = PrometheusDemand("http://127.0.0.1:9", timeout=1.0)
+        try:
+            return await source.read()
+        finally:
+            await source.close()
+
+    reading = asyncio.run(go())
+    assert reading.by_vm == {}
+    assert reading.error is not None and "unreachable" in reading.error
+
+
+def test_read_payload_is_json_roundtrip() -> None:
+    # what a real server sends: bytes of JSON, values as strings
+    body = json.dumps(success(sample("office", "a", "1048576"))).encode()
+    reading = read_with(lambda request: httpx.Response(200, content=body))
+    assert reading.by_vm == {ObjectKey("office", "a"): 1048576}
