@@ -1,0 +1,251 @@
+"""From observed bodies to the policy's input (:mod:`dynamem.controller.snapshot`): pools, phases, joins."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from dynamem.controller.demand import DemandReading
+from dynamem.controller.snapshot import Phase, PoolBreakdown, build_snapshot
+from dynamem.kube.objects import GI, MI, ObjectKey
+from dynamem.policy.model import VmLimits
+
+from .builders_k8s import (
+    NS,
+    make_node_body,
+    make_pod_body,
+    make_vm_body,
+    make_vmi_body,
+    make_vmm_body,
+    observed,
+)
+
+NO_DEMAND = DemandReading()
+
+
+def key(name: str) -> ObjectKey:
+    return ObjectKey(NS, name)
+
+
+def test_pool_subtracts_pods_overheads_unmanaged_and_reserve() -> None:
+    seen = observed(
+        vmms=[make_vmm_body("finance"), make_vmm_body("sales")],
+        vms=[make_vm_body(n) for n in ("finance", "sales", "legacy")],
+        vmis=[
+            make_vmi_body("finance", overhead="200Mi"),
+            make_vmi_body("sales"),  # no memoryOverhead reported: default_overhead applies
+            make_vmi_body("legacy", guest="1Gi", current="1Gi", overhead="50Mi"),  # no VMM: unmanaged
+            make_vmi_body("gone", phase="Succeeded", overhead="1Gi"),  # finished: counts for nothing
+        ],
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("other", allocatable="4Gi")],
+        pods=[
+            make_pod_body("web", requests=["256Mi", "256Mi"]),
+            make_pod_body("virt-launcher-finance", launcher=True, requests=["2Gi"]),  # via its VMI instead
+            make_pod_body("job", requests=["1Gi"], phase="Succeeded"),  # finished
+            make_pod_body("pending", node=None, requests=["1Gi"]),  # not on a node
+            make_pod_body("db", node="other", requests=["1Gi"]),
+        ],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND, reserve=256 * MI, default_overhead=100 * MI)
+    host = snapshot.pools["host"]
+    assert host == PoolBreakdown(
+        node="host", allocatable=8 * GI, pods=512 * MI, overhead=350 * MI, unmanaged=GI, reserve=256 * MI
+    )
+    # 8192 - 512 pods - (200 + 100 + 50) overheads - 1024 legacy - 256 reserve = 6050 Mi
+    assert host.pool == 6050 * MI
+    # 4096 - 1024 db - 256 reserve = 2816 Mi
+    assert snapshot.pools["other"].pool == 2816 * MI
+    assert [(n.name, n.pool) for n in snapshot.nodes] == [("host", 6050 * MI), ("other", 2816 * MI)]
+    assert [vm.name for vm in snapshot.nodes[0].vms] == [f"{NS}/finance", f"{NS}/sales"]
+    assert snapshot.nodes[1].vms == ()
+
+
+def test_pool_never_negative() -> None:
+    # 1Gi allocatable - 2Gi of pods - 1Gi reserve: -2Gi, reported as 0
+    seen = observed(nodes=[make_node_body(allocatable="1Gi")], pods=[make_pod_body("big", requests=["2Gi"])])
+    snapshot = build_snapshot(seen, NO_DEMAND, reserve=GI)
+    assert snapshot.pools["host"].pool == 0
+    assert snapshot.nodes[0].pool == 0
+
+
+def test_unmanaged_vm_counts_at_the_larger_of_spec_and_current() -> None:
+    # legacy: spec asks 3Gi while the guest has 1Gi (hotplug under way): 3Gi are held
+    seen = observed(
+        vms=[make_vm_body("legacy", guest="3Gi")],
+        vmis=[make_vmi_body("legacy", guest="3Gi", current="1Gi")],
+        nodes=[make_node_body()],
+    )
+    assert build_snapshot(seen, NO_DEMAND).pools["host"].unmanaged == 3 * GI
+
+
+def test_invalid_vmm_counts_its_vm_as_unmanaged() -> None:
+    # startup 5Gi > maximum 4Gi: invalid; its running 2Gi VM still occupies the node
+    seen = observed(
+        vmms=[make_vmm_body("bad", startup="5Gi")],
+        vms=[make_vm_body("bad", guest="2Gi")],
+        vmis=[make_vmi_body("bad", guest="2Gi", current="2Gi")],
+        nodes=[make_node_body()],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.managed[key("bad")].phase is Phase.INVALID
+    assert "startup" in (snapshot.managed[key("bad")].error or "")
+    assert snapshot.pools["host"].unmanaged == 2 * GI
+    assert snapshot.nodes[0].vms == ()
+
+
+@pytest.mark.parametrize(
+    ("vm", "vmi", "vmm", "phase"),
+    [
+        pytest.param(make_vm_body("x"), make_vmi_body("x"), make_vmm_body("x"), Phase.RUNNING, id="running"),
+        pytest.param(
+            make_vm_body("x", run_strategy="Halted"), None, make_vmm_body("x"), Phase.STOPPED, id="stop"
+        ),
+        # a stopped VM's finished VMI is not running
+        pytest.param(
+            make_vm_body("x", run_strategy="Halted"),
+            make_vmi_body("x", phase="Succeeded"),
+            make_vmm_body("x"),
+            Phase.STOPPED,
+            id="stopped-with-finished-vmi",
+        ),
+        pytest.param(make_vm_body("x"), None, make_vmm_body("x"), Phase.STARTING, id="starting-no-vmi"),
+        pytest.param(
+            make_vm_body("x"),
+            make_vmi_body("x", node=None, phase="Pending"),
+            make_vmm_body("x"),
+            Phase.STARTING,
+            id="starting-pending-vmi",
+        ),
+        pytest.param(None, None, make_vmm_body("x"), Phase.MISSING, id="missing"),
+        pytest.param(
+            make_vm_body("x"), make_vmi_body("x"), make_vmm_body("x", buffer=120), Phase.INVALID, id="invalid"
+        ),
+        # invalid settings win over a missing VM
+        pytest.param(None, None, make_vmm_body("x", maximum="lots"), Phase.INVALID, id="invalid-and-missing"),
+        pytest.param(
+            make_vm_body("x"),
+            make_vmi_body("x", node="elsewhere"),
+            make_vmm_body("x"),
+            Phase.UNPLACED,
+            id="node-unknown",
+        ),
+    ],
+)
+def test_phases(
+    vm: dict[str, object] | None, vmi: dict[str, object] | None, vmm: dict[str, object], phase: Phase
+) -> None:
+    seen = observed(
+        vmms=[vmm], vms=[vm] if vm else [], vmis=[vmi] if vmi else [], nodes=[make_node_body("host")]
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.managed[key("x")].phase is phase
+    running = [vm.name for node in snapshot.nodes for vm in node.vms]
+    assert running == ([f"{NS}/x"] if phase is Phase.RUNNING else [])
+
+
+def test_running_vm_state() -> None:
+    seen = observed(
+        vmms=[
+            make_vmm_body(
+                "finance",
+                startup="1Gi",
+                minimum="512Mi",
+                maximum="4Gi",
+                buffer=30,
+                priority="high",
+                status={"lastChangeTime": "2026-03-02T12:00:00Z"},
+            )
+        ],
+        vms=[make_vm_body("finance", guest="2Gi", page_size="1Gi")],
+        vmis=[make_vmi_body("finance", guest="2Gi", at_boot="1Gi", current="2Gi")],
+        nodes=[make_node_body()],
+    )
+    demand = DemandReading(by_vm={key("finance"): 1536 * MI, ObjectKey("elsewhere", "finance"): 9 * GI})
+    snapshot = build_snapshot(seen, demand)
+    [state] = snapshot.nodes[0].vms
+    assert state.name == f"{NS}/finance"
+    assert state.limits == VmLimits(startup=GI, minimum=512 * MI, maximum=4 * GI, buffer=30, priority=75)
+    assert (state.assigned, state.boot_memory, state.hugepage) == (2 * GI, GI, GI)
+    assert state.demand == 1536 * MI  # joined by namespace and name: not the other namespace's 9Gi
+    assert state.in_flight_to is None
+    assert state.last_change_at == dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()
+    assert snapshot.managed[key("finance")].demand == 1536 * MI
+    assert snapshot.vm_keys == {f"{NS}/finance": key("finance")}
+    assert snapshot.demand_error is None
+
+
+@pytest.mark.parametrize(
+    ("vm_guest", "vmi_current", "hotplug", "assigned", "in_flight_to"),
+    [
+        pytest.param("3Gi", "1Gi", None, GI, 3 * GI, id="grow-requested"),
+        pytest.param("1Gi", "3Gi", None, 3 * GI, GI, id="shrink-requested"),
+        pytest.param("2Gi", "2Gi", None, 2 * GI, None, id="settled"),
+        # same sizes but KubeVirt still reports HotMemoryChange=True: still in flight
+        pytest.param("2Gi", "2Gi", "True", 2 * GI, 2 * GI, id="hotplug-condition"),
+        # HotMemoryChange=False (failed) is not in progress
+        pytest.param("2Gi", "2Gi", "False", 2 * GI, None, id="hotplug-failed"),
+        # VM without memory.guest: what the VMI has is what is asked
+        pytest.param(None, "2Gi", None, 2 * GI, None, id="no-spec-guest"),
+    ],
+)
+def test_in_flight(
+    vm_guest: str | None, vmi_current: str, hotplug: str | None, assigned: int, in_flight_to: int | None
+) -> None:
+    seen = observed(
+        vmms=[make_vmm_body("x")],
+        vms=[make_vm_body("x", guest=vm_guest)],
+        vmis=[make_vmi_body("x", guest=vm_guest, current=vmi_current, hotplug=hotplug)],
+        nodes=[make_node_body()],
+    )
+    [state] = build_snapshot(seen, NO_DEMAND).nodes[0].vms
+    assert (state.assigned, state.in_flight_to) == (assigned, in_flight_to)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        pytest.param({}, None, id="never-changed"),
+        pytest.param({"lastChangeTime": "not a time"}, None, id="malformed"),
+        pytest.param(
+            {"lastChangeTime": "2026-03-02T11:59:30+00:00"},
+            dt.datetime(2026, 3, 2, 11, 59, 30, tzinfo=dt.UTC).timestamp(),
+            id="offset-form",
+        ),
+    ],
+)
+def test_last_change_at(status: dict[str, str], expected: float | None) -> None:
+    seen = observed(
+        vmms=[make_vmm_body("x", status=status)],
+        vms=[make_vm_body("x")],
+        vmis=[make_vmi_body("x")],
+        nodes=[make_node_body()],
+    )
+    [state] = build_snapshot(seen, NO_DEMAND).nodes[0].vms
+    assert state.last_change_at == expected
+
+
+def test_demand_error_is_carried_and_demand_unknown() -> None:
+    seen = observed(
+        vmms=[make_vmm_body("x")],
+        vms=[make_vm_body("x")],
+        vmis=[make_vmi_body("x")],
+        nodes=[make_node_body()],
+    )
+    snapshot = build_snapshot(seen, DemandReading(error="Prometheus at http://p unreachable"))
+    assert snapshot.demand_error == "Prometheus at http://p unreachable"
+    assert snapshot.nodes[0].vms[0].demand is None
+
+
+def test_vmi_without_any_memory_is_not_balanced_but_counted() -> None:
+    # no guestCurrent and no spec guest on the VMI: the VM's spec 2Gi is held as unmanaged
+    seen = observed(
+        vmms=[make_vmm_body("x")],
+        vms=[make_vm_body("x", guest="2Gi")],
+        vmis=[make_vmi_body("x", guest=None, current=None)],
+        nodes=[make_node_body()],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.managed[key("x")].phase is Phase.RUNNING
+    assert snapshot.nodes[0].vms == ()
+    assert snapshot.pools["host"].unmanaged == 2 * GI
