@@ -7,7 +7,9 @@ operator's kopf indices call.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from dynamem.controller.snapshot import Observed, vmm_view
@@ -210,3 +212,62 @@ def observed(
         nodes=[node_view(b) for b in nodes],
         pods=[pod_view(b) for b in pods],
     )
+
+
+@dataclass
+class Apply:
+    namespace: str
+    name: str
+    guest: str
+    max_guest: str | None
+    dry_run: bool
+
+
+@dataclass
+class Event:
+    name: str
+    type_: str
+    reason: str
+    note: str
+    action: str
+
+
+@dataclass
+class FakeWriter:
+    """A ClusterWriter that records every write; ``fail`` names VMs (or VMMs) whose writes are refused."""
+
+    applies: list[Apply] = field(default_factory=list)
+    statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    fail_apply: set[str] = field(default_factory=set)
+    fail_status: set[str] = field(default_factory=set)
+
+    async def apply_vm_memory(
+        self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
+    ) -> Mapping[str, Any]:
+        if name in self.fail_apply:
+            raise RuntimeError(f"admission webhook denied {name}")
+        self.applies.append(Apply(namespace, name, guest, max_guest, dry_run))
+        return {}
+
+    async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        if name in self.fail_status:
+            raise RuntimeError(f"conflict on {name}")
+        self.statuses.append((name, copy.deepcopy(dict(status))))
+
+    async def create_event(
+        self,
+        regarding: Mapping[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        note: str,
+        action: str,
+        now: float | None = None,
+    ) -> None:
+        self.events.append(Event(str(regarding["metadata"]["name"]), type_, reason, note, action))
+
+    def clear(self) -> None:
+        self.applies.clear()
+        self.statuses.clear()
+        self.events.clear()
