@@ -4,6 +4,7 @@ nodes, VMs and VirtualMachineMemories, serving KubeVirt's guest metrics and walk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -68,10 +69,8 @@ def test_kubevirt_sim_plays_a_scenario(
         metrics = ""
         deadline = time.monotonic() + 30
         while "batch" not in metrics and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-            except httpx.HTTPError:
-                pass
             time.sleep(0.2)
         assert (
             f'kubevirt_vmi_memory_available_bytes{{name="web",namespace="{namespace}",node="{node}"}}'

@@ -81,7 +81,7 @@ class OperatorMetrics:
             "dynamem_api_writes", "API writes made by balancing rounds", ("kind",), registry=self.registry
         )
         self.active = Gauge(
-            "dynamem_balancer_active", "1 on the replica that balances, 0 on a standby", registry=self.registry
+            "dynamem_balancer_active", "1 on the balancing replica, 0 on a standby", registry=self.registry
         )
 
     def standby(self) -> None:
