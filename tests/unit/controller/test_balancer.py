@@ -1,0 +1,350 @@
+"""One balancing round (:mod:`dynamem.controller.balancer`) against a fake cluster writer and fake demand.
+
+The world is a handful of raw bodies (the seed's workday: finance, sales and engineering at 1Gi on an 8Gi
+host, 1Gi..4Gi each, 20 % buffer); after a round, what the writer recorded can be fed back into the bodies as
+KubeVirt and the API server would, so several rounds can be run in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from dynamem.controller.balancer import Balancer, RoundOptions, RoundResult, grows_that_fit
+from dynamem.controller.demand import DemandReading
+from dynamem.controller.snapshot import Observed, build_snapshot
+from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
+from dynamem.policy.model import BalanceConfig, MemoryStatus, NodePlan, VmDecision
+
+from .builders_k8s import (
+    NS,
+    Apply,
+    FakeWriter,
+    make_node_body,
+    make_vm_body,
+    make_vmi_body,
+    make_vmm_body,
+    observed,
+)
+
+NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()
+# the operator's defaults (``dynamem run``): no grow headroom, so targets are the seed's numbers
+OPTIONS = RoundOptions(balance=BalanceConfig(grow_headroom_percent=0))
+WORKDAY = ("finance", "sales", "engineering")
+
+
+@dataclass
+class FakeDemand:
+    """Demand in GiB per VM name (namespace ``NS``); ``error`` makes every demand unknown."""
+
+    gib: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    reads: int = 0
+
+    async def read(self) -> DemandReading:
+        self.reads += 1
+        if self.error:
+            return DemandReading(error=self.error)
+        return DemandReading(by_vm={ObjectKey(NS, n): round(v * GI) for n, v in self.gib.items()})
+
+
+@dataclass
+class World:
+    """Raw bodies by name, and what KubeVirt and the API server do with the writes."""
+
+    vms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vmis: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vmms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: list[dict[str, Any]] = field(default_factory=lambda: [make_node_body("host", allocatable="8Gi")])
+
+    def add(self, name: str, gib: str = "1Gi", *, running: bool = True, **vmm: Any) -> None:
+        self.vmms[name] = make_vmm_body(name, **vmm)
+        self.vms[name] = make_vm_body(name, guest=gib, run_strategy="Always" if running else "Halted")
+        if running:
+            self.vmis[name] = make_vmi_body(name, guest=gib, current=gib)
+
+    def observed(self) -> Observed:
+        return observed(
+            vmms=self.vmms.values(), vms=self.vms.values(), vmis=self.vmis.values(), nodes=self.nodes
+        )
+
+    def apply(self, applies: list[Apply], *, hotplug_done: bool = True) -> None:
+        """The VM's spec takes the new guest; KubeVirt copies it to the VMI and may finish the hotplug."""
+        for a in applies:
+            memory = self.vms[a.name]["spec"]["template"]["spec"]["domain"]["memory"]
+            memory["guest"] = a.guest
+            if a.max_guest is not None:
+                memory["maxGuest"] = a.max_guest
+            if a.name in self.vmis:
+                self.vmis[a.name]["spec"]["domain"]["memory"]["guest"] = a.guest
+                if hotplug_done:
+                    self.vmis[a.name]["status"]["memory"]["guestCurrent"] = a.guest
+
+    def finish_hotplugs(self) -> None:
+        for name, vmi in self.vmis.items():
+            vmi["status"]["memory"]["guestCurrent"] = self.guest(name)
+
+    def store(self, statuses: list[tuple[str, dict[str, Any]]]) -> None:
+        """A JSON merge patch of each status (None deletes a field), and a new resourceVersion."""
+        for name, patch in statuses:
+            body = self.vmms[name]
+            status = body.setdefault("status", {})
+            for k, v in patch.items():
+                if v is None:
+                    status.pop(k, None)
+                else:
+                    status[k] = v
+            meta = body["metadata"]
+            meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+
+    def guest(self, name: str) -> str:
+        return str(self.vms[name]["spec"]["template"]["spec"]["domain"]["memory"]["guest"])
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.vmms[name].get("status") or {})
+
+
+def workday(**gib: float) -> tuple[World, FakeDemand]:
+    world = World()
+    for name in WORKDAY:
+        world.add(name)
+    return world, FakeDemand({"finance": 0.5, "sales": 0.5, "engineering": 0.5, **gib})
+
+
+def run(balancer: Balancer, world: World) -> RoundResult:
+    return asyncio.run(balancer.run_round(world.observed()))
+
+
+def balancer_for(demand: FakeDemand, writer: FakeWriter, options: RoundOptions = OPTIONS) -> Balancer:
+    return Balancer(writer, demand, options, clock=lambda: NOW)
+
+
+def applied(writer: FakeWriter) -> list[tuple[str, str, str | None]]:
+    return [(a.name, a.guest, a.max_guest) for a in writer.applies]
+
+
+def settle(balancer: Balancer, world: World, writer: FakeWriter, rounds: int = 5) -> list[RoundResult]:
+    """Rounds until one writes nothing, feeding every write back; the results of every round run."""
+    results = []
+    for _ in range(rounds):
+        writer.clear()
+        result = run(balancer, world)
+        results.append(result)
+        if result.writes == 0:
+            return results
+        world.apply(writer.applies)
+        world.store(writer.statuses)
+    raise AssertionError(f"not settled after {rounds} rounds: {[r.writes for r in results]}")
+
+
+def test_workday_step_1_grows_finance_and_engineering() -> None:
+    # finance 2.4 / 0.8 = 3Gi; engineering 1.6 / 0.8 = 2Gi; sales 0.5 / 0.8 = 0.625 < floor 1Gi stays
+    # grows, largest first: finance +2 (held 3 + 2 = 5 <= 8), engineering +1 (5 + 1 = 6 <= 8)
+    world, demand = workday(finance=2.4, engineering=1.6)
+    writer = FakeWriter()
+    result = run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "3Gi", "4Gi"), ("engineering", "2Gi", "4Gi")]
+    assert all(a.namespace == NS and a.dry_run is False for a in writer.applies)
+    assert (result.memory_writes, result.status_writes, result.deferred) == (2, 3, 0)
+    assert result.plans["host"].assigned_total == 6 * GI
+    changes = [(e.name, e.type_, e.reason, e.note) for e in writer.events if e.action == "Balance"]
+    assert changes == [
+        ("finance", "Normal", "MemoryIncreased", "memory.guest 1Gi -> 3Gi: grow to meet demand"),
+        ("engineering", "Normal", "MemoryIncreased", "memory.guest 1Gi -> 2Gi: grow to meet demand"),
+    ]
+    statuses = dict(writer.statuses)
+    assert statuses["finance"]["assigned"] == "3Gi"
+    assert statuses["finance"]["lastChangeTime"] == "2026-03-02T12:00:00Z"
+    assert "lastChangeTime" not in statuses["sales"]
+    assert demand.reads == 1
+
+
+def test_workday_step_2_shrinks_before_grows() -> None:
+    # from step 1's 3/1/2: finance 1.6 / 0.8 = 2Gi (shrink 1Gi >= shrink band 512Mi), engineering
+    # 2.8 / 0.8 = 3.5Gi; the shrink is requested first; held 3 + 1 + 2 = 6, + 1.5 = 7.5 <= 8: both now
+    world, demand = workday(finance=1.6, engineering=2.8)
+    world.add("finance", "3Gi")
+    world.add("engineering", "2Gi")
+    writer = FakeWriter()
+    result = run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "2Gi", "4Gi"), ("engineering", "3584Mi", "4Gi")]
+    assert result.deferred == 0
+    reasons = [e.reason for e in writer.events if e.action == "Balance"]
+    assert reasons == ["MemoryDecreased", "MemoryIncreased"]
+
+
+def test_grow_waits_until_the_shrink_has_freed_the_room() -> None:
+    # a 7Gi host: targets 2 + 1 + 3.5 = 6.5 fit, but now finance holds 3: 3 + 1 + 2 = 6, + 1.5 = 7.5 > 7
+    world, demand = workday(finance=1.6, engineering=2.8)
+    world.nodes = [make_node_body("host", allocatable="7Gi")]
+    world.add("finance", "3Gi")
+    world.add("engineering", "2Gi")
+    writer = FakeWriter()
+    balancer = balancer_for(demand, writer)
+
+    first = run(balancer, world)
+    assert applied(writer) == [("finance", "2Gi", "4Gi")]
+    assert first.deferred == 1
+    waiting = dict(writer.statuses)["engineering"]
+    assert waiting["assigned"] == "2Gi"  # still what it has
+    assert waiting["target"] == "3584Mi"
+    assert waiting["reason"].endswith("; waiting for room")
+    assert "lastChangeTime" not in waiting
+
+    # the shrink is in flight (spec 2Gi, guest still 3Gi): finance counts at 3Gi, so engineering grows
+    # only into what is physically free: 7 - 3 - 1 = 3Gi (1Gi up, held 3 + 1 + 2 + 1 = 7 <= 7)
+    world.apply(writer.applies, hotplug_done=False)
+    world.store(writer.statuses)
+    writer.clear()
+    second = run(balancer, world)
+    assert applied(writer) == [("engineering", "3Gi", "4Gi")]
+    assert second.deferred == 0
+
+    # both hotplugs done: 2 + 1 + 3 = 6; engineering's last 0.5Gi (>= dead band 153.6Mi) fits: 6.5 <= 7
+    world.apply(writer.applies)
+    world.finish_hotplugs()
+    world.store(writer.statuses)
+    writer.clear()
+    third = run(balancer, world)
+    assert applied(writer) == [("engineering", "3584Mi", "4Gi")]
+    assert third.deferred == 0
+
+
+def test_grows_that_fit_counts_a_shrink_in_flight_at_its_old_size() -> None:
+    # finance asked 2Gi but still has 3Gi; a grow of engineering 2 -> 3.5 on a 7Gi pool:
+    # held 3 (not 2) + 1 + 2 = 6, + 1.5 = 7.5 > 7: it waits (at finance's new size: 6.5 would fit)
+    world, demand = workday(finance=1.6, engineering=2.8)
+    world.nodes = [make_node_body("host", allocatable="7Gi")]
+    world.add("finance", "3Gi")
+    world.add("engineering", "2Gi")
+    world.apply([Apply(NS, "finance", "2Gi", "4Gi", False)], hotplug_done=False)
+    snapshot = build_snapshot(world.observed(), asyncio.run(demand.read()))
+    [node] = snapshot.nodes
+    assert [(vm.name, vm.assigned, vm.in_flight_to) for vm in node.vms] == [
+        (f"{NS}/engineering", 2 * GI, None),
+        (f"{NS}/finance", 3 * GI, 2 * GI),
+        (f"{NS}/sales", GI, None),
+    ]
+    grow = VmDecision(
+        f"{NS}/engineering", 2 * GI, 3584 * MI, GI, None, 3584 * MI, None, MemoryStatus.OK, "grow"
+    )
+    small = replace(grow, name=f"{NS}/sales", current=GI, assigned=GI + 512 * MI)
+    plan = NodePlan("host", node.pool, (grow, small), False, "fits")
+    now, wait = grows_that_fit(plan, snapshot)
+    # largest grow first: engineering +1.5 does not fit (7.5 > 7); sales +0.5 does (6.5 <= 7)
+    assert ([d.name for d in now], [d.name for d in wait]) == ([f"{NS}/sales"], [f"{NS}/engineering"])
+
+
+def test_stopped_vm_is_reset_to_startup_with_max_guest_at_maximum() -> None:
+    world, demand = workday()
+    world.add("service", "3Gi", running=False, startup="1Gi", maximum="6Gi")
+    del world.vms["service"]["spec"]["template"]["spec"]["domain"]["memory"]["maxGuest"]
+    writer = FakeWriter()
+    result = run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("service", "1Gi", "6Gi")]
+    assert result.memory_writes == 1
+    status = dict(writer.statuses)["service"]
+    assert (status["memoryStatus"], status["assigned"]) == ("Stopped", "1Gi")
+    assert [e.reason for e in writer.events if e.name == "service" and e.action == "Balance"] == [
+        "MemoryDecreased"
+    ]
+
+
+def test_stopped_vm_already_at_startup_is_left_alone() -> None:
+    world, demand = workday()
+    world.add("service", "1Gi", running=False)  # guest 1Gi = startup, maxGuest 4Gi = maximum
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert [a for a in writer.applies if a.name == "service"] == []
+
+
+def test_settled_cluster_makes_no_writes() -> None:
+    world, demand = workday(finance=2.4, engineering=1.6)
+    world.add("service", "2Gi", running=False)
+    writer = FakeWriter()
+    results = settle(balancer_for(demand, writer), world, writer)
+    # round 1: 3 memory changes (finance, engineering, service reset) and 4 statuses; round 2: the
+    # reasons move from "grow to meet demand" to "on target" (statuses only); round 3: nothing at all
+    assert [(r.memory_writes, r.status_writes) for r in results] == [(3, 4), (0, 2), (0, 0)]
+    assert (writer.applies, writer.statuses, writer.events) == ([], [], [])
+    assert {n: world.guest(n) for n in (*WORKDAY, "service")} == {
+        "finance": "3Gi",
+        "sales": "1Gi",
+        "engineering": "2Gi",
+        "service": "1Gi",
+    }
+    assert world.status("finance")["reason"] == "on target"
+    assert world.status("finance")["lastChangeTime"] == "2026-03-02T12:00:00Z"  # kept from round 1
+
+
+def test_settled_from_the_start_writes_statuses_once() -> None:
+    world, demand = workday()
+    writer = FakeWriter()
+    results = settle(balancer_for(demand, writer), world, writer)
+    assert [(r.memory_writes, r.status_writes) for r in results] == [(0, 3), (0, 0)]
+
+
+def test_dry_run_is_passed_through() -> None:
+    world, demand = workday(finance=2.4, engineering=1.6)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer, replace(OPTIONS, dry_run=True)), world)
+    assert [(a.name, a.dry_run) for a in writer.applies] == [("finance", True), ("engineering", True)]
+
+
+def test_a_refused_write_does_not_stop_the_round() -> None:
+    world, demand = workday(finance=2.4, engineering=1.6)
+    writer = FakeWriter(fail_apply={"finance"})
+    result = run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("engineering", "2Gi", "4Gi")]
+    assert result.memory_writes == 1
+    failed = [e for e in writer.events if e.reason == "MemoryChangeFailed"]
+    assert [(e.name, e.type_) for e in failed] == [("finance", "Warning")]
+    assert failed[0].note == "setting memory.guest to 3Gi: admission webhook denied finance"
+    statuses = dict(writer.statuses)
+    assert "lastChangeTime" not in statuses["finance"]  # nothing changed for finance
+    assert statuses["engineering"]["lastChangeTime"] == "2026-03-02T12:00:00Z"
+    assert len(statuses) == 3  # every status still written
+
+
+def test_unknown_demand_holds_memory() -> None:
+    world, demand = workday()
+    world.add("finance", "3Gi")
+    demand.error = "Prometheus at http://p unreachable: ConnectError"
+    writer = FakeWriter()
+    result = run(balancer_for(demand, writer), world)
+    assert writer.applies == []
+    assert result.memory_writes == 0
+    finance = dict(writer.statuses)["finance"]
+    assert (finance["assigned"], finance["memoryStatus"], finance["reason"]) == (
+        "3Gi",
+        "Unknown",
+        "held: demand unknown",
+    )
+    conds = {c["type"]: c["status"] for c in finance["conditions"]}
+    assert conds["DemandKnown"] == "False"
+
+
+def test_one_vm_without_metrics_is_held_while_others_move() -> None:
+    world, demand = workday(finance=2.4, engineering=1.6)
+    del demand.gib["finance"]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("engineering", "2Gi", "4Gi")]
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown policy 'magic'"):
+        Balancer(FakeWriter(), FakeDemand(), RoundOptions(policy="magic"))
+
+
+def test_every_applied_size_is_an_exact_quantity() -> None:
+    # 1.7 / 0.8 = 2.125Gi = 2176Mi: aligned to 2Mi, written as an exact quantity
+    world, demand = workday(finance=1.7)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "2176Mi", "4Gi")]
+    assert quantity_bytes("2176Mi") == 2176 * 2**20
