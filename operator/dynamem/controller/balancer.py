@@ -56,7 +56,7 @@ class ClusterWriter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RoundOptions:
-    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    balance: BalanceConfig = field(default_factory=lambda: BalanceConfig(grow_headroom_percent=0))
     policy: str = "dynamem"
     reserve: int = 0
     default_overhead: int = 0

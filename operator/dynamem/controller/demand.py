@@ -9,9 +9,10 @@ demand is unknown, the round still runs, and nothing is shrunk.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -47,7 +48,7 @@ class _Sample(BaseModel):
 
 class _Data(BaseModel):
     resultType: str
-    result: list[_Sample]
+    result: list[dict[str, Any]]
 
 
 class _Response(BaseModel):
@@ -65,15 +66,16 @@ def parse_response(payload: object) -> DemandReading:
     if response.status != "success" or response.data is None:
         return DemandReading(error=f"Prometheus query failed: {response.error or response.status}")
     found: dict[ObjectKey, int] = {}
-    for sample in response.data.result:
+    for raw in response.data.result:
+        try:  # each sample on its own: one malformed sample must not hide the others
+            sample = _Sample.model_validate(raw)
+            value = float(sample.value[1])
+        except (ValidationError, ValueError):
+            continue
         namespace, name = sample.metric.get("namespace"), sample.metric.get("name")
         if not namespace or not name:
             continue
-        try:
-            value = float(sample.value[1])
-        except ValueError:
-            continue
-        if value != value or value < 0:  # NaN or a negative difference: no usable reading
+        if not math.isfinite(value) or value < 0:  # NaN, infinite or negative: no usable reading
             continue
         found[ObjectKey(namespace, name)] = int(value)
     return DemandReading(by_vm=found)
@@ -92,7 +94,7 @@ class PrometheusDemand:
             response = await self._client.get(f"{self.url}/api/v1/query", params={"query": self.query})
             response.raise_for_status()
             return parse_response(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, ArithmeticError) as exc:
             return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
 
     async def close(self) -> None:

@@ -14,6 +14,10 @@ from dynamem.policy.model import BalanceConfig
 from dynamem.settings import SettingsError, parse_bytes
 
 
+# In a cluster a guest's measured use cannot exceed its memory, so growth headroom is off by default there.
+OPERATOR_BALANCE = BalanceConfig(grow_headroom_percent=0)
+
+
 class OptionError(ValueError):
     def __init__(self, flag: str, value: object, problem: str) -> None:
         super().__init__(f"dynamem run: {flag} {value!r}: {problem}")
@@ -26,7 +30,7 @@ class OperatorOptions:
     prometheus_url: str = "http://prometheus-k8s.monitoring.svc:9090"
     interval_s: float = 10.0
     min_gap_s: float = 1.0
-    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    balance: BalanceConfig = field(default_factory=lambda: OPERATOR_BALANCE)
     policy: str = "dynamem"
     reserve: int = 0
     default_overhead: int = 0
@@ -107,10 +111,12 @@ def parse_options(argv: list[str]) -> OperatorOptions:
     ):
         if not 0 <= value <= 100:
             raise OptionError(flag, value, "must be 0 to 100")
-    if args.cooldown < 0:
+    if not args.cooldown >= 0:  # also refuses NaN
         raise OptionError("--cooldown", args.cooldown, "must not be negative")
     if args.max_changes_per_node is not None and args.max_changes_per_node < 1:
         raise OptionError("--max-changes-per-node", args.max_changes_per_node, "must be at least 1")
+    if not 0 <= args.metrics_port <= 65535:
+        raise OptionError("--metrics-port", args.metrics_port, "must be 0 to 65535")
     if not args.prometheus_url.startswith(("http://", "https://")):
         raise OptionError("--prometheus-url", args.prometheus_url, "must be an http:// or https:// URL")
     balance = BalanceConfig(

@@ -180,11 +180,13 @@ class StatusBook:
             kind, state = condition["type"], condition["status"]
             if before.get(kind) == state:
                 continue
+            if kind not in {"Ready", "NodeOverSubscribed"}:
+                continue
+            if kind == "NodeOverSubscribed" and kind not in before and state == "False":
+                continue  # a VM that never was over-subscribed needs no "fits" Event
             warn = (kind == "Ready" and state == "False") or (
                 kind == "NodeOverSubscribed" and state == "True"
             )
-            if not warn and kind != "Ready":
-                continue
             try:
                 await writer.create_event(
                     item.vmm.body,

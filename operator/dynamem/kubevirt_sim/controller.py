@@ -110,17 +110,19 @@ class KubeVirtSimulator:
         vms = {ObjectKey.of(b): b for b in await self._list("virtualmachines")}
         vmis = {ObjectKey.of(b): b for b in await self._list("virtualmachineinstances")}
         nodes = [node_view(b) for b in await self._nodes()]
+        started: set[ObjectKey] = set()
         for key, vm in vms.items():
             view = vm_view(vm)
             vmi = vmis.get(key)
             if view.desired_running and vmi is None:
                 await self._start(vm, vmis, nodes)
+                started.add(key)
             elif not view.desired_running and vmi is not None:
                 await self._stop(key, vm)
             elif vmi is not None:
                 await self._reconcile(vm, vmi)
         for key in list(self.guests):
-            if key not in vms or key not in vmis:
+            if key not in vms or (key not in vmis and key not in started):
                 self.guests.pop(key, None)
                 self.hotplugs.pop(key, None)
         for key in vmis:
