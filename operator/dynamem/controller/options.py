@@ -13,7 +13,6 @@ from dynamem.policy import POLICIES
 from dynamem.policy.model import BalanceConfig
 from dynamem.settings import SettingsError, parse_bytes
 
-
 # In a cluster a guest's measured use cannot exceed its memory, so growth headroom is off by default there.
 OPERATOR_BALANCE = BalanceConfig(grow_headroom_percent=0)
 
