@@ -91,16 +91,19 @@ class Stack:
         self.sim.start(scenario, namespace)
         prometheus.set_targets([self.sim.metrics_target])
         self.operator: OperatorProcess | None = None
+        self.operators: list[OperatorProcess] = []
 
-    def start_operator(self, *extra: str) -> OperatorProcess:
-        self.operator = OperatorProcess(
-            self.cp.kubeconfig_path, self.prometheus.url, self.namespace, *extra
+    def start_operator(self, *extra: str, standalone: bool = True) -> OperatorProcess:
+        operator = OperatorProcess(
+            self.cp.kubeconfig_path, self.prometheus.url, self.namespace, *extra, standalone=standalone
         ).start()
-        return self.operator
+        self.operators.append(operator)
+        self.operator = operator
+        return operator
 
     def close(self) -> None:
-        if self.operator is not None:
-            self.operator.stop()
+        for operator in self.operators:
+            operator.stop()
         self.sim.stop()
         self.prometheus.set_targets([])
         self.api.close()

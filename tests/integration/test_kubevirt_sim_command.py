@@ -68,7 +68,7 @@ def test_kubevirt_sim_plays_a_scenario(
     try:
         metrics = ""
         deadline = time.monotonic() + 30
-        while "batch" not in metrics and time.monotonic() < deadline:
+        while not ('name="batch"' in metrics and 'name="web"' in metrics) and time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
             time.sleep(0.2)

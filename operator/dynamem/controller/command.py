@@ -10,9 +10,22 @@ import sys
 import uuid
 
 import kopf
+from kubernetes import config
 
 from dynamem.controller.handlers import OperatorState, register
 from dynamem.controller.options import OptionError, parse_options
+
+
+def credentials_problem(kubeconfig: str | None) -> str | None:
+    """Why no cluster credentials can be loaded, or None: checked before kopf starts, for a clear message."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None  # in a pod: the service account's token
+    try:
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, ValueError) as exc:
+        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "$KUBECONFIG / ~/.kube/config"
+        return f"{where}: no usable cluster credentials ({exc})"
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -20,6 +33,10 @@ def main(argv: list[str]) -> int:
         options = parse_options(argv)
     except OptionError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    problem = credentials_problem(options.kubeconfig)
+    if problem is not None:
+        print(f"dynamem run: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=options.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "httpcore", "kubernetes", "aiohttp"):

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,6 +38,10 @@ VMI = ("kubevirt.io", "v1", "virtualmachineinstances")
 
 T = TypeVar("T")
 
+# Replicas started together register in the peering object within a second or two; none balances before
+# this many seconds have passed, so a lower-priority replica never runs a round before it sees the leader.
+PEERING_GRACE_S = 5.0
+
 
 def _values(index: kopf.Index[Any, T]) -> Iterable[T]:
     for store in index.values():
@@ -56,6 +61,7 @@ class OperatorState:
     task: asyncio.Task[None] | None = None
     api: KubeApi | None = None
     rounds: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     async def is_active(self) -> bool:
         """Whether this replica balances now (kopf's peering rule; always in standalone mode)."""
@@ -74,6 +80,8 @@ class OperatorState:
             logger.warning("peering object %r unreadable, not balancing: %s", self.options.peering, exc)
             return False
         status = body.get("status") or {} if isinstance(body, dict) else {}
+        if self.identity not in status or time.monotonic() - self.started < PEERING_GRACE_S:
+            return False  # not registered yet, or peers that start with us may not be either
         return peering_active(status, self.identity, self.priority, dt.datetime.now(dt.UTC))
 
 

@@ -12,7 +12,7 @@ from dynamem.testing.controlplane import free_port
 
 
 class OperatorProcess:
-    """``dynamem run --namespace NS --standalone`` against a kubeconfig, logging to a temporary file."""
+    """``dynamem run --namespace NS [--standalone]`` against a kubeconfig, logging to a temporary file."""
 
     def __init__(
         self,
@@ -22,6 +22,7 @@ class OperatorProcess:
         *extra: str,
         interval: float = 1.0,
         metrics_port: int | None = None,
+        standalone: bool = True,
     ) -> None:
         self.metrics_port = metrics_port or free_port()
         self.log = Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log")[1])
@@ -32,7 +33,7 @@ class OperatorProcess:
             "run",
             "--namespace",
             namespace,
-            "--standalone",
+            *(["--standalone"] if standalone else []),
             "--kubeconfig",
             str(kubeconfig),
             "--prometheus-url",
