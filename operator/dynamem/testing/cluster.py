@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dynamem.testing.controlplane import ControlPlane, ControlPlaneError, _log_tail, cache_dir
+from dynamem.testing.controlplane import ControlPlane, ControlPlaneError, cache_dir, log_tail
 from dynamem.testing.prometheus import DEFAULT_BINARY, Prometheus, PrometheusError
 
 __all__ = ["main", "read_state", "state_dir"]
@@ -104,7 +104,7 @@ def up(prometheus: bool = True) -> int:
             if code is None:
                 keeper.terminate()
             print(f"the local cluster did not start; last lines of {log_path}:", file=sys.stderr)
-            print(_log_tail(log_path), file=sys.stderr)
+            print(log_tail(log_path), file=sys.stderr)
             return 1
         time.sleep(0.1)
     _print_state(state)

@@ -131,7 +131,7 @@ def _die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
@@ -139,7 +139,7 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Process:
+class ServerProcess:
     """One server process in its own process group, logging to a file."""
 
     def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
@@ -155,13 +155,36 @@ class _Process:
                 preexec_fn=_die_with_parent,
             )
 
-    def check_alive(self) -> None:
+    def check_alive(self, error: type[RuntimeError] = ControlPlaneError) -> None:
         code = self.popen.poll()
         if code is not None:
-            raise ControlPlaneError(
+            raise error(
                 f"{self.name} exited with code {code}; last lines of {self.log_path}:\n"
-                + _log_tail(self.log_path)
+                + log_tail(self.log_path)
             )
+
+    def wait_ready(
+        self,
+        deadline: float,
+        ready: Callable[[], bool],
+        timeout_s: float,
+        error: type[RuntimeError] = ControlPlaneError,
+    ) -> None:
+        """Poll ``ready`` until True; fail with the log's tail if the process dies or time runs out."""
+        last_error = "not ready yet"
+        while True:
+            self.check_alive(error)
+            try:
+                if ready():
+                    return
+            except httpx.HTTPError as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise error(
+                    f"{self.name} not ready after {timeout_s:.0f}s ({last_error}); last lines of "
+                    f"{self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
@@ -283,8 +306,8 @@ class ControlPlane:
         self.kubeconfig_path = self.work_dir / "kubeconfig"
         self.etcd_url = ""
         self.server_url = ""
-        self._etcd: _Process | None = None
-        self._apiserver: _Process | None = None
+        self._etcd: ServerProcess | None = None
+        self._apiserver: ServerProcess | None = None
         self._ca: _CertificateAuthority | None = None
         self._users: dict[tuple[str, tuple[str, ...]], UserCredentials] = {}
         self._admin: UserCredentials | None = None
@@ -335,7 +358,7 @@ class ControlPlane:
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        self._etcd = _Process(
+        self._etcd = ServerProcess(
             "etcd",
             [
                 str(self.binaries_dir / "etcd"),
@@ -350,12 +373,14 @@ class ControlPlane:
             ],
             self.work_dir / "etcd.log",
         )
-        self._wait_until(
-            self._etcd, deadline, lambda: httpx.get(f"{self.etcd_url}/health", timeout=1.0).status_code == 200
+        self._etcd.wait_ready(
+            deadline,
+            lambda: httpx.get(f"{self.etcd_url}/health", timeout=1.0).status_code == 200,
+            self.start_timeout,
         )
 
         self.server_url = f"https://127.0.0.1:{api_port}"
-        self._apiserver = _Process(
+        self._apiserver = ServerProcess(
             "kube-apiserver",
             [
                 str(self.binaries_dir / "kube-apiserver"),
@@ -381,7 +406,9 @@ class ControlPlane:
         )
         self._http = self._http_client(self._admin)
         http = self._http
-        self._wait_until(self._apiserver, deadline, lambda: http.get("/readyz").status_code == 200)
+        self._apiserver.wait_ready(
+            deadline, lambda: http.get("/readyz").status_code == 200, self.start_timeout
+        )
         self.write_kubeconfig(self.kubeconfig_path)
 
         documents: list[dict[str, Any]] = []
@@ -392,22 +419,6 @@ class ControlPlane:
             documents.extend(_load_yaml_documents(self.binaries_dir / "kubevirt-crds.yaml"))
         crds = [doc for doc in documents if doc.get("kind") == "CustomResourceDefinition"]
         self.install_crds(crds, timeout=max(1.0, deadline - time.monotonic()))
-
-    def _wait_until(self, process: _Process, deadline: float, ready: Callable[[], bool]) -> None:
-        last_error = "not ready yet"
-        while True:
-            process.check_alive()
-            try:
-                if ready():
-                    return
-            except httpx.HTTPError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"{process.name} not ready after {self.start_timeout:.0f}s ({last_error}); last lines of "
-                    f"{process.log_path}:\n{_log_tail(process.log_path)}"
-                )
-            time.sleep(0.05)
 
     def stop(self) -> None:
         """Stop kube-apiserver and etcd (SIGTERM, then SIGKILL); remove a temporary work dir. Idempotent."""

@@ -26,7 +26,7 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from dynamem.testing.controlplane import _LOG_TAIL_LINES, _log_tail, _Process, free_port
+from dynamem.testing.controlplane import ServerProcess, free_port, log_tail
 
 __all__ = ["DEFAULT_BINARY", "Prometheus", "PrometheusError", "Sample"]
 
@@ -81,7 +81,7 @@ class Prometheus:
         self.config_path = self.work_dir / "prometheus.yml"
         self.log_path = self.work_dir / "prometheus.log"
         self._targets: list[str] = list(targets)
-        self._process: _Process | None = None
+        self._process: ServerProcess | None = None
         self._http: httpx.Client | None = None
         self._url = ""
 
@@ -145,23 +145,15 @@ class Prometheus:
         ]
         if self.lifecycle:
             args.append("--web.enable-lifecycle")
-        self._process = _Process("prometheus", args, self.log_path)
+        self._process = ServerProcess("prometheus", args, self.log_path)
         self._http = httpx.Client(base_url=self._url, timeout=10.0)
-        deadline = time.monotonic() + self.start_timeout
-        last_error = "not ready yet"
-        while True:
-            self._process.check_alive()
-            try:
-                if self._http.get("/-/ready").status_code == 200:
-                    return
-            except httpx.HTTPError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() > deadline:
-                raise PrometheusError(
-                    f"prometheus not ready after {self.start_timeout:.0f}s ({last_error}); last "
-                    f"{_LOG_TAIL_LINES} lines of {self.log_path}:\n{_log_tail(self.log_path)}"
-                )
-            time.sleep(0.05)
+        http = self._http
+        self._process.wait_ready(
+            time.monotonic() + self.start_timeout,
+            lambda: http.get("/-/ready").status_code == 200,
+            self.start_timeout,
+            PrometheusError,
+        )
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove a temporary work dir. Idempotent."""
@@ -224,6 +216,6 @@ class Prometheus:
             if time.monotonic() > deadline:
                 raise PrometheusError(
                     f"no samples for {promql!r} after {timeout:.0f}s; targets {self._targets}; "
-                    f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             time.sleep(0.2)
