@@ -21,8 +21,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/dynamem/bin:$PATH \
-    HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib
+    HOME=/tmp
 # The wheels are bind-mounted from stage 1 (BuildKit, the default builder), so no layer keeps them. The venv
 # has no pip; the base image's pip installs into it. Installing compiles the .pyc files now, none at run time.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

@@ -27,6 +27,7 @@ from dynamem.kube.objects import GI, ObjectKey
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.runner import SimulatorRunner
+from dynamem.sim.plot import PlotUnavailable, pyplot
 from dynamem.sim.scenario import Scenario, parse_scenario
 from dynamem.testing.controlplane import ControlPlane, free_port
 from dynamem.testing.operator import OperatorProcess
@@ -96,10 +97,7 @@ def table(step: int, seen: dict[str, tuple[int, int | None]], statuses: dict[str
 
 
 def plot(timeline: Timeline, path: Path, step_seconds: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     minutes = [t / step_seconds * 15 for t in timeline.times]
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -165,6 +163,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--step-seconds", type=float, default=25.0, help="real seconds per 15-minute step")
     args = parser.parse_args(argv)
     console = Console()
+    try:
+        pyplot()  # fail before starting anything if the chart cannot be drawn
+    except PlotUnavailable as exc:
+        console.print(f"dynamem demo: {exc}")
+        return 2
     timeline = Timeline()
     ends: dict[int, dict[str, float]] = {}
     with stack(args.step_seconds, console) as (sim, cp, scenario):

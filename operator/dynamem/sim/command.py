@@ -59,4 +59,7 @@ def main(argv: list[str]) -> int:
     except OSError as err:
         print(f"dynamem simulate: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
         return 1
+    except RuntimeError as err:  # PlotUnavailable: matplotlib is an optional extra
+        print(f"dynamem simulate: --plot {args.plot}: {err}", file=sys.stderr)
+        return 2
     return 0

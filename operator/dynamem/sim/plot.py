@@ -8,19 +8,33 @@ Matplotlib runs headless (Agg) so the simulator works on servers and in CI.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dynamem.policy import GiB
 from dynamem.sim.simulate import SimResult
 
-__all__ = ["plot_result"]
+__all__ = ["PlotUnavailable", "plot_result", "pyplot"]
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed (it is the optional extra ``dynamem[plot]``)."""
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend, or a clear error naming the extra to install."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotUnavailable("charts need matplotlib: pip install 'dynamem[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_result(result: SimResult, path: str | Path) -> None:
     """Write a PNG with one panel per node."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     scenario = result.scenario
     nodes = scenario.nodes
