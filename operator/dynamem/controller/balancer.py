@@ -127,6 +127,7 @@ class Balancer:
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
         self.book = StatusBook()
+        self.planned: dict[ObjectKey, int] = {}  # dry run: the last change reported per VM
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -162,7 +163,8 @@ class Balancer:
         for change in changes:
             if await self._apply(change, snapshot.managed[change.key], now):
                 result.memory_writes += 1
-                changed_at[change.key] = now
+                if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
+                    changed_at[change.key] = now
 
         writes = []
         for key, item in snapshot.managed.items():
@@ -195,12 +197,18 @@ class Balancer:
                 item, "Warning", "MemoryChangeFailed", f"setting memory.guest to {guest}: {exc}"
             )
             return False
-        self.metrics.patches.labels(direction=_direction(change)).inc()
         before = to_quantity(change.previous) if change.previous else "unset"
+        note = f"memory.guest {before} -> {guest}: {change.reason}"
+        if self.options.dry_run:
+            # The VM does not change, so the same plan comes back every round: say it once per plan.
+            if self.planned.get(change.key) != change.guest:
+                self.planned[change.key] = change.guest
+                logger.info("%s: dry run: memory %s -> %s (%s)", change.key, before, guest, change.reason)
+                await self._event(item, "Normal", "MemoryChangePlanned", f"dry run: {note}")
+            return True
+        self.metrics.patches.labels(direction=_direction(change)).inc()
         logger.info("%s: memory %s -> %s (%s)", change.key, before, guest, change.reason)
-        await self._event(
-            item, "Normal", _reason(change), f"memory.guest {before} -> {guest}: {change.reason}"
-        )
+        await self._event(item, "Normal", _reason(change), note)
         return True
 
     async def _event(self, item: Managed, type_: str, reason: str, note: str) -> None:

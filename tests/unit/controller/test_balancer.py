@@ -291,8 +291,17 @@ def test_settled_from_the_start_writes_statuses_once() -> None:
 def test_dry_run_is_passed_through() -> None:
     world, demand = workday(finance=2.4, engineering=1.6)
     writer = FakeWriter()
-    run(balancer_for(demand, writer, replace(OPTIONS, dry_run=True)), world)
+    balancer = balancer_for(demand, writer, replace(OPTIONS, dry_run=True))
+    run(balancer, world)
     assert [(a.name, a.dry_run) for a in writer.applies] == [("finance", True), ("engineering", True)]
+    planned = [(e.name, e.reason, e.note) for e in writer.events if e.action == "Balance"]
+    assert planned == [
+        ("finance", "MemoryChangePlanned", "dry run: memory.guest 1Gi -> 3Gi: grow to meet demand"),
+        ("engineering", "MemoryChangePlanned", "dry run: memory.guest 1Gi -> 2Gi: grow to meet demand"),
+    ]
+    assert all("lastChangeTime" not in status for _, status in writer.statuses)
+    run(balancer, world)  # nothing changed in the cluster: the same plan, not reported again
+    assert len([e for e in writer.events if e.action == "Balance"]) == 2
 
 
 def test_a_refused_write_does_not_stop_the_round() -> None:
