@@ -36,6 +36,7 @@ __all__ = ["main", "read_state", "state_dir"]
 
 _MODULE = "dynamem.testing.cluster"
 UP_TIMEOUT = 120.0
+SIMULATOR_METRICS = "127.0.0.1:9101"  # `dynamem kubevirt-sim --metrics-port` default
 DOWN_TIMEOUT = 30.0
 
 
@@ -153,7 +154,8 @@ def keep(prometheus: bool = True) -> int:
         control_plane = ControlPlane(work_dir=work / "controlplane").start()
         kubeconfig = control_plane.write_kubeconfig(directory / "kubeconfig")
         if prometheus and DEFAULT_BINARY.is_file():
-            prom = Prometheus(work_dir=work / "prometheus").start()
+            # Scrapes `dynamem kubevirt-sim`'s guest metrics at their default address from the start.
+            prom = Prometheus([SIMULATOR_METRICS], work_dir=work / "prometheus").start()
         elif prometheus:
             print(f"{DEFAULT_BINARY} is missing (run `make prometheus`); continuing without Prometheus")
         state = {
