@@ -186,6 +186,7 @@ def main(argv: list[str]) -> int:
                 if t > scenario.steps * args.step_seconds:
                     break
                 time.sleep(0.5)
+    console.print()
     plot(timeline, Path(args.out), args.step_seconds)
     peak = timeline.peak / GI
     console.print(f"chart written to {args.out}; the node's guests held at most {peak:.2f} of 8 GiB")
