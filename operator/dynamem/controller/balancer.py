@@ -18,19 +18,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from dynamem.controller.demand import DemandSource
 from dynamem.controller.metrics import OperatorMetrics
-from dynamem.controller.snapshot import Managed, Observed, Phase, Snapshot, build_snapshot
+from dynamem.controller.snapshot import (
+    Managed,
+    Observed,
+    Phase,
+    Snapshot,
+    build_snapshot,
+    hold_reason,
+    stuck,
+)
 from dynamem.controller.status import StatusBook, desired_status
 from dynamem.kube.objects import ObjectKey, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
 
 logger = logging.getLogger("dynamem.balancer")
+
+# A VM whose change KubeVirt refused or failed is held this long before dynamem tries again.
+FAILURE_BACKOFF_S = 300.0
 
 
 class ClusterWriter(Protocol):
@@ -79,11 +90,14 @@ class RoundResult:
 
 @dataclass(frozen=True, slots=True)
 class MemoryChange:
+    """One write of a VM's memory. ``max_guest`` only for stopped VMs (a running VM keeps its ceiling)."""
+
     key: ObjectKey
     guest: int
     max_guest: int | None
     reason: str
     previous: int | None
+    revert: bool = False  # taking back a request KubeVirt did not carry out
 
 
 def grows_that_fit(plan: NodePlan, snapshot: Snapshot) -> tuple[list[VmDecision], list[VmDecision]]:
@@ -128,6 +142,8 @@ class Balancer:
         self.clock = clock
         self.book = StatusBook()
         self.planned: dict[ObjectKey, int] = {}  # dry run: the last change reported per VM
+        self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # held until, and why
+        self.failed: dict[ObjectKey, int] = {}  # the last refused memory.guest per VM (one Event each)
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -135,8 +151,13 @@ class Balancer:
         reading = await self.demand.read()
         if reading.error:
             logger.warning("demand unknown this round, holding memory: %s", reading.error)
+        held = {key: why for key, (until, why) in self.backoff.items() if until > now}
         snapshot = build_snapshot(
-            observed, reading, reserve=self.options.reserve, default_overhead=self.options.default_overhead
+            observed,
+            reading,
+            reserve=self.options.reserve,
+            default_overhead=self.options.default_overhead,
+            held=held,
         )
         policy = POLICIES[self.options.policy]
         result = RoundResult(snapshot=snapshot)
@@ -153,10 +174,10 @@ class Balancer:
                 decisions[snapshot.vm_keys[decision.name]] = (_deferred(decision), plan)
             for decision in to_make:
                 item = snapshot.managed[snapshot.vm_keys[decision.name]]
-                max_guest = item.vm.max_guest if item.vm is not None else None
                 changes.append(
-                    MemoryChange(item.key, decision.assigned, max_guest, decision.reason, decision.current)
+                    MemoryChange(item.key, decision.assigned, None, decision.reason, decision.current)
                 )
+        changes.extend(reverts(snapshot))
         changes.extend(stopped_resets(snapshot))
 
         changed_at: dict[ObjectKey, float] = {}
@@ -175,15 +196,26 @@ class Balancer:
                 pair[1] if pair else None,
                 now=now,
                 changed_at=changed_at.get(key),
+                note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
             )
             writes.append(self.book.write(self.writer, item, status, now=now))
         result.status_writes = sum(await gather_limited(writes))
+        self._forget_all_but(snapshot.managed.keys(), now)
 
         result.duration_s = time.perf_counter() - started
         self.metrics.observe_round(
             snapshot, result.plans, result.duration_s, result.memory_writes, result.status_writes
         )
         return result
+
+    def _forget_all_but(self, keys: Collection[ObjectKey], now: float) -> None:
+        """Drop what is remembered of VMs that are gone, and backoffs that ran out."""
+        for memory in (self.planned, self.failed, self.backoff):
+            for key in [k for k in memory if k not in keys]:
+                del memory[key]
+        for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
+            del self.backoff[key]
+        self.book.forget_all_but(keys)
 
     async def _apply(self, change: MemoryChange, item: Managed, now: float) -> bool:
         ns, name = change.key.namespace, change.key.name
@@ -193,10 +225,23 @@ class Balancer:
             await self.writer.apply_vm_memory(ns, name, guest, max_guest, dry_run=self.options.dry_run)
         except Exception as exc:  # an API refusal must not stop the round for every other VM
             logger.error("could not set memory of %s to %s: %s", change.key, guest, exc)
-            await self._event(
-                item, "Warning", "MemoryChangeFailed", f"setting memory.guest to {guest}: {exc}"
-            )
+            self.backoff[change.key] = (now + FAILURE_BACKOFF_S, f"held: memory.guest {guest} was refused")
+            if self.failed.get(change.key) != change.guest:  # one Event per refused value, not per round
+                self.failed[change.key] = change.guest
+                await self._event(
+                    item, "Warning", "MemoryChangeFailed", f"setting memory.guest to {guest}: {exc}"
+                )
             return False
+        self.failed.pop(change.key, None)
+        if change.revert:
+            self.backoff[change.key] = (
+                now + FAILURE_BACKOFF_S,
+                f"held after a failed change: {change.reason}",
+            )
+            await self._event(
+                item, "Warning", "MemoryChangeReverted", f"memory.guest -> {guest}: {change.reason}"
+            )
+            return True
         before = to_quantity(change.previous) if change.previous else "unset"
         note = f"memory.guest {before} -> {guest}: {change.reason}"
         if self.options.dry_run:
@@ -234,14 +279,33 @@ def _deferred(decision: VmDecision) -> VmDecision:
 
 
 def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
-    """Stopped VMs whose memory.guest or maxGuest is not startup / maximum yet."""
+    """Stopped VMs whose memory.guest or maxGuest is not startup / maximum yet.
+
+    KubeVirt wants both aligned (2Mi, 1Gi with 1Gi hugepages): startup is rounded up, maximum down (never
+    below startup).
+    """
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.STOPPED or item.vm is None or item.settings is None:
             continue
-        startup, maximum = item.settings.startup, item.settings.maximum
+        unit = item.vm.hugepage
+        startup = -(-item.settings.startup // unit) * unit
+        maximum = max(startup, item.settings.maximum // unit * unit)
         if item.vm.guest != startup or item.vm.max_guest != maximum:
             found.append(MemoryChange(item.key, startup, maximum, "stopped: back to startup", item.vm.guest))
+    return found
+
+
+def reverts(snapshot: Snapshot) -> list[MemoryChange]:
+    """Take back requests KubeVirt did not carry out: memory.guest back to what the guest has."""
+    found: list[MemoryChange] = []
+    for item in snapshot.managed.values():
+        if item.phase is Phase.RUNNING and stuck(item) and item.vmi is not None and item.vmi.current:
+            requested = item.vm.guest if item.vm is not None else None
+            reason = (
+                f"KubeVirt did not apply {to_quantity(requested or 0)} (hotplug failed or restart required)"
+            )
+            found.append(MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True))
     return found
 
 

@@ -19,8 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from dynamem.kube.objects import ObjectKey
 
+# Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
+# metrics stopped would keep its old demand (and could be shrunk on it).
 DEMAND_QUERY = (
-    "max by (namespace, name) (kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
+    "max by (namespace, name) ("
+    "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
+    " and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60))"
 )
 
 

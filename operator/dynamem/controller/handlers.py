@@ -67,22 +67,31 @@ class OperatorState:
         """Whether this replica balances now (kopf's peering rule; always in standalone mode)."""
         if self.options.standalone or self.api is None:
             return True
+        if time.monotonic() - self.started < PEERING_GRACE_S:
+            return False  # peers that start with us may not be registered yet
         try:
             if self.options.all_namespaces:
-                body = await self.api.custom.get_cluster_custom_object(
-                    "kopf.dev", "v1", "clusterkopfpeerings", self.options.peering
-                )
-            else:
-                body = await self.api.custom.get_namespaced_custom_object(
-                    "kopf.dev", "v1", self.options.namespaces[0], "kopfpeerings", self.options.peering
-                )
+                bodies = [
+                    await self.api.custom.get_cluster_custom_object(
+                        "kopf.dev", "v1", "clusterkopfpeerings", self.options.peering
+                    )
+                ]
+            else:  # kopf keeps one KopfPeering per watched namespace; a conflict in any pauses it
+                bodies = [
+                    await self.api.custom.get_namespaced_custom_object(
+                        "kopf.dev", "v1", namespace, "kopfpeerings", self.options.peering
+                    )
+                    for namespace in self.options.namespaces
+                ]
         except Exception as exc:
             logger.warning("peering object %r unreadable, not balancing: %s", self.options.peering, exc)
             return False
-        status = body.get("status") or {} if isinstance(body, dict) else {}
-        if self.identity not in status or time.monotonic() - self.started < PEERING_GRACE_S:
-            return False  # not registered yet, or peers that start with us may not be either
-        return peering_active(status, self.identity, self.priority, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        for body in bodies:
+            status = body.get("status") or {} if isinstance(body, dict) else {}
+            if self.identity not in status or not peering_active(status, self.identity, self.priority, now):
+                return False  # not registered there yet, or a live peer outranks us
+        return True
 
 
 def register(state: OperatorState) -> kopf.OperatorRegistry:
@@ -100,6 +109,12 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 10
         settings.posting.level = logging.WARNING
         state.api = await KubeApi.connect(options.kubeconfig)
+        if not options.all_namespaces:
+            logger.warning(
+                "watching namespaces %s only: node pools count only the pods and VMs there; "
+                "use -A unless these nodes run nothing else",
+                ", ".join(options.namespaces),
+            )
         if options.metrics_port:
             state.metrics.serve(options.metrics_port, options.metrics_address)
         balancer = Balancer(
@@ -186,12 +201,21 @@ async def balancing_loop(state: OperatorState, balancer: Balancer, observe: Any)
     """Run a round every interval, or soon after a wake-up; only on the replica that peering lets act."""
     options = state.options
     await state.indexed.wait()
+    was_active = True
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)
         state.wake.clear()
         try:
-            if not await state.is_active():
+            active = await state.is_active()
+            if active and not was_active:
+                # kopf paused our watches while we stood by; it lists everything again on resuming. Balance
+                # only once that fresh picture has started to arrive, not on what we saw before the pause.
+                state.indexed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.indexed.wait(), timeout=30)
+            was_active = active
+            if not active:
                 state.metrics.standby()
             else:
                 result = await balancer.run_round(observe())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -134,8 +134,36 @@ def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, demand: DemandRe
     return Managed(vmm, Phase.STARTING, settings, vm=vm, vmi=vmi)
 
 
-def vm_state(item: Managed) -> VmState | None:
-    """The policy's view of a running managed VM, or None if it cannot be balanced now."""
+def stuck(item: Managed) -> bool:
+    """KubeVirt will not carry out the VM's memory.guest: the hotplug failed, or it wants a restart.
+
+    KubeVirt then leaves the request in the VM (and the VMI) and the guest at its old size, for good; the
+    guest's size is the truth, and the request is to be taken back.
+    """
+    vm, vmi = item.vm, item.vmi
+    if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
+        return False
+    return vmi.hotplug_failed or vm.restart_required
+
+
+def hold_reason(item: Managed, held: Mapping[ObjectKey, str]) -> str | None:
+    """Why a running VM gets no change this round, beyond what the policy itself decides."""
+    if item.key in held:
+        return held[item.key]
+    if stuck(item):
+        return "KubeVirt did not apply memory.guest (hotplug failed or restart required): held at its size"
+    if item.vmi is not None and item.vmi.migrating:
+        return "held: live migration in progress (KubeVirt refuses hotplug meanwhile)"
+    return None
+
+
+def vm_state(item: Managed, held: Mapping[ObjectKey, str] | None = None) -> VmState | None:
+    """The policy's view of a running managed VM, or None if it cannot be balanced now.
+
+    Its maximum is capped by the VMI's hotplug ceiling (``maxGuest`` as fixed at boot). A VM that cannot
+    change now (hotplug failed, migrating, backing off after a refusal) is marked in flight at its size, so
+    the policy holds it and counts it as it is.
+    """
     vm, vmi, settings = item.vm, item.vmi, item.settings
     if vm is None or vmi is None or settings is None:
         return None
@@ -143,14 +171,27 @@ def vm_state(item: Managed) -> VmState | None:
     if current is None:
         return None
     requested = vm.guest if vm.guest is not None else current
+    limits = settings.limits()
+    ceiling = vmi.max_guest or vm.max_guest
+    if ceiling is not None and ceiling < limits.maximum:
+        top = max(ceiling, current)
+        limits = replace(
+            limits, maximum=top, startup=min(limits.startup, top), minimum=min(limits.minimum, top)
+        )
+    if hold_reason(item, held or {}) is not None and (stuck(item) or item.key in (held or {})):
+        in_flight: int | None = current
+    elif requested != current or vmi.hotplug_in_progress or vmi.migrating:
+        in_flight = requested
+    else:
+        in_flight = None
     return VmState(
         name=str(item.key),
-        limits=settings.limits(),
+        limits=limits,
         assigned=current,
         demand=item.demand,
         boot_memory=vmi.guest_at_boot,
         hugepage=vm.hugepage,
-        in_flight_to=requested if requested != current or vmi.hotplug_in_progress else None,
+        in_flight_to=in_flight,
         last_change_at=parse_rfc3339(item.vmm.status.get("lastChangeTime")),
     )
 
@@ -161,8 +202,12 @@ def build_snapshot(
     *,
     reserve: int = 0,
     default_overhead: int = 0,
+    held: Mapping[ObjectKey, str] | None = None,
 ) -> Snapshot:
-    """Join the observed objects and demand into per-node policy inputs."""
+    """Join the observed objects and demand into per-node policy inputs.
+
+    ``held``: VMs to keep as they are this round, with the reason (e.g. backing off after a refused change).
+    """
     vms = {vm.key: vm for vm in observed.vms}
     vmis = {vmi.key: vmi for vmi in observed.vmis}
     node_views = {node.name: node for node in observed.nodes}
@@ -170,8 +215,15 @@ def build_snapshot(
 
     pods: dict[str, int] = defaultdict(int)
     for pod in observed.pods:
-        if pod.node and not pod.launcher and not pod.finished:
-            pods[pod.node] += pod.request
+        if not pod.node or pod.finished:
+            continue
+        if pod.launcher:
+            owner = vmis.get(ObjectKey(pod.key.namespace, pod.vmi)) if pod.vmi else None
+            if owner is None or (owner.active and owner.node == pod.node):
+                continue  # accounted through its VMI: guest memory plus overhead
+            # its VMI runs elsewhere: the target of a live migration (every memory change is one), which
+            # takes its requests on this node until the VMI moves here
+        pods[pod.node] += pod.request
 
     overhead: dict[str, int] = defaultdict(int)
     unmanaged: dict[str, int] = defaultdict(int)
@@ -181,11 +233,11 @@ def build_snapshot(
             continue
         overhead[vmi.node] += vmi.overhead if vmi.overhead is not None else default_overhead
         item = managed.get(vmi.key)
-        state = vm_state(item) if item is not None and item.phase is Phase.RUNNING else None
+        state = vm_state(item, held) if item is not None and item.phase is Phase.RUNNING else None
         if state is None or vmi.node not in node_views:
             vm = vms.get(vmi.key)
-            held = max(vmi.current or 0, vm.guest or 0 if vm is not None else 0)
-            unmanaged[vmi.node] += held
+            taken = max(vmi.current or 0, vm.guest or 0 if vm is not None else 0)
+            unmanaged[vmi.node] += taken
             if item is not None and item.phase is Phase.RUNNING and vmi.node not in node_views:
                 managed[vmi.key] = Managed(item.vmm, Phase.UNPLACED, item.settings, vm=item.vm, vmi=vmi)
             continue

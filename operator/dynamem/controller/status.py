@@ -11,7 +11,7 @@ posted as an Event (each memory change gets its own, from the balancer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +60,12 @@ def desired_status(
     *,
     now: float,
     changed_at: float | None,
+    note: str | None = None,
 ) -> Status:
-    """The status this round's observation and decision call for (timestamps are filled in by the book)."""
+    """The status this round's observation and decision call for (timestamps are filled in by the book).
+
+    ``note``: why the VM is held beyond the policy's own reasons (a failed hotplug, a migration, a backoff).
+    """
     if item.phase is Phase.INVALID:
         ready = ("False", "InvalidSettings", item.error or "invalid settings")
     elif decision is None and item.phase is Phase.RUNNING:
@@ -89,6 +93,8 @@ def desired_status(
             memoryStatus=decision.status.value if decision.demand is not None else "Unknown",
             reason=decision.reason,
         )
+    if note is not None:
+        status["reason"] = note
     running = item.phase is Phase.RUNNING
     if not running:
         demand_known = ("Unknown", "NotRunning", "demand is measured while the VM runs")
@@ -119,9 +125,19 @@ def desired_status(
     return status
 
 
+# Measurements move a little at every scrape; alone they refresh the status at most this often.
+MEASUREMENT_REFRESH_S = 60.0
+MEASUREMENTS = frozenset({"demand", "pressure"})
+
+
+def _measurements(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: status.get(k) for k in MEASUREMENTS}
+
+
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
-    """A status without timestamps and empty fields, to tell whether anything really changed."""
-    plain = {k: v for k, v in status.items() if v is not None and k not in {"conditions", "lastChangeTime"}}
+    """A status without timestamps, measurements and empty fields, to tell whether a decision changed."""
+    skip = {"conditions", "lastChangeTime", *MEASUREMENTS}
+    plain = {k: v for k, v in status.items() if v is not None and k not in skip}
     plain["conditions"] = sorted(
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
         for c in status.get("conditions") or []
@@ -147,21 +163,30 @@ class StatusBook:
     """Writes statuses, remembering what it wrote so a lagging watch does not cause a second write."""
 
     written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    written_at: dict[ObjectKey, float] = field(default_factory=dict)
 
-    def needs_write(self, item: Managed, desired: Status) -> bool:
+    def forget_all_but(self, keys: Collection[ObjectKey]) -> None:
+        for memory in (self.written, self.written_at):
+            for key in [k for k in memory if k not in keys]:
+                del memory[key]
+
+    def needs_write(self, item: Managed, desired: Status, now: float | None = None) -> bool:
+        """A decision changed; or only the measurements did, and they were last written a while ago."""
         wanted = _comparable(desired)
         if "lastChangeTime" in desired and desired.get("lastChangeTime") != item.vmm.status.get(
             "lastChangeTime"
         ):
             return True
         if wanted == _comparable(item.vmm.status):
-            return False
+            if _measurements(desired) == _measurements(item.vmm.status) or now is None:
+                return False
+            return now - self.written_at.get(item.key, float("-inf")) >= MEASUREMENT_REFRESH_S
         version = str(item.vmm.body["metadata"].get("resourceVersion"))
         last = self.written.get(item.key)
         return not (last is not None and last[0] == version and last[1] == wanted)
 
     async def write(self, writer: ClusterWriter, item: Managed, desired: Status, *, now: float) -> bool:
-        if not self.needs_write(item, desired):
+        if not self.needs_write(item, desired, now):
             return False
         status = _with_times(desired, item.vmm.status, now)
         try:
@@ -171,6 +196,7 @@ class StatusBook:
             return False
         version = str(item.vmm.body["metadata"].get("resourceVersion"))
         self.written[item.key] = (version, _comparable(desired))
+        self.written_at[item.key] = now
         await self._transition_events(writer, item, desired)
         return True
 

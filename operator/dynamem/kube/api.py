@@ -17,6 +17,7 @@ from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
 FIELD_MANAGER = "dynamem"
+FIELD_MANAGER_STOPPED = "dynamem-stopped"  # memory.guest and maxGuest of stopped VMs
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -24,7 +25,16 @@ KUBEVIRT = ("kubevirt.io", "v1")
 DYNAMEM = ("dynamem.io", "v1alpha1")
 VMM_PLURAL = "virtualmachinememories"
 
-__all__ = ["DYNAMEM", "FIELD_MANAGER", "KUBEVIRT", "VMM_PLURAL", "ApiException", "KubeApi", "now_rfc3339"]
+__all__ = [
+    "DYNAMEM",
+    "FIELD_MANAGER",
+    "FIELD_MANAGER_STOPPED",
+    "KUBEVIRT",
+    "VMM_PLURAL",
+    "ApiException",
+    "KubeApi",
+    "now_rfc3339",
+]
 
 
 def now_rfc3339(now: float | None = None) -> str:
@@ -66,10 +76,12 @@ class KubeApi:
     async def apply_vm_memory(
         self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
     ) -> Mapping[str, Any]:
-        """Server-side apply of ``spec.template.spec.domain.memory`` {guest, maxGuest} on a VirtualMachine.
+        """Server-side apply of ``spec.template.spec.domain.memory`` on a VirtualMachine.
 
-        Every apply names all the fields dynamem owns: with server-side apply, a field a manager owned and
-        leaves out of its next apply is removed.
+        A running VM gets ``guest`` only, as field manager ``dynamem``; a stopped one ``guest`` and
+        ``maxGuest``, as ``dynamem-stopped``. Two managers because server-side apply removes a field that
+        a manager owned and leaves out of its next apply: each manager always applies the same fields, so
+        a running VM's ``maxGuest`` (its hotplug ceiling, fixed at boot) is never touched or removed.
         """
         memory: dict[str, str] = {"guest": guest}
         if max_guest is not None:
@@ -86,7 +98,7 @@ class KubeApi:
             plural="virtualmachines",
             name=name,
             body=body,
-            field_manager=FIELD_MANAGER,
+            field_manager=FIELD_MANAGER if max_guest is None else FIELD_MANAGER_STOPPED,
             force=True,
             dry_run="All" if dry_run else None,
             _content_type=APPLY_PATCH,

@@ -22,6 +22,7 @@ GI = 1024**3
 
 LAUNCHER_LABEL = "kubevirt.io"
 LAUNCHER_VALUE = "virt-launcher"
+DOMAIN_ANNOTATION = "kubevirt.io/domain"
 RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
 
 Body = Mapping[str, Any]
@@ -132,6 +133,8 @@ class VmiView:
     overhead: int | None
     hotplug_in_progress: bool = False
     hotplug_failed: bool = False
+    max_guest: int | None = None
+    migrating: bool = False
 
     @property
     def active(self) -> bool:
@@ -157,7 +160,15 @@ def vmi_view(body: Body) -> VmiView:
         overhead=quantity_bytes(memory.get("memoryOverhead")),
         hotplug_in_progress=condition_is(body, "HotMemoryChange", "True"),
         hotplug_failed=condition_is(body, "HotMemoryChange", "False"),
+        # The VMI's hotplug ceiling, fixed at boot: the VM's maxGuest, the cluster's, or guest x ratio.
+        max_guest=quantity_bytes(dig(body, "spec", "domain", "memory", "maxGuest")),
+        migrating=_migrating(dig(body, "status", "migrationState")),
     )
+
+
+def _migrating(state: object) -> bool:
+    """A live migration has started and not ended (KubeVirt refuses hotplug meanwhile)."""
+    return isinstance(state, Mapping) and bool(state.get("startTimestamp")) and not state.get("completed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +198,7 @@ class PodView:
     request: int
     launcher: bool
     finished: bool
+    vmi: str | None = None  # a launcher's VMI (its ``kubevirt.io/domain`` annotation)
 
 
 def pod_view(body: Body) -> PodView:
@@ -204,6 +216,7 @@ def pod_view(body: Body) -> PodView:
         request=max(regular, init_peak) + overhead,
         launcher=labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE,
         finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
+        vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
     )
 
 

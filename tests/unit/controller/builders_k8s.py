@@ -171,8 +171,11 @@ def make_pod_body(
     overhead: str | None = None,
     launcher: bool = False,
     phase: str = "Running",
+    domain: str | None = None,
 ) -> Body:
-    """A pod with one container per entry of ``requests`` (None: a container with no memory request)."""
+    """A pod with one container per entry of ``requests`` (None: a container with no memory request).
+
+    ``domain``: the VMI a launcher pod runs (KubeVirt's ``kubevirt.io/domain`` annotation)."""
 
     def container(i: int, request: str | None, prefix: str) -> Body:
         resources: Body = {"requests": {"cpu": "100m", "memory": request}} if request is not None else {}
@@ -190,7 +193,12 @@ def make_pod_body(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _meta(name, namespace, labels=labels),
+        "metadata": _meta(
+            name,
+            namespace,
+            labels=labels,
+            **({"annotations": {"kubevirt.io/domain": domain}} if domain else {}),
+        ),
         "spec": spec,
         "status": {"phase": phase},
     }

@@ -147,7 +147,7 @@ def test_workday_step_1_grows_finance_and_engineering() -> None:
     world, demand = workday(finance=2.4, engineering=1.6)
     writer = FakeWriter()
     result = run(balancer_for(demand, writer), world)
-    assert applied(writer) == [("finance", "3Gi", "4Gi"), ("engineering", "2Gi", "4Gi")]
+    assert applied(writer) == [("finance", "3Gi", None), ("engineering", "2Gi", None)]
     assert all(a.namespace == NS and a.dry_run is False for a in writer.applies)
     assert (result.memory_writes, result.status_writes, result.deferred) == (2, 3, 0)
     assert result.plans["host"].assigned_total == 6 * GI
@@ -171,7 +171,7 @@ def test_workday_step_2_shrinks_before_grows() -> None:
     world.add("engineering", "2Gi")
     writer = FakeWriter()
     result = run(balancer_for(demand, writer), world)
-    assert applied(writer) == [("finance", "2Gi", "4Gi"), ("engineering", "3584Mi", "4Gi")]
+    assert applied(writer) == [("finance", "2Gi", None), ("engineering", "3584Mi", None)]
     assert result.deferred == 0
     reasons = [e.reason for e in writer.events if e.action == "Balance"]
     assert reasons == ["MemoryDecreased", "MemoryIncreased"]
@@ -187,7 +187,7 @@ def test_grow_waits_until_the_shrink_has_freed_the_room() -> None:
     balancer = balancer_for(demand, writer)
 
     first = run(balancer, world)
-    assert applied(writer) == [("finance", "2Gi", "4Gi")]
+    assert applied(writer) == [("finance", "2Gi", None)]
     assert first.deferred == 1
     waiting = dict(writer.statuses)["engineering"]
     assert waiting["assigned"] == "2Gi"  # still what it has
@@ -201,7 +201,7 @@ def test_grow_waits_until_the_shrink_has_freed_the_room() -> None:
     world.store(writer.statuses)
     writer.clear()
     second = run(balancer, world)
-    assert applied(writer) == [("engineering", "3Gi", "4Gi")]
+    assert applied(writer) == [("engineering", "3Gi", None)]
     assert second.deferred == 0
 
     # both hotplugs done: 2 + 1 + 3 = 6; engineering's last 0.5Gi (>= dead band 153.6Mi) fits: 6.5 <= 7
@@ -210,7 +210,7 @@ def test_grow_waits_until_the_shrink_has_freed_the_room() -> None:
     world.store(writer.statuses)
     writer.clear()
     third = run(balancer, world)
-    assert applied(writer) == [("engineering", "3584Mi", "4Gi")]
+    assert applied(writer) == [("engineering", "3584Mi", None)]
     assert third.deferred == 0
 
 
@@ -308,7 +308,7 @@ def test_a_refused_write_does_not_stop_the_round() -> None:
     world, demand = workday(finance=2.4, engineering=1.6)
     writer = FakeWriter(fail_apply={"finance"})
     result = run(balancer_for(demand, writer), world)
-    assert applied(writer) == [("engineering", "2Gi", "4Gi")]
+    assert applied(writer) == [("engineering", "2Gi", None)]
     assert result.memory_writes == 1
     failed = [e for e in writer.events if e.reason == "MemoryChangeFailed"]
     assert [(e.name, e.type_) for e in failed] == [("finance", "Warning")]
@@ -342,7 +342,7 @@ def test_one_vm_without_metrics_is_held_while_others_move() -> None:
     del demand.gib["finance"]
     writer = FakeWriter()
     run(balancer_for(demand, writer), world)
-    assert applied(writer) == [("engineering", "2Gi", "4Gi")]
+    assert applied(writer) == [("engineering", "2Gi", None)]
 
 
 def test_unknown_policy_is_refused() -> None:
@@ -355,5 +355,83 @@ def test_every_applied_size_is_an_exact_quantity() -> None:
     world, demand = workday(finance=1.7)
     writer = FakeWriter()
     run(balancer_for(demand, writer), world)
-    assert applied(writer) == [("finance", "2176Mi", "4Gi")]
+    assert applied(writer) == [("finance", "2176Mi", None)]
     assert quantity_bytes("2176Mi") == 2176 * 2**20
+
+
+# --- what KubeVirt does not carry out, and its hotplug ceiling ------------------------------------------
+
+
+def test_a_failed_hotplug_is_taken_back_and_the_vm_held() -> None:
+    # KubeVirt copied 3Gi into the VMI, then HotMemoryChange=False: the guest stays at 2Gi for good.
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="2Gi", hotplug="False")
+    writer = FakeWriter()
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)
+    assert ("finance", "2Gi", None) in applied(writer)  # back to what the guest has
+    reverted = [e for e in writer.events if e.reason == "MemoryChangeReverted"]
+    assert [(e.name, e.type_) for e in reverted] == [("finance", "Warning")]
+    statuses = dict(writer.statuses)
+    assert statuses["finance"]["reason"].startswith("KubeVirt did not apply memory.guest")
+    # next round: memory.guest is 2Gi again, but finance is held (backing off) although it wants 3Gi
+    world.apply([a for a in writer.applies if a.name == "finance"])
+    writer.clear()
+    run(balancer, world)
+    assert "finance" not in [a.name for a in writer.applies]
+    assert dict(writer.statuses)["finance"]["reason"].startswith("held after a failed change")
+
+
+def test_a_refused_value_is_backed_off_with_one_event() -> None:
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter(fail_apply={"finance"})
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)
+    world.store(writer.statuses)
+    writer.clear()
+    run(balancer, world)  # the refused VM is held, not retried every round, and not announced again
+    assert [e.reason for e in writer.events].count("MemoryChangeFailed") == 0
+    assert dict(writer.statuses)["finance"]["reason"] == "held: memory.guest 3Gi was refused"
+
+
+def test_growth_stops_at_the_vmis_hotplug_ceiling() -> None:
+    # The VMI booted with maxGuest 2Gi (fixed at boot); the VMM's maximum (4Gi) was raised later.
+    world, demand = workday(finance=2.4)
+    world.vmis["finance"]["spec"]["domain"]["memory"]["maxGuest"] = "2Gi"
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert ("finance", "2Gi", None) in applied(writer)  # not 3Gi: KubeVirt would refuse it
+
+
+def test_a_migrating_vm_is_held() -> None:
+    world, demand = workday(finance=2.4)
+    world.vmis["finance"]["status"]["migrationState"] = {"startTimestamp": "2026-03-02T11:59:00Z"}
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert "finance" not in [a.name for a in writer.applies]
+    assert dict(writer.statuses)["finance"]["reason"].startswith("held: live migration in progress")
+
+
+def test_stopped_reset_is_aligned_for_kubevirt() -> None:
+    # 1.5G = 1500000000 bytes = 715.3 x 2Mi: up to 716 x 2Mi = 1432Mi; 3.5G = 1668.9 x 2Mi: down to 3336Mi.
+    world, demand = workday()
+    world.add("service", running=False, startup="1.5G", maximum="3.5G")
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert ("service", "1432Mi", "3336Mi") in applied(writer)
+
+
+def test_measurements_alone_refresh_the_status_at_most_once_a_minute() -> None:
+    world, demand = workday()
+    writer = FakeWriter()
+    clock = [NOW]
+    balancer = Balancer(writer, demand, OPTIONS, clock=lambda: clock[0])
+    run(balancer, world)
+    world.store(writer.statuses)
+    demand.gib["sales"] = 0.55  # the guest's use moves a little: no decision changes
+    writer.clear()
+    clock[0] += 10
+    assert run(balancer, world).status_writes == 0
+    clock[0] += 60
+    assert run(balancer, world).status_writes == 1

@@ -249,3 +249,23 @@ def test_vmi_without_any_memory_is_not_balanced_but_counted() -> None:
     assert snapshot.managed[key("x")].phase is Phase.RUNNING
     assert snapshot.nodes[0].vms == ()
     assert snapshot.pools["host"].unmanaged == 2 * GI
+
+
+def test_the_target_pod_of_a_live_migration_counts_on_its_node() -> None:
+    # finance runs on host; KubeVirt migrates it (a memory change) to a new launcher pod on other, whose
+    # 3Gi of requests take room there until the VMI moves. On host the launcher is counted via the VMI.
+    seen = observed(
+        vmms=[make_vmm_body("finance")],
+        vms=[make_vm_body("finance")],
+        vmis=[make_vmi_body("finance")],
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("other", allocatable="8Gi")],
+        pods=[
+            make_pod_body("virt-launcher-finance-a", launcher=True, requests=["1Gi"], domain="finance"),
+            make_pod_body(
+                "virt-launcher-finance-b", node="other", launcher=True, requests=["3Gi"], domain="finance"
+            ),
+        ],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.pools["host"].pods == 0
+    assert snapshot.pools["other"].pods == 3 * GI
