@@ -140,3 +140,24 @@ def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., St
         {"spec": {"template": {"spec": {"domain": {"memory": {"guest": "512Mi"}}}}}},
     )
     wait_until("RestartRequired", lambda: stack.conditions("legacy").get("RestartRequired") == "True", 30)
+
+
+def test_a_failed_hotplug_is_taken_back(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack("8Gi", {"flaky": VM_1_4})
+    stack.sim.options.failing.add("flaky")  # KubeVirt will report HotMemoryChange=False for every change
+    stack.set_demand(flaky=2.4)
+    stack.start_operator()
+    wait_until(
+        "the change taken back",
+        lambda: any(e["reason"] == "MemoryChangeReverted" for e in stack.events("flaky")),
+        timeout=60,
+    )
+    wait_until("memory.guest back at the guest's size", lambda: stack.guest("flaky") == GI, timeout=30)
+    reason = wait_until(
+        "held after the failure",
+        lambda: (r := stack.vmm("flaky").get("status", {}).get("reason", "")).startswith("held after") and r,
+        timeout=30,
+    )
+    assert "hotplug failed" in reason
+    time.sleep(4)  # held: no new attempt within the backoff
+    assert stack.guest("flaky") == GI and stack.has("flaky") == GI

@@ -67,6 +67,7 @@ class SimulatorOptions:
     poll_s: float = 0.25
     hotplug_delay_s: float = 1.0
     overhead: int = 0
+    failing: set[str] = field(default_factory=set)  # names of VMs whose hotplugs fail, as KubeVirt reports
 
 
 @dataclass
@@ -241,6 +242,8 @@ class KubeVirtSimulator:
             if not view.restart_required:
                 await self._set_restart_required(key, True)
             return
+        if instance.hotplug_failed and instance.spec_guest == wanted:
+            return  # KubeVirt does not retry a failed hotplug of the same size by itself
         if view.restart_required:
             await self._set_restart_required(key, False)
         await self.custom.patch_namespaced_custom_object(
@@ -265,6 +268,20 @@ class KubeVirtSimulator:
         logger.info("%s: hotplug %s -> %s", key, to_quantity(current), to_quantity(wanted))
 
     async def _finish_hotplug(self, key: ObjectKey, size: int) -> None:
+        if key.name in self.options.failing:
+            # KubeVirt's failure: the VMI keeps the new spec, the guest its old size; the condition says so.
+            failed = {
+                "type": "HotMemoryChange",
+                "status": "False",
+                "reason": "Memory Hotplug Failed",
+                "message": "simulated failure",
+                "lastTransitionTime": now_rfc3339(),
+            }
+            await self._patch_status(
+                "virtualmachineinstances", key, {"conditions": [{"type": "Ready", "status": "True"}, failed]}
+            )
+            self.hotplugs.pop(key, None)
+            return
         await self._patch_status(
             "virtualmachineinstances",
             key,
