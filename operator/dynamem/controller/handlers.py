@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import kopf
 
-from dynamem.controller.balancer import Balancer, RoundOptions
+from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand import PrometheusDemand
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.options import OperatorOptions
@@ -120,13 +120,7 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         balancer = Balancer(
             state.api,
             PrometheusDemand(options.prometheus_url),
-            RoundOptions(
-                balance=options.balance,
-                policy=options.policy,
-                reserve=options.reserve,
-                default_overhead=options.default_overhead,
-                dry_run=options.dry_run,
-            ),
+            options.round_options(),
             metrics=state.metrics,
         )
         indices = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from dynamem.controller.balancer import RoundOptions
 from dynamem.policy import POLICIES
 from dynamem.policy.model import BalanceConfig
 from dynamem.settings import SettingsError, parse_bytes
@@ -42,6 +43,16 @@ class OperatorOptions:
     dry_run: bool = False
     kubeconfig: str | None = None
     log_level: str = "INFO"
+
+    def round_options(self) -> RoundOptions:
+        """What one balancing round needs of these options."""
+        return RoundOptions(
+            balance=self.balance,
+            policy=self.policy,
+            reserve=self.reserve,
+            default_overhead=self.default_overhead,
+            dry_run=self.dry_run,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
