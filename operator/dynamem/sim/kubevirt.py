@@ -53,6 +53,7 @@ from dynamem.policy import (
     BalanceConfig,
     GiB,
     NodeState,
+    Policy,
     VmDecision,
     VmLimits,
     VmState,
@@ -202,7 +203,8 @@ class _Cluster:
                     f"target pod unschedulable for {_seconds(timeout)} ({change.unschedulable}); "
                     f"{change.vm} keeps {format_bytes(change.size_from)} on {change.source}"
                 )
-                self._end(change, (change.created_at or now) + timeout, MigrationState.FAILED, why)
+                assert change.created_at is not None
+                self._end(change, change.created_at + timeout, MigrationState.FAILED, why)
                 self.outcome[change.vm] = f"change to {format_bytes(change.size_to)} failed: {why}"
                 self.events.append(f"{change.vm}: change to {format_bytes(change.size_to)} failed: {why}")
             self._dispatch(now)
@@ -322,9 +324,16 @@ def _seconds(value: float) -> str:
     return f"{value:.3g}s"
 
 
-def simulate_kubevirt(scenario: Scenario, policy: str, config: BalanceConfig, guest: GuestModel) -> SimResult:
-    """Play ``scenario`` through the named policy, every change a live migration; deterministic."""
-    plan_fn = POLICIES[policy]
+def simulate_kubevirt(
+    scenario: Scenario, policy: str, config: BalanceConfig, guest: GuestModel, plan_fn: Policy | None = None
+) -> SimResult:
+    """Play ``scenario`` through the named policy, every change a live migration; deterministic.
+
+    ``plan_fn`` plans instead of ``POLICIES[policy]`` (a policy not in the registry, e.g. one that names
+    target nodes).
+    """
+    if plan_fn is None:
+        plan_fn = POLICIES[policy]
     cluster = _Cluster(scenario=scenario, memory={n.name: n.memory for n in scenario.nodes})
     cluster.requested = {n.name: 0 for n in scenario.nodes}
     limits = {vm.name: vm.settings.limits() for vm in scenario.vms}
