@@ -58,6 +58,7 @@ def test_workday_cli_prints_and_writes_the_seed_numbers(
         "migrations": 0,
         "migrated_bytes": 0,
         "failed_changes": 0,
+        "unstarted_demand": 0.0,
     }
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

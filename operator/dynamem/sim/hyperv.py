@@ -51,6 +51,7 @@ def simulate_hyperv(scenario: Scenario, policy: str, config: BalanceConfig) -> S
     limits = [vm.settings.limits() for vm in scenario.vms]
     running: dict[str, _Running] = {}
     unmet = Fraction(0)
+    unstarted = Fraction(0)
     shortfall = Fraction(0)
     changes = 0
     over_steps = 0
@@ -176,6 +177,7 @@ def simulate_hyperv(scenario: Scenario, policy: str, config: BalanceConfig) -> S
         for vm in scenario.vms:
             if vm.name not in vm_out:
                 demand = scenario.demand[vm.name][step]
+                unstarted += demand or 0
                 vm_out[vm.name] = VmStep(
                     node=vm.node,
                     demand=demand,
@@ -195,6 +197,7 @@ def simulate_hyperv(scenario: Scenario, policy: str, config: BalanceConfig) -> S
         over_capacity_steps=over_steps,
         refused_starts=refused,
         refused_changes=refused_changes,
+        unstarted_demand=float(unstarted / GiB),
     )
     return SimResult(
         policy=policy, scenario=scenario, steps=tuple(steps), summary=summary, model=Model.HYPERV

@@ -339,6 +339,7 @@ def simulate_kubevirt(
     limits = {vm.name: vm.settings.limits() for vm in scenario.vms}
     overhead = scenario.overhead
     unmet = Fraction(0)
+    unstarted = Fraction(0)
     shortfall = Fraction(0)
     over_steps = 0
     refused = 0
@@ -433,6 +434,7 @@ def simulate_kubevirt(
             true = demand_now[name]
             running = cluster.vms.get(name)
             if running is None:
+                unstarted += true or 0
                 vm_out[name] = VmStep(
                     node=spec.node,
                     demand=true,
@@ -507,6 +509,7 @@ def simulate_kubevirt(
         migrations=cluster.changes,
         migrated_bytes=cluster.migrated_bytes,
         failed_changes=cluster.failed,
+        unstarted_demand=float(unstarted / GiB),
     )
     return SimResult(
         policy=policy, scenario=scenario, steps=tuple(steps), summary=summary, model=Model.KUBEVIRT

@@ -23,6 +23,8 @@ def _size(value: int | None) -> str:
     """Exact binary units when exact (3.5Gi), else two decimals of Gi or Mi (2.40Gi)."""
     if value is None:
         return "-"
+    if value == 0:
+        return "0"
     exact = format_bytes(value)
     if not exact.isdigit():
         return exact
@@ -117,6 +119,7 @@ def print_result(result: SimResult, console: Console | None = None, *, steps: bo
     table.add_row("changes", str(summary.changes))
     table.add_row("over-capacity steps", str(summary.over_capacity_steps))
     table.add_row("refused starts", str(summary.refused_starts))
+    table.add_row("demand of VMs that could not start (GiB-steps)", f"{summary.unstarted_demand:.3f}")
     if kubevirt:
         table.add_row("live migrations", str(summary.migrations))
         table.add_row("GiB migrated", f"{summary.migrated_bytes / GiB:.1f}")

@@ -133,6 +133,7 @@ class Summary:
     migrations: int = 0
     migrated_bytes: int = 0
     failed_changes: int = 0
+    unstarted_demand: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,5 +207,6 @@ class SimResult:
                 "migrations": self.summary.migrations,
                 "migrated_bytes": self.summary.migrated_bytes,
                 "failed_changes": self.summary.failed_changes,
+                "unstarted_demand": self.summary.unstarted_demand,
             },
         }
