@@ -327,3 +327,21 @@ def test_kubevirt_rules_hold_at_every_step(case: tuple[Scenario, str]) -> None:
         live = [(c, e, src) for c, e, src in spans if c <= created and (e is None or e > created)]
         assert len(live) <= limits.per_cluster
         assert sum(1 for _, _, src in live if src == source) <= limits.outbound_per_node
+
+
+def test_every_generated_scenario_has_two_or_more_nodes(workday_path: str) -> None:
+    # On KubeVirt a change needs another node: the generator's scenarios (and the files it wrote) have two or
+    # more, and it refuses fewer. Only the seed's own workday keeps its single host (for --model hyperv).
+    import importlib.util
+
+    folder = Path(workday_path).parent
+    spec = importlib.util.spec_from_file_location("generate", folder / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for name in generate.SHAPES:
+        assert len(generate.generate(name, seed=1)["nodes"]) >= 2
+        assert len(load_scenario(folder / f"{name}.yaml").nodes) >= 2
+    with pytest.raises(ValueError, match="nodes: 1"):
+        generate.generate("office", seed=1, nodes=1)
+    assert len(load_scenario(folder / "workday-2nodes.yaml").nodes) == 2
