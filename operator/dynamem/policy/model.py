@@ -100,6 +100,17 @@ class BalanceConfig:
     guest memory granularity (KubeVirt: 2Mi; 1Gi hugepages raise it per VM). ``step_s``: wall time this round
     stands for; peers that move a bounded amount per cycle (Proxmox) run ``step_s / their period`` cycles. The
     ``proxmox_*`` and ``xen_*`` knobs parametrise the peer baselines only.
+
+    The cluster plan (:mod:`dynamem.policy.cluster`): ``max_parallel_migrations``/``max_outbound_migrations``:
+    the migration budget (KubeVirt's ``parallelMigrationsPerCluster`` 5 and
+    ``parallelOutboundMigrationsPerNode`` 2). A guest pages when its usable memory is under
+    ``paging_headroom_percent`` of what it has and its swap-in traffic exceeds ``paging_swap_bps`` or its
+    major faults ``paging_faults_ps`` (KubeVirt's own alert: 5 %, 1 MiB/s, 5/s); its demand is then taken as
+    its size x (100 + ``paging_growth_percent``) / 100. ``shrink_window_s``: a VM shrinks only on the highest
+    use seen over this window. ``buffer_worth_percent``: a grow for buffer alone must restore at least this
+    percent of the bytes it migrates. ``retry_after_s``: a VM whose change failed is held this long.
+    ``descheduler_*``: the descheduler peer's thresholds (percent points around the mean utilisation) and
+    cooldown.
     """
 
     dead_band_bytes: int = 128 * MiB
@@ -115,6 +126,18 @@ class BalanceConfig:
     proxmox_max_change: int = 100 * MiB
     proxmox_period_s: float = 10.0
     xen_reserve_bytes: int = 32 * MiB
+    max_parallel_migrations: int = 5
+    max_outbound_migrations: int = 2
+    paging_headroom_percent: int = 5
+    paging_swap_bps: float = float(MiB)
+    paging_faults_ps: float = 5.0
+    paging_growth_percent: int = 100
+    shrink_window_s: float = 3600.0
+    buffer_worth_percent: int = 25
+    retry_after_s: float = 900.0
+    descheduler_low_percent: int = 0
+    descheduler_high_percent: int = 10
+    descheduler_cooldown_s: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)

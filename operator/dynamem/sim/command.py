@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dynamem.policy import POLICIES
+from dynamem.policy.cluster_peers import CLUSTER_POLICIES
 
 __all__ = ["main"]
 
@@ -31,7 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         help="kubevirt (default): a change is a live migration to another node, the policy sees what the "
         "guest shows; hyperv: in place on each node's pool, the policy sees the true demand",
     )
-    parser.add_argument("--policy", default="dynamem", choices=sorted(POLICIES), help="default: dynamem")
+    parser.add_argument(
+        "--policy",
+        default="dynamem",
+        choices=sorted(set(POLICIES) | set(CLUSTER_POLICIES)),
+        help="default: dynamem (kubevirt: the cluster plan; node-local: today's per-node plan; descheduler "
+        "needs --model kubevirt)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write steps and summary as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="write a chart per node")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
@@ -48,7 +55,11 @@ def main(argv: list[str]) -> int:
     except ScenarioError as err:
         print(f"dynamem simulate: {err}", file=sys.stderr)
         return 2
-    result = simulate(scenario, args.policy, model=args.model)
+    try:
+        result = simulate(scenario, args.policy, model=args.model)
+    except ValueError as err:
+        print(f"dynamem simulate: --policy {err}", file=sys.stderr)
+        return 2
 
     from rich.console import Console
 

@@ -48,18 +48,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from dynamem.policy import (
-    POLICIES,
-    BalanceConfig,
-    GiB,
-    NodeState,
-    Policy,
-    VmDecision,
-    VmLimits,
-    VmState,
-    format_bytes,
-)
+from dynamem.policy import BalanceConfig, GiB, VmDecision, VmLimits, VmState, format_bytes
 from dynamem.policy.balance import pressure_of, status_of, vm_levels
+from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
+from dynamem.policy.cluster_peers import CLUSTER_POLICIES, ORACLE, ClusterPolicy
 from dynamem.sim.guest import GuestModel
 from dynamem.sim.result import (
     OFF,
@@ -72,7 +64,7 @@ from dynamem.sim.result import (
     Summary,
     VmStep,
 )
-from dynamem.sim.scenario import Scenario, ScenarioVm
+from dynamem.sim.scenario import MigrationSettings, Scenario, ScenarioVm
 from dynamem.sim.scheduler import place_pod
 
 __all__ = ["simulate_kubevirt"]
@@ -105,7 +97,9 @@ class _Vm:
     assigned: int
     boot: int
     last_change_at: float | None = None
+    last_failed_at: float | None = None
     change: _Change | None = None
+    history: list[tuple[float, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -114,6 +108,7 @@ class _Cluster:
 
     scenario: Scenario
     memory: dict[str, int]
+    config_window: float = 3600.0
     requested: dict[str, int] = field(default_factory=dict)
     peak: dict[str, int] = field(default_factory=dict)
     vms: dict[str, _Vm] = field(default_factory=dict)
@@ -185,6 +180,46 @@ class _Cluster:
         vm.change = change
         self.queue.append(change)
 
+    def state(
+        self, demand: dict[str, int | None], guest: GuestModel, now: float, *, truth: bool
+    ) -> ClusterState:
+        """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
+        window = self.config_window
+        vms = []
+        for spec in self.scenario.vms:
+            vm = self.vms.get(spec.name)
+            if vm is None:
+                continue
+            true = demand[spec.name]
+            assert true is not None
+            seen = guest.observe(true, vm.assigned)
+            vm.history = [(t, u) for t, u in vm.history if t > now - window]
+            vm.history.append((now, seen.used))
+            vms.append(
+                ClusterVm(
+                    name=spec.name,
+                    node=vm.node,
+                    limits=vm.limits,
+                    assigned=vm.assigned,
+                    request=vm.assigned + self.overhead,
+                    boot_memory=vm.boot,
+                    used=seen.used,
+                    available=seen.available,
+                    usable=seen.usable,
+                    used_peak=max(u for _, u in vm.history),
+                    swap_in_bps=seen.swap_in_bps,
+                    major_faults_ps=seen.major_faults_ps,
+                    demand=true if truth else None,
+                    hugepage=spec.hugepage,
+                    in_flight_to=vm.change.size_to if vm.change is not None else None,
+                    last_change_at=vm.last_change_at,
+                    last_failed_at=vm.last_failed_at,
+                )
+            )
+        nodes = tuple(ClusterNode(n.name, n.memory, self.requested[n.name]) for n in self.scenario.nodes)
+        in_flight = tuple(InFlight(c.vm, c.source, c.target) for c in self.queue if c.created_at is not None)
+        return ClusterState(nodes=nodes, vms=tuple(vms), in_flight=in_flight)
+
     def run(self, start: float, end: float) -> None:
         """Play the migrations through the step's wall time [start, end), event by event."""
         now = start
@@ -196,8 +231,10 @@ class _Cluster:
             ):
                 self._finish(change)
             for change in [c for c in self.queue if _timed_out(c, now, timeout)]:
+                assert change.created_at is not None
                 self.queue.remove(change)
                 self.vms[change.vm].change = None
+                self.vms[change.vm].last_failed_at = change.created_at + timeout
                 self.failed += 1
                 why = (
                     f"target pod unschedulable for {_seconds(timeout)} ({change.unschedulable}); "
@@ -325,16 +362,37 @@ def _seconds(value: float) -> str:
 
 
 def simulate_kubevirt(
-    scenario: Scenario, policy: str, config: BalanceConfig, guest: GuestModel, plan_fn: Policy | None = None
+    scenario: Scenario,
+    policy: str,
+    config: BalanceConfig,
+    guest: GuestModel,
+    plan_fn: ClusterPolicy | None = None,
 ) -> SimResult:
     """Play ``scenario`` through the named policy, every change a live migration; deterministic.
 
-    ``plan_fn`` plans instead of ``POLICIES[policy]`` (a policy not in the registry, e.g. one that names
-    target nodes).
+    ``plan_fn`` plans instead of ``CLUSTER_POLICIES[policy]`` (e.g. a policy not in the registry). The oracle
+    is given the true demand, and its migrations are free and instant (no limits, no duration).
     """
     if plan_fn is None:
-        plan_fn = POLICIES[policy]
-    cluster = _Cluster(scenario=scenario, memory={n.name: n.memory for n in scenario.nodes})
+        plan_fn = CLUSTER_POLICIES[policy]
+    truth = policy == ORACLE
+    if truth:
+        unbounded = 1 << 30
+        scenario = scenario.model_copy(
+            update={
+                "migration": MigrationSettings(
+                    bandwidth=1 << 60,
+                    per_cluster=unbounded,
+                    outbound_per_node=unbounded,
+                    pending_timeout=scenario.migration.pending_timeout,
+                )
+            }
+        )
+    cluster = _Cluster(
+        scenario=scenario,
+        memory={n.name: n.memory for n in scenario.nodes},
+        config_window=config.shrink_window_s,
+    )
     cluster.requested = {n.name: 0 for n in scenario.nodes}
     limits = {vm.name: vm.settings.limits() for vm in scenario.vms}
     overhead = scenario.overhead
@@ -374,45 +432,12 @@ def simulate_kubevirt(
                 cluster.events.append(f"{spec.name} did not start: request {request}: {why}")
 
         seen: dict[str, int] = {}
-        plans: dict[str, str] = {}
-        decisions: list[VmDecision] = []
-        for node in scenario.nodes:
-            members = [cluster.vms[v.name] for v in scenario.vms if v.name in cluster.vms]
-            members = [vm for vm in members if vm.node == node.name]
-            incoming = sum(
-                c.size_to + overhead for c in cluster.queue if c.target == node.name and c.source != node.name
-            )
-            pool = node.memory - overhead * len(members) - incoming
-            states: list[VmState] = []
-            for vm in members:
-                name = vm.spec.name
-                true = demand_now[name]
-                assert true is not None
-                seen[name] = guest.observe(true, vm.assigned).used
-                in_flight_to = vm.change.size_to if vm.change is not None else None
-                if in_flight_to is not None and in_flight_to > vm.assigned:
-                    pool += in_flight_to - vm.assigned
-                states.append(
-                    VmState(
-                        name=name,
-                        limits=vm.limits,
-                        assigned=vm.assigned,
-                        demand=seen[name],
-                        boot_memory=vm.boot,
-                        hugepage=vm.spec.hugepage,
-                        in_flight_to=in_flight_to,
-                        last_change_at=vm.last_change_at,
-                    )
-                )
-            plan = plan_fn(NodeState(node.name, max(0, pool), tuple(states)), config, now)
-            plans[node.name] = plan.reason
-            decisions.extend(plan.decisions)
-
-        reasons = {d.name: d.reason for d in decisions}
-        moving = [d for d in decisions if d.assigned != d.current and not d.in_flight]
-        shrinks = sorted((d for d in moving if d.change < 0), key=lambda d: (d.change, d.name))
-        grows = sorted((d for d in moving if d.change > 0), key=lambda d: (-d.change, d.name))
-        for decision in (*shrinks, *grows):
+        state = cluster.state(demand_now, guest, now, truth=truth)
+        for vm_state in state.vms:
+            seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0
+        plan = plan_fn(state, config, now)
+        reasons = {d.name: d.reason for d in plan.decisions}
+        for decision in plan.changes:
             vm = cluster.vms[decision.name]
             if decision.assigned < vm.boot:
                 refused_changes += 1
@@ -422,6 +447,9 @@ def simulate_kubevirt(
                 )
                 cluster.outcome[decision.name] = why
                 cluster.events.append(f"{decision.name}: {why}")
+                continue
+            if decision.target_node == vm.node:
+                cluster.outcome[decision.name] = f"target {vm.node} is its own node: not carried out"
                 continue
             cluster.enqueue(vm, decision)
         cluster.run(now, now + scenario.step_seconds)
@@ -447,10 +475,10 @@ def simulate_kubevirt(
                 continue
             assert true is not None
             assigned = running.assigned
-            state = VmState(
+            truth_probe = VmState(
                 name, running.limits, assigned, true, boot_memory=running.boot, hugepage=spec.hugepage
             )
-            target = vm_levels(state, config)[4]
+            target = vm_levels(truth_probe, config)[4]
             unmet += max(0, true - assigned)
             shortfall += max(0, target - assigned)
             observed = guest.observe(true, assigned).used
@@ -481,7 +509,7 @@ def simulate_kubevirt(
             n.name: NodeStep(
                 memory=n.memory,
                 assigned=assigned_on[n.name],
-                reason=plans[n.name],
+                reason=plan.reason,
                 requested=cluster.requested[n.name],
                 peak_requested=cluster.peak[n.name],
                 used=used_on[n.name],

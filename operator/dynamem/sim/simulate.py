@@ -3,10 +3,12 @@
 - ``kubevirt`` (the default, :mod:`dynamem.sim.kubevirt`): KubeVirt as it is. Every change of a running VM's
   memory is a live migration to another node, placed by the kube-scheduler (or on the node the policy names),
   throttled and timed as KubeVirt does; the policy sees only what the guest shows
-  (:mod:`dynamem.sim.guest`).
+  (:mod:`dynamem.sim.guest`). Policies: :data:`dynamem.policy.cluster_peers.CLUSTER_POLICIES` (``dynamem``
+  is the cluster plan, ``node-local`` today's per-node plan).
 - ``hyperv`` (:mod:`dynamem.sim.hyperv`): Hyper-V's Dynamic Memory, the seed's world. Each node's pool is
   shared in place and the policy sees the true demand; kept exactly as the simulator was before, so the seed's
-  workday table comes out to the byte.
+  workday table comes out to the byte. Policies: the per-node ones (:data:`dynamem.policy.POLICIES`;
+  ``node-local`` is ``dynamem``'s per-node plan there).
 
 Scores (lower is better), summed over steps and VMs, always on the TRUE demand:
 
@@ -22,7 +24,8 @@ scores compare like with like.
 
 from __future__ import annotations
 
-from dynamem.policy import BalanceConfig
+from dynamem.policy import POLICIES, BalanceConfig
+from dynamem.policy.cluster_peers import CLUSTER_POLICIES
 from dynamem.sim.guest import DEFAULT_GUEST, GuestModel
 from dynamem.sim.hyperv import simulate_hyperv
 from dynamem.sim.kubevirt import simulate_kubevirt
@@ -66,5 +69,10 @@ def simulate(
     if config is None:
         config = BalanceConfig(step_s=scenario.step_seconds)
     if Model(model) is Model.HYPERV:
-        return simulate_hyperv(scenario, policy, config)
+        node_policy = "dynamem" if policy == "node-local" else policy
+        if node_policy not in POLICIES:
+            raise ValueError(f"policy {policy!r}: not available under --model hyperv ({', '.join(POLICIES)})")
+        return simulate_hyperv(scenario, node_policy, config)
+    if policy not in CLUSTER_POLICIES:
+        raise ValueError(f"policy {policy!r}: unknown (expected one of {', '.join(CLUSTER_POLICIES)})")
     return simulate_kubevirt(scenario, policy, config, guest)

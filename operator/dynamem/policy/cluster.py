@@ -1,0 +1,471 @@
+"""Balance the cluster, not the node: one plan for sizes and placements (issue 9), pure.
+
+On KubeVirt every change of a running VM's memory is a live migration to another node, so each change is also
+a placement. ``plan_cluster`` makes one plan for the whole cluster, as a chain of pure steps over a per-VM
+record (:class:`VmPlan`), each step leaving its reason on the record:
+
+1. **estimate**: the demand of each VM from what KubeVirt shows. Used memory never exceeds the guest's size,
+   so a guest whose usable memory is under ``paging_headroom_percent`` of what it has and which pages (swap-in
+   traffic over ``paging_swap_bps`` or major faults over ``paging_faults_ps``, KubeVirt's own alert,
+   ``pkg/monitoring/rules`` v1.8+) is short by an unknown amount: its demand is taken as its size times
+   ``(100 + paging_growth_percent) / 100`` (multiplicative growth, so a guest whose demand jumps to 3.5 times
+   its size reaches it in two or three changes). Otherwise the demand is the highest use seen over the last
+   ``shrink_window_s`` (``used_peak``): a VM shrinks only on use that stayed low, never on one sample. A
+   caller that knows the true demand (the oracle) passes it in ``demand``.
+2. **size**: the levels of the per-node plan (floor, then demand, then buffer; weighted water-filling by
+   priority), judged against the CLUSTER's memory: a VM short on a full node is not short if another node can
+   take it at its size.
+3. **worth**: a change pays for itself. A VM below its demand always may grow; a buffer-only grow must restore
+   at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
+   (``grow_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
+   at least the shrink band, unless the memory is needed (the cluster is short).
+4. **place**: each change names its target node (never the source): the new launcher request (size +
+   overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
+   request on it, in-flight migration targets included, and the targets this plan already chose); among those,
+   the node with the most room left (the least allocated, as the scheduler scores) relieves hot nodes and
+   keeps room for the next change. A grow that fits nowhere is made as large as fits, or room is made by
+   moving a smaller idle VM off a node (two migrations, only when that serves demand).
+5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
+   ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
+   running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
+   buffer grows, then idle shrinks).
+
+A VM with a change in flight, with unknown demand, or whose last change failed less than ``retry_after_s``
+ago is held where it is. Bytes are ints; no I/O; ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dynamem.policy.balance import pressure_of, status_of, vm_levels, water_fill
+from dynamem.policy.model import BalanceConfig, MiB, VmDecision, VmLimits, VmState, format_bytes
+
+__all__ = [
+    "ClusterNode",
+    "ClusterPlan",
+    "ClusterState",
+    "ClusterVm",
+    "InFlight",
+    "VmPlan",
+    "estimate_demand",
+    "is_paging",
+    "plan_cluster",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterVm:
+    """One running VM as KubeVirt shows it.
+
+    ``assigned``: guest memory now; ``request``: its launcher pod's memory request (assigned + overhead).
+    ``used``/``available``/``usable``: the guest's used memory, MemTotal and MemAvailable (None: unknown).
+    ``used_peak``: the highest ``used`` over the last ``shrink_window_s``.
+    ``swap_in_bps``/``major_faults_ps``: paging rates. ``demand``: the true demand when the caller knows it
+    (the oracle), else None. ``in_flight_to``: size of a change under way. ``last_failed_at``: when its last
+    change failed.
+    """
+
+    name: str
+    node: str
+    limits: VmLimits
+    assigned: int
+    request: int
+    boot_memory: int
+    used: int | None
+    available: int | None = None
+    usable: int | None = None
+    used_peak: int | None = None
+    swap_in_bps: float = 0.0
+    major_faults_ps: float = 0.0
+    demand: int | None = None
+    hugepage: int = 2 * MiB
+    in_flight_to: int | None = None
+    last_change_at: float | None = None
+    last_failed_at: float | None = None
+
+    @property
+    def overhead(self) -> int:
+        return self.request - self.assigned
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """A node: its memory (allocatable) and the memory requests of every pod on it, as the scheduler
+    counts."""
+
+    name: str
+    memory: int
+    requested: int
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A migration under way: its VM, source node and target node (None while its target pod is pending)."""
+
+    vm: str
+    source: str
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    nodes: tuple[ClusterNode, ...]
+    vms: tuple[ClusterVm, ...]
+    in_flight: tuple[InFlight, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    """A decision per VM (in the order of the state's VMs); a change names its target node."""
+
+    decisions: tuple[VmDecision, ...]
+    reason: str
+    order: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> tuple[VmDecision, ...]:
+        """Decisions that change or move a VM, in the order to carry them out.
+
+        The plan's ``order`` first; then shrinks (largest first), grows (largest first) and plain moves.
+        """
+        moving = {
+            d.name: d
+            for d in self.decisions
+            if not d.in_flight and (d.assigned != d.current or d.target_node is not None)
+        }
+        first = [moving.pop(name) for name in self.order if name in moving]
+        rest = sorted(
+            moving.values(),
+            key=lambda d: (0 if d.change < 0 else 1 if d.change > 0 else 2, -abs(d.change), d.name),
+        )
+        return (*first, *rest)
+
+
+@dataclass(slots=True)
+class VmPlan:
+    """The per-VM record the plan's steps fill in, in order: estimate, size, worth, place."""
+
+    vm: ClusterVm
+    unit: int = 0
+    floor: int = 0
+    top: int = 0
+    demand: int | None = None
+    level: int = 0
+    target: int = 0
+    paging: bool = False
+    held: str | None = None
+    want: int = 0
+    size: int = 0
+    target_node: str | None = None
+    kind: str = ""
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def is_paging(vm: ClusterVm, config: BalanceConfig) -> bool:
+    """KubeVirt's "short of memory" signal: little usable memory and paging (swap-in or major faults)."""
+    if vm.used is None:
+        return False
+    available = vm.available if vm.available is not None else vm.assigned
+    usable = vm.usable if vm.usable is not None else max(0, available - vm.used)
+    tight = usable * 100 < config.paging_headroom_percent * available
+    return tight and (vm.swap_in_bps > config.paging_swap_bps or vm.major_faults_ps > config.paging_faults_ps)
+
+
+def estimate_demand(vm: ClusterVm, config: BalanceConfig) -> tuple[int | None, bool]:
+    """(demand, paging): the true demand if known; a multiplicative guess while paging; else peak use."""
+    if vm.demand is not None:
+        return vm.demand, vm.demand > vm.assigned
+    if vm.used is None:
+        return None, False
+    if is_paging(vm, config):
+        return vm.assigned * (100 + config.paging_growth_percent) // 100, True
+    peak = vm.used if vm.used_peak is None or vm.used_peak < vm.used else vm.used_peak
+    return peak, False
+
+
+def _levels(record: VmPlan, config: BalanceConfig) -> None:
+    vm = record.vm
+    probe = VmState(
+        vm.name, vm.limits, vm.assigned, record.demand, boot_memory=vm.boot_memory, hugepage=vm.hugepage
+    )
+    record.unit, record.floor, record.top, record.level, record.target, _ = vm_levels(probe, config)
+
+
+def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
+    """dynamem's cluster plan: estimate, size against the cluster, worth, place, budget."""
+    records = [VmPlan(vm=vm) for vm in state.vms]
+    for record in records:
+        vm = record.vm
+        record.demand, record.paging = estimate_demand(vm, config)
+        _levels(record, config)
+        record.size = vm.assigned
+        if vm.in_flight_to is not None:
+            record.held = "held: change in flight"
+        elif record.demand is None:
+            record.held = "held: demand unknown"
+        elif vm.last_failed_at is not None and now - vm.last_failed_at < config.retry_after_s:
+            record.held = f"held: last change failed {now - vm.last_failed_at:.0f}s ago"
+        elif (
+            config.cooldown_s > 0
+            and vm.last_change_at is not None
+            and now - vm.last_change_at < config.cooldown_s
+        ):
+            record.held = "held: cooldown"
+    short = _size(records, state, config)
+    _worth(records, config, short)
+    order = _place(records, state, config)
+    decisions = tuple(_decision(r, config) for r in records)
+    moving = sum(1 for d in decisions if not d.in_flight and d.assigned != d.current)
+    total = sum(n.memory for n in state.nodes)
+    reason = (
+        f"cluster {'short' if short else 'fits'}: {moving} changes planned, "
+        f"{len(state.in_flight)} migrations in flight, {format_bytes(total)} of node memory"
+    )
+    return ClusterPlan(decisions, reason, tuple(order))
+
+
+def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> bool:
+    """Levels against the cluster's memory; returns whether the cluster is short (some level shared)."""
+    capacity = sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records)
+    plannable = [r for r in records if r.held is None]
+    held_total = sum(max(r.vm.assigned, r.vm.in_flight_to or 0) for r in records if r.held is not None)
+    room = capacity - held_total
+    for r in records:
+        r.want = r.vm.assigned if r.held is not None else r.target
+    floors = sum(r.floor for r in plannable)
+    if floors >= room:
+        for r in plannable:
+            r.want = r.floor
+        return True
+    room -= floors
+    need2 = sum(r.level - r.floor for r in plannable)
+    weights = [r.vm.limits.priority for r in plannable]
+    units = [r.unit for r in plannable]
+    if need2 > room:
+        grants = water_fill([r.level - r.floor for r in plannable], weights, units, room)
+        for r, grant in zip(plannable, grants, strict=True):
+            r.want = r.floor + grant
+        return True
+    room -= need2
+    need3 = sum(r.target - r.level for r in plannable)
+    if need3 > room:
+        grants = water_fill([r.target - r.level for r in plannable], weights, units, room)
+        for r, grant in zip(plannable, grants, strict=True):
+            r.want = r.level + grant
+        return True
+    return False
+
+
+def _worth(records: list[VmPlan], config: BalanceConfig, short: bool) -> None:
+    """Drop changes that do not pay for their migration; mark the kind of each change that stays."""
+    for r in records:
+        if r.held is not None:
+            continue
+        cur = r.vm.assigned
+        want = r.want
+        if cur < r.floor:
+            r.kind, r.want = "floor", max(want, r.floor)
+            continue
+        if cur > r.top:
+            r.kind, r.want = "maximum", min(want, r.top)
+            continue
+        if want > cur:
+            below_demand = r.paging or cur < r.level
+            if below_demand:
+                r.kind = "demand"
+                continue
+            gain = want - cur
+            band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
+            if gain < band or gain * 100 < config.buffer_worth_percent * cur:
+                r.want = cur
+                r.notes.append("buffer grow not worth a migration")
+                continue
+            r.kind = "buffer"
+            if not short and config.grow_headroom_percent > 0:
+                wide = max(config.shrink_band_bytes, r.target * config.shrink_band_percent // 100)
+                extra = wide * config.grow_headroom_percent // 100
+                extra -= extra % r.unit
+                r.want = min(r.top, want + extra)
+            continue
+        if want < cur:
+            freed = cur - want
+            if short:
+                band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
+                if freed >= band:
+                    r.kind = "needed"
+                    continue
+            wide = max(config.shrink_band_bytes, want * config.shrink_band_percent // 100)
+            if freed >= wide:
+                r.kind = "idle"
+                continue
+            r.want = cur
+            r.notes.append("within shrink band")
+
+
+_ORDER = {"floor": 0, "demand": 1, "maximum": 2, "needed": 3, "buffer": 4, "idle": 5}
+
+
+def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> list[str]:
+    """Name a target node per change, within the migration budget, most urgent first; returns the order."""
+    order: list[str] = []
+    free = {n.name: n.memory - n.requested for n in state.nodes}
+    memory = {n.name: n.memory for n in state.nodes}
+    in_flight = len(state.in_flight)
+    outbound: dict[str, int] = {}
+    for m in state.in_flight:
+        outbound[m.source] = outbound.get(m.source, 0) + 1
+    changes = [r for r in records if r.held is None and r.want != r.vm.assigned]
+    changes.sort(
+        key=lambda r: (
+            _ORDER[r.kind],
+            -r.vm.limits.priority if r.kind == "demand" else 0,
+            -(r.want - r.vm.assigned) if r.kind != "idle" else r.want - r.vm.assigned,
+            r.vm.name,
+        )
+    )
+    movable = {r.vm.name: r for r in records if r.held is None}
+    planned: set[str] = set()
+    for r in changes:
+        vm = r.vm
+        if r.vm.name in planned:
+            continue
+        if len(state.nodes) < 2:
+            r.notes.append("one node: a change needs another node to migrate to")
+            break
+        if in_flight >= config.max_parallel_migrations:
+            r.notes.append(
+                f"deferred: {in_flight} migrations in flight (budget {config.max_parallel_migrations})"
+            )
+            continue
+        if outbound.get(vm.node, 0) >= config.max_outbound_migrations:
+            r.notes.append(f"deferred: {config.max_outbound_migrations} migrations already out of {vm.node}")
+            continue
+        size = r.want
+        node = _best_node(size + vm.overhead, vm.node, free, memory)
+        if node is None and size > vm.assigned:
+            # As large as fits somewhere, if that still relieves or restores enough.
+            room = max((free[n] - vm.overhead for n in free if n != vm.node), default=0)
+            fit = room - room % r.unit
+            enough = vm.assigned + max(config.dead_band_bytes, vm.assigned * config.dead_band_percent // 100)
+            if fit >= enough and (
+                r.kind == "demand" or fit * 100 >= (100 + config.buffer_worth_percent) * vm.assigned
+            ):
+                size = fit
+                node = _best_node(size + vm.overhead, vm.node, free, memory)
+                r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
+        if node is None and r.kind == "demand" and in_flight + 2 <= config.max_parallel_migrations:
+            made = _make_room(r, size, free, memory, movable, planned, outbound, config)
+            if made is not None:
+                helper, helper_target, node = made
+                free[helper_target] -= helper.vm.request
+                outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
+                in_flight += 1
+                helper.size = helper.vm.assigned
+                helper.target_node = helper_target
+                helper.kind = "room"
+                helper.reason = f"moved to make room on {helper.vm.node} for {vm.name}"
+                planned.add(helper.vm.name)
+                order.append(helper.vm.name)
+                free[helper.vm.node] += helper.vm.request  # counted as free once it has left
+        if node is None:
+            r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
+            continue
+        free[node] -= size + vm.overhead
+        outbound[vm.node] = outbound.get(vm.node, 0) + 1
+        in_flight += 1
+        r.size = size
+        r.target_node = node
+        planned.add(vm.name)
+        order.append(vm.name)
+    return order
+
+
+def _best_node(request: int, source: str, free: dict[str, int], memory: dict[str, int]) -> str | None:
+    """The node other than ``source`` where ``request`` fits with the most room left (least allocated)."""
+    best: tuple[int, str] | None = None
+    for name in sorted(free):
+        if name == source or free[name] < request:
+            continue
+        score = (free[name] - request) * 100 // memory[name]
+        if best is None or score > best[0]:
+            best = (score, name)
+    return None if best is None else best[1]
+
+
+def _make_room(
+    r: VmPlan,
+    size: int,
+    free: dict[str, int],
+    memory: dict[str, int],
+    movable: dict[str, VmPlan],
+    planned: set[str],
+    outbound: dict[str, int],
+    config: BalanceConfig,
+) -> tuple[VmPlan, str, str] | None:
+    """A smaller VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node)."""
+    request = size + r.vm.overhead
+    best: tuple[int, str, VmPlan, str] | None = None
+    for name, other in sorted(movable.items()):
+        o = other.vm
+        if name in planned or name == r.vm.name or o.node == r.vm.node or other.want != o.assigned:
+            continue
+        if o.assigned >= r.vm.assigned or other.paging:
+            continue
+        if outbound.get(o.node, 0) >= config.max_outbound_migrations:
+            continue
+        if free[o.node] + o.request < request:
+            continue
+        away = _best_node(o.request, o.node, {n: f for n, f in free.items() if n != r.vm.node}, memory)
+        if away is None:
+            continue
+        if best is None or o.assigned < best[0]:
+            best = (o.assigned, name, other, away)
+    if best is None:
+        return None
+    _, _, helper, away = best
+    return helper, away, helper.vm.node
+
+
+def _decision(r: VmPlan, config: BalanceConfig) -> VmDecision:
+    vm = r.vm
+    size = r.size
+    if r.held is not None:
+        reason = r.held
+    elif r.kind == "room":
+        reason = r.reason
+    elif size > vm.assigned:
+        reason = {
+            "floor": "grow to floor",
+            "demand": "grow: paging, demand unknown, multiplied"
+            if r.paging and vm.demand is None
+            else "grow to meet demand",
+            "buffer": "grow to restore buffer, with headroom",
+        }.get(r.kind, "grow")
+    elif size < vm.assigned:
+        reason = {
+            "maximum": "shrink to maximum",
+            "needed": "shrink: memory needed elsewhere",
+            "idle": "shrink: use stayed low for the window",
+        }.get(r.kind, "shrink")
+    else:
+        reason = "on target" if r.want == vm.assigned else "kept"
+    if r.target_node is not None:
+        reason += f"; to {r.target_node}"
+    if r.notes:
+        reason += "; " + "; ".join(r.notes)
+    demand = r.demand
+    return VmDecision(
+        name=vm.name,
+        current=vm.assigned,
+        assigned=size,
+        floor=r.floor,
+        demand=demand,
+        target=r.target,
+        pressure=pressure_of(size, demand),
+        status=status_of(size, demand, r.target),
+        reason=reason,
+        in_flight=vm.in_flight_to is not None,
+        target_node=r.target_node,
+    )
