@@ -110,9 +110,13 @@ class InFlight:
 
 @dataclass(frozen=True, slots=True)
 class ClusterState:
+    """Nodes, running VMs, migrations in flight, and the requests of launcher pods waiting to start
+    (``pending``: VMs that want to run and found no node with room; the plan keeps their memory free)."""
+
     nodes: tuple[ClusterNode, ...]
     vms: tuple[ClusterVm, ...]
     in_flight: tuple[InFlight, ...] = ()
+    pending: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +232,7 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
 
 def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> bool:
     """Levels against the cluster's memory; returns whether the cluster is short (some level shared)."""
-    capacity = sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records)
+    capacity = sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records) - sum(state.pending)
     plannable = [r for r in records if r.held is None]
     held_total = sum(max(r.vm.assigned, r.vm.in_flight_to or 0) for r in records if r.held is not None)
     room = capacity - held_total
@@ -304,24 +308,73 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool) -> None:
             r.notes.append("within shrink band")
 
 
-_ORDER = {"floor": 0, "demand": 1, "maximum": 2, "needed": 3, "buffer": 4, "idle": 5}
+_MINUTE = 60.0
+# Shrinks that free memory someone needs go first: each frees its whole request on its source once it has
+# left, which is where the grows behind it can go (a full cluster has no other room).
+_ORDER = {"floor": 0, "maximum": 1, "needed": 2, "demand": 3, "buffer": 4, "idle": 5}
+
+
+class _Room:
+    """Free launcher requests per node as the plan places changes, the way the scheduler will see them.
+
+    ``real``: free now. ``credit``: requests of VMs this plan moves off the node, free once they have left. A
+    change that fits only with credit is carried out later (its target pod waits, Pending, until the VMs
+    leave); the scheduler keeps no room for a pending pod, so once a node has such a change the plan puts
+    nothing more there (``locked``), else a later pod could take the room first.
+    """
+
+    def __init__(self, state: ClusterState) -> None:
+        self.memory = {n.name: n.memory for n in state.nodes}
+        self.real = {n.name: n.memory - n.requested for n in state.nodes}
+        self.credit = dict.fromkeys(self.memory, 0)
+        self.locked: set[str] = set()
+
+    def free(self, node: str) -> int:
+        return 0 if node in self.locked else self.real[node] + self.credit[node]
+
+    def best(self, request: int, source: str, avoid: str | None = None) -> str | None:
+        """The node other than ``source`` where ``request`` fits with the most room left (least allocated)."""
+        best: tuple[int, str] | None = None
+        for name in sorted(self.memory):
+            free = self.free(name)
+            if name in (source, avoid) or free < request:
+                continue
+            score = (free - request) * 100 // self.memory[name]
+            if best is None or score > best[0]:
+                best = (score, name)
+        return None if best is None else best[1]
+
+    def take(self, node: str, request: int) -> None:
+        if self.real[node] >= request:
+            self.real[node] -= request
+        else:
+            self.credit[node] -= request - self.real[node]
+            self.real[node] = 0
+            self.locked.add(node)
+
+    def leave(self, node: str, request: int) -> None:
+        self.credit[node] += request
 
 
 def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> list[str]:
     """Name a target node per change, within the migration budget, most urgent first; returns the order."""
     order: list[str] = []
-    free = {n.name: n.memory - n.requested for n in state.nodes}
-    memory = {n.name: n.memory for n in state.nodes}
+    room = _Room(state)
     in_flight = len(state.in_flight)
     outbound: dict[str, int] = {}
     for m in state.in_flight:
         outbound[m.source] = outbound.get(m.source, 0) + 1
+    # A round standing for step_s seconds (the simulator) starts the budget once per minute of it (KubeVirt's
+    # queue keeps at most max_parallel_migrations in flight at once); a live round (step_s 0) starts one.
+    rounds = max(1, int(config.step_s // _MINUTE))
+    budget = config.max_parallel_migrations * rounds
+    per_node = config.max_outbound_migrations * rounds
     changes = [r for r in records if r.held is None and r.want != r.vm.assigned]
     changes.sort(
         key=lambda r: (
             _ORDER[r.kind],
             -r.vm.limits.priority if r.kind == "demand" else 0,
-            -(r.want - r.vm.assigned) if r.kind != "idle" else r.want - r.vm.assigned,
+            -abs(r.want - r.vm.assigned),
             r.vm.name,
         )
     )
@@ -334,32 +387,31 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         if len(state.nodes) < 2:
             r.notes.append("one node: a change needs another node to migrate to")
             break
-        if in_flight >= config.max_parallel_migrations:
-            r.notes.append(
-                f"deferred: {in_flight} migrations in flight (budget {config.max_parallel_migrations})"
-            )
+        if in_flight >= budget:
+            r.notes.append(f"deferred: {in_flight} migrations in flight or planned (budget {budget})")
             continue
-        if outbound.get(vm.node, 0) >= config.max_outbound_migrations:
-            r.notes.append(f"deferred: {config.max_outbound_migrations} migrations already out of {vm.node}")
+        if outbound.get(vm.node, 0) >= per_node:
+            r.notes.append(f"deferred: {per_node} migrations already out of {vm.node}")
             continue
         size = r.want
-        node = _best_node(size + vm.overhead, vm.node, free, memory)
+        node = room.best(size + vm.overhead, vm.node)
         if node is None and size > vm.assigned:
             # As large as fits somewhere, if that still relieves or restores enough.
-            room = max((free[n] - vm.overhead for n in free if n != vm.node), default=0)
-            fit = room - room % r.unit
+            most = max((room.free(n) - vm.overhead for n in room.memory if n != vm.node), default=0)
+            fit = most - most % r.unit
             enough = vm.assigned + max(config.dead_band_bytes, vm.assigned * config.dead_band_percent // 100)
             if fit >= enough and (
                 r.kind == "demand" or fit * 100 >= (100 + config.buffer_worth_percent) * vm.assigned
             ):
                 size = fit
-                node = _best_node(size + vm.overhead, vm.node, free, memory)
+                node = room.best(size + vm.overhead, vm.node)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
-        if node is None and r.kind == "demand" and in_flight + 2 <= config.max_parallel_migrations:
-            made = _make_room(r, size, free, memory, movable, planned, outbound, config)
+        if node is None and r.kind == "demand" and in_flight + 2 <= budget:
+            made = _make_room(r, size, room, movable, planned, outbound, per_node)
             if made is not None:
                 helper, helper_target, node = made
-                free[helper_target] -= helper.vm.request
+                room.take(helper_target, helper.vm.request)
+                room.leave(helper.vm.node, helper.vm.request)
                 outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
                 in_flight += 1
                 helper.size = helper.vm.assigned
@@ -368,11 +420,11 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
                 helper.reason = f"moved to make room on {helper.vm.node} for {vm.name}"
                 planned.add(helper.vm.name)
                 order.append(helper.vm.name)
-                free[helper.vm.node] += helper.vm.request  # counted as free once it has left
         if node is None:
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
-        free[node] -= size + vm.overhead
+        room.take(node, size + vm.overhead)
+        room.leave(vm.node, vm.request)
         outbound[vm.node] = outbound.get(vm.node, 0) + 1
         in_flight += 1
         r.size = size
@@ -382,27 +434,14 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     return order
 
 
-def _best_node(request: int, source: str, free: dict[str, int], memory: dict[str, int]) -> str | None:
-    """The node other than ``source`` where ``request`` fits with the most room left (least allocated)."""
-    best: tuple[int, str] | None = None
-    for name in sorted(free):
-        if name == source or free[name] < request:
-            continue
-        score = (free[name] - request) * 100 // memory[name]
-        if best is None or score > best[0]:
-            best = (score, name)
-    return None if best is None else best[1]
-
-
 def _make_room(
     r: VmPlan,
     size: int,
-    free: dict[str, int],
-    memory: dict[str, int],
+    room: _Room,
     movable: dict[str, VmPlan],
     planned: set[str],
     outbound: dict[str, int],
-    config: BalanceConfig,
+    per_node: int,
 ) -> tuple[VmPlan, str, str] | None:
     """A smaller VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node)."""
     request = size + r.vm.overhead
@@ -411,13 +450,13 @@ def _make_room(
         o = other.vm
         if name in planned or name == r.vm.name or o.node == r.vm.node or other.want != o.assigned:
             continue
-        if o.assigned >= r.vm.assigned or other.paging:
+        if o.assigned >= r.vm.assigned or other.paging or o.node in room.locked:
             continue
-        if outbound.get(o.node, 0) >= config.max_outbound_migrations:
+        if outbound.get(o.node, 0) >= per_node:
             continue
-        if free[o.node] + o.request < request:
+        if room.free(o.node) + o.request < request:
             continue
-        away = _best_node(o.request, o.node, {n: f for n, f in free.items() if n != r.vm.node}, memory)
+        away = room.best(o.request, o.node, avoid=r.vm.node)
         if away is None:
             continue
         if best is None or o.assigned < best[0]:

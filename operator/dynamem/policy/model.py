@@ -131,7 +131,7 @@ class BalanceConfig:
     paging_headroom_percent: int = 5
     paging_swap_bps: float = float(MiB)
     paging_faults_ps: float = 5.0
-    paging_growth_percent: int = 100
+    paging_growth_percent: int = 50
     shrink_window_s: float = 3600.0
     buffer_worth_percent: int = 25
     retry_after_s: float = 900.0

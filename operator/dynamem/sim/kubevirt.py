@@ -181,7 +181,13 @@ class _Cluster:
         self.queue.append(change)
 
     def state(
-        self, demand: dict[str, int | None], guest: GuestModel, now: float, *, truth: bool
+        self,
+        demand: dict[str, int | None],
+        guest: GuestModel,
+        now: float,
+        *,
+        truth: bool,
+        pending: tuple[int, ...],
     ) -> ClusterState:
         """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
         window = self.config_window
@@ -218,7 +224,7 @@ class _Cluster:
             )
         nodes = tuple(ClusterNode(n.name, n.memory, self.requested[n.name]) for n in self.scenario.nodes)
         in_flight = tuple(InFlight(c.vm, c.source, c.target) for c in self.queue if c.created_at is not None)
-        return ClusterState(nodes=nodes, vms=tuple(vms), in_flight=in_flight)
+        return ClusterState(nodes=nodes, vms=tuple(vms), in_flight=in_flight, pending=pending)
 
     def run(self, start: float, end: float) -> None:
         """Play the migrations through the step's wall time [start, end), event by event."""
@@ -432,7 +438,10 @@ def simulate_kubevirt(
                 cluster.events.append(f"{spec.name} did not start: request {request}: {why}")
 
         seen: dict[str, int] = {}
-        state = cluster.state(demand_now, guest, now, truth=truth)
+        pending = tuple(
+            limits[name].startup + overhead for name in not_started
+        )  # launcher pods waiting to start
+        state = cluster.state(demand_now, guest, now, truth=truth, pending=pending)
         for vm_state in state.vms:
             seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0
         plan = plan_fn(state, config, now)
