@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pydantic
 import yaml
+from kubernetes.utils import parse_quantity
 
 from dynamem.policy.model import MiB
 from dynamem.settings import SettingsError, VmSettings, parse_bytes
@@ -154,9 +155,10 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
 
     step_seconds = _duration(data["step"], source)
     overhead = 0
-    if data.get("overhead") is not None and data["overhead"] != 0:
+    raw_overhead = data.get("overhead")
+    if raw_overhead is not None and not _is_zero(raw_overhead):
         try:
-            overhead = parse_bytes("scenario", "overhead", data["overhead"])
+            overhead = parse_bytes("scenario", "overhead", raw_overhead)
         except SettingsError as err:
             raise fail(f"field 'overhead': {_problem(err)}") from None
     migration = _migration(data.get("migration"), source)
@@ -284,6 +286,20 @@ def _migration(raw: object, source: str) -> MigrationSettings:
     if raw.get("pending_timeout") is not None:
         values["pending_timeout"] = _duration(raw["pending_timeout"], source, "migration.pending_timeout")
     return MigrationSettings.model_validate(values)
+
+
+def _is_zero(value: object) -> bool:
+    """0, "0" or a zero quantity such as "0Mi" (parse_bytes wants a positive quantity)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, str):
+        try:
+            return bool(parse_quantity(value.strip()) == 0)  # type: ignore[no-untyped-call]
+        except (ValueError, ArithmeticError):
+            return False
+    return False
 
 
 def _problem(err: SettingsError) -> str:
