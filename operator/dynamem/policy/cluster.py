@@ -406,6 +406,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
                 size = fit
                 node = room.best(size + vm.overhead, vm.node)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
+        # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations).
         if node is None and r.kind == "demand" and in_flight + 2 <= budget:
             made = _make_room(r, size, room, movable, planned, outbound, per_node)
             if made is not None:

@@ -1,0 +1,228 @@
+"""The cluster plan (issue 9): estimate from what a guest shows, size against the cluster, worth, place,
+budget.
+
+Builders take GiB; every case writes its arithmetic in a comment. The guest model is the simulator's: a guest
+of size S shows at most S - (24Mi + 2 % of S) - 32Mi as used, and pages (swap-in = 5 % of the excess per
+second) when its true demand is above that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from dynamem.policy import BalanceConfig, GiB, MiB, VmLimits
+from dynamem.policy.cluster import (
+    ClusterNode,
+    ClusterState,
+    ClusterVm,
+    InFlight,
+    estimate_demand,
+    is_paging,
+    plan_cluster,
+)
+from dynamem.policy.cluster_peers import CLUSTER_POLICIES, plan_descheduler
+from dynamem.sim.guest import DEFAULT_GUEST
+from dynamem.sim.scenario import parse_scenario
+from dynamem.sim.simulate import simulate
+
+CONFIG = BalanceConfig()
+
+
+def make_vm(
+    name: str,
+    node: str,
+    *,
+    size: float = 1,
+    demand: float = 0.5,
+    startup: float = 1,
+    maximum: float = 8,
+    buffer: int = 20,
+    priority: int = 50,
+    overhead: float = 0,
+    peak: float | None = None,
+    truth: bool = False,
+    **extra: object,
+) -> ClusterVm:
+    """A running VM of ``size`` GiB whose workload needs ``demand`` GiB, as the guest model shows it."""
+    assigned, true = round(size * GiB), round(demand * GiB)
+    seen = DEFAULT_GUEST.observe(true, assigned)
+    limits = VmLimits(round(startup * GiB), round(startup * GiB), round(maximum * GiB), buffer, priority)
+    vm = ClusterVm(
+        name=name,
+        node=node,
+        limits=limits,
+        assigned=assigned,
+        request=assigned + round(overhead * GiB),
+        boot_memory=round(startup * GiB),
+        used=seen.used,
+        available=seen.available,
+        usable=seen.usable,
+        used_peak=None if peak is None else round(peak * GiB),
+        swap_in_bps=seen.swap_in_bps,
+        major_faults_ps=seen.major_faults_ps,
+        demand=true if truth else None,
+    )
+    return replace(vm, **extra)  # type: ignore[arg-type]
+
+
+def make_state(
+    nodes: dict[str, float], *vms: ClusterVm, in_flight: tuple[InFlight, ...] = ()
+) -> ClusterState:
+    requested = {name: 0 for name in nodes}
+    for vm in vms:
+        requested[vm.node] += vm.request
+    return ClusterState(
+        nodes=tuple(ClusterNode(n, round(m * GiB), requested[n]) for n, m in nodes.items()),
+        vms=tuple(vms),
+        in_flight=in_flight,
+    )
+
+
+def test_paging_is_read_like_kubevirts_alert() -> None:
+    # 1Gi guest needing 2Gi: shows 1Gi - (24Mi + 20.48Mi) - 32Mi = 947.5Mi used, 32Mi usable of 979.5Mi
+    # (3.3 % < 5 %), swap-in 5 % of the 1100.5Mi excess = 55Mi/s > 1MiB/s: paging. Demand unknown, taken as
+    # 1Gi x 1.5 = 1.5Gi.
+    short = make_vm("a", "n1", size=1, demand=2)
+    assert is_paging(short, CONFIG)
+    assert estimate_demand(short, CONFIG) == (1536 * MiB, True)
+    # The same guest needing 0.5Gi: 512Mi used, plenty usable, no paging; demand = what it uses.
+    calm = make_vm("b", "n1", size=1, demand=0.5)
+    assert not is_paging(calm, CONFIG)
+    assert estimate_demand(calm, CONFIG) == (512 * MiB, False)
+    # Shrink only on use that stayed low: the window's peak (1.5Gi) counts, not this sample.
+    assert estimate_demand(replace(calm, used_peak=1536 * MiB), CONFIG) == (1536 * MiB, False)
+    # The oracle passes the truth.
+    assert estimate_demand(make_vm("c", "n1", size=1, demand=2, truth=True), CONFIG) == (2 * GiB, True)
+
+
+def test_a_change_names_a_target_other_than_its_node_where_it_fits() -> None:
+    # a pages on n1 (full); n2 has 2Gi free, n3 6Gi: a's new size 1.5Gi/0.8 = 1920Mi goes to n3 (least
+    # allocated: (6Gi - 1920Mi) / 6Gi = 68 against (2Gi - 1920Mi) / 2Gi = 6).
+    state = make_state(
+        {"n1": 1, "n2": 2, "n3": 6},
+        make_vm("a", "n1", size=1, demand=2),
+    )
+    plan = plan_cluster(state, CONFIG, 0.0)
+    (change,) = plan.changes
+    assert (change.name, change.current, change.assigned, change.target_node) == ("a", GiB, 1920 * MiB, "n3")
+    assert "paging" in change.reason and "to n3" in change.reason
+
+
+def test_one_node_plans_nothing_and_says_why() -> None:
+    state = make_state({"n1": 16}, make_vm("a", "n1", size=1, demand=3))
+    plan = plan_cluster(state, CONFIG, 0.0)
+    assert plan.changes == ()
+    assert "one node" in plan.decisions[0].reason
+
+
+def test_budget_counts_migrations_in_flight_and_out_of_a_node() -> None:
+    # Six paging VMs on n1, lots of room on n2; one migration already in flight out of n1. A live round
+    # (step_s 0): at most 5 in flight in the cluster and 2 out of n1, so only one more is planned.
+    vms = [make_vm(f"v{i}", "n1", size=1, demand=2) for i in range(6)]
+    state = make_state({"n1": 8, "n2": 64}, *vms, in_flight=(InFlight("w", "n1", "n2"),))
+    plan = plan_cluster(state, CONFIG, 0.0)
+    assert len(plan.changes) == 1
+    deferred = [d for d in plan.decisions if "deferred" in d.reason]
+    assert len(deferred) == 5 and all("out of n1" in d.reason for d in deferred)
+    # With room on two more nodes but VMs spread over three sources: 5 in the cluster at most.
+    spread = [make_vm(f"v{i}", f"n{i % 3}", size=1, demand=2) for i in range(9)]
+    state = make_state({"n0": 8, "n1": 8, "n2": 8, "n3": 64}, *spread)
+    assert len(plan_cluster(state, CONFIG, 0.0).changes) == 5
+
+
+def test_a_change_pays_for_itself() -> None:
+    # a: 4Gi, uses 3Gi, buffer 20: target 3.75Gi, a buffer restore of nothing: kept. b: 4Gi, uses 3.4Gi:
+    # target 4.25Gi, +0.25Gi restores 6 % of the 4Gi it would migrate (< 25 %): not worth it.
+    state = make_state(
+        {"n1": 16, "n2": 16},
+        make_vm("a", "n1", size=4, demand=3, startup=2),
+        make_vm("b", "n1", size=4, demand=3.4, startup=2),
+    )
+    plan = plan_cluster(state, CONFIG, 0.0)
+    assert plan.changes == ()
+    assert "not worth a migration" in plan.decisions[1].reason
+
+
+def test_shrink_only_on_use_low_for_the_window() -> None:
+    # 6Gi guest using 1Gi (target 1.25Gi, floor 1Gi): shrinks, since 4.75Gi > the shrink band max(512Mi, 25
+    # %). With a 5Gi peak in the window it is kept.
+    idle = make_vm("a", "n1", size=6, demand=1)
+    state = make_state({"n1": 16, "n2": 16}, idle)
+    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert change.assigned == 1280 * MiB and change.target_node == "n2" and "low" in change.reason
+    busy = make_state({"n1": 16, "n2": 16}, replace(idle, used_peak=5 * GiB))
+    assert plan_cluster(busy, CONFIG, 0.0).changes == ()
+
+
+def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:
+    # big (3Gi) pages on n1: demand taken as 4.5Gi, target 5.625Gi. No node has room for it, nor even for
+    # 3Gi + 5 % (n2 has 3Gi free, n3 2.75Gi). small (2.75Gi, at its floor) can go from n2 to n3; then n2 has
+    # 3 + 2.75 = 5.75Gi for big. small moves first, big goes to n2 once small has left.
+    state = make_state(
+        {"n1": 3, "n2": 5.75, "n3": 2.75},
+        make_vm("big", "n1", size=3, demand=6, startup=3, maximum=16),
+        make_vm("small", "n2", size=2.75, demand=0.5, startup=2.75, maximum=4),
+    )
+    plan = plan_cluster(state, CONFIG, 0.0)
+    assert [(d.name, d.target_node) for d in plan.changes] == [("small", "n3"), ("big", "n2")]
+    assert plan.decisions[0].assigned == 5760 * MiB
+    assert "make room on n2 for big" in plan.decisions[1].reason
+
+
+def test_demand_that_jumps_to_three_and_a_half_times_is_reached_in_three_changes() -> None:
+    # A 2Gi VM whose demand jumps to 7Gi (3.5 x): each change while paging grows it x1.5 plus its buffer.
+    scenario = parse_scenario(
+        {
+            "step": "15m",
+            "nodes": [{"name": "n1", "memory": "32Gi"}, {"name": "n2", "memory": "32Gi"}],
+            "vms": [{"name": "a", "node": "n1", "startup": "2Gi", "maximum": "16Gi", "buffer": 10}],
+            "demand": {"a": ["1Gi"] + ["7Gi"] * 6},
+        }
+    )
+    result = simulate(scenario, "dynamem")
+    changes = 0
+    for step in result.steps[1:]:
+        changes += step.vms["a"].moved_from is not None
+        if step.vms["a"].assigned >= 7 * GiB:
+            break
+    else:
+        pytest.fail("never reached its demand")
+    assert changes <= 3
+
+
+def test_pending_starts_keep_their_room() -> None:
+    # Two nodes of 4Gi; a (2Gi, floor 1Gi) pages: demand taken as 3Gi, target 3.75Gi. With a 5Gi launcher pod
+    # waiting to start, the cluster has 8 - 5 = 3Gi for a: its demand (3Gi), no buffer.
+    state = make_state({"n1": 4, "n2": 4}, make_vm("a", "n1", size=2, demand=4, startup=1))
+    (alone,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert alone.assigned == 3840 * MiB
+    (waiting,) = plan_cluster(replace(state, pending=(5 * GiB,)), CONFIG, 0.0).changes
+    assert waiting.assigned == 3 * GiB
+
+
+def test_descheduler_relieves_the_busiest_node_without_resizing() -> None:
+    # n1 uses 6Gi of 8Gi (75 %), n2 1Gi (12.5 %): mean 44 %, n1 is 31 points above (> 10): the lowest
+    # priority VM on n1 is evicted to n2 at its size.
+    state = make_state(
+        {"n1": 8, "n2": 8},
+        make_vm("low", "n1", size=3, demand=2.9, priority=10, startup=3),
+        make_vm("high", "n1", size=3, demand=2.9, priority=90, startup=3),
+        make_vm("other", "n2", size=1.5, demand=1, startup=1.5),
+    )
+    plan = plan_descheduler(state, CONFIG, 0.0)
+    (move,) = plan.changes
+    assert (move.name, move.target_node, move.assigned, move.current) == ("low", "n2", 3 * GiB, 3 * GiB)
+
+
+def test_the_policies_on_the_kubevirt_model() -> None:
+    assert list(CLUSTER_POLICIES) == [
+        "dynamem",
+        "node-local",
+        "static",
+        "proxmox",
+        "xen",
+        "descheduler",
+        "oracle",
+    ]
