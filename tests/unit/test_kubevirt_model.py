@@ -361,3 +361,15 @@ def test_every_generated_scenario_has_two_or_more_nodes(workday_path: str) -> No
     with pytest.raises(ValueError, match="nodes: 1"):
         generate.generate("office", seed=1, nodes=1)
     assert len(load_scenario(folder / "workday-2nodes.yaml").nodes) == 2
+
+
+def test_policies_per_model(workday_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # The descheduler only exists where VMs can move; node-local is the per-node plan under either model.
+    assert cli_main(["simulate", workday_path, "--model", "hyperv", "--policy", "descheduler"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "dynamem simulate: --policy 'descheduler': not available under --model hyperv "
+        "(dynamem, static, proxmox, xen, oracle)"
+    )
+    hyperv = simulate(load_scenario(workday_path), "node-local", model="hyperv")
+    assert hyperv.summary == simulate(load_scenario(workday_path), "dynamem", model="hyperv").summary

@@ -112,8 +112,8 @@ def plot_result(result: SimResult, path: str | Path) -> None:
         )
         ax.set_ylabel("GiB")
         ax.set_title(
-            f"{node.name}: assigned memory by VM (bars), demand (black ticks), policy {result.policy}, "
-            f"model {result.model.value}"
+            f"{node.name}: memory by VM (bars), demand (ticks); {result.policy}, {result.model.value}",
+            fontsize="medium",
         )
         if len(steps) <= 12:
             ax.set_xticks(steps, [f"{s * minutes:g} min" for s in steps])

@@ -71,8 +71,8 @@ def simulate(
     if Model(model) is Model.HYPERV:
         node_policy = "dynamem" if policy == "node-local" else policy
         if node_policy not in POLICIES:
-            raise ValueError(f"policy {policy!r}: not available under --model hyperv ({', '.join(POLICIES)})")
+            raise ValueError(f"{policy!r}: not available under --model hyperv ({', '.join(POLICIES)})")
         return simulate_hyperv(scenario, node_policy, config)
     if policy not in CLUSTER_POLICIES:
-        raise ValueError(f"policy {policy!r}: unknown (expected one of {', '.join(CLUSTER_POLICIES)})")
+        raise ValueError(f"{policy!r}: unknown (expected one of {', '.join(CLUSTER_POLICIES)})")
     return simulate_kubevirt(scenario, policy, config, guest)
