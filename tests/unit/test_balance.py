@@ -11,6 +11,7 @@ from dynamem.policy.balance import water_fill
 CONFIG = BalanceConfig()
 # Without grow headroom: the tables of targets, levels and alignment read the ideal sizes directly.
 EXACT = BalanceConfig(grow_headroom_percent=0)
+HEADROOM = BalanceConfig(grow_headroom_percent=50)
 
 
 def gib(plan_node_result: object) -> dict[str, float]:
@@ -357,7 +358,7 @@ def test_shrink_band_gives_way_when_room_is_needed() -> None:
     ],
 )
 def test_grow_headroom(vm: VmState, pool: float, expected: float, reason: str) -> None:
-    decision = plan_node(make_node(vm, pool=pool), CONFIG, 0).decisions[0]
+    decision = plan_node(make_node(vm, pool=pool), HEADROOM, 0).decisions[0]
     assert decision.assigned == round(expected * GiB)
     assert decision.reason == reason
 
@@ -367,7 +368,13 @@ def test_grow_headroom_goes_to_priority_first() -> None:
     # targets: all of it to the high-priority VM.
     low = make_vm("low", demand=1.2, assigned=1.25, priority=25)
     high = make_vm("high", demand=1.2, assigned=1.25, priority=75)
-    assert gib(plan_node(make_node(low, high, pool=3.25), CONFIG, 0)) == {"low": 1.5, "high": 1.75}
+    assert gib(plan_node(make_node(low, high, pool=3.25), HEADROOM, 0)) == {"low": 1.5, "high": 1.75}
+
+
+def test_grow_headroom_is_off_by_default() -> None:
+    # One set of defaults (operator and simulators): no headroom, exactly the target 1.5.
+    assert BalanceConfig().grow_headroom_percent == 0
+    assert gib(plan_node(make_node(make_vm(demand=1.2, assigned=1.25), pool=64), CONFIG, 0)) == {"vm": 1.5}
 
 
 SHARED = "within shrink band: node shared out, a move costs two migrations"

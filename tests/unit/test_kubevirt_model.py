@@ -3,7 +3,7 @@
 Sizes are chosen so the arithmetic is by hand; each case says it in a comment. Most cases play today's
 per-node plan (``node-local``): the default guest model shows a VM of size S at most S - reserve(S) - 32Mi as
 used, so a VM short of memory looks to it like one whose use crept into its buffer, and it grows the VM by its
-buffer (20 %) plus half its shrink band (headroom), per change.
+buffer (20 %) per change.
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ def test_one_node_changes_nothing_and_says_why(workday_path: str) -> None:
 
 
 def test_a_grow_moves_the_vm_and_both_nodes_hold_its_requests_while_it_runs() -> None:
-    # a (1Gi, 100Mi overhead) on n1 with n2 empty; its demand jumps to 3Gi. The guest shows
-    # 1Gi - (24Mi + 20.48Mi) - 32Mi = 947.5Mi used; target = 947.5Mi / 0.8 aligned = 1184Mi (1.15625Gi), plus
-    # headroom 50 % of the 512Mi shrink band = 1440Mi (1.40625Gi). At 1Mi/s, copying 1Gi takes 1024 s, more
-    # than the 900 s step: at the end of step 1 the migration still runs, n1 holds 1Gi + 100Mi and n2
-    # 1440Mi + 100Mi. It ends 124 s into step 2.
+    # a (1Gi, 100Mi overhead) on n1 with n2 empty; its demand jumps to 3Gi. The guest shows 1Gi - (24Mi +
+    # 20.48Mi) - 32Mi = 947.5Mi used; target = 947.5Mi / 0.8 aligned down to 2Mi = 1184Mi. At 1Mi/s, copying
+    # 1Gi takes 1024 s, more than the 900 s step: at the end of step 1 the migration still runs, n1 holds 1Gi
+    # + 100Mi and n2 1184Mi + 100Mi. It ends 124 s into step 2.
     s = scenario(
         {"n1": "4Gi", "n2": "4Gi"},
         [vm("a", "n1")],
@@ -81,13 +80,13 @@ def test_a_grow_moves_the_vm_and_both_nodes_hold_its_requests_while_it_runs() ->
     assert step1.vms["a"].node == "n1" and step1.vms["a"].assigned == GiB
     assert step1.vms["a"].migrating_to == "n2"
     assert step1.nodes["n1"].requested == GiB + 100 * MiB
-    assert step1.nodes["n2"].requested == 1440 * MiB + 100 * MiB
+    assert step1.nodes["n2"].requested == 1184 * MiB + 100 * MiB
     (running,) = step1.migrations
     assert (running.vm, running.source, running.target, running.bytes) == ("a", "n1", "n2", GiB)
     assert running.state is MigrationState.RUNNING and running.created_at == 900.0
     assert step2.vms["a"].node == "n2" and step2.vms["a"].moved_from == "n1"
-    assert step2.vms["a"].assigned == 1440 * MiB
-    assert step2.nodes["n1"].requested == 0 and step2.nodes["n2"].requested == 1540 * MiB
+    assert step2.vms["a"].assigned == 1184 * MiB
+    assert step2.nodes["n1"].requested == 0 and step2.nodes["n2"].requested == 1284 * MiB
     (done,) = [m for m in step2.migrations if m.state is MigrationState.DONE]
     assert done.ended_at == 900.0 + 1024.0
     assert result.summary.migrations == 1 and result.summary.migrated_bytes == GiB

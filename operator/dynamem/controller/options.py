@@ -14,10 +14,8 @@ from dynamem.policy import POLICIES
 from dynamem.policy.model import BalanceConfig, format_bytes
 from dynamem.settings import SettingsError, parse_bytes
 
-# One set of defaults for the operator and both simulators: BalanceConfig's own. (Growth headroom, once off
-# here, is on everywhere: a guest's measured use cannot exceed its memory, so a guest that outgrew its size
-# looks like one whose use crept into its buffer, and the headroom is what grows it faster; on the kubevirt
-# model it halves the GiB migrated, bench/compare.py.)
+# One set of defaults for the operator and both simulators: BalanceConfig's own (its grow headroom is 0, the
+# value the operator always had, so the seed's workday keeps its exact numbers end to end).
 OPERATOR_BALANCE = BalanceConfig()
 
 

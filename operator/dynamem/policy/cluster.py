@@ -17,7 +17,7 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    take it at its size.
 3. **worth**: a change pays for itself. A VM below its demand always may grow; a buffer-only grow must restore
    at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
-   (``grow_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
+   (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
    at least the shrink band, unless the memory is needed (the cluster is short).
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
@@ -287,9 +287,9 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool) -> None:
                 r.notes.append("buffer grow not worth a migration")
                 continue
             r.kind = "buffer"
-            if not short and config.grow_headroom_percent > 0:
+            if not short and config.move_headroom_percent > 0:
                 wide = max(config.shrink_band_bytes, r.target * config.shrink_band_percent // 100)
-                extra = wide * config.grow_headroom_percent // 100
+                extra = wide * config.move_headroom_percent // 100
                 extra -= extra % r.unit
                 r.want = min(r.top, want + extra)
             continue

@@ -117,7 +117,7 @@ class BalanceConfig:
     dead_band_percent: int = 5
     shrink_band_bytes: int = 512 * MiB
     shrink_band_percent: int = 25
-    grow_headroom_percent: int = 50
+    grow_headroom_percent: int = 0
     cooldown_s: float = 0.0
     max_changes_per_node: int | None = None
     alignment: int = 2 * MiB
@@ -126,6 +126,7 @@ class BalanceConfig:
     proxmox_max_change: int = 100 * MiB
     proxmox_period_s: float = 10.0
     xen_reserve_bytes: int = 32 * MiB
+    move_headroom_percent: int = 50
     max_parallel_migrations: int = 5
     max_outbound_migrations: int = 2
     paging_headroom_percent: int = 5

@@ -20,7 +20,7 @@ def test_defaults() -> None:
             dead_band_percent=5,
             shrink_band_bytes=512 * MI,
             shrink_band_percent=25,
-            grow_headroom_percent=50,
+            grow_headroom_percent=0,
             cooldown_s=0.0,
             max_changes_per_node=None,
         ),
