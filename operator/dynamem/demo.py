@@ -26,6 +26,7 @@ from rich.table import Table
 from dynamem.kube.objects import GI, ObjectKey
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.sim.plot import PlotUnavailable, pyplot
 from dynamem.sim.scenario import Scenario, parse_scenario
@@ -135,7 +136,11 @@ def stack(step_seconds: float, console: Console) -> Iterator[tuple[SimulatorRunn
         console.print("starting the KubeVirt simulator and creating the VMs ...")
         sim = SimulatorRunner(
             cp.kubeconfig_path,
-            SimulatorOptions(namespace=NAMESPACE, poll_s=0.2, hotplug_delay_s=0.5),
+            SimulatorOptions(
+                namespace=NAMESPACE,
+                poll_s=0.2,
+                migration=MigrationOptions(bandwidth=4 * GI, updater_delay_s=1.0),
+            ),
             DemandFeed(speed=15 * 60 / step_seconds),
         )
         stop.callback(sim.stop)

@@ -16,6 +16,7 @@ from kubernetes import client as k8s_client
 from dynamem.kube.objects import GI, MI, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.sim.scenario import Scenario, parse_scenario
 from dynamem.testing.controlplane import ControlPlane
@@ -37,12 +38,13 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, 
 
 
 def workday(node: str, steps: int = 3) -> Scenario:
-    """The seed's workday on one 8Gi node (demand is steered by the tests, step by step)."""
+    """The seed's workday starting on one 8Gi node, with a second 8Gi node to migrate to (every memory change
+    in KubeVirt is a live migration to another node); demand is steered by the tests, step by step."""
     vms = ["finance", "sales", "engineering", "service"]
     return parse_scenario(
         {
             "step": "15m",
-            "nodes": [{"name": node, "memory": "8Gi"}],
+            "nodes": [{"name": node, "memory": "8Gi"}, {"name": f"{node}-b", "memory": "8Gi"}],
             "vms": [{"name": n, "node": node, "startup": "1Gi", "maximum": "4Gi"} for n in vms],
             "demand": {
                 "finance": ["512Mi"] * steps,
@@ -55,11 +57,12 @@ def workday(node: str, steps: int = 3) -> Scenario:
 
 
 def one_node(node: str, memory: str, vms: Mapping[str, Mapping[str, Any]], running: bool = True) -> Scenario:
-    """A scenario of VMs on one node, all running (demand is steered by the tests)."""
+    """A scenario of VMs starting on one node, all running (demand is steered by the tests), with a second
+    node of the same memory for their memory changes to migrate to."""
     return parse_scenario(
         {
             "step": "1m",
-            "nodes": [{"name": node, "memory": memory}],
+            "nodes": [{"name": node, "memory": memory}, {"name": f"{node}-b", "memory": memory}],
             "vms": [{"name": name, "node": node, **spec} for name, spec in vms.items()],
             "demand": {name: ["512Mi" if running else None] for name in vms},
         }
@@ -85,10 +88,16 @@ class Stack:
         self.custom = k8s_client.CustomObjectsApi(self.api)
         self.sim = SimulatorRunner(
             control_plane.kubeconfig_path,
-            SimulatorOptions(namespace=namespace, poll_s=0.2, hotplug_delay_s=hotplug_delay),
+            SimulatorOptions(
+                namespace=namespace,
+                poll_s=0.2,
+                migration=MigrationOptions(
+                    bandwidth=8 * GI, updater_delay_s=hotplug_delay, pending_timeout_s=5.0, backoff_s=2.0
+                ),
+            ),
             DemandFeed(speed=0.0),
         )
-        self.sim.start(scenario, namespace)
+        self.sim.start(scenario, namespace, pool=namespace)
         prometheus.set_targets([self.sim.metrics_target])
         self.operator: OperatorProcess | None = None
         self.operators: list[OperatorProcess] = []
