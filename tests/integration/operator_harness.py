@@ -82,6 +82,7 @@ class Stack:
         hotplug_delay: float = 0.3,
     ) -> None:
         self.cp = control_plane
+        self.total_memory = sum(node.memory for node in scenario.nodes)
         self.prometheus = prometheus
         self.namespace = namespace
         self.api = control_plane.api_client()
@@ -101,6 +102,8 @@ class Stack:
         prometheus.set_targets([self.sim.metrics_target])
         self.operator: OperatorProcess | None = None
         self.operators: list[OperatorProcess] = []
+        self.placements: dict[str, tuple[str, int]] = {}  # VM -> (node, size) last seen
+        self.moves: list[tuple[str, str, str, int, int]] = []  # (VM, from, to, size before, size after)
 
     def start_operator(self, *extra: str, standalone: bool = True) -> OperatorProcess:
         operator = OperatorProcess(
@@ -142,6 +145,33 @@ class Stack:
         for name, gib in demand.items():
             self.sim.set_demand(self.namespace, name, int(gib * GI))
 
+    def check_kubevirt_invariants(self) -> None:
+        """What KubeVirt guarantees, checked on the live cluster at this moment (call it often):
+
+        - the launcher pods' memory requests on a node never exceed its allocatable memory (the scheduler's
+          fit filter; migration targets and sources both count while a migration runs);
+        - a guest's size changes only together with its node: every memory change is a move.
+        """
+        core = k8s_client.CoreV1Api(self.api)
+        pods = core.list_namespaced_pod(self.namespace, label_selector="kubevirt.io=virt-launcher").items
+        requested: dict[str, int] = {}
+        for pod in pods:
+            if pod.spec.node_name and pod.status.phase not in ("Succeeded", "Failed"):
+                asked = quantity_bytes(pod.spec.containers[0].resources.requests.get("memory")) or 0
+                requested[pod.spec.node_name] = requested.get(pod.spec.node_name, 0) + asked
+        for node, total in requested.items():
+            allocatable = quantity_bytes(core.read_node(node).status.allocatable["memory"]) or 0
+            assert total <= allocatable, f"node {node}: launcher requests {total} > allocatable {allocatable}"
+        for guest in self.sim.guests():
+            if guest.key.namespace != self.namespace:
+                continue
+            before = self.placements.get(guest.key.name)
+            now = (guest.node, guest.current)
+            if before is not None and before[1] != now[1]:
+                assert before[0] != now[0], f"{guest.key.name} changed size on {now[0]} without moving"
+                self.moves.append((guest.key.name, before[0], now[0], before[1], now[1]))
+            self.placements[guest.key.name] = now
+
     def held_total(self) -> int:
         """Memory the node's guests hold: each at the larger of what it has and what it was asked for."""
         total = 0
@@ -166,17 +196,20 @@ class Stack:
     def converge(
         self,
         expected: Mapping[str, float],
-        timeout: float = 90.0,
-        limit: int = 8 * GI,
+        timeout: float = 120.0,
+        limit: int | None = None,
         tolerance: int = MI,
     ) -> None:
-        """Wait until every named guest has the expected GiB, checking the node limit on the way."""
+        """Wait until every named guest has the expected GiB, checking KubeVirt's invariants on the way
+        (``limit``: the most all guests may hold at once, the scenario's total node memory by default)."""
         peak = 0
+        limit = self.total_memory if limit is None else limit
 
         def check() -> dict[str, float] | None:
             nonlocal peak
+            self.check_kubevirt_invariants()
             peak = max(peak, self.held_total())
-            assert peak <= limit, f"node over its pool: {peak / GI:.3f} GiB > {limit / GI} GiB"
+            assert peak <= limit, f"guests over the cluster's memory: {peak / GI:.3f} GiB > {limit / GI} GiB"
             seen = {n: (self.has(n) or 0) / GI for n in expected}
             done = all(abs(seen[n] - expected[n]) <= tolerance / GI for n in expected)
             done = done and all(self.guest(n) == self.has(n) for n in expected)

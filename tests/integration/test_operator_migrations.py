@@ -1,11 +1,11 @@
-"""The operator on KubeVirt as it is (issue 8's done-when), end to end: the real API server, kube-scheduler and
-kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
+"""The operator on KubeVirt as it is (issue 8's done-when), end to end: the real API server, kube-scheduler
+and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
 
-- The operator's change of a VM's memory reaches the VM as a live migration to a pod that the scheduler placed
-  on another node.
-- A change with nowhere to go fails as KubeVirt's does (the target pod stays unschedulable, the migration fails
-  after the pending timeout, the VMI keeps its node and size), and the operator takes it back: it writes the
-  old size back, holds the VM, and says so in the VirtualMachineMemory's status and an Event.
+- The operator's change of a VM's memory reaches the VM as a live migration to a pod that the scheduler
+  placed on another node.
+- A change with nowhere to go fails as KubeVirt's does (the target pod stays unschedulable, the migration
+  fails after the pending timeout, the VMI keeps its node and size), and the operator takes it back: it writes
+  the old size back, holds the VM, and says so in the VirtualMachineMemory's status and an Event.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_the_operators_change_is_a_migration_to_a_node_the_scheduler_chose(
 def test_a_change_with_nowhere_to_go_fails_and_is_taken_back(
     make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]],
 ) -> None:
-    stack, (home, small) = make_stack({"home": "8Gi", "small": "1Gi"})
+    stack, (home, _small) = make_stack({"home": "8Gi", "small": "1Gi"})
     wait_until("web running", lambda: stack.has("web"), timeout=60)
     stack.set_demand(web=2.5)
     stack.start_operator()
