@@ -431,6 +431,14 @@ class ControlPlane:
             deadline, lambda: http.get("/readyz").status_code == 200, self.start_timeout
         )
         self.write_kubeconfig(self.kubeconfig_path)
+        # The scheduler and kwok need no CRD: they start while the CRDs install, and are waited for after.
+        health: list[tuple[ServerProcess, str, bool]] = []
+        if self.with_scheduler:
+            self._scheduler, url = self._launch_scheduler()
+            health.append((self._scheduler, url, False))
+        if self.with_kwok:
+            self._kwok, url = self._launch_kwok()
+            health.append((self._kwok, url, True))
 
         documents: list[dict[str, Any]] = []
         if self.crd_dir.is_dir():
@@ -440,12 +448,15 @@ class ControlPlane:
             documents.extend(_load_yaml_documents(self.binaries_dir / "kubevirt-crds.yaml"))
         crds = [doc for doc in documents if doc.get("kind") == "CustomResourceDefinition"]
         self.install_crds(crds, timeout=max(1.0, deadline - time.monotonic()))
-        if self.with_scheduler:
-            self._scheduler = self._start_scheduler(deadline)
-        if self.with_kwok:
-            self._kwok = self._start_kwok(deadline)
+        for process, url, verify in health:
+            with httpx.Client(base_url=url, verify=verify, timeout=1.0) as client:
+                process.wait_ready(
+                    deadline,
+                    lambda c=client: c.get("/healthz").status_code == 200,  # type: ignore[misc]
+                    self.start_timeout,
+                )
 
-    def _start_scheduler(self, deadline: float) -> ServerProcess:
+    def _launch_scheduler(self) -> tuple[ServerProcess, str]:
         """kube-scheduler with the default profile, as `system:kube-scheduler`, serving /healthz on loopback.
 
         Leader election is off (one scheduler per control plane). Its serving certificate is self-signed into
@@ -468,13 +479,9 @@ class ControlPlane:
             ],
             self.work_dir / "kube-scheduler.log",
         )
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False, timeout=1.0) as health:
-            process.wait_ready(
-                deadline, lambda: health.get("/healthz").status_code == 200, self.start_timeout
-            )
-        return process
+        return process, f"https://127.0.0.1:{port}"
 
-    def _start_kwok(self, deadline: float) -> ServerProcess:
+    def _launch_kwok(self) -> tuple[ServerProcess, str]:
         """kwok managing every node with its default stages (pod-ready, pod-complete, pod-delete, heartbeat).
 
         kwok is the kubelet here: pods bound to a node become Running with a pod IP; pods being deleted lose
@@ -506,11 +513,7 @@ class ControlPlane:
             ],
             self.work_dir / "kwok.log",
         )
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as health:
-            process.wait_ready(
-                deadline, lambda: health.get("/healthz").status_code == 200, self.start_timeout
-            )
-        return process
+        return process, f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
         """Stop kube-apiserver and etcd (SIGTERM, then SIGKILL); remove a temporary work dir. Idempotent."""
