@@ -24,6 +24,7 @@ from kubernetes import client
 from dynamem.kube.objects import GI, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.sim.scenario import parse_scenario
 from dynamem.testing.controlplane import ControlPlane
@@ -88,7 +89,11 @@ def main() -> int:
             )
         sim = SimulatorRunner(
             cp.kubeconfig_path,
-            SimulatorOptions(namespace=NAMESPACE, poll_s=0.5, hotplug_delay_s=0.5),
+            SimulatorOptions(
+                namespace=NAMESPACE,
+                poll_s=0.5,
+                migration=MigrationOptions(bandwidth=8 * GI, updater_delay_s=0.5),
+            ),
             DemandFeed(speed=0.0),
         )
         operator: OperatorProcess | None = None

@@ -16,6 +16,7 @@ from kubernetes import client as k8s_client
 from dynamem.kube.objects import GI, MI, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.sim.scenario import Scenario, parse_scenario
 from dynamem.testing.controlplane import ControlPlane
@@ -37,12 +38,13 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, 
 
 
 def workday(node: str, steps: int = 3) -> Scenario:
-    """The seed's workday on one 8Gi node (demand is steered by the tests, step by step)."""
+    """The seed's workday starting on one 8Gi node, with a second 8Gi node to migrate to (every memory change
+    in KubeVirt is a live migration to another node); demand is steered by the tests, step by step."""
     vms = ["finance", "sales", "engineering", "service"]
     return parse_scenario(
         {
             "step": "15m",
-            "nodes": [{"name": node, "memory": "8Gi"}],
+            "nodes": [{"name": node, "memory": "8Gi"}, {"name": f"{node}-b", "memory": "8Gi"}],
             "vms": [{"name": n, "node": node, "startup": "1Gi", "maximum": "4Gi"} for n in vms],
             "demand": {
                 "finance": ["512Mi"] * steps,
@@ -55,11 +57,12 @@ def workday(node: str, steps: int = 3) -> Scenario:
 
 
 def one_node(node: str, memory: str, vms: Mapping[str, Mapping[str, Any]], running: bool = True) -> Scenario:
-    """A scenario of VMs on one node, all running (demand is steered by the tests)."""
+    """A scenario of VMs starting on one node, all running (demand is steered by the tests), with a second
+    node of the same memory for their memory changes to migrate to."""
     return parse_scenario(
         {
             "step": "1m",
-            "nodes": [{"name": node, "memory": memory}],
+            "nodes": [{"name": node, "memory": memory}, {"name": f"{node}-b", "memory": memory}],
             "vms": [{"name": name, "node": node, **spec} for name, spec in vms.items()],
             "demand": {name: ["512Mi" if running else None] for name in vms},
         }
@@ -79,19 +82,28 @@ class Stack:
         hotplug_delay: float = 0.3,
     ) -> None:
         self.cp = control_plane
+        self.total_memory = sum(node.memory for node in scenario.nodes)
         self.prometheus = prometheus
         self.namespace = namespace
         self.api = control_plane.api_client()
         self.custom = k8s_client.CustomObjectsApi(self.api)
         self.sim = SimulatorRunner(
             control_plane.kubeconfig_path,
-            SimulatorOptions(namespace=namespace, poll_s=0.2, hotplug_delay_s=hotplug_delay),
+            SimulatorOptions(
+                namespace=namespace,
+                poll_s=0.2,
+                migration=MigrationOptions(
+                    bandwidth=8 * GI, updater_delay_s=hotplug_delay, pending_timeout_s=5.0, backoff_s=2.0
+                ),
+            ),
             DemandFeed(speed=0.0),
         )
-        self.sim.start(scenario, namespace)
+        self.sim.start(scenario, namespace, pool=namespace)
         prometheus.set_targets([self.sim.metrics_target])
         self.operator: OperatorProcess | None = None
         self.operators: list[OperatorProcess] = []
+        self.placements: dict[str, tuple[str, int]] = {}  # VM -> (node, size) last seen
+        self.moves: list[tuple[str, str, str, int, int]] = []  # (VM, from, to, size before, size after)
 
     def start_operator(self, *extra: str, standalone: bool = True) -> OperatorProcess:
         operator = OperatorProcess(
@@ -133,6 +145,33 @@ class Stack:
         for name, gib in demand.items():
             self.sim.set_demand(self.namespace, name, int(gib * GI))
 
+    def check_kubevirt_invariants(self) -> None:
+        """What KubeVirt guarantees, checked on the live cluster at this moment (call it often):
+
+        - the launcher pods' memory requests on a node never exceed its allocatable memory (the scheduler's
+          fit filter; migration targets and sources both count while a migration runs);
+        - a guest's size changes only together with its node: every memory change is a move.
+        """
+        core = k8s_client.CoreV1Api(self.api)
+        pods = core.list_namespaced_pod(self.namespace, label_selector="kubevirt.io=virt-launcher").items
+        requested: dict[str, int] = {}
+        for pod in pods:
+            if pod.spec.node_name and pod.status.phase not in ("Succeeded", "Failed"):
+                asked = quantity_bytes(pod.spec.containers[0].resources.requests.get("memory")) or 0
+                requested[pod.spec.node_name] = requested.get(pod.spec.node_name, 0) + asked
+        for node, total in requested.items():
+            allocatable = quantity_bytes(core.read_node(node).status.allocatable["memory"]) or 0
+            assert total <= allocatable, f"node {node}: launcher requests {total} > allocatable {allocatable}"
+        for guest in self.sim.guests():
+            if guest.key.namespace != self.namespace:
+                continue
+            before = self.placements.get(guest.key.name)
+            now = (guest.node, guest.current)
+            if before is not None and before[1] != now[1]:
+                assert before[0] != now[0], f"{guest.key.name} changed size on {now[0]} without moving"
+                self.moves.append((guest.key.name, before[0], now[0], before[1], now[1]))
+            self.placements[guest.key.name] = now
+
     def held_total(self) -> int:
         """Memory the node's guests hold: each at the larger of what it has and what it was asked for."""
         total = 0
@@ -157,17 +196,20 @@ class Stack:
     def converge(
         self,
         expected: Mapping[str, float],
-        timeout: float = 90.0,
-        limit: int = 8 * GI,
+        timeout: float = 120.0,
+        limit: int | None = None,
         tolerance: int = MI,
     ) -> None:
-        """Wait until every named guest has the expected GiB, checking the node limit on the way."""
+        """Wait until every named guest has the expected GiB, checking KubeVirt's invariants on the way
+        (``limit``: the most all guests may hold at once, the scenario's total node memory by default)."""
         peak = 0
+        limit = self.total_memory if limit is None else limit
 
         def check() -> dict[str, float] | None:
             nonlocal peak
+            self.check_kubevirt_invariants()
             peak = max(peak, self.held_total())
-            assert peak <= limit, f"node over its pool: {peak / GI:.3f} GiB > {limit / GI} GiB"
+            assert peak <= limit, f"guests over the cluster's memory: {peak / GI:.3f} GiB > {limit / GI} GiB"
             seen = {n: (self.has(n) or 0) / GI for n in expected}
             done = all(abs(seen[n] - expected[n]) <= tolerance / GI for n in expected)
             done = done and all(self.guest(n) == self.has(n) for n in expected)

@@ -48,21 +48,36 @@ def test_buffer_edit_applies_at_the_next_round(make_stack: Callable[..., Stack])
     assert stack.vmm("web")["status"]["observedGeneration"] == stack.vmm("web")["metadata"]["generation"]
 
 
-def test_priority_edit_moves_memory_under_shortage(make_stack: Callable[..., Stack]) -> None:
-    # Buffer 50 %: each guest uses 1.5 GiB and wants 3 GiB. The pool is 4.5 GiB: demand (3 GiB) fits, the
-    # buffers (6 GiB in all) do not, so the 1.5 GiB above demand is shared by priority weight.
+def test_priority_edit_applies_at_the_next_round(make_stack: Callable[..., Stack]) -> None:
+    # On one Hyper-V host the 1.5 GiB above demand would be shared by priority weight. On KubeVirt each change
+    # moves the VM to another node, so the two VMs spread over the two nodes and neither is short for long:
+    # today's policy shares a NODE's pool by priority (issue 9 makes it the cluster's), and which VM is where
+    # depends on the order of the migrations. What holds end to end: both reach their demand, the priority
+    # edit is taken at the next round without a restart, and KubeVirt's invariants hold all along. How the
+    # policy shares a pool by priority is tested on the policy itself (tests/unit/test_balance.py,
+    # test_properties.py).
     vm = {**VM_1_4, "buffer": 50}
     stack = make_stack("4608Mi", {"gold": vm, "lead": vm})
     stack.set_demand(gold=1.5, lead=1.5)
     stack.start_operator()
-    # Equal priority: 1.5 + 1.5 / 2 = 2.25 GiB each.
-    stack.converge({"gold": 2.25, "lead": 2.25}, limit=4608 * MI, tolerance=8 * MI)
-    # Priority 0 gets buffer only once the weighted VMs have theirs: gold 3 GiB, lead keeps its 1.5 GiB of
-    # demand. Each move is 0.75 GiB, past the shrink band (max(512Mi, 25 % of 2.25 GiB)); no restart.
+
+    def both_above_demand() -> bool:
+        stack.check_kubevirt_invariants()
+        return all((stack.has(n) or 0) >= 1.5 * GI for n in ("gold", "lead"))
+
+    wait_until("both VMs above their demand", both_above_demand, timeout=90)
     stack.patch_vmm("lead", {"priority": 0})
-    stack.converge({"gold": 3.0, "lead": 1.5}, limit=4608 * MI, tolerance=8 * MI)
-    assert stack.vmm("lead")["status"]["memoryStatus"] == "Low"
-    assert stack.vmm("gold")["status"]["memoryStatus"] == "OK"
+    generation = stack.vmm("lead")["metadata"]["generation"]
+    wait_until(
+        "the edit observed",
+        lambda: stack.vmm("lead").get("status", {}).get("observedGeneration") == generation,
+        timeout=30,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stack.check_kubevirt_invariants()
+        time.sleep(0.3)
+    assert stack.moves, "every change is a move: the VMs grew, so they moved"
 
 
 def test_metrics_outage_holds_memory(make_stack: Callable[..., Stack]) -> None:

@@ -303,7 +303,8 @@ def reverts(snapshot: Snapshot) -> list[MemoryChange]:
         if item.phase is Phase.RUNNING and stuck(item) and item.vmi is not None and item.vmi.current:
             requested = item.vm.guest if item.vm is not None else None
             reason = (
-                f"KubeVirt did not apply {to_quantity(requested or 0)} (hotplug failed or restart required)"
+                f"KubeVirt did not apply {to_quantity(requested or 0)} "
+                "(its migration or hotplug failed, or a restart is required)"
             )
             found.append(MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True))
     return found

@@ -1,6 +1,7 @@
 """kopf registrations only: indices of what the operator watches, wake-ups, and the balancing loop's life.
 
-The operator keeps five in-memory kopf indices (VirtualMachineMemories, KubeVirt VMs and VMIs, Nodes, Pods),
+The operator keeps six in-memory kopf indices (VirtualMachineMemories, KubeVirt VMs, VMIs and their
+VirtualMachineInstanceMigrations, Nodes, Pods),
 each holding the small typed views of :mod:`dynamem.kube.objects`. kopf fills every index before it calls
 any other handler, so the first ``on.event`` call tells the loop that the picture is complete; later events
 of the same resources wake the loop early (a spec edit, a VM start or stop, a node change), and otherwise it
@@ -24,6 +25,7 @@ import kopf
 from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand import PrometheusDemand
 from dynamem.controller.metrics import OperatorMetrics
+from dynamem.controller.migrations import MIGRATION, migration_view, with_failed_migrations
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.peering import peering_active
 from dynamem.controller.snapshot import Observed, vmm_view
@@ -124,14 +126,17 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             metrics=state.metrics,
         )
         indices = {
-            name: kwargs[name] for name in ("vmm_index", "vm_index", "vmi_index", "node_index", "pod_index")
+            name: kwargs[name]
+            for name in ("vmm_index", "vm_index", "vmi_index", "node_index", "pod_index", "migration_index")
         }
 
         def observe() -> Observed:
             return Observed(
                 vmms=list(_values(indices["vmm_index"])),
                 vms=list(_values(indices["vm_index"])),
-                vmis=list(_values(indices["vmi_index"])),
+                vmis=with_failed_migrations(
+                    _values(indices["vmi_index"]), _values(indices["migration_index"])
+                ),
                 nodes=list(_values(indices["node_index"])),
                 pods=list(_values(indices["pod_index"])),
             )
@@ -163,6 +168,10 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
     def vmi_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, object]:
         return {ObjectKey.of(body): vmi_view(body)}
 
+    @kopf.index(*MIGRATION, id="migration_index", registry=registry)
+    def migration_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, object]:
+        return {ObjectKey.of(body): migration_view(body)}
+
     @kopf.index("nodes", id="node_index", registry=registry)
     def node_index(body: kopf.Body, **_: Any) -> dict[str, object]:
         view = node_view(body)
@@ -185,7 +194,7 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             state.wake.set()
 
     kopf.on.event(*VMM, registry=registry)(wake_on_spec_change)
-    for resource in (VM, VMI):
+    for resource in (VM, VMI, MIGRATION):
         kopf.on.event(*resource, registry=registry)(wake)
     kopf.on.event("nodes", registry=registry)(wake)
     return registry

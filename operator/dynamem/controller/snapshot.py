@@ -135,14 +135,19 @@ def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, demand: DemandRe
 
 
 def stuck(item: Managed) -> bool:
-    """KubeVirt will not carry out the VM's memory.guest: the hotplug failed, or it wants a restart.
+    """KubeVirt will not carry out the VM's memory.guest: the hotplug failed, it wants a restart, or the live
+    migration that carries the change failed (its target fit no node) after dynamem last changed the VM.
 
-    KubeVirt then leaves the request in the VM (and the VMI) and the guest at its old size, for good; the
-    guest's size is the truth, and the request is to be taken back.
+    KubeVirt then leaves the guest at its old size; the guest's size is the truth, and the request is to be
+    taken back.
     """
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
         return False
+    if vmi.failed_migration_at is not None:
+        asked = parse_rfc3339(item.vmm.status.get("lastChangeTime"))
+        if asked is None or vmi.failed_migration_at >= asked:
+            return True
     return vmi.hotplug_failed or vm.restart_required
 
 
@@ -151,7 +156,7 @@ def hold_reason(item: Managed, held: Mapping[ObjectKey, str]) -> str | None:
     if item.key in held:
         return held[item.key]
     if stuck(item):
-        return "KubeVirt did not apply memory.guest (hotplug failed or restart required): held at its size"
+        return "KubeVirt did not apply memory.guest (migration or hotplug failed, or restart required): held"
     if item.vmi is not None and item.vmi.migrating:
         return "held: live migration in progress (KubeVirt refuses hotplug meanwhile)"
     return None

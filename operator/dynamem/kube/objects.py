@@ -135,6 +135,8 @@ class VmiView:
     hotplug_failed: bool = False
     max_guest: int | None = None
     migrating: bool = False
+    # creation time of its latest migration when that one failed and none is going (controller.migrations)
+    failed_migration_at: float | None = None
 
     @property
     def active(self) -> bool:

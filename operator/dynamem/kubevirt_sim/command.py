@@ -16,6 +16,7 @@ import time
 
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.settings import SettingsError, parse_bytes
 from dynamem.sim.scenario import ScenarioError, load_scenario
@@ -28,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", default="default", help="where the VMs go (default 'default')")
     parser.add_argument("--metrics-port", type=int, default=9101, help="port of the guests' metrics")
     parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the guests' metrics")
-    parser.add_argument("--hotplug-delay", type=float, default=1.0, help="seconds a memory hotplug takes")
+    parser.add_argument(
+        "--bandwidth", default="1Gi", help="bytes per second a live migration copies (default 1Gi: 10 GbE)"
+    )
+    parser.add_argument(
+        "--pending-timeout", type=float, default=300.0, help="seconds an unschedulable migration target waits"
+    )
+    parser.add_argument(
+        "--updater-delay", type=float, default=5.0, help="seconds before the workload-updater migrates a VMI"
+    )
     parser.add_argument("--overhead", default="0", help="launcher overhead each VMI reports (default 0)")
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG)")
     parser.add_argument("--exit-at-end", action="store_true", help="stop after the trace's last step")
@@ -43,7 +52,12 @@ def main(argv: list[str]) -> int:
         overhead = (
             0 if args.overhead.strip() == "0" else parse_bytes("kubevirt-sim", "--overhead", args.overhead)
         )
-    except (ScenarioError, SettingsError) as exc:
+        migration = MigrationOptions(
+            bandwidth=parse_bytes("kubevirt-sim", "--bandwidth", args.bandwidth),
+            pending_timeout_s=args.pending_timeout,
+            updater_delay_s=args.updater_delay,
+        )
+    except (ScenarioError, SettingsError, ValueError) as exc:
         print(f"dynamem kubevirt-sim: {exc}", file=sys.stderr)
         return 2
     if args.speed <= 0:
@@ -51,7 +65,7 @@ def main(argv: list[str]) -> int:
         return 2
     runner = SimulatorRunner(
         args.kubeconfig,
-        SimulatorOptions(hotplug_delay_s=args.hotplug_delay, overhead=overhead),
+        SimulatorOptions(overhead=overhead, migration=migration),
         DemandFeed(speed=args.speed),
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,

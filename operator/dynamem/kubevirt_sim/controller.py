@@ -1,17 +1,27 @@
-"""Plays KubeVirt's virt-controller and virt-handler against a real API server.
+"""Plays KubeVirt v1.7.0's virt-controller and virt-handler against a real API server and kube-scheduler.
 
 Real VMs and KubeVirt's controllers cannot run on a machine without nested virtualisation and a container
-runtime, so this stands in for them, following ``shared/KUBEVIRT.md``:
+runtime, so this stands in for them, following ``shared/KUBEVIRT.md`` and the v1.7.0 source (``docs/
+kubevirt-sim.md`` lists what is played and what is not). The pods are real: the kube-scheduler places them and
+kwok (the control plane's kubelet) runs and removes them.
 
-- a VirtualMachine that should run gets a VirtualMachineInstance, placed on the node its node selector names,
-  else on the first node where its memory fits; the VMI's ``status`` gets ``nodeName``, ``phase: Running`` and
-  ``memory`` {guestAtBoot, guestCurrent, guestRequested, memoryOverhead};
-- a VM that should not run loses its VMI;
-- a change of the VM's ``memory.guest`` while it runs is carried out as a memory hotplug: the VMI's spec is
-  updated, condition ``HotMemoryChange=True`` is set, and after a configurable delay (the live migration)
-  ``guestCurrent`` and ``guestRequested`` take the new size and the condition goes away. Below ``guestAtBoot``
-  the VM gets ``RestartRequired`` instead, as KubeVirt does;
-- each running VMI reports its guest's memory as ``kubevirt_vmi_memory_*`` metrics (:mod:`.metrics`).
+- A VirtualMachine that should run gets a VirtualMachineInstance (``pkg/virt-controller/watch/vm/vm.go``);
+  the VMI gets a virt-launcher pod (``watch/vmi/vmi.go``, rendered by :mod:`.launcher`) that the scheduler
+  places, or that is bound to the scenario's starting node (annotation ``START_NODE_ANNOTATION`` on the VM:
+  the node is where the VM starts, never a selector that would bind its migrations too). When the pod runs,
+  the VMI is ``Running`` on its node with ``status.memory`` {guestAtBoot, guestCurrent, guestRequested}, as
+  virt-handler reports it (v1.7.0's ``MemoryStatus`` has no ``memoryOverhead``; the CRD schema prunes it).
+  A VM that should not run loses its VMI and its pods.
+- virt-handler labels every Ready node ``kubevirt.io/schedulable=true`` (launcher pods select it).
+- A change of a running VM's ``memory.guest`` goes the way v1.7.0 takes it: the VM controller
+  (``vm.go``, ``handleMemoryHotplugRequest``) copies it to the VMI spec, shifting the VMI's memory request and
+  limit by the difference when it has them; it refuses while ``HotMemoryChange`` is True ("another memory
+  hotplug is in progress") or the VMI is migrating, and sets ``RestartRequired`` on the VM below
+  ``guestAtBoot``, above ``maxGuest`` or once ``HotMemoryChange`` is False. The VMI controller
+  (``watch/vmi/lifecycle.go``, ``requireMemoryHotplug``) sets ``HotMemoryChange=True`` while the spec's guest
+  differs from ``status.memory.guestRequested``. The workload-updater and migration controller
+  (:mod:`.migrations`) carry it out as a live migration to another node.
+- Each running VMI's guest is kept in :attr:`KubeVirtSimulator.guests` for the metrics (:mod:`.metrics`).
 
 It polls (lists) rather than watches: simple, and fast enough for tests and the demo.
 """
@@ -30,25 +40,29 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
 from dynamem.kube.api import KUBEVIRT, now_rfc3339
-from dynamem.kube.objects import (
-    GI,
-    ObjectKey,
-    dig,
-    node_view,
-    to_quantity,
-    vm_view,
-    vmi_view,
+from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity, vm_view
+from dynamem.kubevirt_sim.launcher import (
+    APP_LABEL,
+    CREATED_BY_LABEL,
+    LAUNCHER,
+    SCHEDULABLE_LABEL,
+    launcher_pod,
+)
+from dynamem.kubevirt_sim.migrations import (
+    MEMORY_CHANGE,
+    NODE_NAME_LABEL,
+    MigrationController,
+    MigrationOptions,
+    World,
+    pod_running_on,
+    vmi_migrating,
 )
 
 logger = logging.getLogger("dynamem.kubevirt_sim")
 
 MERGE = "application/merge-patch+json"
-
-
-@dataclass
-class Hotplug:
-    to: int
-    started: float
+START_NODE_ANNOTATION = "kubevirt-sim.dynamem.io/start-node"
+MIGRATIONS = "virtualmachineinstancemigrations"
 
 
 @dataclass
@@ -59,15 +73,78 @@ class GuestState:
     node: str
     current: int
     at_boot: int
+    overhead: int = 0
 
 
 @dataclass
 class SimulatorOptions:
+    """``overhead``: launcher overhead per VMI (bytes). ``failing``: names of VMs whose memory change fails on
+    the target node as KubeVirt reports it. ``migration``: KubeVirt's migration settings."""
+
     namespace: str | None = None
     poll_s: float = 0.25
-    hotplug_delay_s: float = 1.0
     overhead: int = 0
-    failing: set[str] = field(default_factory=set)  # names of VMs whose hotplugs fail, as KubeVirt reports
+    failing: set[str] = field(default_factory=set)
+    migration: MigrationOptions = field(default_factory=MigrationOptions)
+
+
+class _Api:
+    """The API calls the stand-in makes, on the asyncio client."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    async def create_migration(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        created = await self.custom.create_namespaced_custom_object(
+            *KUBEVIRT, namespace=namespace, plural=MIGRATIONS, body=dict(body)
+        )
+        return cast(Mapping[str, Any], created)
+
+    async def patch_migration_status(self, key: ObjectKey, status: Mapping[str, Any]) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            *KUBEVIRT, namespace=key.namespace, plural=MIGRATIONS, name=key.name,
+            body={"status": dict(status)}, _content_type=MERGE,
+        )  # fmt: skip
+
+    async def patch_vmi(self, key: ObjectKey, patch: Mapping[str, Any]) -> None:
+        """KubeVirt's VMI CRD has no status subresource: status goes with the object."""
+        await self.custom.patch_namespaced_custom_object(
+            *KUBEVIRT, namespace=key.namespace, plural="virtualmachineinstances", name=key.name,
+            body=dict(patch), _content_type=MERGE,
+        )  # fmt: skip
+
+    async def patch_vm_status(self, key: ObjectKey, status: Mapping[str, Any]) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            *KUBEVIRT, namespace=key.namespace, plural="virtualmachines", name=key.name,
+            body={"status": dict(status)}, _content_type=MERGE,
+        )  # fmt: skip
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        created = await self.core.create_namespaced_pod(namespace, cast(Any, dict(body)))
+        return cast(Mapping[str, Any], created.to_dict(serialize=True))
+
+    async def delete_pod(self, key: ObjectKey) -> None:
+        with contextlib.suppress(_NotFound):
+            try:
+                await self.core.delete_namespaced_pod(key.name, key.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise _NotFound from exc
+                raise
+
+    async def delete_vmi(self, key: ObjectKey) -> None:
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                *KUBEVIRT, namespace=key.namespace, plural="virtualmachineinstances", name=key.name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+class _NotFound(Exception):
+    pass
 
 
 @dataclass
@@ -78,12 +155,18 @@ class KubeVirtSimulator:
     options: SimulatorOptions = field(default_factory=SimulatorOptions)
     clock: Callable[[], float] = time.monotonic
     guests: dict[ObjectKey, GuestState] = field(default_factory=dict)
-    hotplugs: dict[ObjectKey, Hotplug] = field(default_factory=dict)
-    hotplugs_done: int = 0
 
     def __post_init__(self) -> None:
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
+        self.api = _Api(self.api_client)
+        self.custom = self.api.custom
+        self.core = self.api.core
+        self.migrations = MigrationController(
+            self.api, self.options.migration, self.options.overhead, self.options.failing, self.clock
+        )
+
+    @property
+    def migrations_done(self) -> int:
+        return self.migrations.succeeded
 
     async def _list(self, plural: str) -> list[Mapping[str, Any]]:
         if self.options.namespace:
@@ -94,9 +177,13 @@ class KubeVirtSimulator:
             result = await self.custom.list_cluster_custom_object(*KUBEVIRT, plural=plural)
         return cast(list[Mapping[str, Any]], cast(Mapping[str, Any], result).get("items", []))
 
-    async def _nodes(self) -> list[Mapping[str, Any]]:
-        nodes = await self.core.list_node()
-        return [node.to_dict(serialize=True) for node in nodes.items]
+    async def _launcher_pods(self) -> list[Mapping[str, Any]]:
+        selector = f"{APP_LABEL}={LAUNCHER}"
+        if self.options.namespace:
+            pods = await self.core.list_namespaced_pod(self.options.namespace, label_selector=selector)
+        else:
+            pods = await self.core.list_pod_for_all_namespaces(label_selector=selector)
+        return [pod.to_dict(serialize=True) for pod in pods.items]
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -108,64 +195,92 @@ class KubeVirtSimulator:
                 await asyncio.wait_for(stop.wait(), timeout=self.options.poll_s)
 
     async def tick(self) -> None:
+        await self._label_nodes()
         vms = {ObjectKey.of(b): b for b in await self._list("virtualmachines")}
         vmis = {ObjectKey.of(b): b for b in await self._list("virtualmachineinstances")}
-        nodes = [node_view(b) for b in await self._nodes()]
-        started: set[ObjectKey] = set()
+        pods = await self._launcher_pods()
         for key, vm in vms.items():
             view = vm_view(vm)
             vmi = vmis.get(key)
             if view.desired_running and vmi is None:
-                await self._start(vm, vmis, nodes)
-                started.add(key)
+                vmis[key] = await self._create_vmi(vm)
             elif not view.desired_running and vmi is not None:
-                await self._stop(key, vm)
+                await self._stop(key, vmi, pods)
+                vmis.pop(key)
             elif vmi is not None:
-                await self._reconcile(vm, vmi)
-        for key in list(self.guests):
-            if key not in vms or (key not in vmis and key not in started):
-                self.guests.pop(key, None)
-                self.hotplugs.pop(key, None)
-        for key in vmis:
+                await self._handle_memory_hotplug_request(vm, vmi)
+        for key, vmi in list(vmis.items()):
             if key not in vms:  # an orphan VMI: KubeVirt's garbage collector would remove it
-                await self._delete_vmi(key)
+                await self._stop(key, vmi, pods)
+                vmis.pop(key)
+                continue
+            await self._vmi_lifecycle(vms[key], vmi, pods)
+        world = World(
+            vmis={ObjectKey.of(b): b for b in await self._list("virtualmachineinstances")},
+            pods=await self._launcher_pods(),
+            migrations=await self._list(MIGRATIONS),
+        )
+        await self.migrations.run_updater(world)
+        await self.migrations.sync(world)
+        self._track_guests(world)
 
-    def _place(
-        self, vm: Mapping[str, Any], vmis: Mapping[ObjectKey, Mapping[str, Any]], nodes: list[Any]
-    ) -> str:
-        view = vm_view(vm)
-        wanted = view.node_selector.get("kubernetes.io/hostname")
-        if wanted:
-            return wanted
-        need = (view.guest or view.request or GI) + self.options.overhead
-        used: dict[str, int] = {}
-        for body in vmis.values():
-            other = vmi_view(body)
-            if other.node:
-                used[other.node] = used.get(other.node, 0) + (other.current or 0) + (other.overhead or 0)
-        for node in sorted(nodes, key=lambda n: n.name):
-            if node.schedulable and used.get(node.name, 0) + need <= node.allocatable:
-                return str(node.name)
-        raise RuntimeError(f"no node has room for VM {view.key} ({to_quantity(need)})")
+    # -- virt-handler ------------------------------------------------------------------------------------
 
-    async def _start(
-        self, vm: Mapping[str, Any], vmis: Mapping[ObjectKey, Mapping[str, Any]], nodes: list[Any]
-    ) -> None:
+    async def _label_nodes(self) -> None:
+        """virt-handler marks the nodes it serves ``kubevirt.io/schedulable=true``."""
+        nodes = await self.core.list_node()
+        for body in (node.to_dict(serialize=True) for node in nodes.items):
+            name = str(dig(body, "metadata", "name"))
+            labels = dig(body, "metadata", "labels") or {}
+            conditions = dig(body, "status", "conditions") or []
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            if ready and labels.get(SCHEDULABLE_LABEL) != "true":
+                await self.core.patch_node(name, {"metadata": {"labels": {SCHEDULABLE_LABEL: "true"}}})
+
+    def _track_guests(self, world: World) -> None:
+        seen: set[ObjectKey] = set()
+        for key, vmi in world.vmis.items():
+            node = dig(vmi, "status", "nodeName")
+            if dig(vmi, "status", "phase") != "Running" or not node:
+                continue
+            memory = dig(vmi, "status", "memory") or {}
+            current = quantity_bytes(memory.get("guestCurrent")) or GI
+            at_boot = quantity_bytes(memory.get("guestAtBoot")) or current
+            overhead = (
+                self.options.overhead
+            )  # v1.7.0's VMI status has no memoryOverhead (schema.go MemoryStatus)
+            guest = self.guests.get(key)
+            if guest is None:
+                self.guests[key] = GuestState(key, str(node), current, at_boot, overhead)
+            else:
+                guest.node, guest.current, guest.at_boot, guest.overhead = (
+                    str(node),
+                    current,
+                    at_boot,
+                    overhead,
+                )
+            seen.add(key)
+        for key in [k for k in self.guests if k not in seen]:
+            del self.guests[key]
+
+    # -- VM controller -----------------------------------------------------------------------------------
+
+    async def _create_vmi(self, vm: Mapping[str, Any]) -> Mapping[str, Any]:
         view = vm_view(vm)
-        try:
-            node = self._place(vm, vmis, nodes)
-        except RuntimeError as exc:
-            logger.warning("%s", exc)
-            return
-        guest = view.guest or view.request or GI
         template = dict(dig(vm, "spec", "template", "spec") or {})
+        labels = dict(dig(vm, "spec", "template", "metadata", "labels") or {})
+        annotations = {}
+        start = (dig(vm, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)
+        if start:
+            annotations[START_NODE_ANNOTATION] = start
         body = {
             "apiVersion": "kubevirt.io/v1",
             "kind": "VirtualMachineInstance",
             "metadata": {
                 "name": view.key.name,
                 "namespace": view.key.namespace,
-                "labels": {"kubevirt.io/nodeName": node},
+                "labels": labels,
+                "annotations": annotations,
                 "ownerReferences": [
                     {
                         "apiVersion": "kubevirt.io/v1",
@@ -179,9 +294,142 @@ class KubeVirtSimulator:
             },
             "spec": template,
         }
-        await self.custom.create_namespaced_custom_object(
+        created = await self.custom.create_namespaced_custom_object(
             *KUBEVIRT, namespace=view.key.namespace, plural="virtualmachineinstances", body=body
         )
+        await self.api.patch_vm_status(
+            view.key, {"printableStatus": "Starting", "created": True, "ready": False}
+        )
+        logger.info("created VMI %s", view.key)
+        return cast(Mapping[str, Any], created)
+
+    async def _stop(self, key: ObjectKey, vmi: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> None:
+        uid = dig(vmi, "metadata", "uid")
+        await self.api.delete_vmi(key)
+        for pod in pods:
+            if (dig(pod, "metadata", "labels") or {}).get(CREATED_BY_LABEL) == uid:
+                await self.api.delete_pod(ObjectKey(key.namespace, str(dig(pod, "metadata", "name"))))
+        with contextlib.suppress(ApiException):
+            await self.api.patch_vm_status(
+                key, {"printableStatus": "Stopped", "ready": False, "created": False, "conditions": None}
+            )
+        self.guests.pop(key, None)
+        logger.info("stopped %s", key)
+
+    async def _handle_memory_hotplug_request(self, vm: Mapping[str, Any], vmi: Mapping[str, Any]) -> None:
+        """``vm.go``, ``handleMemoryHotplugRequest`` (and ``setRestartRequired``), in its order of checks."""
+        key = ObjectKey.of(vm)
+        wanted = vm_view(vm).guest
+        spec_guest = quantity_bytes(dig(vmi, "spec", "domain", "memory", "guest"))
+        memory = dig(vmi, "status", "memory") or {}
+        current = quantity_bytes(memory.get("guestCurrent"))
+        if (
+            wanted is None
+            or spec_guest is None
+            or current is None
+            or dig(vmi, "status", "phase") != "Running"
+        ):
+            return
+        restart: str | None = None
+        if condition_is(vmi, MEMORY_CHANGE, "False"):
+            restart = (
+                "memory updated in template spec. Memory-hotplug failed and is not available for this VM"
+            )
+        elif wanted == spec_guest:
+            await self._set_restart_required(vm, None)
+            return
+        else:
+            at_boot = quantity_bytes(memory.get("guestAtBoot"))
+            ceiling = quantity_bytes(dig(vmi, "spec", "domain", "memory", "maxGuest"))
+            if ceiling is None:
+                restart = "memory updated in template spec. Memory-hotplug is not available for this VM"
+            elif condition_is(vmi, MEMORY_CHANGE, "True") or vmi_migrating(vmi):
+                # "another memory hotplug is in progress" / "not allowed while VMI is migrating": retried
+                return
+            elif at_boot is not None and wanted < at_boot:
+                restart = "memory updated in template spec to a value lower than what the VM started with"
+            elif wanted > ceiling:
+                restart = "memory updated in template spec to a value higher than what's available"
+        await self._set_restart_required(vm, restart)
+        if restart is not None:
+            return
+        delta = wanted - current
+        domain: dict[str, Any] = {"memory": {"guest": to_quantity(wanted)}}
+        resources: dict[str, Any] = {}
+        request = quantity_bytes(dig(vmi, "spec", "domain", "resources", "requests", "memory"))
+        if request:
+            resources["requests"] = {"memory": to_quantity(max(request + delta, wanted))}
+        limit = quantity_bytes(dig(vmi, "spec", "domain", "resources", "limits", "memory"))
+        if limit:
+            resources["limits"] = {"memory": to_quantity(limit + delta)}
+        if resources:
+            domain["resources"] = resources
+        await self.api.patch_vmi(key, {"spec": {"domain": domain}})
+        logger.info("%s: hotplugging memory to %s", key, to_quantity(wanted))
+
+    async def _set_restart_required(self, vm: Mapping[str, Any], message: str | None) -> None:
+        has = condition_is(vm, "RestartRequired")
+        if (message is not None) == has:
+            return
+        conditions: list[dict[str, str]] = [
+            c for c in dig(vm, "status", "conditions") or [] if c.get("type") != "RestartRequired"
+        ]
+        if message is not None:
+            conditions.append(
+                {
+                    "type": "RestartRequired",
+                    "status": "True",
+                    "reason": "RestartRequired",
+                    "message": message,
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            )
+        await self.api.patch_vm_status(ObjectKey.of(vm), {"conditions": conditions})
+
+    # -- VMI controller and virt-handler -----------------------------------------------------------------
+
+    async def _vmi_lifecycle(
+        self, vm: Mapping[str, Any], vmi: Mapping[str, Any], pods: list[Mapping[str, Any]]
+    ) -> None:
+        key = ObjectKey.of(vmi)
+        phase = dig(vmi, "status", "phase") or "Pending"
+        uid = dig(vmi, "metadata", "uid")
+        mine = [p for p in pods if (dig(p, "metadata", "labels") or {}).get(CREATED_BY_LABEL) == uid]
+        if phase in ("Pending", "Scheduling"):
+            if not mine:
+                start = (dig(vmi, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)
+                pod = launcher_pod(vmi, overhead=self.options.overhead, node_name=start or None)
+                created = await self.api.create_pod(key.namespace, pod)
+                await self.api.patch_vmi(key, {"status": {"phase": "Scheduling"}})
+                logger.info(
+                    "%s: launcher pod %s (start node %s)", key, dig(created, "metadata", "name"), start
+                )
+                return
+            node = next((n for n in map(pod_running_on, mine) if n), None)
+            if node is not None:
+                await self._started(vm, vmi, node)
+            return
+        if phase != "Running":
+            return
+        spec_guest = quantity_bytes(dig(vmi, "spec", "domain", "memory", "guest"))
+        requested = quantity_bytes(dig(vmi, "status", "memory", "guestRequested"))
+        max_guest = dig(vmi, "spec", "domain", "memory", "maxGuest")
+        if (
+            max_guest
+            and spec_guest != requested
+            and not any(c.get("type") == MEMORY_CHANGE for c in dig(vmi, "status", "conditions") or [])
+        ):
+            # lifecycle.go requireMemoryHotplug -> syncHotplugCondition: added once, with no reason
+            conditions = [
+                *(dig(vmi, "status", "conditions") or []),
+                {"type": MEMORY_CHANGE, "status": "True"},
+            ]
+            await self.api.patch_vmi(key, {"status": {"conditions": conditions}})
+
+    async def _started(self, vm: Mapping[str, Any], vmi: Mapping[str, Any], node: str) -> None:
+        """virt-handler reports the domain running on ``node``."""
+        key = ObjectKey.of(vmi)
+        guest = quantity_bytes(dig(vmi, "spec", "domain", "memory", "guest")) or vm_view(vm).request or GI
         status = {
             "phase": "Running",
             "nodeName": node,
@@ -189,138 +437,12 @@ class KubeVirtSimulator:
                 "guestAtBoot": to_quantity(guest),
                 "guestCurrent": to_quantity(guest),
                 "guestRequested": to_quantity(guest),
-                "memoryOverhead": to_quantity(self.options.overhead) if self.options.overhead else "0",
             },
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()}],
+            "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()},
+                {"type": "LiveMigratable", "status": "True", "lastTransitionTime": now_rfc3339()},
+            ],
         }
-        await self._patch_status("virtualmachineinstances", view.key, status)
-        await self._patch_status(
-            "virtualmachines", view.key, {"printableStatus": "Running", "ready": True, "created": True}
-        )
-        self.guests[view.key] = GuestState(view.key, node, guest, guest)
-        logger.info("started %s on %s with %s", view.key, node, to_quantity(guest))
-
-    async def _stop(self, key: ObjectKey, vm: Mapping[str, Any]) -> None:
-        await self._delete_vmi(key)
-        await self._patch_status(
-            "virtualmachines",
-            key,
-            {"printableStatus": "Stopped", "ready": False, "created": False, "conditions": None},
-        )
-        self.guests.pop(key, None)
-        self.hotplugs.pop(key, None)
-        logger.info("stopped %s", key)
-
-    async def _delete_vmi(self, key: ObjectKey) -> None:
-        try:
-            await self.custom.delete_namespaced_custom_object(
-                *KUBEVIRT, namespace=key.namespace, plural="virtualmachineinstances", name=key.name
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    async def _reconcile(self, vm: Mapping[str, Any], vmi: Mapping[str, Any]) -> None:
-        """Carry out a memory.guest change of a running VM, as KubeVirt's hotplug does."""
-        view, instance = vm_view(vm), vmi_view(vmi)
-        key = view.key
-        current = instance.current or view.guest or GI
-        at_boot = instance.guest_at_boot or current
-        guest = self.guests.setdefault(key, GuestState(key, instance.node or "", current, at_boot))
-        guest.node = instance.node or guest.node
-        wanted = view.guest
-        pending = self.hotplugs.get(key)
-        if pending is not None:
-            if self.clock() - pending.started >= self.options.hotplug_delay_s:
-                await self._finish_hotplug(key, pending.to)
-            return
-        if wanted is None or wanted == current:
-            if view.restart_required:
-                await self._set_restart_required(key, False)
-            return
-        if wanted < at_boot:
-            if not view.restart_required:
-                await self._set_restart_required(key, True)
-            return
-        if instance.hotplug_failed and instance.spec_guest == wanted:
-            return  # KubeVirt does not retry a failed hotplug of the same size by itself
-        if view.restart_required:
-            await self._set_restart_required(key, False)
-        await self.custom.patch_namespaced_custom_object(
-            *KUBEVIRT,
-            namespace=key.namespace,
-            plural="virtualmachineinstances",
-            name=key.name,
-            body={"spec": {"domain": {"memory": {"guest": to_quantity(wanted)}}}},
-            _content_type=MERGE,
-        )
-        await self._patch_status(
-            "virtualmachineinstances",
-            key,
-            {
-                "conditions": [
-                    {"type": "Ready", "status": "True"},
-                    {"type": "HotMemoryChange", "status": "True", "lastTransitionTime": now_rfc3339()},
-                ]
-            },
-        )
-        self.hotplugs[key] = Hotplug(wanted, self.clock())
-        logger.info("%s: hotplug %s -> %s", key, to_quantity(current), to_quantity(wanted))
-
-    async def _finish_hotplug(self, key: ObjectKey, size: int) -> None:
-        if key.name in self.options.failing:
-            # KubeVirt's failure: the VMI keeps the new spec, the guest its old size; the condition says so.
-            failed = {
-                "type": "HotMemoryChange",
-                "status": "False",
-                "reason": "Memory Hotplug Failed",
-                "message": "simulated failure",
-                "lastTransitionTime": now_rfc3339(),
-            }
-            await self._patch_status(
-                "virtualmachineinstances", key, {"conditions": [{"type": "Ready", "status": "True"}, failed]}
-            )
-            self.hotplugs.pop(key, None)
-            return
-        await self._patch_status(
-            "virtualmachineinstances",
-            key,
-            {
-                "memory": {"guestCurrent": to_quantity(size), "guestRequested": to_quantity(size)},
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-        )
-        self.hotplugs.pop(key, None)
-        if key in self.guests:
-            self.guests[key].current = size
-        self.hotplugs_done += 1
-
-    async def _set_restart_required(self, key: ObjectKey, on: bool) -> None:
-        conditions: list[dict[str, str]] = []
-        if on:
-            conditions.append(
-                {
-                    "type": "RestartRequired",
-                    "status": "True",
-                    "reason": "MemoryBelowBoot",
-                    "message": "memory.guest is below what the VM booted with: a restart is required",
-                    "lastTransitionTime": now_rfc3339(),
-                }
-            )
-        await self._patch_status("virtualmachines", key, {"conditions": conditions})
-
-    async def _patch_status(self, plural: str, key: ObjectKey, status: Mapping[str, Any]) -> None:
-        """VMs have a status subresource; KubeVirt's VMI CRD has none, so its status goes with the object."""
-        patch = (
-            self.custom.patch_namespaced_custom_object
-            if plural == "virtualmachineinstances"
-            else self.custom.patch_namespaced_custom_object_status
-        )
-        await patch(
-            *KUBEVIRT,
-            namespace=key.namespace,
-            plural=plural,
-            name=key.name,
-            body={"status": dict(status)},
-            _content_type=MERGE,
-        )
+        await self.api.patch_vmi(key, {"metadata": {"labels": {NODE_NAME_LABEL: node}}, "status": status})
+        await self.api.patch_vm_status(key, {"printableStatus": "Running", "ready": True, "created": True})
+        logger.info("started %s on %s with %s", key, node, to_quantity(guest))

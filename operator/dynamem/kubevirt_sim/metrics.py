@@ -1,10 +1,15 @@
-"""virt-handler's guest memory metrics, for the simulated guests.
+"""virt-handler's guest memory metrics for the simulated guests, from the shared guest model.
 
-Names, labels and meanings are KubeVirt's (``shared/KUBEVIRT.md``): labels ``node``, ``namespace``, ``name``;
-``kubevirt_vmi_memory_available_bytes`` is the memory the guest sees, ``..._usable_bytes`` its MemAvailable,
-so ``available - usable`` is what the guest uses. A guest cannot use more than it has: when its demand is
-higher, it uses all but a sliver and pages, which shows as swap traffic and major faults, as a real guest's
-would.
+Names, types, help texts and labels (``node``, ``namespace``, ``name``) are KubeVirt v1.7.0's
+(``docs/observability/metrics.md``; collected in ``pkg/monitoring/metrics/virt-handler/domainstats``). What
+each guest shows comes from one :class:`GuestStatsSource`: by default :data:`dynamem.sim.guest.DEFAULT_GUEST`,
+the model both simulators share, so a guest never shows more use than it has; when its demand is larger it
+pages, which shows as swap traffic and major faults. A real guest (the QEMU lab) plugs in as another source
+for the VMs it serves (:attr:`GuestMetricsCollector.sources`).
+
+Cumulative series integrate the model's rates between scrapes: ``kubevirt_vmi_memory_pgmajfault_total`` and
+``..._pgminfault_total`` are counters; ``..._swap_in_traffic_bytes`` and ``..._swap_out_traffic_bytes`` are
+declared gauges by KubeVirt but hold running totals, as in KubeVirt (use ``rate()`` on them).
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dynamem.kube.objects import MI, ObjectKey
+from dynamem.kube.objects import ObjectKey
 from dynamem.kubevirt_sim.controller import GuestState
+from dynamem.sim.guest import DEFAULT_GUEST, GuestModel, GuestObservation
 
-FLOOR_FREE = 32 * MI  # a guest under pressure still shows a little MemAvailable
+LABELS = ["node", "namespace", "name"]
 
 
 @dataclass
@@ -52,39 +59,108 @@ class DemandFeed:
         return trace[min(self.step(), len(trace) - 1)]
 
 
+class GuestStatsSource(Protocol):
+    """Where one guest's statistics come from: the model, or a real guest's balloon driver."""
+
+    def observe(self, guest: GuestState, demand: int) -> GuestObservation: ...
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Statistics from the shared guest model (:mod:`dynamem.sim.guest`)."""
+
+    model: GuestModel = DEFAULT_GUEST
+
+    def observe(self, guest: GuestState, demand: int) -> GuestObservation:
+        return self.model.observe(demand, guest.current)
+
+
+@dataclass
+class _Totals:
+    at: float
+    swap_in: float = 0.0
+    swap_out: float = 0.0
+    major: float = 0.0
+    minor: float = 0.0
+
+
 class GuestMetricsCollector(Collector):
     """Reads the simulator's guests and the demand feed at scrape time."""
 
-    def __init__(self, guests: Callable[[], Iterable[GuestState]], feed: DemandFeed) -> None:
+    def __init__(
+        self,
+        guests: Callable[[], Iterable[GuestState]],
+        feed: DemandFeed,
+        source: GuestStatsSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.guests = guests
         self.feed = feed
-        self.swapped: dict[ObjectKey, float] = {}
+        self.source: GuestStatsSource = source or ModelSource()
+        self.sources: dict[ObjectKey, GuestStatsSource] = {}  # per-guest overrides (a real guest)
+        self.clock = clock
+        self.totals: dict[ObjectKey, _Totals] = {}
         self.lock = threading.Lock()
 
+    def _accumulate(self, key: ObjectKey, seen: GuestObservation) -> _Totals:
+        now = self.clock()
+        totals = self.totals.setdefault(key, _Totals(at=now))
+        elapsed = max(0.0, now - totals.at)
+        totals.at = now
+        totals.swap_in += seen.swap_in_bps * elapsed
+        totals.swap_out += seen.swap_out_bps * elapsed
+        totals.major += seen.major_faults_ps * elapsed
+        totals.minor += seen.minor_faults_ps * elapsed
+        return totals
+
     def collect(self) -> Iterable[Metric]:
-        labels = ["node", "namespace", "name"]
-        available = GaugeMetricFamily(
-            "kubevirt_vmi_memory_available_bytes",
-            "Amount of usable memory as seen by the domain.",
-            labels=labels,
+        def gauge(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, labels=LABELS)
+
+        available = gauge(
+            "kubevirt_vmi_memory_available_bytes", "Amount of usable memory as seen by the domain."
         )
-        usable = GaugeMetricFamily(
+        usable = gauge(
             "kubevirt_vmi_memory_usable_bytes",
-            "The amount of memory which can be reclaimed by balloon without pushing the guest to swap.",
-            labels=labels,
+            "The amount of memory which can be reclaimed by balloon without pushing the guest system to "
+            "swap, corresponds to 'Available' in /proc/meminfo.",
         )
-        unused = GaugeMetricFamily(
-            "kubevirt_vmi_memory_unused_bytes",
-            "The amount of memory left completely unused by the system.",
-            labels=labels,
+        used = gauge("kubevirt_vmi_memory_used_bytes", "Amount of `used` memory as seen by the domain.")
+        unused = gauge(
+            "kubevirt_vmi_memory_unused_bytes", "The amount of memory left completely unused by the system."
         )
-        domain = GaugeMetricFamily(
-            "kubevirt_vmi_memory_domain_bytes", "The amount of memory allocated to the domain.", labels=labels
+        cached = gauge(
+            "kubevirt_vmi_memory_cached_bytes",
+            "The amount of memory that is being used to cache I/O and is available to be reclaimed.",
         )
-        swap_out = CounterMetricFamily(
+        balloon = gauge("kubevirt_vmi_memory_actual_balloon_bytes", "Current balloon size in bytes.")
+        domain = gauge(
+            "kubevirt_vmi_memory_domain_bytes", "The amount of memory in bytes allocated to the domain."
+        )
+        resident = gauge(
+            "kubevirt_vmi_memory_resident_bytes", "Resident set size of the process running the domain."
+        )
+        overhead = gauge(
+            "kubevirt_vmi_launcher_memory_overhead_bytes",
+            "Estimation of the memory amount required for virt-launcher's infrastructure components.",
+        )
+        swap_in = gauge(
+            "kubevirt_vmi_memory_swap_in_traffic_bytes",
+            "The total amount of data read from swap space of the guest.",
+        )
+        swap_out = gauge(
             "kubevirt_vmi_memory_swap_out_traffic_bytes",
-            "The total amount of memory swapped out.",
-            labels=labels,
+            "The total amount of memory written out to swap space of the guest.",
+        )
+        major = CounterMetricFamily(
+            "kubevirt_vmi_memory_pgmajfault",
+            "The number of page faults when disk IO was required.",
+            labels=LABELS,
+        )
+        minor = CounterMetricFamily(
+            "kubevirt_vmi_memory_pgminfault",
+            "The number of other page faults, when disk IO was not required.",
+            labels=LABELS,
         )
         if self.feed.paused:
             return
@@ -93,16 +169,26 @@ class GuestMetricsCollector(Collector):
                 demand = self.feed.demand(guest.key)
                 if demand is None:
                     continue
+                seen = self.sources.get(guest.key, self.source).observe(guest, demand)
+                totals = self._accumulate(guest.key, seen)
                 values = [guest.node, guest.key.namespace, guest.key.name]
-                used = min(demand, max(0, guest.current - FLOOR_FREE))
-                if demand > used:
-                    self.swapped[guest.key] = self.swapped.get(guest.key, 0.0) + float(demand - used)
-                available.add_metric(values, guest.current)
-                usable.add_metric(values, guest.current - used)
-                unused.add_metric(values, max(0, (guest.current - used) // 2))
-                domain.add_metric(values, guest.current)
-                swap_out.add_metric(values, self.swapped.get(guest.key, 0.0))
-        yield from (available, usable, unused, domain, swap_out)
+                available.add_metric(values, seen.available)
+                usable.add_metric(values, seen.usable)
+                used.add_metric(values, seen.used)
+                unused.add_metric(values, seen.unused)
+                cached.add_metric(values, seen.cached)
+                balloon.add_metric(
+                    values, seen.size
+                )  # no balloon target in KubeVirt: the balloon is the size
+                domain.add_metric(values, seen.size)
+                resident.add_metric(values, min(seen.size, seen.used + seen.cached + guest.overhead))
+                overhead.add_metric(values, guest.overhead)
+                swap_in.add_metric(values, totals.swap_in)
+                swap_out.add_metric(values, totals.swap_out)
+                major.add_metric(values, totals.major)
+                minor.add_metric(values, totals.minor)
+        yield from (available, usable, used, unused, cached, balloon, domain, resident, overhead)
+        yield from (swap_in, swap_out, major, minor)
 
 
 @dataclass
@@ -110,6 +196,7 @@ class MetricsServer:
     server: WSGIServer
     thread: threading.Thread
     port: int
+    collector: GuestMetricsCollector
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -117,13 +204,19 @@ class MetricsServer:
 
 
 def serve_metrics(
-    guests: Callable[[], Iterable[GuestState]], feed: DemandFeed, *, port: int = 0, addr: str = "127.0.0.1"
+    guests: Callable[[], Iterable[GuestState]],
+    feed: DemandFeed,
+    *,
+    port: int = 0,
+    addr: str = "127.0.0.1",
+    source: GuestStatsSource | None = None,
 ) -> MetricsServer:
     """Serve the guests' metrics on ``addr:port`` (0: a free port); returns the server and its port."""
     registry = CollectorRegistry()
-    registry.register(GuestMetricsCollector(guests, feed))
+    collector = GuestMetricsCollector(guests, feed, source)
+    registry.register(collector)
     server, thread = start_http_server(port, addr=addr, registry=registry)
-    return MetricsServer(server, thread, int(server.server_port))
+    return MetricsServer(server, thread, int(server.server_port), collector)
 
 
 def guests_of(states: Mapping[ObjectKey, GuestState]) -> Callable[[], Iterable[GuestState]]:

@@ -1,9 +1,11 @@
 """Playing a scenario file (the simulator's format) on a real API server.
 
 Creates the scenario's nodes (``Node`` objects whose allocatable memory is the scenario's pool plus the
-per-VM overhead the simulator reports), its KubeVirt VirtualMachines (pinned to their node, ``memory.guest``
-at startup, ``maxGuest`` at maximum) and their VirtualMachineMemories, then walks the demand trace: a VM runs
-while its demand is not null, and its guest reports that demand through the simulator's metrics.
+per-VM overhead the simulator reports), its KubeVirt VirtualMachines (``memory.guest`` at startup,
+``maxGuest`` at maximum; the scenario's node is where a VM STARTS, an annotation the stand-in reads to bind
+its first launcher pod there, never a node selector, which would bind every migration target too) and their
+VirtualMachineMemories, then walks the demand trace: a VM runs while its demand is not null, and its guest
+reports that demand through the simulator's metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from dynamem.kube.api import DYNAMEM, KUBEVIRT, VMM_PLURAL
 from dynamem.kube.objects import ObjectKey, to_quantity
+from dynamem.kubevirt_sim.controller import START_NODE_ANNOTATION
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.sim.scenario import Scenario, ScenarioVm
 
@@ -28,14 +31,21 @@ logger = logging.getLogger("dynamem.kubevirt_sim.play")
 MERGE = "application/merge-patch+json"
 
 
-def node_body(name: str, memory: int, cpu: str = "64") -> dict[str, Any]:
+POOL_LABEL = "dynamem.io/pool"
+
+
+def node_body(name: str, memory: int, cpu: str = "64", pool: str | None = None) -> dict[str, Any]:
     resources = {"memory": to_quantity(memory), "cpu": cpu, "pods": "250"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {"kubernetes.io/hostname": name, "dynamem.io/simulated": "true"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "dynamem.io/simulated": "true",
+                **({POOL_LABEL: pool} if pool else {}),
+            },
         },
         "status": {
             "capacity": resources,
@@ -45,7 +55,8 @@ def node_body(name: str, memory: int, cpu: str = "64") -> dict[str, Any]:
     }
 
 
-def vm_body(vm: ScenarioVm, namespace: str, running: bool) -> dict[str, Any]:
+def vm_body(vm: ScenarioVm, namespace: str, running: bool, pool: str | None = None) -> dict[str, Any]:
+    """The scenario's VM; with ``pool``, its VMI selects the pool's nodes (so do its migration targets)."""
     settings = vm.settings
     memory: dict[str, Any] = {
         "guest": to_quantity(settings.startup),
@@ -54,13 +65,18 @@ def vm_body(vm: ScenarioVm, namespace: str, running: bool) -> dict[str, Any]:
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
-        "metadata": {"name": vm.name, "namespace": namespace, "labels": {"dynamem.io/scenario": "true"}},
+        "metadata": {
+            "name": vm.name,
+            "namespace": namespace,
+            "labels": {"dynamem.io/scenario": "true"},
+            "annotations": {START_NODE_ANNOTATION: vm.node},
+        },
         "spec": {
             "runStrategy": "Always" if running else "Halted",
             "template": {
                 "metadata": {"labels": {"kubevirt.io/vm": vm.name}},
                 "spec": {
-                    "nodeSelector": {"kubernetes.io/hostname": vm.node},
+                    **({"nodeSelector": {POOL_LABEL: pool}} if pool else {}),
                     "domain": {
                         "memory": memory,
                         "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]},
@@ -100,10 +116,10 @@ async def _create(call: Any, *args: Any, **kwargs: Any) -> None:
             raise
 
 
-async def create_node(api_client: client.ApiClient, name: str, memory: int) -> None:
-    """A Node object with ``memory`` allocatable and a Ready condition (there is no kubelet)."""
+async def create_node(api_client: client.ApiClient, name: str, memory: int, pool: str | None = None) -> None:
+    """A Node object with ``memory`` allocatable and a Ready condition (kwok keeps it, as a kubelet would)."""
     core = client.CoreV1Api(api_client)
-    body = node_body(name, memory)
+    body = node_body(name, memory, pool=pool)
     await _create(core.create_node, body)
     await core.patch_node_status(
         name, {"status": body["status"]}, _content_type="application/merge-patch+json"
@@ -119,6 +135,7 @@ class ScenarioPlayer:
     namespace: str
     feed: DemandFeed
     overhead: int = 0
+    pool: str | None = None  # label value marking this scenario's nodes, selected by its VMs
 
     def __post_init__(self) -> None:
         self.custom = client.CustomObjectsApi(self.api_client)
@@ -130,7 +147,7 @@ class ScenarioPlayer:
     async def setup(self) -> None:
         for node in self.scenario.nodes:
             count = sum(1 for vm in self.scenario.vms if vm.node == node.name)
-            await create_node(self.api_client, node.name, node.memory + count * self.overhead)
+            await create_node(self.api_client, node.name, node.memory + count * self.overhead, self.pool)
         for vm in self.scenario.vms:
             running = self.scenario.demand[vm.name][0] is not None
             self.running[vm.name] = running
@@ -146,7 +163,7 @@ class ScenarioPlayer:
                 *KUBEVIRT,
                 namespace=self.namespace,
                 plural="virtualmachines",
-                body=vm_body(vm, self.namespace, running),
+                body=vm_body(vm, self.namespace, running, self.pool),
             )
         for name, key in self.keys().items():
             self.feed.traces[key] = self.scenario.demand[name]

@@ -58,7 +58,10 @@ class SimulatorRunner:
         """Run a coroutine on the simulator's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self, scenario: Scenario | None = None, namespace: str = "default") -> SimulatorRunner:
+    def start(
+        self, scenario: Scenario | None = None, namespace: str = "default", *, pool: str | None = None
+    ) -> SimulatorRunner:
+        """Start the simulator; with a scenario, set it up in ``namespace`` (``pool``: see ScenarioPlayer)."""
         self.thread.start()
 
         async def boot() -> None:
@@ -67,7 +70,7 @@ class SimulatorRunner:
             self.simulator = KubeVirtSimulator(api, self.options)
             if scenario is not None:
                 self.feed.step_s = scenario.step_seconds
-                self.player = ScenarioPlayer(api, scenario, namespace, self.feed, self.options.overhead)
+                self.player = ScenarioPlayer(api, scenario, namespace, self.feed, self.options.overhead, pool)
                 await self.player.setup()
                 self.feed.started = self.feed.clock()
 

@@ -1,0 +1,65 @@
+"""What the operator reads of KubeVirt's VirtualMachineInstanceMigrations: whether its change failed.
+
+In KubeVirt v1.7.0 every change of a running VM's ``memory.guest`` is carried out by a live migration
+(``shared/KUBEVIRT.md``, ``docs/kubevirt-sim.md``). When the migration's target pod fits on no node, the
+migration controller (``pkg/virt-controller/watch/migration/migration.go``, ``handlePendingPodTimeout``)
+deletes it after the pending timeout and the migration ends ``Failed``, but the VMI is left as it was: on its
+node, at its old size, with ``HotMemoryChange`` still True and no ``RestartRequired``. Its conditions do not
+say the change failed; only the migration does. So a VMI whose latest migration failed, with none of its
+migrations still going, created after dynamem's last change of that VM, is a change KubeVirt did not carry
+out: :func:`dynamem.controller.snapshot.stuck` treats it like a failed hotplug, and the balancer takes the
+change back (writes the guest's size back, holds the VM, says so in status and an Event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from dynamem.kube.api import parse_rfc3339
+from dynamem.kube.objects import Body, ObjectKey, VmiView, dig
+
+MIGRATION = ("kubevirt.io", "v1", "virtualmachineinstancemigrations")
+FINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+__all__ = ["MIGRATION", "MigrationView", "migration_view", "with_failed_migrations"]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationView:
+    """A VirtualMachineInstanceMigration: which VMI, its phase, when it was created (epoch seconds)."""
+
+    key: ObjectKey
+    vmi: ObjectKey
+    phase: str
+    created: float | None
+
+    @property
+    def final(self) -> bool:
+        return self.phase in FINAL_PHASES
+
+
+def migration_view(body: Body) -> MigrationView:
+    key = ObjectKey.of(body)
+    return MigrationView(
+        key=key,
+        vmi=ObjectKey(key.namespace, str(dig(body, "spec", "vmiName") or "")),
+        phase=str(dig(body, "status", "phase") or "Pending"),
+        created=parse_rfc3339(dig(body, "metadata", "creationTimestamp")),
+    )
+
+
+def with_failed_migrations(vmis: Iterable[VmiView], migrations: Iterable[MigrationView]) -> list[VmiView]:
+    """The VMIs, each with ``failed_migration_at`` set when its latest migration failed and none is going."""
+    by_vmi: dict[ObjectKey, list[MigrationView]] = {}
+    for migration in migrations:
+        by_vmi.setdefault(migration.vmi, []).append(migration)
+    found: list[VmiView] = []
+    for vmi in vmis:
+        mine = by_vmi.get(vmi.key, [])
+        if mine and all(m.final for m in mine):
+            latest = max(mine, key=lambda m: (m.created or 0.0, m.key.name))
+            if latest.phase == "Failed":
+                vmi = replace(vmi, failed_migration_at=latest.created or 0.0)
+        found.append(vmi)
+    return found

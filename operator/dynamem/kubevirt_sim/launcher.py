@@ -1,0 +1,143 @@
+"""virt-launcher pods as KubeVirt v1.7.0 renders them, reduced to what scheduling sees.
+
+A VMI runs in a virt-launcher pod; a live migration renders a second one, the target. What decides where a
+pod may go is kept as KubeVirt writes it, everything else (containers' commands, volumes, security context)
+is left out, since nothing here runs a container:
+
+- labels (``pkg/virt-controller/services/template.go``, ``podLabels``): the VMI's own labels, then
+  ``kubevirt.io: virt-launcher``, ``kubevirt.io/created-by: <VMI uid>`` and ``vm.kubevirt.io/name``;
+  annotation ``kubevirt.io/domain: <VMI name>``; owner: the VMI; ``generateName: virt-launcher-<name>-``;
+- node selector (``template.go``, ``newNodeSelectorRenderer``): the VMI's ``nodeSelector`` plus
+  ``kubevirt.io/schedulable: "true"``, which virt-handler sets on the nodes it serves;
+- memory (``services/renderresources.go``, ``WithMemoryRequests``, ``WithMemoryOverhead``,
+  ``WithHugePages``): the VMI's memory request if it has one, else ``memory.guest``; plus the launcher
+  overhead. With hugepages the guest memory is requested as ``hugepages-<size>`` and ``memory`` is the
+  overhead (plus any request above the guest);
+- a migration target (``pkg/virt-controller/watch/migration/migration.go``, ``createTargetPod``) is rendered
+  from the VMI's CURRENT spec (so with a pending memory change), gets a required pod anti-affinity to the
+  VMI's pods on ``kubernetes.io/hostname`` (``createMigrationPodAntiAffinityRule``): it can never land on
+  the source node; the migration's ``spec.addedNodeSelector`` merged under the pod's own selector (the VMI's
+  keys win); label ``kubevirt.io/migrationJobUID`` and annotation ``kubevirt.io/migrationJobName``.
+
+A scenario's starting node is not a selector (a VMI selector would bind every migration target too): the
+first launcher pod of such a VM gets ``spec.nodeName`` directly, which skips the scheduler, as a pod created
+for a given node does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dynamem.kube.objects import GI, dig, quantity_bytes, to_quantity
+
+APP_LABEL = "kubevirt.io"
+LAUNCHER = "virt-launcher"
+CREATED_BY_LABEL = "kubevirt.io/created-by"
+VM_NAME_LABEL = "vm.kubevirt.io/name"
+DOMAIN_ANNOTATION = "kubevirt.io/domain"
+MIGRATION_JOB_LABEL = "kubevirt.io/migrationJobUID"
+MIGRATION_JOB_ANNOTATION = "kubevirt.io/migrationJobName"
+SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+__all__ = [
+    "APP_LABEL",
+    "CREATED_BY_LABEL",
+    "LAUNCHER",
+    "SCHEDULABLE_LABEL",
+    "launcher_pod",
+    "launcher_requests",
+]
+
+
+def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, str]:
+    """The compute container's requests for a VMI spec (``renderresources.go``: memory, overhead,
+    hugepages)."""
+    domain = vmi_spec.get("domain") or {}
+    guest = quantity_bytes(dig(domain, "memory", "guest"))
+    requested = quantity_bytes(dig(domain, "resources", "requests", "memory"))
+    limit = quantity_bytes(dig(domain, "resources", "limits", "memory"))
+    memory = requested or limit or guest or GI  # WithMemoryRequests: request, else limit, else guest
+    page_size = dig(domain, "memory", "hugepages", "pageSize")
+    if page_size:
+        hugepages = min(memory, guest) if guest else memory
+        above_guest = max(0, memory - guest) if guest else 0
+        return {
+            f"hugepages-{page_size}": to_quantity(hugepages),
+            "memory": to_quantity(above_guest + overhead),
+        }
+    return {"memory": to_quantity(memory + overhead)}
+
+
+def launcher_pod(
+    vmi: Mapping[str, Any],
+    *,
+    overhead: int,
+    node_name: str | None = None,
+    migration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The virt-launcher pod for ``vmi``: its first one (optionally bound to ``node_name``), or the target of
+    ``migration``."""
+    meta = vmi.get("metadata") or {}
+    spec = vmi.get("spec") or {}
+    name, uid = str(meta.get("name")), str(meta.get("uid"))
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    labels.update({APP_LABEL: LAUNCHER, CREATED_BY_LABEL: uid, VM_NAME_LABEL: name})
+    annotations = {DOMAIN_ANNOTATION: name}
+    selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
+    selector[SCHEDULABLE_LABEL] = "true"
+    resources = launcher_requests(spec, overhead)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 30,
+        "containers": [
+            {
+                "name": "compute",
+                "image": "quay.io/kubevirt/virt-launcher:v1.7.0",
+                "resources": {
+                    "requests": resources,
+                    "limits": {k: v for k, v in resources.items() if k != "memory"},
+                },
+            }
+        ],
+    }
+    if migration is not None:
+        added = dig(migration, "spec", "addedNodeSelector") or {}
+        selector = {**{str(k): str(v) for k, v in added.items()}, **selector}
+        labels[MIGRATION_JOB_LABEL] = str(dig(migration, "metadata", "uid"))
+        annotations[MIGRATION_JOB_ANNOTATION] = str(dig(migration, "metadata", "name"))
+        pod_spec["affinity"] = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {CREATED_BY_LABEL: uid}}, "topologyKey": HOSTNAME_LABEL}
+                ]
+            }
+        }
+    if node_name is not None:
+        pod_spec["nodeName"] = node_name
+    pod_spec["nodeSelector"] = selector
+    for key in ("tolerations", "affinity") if migration is None else ("tolerations",):
+        if spec.get(key):
+            pod_spec[key] = spec[key]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"virt-launcher-{name}-",
+            "namespace": meta.get("namespace"),
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "kubevirt.io/v1",
+                    "kind": "VirtualMachineInstance",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": pod_spec,
+    }

@@ -1,0 +1,430 @@
+"""KubeVirt v1.7.0's workload-updater and migration controller, played against a real API server.
+
+Every change of a running VM's memory is a live migration (``shared/KUBEVIRT.md``, "A change is a move").
+This module carries a VMI's pending change (``HotMemoryChange=True``) to another node, as these parts of
+kubevirt/kubevirt v1.7.0 do:
+
+- :meth:`MigrationController.run_updater` is the workload-updater
+  (``pkg/virt-controller/watch/workload-updater/workload-updater.go``, ``getUpdateData`` and ``sync``): a
+  running VMI with ``HotMemoryChange=True`` that is not migrating and has no unfinished migration (whoever
+  made it) gets a ``VirtualMachineInstanceMigration`` named ``kubevirt-workload-update-*`` with annotation
+  ``kubevirt.io/workloadUpdateMigration``, no earlier than ``updater_delay_s`` (KubeVirt's
+  ``defaultThrottleInterval``, 5 s) after the VMI showed the change or its last migration ended; it creates at
+  most ``per_cluster`` minus the running migrations at once.
+- :meth:`MigrationController.sync` is the migration controller (``watch/migration/migration.go``):
+  ``handleTargetPodCreation`` holds a new target while running migrations >= ``per_cluster`` (5) or outbound
+  migrations from the source node >= ``outbound_per_node`` (2), counting every migration whoever made it;
+  ``handleMigrationBackoff`` delays a workload-update migration after failed ones (20 s, doubling);
+  ``createTargetPod`` renders the target pod from the VMI's current spec (:func:`.launcher.launcher_pod`);
+  ``handlePendingPodTimeout`` deletes a target pod that stayed unschedulable for the pending timeout
+  (``defaultUnschedulablePendingTimeoutSeconds`` 300 s, or the migration's annotation
+  ``kubevirt.io/migrationUnschedulablePodTimeoutSeconds``), and ``updateStatus`` then fails the migration
+  ("target pod was removed"): the VMI is left as it was, ``HotMemoryChange`` stays True, and the updater
+  tries again later without any ``addedNodeSelector``.
+- Once the target pod runs, the migration runs for (the guest's current size / ``bandwidth``); then, as
+  virt-handler does (``pkg/virt-handler/migration-target.go``, ``finalizeMigration`` -> ``hotplugMemory``),
+  the VMI's ``nodeName`` and ``migrationState`` move to the target, ``status.memory.guestCurrent`` and
+  ``guestRequested`` take the spec's size and ``HotMemoryChange`` goes; the source pod is deleted. A VM in
+  ``failing`` plays a failure of ``SyncVirtualMachineMemory`` on the target: the VM moves, its memory does
+  not, and the VMI gets ``HotMemoryChange=False`` with reason "Memory Hotplug Failed".
+
+Phases (``staging/src/kubevirt.io/api/core/v1/types.go``): Pending, Scheduling, Scheduled, Running,
+Succeeded, Failed (the target-preparation phases in between are not played). Only Pending and the final
+phases do not count as running, as ``IsRunning`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dynamem.kube.api import now_rfc3339
+from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity
+from dynamem.kubevirt_sim.launcher import launcher_pod
+
+logger = logging.getLogger("dynamem.kubevirt_sim.migrations")
+
+WORKLOAD_UPDATE_ANNOTATION = "kubevirt.io/workloadUpdateMigration"
+UNSCHEDULABLE_TIMEOUT_ANNOTATION = "kubevirt.io/migrationUnschedulablePodTimeoutSeconds"
+MIGRATION_JOB_LABEL = "kubevirt.io/migrationJobUID"
+TARGET_NODE_LABEL = "kubevirt.io/migrationTargetNodeName"
+NODE_NAME_LABEL = "kubevirt.io/nodeName"
+MEMORY_CHANGE = "HotMemoryChange"
+HOTPLUG_FAILED_REASON = "Memory Hotplug Failed"
+
+PENDING = "Pending"
+SCHEDULING = "Scheduling"
+SCHEDULED = "Scheduled"
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+FINAL = frozenset({SUCCEEDED, FAILED})
+
+
+@dataclass
+class MigrationOptions:
+    """KubeVirt's migration settings (``pkg/virt-config/virt-config.go``), with test-friendly overrides.
+
+    ``bandwidth``: bytes per second a migration copies (KubeVirt's default is unlimited; 1Gi/s is a 10 GbE
+    link). ``pending_timeout_s``: how long an unschedulable target may stay Pending (300 s).
+    ``updater_delay_s``: the workload-updater's throttle (5 s). ``backoff_s``: the first backoff after a
+    failed workload-update migration (20 s, doubling).
+    """
+
+    bandwidth: int = GI
+    per_cluster: int = 5
+    outbound_per_node: int = 2
+    pending_timeout_s: float = 300.0
+    updater_delay_s: float = 5.0
+    backoff_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("bandwidth", "per_cluster", "outbound_per_node"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"migration option {name}: {getattr(self, name)!r} must be greater than 0")
+        for name in ("pending_timeout_s", "updater_delay_s", "backoff_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"migration option {name}: {getattr(self, name)!r} must not be negative")
+
+
+class KubeVirtWrites(Protocol):
+    """The API writes the migration controller makes (the simulator's async client implements them)."""
+
+    async def create_migration(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    async def patch_migration_status(self, key: ObjectKey, status: Mapping[str, Any]) -> None: ...
+
+    async def patch_vmi(self, key: ObjectKey, patch: Mapping[str, Any]) -> None: ...
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    async def delete_pod(self, key: ObjectKey) -> None: ...
+
+
+@dataclass(frozen=True)
+class World:
+    """One tick's reading of the cluster: VMIs, their launcher pods and every migration, by key."""
+
+    vmis: Mapping[ObjectKey, Mapping[str, Any]]
+    pods: Sequence[Mapping[str, Any]]
+    migrations: Sequence[Mapping[str, Any]]
+
+    def migrations_of(self, vmi: ObjectKey) -> list[Mapping[str, Any]]:
+        return [m for m in self.migrations if migration_vmi(m) == vmi]
+
+    def target_pod(self, migration: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        uid = dig(migration, "metadata", "uid")
+        return next(
+            (p for p in self.pods if (dig(p, "metadata", "labels") or {}).get(MIGRATION_JOB_LABEL) == uid),
+            None,
+        )
+
+    def source_pod(self, vmi: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The launcher pod on the VMI's node (``controller.CurrentVMIPod``)."""
+        uid, node = dig(vmi, "metadata", "uid"), dig(vmi, "status", "nodeName")
+        for pod in self.pods:
+            labels = dig(pod, "metadata", "labels") or {}
+            same = labels.get("kubevirt.io/created-by") == uid and dig(pod, "spec", "nodeName") == node
+            if same and dig(pod, "metadata", "deletionTimestamp") is None:
+                return pod
+        return None
+
+
+def migration_phase(migration: Mapping[str, Any]) -> str:
+    return str(dig(migration, "status", "phase") or PENDING)
+
+
+def migration_vmi(migration: Mapping[str, Any]) -> ObjectKey:
+    return ObjectKey(str(dig(migration, "metadata", "namespace")), str(dig(migration, "spec", "vmiName")))
+
+
+def is_running(migration: Mapping[str, Any]) -> bool:
+    """``VirtualMachineInstanceMigration.IsRunning``: accepted and not ended."""
+    return migration_phase(migration) not in FINAL | {PENDING}
+
+
+def vmi_migrating(vmi: Mapping[str, Any]) -> bool:
+    """``migrations.IsMigrating``: the VMI's migration has started and not ended."""
+    state = dig(vmi, "status", "migrationState") or {}
+    return bool(state.get("startTimestamp")) and not state.get("endTimestamp")
+
+
+def pod_unschedulable(pod: Mapping[str, Any]) -> bool:
+    """``isPodPendingUnschedulable``."""
+    if dig(pod, "status", "phase") not in (None, "Pending") or dig(pod, "metadata", "deletionTimestamp"):
+        return False
+    return any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in dig(pod, "status", "conditions") or []
+    )
+
+
+def pod_running_on(pod: Mapping[str, Any]) -> str | None:
+    node = dig(pod, "spec", "nodeName")
+    return str(node) if node and dig(pod, "status", "phase") == "Running" else None
+
+
+@dataclass
+class _Timers:
+    """What KubeVirt reads from timestamps with one-second resolution, kept here to the millisecond."""
+
+    change_seen: dict[ObjectKey, float] = field(default_factory=dict)
+    last_ended: dict[ObjectKey, float] = field(default_factory=dict)
+    failures: dict[ObjectKey, list[float]] = field(default_factory=dict)
+    target_created: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MigrationController:
+    """The workload-updater and the migration controller: :meth:`run_updater`, then :meth:`sync`, each
+    tick."""
+
+    api: KubeVirtWrites
+    options: MigrationOptions = field(default_factory=MigrationOptions)
+    overhead: int = 0
+    failing: set[str] = field(default_factory=set)
+    clock: Callable[[], float] = time.monotonic
+    timers: _Timers = field(default_factory=_Timers)
+    succeeded: int = 0
+    failed: int = 0
+
+    # -- workload-updater ----------------------------------------------------------------------------------
+
+    async def run_updater(self, world: World) -> None:
+        now = self.clock()
+        unfinished = [m for m in world.migrations if migration_phase(m) not in FINAL]
+        busy = {migration_vmi(m) for m in unfinished}
+        room = self.options.per_cluster - sum(1 for m in unfinished if is_running(m))
+        for key, vmi in sorted(world.vmis.items(), key=lambda kv: str(kv[0])):
+            wants = dig(vmi, "status", "phase") == "Running" and condition_is(vmi, MEMORY_CHANGE, "True")
+            if not wants:
+                self.timers.change_seen.pop(key, None)
+                continue
+            seen = self.timers.change_seen.setdefault(key, now)
+            if key in busy or vmi_migrating(vmi) or room <= 0:
+                continue
+            since = max(seen, self.timers.last_ended.get(key, seen))
+            if now - since < self.options.updater_delay_s:
+                continue
+            body = {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstanceMigration",
+                "metadata": {
+                    "generateName": "kubevirt-workload-update-",
+                    "namespace": key.namespace,
+                    "annotations": {WORKLOAD_UPDATE_ANNOTATION: ""},
+                },
+                "spec": {"vmiName": key.name},
+            }
+            created = await self.api.create_migration(key.namespace, body)
+            room -= 1
+            logger.info("%s: workload-updater created migration %s", key, dig(created, "metadata", "name"))
+
+    # -- migration controller ------------------------------------------------------------------------------
+
+    async def sync(self, world: World) -> None:
+        running = [m for m in world.migrations if is_running(m)]
+        for migration in sorted(world.migrations, key=lambda m: str(dig(m, "metadata", "creationTimestamp"))):
+            phase = migration_phase(migration)
+            if phase in FINAL:
+                continue
+            key = migration_vmi(migration)
+            vmi = world.vmis.get(key)
+            if vmi is None or dig(vmi, "metadata", "deletionTimestamp"):
+                await self._fail(migration, key, "Migration failed because vmi does not exist.")
+                continue
+            if self._conflicts(world, migration):
+                # The admission webhook (admitters/migration-create-admitter.go, ensureNoMigrationConflict)
+                # refuses a second migration of a VMI; no webhook runs here, so the later one fails instead.
+                await self._fail(migration, key, "in-flight migration detected", count=False)
+                continue
+            if phase == PENDING:
+                if await self._start_target(world, migration, vmi, running):
+                    running.append(migration)
+            elif phase in (SCHEDULING, SCHEDULED):
+                await self._follow_target(world, migration, vmi)
+            elif phase == RUNNING:
+                await self._finish_if_copied(world, migration, vmi)
+
+    async def _start_target(
+        self,
+        world: World,
+        migration: Mapping[str, Any],
+        vmi: Mapping[str, Any],
+        running: list[Mapping[str, Any]],
+    ) -> bool:
+        """``handleTargetPodCreation`` and ``createTargetPod``: True when the target pod was created."""
+        if dig(vmi, "status", "phase") != "Running":
+            return False
+        if len(running) >= self.options.per_cluster:
+            return False
+        source = dig(vmi, "status", "nodeName")
+        outbound = sum(1 for m in running if self._source_node(world, m) == source)
+        if outbound >= self.options.outbound_per_node:
+            return False
+        if self._backing_off(world, migration):
+            return False
+        pod = launcher_pod(vmi, overhead=self.overhead, migration=migration)
+        created = await self.api.create_pod(str(dig(vmi, "metadata", "namespace")), pod)
+        self.timers.target_created[str(dig(migration, "metadata", "uid"))] = self.clock()
+        await self._set_phase(migration, SCHEDULING, {"migrationState": {"sourceNode": source}})
+        logger.info(
+            "%s: migration %s: target pod %s for %s",
+            migration_vmi(migration),
+            dig(migration, "metadata", "name"),
+            dig(created, "metadata", "name"),
+            _requests(pod),
+        )
+        return True
+
+    @staticmethod
+    def _conflicts(world: World, migration: Mapping[str, Any]) -> bool:
+        """Another unfinished migration of the same VMI was created before this one."""
+        mine = (str(dig(migration, "metadata", "creationTimestamp")), str(dig(migration, "metadata", "name")))
+        for other in world.migrations_of(migration_vmi(migration)):
+            theirs = (str(dig(other, "metadata", "creationTimestamp")), str(dig(other, "metadata", "name")))
+            if migration_phase(other) not in FINAL and theirs < mine:
+                return True
+        return False
+
+    def _source_node(self, world: World, migration: Mapping[str, Any]) -> str | None:
+        node = dig(migration, "status", "migrationState", "sourceNode")
+        if node:
+            return str(node)
+        vmi = world.vmis.get(migration_vmi(migration))
+        return str(dig(vmi, "status", "nodeName")) if vmi is not None else None
+
+    def _backing_off(self, world: World, migration: Mapping[str, Any]) -> bool:
+        """``handleMigrationBackoff``: after failed workload-update migrations, wait 20 s, 40 s, ..."""
+        if WORKLOAD_UPDATE_ANNOTATION not in (dig(migration, "metadata", "annotations") or {}):
+            return False
+        failures = self.timers.failures.get(migration_vmi(migration), [])
+        if not failures:
+            return False
+        backoff = self.options.backoff_s * 2.0 ** (len(failures) - 1)
+        return bool(self.clock() - failures[-1] < backoff)
+
+    async def _follow_target(
+        self, world: World, migration: Mapping[str, Any], vmi: Mapping[str, Any]
+    ) -> None:
+        uid = str(dig(migration, "metadata", "uid"))
+        key = migration_vmi(migration)
+        pod = world.target_pod(migration)
+        if pod is None:
+            await self._fail(migration, key, "Migration target pod was removed during active migration.")
+            return
+        target = pod_running_on(pod)
+        if target is None:
+            created = self.timers.target_created.setdefault(uid, self.clock())
+            if pod_unschedulable(pod) and self.clock() - created >= self._pending_timeout(migration):
+                name = str(dig(pod, "metadata", "name"))
+                await self.api.delete_pod(ObjectKey(key.namespace, name))
+                logger.info("%s: unschedulable pod %s timeout period exceeded", key, name)
+                await self._fail(
+                    migration, key, f"unschedulable pod {key.namespace}/{name} timeout period exceeded"
+                )
+            return
+        source = world.source_pod(vmi)
+        state = {
+            "migrationUid": uid,
+            "sourceNode": dig(vmi, "status", "nodeName"),
+            "sourcePod": dig(source, "metadata", "name") if source else None,
+            "targetNode": target,
+            "targetPod": dig(pod, "metadata", "name"),
+            "startTimestamp": now_rfc3339(),
+            "mode": "PreCopy",
+            "completed": False,
+            "failed": False,
+        }
+        await self.api.patch_vmi(
+            key, {"metadata": {"labels": {TARGET_NODE_LABEL: target}}, "status": {"migrationState": state}}
+        )
+        self.timers.started[uid] = self.clock()
+        await self._set_phase(migration, RUNNING, {"migrationState": state})
+        logger.info("%s: migrating %s -> %s", key, state["sourceNode"], target)
+
+    async def _finish_if_copied(
+        self, world: World, migration: Mapping[str, Any], vmi: Mapping[str, Any]
+    ) -> None:
+        uid = str(dig(migration, "metadata", "uid"))
+        key = migration_vmi(migration)
+        size = quantity_bytes(dig(vmi, "status", "memory", "guestCurrent")) or GI
+        started = self.timers.started.setdefault(uid, self.clock())
+        if self.clock() - started < size / self.options.bandwidth:
+            return
+        state = dict(dig(vmi, "status", "migrationState") or dig(migration, "status", "migrationState") or {})
+        target = str(state.get("targetNode"))
+        state.update({"endTimestamp": now_rfc3339(), "completed": True})
+        spec_guest = quantity_bytes(dig(vmi, "spec", "domain", "memory", "guest"))
+        memory = dict(dig(vmi, "status", "memory") or {})
+        conditions = [c for c in dig(vmi, "status", "conditions") or [] if c.get("type") != MEMORY_CHANGE]
+        if key.name in self.failing and spec_guest != quantity_bytes(memory.get("guestCurrent")):
+            conditions.append(
+                {
+                    "type": MEMORY_CHANGE,
+                    "status": "False",
+                    "reason": HOTPLUG_FAILED_REASON,
+                    "message": "simulated failure of SyncVirtualMachineMemory on the target",
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            )
+        elif spec_guest is not None:
+            memory.update(
+                {"guestCurrent": to_quantity(spec_guest), "guestRequested": to_quantity(spec_guest)}
+            )
+        await self.api.patch_vmi(
+            key,
+            {
+                "metadata": {"labels": {NODE_NAME_LABEL: target, TARGET_NODE_LABEL: None}},
+                "status": {
+                    "nodeName": target,
+                    "migrationState": state,
+                    "memory": memory,
+                    "conditions": conditions,
+                },
+            },
+        )
+        source = state.get("sourcePod")
+        if source:
+            await self.api.delete_pod(ObjectKey(key.namespace, str(source)))
+        await self._set_phase(migration, SUCCEEDED, {"migrationState": state})
+        self.timers.last_ended[key] = self.clock()
+        self.timers.failures.pop(key, None)
+        self.succeeded += 1
+        logger.info("%s: migrated to %s with %s", key, target, memory.get("guestCurrent"))
+
+    def _pending_timeout(self, migration: Mapping[str, Any]) -> float:
+        value = (dig(migration, "metadata", "annotations") or {}).get(UNSCHEDULABLE_TIMEOUT_ANNOTATION)
+        try:
+            return float(value) if value is not None else self.options.pending_timeout_s
+        except ValueError:
+            return self.options.pending_timeout_s
+
+    async def _fail(
+        self, migration: Mapping[str, Any], key: ObjectKey, message: str, *, count: bool = True
+    ) -> None:
+        await self._set_phase(migration, FAILED, {})
+        if count:
+            now = self.clock()
+            self.timers.last_ended[key] = now
+            self.timers.failures.setdefault(key, []).append(now)
+            self.failed += 1
+        logger.info("%s: migration %s failed: %s", key, dig(migration, "metadata", "name"), message)
+
+    async def _set_phase(self, migration: Mapping[str, Any], phase: str, extra: Mapping[str, Any]) -> None:
+        stamps = list(dig(migration, "status", "phaseTransitionTimestamps") or [])
+        stamps.append({"phase": phase, "phaseTransitionTimestamp": now_rfc3339()})
+        status = {"phase": phase, "phaseTransitionTimestamps": stamps, **extra}
+        await self.api.patch_migration_status(
+            ObjectKey(str(dig(migration, "metadata", "namespace")), str(dig(migration, "metadata", "name"))),
+            status,
+        )
+
+
+def _requests(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    containers = dig(pod, "spec", "containers") or [{}]
+    return dict(dig(containers[0], "resources", "requests") or {})

@@ -1,0 +1,318 @@
+"""The KubeVirt stand-in on a real API server, kube-scheduler and kwok: launcher pods, and memory changes that
+go the way KubeVirt v1.7.0 takes them (a live migration to a pod the scheduler placed on another node).
+
+Every test makes its own nodes (unique names) labelled with a pool of its own that its VMs select, so
+migration targets never go to the nodes of other tests (the session shares one control plane).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from unittest.mock import ANY
+
+import httpx
+import pytest
+from kubernetes import client as k8s_client
+
+from dynamem.kube.objects import GI, MI, quantity_bytes
+from dynamem.kubevirt_sim.controller import SimulatorOptions
+from dynamem.kubevirt_sim.metrics import DemandFeed
+from dynamem.kubevirt_sim.migrations import MigrationOptions
+from dynamem.kubevirt_sim.runner import SimulatorRunner
+from dynamem.sim.scenario import parse_scenario
+from dynamem.testing.controlplane import ControlPlane
+
+FAST = MigrationOptions(bandwidth=8 * GI, updater_delay_s=0.3, pending_timeout_s=2.0, backoff_s=30.0)
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Live:
+    def __init__(
+        self, cp: ControlPlane, namespace: str, nodes: Mapping[str, str], vms: Mapping[str, Any], pool: str
+    ) -> None:
+        self.namespace = namespace
+        self.api = cp.api_client()
+        self.custom = k8s_client.CustomObjectsApi(self.api)
+        self.core = k8s_client.CoreV1Api(self.api)
+        first = next(iter(nodes))
+        scenario = parse_scenario(
+            {
+                "step": "1m",
+                "nodes": [{"name": n, "memory": m} for n, m in nodes.items()],
+                "vms": [
+                    {"name": name, "node": spec.pop("node", first), **spec} for name, spec in vms.items()
+                ],
+                "demand": {name: ["512Mi"] for name in vms},
+            }
+        )
+        self.sim = SimulatorRunner(
+            cp.kubeconfig_path,
+            SimulatorOptions(namespace=namespace, poll_s=0.1, overhead=128 * MI, migration=FAST),
+            DemandFeed(speed=0.0),
+        )
+        self.sim.start(scenario, namespace, pool=pool)
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.api.close()
+
+    def vmi(self, name: str) -> Mapping[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", name
+        )
+
+    def migrations(self) -> list[Mapping[str, Any]]:
+        found = self.custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachineinstancemigrations"
+        )
+        return list(found["items"])
+
+    def pods(self) -> list[k8s_client.V1Pod]:
+        return list(
+            self.core.list_namespaced_pod(self.namespace, label_selector="kubevirt.io=virt-launcher").items
+        )
+
+    def running_on(self, name: str) -> str | None:
+        try:
+            vmi = self.vmi(name)
+        except k8s_client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        status = vmi.get("status", {})
+        return status.get("nodeName") if status.get("phase") == "Running" else None
+
+    def set_guest(self, name: str, guest: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachines", name,
+            {"spec": {"template": {"spec": {"domain": {"memory": {"guest": guest}}}}}},
+        )  # fmt: skip
+
+
+@pytest.fixture
+def live(
+    control_plane: ControlPlane, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[Callable[..., Live]]:
+    made: list[Live] = []
+
+    def make(nodes: Mapping[str, str], vms: Mapping[str, Any]) -> Live:
+        world = Live(control_plane, namespace, nodes, vms, unique_name("pool"))
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        world.close()
+
+
+def names(unique_name: Callable[[str], str], count: int) -> list[str]:
+    return [unique_name(f"kv{i}") for i in range(count)]
+
+
+def test_a_vm_starts_in_a_launcher_pod_on_its_starting_node(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": b, "startup": "1Gi", "maximum": "4Gi"}})
+    assert wait("web running", lambda: world.running_on("web")) == b
+    vmi = world.vmi("web")
+    (pod,) = world.pods()
+    assert pod.spec.node_name == b and pod.status.phase == "Running"
+    assert pod.metadata.labels["kubevirt.io"] == "virt-launcher"
+    assert pod.metadata.labels["kubevirt.io/created-by"] == vmi["metadata"]["uid"]
+    assert pod.metadata.annotations["kubevirt.io/domain"] == "web"
+    assert pod.spec.containers[0].resources.requests == {"memory": "1152Mi"}  # guest + overhead
+    # the start node is no selector; the pool is the VM's own selector
+    assert pod.spec.node_selector == {"kubevirt.io/schedulable": "true", "dynamem.io/pool": ANY}
+    assert vmi["status"]["memory"]["guestAtBoot"] == "1Gi"
+
+
+def test_a_memory_change_is_a_migration_to_another_node(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    source_pod = world.pods()[0].metadata.name
+    world.set_guest("web", "2Gi")
+
+    def moved() -> Mapping[str, Any] | None:
+        vmi = world.vmi("web")
+        memory = vmi["status"]["memory"]
+        return vmi if memory["guestCurrent"] == "2Gi" and vmi["status"]["nodeName"] == b else None
+
+    vmi = wait("web on the other node with 2Gi", moved)
+    assert vmi["status"]["memory"]["guestRequested"] == "2Gi"
+    assert vmi["status"]["migrationState"]["completed"] is True
+    assert vmi["status"]["migrationState"]["sourceNode"] == a
+    assert "HotMemoryChange" not in {c["type"] for c in vmi["status"].get("conditions", [])}
+    (migration,) = world.migrations()
+    assert migration["metadata"]["name"].startswith("kubevirt-workload-update-")
+    assert migration["status"]["phase"] == "Succeeded"
+    # the source pod goes; the target pod was placed by the scheduler, away from the source
+    pods = wait("source pod gone", lambda: [p for p in world.pods()] if len(world.pods()) == 1 else None)
+    assert pods[0].metadata.name != source_pod and pods[0].spec.node_name == b
+    assert pods[0].spec.containers[0].resources.requests == {"memory": "2176Mi"}
+    terms = pods[0].spec.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution
+    assert terms[0].label_selector.match_labels == {"kubevirt.io/created-by": vmi["metadata"]["uid"]}
+    assert terms[0].topology_key == "kubernetes.io/hostname"
+
+
+def test_a_migration_made_by_someone_else_carries_the_change_where_it_says(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    a, b, c = names(unique_name, 3)
+    world = live({a: "8Gi", b: "8Gi", c: "4Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    world.set_guest("web", "3Gi")
+    wait(
+        "HotMemoryChange",
+        lambda: any(x["type"] == "HotMemoryChange" for x in world.vmi("web")["status"].get("conditions", [])),
+    )
+    # the least-allocated choice would be b (8Gi); the selector sends it to c
+    world.custom.create_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations",
+        {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+         "metadata": {"name": "dynamem-web"},
+         "spec": {"vmiName": "web", "addedNodeSelector": {"kubernetes.io/hostname": c}}},
+    )  # fmt: skip
+    wait(
+        "web on c",
+        lambda: (
+            world.running_on("web") == c and world.vmi("web")["status"]["memory"]["guestCurrent"] == "3Gi"
+        ),
+    )
+    # the workload-updater saw a migration in flight and made none of its own
+    assert [m["metadata"]["name"] for m in world.migrations()] == ["dynamem-web"]
+
+
+def test_a_change_with_nowhere_to_go_fails_after_the_pending_timeout(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "2Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    world.set_guest("web", "3Gi")  # 3Gi + overhead fits a, which it must leave, and not b
+
+    def failed() -> list[Mapping[str, Any]]:
+        return [m for m in world.migrations() if m.get("status", {}).get("phase") == "Failed"]
+
+    (migration,) = wait("the migration to fail", failed, timeout=30)
+    vmi = world.vmi("web")
+    # v1.7.0 leaves the VMI as it was: on its node, its old size, HotMemoryChange still True, the new spec
+    assert vmi["status"]["nodeName"] == a
+    assert vmi["status"]["memory"]["guestCurrent"] == "1Gi"
+    assert {c["type"]: c["status"] for c in vmi["status"]["conditions"]}["HotMemoryChange"] == "True"
+    assert quantity_bytes(vmi["spec"]["domain"]["memory"]["guest"]) == 3 * GI
+    assert [
+        p.spec.node_name
+        for p in wait("target pod deleted", lambda: world.pods() if len(world.pods()) == 1 else None)
+    ] == [a]
+    # the updater makes a new migration (without any addedNodeSelector); the migration controller holds its
+    # target pod back for the backoff after a failure (20 s in KubeVirt, 30 s here)
+    retry = wait(
+        "a retry",
+        lambda: [m for m in world.migrations() if m["metadata"]["name"] != migration["metadata"]["name"]],
+    )
+    time.sleep(1.0)
+    assert [m.get("status", {}).get("phase", "Pending") for m in retry] == ["Pending"]
+    assert "addedNodeSelector" not in retry[0]["spec"]
+    assert len(world.pods()) == 1
+
+
+def test_a_one_node_cluster_cannot_change_memory(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    (a,) = names(unique_name, 1)
+    world = live({a: "16Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    world.set_guest("web", "2Gi")
+
+    def refusal() -> str | None:
+        for pod in world.pods():
+            for c in pod.status.conditions or []:
+                if c.type == "PodScheduled" and c.reason == "Unschedulable":
+                    return str(c.message)
+        return None
+
+    assert "didn't match pod anti-affinity rules" in wait("an unschedulable target", refusal)
+    wait(
+        "a failed migration",
+        lambda: any(m.get("status", {}).get("phase") == "Failed" for m in world.migrations()),
+    )
+    assert world.vmi("web")["status"]["memory"]["guestCurrent"] == "1Gi"
+
+
+def test_limits_hold_migrations_back(live: Callable[..., Live], unique_name: Callable[[str], str]) -> None:
+    a, b = names(unique_name, 2)
+    vms = {f"vm{i}": {"node": a, "startup": "1Gi", "maximum": "4Gi"} for i in range(3)}
+    world = live({a: "16Gi", b: "16Gi"}, vms)
+    wait("all running", lambda: all(world.running_on(n) for n in vms))
+    world.sim.options.migration.bandwidth = GI // 2  # each takes 2 s: long enough to see the limit
+    peak = 0
+    for name in vms:
+        world.set_guest(name, "2Gi")
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        running = [
+            m
+            for m in world.migrations()
+            if m.get("status", {}).get("phase") not in (None, "Pending", "Succeeded", "Failed")
+        ]
+        peak = max(peak, len(running))
+        if all(world.running_on(n) == b for n in vms):
+            break
+        time.sleep(0.1)
+    assert all(world.running_on(n) == b for n in vms)
+    assert peak == 2  # parallelOutboundMigrationsPerNode: 2 out of node a at once
+
+
+def test_guest_metrics_follow_the_guest_model(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    world.sim.set_demand(world.namespace, "web", 3 * GI)  # more than its 1Gi: it pages
+    url = f"http://{world.sim.metrics_target}/metrics"
+    first = httpx.get(url).text
+    time.sleep(0.5)
+    text = httpx.get(url).text
+    for name in (
+        "kubevirt_vmi_memory_available_bytes", "kubevirt_vmi_memory_usable_bytes",
+        "kubevirt_vmi_memory_used_bytes", "kubevirt_vmi_memory_unused_bytes",
+        "kubevirt_vmi_memory_cached_bytes",
+        "kubevirt_vmi_memory_actual_balloon_bytes", "kubevirt_vmi_memory_domain_bytes",
+        "kubevirt_vmi_memory_resident_bytes", "kubevirt_vmi_launcher_memory_overhead_bytes",
+        "kubevirt_vmi_memory_swap_in_traffic_bytes", "kubevirt_vmi_memory_swap_out_traffic_bytes",
+        "kubevirt_vmi_memory_pgmajfault_total", "kubevirt_vmi_memory_pgminfault_total",
+    ):  # fmt: skip
+        assert f"\n{name}{{" in text, name
+
+    def value(body: str, name: str) -> float:
+        line = next(x for x in body.splitlines() if x.startswith(name + "{") and 'name="web"' in x)
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value(text, "kubevirt_vmi_memory_used_bytes") < GI  # never more than it has
+    assert value(text, "kubevirt_vmi_memory_domain_bytes") == GI
+    assert value(text, "kubevirt_vmi_launcher_memory_overhead_bytes") == 128 * MI
+    assert value(text, "kubevirt_vmi_memory_pgmajfault_total") > value(
+        first, "kubevirt_vmi_memory_pgmajfault_total"
+    )
+    assert value(text, "kubevirt_vmi_memory_swap_in_traffic_bytes") > value(
+        first, "kubevirt_vmi_memory_swap_in_traffic_bytes"
+    )
+    assert "# TYPE kubevirt_vmi_memory_swap_in_traffic_bytes gauge" in text
+    assert "# TYPE kubevirt_vmi_memory_pgmajfault_total counter" in text

@@ -1,0 +1,131 @@
+"""The operator on KubeVirt as it is (issue 8's done-when), end to end: the real API server, kube-scheduler
+and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
+
+- The operator's change of a VM's memory reaches the VM as a live migration to a pod that the scheduler
+  placed on another node.
+- A change with nowhere to go fails as KubeVirt's does (the target pod stays unschedulable, the migration
+  fails after the pending timeout, the VMI keeps its node and size), and the operator takes it back: it writes
+  the old size back, holds the VM, and says so in the VirtualMachineMemory's status and an Event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s_client
+
+from dynamem.kube.objects import GI
+from dynamem.sim.scenario import parse_scenario
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, wait_until
+
+
+@pytest.fixture
+def make_stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[Callable[[Mapping[str, str]], tuple[Stack, list[str]]]]:
+    stacks: list[Stack] = []
+
+    def make(nodes: Mapping[str, str]) -> tuple[Stack, list[str]]:
+        names = [unique_name(role) for role in nodes]
+        scenario = parse_scenario(
+            {
+                "step": "1m",
+                "nodes": [{"name": n, "memory": m} for n, m in zip(names, nodes.values(), strict=True)],
+                "vms": [{"name": "web", "node": names[0], "startup": "1Gi", "maximum": "4Gi"}],
+                "demand": {"web": ["512Mi"]},
+            }
+        )
+        stack = Stack(control_plane, prometheus, namespace, scenario)
+        stacks.append(stack)
+        return stack, names
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def vmi(stack: Stack, name: str) -> Mapping[str, Any]:
+    return stack.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstances", name
+    )
+
+
+def migrations(stack: Stack) -> list[Mapping[str, Any]]:
+    found = stack.custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
+    )
+    return list(found["items"])
+
+
+def scheduled_by_the_scheduler(stack: Stack, pod: str) -> str | None:
+    """The node the kube-scheduler bound ``pod`` to, from its "Scheduled" Event."""
+    events = k8s_client.CoreV1Api(stack.api).list_namespaced_event(stack.namespace).items
+    for event in events:
+        if event.involved_object.name == pod and event.reason == "Scheduled":
+            return str(event.message)
+    return None
+
+
+def test_the_operators_change_is_a_migration_to_a_node_the_scheduler_chose(
+    make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]],
+) -> None:
+    stack, (home, other) = make_stack({"home": "8Gi", "other": "8Gi"})
+    wait_until("web running", lambda: stack.has("web"), timeout=60)
+    assert vmi(stack, "web")["status"]["nodeName"] == home
+    stack.set_demand(web=2.5)
+    stack.start_operator()
+    grown = wait_until("web grown", lambda: (stack.has("web") or 0) > GI and stack.has("web"), timeout=90)
+    status = vmi(stack, "web")["status"]
+    assert status["nodeName"] == other  # it left its node: KubeVirt's target has anti-affinity to the source
+    assert status["migrationState"]["sourceNode"] == home and status["migrationState"]["completed"] is True
+    assert stack.guest("web") == grown  # what dynamem wrote is what the guest has now
+    (migration,) = migrations(stack)
+    assert migration["status"]["phase"] == "Succeeded"
+    target = status["migrationState"]["targetPod"]
+    message = wait_until("the Scheduled event", lambda: scheduled_by_the_scheduler(stack, target), timeout=10)
+    assert other in message
+    reason = stack.vmm("web").get("status", {}).get("reason", "")
+    assert reason  # the operator says why it changed the VM
+
+
+def test_a_change_with_nowhere_to_go_fails_and_is_taken_back(
+    make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]],
+) -> None:
+    stack, (home, _small) = make_stack({"home": "8Gi", "small": "1Gi"})
+    wait_until("web running", lambda: stack.has("web"), timeout=60)
+    stack.set_demand(web=2.5)
+    stack.start_operator()
+    # the grow is written, the target pod fits neither node (not home: anti-affinity; not small: memory)
+    wait_until("memory.guest raised", lambda: (stack.guest("web") or 0) > GI, timeout=60)
+    failed = wait_until(
+        "the migration failed after the pending timeout",
+        lambda: [m for m in migrations(stack) if m.get("status", {}).get("phase") == "Failed"],
+        timeout=60,
+    )
+    assert failed
+    wait_until(
+        "the change taken back",
+        lambda: any(e["reason"] == "MemoryChangeReverted" for e in stack.events("web")),
+        timeout=60,
+    )
+    wait_until("memory.guest back at the guest's size", lambda: stack.guest("web") == GI, timeout=30)
+    status = wait_until(
+        "held after the failure",
+        lambda: (s := stack.vmm("web").get("status", {})).get("reason", "").startswith("held after") and s,
+        timeout=30,
+    )
+    assert "migration" in status["reason"]
+    # KubeVirt v1.7.0 left the VMI where and as it was, HotMemoryChange still True
+    instance = vmi(stack, "web")
+    assert instance["status"]["nodeName"] == home
+    assert instance["status"]["memory"]["guestCurrent"] == "1Gi"
+    conditions = {c["type"]: c["status"] for c in instance["status"]["conditions"]}
+    assert conditions.get("HotMemoryChange") == "True"
+    time.sleep(3)  # held: the operator writes nothing new within its backoff
+    assert stack.guest("web") == GI and stack.has("web") == GI

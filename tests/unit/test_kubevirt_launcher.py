@@ -1,0 +1,65 @@
+"""virt-launcher pods as KubeVirt v1.7.0 renders them (template.go, renderresources.go, migration.go)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamem.kube.objects import MI
+from dynamem.kubevirt_sim.launcher import launcher_pod, launcher_requests
+
+
+def vmi(memory: dict[str, Any], resources: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    domain: dict[str, Any] = {"memory": memory}
+    if resources:
+        domain["resources"] = resources
+    return {
+        "metadata": {"name": "web", "namespace": "ns", "uid": "uid-1", "labels": {"kubevirt.io/vm": "web"}},
+        "spec": {"domain": domain, **spec},
+    }
+
+
+def test_the_request_is_the_guest_plus_the_overhead() -> None:
+    assert launcher_requests(vmi({"guest": "2Gi"})["spec"], 256 * MI) == {"memory": "2304Mi"}
+
+
+def test_an_explicit_request_wins_over_the_guest() -> None:
+    spec = vmi({"guest": "4Gi"}, {"requests": {"memory": "3Gi"}})["spec"]
+    assert launcher_requests(spec, 0) == {"memory": "3Gi"}
+
+
+def test_hugepages_carry_the_guest_and_memory_the_overhead() -> None:
+    spec = vmi({"guest": "2Gi", "hugepages": {"pageSize": "2Mi"}})["spec"]
+    assert launcher_requests(spec, 200 * MI) == {"hugepages-2Mi": "2Gi", "memory": "200Mi"}
+
+
+def test_a_first_pod_is_bound_to_its_start_node_without_a_selector() -> None:
+    pod = launcher_pod(vmi({"guest": "1Gi"}, nodeSelector={"pool": "a"}), overhead=0, node_name="node-a")
+    assert pod["spec"]["nodeName"] == "node-a"
+    assert pod["spec"]["nodeSelector"] == {"pool": "a", "kubevirt.io/schedulable": "true"}
+    assert "affinity" not in pod["spec"]
+    labels = pod["metadata"]["labels"]
+    assert labels["kubevirt.io"] == "virt-launcher" and labels["kubevirt.io/created-by"] == "uid-1"
+    assert pod["metadata"]["annotations"] == {"kubevirt.io/domain": "web"}
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "VirtualMachineInstance"
+
+
+def test_a_migration_target_keeps_off_the_source_and_takes_the_added_selector() -> None:
+    migration = {
+        "metadata": {"name": "m1", "uid": "mig-uid"},
+        "spec": {"vmiName": "web", "addedNodeSelector": {"kubernetes.io/hostname": "node-b", "pool": "z"}},
+    }
+    pod = launcher_pod(vmi({"guest": "3Gi"}, nodeSelector={"pool": "a"}), overhead=0, migration=migration)
+    # the VMI's own selector wins on a key clash (createTargetPod copies the added selector first)
+    assert pod["spec"]["nodeSelector"] == {
+        "kubernetes.io/hostname": "node-b",
+        "pool": "a",
+        "kubevirt.io/schedulable": "true",
+    }
+    (term,) = pod["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term == {
+        "labelSelector": {"matchLabels": {"kubevirt.io/created-by": "uid-1"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    assert pod["metadata"]["labels"]["kubevirt.io/migrationJobUID"] == "mig-uid"
+    assert pod["spec"]["containers"][0]["resources"]["requests"] == {"memory": "3Gi"}
+    assert "nodeName" not in pod["spec"]
