@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
-from dynamem.controller.demand import DemandSource
 from dynamem.controller.metrics import OperatorMetrics
+from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
     Managed,
     Observed,
@@ -42,27 +42,6 @@ logger = logging.getLogger("dynamem.balancer")
 
 # A VM whose change KubeVirt refused or failed is held this long before dynamem tries again.
 FAILURE_BACKOFF_S = 300.0
-
-
-class ClusterWriter(Protocol):
-    """The writes a round makes; :class:`dynamem.kube.api.KubeApi` is the real one."""
-
-    async def apply_vm_memory(
-        self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
-    ) -> Mapping[str, Any]: ...
-
-    async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
-
-    async def create_event(
-        self,
-        regarding: Mapping[str, Any],
-        *,
-        type_: str,
-        reason: str,
-        note: str,
-        action: str,
-        now: float | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

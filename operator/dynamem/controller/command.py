@@ -12,7 +12,8 @@ import uuid
 import kopf
 from kubernetes import config
 
-from dynamem.controller.handlers import OperatorState, register
+from dynamem.controller.handlers import register
+from dynamem.controller.loop import OperatorState
 from dynamem.controller.options import OptionError, parse_options
 
 

@@ -10,14 +10,15 @@ demand is unknown, the round still runs, and nothing is shrunk.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from dynamem.controller.ports import DemandReading, DemandSource
 from dynamem.kube.objects import ObjectKey
+
+__all__ = ["DEMAND_QUERY", "DemandReading", "DemandSource", "PrometheusDemand", "parse_response"]
 
 # Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
 # metrics stopped would keep its old demand (and could be shrunk on it).
@@ -26,23 +27,6 @@ DEMAND_QUERY = (
     "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
     " and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60))"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DemandReading:
-    """Demand per VM in bytes; ``error`` says why nothing could be read, when that happened."""
-
-    by_vm: Mapping[ObjectKey, int] = field(default_factory=dict)
-    error: str | None = None
-
-    def of(self, key: ObjectKey) -> int | None:
-        return self.by_vm.get(key)
-
-
-class DemandSource(Protocol):
-    """Where a balancing round gets guest demand from: Prometheus in a cluster, a trace in the simulator."""
-
-    async def read(self) -> DemandReading: ...
 
 
 class _Sample(BaseModel):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from dynamem.controller.demand import DemandReading
+from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.policy.model import NodeState, VmState

@@ -13,15 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dynamem.controller.ports import ClusterWriter
 from dynamem.controller.snapshot import Managed, Phase
 from dynamem.kube.api import now_rfc3339
 from dynamem.kube.objects import MI, ObjectKey, to_quantity
 from dynamem.policy.model import NodePlan, VmDecision
-
-if TYPE_CHECKING:
-    from dynamem.controller.balancer import ClusterWriter
 
 logger = logging.getLogger("dynamem.status")
 

@@ -1,4 +1,4 @@
-"""Which replica balances (:mod:`dynamem.controller.peering`): kopf's rule, highest live priority only."""
+"""Which replica balances (:mod:`dynamem.controller.leadership`): kopf's rule, highest live priority only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dynamem.controller.peering import peering_active
+from dynamem.controller.leadership import peering_active
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, 0, tzinfo=dt.UTC)
 ME = "me@pod-a"
