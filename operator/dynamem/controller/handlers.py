@@ -1,10 +1,11 @@
-"""kopf registrations only: indices of what the operator watches, wake-ups, and the balancing loop's life.
+"""kopf registrations only: the watches that feed the operator's view, wake-ups, and the loop's life.
 
-The operator keeps five in-memory kopf indices (VirtualMachineMemories, KubeVirt VMs and VMIs, Nodes, Pods),
-each holding the small typed views of :mod:`dynamem.kube.objects`. kopf fills every index before it calls
-any other handler, so the first ``on.event`` call tells the loop that the picture is complete; later events
-of the same resources wake the loop early (a spec edit, a VM start or stop, a node change), and otherwise it
-runs every ``--interval`` seconds. The operator adds no finalizer and no annotation to any object: deleting a
+kopf watches the five resources a round reads (VirtualMachineMemories, KubeVirt VMs and VMIs, Nodes, Pods)
+and hands each event to the :class:`~dynamem.controller.view.ClusterView`, which keeps small typed views and
+is reconciled with fresh LISTs by the loop. Events wake the loop early (a spec edit, a VM start or stop, a
+node change); otherwise it runs every ``--interval`` seconds. kopf runs standalone: which replica balances is
+decided by a Lease (:mod:`dynamem.controller.leadership`), and every replica keeps watching, so a standby's
+view is live, not paused. The operator adds no finalizer and no annotation to any object: deleting a
 VirtualMachineMemory never waits for the operator, and leaves its VM as it is.
 """
 
@@ -12,30 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any, TypeVar
+import os
+from typing import Any
 
 import kopf
 
 from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand import PrometheusDemand
-from dynamem.controller.loop import OperatorState, balancing_loop
-from dynamem.controller.snapshot import Observed, vmm_view
+from dynamem.controller.leadership import LeaderOnlyWriter, LeaseConfig, LeaseElector
+from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leadership
+from dynamem.controller.ports import ClusterWriter
+from dynamem.controller.view import Kind
 from dynamem.kube.api import KubeApi
-from dynamem.kube.objects import ObjectKey, node_view, pod_view, vm_view, vmi_view
 
 logger = logging.getLogger("dynamem.operator")
 
 VMM = ("dynamem.io", "v1alpha1", "virtualmachinememories")
 VM = ("kubevirt.io", "v1", "virtualmachines")
 VMI = ("kubevirt.io", "v1", "virtualmachineinstances")
-
-T = TypeVar("T")
-
-
-def _values(index: kopf.Index[Any, T]) -> Iterable[T]:
-    for store in index.values():
-        yield from store
 
 
 def register(state: OperatorState) -> kopf.OperatorRegistry:
@@ -44,15 +39,17 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
     options = state.options
 
     @kopf.on.startup(registry=registry, errors=kopf.ErrorsMode.PERMANENT)
-    async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = "dynamem.io/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dynamem.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="dynamem.io")
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 30
+        settings.networking.connect_timeout = 10
         settings.posting.level = logging.WARNING
-        state.api = await KubeApi.connect(options.kubeconfig)
+        api = await KubeApi.connect(options.kubeconfig)
         if not options.all_namespaces:
             logger.warning(
                 "watching namespaces %s only: node pools count only the pods and VMs there; "
@@ -61,26 +58,31 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             )
         if options.metrics_port:
             state.metrics.serve(options.metrics_port, options.metrics_address)
-        balancer = Balancer(
-            state.api,
-            PrometheusDemand(options.prometheus_url),
-            options.round_options(),
-            metrics=state.metrics,
-        )
-        indices = {
-            name: kwargs[name] for name in ("vmm_index", "vm_index", "vmi_index", "node_index", "pod_index")
-        }
-
-        def observe() -> Observed:
-            return Observed(
-                vmms=list(_values(indices["vmm_index"])),
-                vms=list(_values(indices["vm_index"])),
-                vmis=list(_values(indices["vmi_index"])),
-                nodes=list(_values(indices["node_index"])),
-                pods=list(_values(indices["pod_index"])),
+        writer: ClusterWriter = api
+        if not options.standalone:
+            lease = LeaseConfig.from_duration(
+                options.lease_place(os.environ.get("POD_NAMESPACE")),
+                options.lease_name,
+                state.identity,
+                options.lease_duration_s,
             )
+            state.elector = LeaseElector(api.coordination, lease)
+            writer = LeaderOnlyWriter(api, state.elector)
+            state.tasks.append(asyncio.create_task(state.elector.run(), name="dynamem-lease"))
+            state.tasks.append(asyncio.create_task(wake_on_leadership(state), name="dynamem-lease-wake"))
+        demand = PrometheusDemand(
+            options.prometheus_url,
+            token_file=options.prometheus_token_file,
+            ca_file=options.prometheus_ca_file,
+        )
 
-        state.task = asyncio.create_task(balancing_loop(state, balancer, observe), name="dynamem-balancer")
+        def make_balancer() -> Balancer:
+            return Balancer(writer, demand, options.round_options(), metrics=state.metrics)
+
+        state.tasks.append(
+            asyncio.create_task(balancing_loop(state, make_balancer, api), name="dynamem-balancer")
+        )
+        state.tasks.append(asyncio.create_task(_close_on_cancel(api, demand), name="dynamem-clients"))
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -89,47 +91,36 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
-        if state.task is not None:
-            state.task.cancel()
-            await asyncio.gather(state.task, return_exceptions=True)
-        if state.api is not None:
-            await state.api.close()
+        """Stop the loop first, then the Lease (released on the way out), then the clients."""
+        for task in state.tasks:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
-    @kopf.index(*VMM, id="vmm_index", registry=registry)
-    def vmm_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, object]:
-        return {ObjectKey.of(body): vmm_view(body)}
+    def feed(kind: Kind) -> Any:
+        def on_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+            state.view.apply_event(kind, type, body)
+            # VMMs: our own status writes do not wake the loop; spec edits, creations and deletions do.
+            if kind is Kind.VMM:
+                generation = body.get("metadata", {}).get("generation")
+                observed = body.get("status", {}).get("observedGeneration")
+                if type in {"ADDED", "DELETED"} or generation != observed:
+                    state.wake.set()
+            elif kind is not Kind.POD:
+                state.wake.set()
 
-    @kopf.index(*VM, id="vm_index", registry=registry)
-    def vm_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, object]:
-        return {ObjectKey.of(body): vm_view(body)}
+        return on_event
 
-    @kopf.index(*VMI, id="vmi_index", registry=registry)
-    def vmi_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, object]:
-        return {ObjectKey.of(body): vmi_view(body)}
-
-    @kopf.index("nodes", id="node_index", registry=registry)
-    def node_index(body: kopf.Body, **_: Any) -> dict[str, object]:
-        view = node_view(body)
-        return {view.name: view}
-
-    @kopf.index("pods", id="pod_index", registry=registry, field="spec.nodeName", value=kopf.PRESENT)
-    def pod_index(body: kopf.Body, **_: Any) -> dict[ObjectKey, object]:
-        return {ObjectKey.of(body): pod_view(body)}
-
-    def wake(**_: Any) -> None:
-        state.indexed.set()
-        state.wake.set()
-
-    def wake_on_spec_change(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """VMMs: our own status writes do not wake the loop; a spec edit, a creation or a deletion does."""
-        generation = body.get("metadata", {}).get("generation")
-        observed = body.get("status", {}).get("observedGeneration")
-        state.indexed.set()
-        if type in {"ADDED", "DELETED", None} or generation != observed:
-            state.wake.set()
-
-    kopf.on.event(*VMM, registry=registry)(wake_on_spec_change)
-    for resource in (VM, VMI):
-        kopf.on.event(*resource, registry=registry)(wake)
-    kopf.on.event("nodes", registry=registry)(wake)
+    kopf.on.event(*VMM, registry=registry)(feed(Kind.VMM))
+    kopf.on.event(*VM, registry=registry)(feed(Kind.VM))
+    kopf.on.event(*VMI, registry=registry)(feed(Kind.VMI))
+    kopf.on.event("nodes", registry=registry)(feed(Kind.NODE))
+    kopf.on.event("pods", registry=registry)(feed(Kind.POD))
     return registry
+
+
+async def _close_on_cancel(api: KubeApi, demand: PrometheusDemand) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await demand.close()
+        await api.close()

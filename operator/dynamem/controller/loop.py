@@ -1,102 +1,109 @@
 """The balancing loop: a round every ``--interval`` seconds, or soon after a wake-up, on the leader.
 
 kopf's handlers (:mod:`dynamem.controller.handlers`) only feed the loop: they keep the view of the cluster
-and set ``wake``; who may balance is decided by :mod:`dynamem.controller.leadership`.
+(:mod:`dynamem.controller.view`) and set ``wake``. Who may balance is the Lease's business
+(:mod:`dynamem.controller.leadership`); the loop
+
+- runs rounds only while this replica may write, and every write checks the Lease again
+  (:class:`~dynamem.controller.leadership.LeaderOnlyWriter`);
+- starts each leadership term from a fresh LIST and a fresh balancer (nothing remembered from an earlier
+  term or from standing by: what must survive lives in the VirtualMachineMemory status);
+- LISTs again when kopf re-listed (a broken watch), when a round met an API error, and every resync period,
+  so an object deleted while a watch was down never lingers as a ghost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from dynamem.controller.balancer import Balancer
-from dynamem.controller.leadership import peering_active
+from dynamem.controller.leadership import LeaseElector, NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.options import OperatorOptions
-from dynamem.controller.snapshot import Observed
-from dynamem.kube.api import KubeApi
+from dynamem.controller.view import ClusterView, Kind
 
 logger = logging.getLogger("dynamem.operator")
 
-# Replicas started together register in the peering object within a second or two; none balances before
-# this many seconds have passed, so a lower-priority replica never runs a round before it sees the leader.
-PEERING_GRACE_S = 5.0
+
+class ClusterLister(Protocol):
+    async def list_objects(
+        self, kind: str, namespaces: Sequence[str] = ()
+    ) -> tuple[int, list[Mapping[str, Any]]]: ...
 
 
 @dataclass
 class OperatorState:
-    """What the registered handlers share: options, the loop's wake-up, its task."""
+    """What the registered handlers and the loop share."""
 
     options: OperatorOptions
     identity: str
-    priority: int
+    view: ClusterView = field(default_factory=ClusterView)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    indexed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    api: KubeApi | None = None
+    elector: LeaseElector | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
     rounds: int = 0
-    started: float = field(default_factory=time.monotonic)
+    resyncs: int = 0
+    last_resync: float = float("-inf")
 
-    async def is_active(self) -> bool:
-        """Whether this replica balances now (kopf's peering rule; always in standalone mode)."""
-        if self.options.standalone or self.api is None:
-            return True
-        if time.monotonic() - self.started < PEERING_GRACE_S:
-            return False  # peers that start with us may not be registered yet
-        try:
-            if self.options.all_namespaces:
-                bodies = [
-                    await self.api.custom.get_cluster_custom_object(
-                        "kopf.dev", "v1", "clusterkopfpeerings", self.options.peering
-                    )
-                ]
-            else:  # kopf keeps one KopfPeering per watched namespace; a conflict in any pauses it
-                bodies = [
-                    await self.api.custom.get_namespaced_custom_object(
-                        "kopf.dev", "v1", namespace, "kopfpeerings", self.options.peering
-                    )
-                    for namespace in self.options.namespaces
-                ]
-        except Exception as exc:
-            logger.warning("peering object %r unreadable, not balancing: %s", self.options.peering, exc)
-            return False
-        now = dt.datetime.now(dt.UTC)
-        for body in bodies:
-            status = body.get("status") or {} if isinstance(body, dict) else {}
-            if self.identity not in status or not peering_active(status, self.identity, self.priority, now):
-                return False  # not registered there yet, or a live peer outranks us
-        return True
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.may_write()
 
 
-async def balancing_loop(state: OperatorState, balancer: Balancer, observe: Callable[[], Observed]) -> None:
-    """Run a round every interval, or soon after a wake-up; only on the replica that peering lets act."""
-    options = state.options
-    await state.indexed.wait()
-    was_active = True
+async def resync(state: OperatorState, lister: ClusterLister) -> None:
+    """Replace the view with fresh LISTs of everything it holds."""
+    namespaces = () if state.options.all_namespaces else state.options.namespaces
+    lists = {}
+    for kind in Kind:
+        lists[kind] = await lister.list_objects(kind.value, namespaces)
+    ghosts = state.view.replace(lists)
+    state.resyncs += 1
+    state.last_resync = time.monotonic()
+    dropped = {kind.value: n for kind, n in ghosts.items() if n}
+    if dropped:
+        logger.warning("fresh LIST dropped objects deleted while a watch was down: %s", dropped)
+
+
+async def wake_on_leadership(state: OperatorState) -> None:
+    """Gaining or losing the Lease wakes the loop at once."""
+    if state.elector is None:
+        return
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)
-        state.wake.clear()
+        await state.elector.changed.wait()
+        state.elector.changed.clear()
+        state.wake.set()
+
+
+async def balancing_loop(
+    state: OperatorState, make_balancer: Callable[[], Balancer], lister: ClusterLister
+) -> None:
+    """Run a round every interval, or soon after a wake-up, while this replica leads."""
+    options = state.options
+    balancer: Balancer | None = None
+    term = -1
+    while True:
         try:
-            active = await state.is_active()
-            if active and not was_active:
-                # kopf paused our watches while we stood by; it lists everything again on resuming. Balance
-                # only once that fresh picture has started to arrive, not on what we saw before the pause.
-                state.indexed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.indexed.wait(), timeout=30)
-            was_active = active
-            if not active:
+            if not state.leading():
                 state.metrics.standby()
+                balancer = None
             else:
-                result = await balancer.run_round(observe())
+                current = state.elector.term if state.elector is not None else 0
+                if current != term or balancer is None:
+                    term, balancer = current, make_balancer()
+                    state.view.needs_resync = True  # a new term starts from a fresh list
+                stale = time.monotonic() - state.last_resync >= options.resync_period_s
+                if state.view.needs_resync or stale:
+                    await resync(state, lister)
+                result = await balancer.run_round(state.view.observed())
                 state.rounds += 1
+                if result.api_errors:
+                    state.view.needs_resync = True
                 logger.debug(
                     "round %d: %d memory writes, %d status writes, %d deferred, %.3fs",
                     state.rounds,
@@ -107,6 +114,12 @@ async def balancing_loop(state: OperatorState, balancer: Balancer, observe: Call
                 )
         except asyncio.CancelledError:
             raise
+        except NotLeading as exc:
+            logger.warning("round stopped: %s", exc)
         except Exception:
-            logger.exception("balancing round failed; the next one starts afresh")
+            logger.exception("balancing round failed; the next one starts from a fresh list")
+            state.view.needs_resync = True
         await asyncio.sleep(options.min_gap_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)
+        state.wake.clear()

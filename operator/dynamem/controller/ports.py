@@ -36,7 +36,15 @@ class ClusterWriter(Protocol):
     """The writes a round makes; :class:`dynamem.kube.api.KubeApi` is the real one."""
 
     async def apply_vm_memory(
-        self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
+        self,
+        namespace: str,
+        name: str,
+        guest: str,
+        max_guest: str | None,
+        *,
+        resource_version: str | None,
+        force: bool = False,
+        dry_run: bool = False,
     ) -> Mapping[str, Any]: ...
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
