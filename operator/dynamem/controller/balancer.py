@@ -250,7 +250,7 @@ class Balancer:
                 guest,
                 max_guest,
                 resource_version=version or None,
-                force=self.options.force_ownership,
+                force=self.options.force_ownership or take_over(item),
                 dry_run=self.options.dry_run,
             )
         except NotLeading:
@@ -322,6 +322,19 @@ def _message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
     except (TypeError, ValueError):
         return str(exc.reason)
+
+
+def take_over(item: Managed) -> bool:
+    """Whether the apply may take memory.guest from its other owners: only from imperative writers.
+
+    Server-side apply reports a conflict with ANY other owner of a field whose value it changes, including
+    one that merely created the VM (``kubectl create``, operation ``Update``). Those wrote the field once and
+    do not re-assert it, so dynamem takes it over (the apply still carries the resourceVersion of the VM it
+    decided on, so it never overwrites a value it has not seen). A declarative owner (a GitOps tool: server-
+    side apply, or kubectl's client-side apply) is never overridden; the round holds such a VM before it gets
+    here (``FieldOwnedByOtherManager``), unless ``--force-ownership``.
+    """
+    return item.vm is not None and item.vm.written_once_by_others()
 
 
 def hold_for(item: Managed, reason: str, now: float) -> Hold:

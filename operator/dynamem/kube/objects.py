@@ -29,6 +29,7 @@ RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
 STOPPED_STRATEGY = "Halted"
 GUEST_FIELD = ("f:spec", "f:template", "f:spec", "f:domain", "f:memory", "f:guest")
 DYNAMEM_MANAGERS = frozenset({"dynamem", "dynamem-stopped"})
+DECLARATIVE_UPDATERS = frozenset({"kubectl-client-side-apply"})
 
 Body = Mapping[str, Any]
 
@@ -105,8 +106,17 @@ class VmView:
         return self.run_strategy == STOPPED_STRATEGY
 
     def applied_by_others(self) -> tuple[str, ...]:
-        """Managers that claim memory.guest declaratively (server-side apply): a GitOps tool, say."""
-        return tuple(sorted({m for m, op in self.guest_owners if op == "Apply"}))
+        """Managers that claim memory.guest declaratively: a GitOps tool, say.
+
+        Server-side apply (operation ``Apply``), and kubectl's client-side apply, which records itself as an
+        ``Update`` by ``kubectl-client-side-apply`` but re-applies its manifest like any GitOps tool. Others
+        (``kubectl create``/``edit``, a controller's update) only wrote the field once.
+        """
+        return tuple(sorted({m for m, op in self.guest_owners if op == "Apply" or m in DECLARATIVE_UPDATERS}))
+
+    def written_once_by_others(self) -> bool:
+        """Only imperative writers own memory.guest besides dynamem (a creator, an edit)."""
+        return bool(self.guest_owners) and not self.applied_by_others()
 
 
 def hugepage_bytes(domain: Body | None) -> int:

@@ -295,3 +295,28 @@ def test_status_writes_are_capped_per_second() -> None:
     writer.clear()
     clock[0] += 2.5
     assert run(balancer, world).status_writes == 10  # 2.5 s at 4/s
+
+
+GUEST_FIELDS = {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}}
+
+
+def test_memory_guest_written_once_by_its_creator_is_taken_over() -> None:
+    # `kubectl create` owns memory.guest (operation Update): server-side apply would report a conflict,
+    # yet the creator never re-asserts it; dynamem takes it (still on the resourceVersion it decided on).
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "kubectl-create", "operation": "Update", "fieldsV1": GUEST_FIELDS}
+    ]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert [(a.name, a.force, a.resource_version) for a in writer.applies] == [("finance", True, "7")]
+
+
+def test_kubectl_client_side_apply_counts_as_a_declarative_owner() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": GUEST_FIELDS}
+    ]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert writer.applies == []
