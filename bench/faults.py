@@ -332,7 +332,7 @@ class Suite:
     # --- demand ----------------------------------------------------------------------------------------
     def move_demand(self) -> None:
         for name in self.names:
-            self.sim.set_demand(NAMESPACE, name, int(self.rng.uniform(0.5, 2.6) * GI))
+            self.sim.set_demand(NAMESPACE, name, int(self.rng.uniform(0.5, 3.0) * GI))
 
     # --- one fault ---------------------------------------------------------------------------------------
     def fault(self, name: str, inject: Callable[[], bool]) -> None:
@@ -399,21 +399,15 @@ class Suite:
 
     # --- the faults --------------------------------------------------------------------------------------
     def _sigkill_mid_round(self) -> bool:
+        """SIGKILL the leader right after it patched a VM's memory, before the round wrote the statuses."""
         leader = self.leader()
-        time.sleep(self.rng.uniform(0.0, INTERVAL_S))  # somewhere in or between its rounds ...
-        self._wait_for_round_start(leader)  # ... then right as a round starts
+        before = _patches(leader)
+        deadline = time.monotonic() + INTERVAL_S * 3
+        while time.monotonic() < deadline and _patches(leader) == before:
+            time.sleep(0.005)
         self.kill(leader)
         self.start_replica()  # the ReplicaSet's replacement
         return True
-
-    def _wait_for_round_start(self, replica: OperatorProcess) -> None:
-        before = _gauge(replica, "dynamem_balance_rounds_total") or 0
-        deadline = time.monotonic() + INTERVAL_S * 3
-        while (
-            time.monotonic() < deadline and (_gauge(replica, "dynamem_balance_rounds_total") or 0) == before
-        ):
-            time.sleep(0.02)
-        time.sleep(self.rng.uniform(0.0, 0.05))
 
     def _sigkill_leader(self) -> bool:
         self.kill(self.leader())
@@ -504,6 +498,19 @@ class Suite:
         self.prom.resume()
         self.prom.stop()
         self.cp.stop()
+
+
+def _patches(operator: OperatorProcess) -> float:
+    """memory.guest patches the replica made so far (both directions)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=1).text
+    except httpx.HTTPError:
+        return -1.0
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("dynamem_vm_memory_patches_total{")
+    )
 
 
 def _gauge(operator: OperatorProcess, name: str) -> float | None:

@@ -399,6 +399,8 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
             continue
         if item.blocked is not None and item.owners:
             continue  # another manager owns memory.guest: not ours to take back
+        if item.hold is not None:
+            continue  # taken back (or refused) already: held until the VMI restarts, not retried
         requested = item.vm.guest if item.vm is not None else None
         if stuck(item):
             reason = (
