@@ -92,7 +92,8 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
         """Stop the loop first, then the Lease (released on the way out), then the clients."""
-        for task in state.tasks:
+        order = ("dynamem-balancer", "dynamem-lease-wake", "dynamem-lease", "dynamem-clients")
+        for task in sorted(state.tasks, key=lambda t: order.index(t.get_name())):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
