@@ -87,7 +87,7 @@ def _conflict(exc: ApiException) -> Exception:
     except (TypeError, ValueError):
         status = {}
     causes = (status.get("details") or {}).get("causes") or []
-    owners = [str(c.get("message", "")) for c in causes if c.get("type") == "FieldManagerConflict"]
+    owners = [str(c.get("message", "")) for c in causes if c.get("reason") == "FieldManagerConflict"]
     if owners:
         managers = sorted({m.split('"')[1] for m in owners if m.count('"') >= 2})
         return FieldConflict(managers, status.get("message") or "; ".join(owners))
