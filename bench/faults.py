@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -66,6 +67,7 @@ NAMESPACE = "faults"
 INTERVAL_S = 2.0
 LEASE_S = 6.0
 HOTPLUG_S = 0.5
+SCRAPE_S = 1.0
 GRACE_S = 2.0
 GITOPS = "gitops-tool"
 GUEST_PATH = ("f:spec", "f:template", "f:spec", "f:domain", "f:memory", "f:guest")
@@ -124,6 +126,15 @@ def _guest_owner_times(vm: Mapping[str, Any]) -> dict[str, tuple[str, float | No
         if node is not None:
             found[str(entry.get("manager"))] = (str(entry.get("operation")), _time(entry.get("time")))
     return found
+
+
+def acceptable(settings: VmSettings, demand: int) -> tuple[int, int]:
+    """The memory dynamem's defaults may leave a VM with for this demand when its node has room: its target
+    (demand plus buffer, within minimum and maximum), less the dead band, up to the shrink band above it."""
+    target = min(settings.maximum, max(settings.minimum, round(demand * 100 / (100 - settings.buffer))))
+    dead = max(128 * MI, target * 5 // 100)
+    shrink = max(512 * MI, target * 25 // 100)
+    return target - dead - 2 * MI, min(settings.maximum, target + shrink + dead) + 2 * MI
 
 
 class Checker(threading.Thread):
@@ -239,8 +250,9 @@ class Checker(threading.Thread):
             if len(instances) == 2:
                 self.violations.add("two-writers", f"{sorted(instances)} at {second}")
 
-    def settled(self, skip: set[str]) -> str | None:
-        """None when every running managed VM has what it asked for and its status is current, else why."""
+    def settled(self, skip: set[str], demand: Mapping[str, int]) -> str | None:
+        """None when every running managed VM has what it asked for, what its demand calls for (no shortage
+        in this cluster), and a current status; else why not."""
         vmms = {v["metadata"]["name"]: v for v in self._list("virtualmachinememories")}
         vms = {v["metadata"]["name"]: v for v in self._list("virtualmachines")}
         vmis = {v["metadata"]["name"]: v for v in self._list("virtualmachineinstances")}
@@ -254,6 +266,11 @@ class Checker(threading.Thread):
             guest = quantity_bytes(vms[name]["spec"]["template"]["spec"]["domain"]["memory"].get("guest"))
             if guest != vmi.current:
                 return f"{name}: asked {guest} has {vmi.current}"
+            wanted = demand.get(name)
+            if wanted is not None and vmi.current is not None:
+                low, high = acceptable(VmSettings.from_spec(name, vmm.get("spec") or {}), wanted)
+                if not low <= vmi.current <= high:
+                    return f"{name}: has {vmi.current / MI:.0f}Mi for demand {wanted / MI:.0f}Mi"
             if quantity_bytes(status.get("assigned")) != vmi.current:
                 return f"{name}: status says {status.get('assigned')}, the guest has {vmi.current}"
         return None
@@ -277,7 +294,7 @@ class Suite:
         self.short = short
         self.rng = random.Random(seed)
         self.cp = ControlPlane().start()
-        self.prom = Prometheus(scrape_interval=1.0).start()
+        self.prom = Prometheus(scrape_interval=SCRAPE_S).start()
         core = k8s.CoreV1Api(self.cp.api_client())
         core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
         self.scenario = busy_cluster()
@@ -293,6 +310,7 @@ class Suite:
         self.checker = Checker(self.cp)
         self.names = [vm.name for vm in self.scenario.vms]
         self.skip: set[str] = set()
+        self.demand: dict[str, int] = {}
         self.outcomes: list[Outcome] = []
         self._serial = 0
 
@@ -332,7 +350,8 @@ class Suite:
     # --- demand ----------------------------------------------------------------------------------------
     def move_demand(self) -> None:
         for name in self.names:
-            self.sim.set_demand(NAMESPACE, name, int(self.rng.uniform(0.5, 3.0) * GI))
+            self.demand[name] = int(self.rng.uniform(0.5, 3.0) * GI)
+            self.sim.set_demand(NAMESPACE, name, self.demand[name])
 
     # --- one fault ---------------------------------------------------------------------------------------
     def fault(self, name: str, inject: Callable[[], bool]) -> None:
@@ -341,13 +360,17 @@ class Suite:
         self.move_demand()
         lost_leader = inject()
         ended = time.monotonic()
-        budget = 2 * INTERVAL_S + HOTPLUG_S + 3.0 + (LEASE_S + 2.0 if lost_leader else 0.0)
+        # two rounds, one scrape, one hotplug and a second of slack; when the leader was lost, first the Lease
+        # must expire and a candidate's next try (retry = 2/15 of the duration) take it
+        budget = (
+            2 * INTERVAL_S + SCRAPE_S + HOTPLUG_S + 1.0 + (LEASE_S * 17 / 15 + 1.0 if lost_leader else 0.0)
+        )
         converged: float | None = None
         deadline = ended + max(budget * 4, 60.0)
         last = "not checked"
         while time.monotonic() < deadline:
             try:
-                why = self.checker.settled(self.skip)
+                why = self.checker.settled(self.skip, self.demand)
             except Exception as exc:  # the API server is still coming back
                 why = f"unreadable: {exc.__class__.__name__}"
             if why is None:
@@ -437,12 +460,26 @@ class Suite:
     def _second_field_manager(self) -> bool:
         name = self.names[0]
         self.skip.add(name)
-        for _ in range(3 if self.short else 6):
+        for i in range(3 if self.short else 6):
             size = f"{self.rng.choice([1, 2, 3])}Gi"
             self._apply_guest(name, {"memory": {"guest": size}})
+            if i == 0 and not self._conflict_reported(name, within=2 * INTERVAL_S + 2):
+                self.checker.violations.add("conflict-unreported", f"{name}: no FieldOwnedByOtherManager")
             time.sleep(10.0)
         self._hand_over(name)
         self.skip.discard(name)
+        return False
+
+    def _conflict_reported(self, name: str, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            vmm = self.custom.get_namespaced_custom_object(
+                "dynamem.io", "v1alpha1", NAMESPACE, "virtualmachinememories", name
+            )
+            conditions = {c["type"]: c["status"] for c in (vmm.get("status") or {}).get("conditions") or []}
+            if conditions.get("FieldOwnedByOtherManager") == "True":
+                return True
+            time.sleep(0.2)
         return False
 
     def _hand_over(self, name: str) -> None:
@@ -527,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the CI version: fewer and shorter faults")
     parser.add_argument("--seed", type=int, default=10)
     args = parser.parse_args(argv)
+    logging.getLogger("dynamem.kubevirt_sim").setLevel(logging.CRITICAL)  # it complains while the API is down
     suite = Suite(args.short, args.seed)
     try:
         return suite.run()
