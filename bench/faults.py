@@ -349,8 +349,13 @@ class Suite:
 
     # --- demand ----------------------------------------------------------------------------------------
     def move_demand(self) -> None:
+        """New demand for every VM, from 40 % to 90 % of what its guest has: each VM needs at most one change
+        (a shrink, or a grow the guest can show in full), so that convergence measures the operator, not the
+        several steps a guest short of memory needs to show how much it wants."""
         for name in self.names:
-            self.demand[name] = int(self.rng.uniform(0.5, 3.0) * GI)
+            guest = self.sim.guest(NAMESPACE, name)
+            size = guest.current if guest is not None else GI
+            self.demand[name] = max(256 * MI, int(self.rng.uniform(0.4, 0.9) * size))
             self.sim.set_demand(NAMESPACE, name, self.demand[name])
 
     # --- one fault ---------------------------------------------------------------------------------------
@@ -564,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the CI version: fewer and shorter faults")
     parser.add_argument("--seed", type=int, default=10)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything it started on the way out
     logging.getLogger("dynamem.kubevirt_sim").setLevel(logging.CRITICAL)  # it complains while the API is down
     suite = Suite(args.short, args.seed)
     try:
