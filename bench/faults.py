@@ -349,14 +349,14 @@ class Suite:
 
     # --- demand ----------------------------------------------------------------------------------------
     def move_demand(self) -> None:
-        """New demand for every VM, up to 95 % of what its guest can show: each VM needs at most one change
-        (a shrink, or a grow the guest can show in full), so that convergence measures the operator, not the
-        several steps a guest short of memory needs to show how much it wants."""
+        """New demand for every VM that calls for exactly one change each: a shrink, or a grow the guest can
+        show in full, so that convergence measures the operator, not the several steps a guest short of memory
+        needs to show how much it wants."""
         for name in self.names:
             guest = self.sim.guest(NAMESPACE, name)
             size = guest.current if guest is not None else GI
-            share = self.rng.uniform(0.75, 0.95) if size < 2 * GI else self.rng.uniform(0.35, 0.95)
-            self.demand[name] = max(256 * MI, int(share * (size - 64 * MI)))
+            # small guests use all they can show (a grow by a quarter), large ones fall to 30 % (a shrink)
+            self.demand[name] = size - 64 * MI if size < 2 * GI else int(0.3 * size)
             self.sim.set_demand(NAMESPACE, name, self.demand[name])
 
     # --- one fault ---------------------------------------------------------------------------------------
