@@ -91,19 +91,11 @@ def server_dry_run(control_plane: ControlPlane, docs: Sequence[dict[str, Any]]) 
 
 @pytest.fixture(scope="module")
 def installed_rbac(control_plane: ControlPlane) -> Iterator[None]:
-    """The operator's Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding, really applied."""
+    """The operator's Namespace, ServiceAccount, (Cluster)Roles and their bindings, really applied."""
     docs = kustomize(MANIFESTS)
-    rbac = [
-        doc
-        for doc in docs
-        if doc["kind"] in {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
-    ]
-    assert {doc["kind"] for doc in rbac} == {
-        "Namespace",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-    }
+    kinds = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    rbac = [doc for doc in docs if doc["kind"] in kinds]
+    assert {doc["kind"] for doc in rbac} == kinds
     kubectl(
         ["apply", "--server-side", "--field-manager=dynamem-manifest-test", "-f", "-"],
         kubeconfig=control_plane.kubeconfig_path,
@@ -152,12 +144,12 @@ def test_install_objects_and_images() -> None:
         ("ServiceAccount", SA_NAME),
         ("ClusterRole", "dynamem"),
         ("ClusterRoleBinding", "dynamem"),
-        ("ClusterKopfPeering", "dynamem"),
+        ("Role", "dynamem-leader-election"),
+        ("RoleBinding", "dynamem-leader-election"),
         ("Deployment", "dynamem"),
         ("Service", "dynamem-metrics"),
     } <= kinds
-    peering = find(docs, "ClusterKopfPeering", "dynamem")
-    assert "namespace" not in peering["metadata"], "a cluster-scoped object must not carry a namespace"
+    assert find(docs, "Role", "dynamem-leader-election")["metadata"]["namespace"] == OPERATOR_NAMESPACE
     deployment = find(docs, "Deployment", "dynamem")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"].startswith("ghcr.io/dynamem/dynamem:")
@@ -305,18 +297,10 @@ ALLOWED = [
     ("watch", "", "pods", "", ""),
     ("create", "events.k8s.io", "events", "", ""),
     ("create", "", "events", "", ""),
-    ("list", "kopf.dev", "kopfpeerings", "", ""),
-    ("watch", "kopf.dev", "kopfpeerings", "", ""),
-    ("get", "kopf.dev", "kopfpeerings", "", "dynamem"),
-    ("patch", "kopf.dev", "kopfpeerings", "", "dynamem"),
 ]
 ALLOWED_CLUSTER = [
     ("list", "", "nodes", "", ""),
     ("watch", "", "nodes", "", ""),
-    ("list", "kopf.dev", "clusterkopfpeerings", "", ""),
-    ("watch", "kopf.dev", "clusterkopfpeerings", "", ""),
-    ("get", "kopf.dev", "clusterkopfpeerings", "", "dynamem"),
-    ("patch", "kopf.dev", "clusterkopfpeerings", "", "dynamem"),
     ("list", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
 ]
@@ -346,8 +330,20 @@ DENIED = [
     ("create", "dynamem.io", "virtualmachinememories", "", ""),
     ("patch", "", "events", "", "any"),
     ("delete", "events.k8s.io", "events", "", "any"),
-    ("patch", "kopf.dev", "kopfpeerings", "", "someone-else"),
-    ("create", "kopf.dev", "kopfpeerings", "", ""),
+    ("patch", "kopf.dev", "kopfpeerings", "", "dynamem"),
+    ("update", "coordination.k8s.io", "leases", "", "dynamem"),  # only in the operator's namespace
+    ("create", "coordination.k8s.io", "leases", "", ""),
+]
+# The Lease, in the operator's namespace only: create (not narrowable by name), get and update by name.
+ALLOWED_OPERATOR_NAMESPACE = [
+    ("create", "coordination.k8s.io", "leases", "", ""),
+    ("get", "coordination.k8s.io", "leases", "", "dynamem"),
+    ("update", "coordination.k8s.io", "leases", "", "dynamem"),
+]
+DENIED_OPERATOR_NAMESPACE = [
+    ("update", "coordination.k8s.io", "leases", "", "someone-else"),
+    ("delete", "coordination.k8s.io", "leases", "", "dynamem"),
+    ("list", "coordination.k8s.io", "leases", "", ""),
 ]
 DENIED_CLUSTER = [
     ("patch", "", "nodes", "", "any"),
@@ -356,9 +352,8 @@ DENIED_CLUSTER = [
     ("list", "", "secrets", "", ""),
     ("list", "", "configmaps", "", ""),
     ("create", "", "namespaces", "", ""),
-    ("patch", "kopf.dev", "clusterkopfpeerings", "", "someone-else"),
-    ("delete", "kopf.dev", "clusterkopfpeerings", "", "dynamem"),
-    ("create", "kopf.dev", "clusterkopfpeerings", "", ""),
+    ("patch", "kopf.dev", "clusterkopfpeerings", "", "dynamem"),
+    ("update", "coordination.k8s.io", "leases", "", "dynamem"),
     ("patch", "apiextensions.k8s.io", "customresourcedefinitions", "", "virtualmachinememories.dynamem.io"),
     ("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", ""),
     ("impersonate", "", "serviceaccounts", "", "default"),
@@ -406,6 +401,22 @@ def test_service_account_may_cluster_wide(
     rule: tuple[str, str, str, str, str], api_client: k8s_client.ApiClient
 ) -> None:
     assert sa_can(api_client, None, rule)
+
+
+@pytest.mark.usefixtures("installed_rbac")
+@pytest.mark.parametrize("rule", ALLOWED_OPERATOR_NAMESPACE, ids=_rule_id)
+def test_service_account_may_hold_its_lease(
+    rule: tuple[str, str, str, str, str], api_client: k8s_client.ApiClient
+) -> None:
+    assert sa_can(api_client, OPERATOR_NAMESPACE, rule)
+
+
+@pytest.mark.usefixtures("installed_rbac")
+@pytest.mark.parametrize("rule", DENIED_OPERATOR_NAMESPACE, ids=_rule_id)
+def test_service_account_may_not_touch_other_leases(
+    rule: tuple[str, str, str, str, str], api_client: k8s_client.ApiClient
+) -> None:
+    assert not sa_can(api_client, OPERATOR_NAMESPACE, rule)
 
 
 @pytest.mark.usefixtures("installed_rbac")

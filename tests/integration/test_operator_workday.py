@@ -59,6 +59,7 @@ def test_seed_workday_converges_to_the_seeds_numbers(stack: Stack) -> None:
         "DemandKnown": "True",
         "RestartRequired": "False",
         "NodeOverSubscribed": "False",
+        "FieldOwnedByOtherManager": "False",
     }
     # every change went through server-side apply under dynamem's name, owning only the memory fields
     managed = [m for m in stack.vm("engineering")["metadata"]["managedFields"] if m["manager"] == "dynamem"]

@@ -134,8 +134,10 @@ def test_deployment_args_are_valid_operator_options() -> None:
     box = container()
     assert box["args"][0] == "run"
     options = parse_options(box["args"][1:])
-    assert options.all_namespaces and not options.standalone, "cluster-wide, with peering between replicas"
-    assert options.priority is None, "each replica picks a random priority"
+    assert options.all_namespaces and not options.standalone, "cluster-wide, with a Lease between replicas"
+    assert options.lease_name == "dynamem"
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in box["env"]}
+    assert env["POD_NAMESPACE"] == "metadata.namespace", "the Lease lives in the operator's namespace"
     ports = {port["name"]: port["containerPort"] for port in box["ports"]}
     assert options.metrics_port == ports["metrics"]
     assert options.liveness is not None
@@ -143,8 +145,11 @@ def test_deployment_args_are_valid_operator_options() -> None:
     assert deployment()["spec"]["replicas"] == 2
     env = {item["name"]: item for item in box["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    peering = [doc for doc in load(BASE / "peering.yaml") if doc["kind"] == "ClusterKopfPeering"]
-    assert [doc["metadata"]["name"] for doc in peering] == [options.peering]
+    role = [doc for doc in load(BASE / "rbac.yaml") if doc["kind"] == "Role"]
+    names = [
+        rule.get("resourceNames") for doc in role for rule in doc["rules"] if "leases" in rule["resources"]
+    ]
+    assert [options.lease_name] in names, "the Role lets the operator renew its Lease by name"
 
 
 def test_metrics_service_targets_the_metrics_port() -> None:

@@ -16,15 +16,19 @@ differs, so a round over a settled cluster makes no API writes at all. Acting fo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any
 
-from dynamem.controller.demand import DemandSource
+from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
+from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
+    Hold,
     Managed,
     Observed,
     Phase,
@@ -34,35 +38,15 @@ from dynamem.controller.snapshot import (
     stuck,
 )
 from dynamem.controller.status import StatusBook, desired_status
+from dynamem.kube.api import ApiException, FieldConflict, StaleObject, now_rfc3339, parse_rfc3339
 from dynamem.kube.objects import ObjectKey, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
 
 logger = logging.getLogger("dynamem.balancer")
 
-# A VM whose change KubeVirt refused or failed is held this long before dynamem tries again.
-FAILURE_BACKOFF_S = 300.0
-
-
-class ClusterWriter(Protocol):
-    """The writes a round makes; :class:`dynamem.kube.api.KubeApi` is the real one."""
-
-    async def apply_vm_memory(
-        self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
-    ) -> Mapping[str, Any]: ...
-
-    async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
-
-    async def create_event(
-        self,
-        regarding: Mapping[str, Any],
-        *,
-        type_: str,
-        reason: str,
-        note: str,
-        action: str,
-        now: float | None = None,
-    ) -> None: ...
+# A VM whose write got no answer (after the client's own retries) waits this long before the next try.
+TRANSIENT_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +56,11 @@ class RoundOptions:
     reserve: int = 0
     default_overhead: int = 0
     dry_run: bool = False
+    force_ownership: bool = False  # take memory.guest from another field manager
+    status_writes_per_s: float = 20.0
+    # A change not carried out by then is taken back (KubeVirt's unschedulable-target timeout, 300 s, plus
+    # a margin: pkg/virt-controller/watch/migration/migration.go, defaultUnschedulablePendingTimeoutSeconds).
+    change_deadline_s: float = 360.0
 
 
 @dataclass(slots=True)
@@ -80,6 +69,8 @@ class RoundResult:
     memory_writes: int = 0
     status_writes: int = 0
     deferred: int = 0
+    stale: int = 0  # writes refused because the VM changed since the view
+    api_errors: int = 0  # writes that got no answer: the loop LISTs afresh
     duration_s: float = 0.0
     snapshot: Snapshot | None = None
 
@@ -122,7 +113,12 @@ def grows_that_fit(plan: NodePlan, snapshot: Snapshot) -> tuple[list[VmDecision]
 
 
 class Balancer:
-    """Runs balancing rounds against a cluster writer, a demand source and the operator's metrics."""
+    """Runs balancing rounds against a cluster writer, a demand source and the operator's metrics.
+
+    What a round remembers in memory is only an optimisation or a short backoff; what must survive a restart
+    or a change of leader (a hold on a VM KubeVirt refused, the time of the last change) is in the
+    VirtualMachineMemory's status.
+    """
 
     def __init__(
         self,
@@ -140,10 +136,10 @@ class Balancer:
         self.options = options
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
-        self.book = StatusBook()
+        self.book = StatusBook(per_second=options.status_writes_per_s)
         self.planned: dict[ObjectKey, int] = {}  # dry run: the last change reported per VM
-        self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # held until, and why
-        self.failed: dict[ObjectKey, int] = {}  # the last refused memory.guest per VM (one Event each)
+        self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # transient failures: held until, and why
+        self.conflicts: dict[ObjectKey, tuple[str, ...]] = {}  # owners named by the API server's conflict
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -152,12 +148,14 @@ class Balancer:
         if reading.error:
             logger.warning("demand unknown this round, holding memory: %s", reading.error)
         held = {key: why for key, (until, why) in self.backoff.items() if until > now}
+        held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
         snapshot = build_snapshot(
             observed,
             reading,
             reserve=self.options.reserve,
             default_overhead=self.options.default_overhead,
             held=held,
+            force_ownership=self.options.force_ownership,
         )
         policy = POLICIES[self.options.policy]
         result = RoundResult(snapshot=snapshot)
@@ -177,17 +175,30 @@ class Balancer:
                 changes.append(
                     MemoryChange(item.key, decision.assigned, None, decision.reason, decision.current)
                 )
-        changes.extend(reverts(snapshot))
+        changes.extend(reverts(snapshot, now, self.options.change_deadline_s))
         changes.extend(stopped_resets(snapshot))
 
         changed_at: dict[ObjectKey, float] = {}
+        holds: dict[ObjectKey, Hold] = {}
         for change in changes:
-            if await self._apply(change, snapshot.managed[change.key], now):
+            item = snapshot.managed[change.key]
+            outcome = await self._apply(change, item, now)
+            if outcome is Outcome.WRITTEN:
                 result.memory_writes += 1
                 if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
                     changed_at[change.key] = now
+                if change.revert and not self.options.dry_run:
+                    holds[change.key] = hold_for(item, change.reason, now)
+            elif outcome is Outcome.REFUSED:
+                holds[change.key] = hold_for(
+                    item, f"KubeVirt refused memory.guest {to_quantity(change.guest)}", now
+                )
+            elif outcome is Outcome.STALE:
+                result.stale += 1
+            elif outcome is Outcome.FAILED:
+                result.api_errors += 1
 
-        writes = []
+        pending = []
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
             status = desired_status(
@@ -197,10 +208,15 @@ class Balancer:
                 now=now,
                 changed_at=changed_at.get(key),
                 note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
+                hold=holds.get(key, item.hold),
+                owners=item.owners or self.conflicts.get(key, ()),
             )
-            writes.append(self.book.write(self.writer, item, status, now=now))
+            pending.append((not self.book.decision_changed(item, status), str(key), item, status))
+        pending.sort(key=lambda entry: (entry[0], entry[1]))  # decision changes first
+        self.book.refill(now)
+        writes = [self.book.write(self.writer, item, status, now=now) for _, _, item, status in pending]
         result.status_writes = sum(await gather_limited(writes))
-        self._forget_all_but(snapshot.managed.keys(), now)
+        self._forget_all_but(snapshot, now)
 
         result.duration_s = time.perf_counter() - started
         self.metrics.observe_round(
@@ -208,40 +224,61 @@ class Balancer:
         )
         return result
 
-    def _forget_all_but(self, keys: Collection[ObjectKey], now: float) -> None:
-        """Drop what is remembered of VMs that are gone, and backoffs that ran out."""
-        for memory in (self.planned, self.failed, self.backoff):
+    def _forget_all_but(self, snapshot: Snapshot, now: float) -> None:
+        """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended."""
+        keys = snapshot.managed.keys()
+        for memory in (self.planned, self.backoff, self.conflicts):
             for key in [k for k in memory if k not in keys]:
                 del memory[key]
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
+        for key in list(self.conflicts):
+            vm = snapshot.managed[key].vm
+            if vm is None or not vm.guest_owners:  # the other manager let go of memory.guest
+                del self.conflicts[key]
         self.book.forget_all_but(keys)
 
-    async def _apply(self, change: MemoryChange, item: Managed, now: float) -> bool:
+    async def _apply(self, change: MemoryChange, item: Managed, now: float) -> Outcome:
         ns, name = change.key.namespace, change.key.name
         guest = to_quantity(change.guest)
         max_guest = to_quantity(change.max_guest) if change.max_guest is not None else None
+        version = item.vm.resource_version if item.vm is not None else None
         try:
-            await self.writer.apply_vm_memory(ns, name, guest, max_guest, dry_run=self.options.dry_run)
-        except Exception as exc:  # an API refusal must not stop the round for every other VM
-            logger.error("could not set memory of %s to %s: %s", change.key, guest, exc)
-            self.backoff[change.key] = (now + FAILURE_BACKOFF_S, f"held: memory.guest {guest} was refused")
-            if self.failed.get(change.key) != change.guest:  # one Event per refused value, not per round
-                self.failed[change.key] = change.guest
-                await self._event(
-                    item, "Warning", "MemoryChangeFailed", f"setting memory.guest to {guest}: {exc}"
-                )
-            return False
-        self.failed.pop(change.key, None)
-        if change.revert:
-            self.backoff[change.key] = (
-                now + FAILURE_BACKOFF_S,
-                f"held after a failed change: {change.reason}",
+            await self.writer.apply_vm_memory(
+                ns,
+                name,
+                guest,
+                max_guest,
+                resource_version=version or None,
+                force=self.options.force_ownership or take_over(item),
+                dry_run=self.options.dry_run,
             )
+        except NotLeading:
+            raise
+        except StaleObject:
+            logger.info("%s changed since this round's view; decided again next round", change.key)
+            return Outcome.STALE
+        except FieldConflict as exc:  # the status gets FieldOwnedByOtherManager, and its Event
+            logger.warning("%s: memory.guest owned by %s: not taken", change.key, ", ".join(exc.managers))
+            self.conflicts[change.key] = exc.managers or ("another manager",)
+            return Outcome.CONFLICT
+        except ApiException as exc:
+            if exc.status == 404:
+                return Outcome.STALE  # the VM is gone: the watch will say so
+            if 400 <= exc.status < 500 and exc.status != 429:
+                logger.error("KubeVirt refused memory.guest %s for %s: %s", guest, change.key, exc.reason)
+                await self._event(
+                    item, "Warning", "MemoryChangeRefused", f"memory.guest {guest} refused: {_message(exc)}"
+                )
+                return Outcome.REFUSED
+            return self._failed(change, guest, exc, now)
+        except Exception as exc:  # a dropped connection, a timeout: this VM waits, the others go on
+            return self._failed(change, guest, exc, now)
+        if change.revert:
             await self._event(
                 item, "Warning", "MemoryChangeReverted", f"memory.guest -> {guest}: {change.reason}"
             )
-            return True
+            return Outcome.WRITTEN
         before = to_quantity(change.previous) if change.previous else "unset"
         note = f"memory.guest {before} -> {guest}: {change.reason}"
         if self.options.dry_run:
@@ -250,19 +287,63 @@ class Balancer:
                 self.planned[change.key] = change.guest
                 logger.info("%s: dry run: memory %s -> %s (%s)", change.key, before, guest, change.reason)
                 await self._event(item, "Normal", "MemoryChangePlanned", f"dry run: {note}")
-            return True
+            return Outcome.WRITTEN
         self.metrics.patches.labels(direction=_direction(change)).inc()
         logger.info("%s: memory %s -> %s (%s)", change.key, before, guest, change.reason)
         await self._event(item, "Normal", _reason(change), note)
-        return True
+        return Outcome.WRITTEN
+
+    def _failed(self, change: MemoryChange, guest: str, exc: Exception, now: float) -> Outcome:
+        logger.warning("could not set memory of %s to %s: %s", change.key, guest, exc)
+        self.backoff[change.key] = (now + TRANSIENT_BACKOFF_S, f"held: the API did not answer ({exc})"[:200])
+        return Outcome.FAILED
 
     async def _event(self, item: Managed, type_: str, reason: str, note: str) -> None:
         try:
             await self.writer.create_event(
                 item.vmm.body, type_=type_, reason=reason, note=note, action="Balance"
             )
+        except NotLeading:
+            raise
         except Exception as exc:  # events are best effort
             logger.debug("event for %s not posted: %s", item.key, exc)
+
+
+class Outcome(StrEnum):
+    WRITTEN = "written"
+    STALE = "stale"  # the VM moved on since the view: decided again next round
+    CONFLICT = "conflict"  # another field manager owns memory.guest
+    REFUSED = "refused"  # KubeVirt (its webhook) said no: held until the VMI restarts
+    FAILED = "failed"  # no answer: a short backoff, and a fresh LIST
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def take_over(item: Managed) -> bool:
+    """Whether the apply may take memory.guest from its other owners: only from imperative writers.
+
+    Server-side apply reports a conflict with ANY other owner of a field whose value it changes, including
+    one that merely created the VM (``kubectl create``, operation ``Update``). Those wrote the field once and
+    do not re-assert it, so dynamem takes it over (the apply still carries the resourceVersion of the VM it
+    decided on, so it never overwrites a value it has not seen). A declarative owner (a GitOps tool: server-
+    side apply, or kubectl's client-side apply) is never overridden; the round holds such a VM before it gets
+    here (``FieldOwnedByOtherManager``), unless ``--force-ownership``.
+    """
+    return item.vm is not None and item.vm.written_once_by_others()
+
+
+def hold_for(item: Managed, reason: str, now: float) -> Hold:
+    """A hold until this VMI restarts; for a VM without a running VMI, until its spec changes."""
+    vmi = item.vmi if item.vmi is not None and item.vmi.active else None
+    if vmi is not None:
+        return Hold(reason=reason, vmi_uid=vmi.uid, since=now_rfc3339(now))
+    generation = item.vm.generation if item.vm is not None else 0
+    return Hold(reason=reason, vm_generation=generation, since=now_rfc3339(now))
 
 
 def _direction(change: MemoryChange) -> str:
@@ -281,12 +362,16 @@ def _deferred(decision: VmDecision) -> VmDecision:
 def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
     """Stopped VMs whose memory.guest or maxGuest is not startup / maximum yet.
 
-    KubeVirt wants both aligned (2Mi, 1Gi with 1Gi hugepages): startup is rounded up, maximum down (never
-    below startup).
+    Only VMs stopped for good (runStrategy Halted, no VMI): a VM that is starting, or may be started at any
+    moment (Manual, Once, RerunOnFailure), keeps its maxGuest, since changing it sets RestartRequired and
+    blocks hotplug. KubeVirt wants both aligned (2Mi, 1Gi with 1Gi hugepages): startup is rounded up,
+    maximum down (never below startup).
     """
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.STOPPED or item.vm is None or item.settings is None:
+            continue
+        if item.hold is not None or item.blocked is not None:
             continue
         unit = item.vm.hugepage
         startup = -(-item.settings.startup // unit) * unit
@@ -296,17 +381,37 @@ def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
     return found
 
 
-def reverts(snapshot: Snapshot) -> list[MemoryChange]:
-    """Take back requests KubeVirt did not carry out: memory.guest back to what the guest has."""
+def overdue(item: Managed, now: float, deadline_s: float) -> bool:
+    """A change asked for more than ``deadline_s`` ago that the guest still does not have."""
+    vm, vmi = item.vm, item.vmi
+    if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
+        return False
+    asked = parse_rfc3339(item.vmm.status.get("lastChangeTime"))
+    return asked is not None and now - asked > deadline_s
+
+
+def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryChange]:
+    """Take back requests KubeVirt did not carry out (failed, refused, or not done by the deadline):
+    memory.guest back to what the guest has; the VM is then held until its VMI restarts."""
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
-        if item.phase is Phase.RUNNING and stuck(item) and item.vmi is not None and item.vmi.current:
-            requested = item.vm.guest if item.vm is not None else None
+        if item.phase is not Phase.RUNNING or item.vmi is None or not item.vmi.current:
+            continue
+        if item.blocked is not None and item.owners:
+            continue  # another manager owns memory.guest: not ours to take back
+        if item.hold is not None:
+            continue  # taken back (or refused) already: held until the VMI restarts, not retried
+        requested = item.vm.guest if item.vm is not None else None
+        if stuck(item):
             reason = (
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "
                 "(its migration or hotplug failed, or a restart is required)"
             )
-            found.append(MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True))
+        elif overdue(item, now, deadline_s):
+            reason = f"{to_quantity(requested or 0)} not carried out within {deadline_s:.0f}s"
+        else:
+            continue
+        found.append(MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True))
     return found
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import sys
 import uuid
@@ -12,7 +11,8 @@ import uuid
 import kopf
 from kubernetes import config
 
-from dynamem.controller.handlers import OperatorState, register
+from dynamem.controller.handlers import register
+from dynamem.controller.loop import OperatorState
 from dynamem.controller.options import OptionError, parse_options
 
 
@@ -44,14 +44,11 @@ def main(argv: list[str]) -> int:
     if options.kubeconfig:
         os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it too
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}/{uuid.uuid4().hex[:8]}"
-    priority = options.priority if options.priority is not None else random.randint(1, 32767)
-    state = OperatorState(options=options, identity=identity, priority=priority)
+    state = OperatorState(options=options, identity=identity)
     registry = register(state)
     kopf.run(
         registry=registry,
-        standalone=options.standalone,
-        priority=priority,
-        peering_name=None if options.standalone else options.peering,
+        standalone=True,  # no kopf peering: a coordination.k8s.io Lease decides who balances
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         clusterwide=options.all_namespaces,
         namespaces=list(options.namespaces),

@@ -10,14 +10,18 @@ demand is unknown, the round still runs, and nothing is shrunk.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import ssl
+from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from dynamem.controller.ports import DemandReading, DemandSource
 from dynamem.kube.objects import ObjectKey
+from dynamem.kube.retry import RETRIED_STATUSES, Backoff, retry_after_of, with_backoff
+
+__all__ = ["DEMAND_QUERY", "DemandReading", "DemandSource", "PrometheusDemand", "parse_response"]
 
 # Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
 # metrics stopped would keep its old demand (and could be shrunk on it).
@@ -26,23 +30,6 @@ DEMAND_QUERY = (
     "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
     " and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60))"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DemandReading:
-    """Demand per VM in bytes; ``error`` says why nothing could be read, when that happened."""
-
-    by_vm: Mapping[ObjectKey, int] = field(default_factory=dict)
-    error: str | None = None
-
-    def of(self, key: ObjectKey) -> int | None:
-        return self.by_vm.get(key)
-
-
-class DemandSource(Protocol):
-    """Where a balancing round gets guest demand from: Prometheus in a cluster, a trace in the simulator."""
-
-    async def read(self) -> DemandReading: ...
 
 
 class _Sample(BaseModel):
@@ -85,21 +72,64 @@ def parse_response(payload: object) -> DemandReading:
     return DemandReading(by_vm=found)
 
 
-class PrometheusDemand:
-    """Demand from a Prometheus server's HTTP API (``/api/v1/query``)."""
+# A round would rather hold memory than wait long for Prometheus.
+PROMETHEUS_BACKOFF = Backoff(attempts=3, base_s=0.2, cap_s=1.0)
 
-    def __init__(self, url: str, *, timeout: float = 5.0, query: str = DEMAND_QUERY) -> None:
+
+class PrometheusDemand:
+    """Demand from a Prometheus server's HTTP API (``/api/v1/query``).
+
+    ``token_file``: a bearer token, read at every query (service-account tokens are rotated); ``ca_file``:
+    the CA bundle that signed the server's certificate. OpenShift's Thanos querier needs both. Every query
+    has a timeout; 429, 5xx and dropped connections are retried with backoff and jitter, briefly, since a
+    round would rather hold memory than wait.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        query: str = DEMAND_QUERY,
+        token_file: str | None = None,
+        ca_file: str | None = None,
+        backoff: Backoff = PROMETHEUS_BACKOFF,
+    ) -> None:
         self.url = url.rstrip("/")
         self.query = query
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self.token_file = token_file
+        self.backoff = backoff
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._client = httpx.AsyncClient(timeout=timeout, verify=verify)
+
+    def _headers(self) -> dict[str, str]:
+        if self.token_file is None:
+            return {}
+        token = Path(self.token_file).read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    async def _query(self) -> httpx.Response:
+        response = await self._client.get(
+            f"{self.url}/api/v1/query", params={"query": self.query}, headers=self._headers()
+        )
+        response.raise_for_status()
+        return response
 
     async def read(self) -> DemandReading:
         try:
-            response = await self._client.get(f"{self.url}/api/v1/query", params={"query": self.query})
-            response.raise_for_status()
+            response = await with_backoff(
+                self._query, retryable=_retryable, what="Prometheus query", backoff=self.backoff
+            )
             return parse_response(response.json())
-        except (httpx.HTTPError, ValueError, ArithmeticError) as exc:
+        except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
             return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _retryable(exc: BaseException) -> tuple[bool, float | None]:
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        return status in RETRIED_STATUSES, retry_after_of(exc.response.headers)
+    return isinstance(exc, httpx.TransportError), None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dynamem.controller.balancer import RoundOptions
 from dynamem.policy import POLICIES
@@ -39,8 +40,14 @@ class OperatorOptions:
     metrics_address: str = "0.0.0.0"
     liveness: str | None = None
     standalone: bool = False
-    priority: int | None = None
-    peering: str = "dynamem"
+    lease_name: str = "dynamem"
+    lease_namespace: str | None = None
+    lease_duration_s: float = 15.0
+    resync_period_s: float = 300.0
+    force_ownership: bool = False
+    prometheus_token_file: str | None = None
+    prometheus_ca_file: str | None = None
+    status_writes_per_s: float = 20.0
     dry_run: bool = False
     kubeconfig: str | None = None
     log_level: str = "INFO"
@@ -53,7 +60,17 @@ class OperatorOptions:
             reserve=self.reserve,
             default_overhead=self.default_overhead,
             dry_run=self.dry_run,
+            force_ownership=self.force_ownership,
+            status_writes_per_s=self.status_writes_per_s,
         )
+
+    def lease_place(self, pod_namespace: str | None) -> str:
+        """The Lease's namespace: --lease-namespace, else the pod's, else the first watched, else default."""
+        if self.lease_namespace:
+            return self.lease_namespace
+        if pod_namespace:
+            return pod_namespace
+        return self.namespaces[0] if self.namespaces else "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,9 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--metrics-port", type=int, default=8080, help="port of the operator's /metrics (0: off)")
     add("--metrics-address", default="0.0.0.0", help="address of the operator's /metrics")
     add("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
-    add("--standalone", action="store_true", help="no peering: this replica always balances")
-    add("--priority", type=int, default=None, help="peering priority (default: random)")
-    add("--peering", default="dynamem", help="name of the kopf peering object (default dynamem)")
+    add("--standalone", action="store_true", help="no leader election: this replica always balances")
+    add("--lease-name", default="dynamem", help="name of the coordination.k8s.io Lease (default dynamem)")
+    add(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the first -n namespace, else default)",
+    )
+    add("--lease-duration", type=float, default=15.0, help="seconds a Lease lasts unrenewed (default 15)")
+    add("--resync-period", type=float, default=300.0, help="seconds between fresh LISTs (default 300)")
+    add(
+        "--force-ownership",
+        action="store_true",
+        help="take memory.guest from another field manager (default: report FieldOwnedByOtherManager, hold)",
+    )
+    add("--prometheus-token-file", default=None, help="bearer token file for Prometheus (read each query)")
+    add("--prometheus-ca-file", default=None, help="CA bundle to verify Prometheus' certificate")
+    add(
+        "--status-writes-per-second",
+        type=float,
+        default=20.0,
+        help="at most this many VirtualMachineMemory status writes per second (default 20)",
+    )
     add("--dry-run", action="store_true", help="plan and report, but send VM changes as server dry-runs")
     add("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -150,6 +186,14 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         raise OptionError("--max-changes-per-node", args.max_changes_per_node, "must be at least 1")
     if not 0 <= args.metrics_port <= 65535:
         raise OptionError("--metrics-port", args.metrics_port, "must be 0 to 65535")
+    if not args.lease_duration >= 3:
+        raise OptionError("--lease-duration", args.lease_duration, "must be at least 3 seconds")
+    for flag, path in (
+        ("--prometheus-token-file", args.prometheus_token_file),
+        ("--prometheus-ca-file", args.prometheus_ca_file),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise OptionError(flag, path, "no such file")
     if not args.prometheus_url.startswith(("http://", "https://")):
         raise OptionError("--prometheus-url", args.prometheus_url, "must be an http:// or https:// URL")
     balance = BalanceConfig(
@@ -175,8 +219,14 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         metrics_address=args.metrics_address,
         liveness=args.liveness,
         standalone=args.standalone,
-        priority=args.priority,
-        peering=args.peering,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace,
+        lease_duration_s=args.lease_duration,
+        resync_period_s=_positive("--resync-period", args.resync_period),
+        force_ownership=args.force_ownership,
+        prometheus_token_file=args.prometheus_token_file,
+        prometheus_ca_file=args.prometheus_ca_file,
+        status_writes_per_s=_positive("--status-writes-per-second", args.status_writes_per_second),
         dry_run=args.dry_run,
         kubeconfig=args.kubeconfig,
         log_level=args.log_level,

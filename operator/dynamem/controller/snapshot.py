@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from dynamem.controller.demand import DemandReading
+from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.policy.model import NodeState, VmState
@@ -27,8 +27,9 @@ from dynamem.settings import SettingsError, VmSettings
 
 class Phase(StrEnum):
     RUNNING = "Running"
-    STOPPED = "Stopped"
+    STOPPED = "Stopped"  # runStrategy Halted and no VMI: memory.guest may be set back to startup
     STARTING = "Starting"
+    NOT_RUNNING = "NotRunning"  # Manual, Once, RerunOnFailure without a VMI: may start any moment
     MISSING = "VirtualMachineMissing"
     INVALID = "InvalidSettings"
     UNPLACED = "NodeUnknown"
@@ -64,8 +65,53 @@ def vmm_view(body: Body) -> VmmView:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A VM that KubeVirt refused, kept as it is until its VMI restarts (or, stopped, until its spec changes).
+
+    Kept in the VirtualMachineMemory's ``status.hold``, so a restarted operator or a new leader honours it.
+    """
+
+    reason: str
+    vmi_uid: str = ""  # held while this VMI lives; "" for a stopped VM
+    vm_generation: int = 0  # a stopped VM: held until its generation changes
+    since: str = ""
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "vmiUID": self.vmi_uid,
+            "vmGeneration": self.vm_generation,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_status(cls, raw: object) -> Hold | None:
+        if not isinstance(raw, Mapping) or not raw.get("reason"):
+            return None
+        return cls(
+            reason=str(raw["reason"]),
+            vmi_uid=str(raw.get("vmiUID") or ""),
+            vm_generation=int(raw.get("vmGeneration") or 0),
+            since=str(raw.get("since") or ""),
+        )
+
+    def applies(self, vm: VmView | None, vmi: VmiView | None) -> bool:
+        """Still in force: the same VMI runs, or the stopped VM is unchanged and has not started."""
+        if self.vmi_uid:
+            return vmi is not None and vmi.uid == self.vmi_uid
+        running = vmi is not None and vmi.active
+        return not running and vm is not None and vm.generation == self.vm_generation
+
+
+@dataclass(frozen=True, slots=True)
 class Managed:
-    """One VirtualMachineMemory joined with its VM, VMI and demand."""
+    """One VirtualMachineMemory joined with its VM, VMI and demand.
+
+    ``hold``: a refusal by KubeVirt still in force (persisted in the status). ``blocked``: why KubeVirt's
+    preconditions forbid a memory change now (not live-migratable, RestartRequired, memory from an
+    instancetype, memory.guest owned by another field manager); re-checked every round, never written.
+    ``owners``: the other field managers that own memory.guest, when that blocks dynamem.
+    """
 
     vmm: VmmView
     phase: Phase
@@ -74,6 +120,9 @@ class Managed:
     vm: VmView | None = None
     vmi: VmiView | None = None
     demand: int | None = None
+    hold: Hold | None = None
+    blocked: str | None = None
+    owners: tuple[str, ...] = ()
 
     @property
     def key(self) -> ObjectKey:
@@ -120,18 +169,62 @@ class Observed:
     pods: Iterable[PodView]
 
 
-def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, demand: DemandReading) -> Managed:
+def _join(
+    vmm: VmmView, vm: VmView | None, vmi: VmiView | None, demand: DemandReading, force_ownership: bool
+) -> Managed:
     try:
         settings = VmSettings.from_spec(str(vmm.key), vmm.spec)
     except SettingsError as exc:
         return Managed(vmm, Phase.INVALID, error=str(exc), vm=vm, vmi=vmi)
     if vm is None:
         return Managed(vmm, Phase.MISSING, settings=settings)
+    hold = Hold.from_status(vmm.status.get("hold"))
+    hold = hold if hold is not None and hold.applies(vm, vmi) else None
+    owners = () if force_ownership else vm.applied_by_others()
     if vmi is not None and vmi.active:
-        return Managed(vmm, Phase.RUNNING, settings, vm=vm, vmi=vmi, demand=demand.of(vmm.key))
-    if not vm.desired_running:
-        return Managed(vmm, Phase.STOPPED, settings, vm=vm, vmi=vmi)
-    return Managed(vmm, Phase.STARTING, settings, vm=vm, vmi=vmi)
+        phase = Phase.RUNNING
+    elif vm.stopped_for_good and (vmi is None or not vmi.active) and (vmi is None or vmi.phase in FINAL):
+        phase = Phase.STOPPED
+    elif vm.run_strategy in {"Manual", "Once", "RerunOnFailure"} and vmi is None:
+        phase = Phase.NOT_RUNNING
+    else:
+        phase = Phase.STARTING  # a VMI on its way (or a stopping one): its memory and maxGuest are left alone
+    return Managed(
+        vmm,
+        phase,
+        settings,
+        vm=vm,
+        vmi=vmi,
+        demand=demand.of(vmm.key) if phase is Phase.RUNNING else None,
+        hold=hold,
+        blocked=precondition_problem(vm, vmi if phase is Phase.RUNNING else None, owners),
+        owners=owners,
+    )
+
+
+FINAL = frozenset({"Succeeded", "Failed"})
+
+
+def precondition_problem(vm: VmView, vmi: VmiView | None, owners: tuple[str, ...]) -> str | None:
+    """Why KubeVirt (or another owner) forbids dynamem to change this VM's memory now, or None.
+
+    KubeVirt's VM controller (``pkg/virt-controller/watch/vm/vm.go``, ``handleMemoryHotplugRequest``) and its
+    admission webhook refuse a memory change of a VMI that is not live-migratable (every change is a
+    migration), of a VM that waits for a restart (``RestartRequired``), and of a VM whose memory comes from an
+    instancetype (the webhook refuses ``domain.memory`` next to an instancetype).
+    """
+    if vm.instancetype:
+        return f"memory comes from instancetype {vm.instancetype}: dynamem does not change it"
+    if owners:
+        return f"memory.guest is owned by field manager {', '.join(owners)}: not taken (--force-ownership)"
+    if vmi is None:
+        return None
+    if vmi.live_migratable is False:
+        why = f" ({vmi.not_migratable_why})" if vmi.not_migratable_why else ""
+        return f"not live-migratable{why}: KubeVirt cannot carry out a memory change"
+    if vm.restart_required and (vm.guest is None or vm.guest == vmi.current):
+        return "KubeVirt wants a restart (RestartRequired): no memory change until the VM restarts"
+    return None
 
 
 def stuck(item: Managed) -> bool:
@@ -151,10 +244,19 @@ def stuck(item: Managed) -> bool:
     return vmi.hotplug_failed or vm.restart_required
 
 
+def held_as_is(item: Managed, held: Mapping[ObjectKey, str]) -> bool:
+    """The VM keeps its size this round whatever the policy would like."""
+    return item.key in held or item.hold is not None or item.blocked is not None or stuck(item)
+
+
 def hold_reason(item: Managed, held: Mapping[ObjectKey, str]) -> str | None:
     """Why a running VM gets no change this round, beyond what the policy itself decides."""
     if item.key in held:
         return held[item.key]
+    if item.hold is not None:
+        return f"held until its VMI restarts: {item.hold.reason}"
+    if item.blocked is not None:
+        return f"held: {item.blocked}"
     if stuck(item):
         return "KubeVirt did not apply memory.guest (migration or hotplug failed, or restart required): held"
     if item.vmi is not None and item.vmi.migrating:
@@ -183,7 +285,7 @@ def vm_state(item: Managed, held: Mapping[ObjectKey, str] | None = None) -> VmSt
         limits = replace(
             limits, maximum=top, startup=min(limits.startup, top), minimum=min(limits.minimum, top)
         )
-    if hold_reason(item, held or {}) is not None and (stuck(item) or item.key in (held or {})):
+    if held_as_is(item, held or {}):
         in_flight: int | None = current
     elif requested != current or vmi.hotplug_in_progress or vmi.migrating:
         in_flight = requested
@@ -208,6 +310,7 @@ def build_snapshot(
     reserve: int = 0,
     default_overhead: int = 0,
     held: Mapping[ObjectKey, str] | None = None,
+    force_ownership: bool = False,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -216,7 +319,10 @@ def build_snapshot(
     vms = {vm.key: vm for vm in observed.vms}
     vmis = {vmi.key: vmi for vmi in observed.vmis}
     node_views = {node.name: node for node in observed.nodes}
-    managed = {vmm.key: _join(vmm, vms.get(vmm.key), vmis.get(vmm.key), demand) for vmm in observed.vmms}
+    managed = {
+        vmm.key: _join(vmm, vms.get(vmm.key), vmis.get(vmm.key), demand, force_ownership)
+        for vmm in observed.vmms
+    }
 
     pods: dict[str, int] = defaultdict(int)
     for pod in observed.pods:
@@ -244,7 +350,7 @@ def build_snapshot(
             taken = max(vmi.current or 0, vm.guest or 0 if vm is not None else 0)
             unmanaged[vmi.node] += taken
             if item is not None and item.phase is Phase.RUNNING and vmi.node not in node_views:
-                managed[vmi.key] = Managed(item.vmm, Phase.UNPLACED, item.settings, vm=item.vm, vmi=vmi)
+                managed[vmi.key] = replace(item, phase=Phase.UNPLACED, demand=None)
             continue
         states[vmi.node].append(state)
 

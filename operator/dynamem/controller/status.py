@@ -13,15 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dynamem.controller.snapshot import Managed, Phase
+from dynamem.controller.leadership import NotLeading
+from dynamem.controller.ports import ClusterWriter
+from dynamem.controller.snapshot import Hold, Managed, Phase
 from dynamem.kube.api import now_rfc3339
-from dynamem.kube.objects import MI, ObjectKey, to_quantity
+from dynamem.kube.objects import MI, ObjectKey, quantity_bytes, to_quantity
 from dynamem.policy.model import NodePlan, VmDecision
-
-if TYPE_CHECKING:
-    from dynamem.controller.balancer import ClusterWriter
 
 logger = logging.getLogger("dynamem.status")
 
@@ -35,6 +34,11 @@ READY_REASONS: Mapping[Phase, tuple[str, str, str]] = {
         "the VM is stopped; its memory.guest is its startup memory for the next boot",
     ),
     Phase.STARTING: ("False", "Starting", "the VM is starting; it is balanced once its VMI runs on a node"),
+    Phase.NOT_RUNNING: (
+        "False",
+        "NotRunning",
+        "no VMI, and the runStrategy may start one at any time: memory.guest is left as it is",
+    ),
     Phase.MISSING: (
         "False",
         "VirtualMachineMissing",
@@ -61,6 +65,8 @@ def desired_status(
     now: float,
     changed_at: float | None,
     note: str | None = None,
+    hold: Hold | None = None,
+    owners: tuple[str, ...] = (),
 ) -> Status:
     """The status this round's observation and decision call for (timestamps are filled in by the book).
 
@@ -81,6 +87,8 @@ def desired_status(
         "memoryStatus": "Unknown",
         "reason": ready[2],
         "observedGeneration": item.vmm.generation,
+        "hold": hold.to_status() if hold is not None else None,
+        "heldBecause": item.blocked,
     }
     if item.phase is Phase.STOPPED and item.settings is not None:
         status.update(memoryStatus="Stopped", assigned=to_quantity(item.settings.startup))
@@ -119,19 +127,57 @@ def desired_status(
             "FloorsExceedPool" if over else "Fits",
             (plan.reason if over and plan is not None else "the floors of the node's VMs fit its pool"),
         ),
+        _condition(
+            "FieldOwnedByOtherManager",
+            "True" if owners else "False",
+            "Conflict" if owners else "Owned",
+            (
+                f"memory.guest is owned by {', '.join(owners)}: dynamem writes nothing to this VM until that "
+                "manager lets go of it, or the operator runs with --force-ownership"
+                if owners
+                else "dynamem may set memory.guest"
+            ),
+        ),
     ]
     if changed_at is not None:
         status["lastChangeTime"] = now_rfc3339(changed_at)
     return status
 
 
-# Measurements move a little at every scrape; alone they refresh the status at most this often.
+# Measurements move a little at every scrape (and with them the target and the reason's words). Prometheus
+# keeps the fine series; the status is rewritten for them only when they move by a meaningful amount, and
+# then at most this often per VM.
 MEASUREMENT_REFRESH_S = 60.0
-MEASUREMENTS = frozenset({"demand", "pressure"})
+# The status word (OK / Low / Warning) is one of them: a VM right at its target flips between OK and Low with
+# every scrape.
+MEASUREMENTS = frozenset({"demand", "pressure", "target", "reason", "memoryStatus"})
+MEANINGFUL_PERCENT = 5  # a demand or target move smaller than this percent is not news
+MEANINGFUL_BYTES = 64 * MI  # ... nor one smaller than this
+MEANINGFUL_PRESSURE = 5  # pressure points
 
 
-def _measurements(status: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: status.get(k) for k in MEASUREMENTS}
+def _moved(new: object, old: object) -> bool:
+    """Whether a quantity moved meaningfully (appearing or vanishing always counts)."""
+    if (new is None) != (old is None):
+        return True
+    if new is None or new == old:
+        return False
+    a, b = quantity_bytes(new), quantity_bytes(old)
+    if a is None or b is None:
+        return True
+    return abs(a - b) > max(MEANINGFUL_BYTES, b * MEANINGFUL_PERCENT / 100)
+
+
+def measurements_moved(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
+    new_p, old_p = desired.get("pressure"), observed.get("pressure")
+    pressure = (new_p is None) != (old_p is None) or (
+        new_p is not None and old_p is not None and abs(int(new_p) - int(old_p)) >= MEANINGFUL_PRESSURE
+    )
+    return (
+        pressure
+        or _moved(desired.get("demand"), observed.get("demand"))
+        or _moved(desired.get("target"), observed.get("target"))
+    )
 
 
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,10 +206,29 @@ def _with_times(desired: Status, observed: Mapping[str, Any], now: float) -> Sta
 
 @dataclass
 class StatusBook:
-    """Writes statuses, remembering what it wrote so a lagging watch does not cause a second write."""
+    """Writes statuses, remembering what it wrote so a lagging watch does not cause a second write.
+
+    At most ``per_second`` writes a second on average (a token bucket holding ``burst_s`` seconds' worth):
+    what does not fit waits for a later round, decision changes before measurement refreshes.
+    """
 
     written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     written_at: dict[ObjectKey, float] = field(default_factory=dict)
+    per_second: float = 20.0
+    burst_s: float = 5.0
+    tokens: float = -1.0  # full at the first round
+    refilled_at: float | None = None
+
+    def refill(self, now: float) -> None:
+        top = self.per_second * self.burst_s
+        if self.tokens < 0 or self.refilled_at is None:
+            self.tokens = top
+        else:
+            self.tokens = min(top, self.tokens + (now - self.refilled_at) * self.per_second)
+        self.refilled_at = now
+
+    def decision_changed(self, item: Managed, desired: Status) -> bool:
+        return _comparable(desired) != _comparable(item.vmm.status)
 
     def forget_all_but(self, keys: Collection[ObjectKey]) -> None:
         for memory in (self.written, self.written_at):
@@ -178,7 +243,7 @@ class StatusBook:
         ):
             return True
         if wanted == _comparable(item.vmm.status):
-            if _measurements(desired) == _measurements(item.vmm.status) or now is None:
+            if now is None or not measurements_moved(desired, item.vmm.status):
                 return False
             return now - self.written_at.get(item.key, float("-inf")) >= MEASUREMENT_REFRESH_S
         version = str(item.vmm.body["metadata"].get("resourceVersion"))
@@ -188,9 +253,14 @@ class StatusBook:
     async def write(self, writer: ClusterWriter, item: Managed, desired: Status, *, now: float) -> bool:
         if not self.needs_write(item, desired, now):
             return False
+        if self.tokens < 1 and self.refilled_at is not None:
+            return False  # over the rate: a later round writes it
+        self.tokens -= 1
         status = _with_times(desired, item.vmm.status, now)
         try:
             await writer.patch_vmm_status(item.key.namespace, item.key.name, status)
+        except NotLeading:
+            raise
         except Exception as exc:  # a deleted VMM or a conflict: the next round tries again
             logger.warning("status of %s not written: %s", item.key, exc)
             return False
@@ -206,20 +276,21 @@ class StatusBook:
             kind, state = condition["type"], condition["status"]
             if before.get(kind) == state:
                 continue
-            if kind not in {"Ready", "NodeOverSubscribed"}:
+            if kind not in {"Ready", "NodeOverSubscribed", "FieldOwnedByOtherManager"}:
                 continue
-            if kind == "NodeOverSubscribed" and kind not in before and state == "False":
-                continue  # a VM that never was over-subscribed needs no "fits" Event
-            warn = (kind == "Ready" and state == "False") or (
-                kind == "NodeOverSubscribed" and state == "True"
-            )
+            if kind != "Ready" and kind not in before and state == "False":
+                continue  # a VM that never was over-subscribed (or in conflict) needs no "all fine" Event
+            warn = (kind == "Ready" and state == "False") or (kind != "Ready" and state == "True")
+            reason = "FieldOwnedByOtherManager" if kind == "FieldOwnedByOtherManager" and warn else None
             try:
                 await writer.create_event(
                     item.vmm.body,
                     type_="Warning" if warn else "Normal",
-                    reason=condition["reason"],
+                    reason=reason or condition["reason"],
                     note=condition["message"],
                     action="Observe",
                 )
+            except NotLeading:
+                raise
             except Exception as exc:  # events are best effort
                 logger.debug("event for %s not posted: %s", item.key, exc)

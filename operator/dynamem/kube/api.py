@@ -1,20 +1,34 @@
 """The few Kubernetes API calls dynamem makes, on the asyncio client of the official ``kubernetes`` package.
 
 Writes to a VirtualMachine are server-side apply with field manager ``dynamem`` and only the memory fields in
-the body, so a GitOps tool that owns the rest of the VM never fights over it. VirtualMachineMemory status goes
-through the status subresource; Events are ``events.k8s.io/v1`` objects that ``kubectl describe`` shows.
+the body, so a GitOps tool that owns the rest of the VM never fights over it. Each apply carries the
+``metadata.resourceVersion`` of the VM the decision was made on: if the VM changed since, the API server
+refuses it (:class:`StaleObject`) and the next round decides again on the new VM. Applies are not forced:
+when another manager owns ``memory.guest`` the server answers with a conflict (:class:`FieldConflict`,
+naming the managers) and dynamem takes the field only when told to (``--force-ownership``).
+
+Every request has a timeout; 429 and 5xx answers and dropped connections are retried with backoff and jitter
+(:mod:`dynamem.kube.retry`). VirtualMachineMemory status goes through the status subresource; Events are
+``events.k8s.io/v1`` objects that ``kubectl describe`` shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import os
 import uuid
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
+import aiohttp
 from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
+
+from dynamem.kube.retry import RETRIED_STATUSES, retry_after_of, with_backoff
+
+T = TypeVar("T")
 
 FIELD_MANAGER = "dynamem"
 FIELD_MANAGER_STOPPED = "dynamem-stopped"  # memory.guest and maxGuest of stopped VMs
@@ -25,16 +39,59 @@ KUBEVIRT = ("kubevirt.io", "v1")
 DYNAMEM = ("dynamem.io", "v1alpha1")
 VMM_PLURAL = "virtualmachinememories"
 
+# Every API request gives up after this long (client-go's default is none; controller-runtime's 30 s is too
+# long for a round that should take about a second).
+REQUEST_TIMEOUT_S = 10.0
+
 __all__ = [
     "DYNAMEM",
     "FIELD_MANAGER",
     "FIELD_MANAGER_STOPPED",
     "KUBEVIRT",
+    "REQUEST_TIMEOUT_S",
     "VMM_PLURAL",
     "ApiException",
+    "FieldConflict",
     "KubeApi",
+    "StaleObject",
     "now_rfc3339",
+    "retryable",
 ]
+
+
+class StaleObject(Exception):
+    """The object changed since the view a decision was made on (its ``resourceVersion`` moved)."""
+
+
+class FieldConflict(Exception):
+    """Another field manager owns a field dynamem applied (server-side apply, not forced)."""
+
+    def __init__(self, managers: Sequence[str], message: str) -> None:
+        super().__init__(message)
+        self.managers = tuple(managers)
+
+
+def retryable(exc: BaseException) -> tuple[bool, float | None]:
+    """Whether a failed request is worth retrying (429, 5xx, a dropped connection), and after how long."""
+    if isinstance(exc, ApiException):
+        if exc.status in RETRIED_STATUSES:
+            return True, retry_after_of(exc.headers)
+        return exc.status == 0, None  # no answer at all
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError), None
+
+
+def _conflict(exc: ApiException) -> Exception:
+    """A 409 as what it means: a field owned by another manager, or a stale resourceVersion."""
+    try:
+        status = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        status = {}
+    causes = (status.get("details") or {}).get("causes") or []
+    owners = [str(c.get("message", "")) for c in causes if c.get("reason") == "FieldManagerConflict"]
+    if owners:
+        managers = sorted({m.split('"')[1] for m in owners if m.count('"') >= 2})
+        return FieldConflict(managers, status.get("message") or "; ".join(owners))
+    return StaleObject(status.get("message") or str(exc))
 
 
 def now_rfc3339(now: float | None = None) -> str:
@@ -57,6 +114,11 @@ class KubeApi:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        return await with_backoff(call, retryable=retryable, what=what)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeApi:
@@ -74,9 +136,21 @@ class KubeApi:
         await self.api_client.close()  # type: ignore[no-untyped-call]
 
     async def apply_vm_memory(
-        self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
+        self,
+        namespace: str,
+        name: str,
+        guest: str,
+        max_guest: str | None,
+        *,
+        resource_version: str | None,
+        force: bool = False,
+        dry_run: bool = False,
     ) -> Mapping[str, Any]:
         """Server-side apply of ``spec.template.spec.domain.memory`` on a VirtualMachine.
+
+        ``resource_version``: the VM's version the decision was made on (the write is refused if it moved:
+        :class:`StaleObject`). Not forced unless ``force``: a field owned by another manager raises
+        :class:`FieldConflict`.
 
         A running VM gets ``guest`` only, as field manager ``dynamem``; a stopped one ``guest`` and
         ``maxGuest``, as ``dynamem-stopped``. Two managers because server-side apply removes a field that
@@ -86,34 +160,50 @@ class KubeApi:
         memory: dict[str, str] = {"guest": guest}
         if max_guest is not None:
             memory["maxGuest"] = max_guest
+        metadata = {"name": name, "namespace": namespace}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
         body = {
             "apiVersion": "kubevirt.io/v1",
             "kind": "VirtualMachine",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": metadata,
             "spec": {"template": {"spec": {"domain": {"memory": memory}}}},
         }
-        result = await self.custom.patch_namespaced_custom_object(
-            *KUBEVIRT,
-            namespace=namespace,
-            plural="virtualmachines",
-            name=name,
-            body=body,
-            field_manager=FIELD_MANAGER if max_guest is None else FIELD_MANAGER_STOPPED,
-            force=True,
-            dry_run="All" if dry_run else None,
-            _content_type=APPLY_PATCH,
-        )
+        try:
+            result = await self._retrying(
+                lambda: self.custom.patch_namespaced_custom_object(
+                    *KUBEVIRT,
+                    namespace=namespace,
+                    plural="virtualmachines",
+                    name=name,
+                    body=body,
+                    field_manager=FIELD_MANAGER if max_guest is None else FIELD_MANAGER_STOPPED,
+                    force=force,
+                    dry_run="All" if dry_run else None,
+                    _content_type=APPLY_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                ),
+                f"apply memory of {namespace}/{name}",
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise _conflict(exc) from None
+            raise
         return cast(Mapping[str, Any], result)
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self.custom.patch_namespaced_custom_object_status(
-            *DYNAMEM,
-            namespace=namespace,
-            plural=VMM_PLURAL,
-            name=name,
-            body={"status": dict(status)},
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+        await self._retrying(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                *DYNAMEM,
+                namespace=namespace,
+                plural=VMM_PLURAL,
+                name=name,
+                body={"status": dict(status)},
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            ),
+            f"status of {namespace}/{name}",
         )
 
     async def create_event(
@@ -151,6 +241,58 @@ class KubeApi:
                 "uid": meta.get("uid"),
             },
         }
-        await self.custom.create_namespaced_custom_object(
-            "events.k8s.io", "v1", namespace=namespace, plural="events", body=event
+        await self.custom.create_namespaced_custom_object(  # best effort: not retried (no duplicates)
+            "events.k8s.io", "v1", namespace=namespace, plural="events", body=event, _request_timeout=5
         )
+
+    async def list_objects(
+        self, kind: str, namespaces: Sequence[str] = ()
+    ) -> tuple[int, list[Mapping[str, Any]]]:
+        """A fresh LIST of one kind (``virtualmachinememories``, ``virtualmachines``,
+        ``virtualmachineinstances``, ``nodes`` or ``pods``), in every namespace or in the given ones.
+
+        Returns the list's resourceVersion (the oldest, for several namespaces) and the raw items, each with
+        ``apiVersion`` and ``kind`` filled in as a watch event carries them.
+        """
+        scopes: Sequence[str | None] = list(namespaces) if namespaces and kind != "nodes" else [None]
+        version: int | None = None
+        items: list[Mapping[str, Any]] = []
+        for namespace in scopes:
+            listed = await self._retrying(lambda ns=namespace: self._list_once(kind, ns), f"list {kind}")  # type: ignore[misc]
+            try:
+                found = int(listed.get("metadata", {}).get("resourceVersion") or 0)
+            except ValueError:
+                found = 0
+            version = found if version is None else min(version, found)
+            items.extend(listed.get("items") or [])
+        return version or 0, items
+
+    async def _list_once(self, kind: str, namespace: str | None) -> Mapping[str, Any]:
+        timeout = REQUEST_TIMEOUT_S * 6  # a LIST of ten thousand objects takes a few seconds
+        if kind in {"pods", "nodes"}:
+            if kind == "nodes":
+                response = await self.core.list_node_without_preload_content(_request_timeout=timeout)
+            elif namespace is None:
+                response = await self.core.list_pod_for_all_namespaces_without_preload_content(
+                    _request_timeout=timeout
+                )
+            else:
+                response = await self.core.list_namespaced_pod_without_preload_content(
+                    namespace, _request_timeout=timeout
+                )
+            raw = await response.read()
+            if not 200 <= response.status < 300:
+                raise ApiException(
+                    status=response.status, reason=response.reason, body=raw.decode(errors="replace")
+                )
+            return cast(Mapping[str, Any], json.loads(raw))
+        group, version = DYNAMEM if kind == VMM_PLURAL else KUBEVIRT
+        if namespace is None:
+            result = await self.custom.list_cluster_custom_object(
+                group, version, kind, _request_timeout=timeout
+            )
+        else:
+            result = await self.custom.list_namespaced_custom_object(
+                group, version, namespace, kind, _request_timeout=timeout
+            )
+        return cast(Mapping[str, Any], result)

@@ -24,6 +24,12 @@ LAUNCHER_LABEL = "kubevirt.io"
 LAUNCHER_VALUE = "virt-launcher"
 DOMAIN_ANNOTATION = "kubevirt.io/domain"
 RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
+# The runStrategy under which a VM without a VMI is stopped for good (until someone changes the VM); under
+# Manual, Once and RerunOnFailure a VM without a VMI may be started (or have ended) by KubeVirt or a user.
+STOPPED_STRATEGY = "Halted"
+GUEST_FIELD = ("f:spec", "f:template", "f:spec", "f:domain", "f:memory", "f:guest")
+DYNAMEM_MANAGERS = frozenset({"dynamem", "dynamem-stopped"})
+DECLARATIVE_UPDATERS = frozenset({"kubectl-client-side-apply"})
 
 Body = Mapping[str, Any]
 
@@ -88,6 +94,29 @@ class VmView:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     desired_running: bool = False
     restart_required: bool = False
+    resource_version: str = ""
+    generation: int = 0
+    run_strategy: str = ""  # the VM's runStrategy, or what ``running`` means: Always / Halted
+    instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
+    guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest, not dynamem
+
+    @property
+    def stopped_for_good(self) -> bool:
+        """runStrategy Halted (or ``running: false``): stopped until someone changes the VM."""
+        return self.run_strategy == STOPPED_STRATEGY
+
+    def applied_by_others(self) -> tuple[str, ...]:
+        """Managers that claim memory.guest declaratively: a GitOps tool, say.
+
+        Server-side apply (operation ``Apply``), and kubectl's client-side apply, which records itself as an
+        ``Update`` by ``kubectl-client-side-apply`` but re-applies its manifest like any GitOps tool. Others
+        (``kubectl create``/``edit``, a controller's update) only wrote the field once.
+        """
+        return tuple(sorted({m for m, op in self.guest_owners if op == "Apply" or m in DECLARATIVE_UPDATERS}))
+
+    def written_once_by_others(self) -> bool:
+        """Only imperative writers own memory.guest besides dynamem (a creator, an edit)."""
+        return bool(self.guest_owners) and not self.applied_by_others()
 
 
 def hugepage_bytes(domain: Body | None) -> int:
@@ -103,6 +132,24 @@ def desired_running(body: Body) -> bool:
     return bool(dig(body, "spec", "running"))
 
 
+def run_strategy(body: Body) -> str:
+    strategy = dig(body, "spec", "runStrategy")
+    if strategy is not None:
+        return str(strategy)
+    return "Always" if dig(body, "spec", "running") else STOPPED_STRATEGY
+
+
+def guest_owners(body: Body) -> tuple[tuple[str, str], ...]:
+    """Field managers other than dynamem's that own ``spec.template.spec.domain.memory.guest``."""
+    found = []
+    for entry in dig(body, "metadata", "managedFields") or []:
+        if not isinstance(entry, Mapping) or entry.get("manager") in DYNAMEM_MANAGERS:
+            continue
+        if dig(entry, "fieldsV1", *GUEST_FIELD) is not None:
+            found.append((str(entry.get("manager")), str(entry.get("operation"))))
+    return tuple(found)
+
+
 def vm_view(body: Body) -> VmView:
     domain = dig(body, "spec", "template", "spec", "domain") or {}
     selector = dig(body, "spec", "template", "spec", "nodeSelector") or {}
@@ -116,6 +163,11 @@ def vm_view(body: Body) -> VmView:
         node_selector={str(k): str(v) for k, v in selector.items()},
         desired_running=desired_running(body),
         restart_required=condition_is(body, "RestartRequired"),
+        resource_version=str(dig(body, "metadata", "resourceVersion") or ""),
+        generation=int(dig(body, "metadata", "generation") or 0),
+        run_strategy=run_strategy(body),
+        instancetype=(dig(body, "spec", "instancetype", "name") or None),
+        guest_owners=guest_owners(body),
     )
 
 
@@ -135,6 +187,9 @@ class VmiView:
     hotplug_failed: bool = False
     max_guest: int | None = None
     migrating: bool = False
+    uid: str = ""
+    live_migratable: bool | None = None  # the VMI's LiveMigratable condition; None when not reported
+    not_migratable_why: str = ""
     # creation time of its latest migration when that one failed and none is going (controller.migrations)
     failed_migration_at: float | None = None
 
@@ -165,7 +220,21 @@ def vmi_view(body: Body) -> VmiView:
         # The VMI's hotplug ceiling, fixed at boot: the VM's maxGuest, the cluster's, or guest x ratio.
         max_guest=quantity_bytes(dig(body, "spec", "domain", "memory", "maxGuest")),
         migrating=_migrating(dig(body, "status", "migrationState")),
+        uid=str(dig(body, "metadata", "uid") or ""),
+        live_migratable=_condition_status(body, "LiveMigratable"),
+        not_migratable_why=str(
+            conditions(body).get("LiveMigratable", {}).get("message")
+            or conditions(body).get("LiveMigratable", {}).get("reason")
+            or ""
+        ),
     )
+
+
+def _condition_status(body: Body, kind: str) -> bool | None:
+    found = conditions(body).get(kind)
+    if found is None:
+        return None
+    return str(found.get("status")) == "True"
 
 
 def _migrating(state: object) -> bool:

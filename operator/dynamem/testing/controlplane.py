@@ -430,6 +430,7 @@ class ControlPlane:
         self._apiserver.wait_ready(
             deadline, lambda: http.get("/readyz").status_code == 200, self.start_timeout
         )
+
         self.write_kubeconfig(self.kubeconfig_path)
         # The scheduler and kwok need no CRD: they start while the CRDs install, and are waited for after.
         health: list[tuple[ServerProcess, str, bool]] = []
@@ -514,6 +515,35 @@ class ControlPlane:
             self.work_dir / "kwok.log",
         )
         return process, f"http://127.0.0.1:{port}"
+
+    def restart(self, component: str, *, down_s: float = 0.0, kill: bool = False) -> None:
+        """Stop ``etcd`` or ``kube-apiserver`` (SIGKILL with ``kill``), wait ``down_s``, start it again on the
+        same port and data, and wait until it is ready: for fault-injection tests."""
+        process = {"etcd": self._etcd, "kube-apiserver": self._apiserver}[component]
+        if process is None:
+            raise ControlPlaneError(f"{component} is not running")
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait(10)
+        else:
+            process.stop()
+        time.sleep(down_s)
+        fresh = ServerProcess(component, process.popen.args, process.log_path)  # type: ignore[arg-type]
+        deadline = time.monotonic() + self.start_timeout
+        if component == "etcd":
+            self._etcd = fresh
+            fresh.wait_ready(
+                deadline,
+                lambda: httpx.get(f"{self.etcd_url}/health", timeout=1.0).status_code == 200,
+                self.start_timeout,
+            )
+        else:
+            self._apiserver = fresh
+        http = self.http
+        fresh_api = self._apiserver
+        assert fresh_api is not None
+        fresh_api.wait_ready(deadline, lambda: http.get("/readyz").status_code == 200, self.start_timeout)
 
     def stop(self) -> None:
         """Stop kube-apiserver and etcd (SIGTERM, then SIGKILL); remove a temporary work dir. Idempotent."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -154,6 +156,17 @@ class Prometheus:
             self.start_timeout,
             PrometheusError,
         )
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): its port stays open and queries hang, as with a stuck Prometheus."""
+        if self._process is None:
+            raise PrometheusError("Prometheus is not started")
+        os.killpg(self._process.popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT)."""
+        if self._process is not None:
+            os.killpg(self._process.popen.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove a temporary work dir. Idempotent."""

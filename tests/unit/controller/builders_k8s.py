@@ -8,11 +8,13 @@ operator's kopf indices call.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dynamem.controller.snapshot import Observed, vmm_view
+from dynamem.kube.api import ApiException, FieldConflict, StaleObject
 from dynamem.kube.objects import node_view, pod_view, vm_view, vmi_view
 
 NS = "office"
@@ -64,7 +66,7 @@ def make_vm_body(
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
-        "metadata": _meta(name, namespace),
+        "metadata": _meta(name, namespace, resourceVersion="7", generation=1),
         "spec": spec,
         "status": {"conditions": conditions},
     }
@@ -229,6 +231,8 @@ class Apply:
     guest: str
     max_guest: str | None
     dry_run: bool
+    resource_version: str | None = None
+    force: bool = False
 
 
 @dataclass
@@ -242,20 +246,43 @@ class Event:
 
 @dataclass
 class FakeWriter:
-    """A ClusterWriter that records every write; ``fail`` names VMs (or VMMs) whose writes are refused."""
+    """A ClusterWriter that records every write, and answers some as the API server would.
+
+    ``fail_apply``: VMs whose memory writes KubeVirt's webhook refuses (422); ``stale_apply``: VMs that
+    changed since the view (a 409 on the resourceVersion); ``conflict_apply``: VMs whose memory.guest another
+    field manager owns; ``down_apply``: VMs whose writes get no answer (503 after retries).
+    """
 
     applies: list[Apply] = field(default_factory=list)
     statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     fail_apply: set[str] = field(default_factory=set)
+    stale_apply: set[str] = field(default_factory=set)
+    conflict_apply: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    down_apply: set[str] = field(default_factory=set)
     fail_status: set[str] = field(default_factory=set)
 
     async def apply_vm_memory(
-        self, namespace: str, name: str, guest: str, max_guest: str | None, *, dry_run: bool = False
+        self,
+        namespace: str,
+        name: str,
+        guest: str,
+        max_guest: str | None,
+        *,
+        resource_version: str | None,
+        force: bool = False,
+        dry_run: bool = False,
     ) -> Mapping[str, Any]:
         if name in self.fail_apply:
-            raise RuntimeError(f"admission webhook denied {name}")
-        self.applies.append(Apply(namespace, name, guest, max_guest, dry_run))
+            body = json.dumps({"message": f"admission webhook denied {name}"})
+            raise ApiException(status=422, reason="Unprocessable Entity", body=body)
+        if name in self.stale_apply:
+            raise StaleObject(f"the object has been modified: {name}")
+        if name in self.conflict_apply:
+            raise FieldConflict(self.conflict_apply[name], f"conflict on {name}")
+        if name in self.down_apply:
+            raise ApiException(status=503, reason="Service Unavailable")
+        self.applies.append(Apply(namespace, name, guest, max_guest, dry_run, resource_version, force))
         return {}
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

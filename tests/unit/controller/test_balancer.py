@@ -267,9 +267,10 @@ def test_settled_cluster_makes_no_writes() -> None:
     world.add("service", "2Gi", running=False)
     writer = FakeWriter()
     results = settle(balancer_for(demand, writer), world, writer)
-    # round 1: 3 memory changes (finance, engineering, service reset) and 4 statuses; round 2: the
-    # reasons move from "grow to meet demand" to "on target" (statuses only); round 3: nothing at all
-    assert [(r.memory_writes, r.status_writes) for r in results] == [(3, 4), (0, 2), (0, 0)]
+    # round 1: 3 memory changes (finance, engineering, service reset) and 4 statuses; round 2: nothing at
+    # all (the reasons' words move from "grow to meet demand" to "on target", but no decision changed and no
+    # measurement moved: the status keeps the reason of the last decision)
+    assert [(r.memory_writes, r.status_writes) for r in results] == [(3, 4), (0, 0)]
     assert (writer.applies, writer.statuses, writer.events) == ([], [], [])
     assert {n: world.guest(n) for n in (*WORKDAY, "service")} == {
         "finance": "3Gi",
@@ -277,7 +278,7 @@ def test_settled_cluster_makes_no_writes() -> None:
         "engineering": "2Gi",
         "service": "1Gi",
     }
-    assert world.status("finance")["reason"] == "on target"
+    assert world.status("finance")["reason"] == "grow to meet demand"
     assert world.status("finance")["lastChangeTime"] == "2026-03-02T12:00:00Z"  # kept from round 1
 
 
@@ -310,9 +311,9 @@ def test_a_refused_write_does_not_stop_the_round() -> None:
     result = run(balancer_for(demand, writer), world)
     assert applied(writer) == [("engineering", "2Gi", None)]
     assert result.memory_writes == 1
-    failed = [e for e in writer.events if e.reason == "MemoryChangeFailed"]
+    failed = [e for e in writer.events if e.reason == "MemoryChangeRefused"]
     assert [(e.name, e.type_) for e in failed] == [("finance", "Warning")]
-    assert failed[0].note == "setting memory.guest to 3Gi: admission webhook denied finance"
+    assert failed[0].note == "memory.guest 3Gi refused: admission webhook denied finance"
     statuses = dict(writer.statuses)
     assert "lastChangeTime" not in statuses["finance"]  # nothing changed for finance
     assert statuses["engineering"]["lastChangeTime"] == "2026-03-02T12:00:00Z"
@@ -375,12 +376,22 @@ def test_a_failed_hotplug_is_taken_back_and_the_vm_held() -> None:
     assert [(e.name, e.type_) for e in reverted] == [("finance", "Warning")]
     statuses = dict(writer.statuses)
     assert statuses["finance"]["reason"].startswith("KubeVirt did not apply memory.guest")
-    # next round: memory.guest is 2Gi again, but finance is held (backing off) although it wants 3Gi
+    assert statuses["finance"]["hold"]["vmiUID"] == "uid-finance"  # persisted: held until the VMI restarts
+    # next rounds, even by a new operator (nothing in memory): memory.guest is 2Gi again, finance stays held
     world.apply([a for a in writer.applies if a.name == "finance"])
+    world.store(writer.statuses)
+    for fresh in (balancer, balancer_for(demand, writer)):
+        writer.clear()
+        run(fresh, world)
+        assert "finance" not in [a.name for a in writer.applies]
+    assert world.status("finance")["hold"]["reason"].startswith("KubeVirt did not apply 3Gi")
+    # the VMI restarts (a new uid): the hold is over and finance grows
+    world.vmis["finance"] = make_vmi_body("finance", guest="2Gi", current="2Gi", at_boot="2Gi")
+    world.vmis["finance"]["metadata"]["uid"] = "uid-finance-2"
     writer.clear()
-    run(balancer, world)
-    assert "finance" not in [a.name for a in writer.applies]
-    assert dict(writer.statuses)["finance"]["reason"].startswith("held after a failed change")
+    run(balancer_for(demand, writer), world)
+    assert ("finance", "3Gi", None) in applied(writer)
+    assert dict(writer.statuses)["finance"]["hold"] is None  # cleared (a merge patch deletes it)
 
 
 def test_a_refused_value_is_backed_off_with_one_event() -> None:
@@ -390,9 +401,15 @@ def test_a_refused_value_is_backed_off_with_one_event() -> None:
     run(balancer, world)
     world.store(writer.statuses)
     writer.clear()
-    run(balancer, world)  # the refused VM is held, not retried every round, and not announced again
-    assert [e.reason for e in writer.events].count("MemoryChangeFailed") == 0
-    assert dict(writer.statuses)["finance"]["reason"] == "held: memory.guest 3Gi was refused"
+    assert world.status("finance")["hold"]["reason"] == "KubeVirt refused memory.guest 3Gi"
+    for _ in range(3):  # the refused VM is held, not retried every round, and not announced again
+        run(balancer_for(demand, writer), world)
+        world.store(writer.statuses)
+    assert writer.events == [] and writer.applies == []
+    assert [name for name, _ in writer.statuses] == ["finance"]  # once: the hold's reason, then nothing
+    assert (
+        world.status("finance")["reason"] == "held until its VMI restarts: KubeVirt refused memory.guest 3Gi"
+    )
 
 
 def test_growth_stops_at_the_vmis_hotplug_ceiling() -> None:

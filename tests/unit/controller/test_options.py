@@ -40,8 +40,10 @@ def test_every_flag() -> None:
         *("--grow-headroom-percent", "50", "--cooldown", "30", "--max-changes-per-node", "1"),
         *("--reserve", "1.5Gi", "--default-overhead", "200Mi"),
         *("--policy", "static", "--metrics-port", "0", "--metrics-address", "127.0.0.1"),
-        *("--liveness", "http://0.0.0.0:8081/healthz", "--standalone", "--priority", "7"),
-        *("--peering", "team", "--dry-run", "--kubeconfig", "/k/config", "--log-level", "DEBUG"),
+        *("--liveness", "http://0.0.0.0:8081/healthz", "--standalone", "--lease-name", "team"),
+        *("--lease-namespace", "ops", "--lease-duration", "30", "--resync-period", "60"),
+        *("--force-ownership", "--status-writes-per-second", "5"),
+        *("--dry-run", "--kubeconfig", "/k/config", "--log-level", "DEBUG"),
     ]
     options = parse_options(argv)
     assert options.namespaces == ("office", "lab")
@@ -63,7 +65,9 @@ def test_every_flag() -> None:
     assert options.metrics_port is None  # 0: off
     assert options.metrics_address == "127.0.0.1"
     assert options.liveness == "http://0.0.0.0:8081/healthz"
-    assert (options.standalone, options.priority, options.peering) == (True, 7, "team")
+    assert (options.standalone, options.lease_name, options.lease_namespace) == (True, "team", "ops")
+    assert (options.lease_duration_s, options.resync_period_s) == (30.0, 60.0)
+    assert (options.force_ownership, options.status_writes_per_s) == (True, 5.0)
     assert (options.dry_run, options.kubeconfig, options.log_level) == (True, "/k/config", "DEBUG")
 
 

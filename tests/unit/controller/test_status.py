@@ -94,12 +94,15 @@ def test_running_with_decision() -> None:
         "memoryStatus": "OK",
         "reason": "grow to meet demand",
         "observedGeneration": 1,
+        "hold": None,
+        "heldBecause": None,
     }
     assert [(c["type"], c["status"], c["reason"]) for c in conds] == [
         ("Ready", "True", "Balanced"),
         ("DemandKnown", "True", "Measured"),
         ("RestartRequired", "False", "NotRequired"),
         ("NodeOverSubscribed", "False", "Fits"),
+        ("FieldOwnedByOtherManager", "False", "Owned"),
     ]
     assert all("lastTransitionTime" not in c for c in conds)  # the book stamps them
 
@@ -248,6 +251,7 @@ def test_first_write_stamps_conditions_and_posts_ready() -> None:
         "DemandKnown": STAMP,
         "RestartRequired": STAMP,
         "NodeOverSubscribed": STAMP,
+        "FieldOwnedByOtherManager": STAMP,
     }
     # only Ready (and NodeOverSubscribed=True) post events; Ready=True is Normal
     assert writer.events == [Event("x", "Normal", "Balanced", "memory is balanced on its node", "Observe")]
@@ -300,6 +304,7 @@ def test_last_transition_time_kept_when_status_unchanged() -> None:
         "DemandKnown": STAMP,  # False -> True now
         "RestartRequired": EARLIER,
         "NodeOverSubscribed": EARLIER,
+        "FieldOwnedByOtherManager": EARLIER,
     }
     assert written["lastChangeTime"] == EARLIER  # carried over: no change this round
     assert writer.events == []  # Ready stayed True; DemandKnown posts none

@@ -1,0 +1,303 @@
+"""The operator at scale: 10,000 VMs on 500 nodes, local control plane, demand wobbling +-1 % per scrape.
+
+The objects are created straight in the real kube-apiserver (Nodes, VirtualMachines, running
+VirtualMachineInstances with KubeVirt's status, VirtualMachineMemories); a small exporter serves KubeVirt's
+guest memory series for every VM, each scrape moving every VM's demand by up to +-1 % around its own level;
+Prometheus (the Debian package) scrapes it; the operator runs as its own process (``dynamem run``).
+
+After a warm-up (the first status of every VirtualMachineMemory), it watches the operator's own /metrics for
+``--minutes`` and prints, from each round's change of ``dynamem_balance_duration_seconds`` and
+``dynamem_api_writes_total``:
+
+    scale: vms=10000 nodes=500 round_p50_s=... round_p99_s=... writes_per_round=... status_writes_per_min=...
+    rss_mib=...
+
+Then demand jumps on ``--changes`` VMs and it prints how many memory writes followed, against the plan's
+count: ``changes: planned=N written=M``.
+
+Goals (issue 10): round p99 < 1 s, memory writes at rest 0 (= the plan's changes), status writes under 2 % of
+the VMs per minute while demand only wobbles, operator RSS < 1 GiB.
+Run: ``.venv/bin/python bench/operator_scale.py [--vms 10000 --nodes 500 --minutes 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes.aio import client as aio_client
+from kubernetes.aio import config as aio_config
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from dynamem.kube.objects import GI, MI
+from dynamem.testing.controlplane import ControlPlane, free_port
+from dynamem.testing.operator import OperatorProcess
+from dynamem.testing.prometheus import Prometheus
+
+NAMESPACE = "scale"
+SCRAPE_S = 10.0
+INTERVAL_S = 10.0
+
+
+class WobblingGuests(Collector):
+    """KubeVirt's available/usable series per VM; every scrape moves each demand by up to +-1 %."""
+
+    def __init__(self, vms: list[tuple[str, str]], seed: int = 10) -> None:
+        self.rng = random.Random(seed)
+        self.vms = vms  # (name, node)
+        self.size = {name: GI for name, _ in vms}
+        self.level = {name: self.rng.uniform(600, 800) * MI for name, _ in vms}
+        self.lock = threading.Lock()
+
+    def jump(self, names: Iterable[str], to: int) -> None:
+        with self.lock:
+            for name in names:
+                self.level[name] = to
+
+    def collect(self) -> Iterable[Any]:
+        labels = ["node", "namespace", "name"]
+        available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=labels)
+        usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=labels)
+        with self.lock:
+            for name, node in self.vms:
+                used = min(self.level[name] * self.rng.uniform(0.99, 1.01), self.size[name] - 64 * MI)
+                available.add_metric([node, NAMESPACE, name], self.size[name])
+                usable.add_metric([node, NAMESPACE, name], self.size[name] - used)
+        yield available
+        yield usable
+
+
+def node_body(name: str, memory: str) -> dict[str, Any]:
+    resources = {"memory": memory, "cpu": "64", "pods": "250"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"capacity": resources, "allocatable": resources},
+    }
+
+
+def vm_body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "runStrategy": "Always",
+            "template": {"spec": {"domain": {"memory": {"guest": "1Gi", "maxGuest": "4Gi"}, "devices": {}}}},
+        },
+    }
+
+
+def vmi_body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"domain": {"memory": {"guest": "1Gi", "maxGuest": "4Gi"}, "devices": {}}},
+    }
+
+
+def vmi_status(node: str) -> dict[str, Any]:
+    return {
+        "status": {
+            "phase": "Running",
+            "nodeName": node,
+            "memory": {"guestAtBoot": "1Gi", "guestCurrent": "1Gi", "guestRequested": "1Gi"},
+            "conditions": [{"type": "LiveMigratable", "status": "True"}],
+        }
+    }
+
+
+def vmm_body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dynamem.io/v1alpha1",
+        "kind": "VirtualMachineMemory",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"startup": "1Gi", "maximum": "4Gi", "buffer": 20},
+    }
+
+
+async def populate(kubeconfig: Path, vms: list[tuple[str, str]], nodes: list[str], per_node_gi: int) -> float:
+    """Create everything with a few dozen requests in flight; returns the seconds it took."""
+    configuration = aio_client.Configuration()
+    await aio_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = 64
+    api = aio_client.ApiClient(configuration)
+    core = aio_client.CoreV1Api(api)
+    custom = aio_client.CustomObjectsApi(api)
+    semaphore = asyncio.Semaphore(48)
+    started = time.monotonic()
+
+    async def limited(coro: Any) -> None:
+        async with semaphore:
+            await coro
+
+    await core.create_namespace({"metadata": {"name": NAMESPACE}})
+    await asyncio.gather(*(limited(core.create_node(node_body(n, f"{per_node_gi}Gi"))) for n in nodes))
+
+    async def one(name: str, node: str) -> None:
+        await custom.create_namespaced_custom_object(
+            "kubevirt.io", "v1", NAMESPACE, "virtualmachines", vm_body(name)
+        )
+        await custom.create_namespaced_custom_object(
+            "kubevirt.io", "v1", NAMESPACE, "virtualmachineinstances", vmi_body(name)
+        )
+        await custom.patch_namespaced_custom_object(
+            "kubevirt.io",
+            "v1",
+            NAMESPACE,
+            "virtualmachineinstances",
+            name,
+            vmi_status(node),
+            _content_type="application/merge-patch+json",
+        )
+        await custom.create_namespaced_custom_object(
+            "dynamem.io", "v1alpha1", NAMESPACE, "virtualmachinememories", vmm_body(name)
+        )
+
+    await asyncio.gather(*(limited(one(name, node)) for name, node in vms))
+    await api.close()  # type: ignore[no-untyped-call]
+    return time.monotonic() - started
+
+
+class OperatorWatch:
+    """Per-round figures from the operator's own /metrics, sampled often enough to see each round."""
+
+    def __init__(self, operator: OperatorProcess) -> None:
+        self.url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        self.operator = operator
+
+    def sample(self) -> dict[str, float]:
+        text = httpx.get(self.url, timeout=5).text
+        wanted = {
+            "dynamem_balance_duration_seconds_sum": "sum",
+            "dynamem_balance_duration_seconds_count": "rounds",
+            'dynamem_api_writes_total{kind="memory"}': "memory",
+            'dynamem_api_writes_total{kind="status"}': "status",
+        }
+        found = {v: 0.0 for v in wanted.values()}
+        for line in text.splitlines():
+            for prefix, key in wanted.items():
+                if line.startswith(prefix + " "):
+                    found[key] = float(line.split()[-1])
+        return found
+
+    def rounds(self, seconds: float) -> list[dict[str, float]]:
+        """Each round seen in ``seconds``: its duration and its writes."""
+        found = []
+        last = self.sample()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.sample()
+            if now["rounds"] > last["rounds"]:
+                n = now["rounds"] - last["rounds"]
+                found.append(
+                    {
+                        "duration": (now["sum"] - last["sum"]) / n,
+                        "memory": now["memory"] - last["memory"],
+                        "status": now["status"] - last["status"],
+                        "n": n,
+                    }
+                )
+                last = now
+        return found
+
+    def rss_mib(self) -> float:
+        assert self.operator.process is not None
+        for line in Path(f"/proc/{self.operator.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--vms", type=int, default=10_000)
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--status-writes-per-second", type=float, default=200.0, help="the operator's cap")
+    args = parser.parse_args(argv)
+    per_node = max(1, args.vms // args.nodes)
+    nodes = [f"node-{n:04d}" for n in range(args.nodes)]
+    vms = [(f"vm-{i:05d}", nodes[i % args.nodes]) for i in range(args.vms)]
+
+    with ControlPlane(start_timeout=120) as cp, Prometheus(scrape_interval=SCRAPE_S) as prom:
+        took = asyncio.run(populate(cp.kubeconfig_path, vms, nodes, per_node * 4 + 8))
+        print(
+            f"created {args.vms} VMs, VMIs and VirtualMachineMemories on {args.nodes} nodes in {took:.0f}s",
+            flush=True,
+        )
+        guests = WobblingGuests(vms)
+        registry = CollectorRegistry()
+        registry.register(guests)
+        port = free_port()
+        start_http_server(port, addr="127.0.0.1", registry=registry)
+        prom.set_targets([f"127.0.0.1:{port}"])
+        prom.wait_for("count(kubevirt_vmi_memory_usable_bytes) > 0", timeout=60)
+        operator = OperatorProcess(
+            cp.kubeconfig_path,
+            prom.url,
+            NAMESPACE,
+            "--log-level",
+            "WARNING",
+            "--status-writes-per-second",
+            str(args.status_writes_per_second),
+            interval=INTERVAL_S,
+        ).start()
+        try:
+            watch = OperatorWatch(operator)
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:  # warm-up: every status written once
+                try:
+                    rounds = watch.rounds(INTERVAL_S * 2.5)
+                except httpx.HTTPError:
+                    time.sleep(2)
+                    continue
+                if (
+                    rounds
+                    and all(r["status"] == 0 and r["memory"] == 0 for r in rounds[-2:])
+                    and len(rounds) >= 2
+                ):
+                    break
+            print(f"warm-up done after {1800 - (deadline - time.monotonic()):.0f}s", flush=True)
+            rounds = watch.rounds(args.minutes * 60)
+            durations = [r["duration"] for r in rounds]
+            memory = sum(r["memory"] for r in rounds) / max(1, sum(r["n"] for r in rounds))
+            status_per_min = sum(r["status"] for r in rounds) / args.minutes
+            print(
+                f"scale: vms={args.vms} nodes={args.nodes} round_p50_s={statistics.median(durations):.3f} "
+                f"round_p99_s={percentile(durations, 0.99):.3f} writes_per_round={memory:.2f} "
+                f"status_writes_per_min={status_per_min:.1f} rss_mib={watch.rss_mib():.0f}",
+                flush=True,
+            )
+            jumped = [name for name, _ in vms[:: max(1, args.vms // args.changes)]][: args.changes]
+            guests.jump(jumped, int(0.95 * GI))  # 0.95Gi / 0.8 = 1.19Gi: every one of them grows
+            after = watch.rounds(SCRAPE_S + INTERVAL_S * 3)
+            written = sum(r["memory"] for r in after)
+            print(f"changes: planned={len(jumped)} written={written:.0f}", flush=True)
+        finally:
+            operator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The balancing loop: a round every ``--interval`` seconds, or soon after a wake-up, on the leader.
+
+kopf's handlers (:mod:`dynamem.controller.handlers`) only feed the loop: they keep the view of the cluster
+(:mod:`dynamem.controller.view`) and set ``wake``. Who may balance is the Lease's business
+(:mod:`dynamem.controller.leadership`); the loop
+
+- runs rounds only while this replica may write, and every write checks the Lease again
+  (:class:`~dynamem.controller.leadership.LeaderOnlyWriter`);
+- starts each leadership term from a fresh LIST and a fresh balancer (nothing remembered from an earlier
+  term or from standing by: what must survive lives in the VirtualMachineMemory status);
+- LISTs again when kopf re-listed (a broken watch), when a round met an API error, and every resync period,
+  so an object deleted while a watch was down never lingers as a ghost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dynamem.controller.balancer import Balancer
+from dynamem.controller.leadership import LeaseElector, NotLeading
+from dynamem.controller.metrics import OperatorMetrics
+from dynamem.controller.options import OperatorOptions
+from dynamem.controller.view import ClusterView, Kind
+
+logger = logging.getLogger("dynamem.operator")
+
+
+class ClusterLister(Protocol):
+    async def list_objects(
+        self, kind: str, namespaces: Sequence[str] = ()
+    ) -> tuple[int, list[Mapping[str, Any]]]: ...
+
+
+@dataclass
+class OperatorState:
+    """What the registered handlers and the loop share."""
+
+    options: OperatorOptions
+    identity: str
+    view: ClusterView = field(default_factory=ClusterView)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    elector: LeaseElector | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    rounds: int = 0
+    resyncs: int = 0
+    last_resync: float = float("-inf")
+
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.may_write()
+
+
+async def resync(state: OperatorState, lister: ClusterLister) -> None:
+    """Replace the view with fresh LISTs of everything it holds."""
+    namespaces = () if state.options.all_namespaces else state.options.namespaces
+    lists = {}
+    for kind in Kind:
+        lists[kind] = await lister.list_objects(kind.value, namespaces)
+    ghosts = state.view.replace(lists)
+    state.resyncs += 1
+    state.last_resync = time.monotonic()
+    dropped = {kind.value: n for kind, n in ghosts.items() if n}
+    if dropped:
+        logger.warning("fresh LIST dropped objects deleted while a watch was down: %s", dropped)
+
+
+async def wake_on_leadership(state: OperatorState) -> None:
+    """Gaining or losing the Lease wakes the loop at once."""
+    if state.elector is None:
+        return
+    while True:
+        await state.elector.changed.wait()
+        state.elector.changed.clear()
+        state.wake.set()
+
+
+async def balancing_loop(
+    state: OperatorState, make_balancer: Callable[[], Balancer], lister: ClusterLister
+) -> None:
+    """Run a round every interval, or soon after a wake-up, while this replica leads."""
+    options = state.options
+    balancer: Balancer | None = None
+    term = -1
+    while True:
+        try:
+            if not state.leading():
+                state.metrics.standby()
+                balancer = None
+            else:
+                current = state.elector.term if state.elector is not None else 0
+                if current != term or balancer is None:
+                    term, balancer = current, make_balancer()
+                    state.view.needs_resync = True  # a new term starts from a fresh list
+                stale = time.monotonic() - state.last_resync >= options.resync_period_s
+                if state.view.needs_resync or stale:
+                    await resync(state, lister)
+                result = await balancer.run_round(state.view.observed())
+                state.rounds += 1
+                if result.api_errors:
+                    state.view.needs_resync = True
+                logger.debug(
+                    "round %d: %d memory writes, %d status writes, %d deferred, %.3fs",
+                    state.rounds,
+                    result.memory_writes,
+                    result.status_writes,
+                    result.deferred,
+                    result.duration_s,
+                )
+        except asyncio.CancelledError:
+            raise
+        except NotLeading as exc:
+            logger.warning("round stopped: %s", exc)
+        except Exception:
+            logger.exception("balancing round failed; the next one starts from a fresh list")
+            state.view.needs_resync = True
+        await asyncio.sleep(options.min_gap_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)
+        state.wake.clear()

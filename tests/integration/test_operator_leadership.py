@@ -1,0 +1,73 @@
+"""Two operator replicas with a Lease: exactly one balances; SIGKILL it and the other takes over (issue 10).
+
+This is what the shipped Deployment runs (two replicas, one Lease). Both start at the same instant; the test
+does not know which one wins, only that exactly one does, and that the survivor of a SIGKILL leads after
+the Lease expires and converges the VM.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.operator import OperatorProcess
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, one_node, wait_until
+
+LEASE_S = "6"
+
+
+def gauge(operator: OperatorProcess, name: str) -> float | None:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else None
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[Stack]:
+    world = Stack(
+        control_plane,
+        prometheus,
+        namespace,
+        one_node(unique_name("node"), "8Gi", {"db": {"startup": "1Gi", "maximum": "4Gi"}}),
+    )
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def test_one_replica_balances_and_the_other_takes_over_after_a_sigkill(stack: Stack) -> None:
+    stack.set_demand(db=1.6)
+    replicas = [
+        stack.start_operator("--lease-duration", LEASE_S, standalone=False),
+        stack.start_operator("--lease-duration", LEASE_S, standalone=False),
+    ]
+
+    def leaders() -> list[OperatorProcess] | None:
+        active = [r for r in replicas if gauge(r, "dynamem_balancer_active") == 1.0]
+        idle = [r for r in replicas if gauge(r, "dynamem_balancer_active") in (None, 0.0)]
+        return active if len(active) == 1 and len(idle) == 1 else None
+
+    [leader] = wait_until("exactly one leader", leaders, timeout=60)
+    stack.converge({"db": 2})
+    [standby] = [r for r in replicas if r is not leader]
+    assert gauge(standby, "dynamem_balance_rounds_total") in (None, 0.0), "a standby must never balance"
+
+    assert leader.process is not None
+    leader.process.send_signal(signal.SIGKILL)  # no release: the standby waits for the Lease to expire
+    leader.process.wait()
+    stack.set_demand(db=2.4)
+    stack.converge({"db": 3}, timeout=120)
+    assert gauge(standby, "dynamem_balancer_active") == 1.0
+    assert (gauge(standby, "dynamem_balance_rounds_total") or 0) >= 1

@@ -1,0 +1,322 @@
+"""A round never writes on a stale view, never takes another manager's field, never loops (issue 10, 3-6).
+
+The world is the seed's workday of :mod:`test_balancer` (three VMs, 1Gi..4Gi, on an 8Gi host); each test
+changes one thing the way the API server or KubeVirt would.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from dynamem.controller.balancer import Balancer
+from dynamem.kube.api import now_rfc3339
+
+from .builders_k8s import FakeWriter, make_node_body, make_vm_body, make_vmi_body, make_vmm_body
+from .test_balancer import NOW, OPTIONS, FakeDemand, World, applied, balancer_for, run, workday
+
+
+def conditions(status: dict[str, object]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}  # type: ignore[attr-defined,index]
+
+
+# --- item 3: writes on a stale view, fields of other managers ---------------------------------------------
+
+
+def test_an_apply_carries_the_vms_resource_version_and_is_not_forced() -> None:
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    [write] = writer.applies
+    assert (write.name, write.resource_version, write.force) == ("finance", "7", False)
+
+
+def test_a_write_on_a_stale_view_is_dropped_and_decided_again() -> None:
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter(stale_apply={"finance"})
+    balancer = balancer_for(demand, writer)
+    result = run(balancer, world)
+    assert (result.memory_writes, result.stale, result.api_errors) == (0, 1, 0)
+    assert [e for e in writer.events if e.action == "Balance"] == []
+    assert dict(writer.statuses)["finance"]["hold"] is None  # not held: it is simply re-planned
+    writer.stale_apply.clear()  # the watch brought the new VM
+    writer.clear()
+    run(balancer, world)
+    assert applied(writer) == [("finance", "3Gi", None)]
+
+
+def test_memory_guest_applied_by_another_manager_is_not_taken() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {
+            "manager": "argocd-controller",
+            "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}},
+        }
+    ]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []
+    status = dict(writer.statuses)["finance"]
+    assert conditions(status)["FieldOwnedByOtherManager"] == "True"
+    assert "argocd-controller" in status["heldBecause"]
+    assert [(e.name, e.type_, e.reason) for e in writer.events if e.name == "finance"] == [
+        ("finance", "Normal", "Balanced"),  # Ready: the VM is balanced (held where it is)
+        ("finance", "Warning", "FieldOwnedByOtherManager"),
+    ]
+    world.store(writer.statuses)
+    for _ in range(3):  # held, quietly: no write, no second Event
+        writer.clear()
+        run(balancer_for(demand, writer), world)
+        world.store(writer.statuses)
+        assert (writer.applies, writer.events) == ([], [])
+
+    forced = FakeWriter()
+    run(balancer_for(demand, forced, replace(OPTIONS, force_ownership=True)), world)
+    assert [(a.name, a.guest, a.force) for a in forced.applies] == [("finance", "3Gi", True)]
+
+
+def test_a_conflict_from_the_server_holds_the_vm_until_the_other_manager_lets_go() -> None:
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter(conflict_apply={"finance": ("flux",)})
+    balancer = balancer_for(demand, writer)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {
+            "manager": "flux",
+            "operation": "Update",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}},
+        }
+    ]
+    run(balancer, world)
+    assert conditions(dict(writer.statuses)["finance"])["FieldOwnedByOtherManager"] == "True"
+    writer.conflict_apply.clear()
+    writer.clear()
+    run(balancer, world)  # the VM still lists another manager: no new attempt
+    assert applied(writer) == []
+    del world.vms["finance"]["metadata"]["managedFields"]  # flux let go
+    run(balancer, world)  # forgotten at the end of this round ...
+    writer.clear()
+    run(balancer, world)  # ... and written in the next
+    assert applied(writer) == [("finance", "3Gi", None)]
+
+
+def test_no_answer_backs_off_and_asks_for_a_fresh_list() -> None:
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter(down_apply={"finance"})
+    balancer = balancer_for(demand, writer)
+    result = run(balancer, world)
+    assert (result.memory_writes, result.api_errors) == (0, 1)
+    writer.down_apply.clear()
+    writer.clear()
+    run(balancer, world)  # within the backoff: not retried at once
+    assert applied(writer) == []
+
+
+# --- item 4: KubeVirt's preconditions, holds that survive, deadlines ---------------------------------------
+
+
+def test_a_vmi_that_is_not_live_migratable_is_not_written() -> None:
+    world, demand = workday(finance=2.4)
+    world.vmis["finance"]["status"]["conditions"].append(
+        {
+            "type": "LiveMigratable",
+            "status": "False",
+            "reason": "DisksNotLiveMigratable",
+            "message": "local disk",
+        }
+    )
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert "finance" not in [a.name for a in writer.applies]
+    assert dict(writer.statuses)["finance"]["heldBecause"].startswith("not live-migratable (local disk)")
+
+
+def test_a_vm_waiting_for_a_restart_is_not_written() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["status"]["conditions"].append({"type": "RestartRequired", "status": "True"})
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []
+
+
+def test_memory_from_an_instancetype_is_never_written() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["instancetype"] = {"name": "u1.medium"}
+    world.add("service", "2Gi", running=False)
+    world.vms["service"]["spec"]["instancetype"] = {"name": "u1.small"}
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []  # neither the running grow nor the stopped reset
+
+
+def test_a_change_not_done_by_its_deadline_is_taken_back_and_held() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 361)}
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    status = dict(writer.statuses)["finance"]
+    assert status["hold"]["reason"] == "3Gi not carried out within 360s"
+    assert status["hold"]["vmiUID"] == "uid-finance"
+
+
+def test_a_change_within_its_deadline_is_left_in_flight() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 200)}
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []
+
+
+def test_a_refused_stopped_reset_is_held_until_the_vm_changes() -> None:
+    world, demand = workday()
+    world.add("service", "2Gi", running=False)
+    writer = FakeWriter(fail_apply={"service"})
+    run(balancer_for(demand, writer), world)
+    world.store(writer.statuses)
+    assert world.status("service")["hold"]["vmGeneration"] == 1
+    writer.fail_apply.clear()
+    for _ in range(2):  # not retried every round
+        writer.clear()
+        run(balancer_for(demand, writer), world)
+        assert applied(writer) == []
+    world.vms["service"]["metadata"]["generation"] = 2  # someone edited the VM
+    writer.clear()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("service", "1Gi", "4Gi")]
+
+
+# --- item 5: runStrategy --------------------------------------------------------------------------------
+
+
+def test_manual_once_and_rerun_on_failure_without_a_vmi_are_not_stopped() -> None:
+    world, demand = workday()
+    for strategy in ("Manual", "Once", "RerunOnFailure"):
+        name = strategy.lower()
+        world.vmms[name] = make_vmm_body(name)
+        world.vms[name] = make_vm_body(name, guest="3Gi", max_guest="8Gi", run_strategy=strategy)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []  # memory.guest and maxGuest left as they are
+    statuses = dict(writer.statuses)
+    assert {statuses[n.lower()]["conditions"][0]["reason"] for n in ("Manual", "Once", "RerunOnFailure")} == {
+        "NotRunning"
+    }
+
+
+def test_a_starting_vm_keeps_its_max_guest() -> None:
+    # Halted was just changed to Always: the VMI exists but is not on a node yet.
+    world, demand = workday()
+    world.vmms["boot"] = make_vmm_body("boot")
+    world.vms["boot"] = make_vm_body("boot", guest="3Gi", max_guest="8Gi", run_strategy="Always")
+    world.vmis["boot"] = make_vmi_body("boot", node=None, phase="Scheduling", current=None)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert "boot" not in [a.name for a in writer.applies]
+
+
+def test_a_halted_vm_whose_vmi_still_shuts_down_is_not_reset_yet() -> None:
+    world, demand = workday()
+    world.vmms["down"] = make_vmm_body("down")
+    world.vms["down"] = make_vm_body("down", guest="3Gi", max_guest="8Gi", run_strategy="Halted")
+    world.vmis["down"] = make_vmi_body("down", node=None, phase="Scheduling", current=None)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert "down" not in [a.name for a in writer.applies]
+
+
+# --- item 6: status writes ------------------------------------------------------------------------------
+
+
+def test_demand_wobbling_by_one_percent_writes_no_status() -> None:
+    # finance and engineering sit right at their targets (2.4 / 0.8 = 3Gi, 1.6 / 0.8 = 2Gi): each wobble
+    # crosses the line between OK and Low
+    world, demand = workday(finance=2.4, engineering=1.6)
+    writer = FakeWriter()
+    clock = [NOW]
+    balancer = Balancer(writer, demand, OPTIONS, clock=lambda: clock[0])
+    for _ in range(3):  # settle
+        writer.clear()
+        run(balancer, world)
+        world.apply(writer.applies)
+        world.store(writer.statuses)
+    rng = random.Random(7)
+    writes = 0
+    for minute in range(1, 11):  # ten minutes of scrapes every 10 s, each demand +-1 %
+        for _ in range(6):
+            clock[0] = NOW + minute * 60 + rng.random()
+            demand.gib = {
+                n: base * (1 + rng.uniform(-0.01, 0.01))
+                for n, base in (("finance", 2.4), ("sales", 0.5), ("engineering", 1.6))
+            }
+            writer.clear()
+            result = run(balancer, world)
+            world.store(writer.statuses)
+            writes += result.status_writes + result.memory_writes
+    assert writes == 0
+
+
+def test_a_meaningful_demand_move_refreshes_the_status_at_most_once_a_minute() -> None:
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter()
+    clock = [NOW]
+    balancer = Balancer(writer, demand, OPTIONS, clock=lambda: clock[0])
+    for _ in range(3):
+        writer.clear()
+        run(balancer, world)
+        world.apply(writer.applies)
+        world.store(writer.statuses)
+    demand.gib["finance"] = 2.2  # -8 %: news, though the decision (3Gi) stays
+    clock[0] += 61
+    writer.clear()
+    assert run(balancer, world).status_writes == 1
+    world.store(writer.statuses)
+    assert world.status("finance")["demand"] == "2253Mi"
+    demand.gib["finance"] = 2.0
+    clock[0] += 10
+    assert run(balancer, world).status_writes == 0  # within the minute
+
+
+def test_status_writes_are_capped_per_second() -> None:
+    world = World(nodes=[make_node_body("host", allocatable="512Gi")])
+    for i in range(100):
+        world.add(f"vm{i:03d}")
+    demand = FakeDemand({f"vm{i:03d}": 0.5 for i in range(100)})
+    writer = FakeWriter()
+    clock = [NOW]
+    balancer = Balancer(writer, demand, replace(OPTIONS, status_writes_per_s=4), clock=lambda: clock[0])
+    first = run(balancer, world)
+    assert first.status_writes == 20  # a burst of 5 s at 4/s
+    world.store(writer.statuses)
+    writer.clear()
+    clock[0] += 2.5
+    assert run(balancer, world).status_writes == 10  # 2.5 s at 4/s
+
+
+GUEST_FIELDS = {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}}
+
+
+def test_memory_guest_written_once_by_its_creator_is_taken_over() -> None:
+    # `kubectl create` owns memory.guest (operation Update): server-side apply would report a conflict,
+    # yet the creator never re-asserts it; dynamem takes it (still on the resourceVersion it decided on).
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "kubectl-create", "operation": "Update", "fieldsV1": GUEST_FIELDS}
+    ]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert [(a.name, a.force, a.resource_version) for a in writer.applies] == [("finance", True, "7")]
+
+
+def test_kubectl_client_side_apply_counts_as_a_declarative_owner() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": GUEST_FIELDS}
+    ]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert writer.applies == []

@@ -1,0 +1,68 @@
+"""The operator's view (:mod:`dynamem.controller.view`): no ghost survives a fresh LIST (issue 10, item 2).
+
+Bodies carry resourceVersions as etcd makes them (integers); a LIST is taken "at" a version.
+"""
+
+from __future__ import annotations
+
+from dynamem.controller.view import ClusterView, Kind, Store
+from dynamem.kube.objects import ObjectKey, pod_view
+
+from .builders_k8s import make_vmm_body
+
+
+def pod(name: str, version: int, node: str = "n1") -> dict[str, object]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": str(version)},
+        "spec": {"nodeName": node, "containers": []},
+    }
+
+
+def names(store: Store[object]) -> set[str]:
+    return {key.name for key in store.items}
+
+
+def test_a_fresh_list_drops_what_was_deleted_while_the_watch_was_down() -> None:
+    store = Store(pod_view)
+    for i, name in enumerate(("a", "b", "c"), start=1):
+        store.put(pod(name, i))
+    # the watch breaks; "b" is deleted meanwhile; kopf re-lists and replays a and c (no DELETED for b)
+    store.put(pod("a", 1))
+    store.put(pod("c", 3))
+    assert names(store) == {"a", "b", "c"}  # the ghost a re-list alone leaves
+    ghosts = store.replace(10, [pod("a", 1), pod("c", 3)])
+    assert (ghosts, names(store)) == (1, {"a", "c"})
+
+
+def test_events_newer_than_the_list_win() -> None:
+    store = Store(pod_view)
+    store.put(pod("a", 1))
+    store.put(pod("old", 2))
+    store.put(pod("new", 12))  # created after the list was taken at 10
+    store.delete(pod("a", 11))  # deleted after the list
+    store.replace(10, [pod("a", 1), pod("old", 2, node="n2")])
+    assert names(store) == {"old", "new"}
+    assert store.items[ObjectKey("ns", "old")][1].node == "n2"  # the list's copy
+
+
+def test_an_older_copy_never_replaces_a_newer_one_nor_revives_a_deleted_one() -> None:
+    store = Store(pod_view)
+    store.put(pod("a", 5, node="n2"))
+    store.put(pod("a", 3, node="n1"))  # a replay of the past
+    assert store.items[ObjectKey("ns", "a")][1].node == "n2"
+    store.delete(pod("a", 6))
+    store.put(pod("a", 5))
+    assert names(store) == set()
+
+
+def test_a_listing_event_after_the_first_sync_asks_for_a_resync() -> None:
+    view = ClusterView()
+    vmm = make_vmm_body("x")
+    vmm["metadata"]["resourceVersion"] = "4"
+    view.apply_event(Kind.VMM, None, vmm)  # kopf's initial listing: before our own first LIST
+    view.replace({kind: (5, [vmm] if kind is Kind.VMM else []) for kind in Kind})
+    assert not view.needs_resync
+    view.apply_event(Kind.VMM, "MODIFIED", vmm)
+    assert not view.needs_resync
+    view.apply_event(Kind.VMM, None, vmm)  # kopf listed again: its watch broke
+    assert view.needs_resync
