@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -23,6 +24,14 @@ from dynamem.kube.objects import MI, ObjectKey
 from dynamem.kubevirt_sim.controller import GuestState
 
 FLOOR_FREE = 32 * MI  # a guest under pressure still shows a little MemAvailable
+
+
+class RealGuest(Protocol):
+    """A VM whose statistics come from a real guest instead of the model (``dynamem.testing.guest``'s QEMU
+    lab): each scrape asks it for its ``kubevirt_vmi_memory_*`` series as (name, "gauge" or "counter", help,
+    value), already converted as libvirt and virt-handler do (``dynamem.testing.guest_metrics``)."""
+
+    def series(self) -> Iterable[tuple[str, str, str, float]]: ...
 
 
 @dataclass
@@ -36,6 +45,7 @@ class DemandFeed:
     started: float = field(default_factory=time.monotonic)
     clock: Callable[[], float] = time.monotonic
     paused: bool = False
+    real: dict[ObjectKey, RealGuest] = field(default_factory=dict)  # their metrics come from real guests
 
     def step(self) -> int:
         return int((self.clock() - self.started) * self.speed // self.step_s)
@@ -88,8 +98,13 @@ class GuestMetricsCollector(Collector):
         )
         if self.feed.paused:
             return
+        families: dict[str, Metric] = {f.name: f for f in (available, usable, unused, domain, swap_out)}
         with self.lock:
             for guest in list(self.guests()):
+                real = self.feed.real.get(guest.key)
+                if real is not None:
+                    self._add_real(families, real, [guest.node, guest.key.namespace, guest.key.name])
+                    continue
                 demand = self.feed.demand(guest.key)
                 if demand is None:
                     continue
@@ -102,7 +117,18 @@ class GuestMetricsCollector(Collector):
                 unused.add_metric(values, max(0, (guest.current - used) // 2))
                 domain.add_metric(values, guest.current)
                 swap_out.add_metric(values, self.swapped.get(guest.key, 0.0))
-        yield from (available, usable, unused, domain, swap_out)
+        yield from families.values()
+
+    @staticmethod
+    def _add_real(families: dict[str, Metric], real: RealGuest, values: list[str]) -> None:
+        for name, kind, text, value in real.series():
+            if kind == "counter":
+                name = name.removesuffix("_total")  # prometheus_client adds it back
+            family = families.get(name)
+            if family is None:
+                maker = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = families[name] = maker(name, text, labels=["node", "namespace", "name"])
+            family.add_metric(values, value)  # type: ignore[attr-defined]
 
 
 @dataclass
