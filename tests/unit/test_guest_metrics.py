@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from dynamem.testing.guest import BalloonStats, GuestSpec
+from dynamem.testing.guest import BalloonStats, GuestLabMissing, GuestSpec, build_image
 from dynamem.testing.guest_metrics import SeriesKind, kubevirt_series
 
 UNSET = (1 << 64) - 1  # what QEMU shows for a statistic the guest never reported (-1 as an unsigned 64-bit)
@@ -90,3 +92,9 @@ def test_unreported_series_are_left_out() -> None:
 def test_guest_spec_names_the_bad_field(kwargs: dict[str, int], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         GuestSpec(**kwargs)
+
+
+def test_a_missing_qemu_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-system-x86_64, no gcc
+    with pytest.raises(GuestLabMissing, match="make guestlab"):
+        build_image(cache=tmp_path)

@@ -66,7 +66,8 @@ class GuestModel:
     ``min_usable_bytes``: MemAvailable a guest under pressure still shows. ``touch_rate``: the share of the
     excess the workload touches per second (swap-in bytes/s = excess x touch_rate). ``cache_share``: the share
     of the idle memory the guest fills with page cache (counted usable). ``minor_faults_ps``: background
-    minor faults of a running guest.
+    minor faults of a running guest. ``swap_in_pages_per_fault``: pages a major fault brings in (Linux reads
+    swap ahead in clusters, ``vm.page-cluster``), so major faults/s = swap-in pages/s / this.
     """
 
     reserve_bytes: int = 24 * MiB
@@ -75,6 +76,7 @@ class GuestModel:
     touch_rate: float = 0.05
     cache_share: float = 0.5
     minor_faults_ps: float = 200.0
+    swap_in_pages_per_fault: float = 1.0
 
     def reserve(self, size: int) -> int:
         """Bytes of ``size`` the guest kernel keeps for itself (size - MemTotal)."""
@@ -104,7 +106,7 @@ class GuestModel:
             cached=cached,
             swap_in_bps=swap_in,
             swap_out_bps=swap_in,
-            major_faults_ps=swap_in / PAGE_SIZE,
+            major_faults_ps=swap_in / PAGE_SIZE / self.swap_in_pages_per_fault,
             minor_faults_ps=self.minor_faults_ps + (swap_in / PAGE_SIZE if excess else 0.0),
             excess=excess,
         )

@@ -27,11 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dynamem.testing.guest import BalloonStats
+from dynamem.testing.guest import BalloonStats, Guest
 
-__all__ = ["SeriesKind", "VmiMemorySeries", "kubevirt_series"]
+__all__ = ["GuestView", "SeriesKind", "VmiMemorySeries", "kubevirt_series"]
 
 KiB = 1024
+MiB = 1 << 20
 PREFIX = "kubevirt_vmi_memory_"
 
 
@@ -85,3 +86,16 @@ def kubevirt_series(stats: BalloonStats, domain_bytes: int) -> list[VmiMemorySer
         for name, kind, text, value in candidates
         if value is not None
     ]
+
+
+class GuestView:
+    """A lab guest as the KubeVirt stand-in's metrics hook wants it (``kubevirt_sim.metrics.RealGuest``): its
+    latest balloon report, converted, on every scrape; the domain's memory is the base plus what virtio-mem
+    has plugged."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+
+    def series(self) -> list[tuple[str, str, str, float]]:
+        domain = self.guest.spec.base_mib * MiB + self.guest.plugged_bytes()
+        return [(s.name, s.kind.value, s.help, s.value) for s in kubevirt_series(self.guest.stats(), domain)]

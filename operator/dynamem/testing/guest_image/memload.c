@@ -109,6 +109,7 @@ int main(int argc, char **argv) {
         last = t_now;
         if (held != target) {
             budget += rate * dt;
+            if (budget > rate) budget = rate; /* a stalled guest (paging) does not catch up in one burst */
             while (budget >= 1.0 && held != target) {
                 if (held < target) {
                     if (!grow()) break;
@@ -116,6 +117,7 @@ int main(int argc, char **argv) {
                     shrink();
                 }
                 budget -= 1.0;
+                if (now_s() - t_now > 0.25) break; /* keep reporting and touching while it allocates */
             }
         } else {
             budget = 0.0;
@@ -128,14 +130,14 @@ int main(int argc, char **argv) {
                 chunks[cursor / (CHUNK / PAGE)][(cursor % (CHUNK / PAGE)) * PAGE] += 1;
                 cursor++;
                 touch_budget -= 1.0;
-                if ((cursor & 255) == 0 && now_s() - t_now > 0.2) { /* paging: the budget cannot be met, do not pile it up */
-                    touch_budget = 0.0;
+                if ((cursor & 255) == 0 && now_s() - t_now > 0.5) {
+                    touch_budget = 0.0; /* paging: the rate cannot be met; do not pile it up */
                     break;
                 }
             }
         }
-        if (t_now - last_report >= 1.0) {
-            last_report = t_now;
+        if (now_s() - last_report >= 1.0) {
+            last_report = now_s();
             char report[64];
             snprintf(report, sizeof report, "held %ld target %ld\n", held, target);
             say(fd, report);
