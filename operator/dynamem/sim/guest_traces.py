@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dynamem.sim.guest import PAGE_SIZE, GuestModel
+from dynamem.sim.guest import PAGE_SIZE, GuestModel, GuestPager
 
 __all__ = [
     "PAGING_SWAP_IN_BPS",
@@ -44,6 +44,7 @@ __all__ = [
 MiB = 1 << 20
 PAGING_SWAP_IN_BPS = float(MiB)  # KubeVirt's alert: swap traffic over 1 MiB/s (pkg/monitoring/rules, v1.8+)
 SETTLE_S = 4.0  # seconds after a change of demand or size in which the guest is still catching up
+SLOW_MOVE = 0.03  # a workload moving less than 3 % of the guest's size a second is followed as it goes
 
 
 class TraceSample(BaseModel):
@@ -96,27 +97,31 @@ class TracePoint:
     """One interval between two samples: the guest's state at its end and its rates over it."""
 
     t: float
+    dt: float
     size: int
     demand: int  # what the workload needs: what it held, plus what the idle guest uses
     memtotal: int
     used: int
     swap_in_bps: float
     major_faults_ps: float
-    settled: bool  # demand and size unchanged for SETTLE_S
+    settled: bool  # size unchanged and demand moving slowly for SETTLE_S
 
 
 def points(trace: GuestTrace) -> list[TracePoint]:
     out: list[TracePoint] = []
-    last_change = 0.0
+    last_change = -SETTLE_S
     for before, after in zip(trace.samples, trace.samples[1:], strict=False):
         dt = after.t - before.t
         if dt <= 0:
             continue
-        if (after.held_mib, after.size_mib) != (before.held_mib, before.size_mib):
+        # A jump (a step of demand, a resize) unsettles the guest for SETTLE_S; a slow leak does not.
+        moved = abs(after.held_mib - before.held_mib) / dt > SLOW_MOVE * after.size_mib
+        if moved or after.size_mib != before.size_mib:
             last_change = after.t
         out.append(
             TracePoint(
                 t=after.t,
+                dt=dt,
                 size=after.size_mib * MiB,
                 demand=after.held_mib * MiB + trace.idle_used,
                 memtotal=after.memtotal,
@@ -141,16 +146,20 @@ class TraceError:
 
     @property
     def worst_pct(self) -> float:
-        return max(self.used_pct, self.memtotal_pct, 100.0 - self.paging_agreement_pct)
+        """The error of what the policy reads: used memory and MemTotal, in % of the guest's size."""
+        return max(self.used_pct, self.memtotal_pct)
 
 
 def trace_error(model: GuestModel, trace: GuestTrace) -> TraceError:
+    """Play the trace's demand and sizes through the model (with :class:`GuestPager`, so memory paged out
+    comes back over time as it does in the guest) and compare, settled second by settled second."""
     used_errors: list[float] = []
     total_errors: list[float] = []
     agree: list[bool] = []
     ratios: list[float] = []
+    pager = GuestPager(model)
     for point in points(trace):
-        seen = model.observe(point.demand, point.size)
+        seen = pager.observe(point.demand, point.size, point.dt)
         if not point.settled:
             continue
         used_errors.append(abs(seen.used - point.used) / point.size)
