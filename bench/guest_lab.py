@@ -235,6 +235,12 @@ def main() -> int:
         f" major_faults={last_big.major_faults if last_big else 'n/a'}"
         f" model_error_pct={fmt(max(e.worst_pct for e in errors), 1)}"
     )
+    print(
+        "model-paging:"
+        f" worst_agreement_pct={min(e.paging_agreement_pct for e in errors):.0f}"
+        f" swap_in_ratio_range={fmt(min(r := [e.swap_in_ratio for e in errors if e.swap_in_ratio]))}"
+        f"..{fmt(max(r))}"
+    )
     migrated = [p for p in played if p.migrate_s is not None]
     for p in migrated:
         print(f"migration: scenario={p.trace.name} paging=yes migrate_s={p.migrate_s:.2f}")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from dynamem.testing.guest import BalloonStats, GuestLabMissing, GuestSpec, build_image
+from dynamem.testing.guest import (
+    BalloonStats,
+    GuestLabMissing,
+    GuestSpec,
+    _cpio_newc,
+    _load_order,
+    build_image,
+)
 from dynamem.testing.guest_metrics import SeriesKind, kubevirt_series
 
 UNSET = (1 << 64) - 1  # what QEMU shows for a statistic the guest never reported (-1 as an unsigned 64-bit)
@@ -98,3 +105,31 @@ def test_a_missing_qemu_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-system-x86_64, no gcc
     with pytest.raises(GuestLabMissing, match="make guestlab"):
         build_image(cache=tmp_path)
+
+
+def test_modules_load_after_what_they_need(tmp_path: Path) -> None:
+    (tmp_path / "modules.dep").write_text(
+        "kernel/virtio_pci.ko: kernel/virtio.ko kernel/virtio_ring.ko\n"
+        "kernel/virtio.ko: kernel/virtio_ring.ko\n"
+        "kernel/virtio_ring.ko:\n"
+        "kernel/virtio_mem.ko: kernel/virtio.ko kernel/virtio_ring.ko\n"
+    )
+    order = _load_order(tmp_path, ("virtio_pci", "virtio_mem"))
+    assert order == [
+        "kernel/virtio_ring.ko",
+        "kernel/virtio.ko",
+        "kernel/virtio_pci.ko",
+        "kernel/virtio_mem.ko",
+    ]
+    with pytest.raises(GuestLabMissing, match="virtio_fs"):
+        _load_order(tmp_path, ("virtio_fs",))
+
+
+def test_initramfs_is_a_newc_archive() -> None:
+    archive = _cpio_newc([("init", 0o100755, b"#!/bin/sh\n")])
+    assert (
+        archive.startswith(b"070701")
+        and b"init\0" in archive
+        and archive.endswith(b"\0" * (len(archive) % 4))
+    )
+    assert b"TRAILER!!!" in archive and len(archive) % 4 == 0
