@@ -550,8 +550,11 @@ class Guest:
             port = _free_port()
             self._generation += 1
             name = f"guest{self._generation}"
-            target = self._launch(name, incoming=f"tcp:127.0.0.1:{port}")
+            # As libvirt does: start the target with "-incoming defer", then open the listener over QMP, so
+            # the source connects only once the target listens.
+            target = self._launch(name, incoming="defer")
             try:
+                target.command("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
                 started = time.monotonic()
                 if not live:
                     source.command("stop")
