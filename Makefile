@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DYNAMEM_CACHE ?= $(HOME)/.cache/dynamem
 
-.PHONY: help venv lint typecheck unit integration test controlplane prometheus cluster cluster-down demo bench image-lint clean kind
+.PHONY: help venv lint typecheck unit integration test controlplane prometheus guestlab cluster cluster-down demo bench image-lint clean kind
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,12 @@ venv: $(STAMP) ## Create .venv and install dynamem with its test extras
 
 prometheus: ## Install the Prometheus server (Debian package) if it is missing
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+guestlab: $(STAMP) ## Install QEMU, a kernel, busybox (Debian packages) if missing; build the guest lab's initramfs
+	@command -v qemu-system-x86_64 >/dev/null && ls /boot/vmlinuz-* >/dev/null 2>&1 && test -x /bin/busybox \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev; }
+	$(BIN)/python -m dynamem.testing.guest
 
 controlplane: ## Build (or reuse) kube-apiserver, kube-scheduler, etcd, kwok and KubeVirt's CRDs into $(DYNAMEM_CACHE)
 	tools/build-controlplane.sh
@@ -39,10 +45,10 @@ typecheck: $(STAMP) ## mypy --strict on the package
 unit: $(STAMP) ## Fast tests: no servers
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP) controlplane prometheus ## Tests against a real kube-apiserver, etcd and Prometheus
+integration: $(STAMP) controlplane prometheus guestlab ## Tests against a real kube-apiserver, etcd and Prometheus
 	$(BIN)/pytest tests/integration
 
-test: $(STAMP) controlplane prometheus lint typecheck ## Everything CI runs: lint, types, unit, property and integration tests
+test: $(STAMP) controlplane prometheus guestlab lint typecheck ## Everything CI runs: lint, types, unit, property and integration tests
 	$(BIN)/pytest tests
 
 cluster: $(STAMP) controlplane prometheus ## Start a local control plane in the background; prints the KUBECONFIG export

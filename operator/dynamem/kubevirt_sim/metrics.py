@@ -32,6 +32,14 @@ from dynamem.sim.guest import DEFAULT_GUEST, GuestModel, GuestObservation
 LABELS = ["node", "namespace", "name"]
 
 
+class RealGuest(Protocol):
+    """A VM whose statistics come from a real guest instead of the model (``dynamem.testing.guest``'s QEMU
+    lab): each scrape asks it for its ``kubevirt_vmi_memory_*`` series as (name, "gauge" or "counter", help,
+    value), already converted as libvirt and virt-handler do (``dynamem.testing.guest_metrics``)."""
+
+    def series(self) -> Iterable[tuple[str, str, str, float]]: ...
+
+
 @dataclass
 class DemandFeed:
     """Demand per guest: a trace of one value per step (played at ``speed``), or a value set directly."""
@@ -43,6 +51,7 @@ class DemandFeed:
     started: float = field(default_factory=time.monotonic)
     clock: Callable[[], float] = time.monotonic
     paused: bool = False
+    real: dict[ObjectKey, RealGuest] = field(default_factory=dict)  # their metrics come from real guests
 
     def step(self) -> int:
         return int((self.clock() - self.started) * self.speed // self.step_s)
@@ -164,8 +173,14 @@ class GuestMetricsCollector(Collector):
         )
         if self.feed.paused:
             return
+        every: tuple[Metric, ...] = (available, usable, used, unused, cached, balloon, domain, resident)
+        families: dict[str, Metric] = {f.name: f for f in (*every, overhead, swap_in, swap_out, major, minor)}
         with self.lock:
             for guest in list(self.guests()):
+                real = self.feed.real.get(guest.key)
+                if real is not None:
+                    self._add_real(families, real, [guest.node, guest.key.namespace, guest.key.name])
+                    continue
                 demand = self.feed.demand(guest.key)
                 if demand is None:
                     continue
@@ -187,8 +202,18 @@ class GuestMetricsCollector(Collector):
                 swap_out.add_metric(values, totals.swap_out)
                 major.add_metric(values, totals.major)
                 minor.add_metric(values, totals.minor)
-        yield from (available, usable, used, unused, cached, balloon, domain, resident, overhead)
-        yield from (swap_in, swap_out, major, minor)
+        yield from families.values()
+
+    @staticmethod
+    def _add_real(families: dict[str, Metric], real: RealGuest, values: list[str]) -> None:
+        for name, kind, text, value in real.series():
+            if kind == "counter":
+                name = name.removesuffix("_total")  # prometheus_client adds it back
+            family = families.get(name)
+            if family is None:
+                maker = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = families[name] = maker(name, text, labels=LABELS)
+            family.add_metric(values, value)  # type: ignore[attr-defined]
 
 
 @dataclass

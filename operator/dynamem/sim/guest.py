@@ -15,15 +15,17 @@ so the policy is always judged on what KubeVirt can observe, never on the truth 
   second). These are the signals KubeVirt's ``KubevirtVmHighMemoryUsage``-style alerts use: usable memory near
   zero and major faults or swap traffic above a threshold.
 
-The constants are defaults; ``dynamem.testing.guest`` records real guests under QEMU to calibrate them.
+The constants are fitted to real guests recorded under QEMU by ``dynamem.testing.guest``
+(``dynamem.sim.guest_traces``, ``bench/guest_lab.py``), which is also where :class:`GuestPager` comes from:
+a guest grown while it pages keeps paging in for a while.
 Everything is integer bytes or floats per second; no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["DEFAULT_GUEST", "PAGE_SIZE", "GuestModel", "GuestObservation"]
+__all__ = ["DEFAULT_GUEST", "PAGE_SIZE", "GuestModel", "GuestObservation", "GuestPager"]
 
 MiB = 1 << 20
 PAGE_SIZE = 4096
@@ -35,10 +37,11 @@ class GuestObservation:
 
     ``size``: guest memory (``memory.guest``); ``available``: MemTotal
     (``kubevirt_vmi_memory_available_bytes``); ``usable``: MemAvailable; ``used = available - usable`` (never
-    above ``size``); ``unused``: MemFree; ``cached``: page cache; ``swap_in_bps``/``swap_out_bps``: swap
-    traffic; ``major_faults_ps``/``minor_faults_ps``: page faults per second; ``paging``: the guest is short
-    (used at its ceiling and faulting). ``excess``: the true demand the guest cannot hold (0 when it fits);
-    never reported by KubeVirt, kept for scoring.
+    above ``size``); ``unused``: MemFree;
+    ``cached``: page cache; ``swap_in_bps``/``swap_out_bps``: swap traffic; ``major_faults_ps``/
+    ``minor_faults_ps``: page faults per second; ``paging``: the guest is short (used at its ceiling and
+    faulting). ``excess``: the true demand the guest cannot hold (0 when it fits); never reported by
+    KubeVirt, kept for scoring.
     """
 
     size: int
@@ -66,15 +69,21 @@ class GuestModel:
     ``min_usable_bytes``: MemAvailable a guest under pressure still shows. ``touch_rate``: the share of the
     excess the workload touches per second (swap-in bytes/s = excess x touch_rate). ``cache_share``: the share
     of the idle memory the guest fills with page cache (counted usable). ``minor_faults_ps``: background
-    minor faults of a running guest.
+    minor faults of a running guest. ``swap_in_pages_per_fault``: pages a major fault brings in (Linux reads
+    swap ahead in clusters, ``vm.page-cluster``), so major faults/s = swap-in pages/s / this.
     """
 
-    reserve_bytes: int = 24 * MiB
-    reserve_per_mille: int = 20
-    min_usable_bytes: int = 32 * MiB
-    touch_rate: float = 0.05
+    # Fitted to the lab's traces (tests/fixtures/guest_traces, Debian 12's 6.1 kernel under QEMU; see
+    # docs/guest-lab.md): MemTotal is 392 MiB of a 512 MiB guest and 896 MiB of a 1 GiB one; a paging guest
+    # keeps about 9.6 MiB of MemAvailable; swap is read 7.7 pages a fault (vm.page-cluster 3). cache_share and
+    # minor_faults_ps depend on the workload's files and processes, which the lab does not have.
+    reserve_bytes: int = 111 * MiB
+    reserve_per_mille: int = 17
+    min_usable_bytes: int = 96 * MiB // 10
+    touch_rate: float = 0.024
     cache_share: float = 0.5
     minor_faults_ps: float = 200.0
+    swap_in_pages_per_fault: float = 7.7
 
     def reserve(self, size: int) -> int:
         """Bytes of ``size`` the guest kernel keeps for itself (size - MemTotal)."""
@@ -104,10 +113,42 @@ class GuestModel:
             cached=cached,
             swap_in_bps=swap_in,
             swap_out_bps=swap_in,
-            major_faults_ps=swap_in / PAGE_SIZE,
+            major_faults_ps=swap_in / PAGE_SIZE / self.swap_in_pages_per_fault,
             minor_faults_ps=self.minor_faults_ps + (swap_in / PAGE_SIZE if excess else 0.0),
             excess=excess,
         )
 
 
 DEFAULT_GUEST = GuestModel()
+
+
+@dataclass
+class GuestPager:
+    """One guest over time, for what :meth:`GuestModel.observe` cannot say alone: memory pushed out to swap
+    comes back only as the workload touches it again. A real guest grown while it pages keeps paging in for
+    a while after the grow (the lab's resize trace: about 190 MiB came back at 10 to 20 MiB/s over 13 s, its
+    used memory rising the same way), so for that while it shows less used memory than its demand, and still
+    pages. Here: whatever was beyond what the guest held stays in swap (``swapped``) until the workload's
+    touches (``touch_rate`` of its demand a second, least-recently-used first, as the lab's workload does)
+    bring it back in.
+    """
+
+    model: GuestModel = DEFAULT_GUEST
+    swapped: int = 0
+
+    def observe(self, demand: int, size: int, dt: float) -> GuestObservation:
+        """What the guest shows after ``dt`` seconds with this demand and size."""
+        seen = self.model.observe(demand, size)
+        if self.swapped <= seen.excess:
+            self.swapped = seen.excess
+            return seen
+        back = min(self.swapped - seen.excess, int(self.model.touch_rate * max(0, demand) * max(0.0, dt)))
+        self.swapped -= back
+        resident = self.model.observe(max(0, demand - self.swapped), size)
+        swap_in = seen.swap_in_bps + (back / dt if dt > 0 else 0.0)
+        return replace(
+            resident,
+            swap_in_bps=swap_in,
+            major_faults_ps=swap_in / PAGE_SIZE / self.model.swap_in_pages_per_fault,
+            excess=self.swapped,
+        )
