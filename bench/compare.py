@@ -24,11 +24,14 @@ lower unserved demand; zero over-capacity steps (the simulator also checks the m
 moment: tests/unit/test_kubevirt_model.py). The hyperv columns play the per-node policies in place, as the
 seed's Hyper-V would (dynamem and node-local are then the same per-node plan; descheduler has none).
 
-Usage: python bench/compare.py [SCENARIO.yaml ...]
+Usage: python bench/compare.py [--seeds 2,3] [SCENARIO.yaml ...]. ``--seeds`` adds the generated scenarios
+(bench/scenarios/generate.py) drawn with those seeds, so a result is not an accident of the bundled seed 1.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -37,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dynamem.policy import GiB
-from dynamem.sim.scenario import load_scenario
+from dynamem.sim.scenario import Scenario, load_scenario, parse_scenario
 from dynamem.sim.simulate import Summary, simulate
 
 HERE = Path(__file__).resolve().parent
@@ -64,8 +67,28 @@ def unserved(s: Summary) -> float:
     return s.unmet_demand + s.unstarted_demand
 
 
+def scenarios(argv: list[str]) -> list[tuple[str, Scenario]]:
+    parser = argparse.ArgumentParser(prog="bench/compare.py")
+    parser.add_argument("--seeds", default="", help="also the generated scenarios drawn with these seeds")
+    parser.add_argument("paths", nargs="*")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.paths] or sorted((HERE / "scenarios").glob("*.yaml"))
+    out = [(path.stem, load_scenario(path)) for path in paths]
+    if args.seeds:
+        spec = importlib.util.spec_from_file_location("generate", HERE / "scenarios" / "generate.py")
+        assert spec is not None and spec.loader is not None
+        generate = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(generate)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for name in generate.SHAPES:
+                out.append(
+                    (f"{name}-{seed}", parse_scenario(generate.generate(name, seed), f"{name}-{seed}"))
+                )
+    return out
+
+
 def main(argv: list[str]) -> int:
-    paths = [Path(p) for p in argv] or sorted((HERE / "scenarios").glob("*.yaml"))
+    cases = scenarios(argv)
     console = Console(width=190)
     table = Table(
         title="policies x scenarios on the kubevirt model, hyperv beside (GiB-steps; lower is better)",
@@ -77,8 +100,7 @@ def main(argv: list[str]) -> int:
     totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0, 0.0] for name in ORDER}
     held: dict[str, int] = {}
     began = time.perf_counter()
-    for path in paths:
-        scenario = load_scenario(path)
+    for stem, scenario in cases:
         kubevirt: dict[str, Summary] = {name: simulate(scenario, name).summary for name in ORDER}
         hyperv: dict[str, Summary | None] = {
             name: simulate(scenario, name, model="hyperv").summary if name != "descheduler" else None
@@ -88,7 +110,7 @@ def main(argv: list[str]) -> int:
         for name, s in kubevirt.items():
             hv = hyperv[name]
             table.add_row(
-                path.stem,
+                stem,
                 str(len(scenario.nodes)),
                 name,
                 f"{s.unmet_demand:.2f}",
@@ -128,20 +150,20 @@ def main(argv: list[str]) -> int:
             key = goal.split(" (")[0]
             held[key] = held.get(key, 0) + ok
         verdicts.append(
-            f"{path.stem}: dynamem unserved {unserved(mine):.2f} (oracle {oracle:.2f}); "
+            f"{stem}: dynamem unserved {unserved(mine):.2f} (oracle {oracle:.2f}); "
             + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items())
         )
     console.print(table)
     for line in verdicts:
         console.print(line)
     console.print(
-        "goals held on " + ", ".join(f"{k}: {v}/{len(paths)}" for k, v in held.items()) + " scenarios"
+        "goals held on " + ", ".join(f"{k}: {v}/{len(cases)}" for k, v in held.items()) + " scenarios"
     )
     console.print("totals (kubevirt): unmet GiB-steps, unserved GiB-steps, GiB migrated, failed changes")
     for name, (unmet, served, migrated, failed) in totals.items():
         console.print(f"  {name:11} {unmet:9.2f} {served:9.2f} {migrated:9.1f} {failed:6.0f}")
     console.print(
-        f"{len(paths)} scenarios x {len(ORDER)} policies x 2 models in {time.perf_counter() - began:.1f} s"
+        f"{len(cases)} scenarios x {len(ORDER)} policies x 2 models in {time.perf_counter() - began:.1f} s"
     )
     return 0
 

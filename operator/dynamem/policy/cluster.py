@@ -276,12 +276,16 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool) -> None:
             r.kind, r.want = "maximum", min(want, r.top)
             continue
         if want > cur:
-            below_demand = r.paging or cur < r.level
-            if below_demand:
-                r.kind = "demand"
-                continue
             gain = want - cur
             band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
+            below_demand = r.paging or cur < r.level
+            if below_demand:
+                if gain < band:
+                    r.want = cur
+                    r.notes.append("grow within the dead band: not worth a migration")
+                    continue
+                r.kind = "demand"
+                continue
             if gain < band or gain * 100 < config.buffer_worth_percent * cur:
                 r.want = cur
                 r.notes.append("buffer grow not worth a migration")
