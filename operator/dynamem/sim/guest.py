@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_GUEST", "GuestModel", "GuestObservation", "PAGE_SIZE"]
+__all__ = ["DEFAULT_GUEST", "PAGE_SIZE", "GuestModel", "GuestObservation"]
 
 MiB = 1 << 20
 PAGE_SIZE = 4096
@@ -33,8 +33,9 @@ PAGE_SIZE = 4096
 class GuestObservation:
     """One guest as KubeVirt's metrics show it (bytes, and rates per second).
 
-    ``size``: guest memory (``memory.guest``); ``available``: MemTotal (``kubevirt_vmi_memory_available_bytes``);
-    ``usable``: MemAvailable; ``used = available - usable`` (never above ``size``); ``unused``: MemFree;
+    ``size``: guest memory (``memory.guest``); ``available``: MemTotal
+    (``kubevirt_vmi_memory_available_bytes``); ``usable``: MemAvailable; ``used = available - usable``
+    (never above ``size``); ``unused``: MemFree;
     ``cached``: page cache; ``swap_in_bps``/``swap_out_bps``: swap traffic; ``major_faults_ps``/
     ``minor_faults_ps``: page faults per second; ``paging``: the guest is short (used at its ceiling and
     faulting). ``excess``: the true demand the guest cannot hold (0 when it fits); never reported by
