@@ -172,6 +172,26 @@ class Stack:
                 self.moves.append((guest.key.name, before[0], now[0], before[1], now[1]))
             self.placements[guest.key.name] = now
 
+    def settle_near(self, demand: Mapping[str, float], timeout: float = 150.0) -> dict[str, float]:
+        """Wait until every named VM is near its demand (GiB) and has what dynamem asked for, checking
+        KubeVirt's invariants on the way. Near: at least the demand, at most demand / 0.8 (the default
+        buffer) plus 0.25 GiB, or its 1 GiB startup size when that is more."""
+
+        def check() -> dict[str, float] | None:
+            self.check_kubevirt_invariants()
+            seen = {n: (self.has(n) or 0) / GI for n in demand}
+            near = all(d <= seen[n] <= max(1.0, d / 0.8) + 0.25 for n, d in demand.items())
+            settled = all(self.guest(n) == self.has(n) for n in demand)
+            return seen if near and settled else None
+
+        try:
+            return wait_until(f"VMs near their demand {dict(demand)}", check, timeout=timeout, every=0.3)
+        except AssertionError:
+            logs = self.operator.logs()[-4000:] if self.operator else ""
+            raise AssertionError(
+                f"not near {dict(demand)}: has {[(n, self.has(n)) for n in demand]}\n{logs}"
+            ) from None
+
     def held_total(self) -> int:
         """Memory the node's guests hold: each at the larger of what it has and what it was asked for."""
         total = 0

@@ -136,7 +136,12 @@ def test_over_subscribed_node_is_reported(make_stack: Callable[..., Stack]) -> N
     stack.set_demand(a=0.5, b=0.5, c=0.5)
     stack.start_operator()
     wait_until("NodeOverSubscribed", lambda: stack.conditions("a").get("NodeOverSubscribed") == "True", 30)
-    assert any(e["reason"] == "FloorsExceedPool" and e["type"] == "Warning" for e in stack.events("a"))
+    # the Event follows the status write (controller/status.py, _transition_events): wait for it too
+    wait_until(
+        "the FloorsExceedPool warning",
+        lambda: any(e["reason"] == "FloorsExceedPool" and e["type"] == "Warning" for e in stack.events("a")),
+        10,
+    )
     assert [stack.guest(n) for n in "abc"] == [GI, GI, GI], "nothing goes below boot memory"
 
 
