@@ -39,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 __all__ = [
@@ -366,8 +367,16 @@ class Guest:
                 process.kill()
                 raise GuestError("QEMU did not open its QMP socket within 10 s")
             time.sleep(0.02)
-        qmp = QEMUMonitorProtocol(str(qmp_path))
-        qmp.connect()
+        while True:  # the socket file appears when QEMU binds it, a moment before it listens
+            qmp = QEMUMonitorProtocol(str(qmp_path))
+            try:
+                qmp.connect()
+                break
+            except ConnectError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    raise GuestError(f"cannot connect to QEMU's QMP socket {qmp_path}") from None
+                time.sleep(0.05)
         return _Qemu(process, qmp, self.workdir / f"{name}.control", self.workdir / f"{name}.console")
 
     def start(self) -> Guest:
