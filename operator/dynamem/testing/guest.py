@@ -21,6 +21,7 @@ Nothing is mocked and nothing is skipped: a missing QEMU, kernel, busybox or C c
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import hashlib
 import io
@@ -28,6 +29,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -58,6 +60,7 @@ BUSYBOX = Path("/bin/busybox")
 # The modules the lab's devices need; their dependencies are added, in load order, from modules.dep.
 MODULES = ("virtio_pci", "virtio_balloon", "virtio_mem", "virtio_blk")
 IMAGE_FORMAT = 1  # bump when the image's layout changes, so cached images are rebuilt
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INSTALL_HINT = "run 'make guestlab' (Debian packages qemu-system-x86, linux-image-amd64, busybox-static, gcc)"
 
 
@@ -262,6 +265,12 @@ class BalloonStats:
         )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux kills QEMU when the process that started it dies, however it dies, so
+    no guest outlives a killed test or benchmark."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -355,7 +364,12 @@ class Guest:
     def _launch(self, name: str, incoming: str | None = None) -> _Qemu:
         command = self._command_line(name, incoming)
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            # Linux ties the parent-death signal to the thread that forks: only the main thread's children.
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
         qmp_path = self.workdir / f"{name}.qmp"
         deadline = time.monotonic() + 10
