@@ -11,7 +11,9 @@ priorities low/medium/high), and demand following one shape per scenario:
 - ``steady``: a noisy steady state (a few percent of jitter around a level), plus late starts and early stops;
 - ``mixed``: all of the above on the same nodes.
 
-Nodes are sized from the traces, not from any policy: the memory of a node is 95 % of the peak of the sum of
+Every scenario has two or more nodes: on KubeVirt a running VM's memory changes only by a live migration to
+another node, so a one-node scenario could change nothing (``generate`` refuses fewer than two). Nodes are
+sized from the traces, not from any policy: the memory of a node is 95 % of the peak of the sum of
 its VMs' demand (at least 110 % of their startup memory), so the busiest hours are tight and quiet hours are
 loose, as on a consolidated host. Run ``python bench/scenarios/generate.py`` to rewrite the files; the seed
 makes them reproducible.
@@ -100,6 +102,8 @@ SHAPES: dict[str, list[Shape]] = {
 
 
 def generate(name: str, seed: int, nodes: int = 3, vms_per_node: int = 10) -> dict[str, object]:
+    if nodes < 2:
+        raise ValueError(f"nodes: {nodes}: a KubeVirt scenario needs two or more (a change is a migration)")
     rng = random.Random(f"{name}:{seed}")
     shapes = SHAPES[name]
     node_rows: list[dict[str, object]] = []

@@ -110,3 +110,66 @@ def test_bad_input_names_file_vm_and_field(tmp_path: Path, old: str, new: str, m
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"missing\.yaml: cannot read"):
         load_scenario(tmp_path / "missing.yaml")
+
+
+def test_overhead_and_migration_keys(tmp_path: Path) -> None:
+    path = tmp_path / "kv.yaml"
+    path.write_text(
+        GOOD + "overhead: 200Mi\n"
+        "migration: {bandwidth: 500Mi/s, per_cluster: 3, outbound_per_node: 1, pending_timeout: 2m}\n"
+    )
+    scenario = load_scenario(path)
+    assert scenario.overhead == 200 * MiB
+    m = scenario.migration
+    assert (m.bandwidth, m.per_cluster, m.outbound_per_node, m.pending_timeout) == (500 * MiB, 3, 1, 120.0)
+
+
+def test_kubevirt_defaults(workday_path: str) -> None:
+    # Old files keep working: KubeVirt's limits (5 per cluster, 2 out of a node, 5m pending), a 10 GbE link.
+    scenario = load_scenario(workday_path)
+    m = scenario.migration
+    assert scenario.overhead == 0
+    assert (m.bandwidth, m.per_cluster, m.outbound_per_node, m.pending_timeout) == (GiB, 5, 2, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param("overhead: lots\n", "field 'overhead': 'lots' is not a quantity", id="overhead"),
+        pytest.param(
+            "overhead: -1Gi\n", "field 'overhead': '-1Gi' must be a positive quantity", id="overhead<0"
+        ),
+        pytest.param("migration: fast\n", "field 'migration': 'fast' is not a mapping", id="migration"),
+        pytest.param(
+            "migration: {bandwidth: 1Gbps}\n",
+            "field 'migration.bandwidth': '1Gbps' is not a positive",
+            id="bw",
+        ),
+        pytest.param(
+            "migration: {bandwidth: 0}\n", "field 'migration.bandwidth': 0 is not a positive", id="bw0"
+        ),
+        pytest.param(
+            "migration: {per_cluster: 0}\n",
+            "field 'migration.per_cluster': 0 is not an integer >= 1",
+            id="pc",
+        ),
+        pytest.param(
+            "migration: {outbound_per_node: two}\n",
+            "field 'migration.outbound_per_node': 'two' is not an integer >= 1",
+            id="opn",
+        ),
+        pytest.param(
+            "migration: {pending_timeout: never}\n",
+            "field 'migration.pending_timeout': 'never' is not a duration",
+            id="timeout",
+        ),
+        pytest.param("migration: {speed: 1Gi}\n", "field 'migration.speed': unknown", id="unknown"),
+    ],
+)
+def test_bad_kubevirt_keys_name_the_field(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD + extra)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text

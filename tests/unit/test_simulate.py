@@ -24,12 +24,13 @@ def test_workday_cli_prints_and_writes_the_seed_numbers(
     workday_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_json, out_png = tmp_path / "w.json", tmp_path / "w.png"
-    assert cli_main(["simulate", workday_path, "--json", str(out_json), "--plot", str(out_png)]) == 0
+    argv = ["simulate", workday_path, "--model", "hyperv", "--json", str(out_json), "--plot", str(out_png)]
+    assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "6Gi of 8Gi assigned" in printed and "7.5Gi of 8Gi assigned" in printed
     assert "3.5Gi" in printed and "grow to meet demand" in printed
     document = json.loads(out_json.read_text())
-    assert document["policy"] == "dynamem"
+    assert document["policy"] == "dynamem" and document["model"] == "hyperv"
     for step, expected in zip(document["steps"], SEED, strict=True):
         assert {name: vm["assigned"] / GiB for name, vm in step["vms"].items()} == expected
     assert [s["nodes"]["host"]["assigned"] / GiB for s in document["steps"]] == [3, 6, 7.5]
@@ -37,11 +38,16 @@ def test_workday_cli_prints_and_writes_the_seed_numbers(
     assert document["steps"][1]["vms"]["finance"] == {
         "node": "host",
         "demand": 2576980378,
+        "observed": 2576980378,  # Hyper-V's integration services report committed memory: the policy sees it
+        "seen": 2576980378,
         "assigned": 3 * GiB,
         "pressure": 80,  # 2.4 / 3
         "status": "OK",
         "reason": "grow to meet demand",
+        "moved_from": None,  # in place
+        "migrating_to": None,
     }
+    assert all(s["migrations"] == [] for s in document["steps"])
     assert document["summary"] == {
         "unmet_demand": 0.0,
         "buffer_shortfall": 0.0,
@@ -49,13 +55,17 @@ def test_workday_cli_prints_and_writes_the_seed_numbers(
         "over_capacity_steps": 0,
         "refused_starts": 0,
         "refused_changes": 0,
+        "migrations": 0,
+        "migrated_bytes": 0,
+        "failed_changes": 0,
+        "unstarted_demand": 0.0,
     }
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("policy", ["dynamem", "static", "proxmox", "xen", "oracle"])
 def test_every_policy_runs_the_workday(workday_path: str, policy: str) -> None:
-    result = simulate(load_scenario(workday_path), policy)
+    result = simulate(load_scenario(workday_path), policy, model="hyperv")
     assert result.policy == policy and len(result.steps) == 3
     for step in result.steps:
         assert sum(n.assigned for n in step.nodes.values()) <= 8 * GiB
@@ -70,7 +80,7 @@ def test_a_vm_that_does_not_fit_does_not_start(tmp_path: Path) -> None:
         "      {name: b, node: n, startup: 3Gi, maximum: 4Gi}]\n"
         "demand: {a: [1Gi], b: [1Gi]}\n"
     )
-    result = simulate(load_scenario(path))
+    result = simulate(load_scenario(path), model="hyperv")
     assert result.steps[0].vms["b"].status == "Off"
     assert result.steps[0].vms["b"].reason == "did not start: no room on node"
     assert any("b did not start on n" in e for e in result.steps[0].events)
@@ -124,8 +134,8 @@ def test_hysteresis_never_costs_paging_on_the_bench_scenarios(workday_path: str,
     # dynamem's hysteresis (dead band, shrink band, headroom) only saves migrations: every scenario pages
     # no more than the oracle (same levels, no hysteresis), over capacity never, with far fewer changes.
     scenario = load_scenario(Path(workday_path).with_name(f"{name}.yaml"))
-    mine = simulate(scenario, "dynamem").summary
-    oracle = simulate(scenario, "oracle").summary
+    mine = simulate(scenario, "dynamem", model="hyperv").summary
+    oracle = simulate(scenario, "oracle", model="hyperv").summary
     assert mine.unmet_demand <= oracle.unmet_demand + 1e-9
     assert mine.over_capacity_steps == 0 and mine.refused_changes == 0
     assert mine.changes < oracle.changes * 3 // 4

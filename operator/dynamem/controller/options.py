@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 
 from dynamem.controller.balancer import RoundOptions
 from dynamem.policy import POLICIES
-from dynamem.policy.model import BalanceConfig
+from dynamem.policy.model import BalanceConfig, format_bytes
 from dynamem.settings import SettingsError, parse_bytes
 
-# In a cluster a guest's measured use cannot exceed its memory, so growth headroom is off by default there.
-OPERATOR_BALANCE = BalanceConfig(grow_headroom_percent=0)
+# One set of defaults for the operator and both simulators: BalanceConfig's own. (Growth headroom, once off
+# here, is on everywhere: a guest's measured use cannot exceed its memory, so a guest that outgrew its size
+# looks like one whose use crept into its buffer, and the headroom is what grows it faster; on the kubevirt
+# model it halves the GiB migrated, bench/compare.py.)
+OPERATOR_BALANCE = BalanceConfig()
 
 
 class OptionError(ValueError):
@@ -67,18 +70,40 @@ def build_parser() -> argparse.ArgumentParser:
     add("--prometheus-url", default=OperatorOptions.prometheus_url, help="Prometheus with KubeVirt's metrics")
     add("--interval", type=float, default=10.0, help="seconds between balancing rounds (default 10)")
     add("--min-gap", type=float, default=1.0, help="least seconds between two rounds woken by changes")
-    add("--dead-band", default="128Mi", help="changes smaller than this are not made (default 128Mi)")
-    add("--dead-band-percent", type=int, default=5, help="... nor smaller than this percent (default 5)")
-    add("--shrink-band", default="512Mi", help="a VM keeps excess over its target up to this (default 512Mi)")
-    add("--shrink-band-percent", type=int, default=25, help="... or this percent of its target (default 25)")
+    b = OPERATOR_BALANCE
+    dead_band, shrink_band = format_bytes(b.dead_band_bytes), format_bytes(b.shrink_band_bytes)
+    add(
+        "--dead-band", default=dead_band, help=f"changes smaller than this are not made (default {dead_band})"
+    )
+    add(
+        "--dead-band-percent",
+        type=int,
+        default=b.dead_band_percent,
+        help=f"... nor smaller than this percent (default {b.dead_band_percent})",
+    )
+    add(
+        "--shrink-band",
+        default=shrink_band,
+        help=f"a VM keeps excess over its target up to this (default {shrink_band})",
+    )
+    add(
+        "--shrink-band-percent",
+        type=int,
+        default=b.shrink_band_percent,
+        help=f"... or this percent of its target (default {b.shrink_band_percent})",
+    )
     add(
         "--grow-headroom-percent",
         type=int,
-        default=0,
-        help="grow past target by this %% of the shrink band (default 0: a guest's measured use cannot "
-        "exceed its memory, so a guest that outgrew it looks like one whose use crept into its buffer)",
+        default=b.grow_headroom_percent,
+        help=f"grow past target by this %% of the shrink band (default {b.grow_headroom_percent})",
     )
-    add("--cooldown", type=float, default=0.0, help="seconds a VM is held after a change (default 0)")
+    add(
+        "--cooldown",
+        type=float,
+        default=b.cooldown_s,
+        help=f"seconds a VM is held after a change (default {b.cooldown_s:g})",
+    )
     add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
     add("--reserve", default="0", help="memory per node kept back from the VMs (default 0)")
     add("--default-overhead", default="0", help="launcher overhead to assume when a VMI reports none")

@@ -125,6 +125,9 @@ class VmDecision:
     have (max of minimum and boot memory, aligned up). ``target``: demand plus buffer, clamped to
     [floor, maximum]. ``pressure``: round(100 x demand / assigned), None when demand is unknown.
     ``in_flight``: a change is already under way; the decision only accounts for it (not in ``changes``).
+    ``target_node``: where the change should run the VM. On KubeVirt every change of a running VM's memory is
+    a live migration to another node, so a policy may name that node (carried out as the migration's
+    ``addedNodeSelector``); None leaves the choice to the kube-scheduler. Today's policies name none.
     """
 
     name: str
@@ -137,6 +140,7 @@ class VmDecision:
     status: MemoryStatus
     reason: str
     in_flight: bool = False
+    target_node: str | None = None
 
     @property
     def change(self) -> int:

@@ -1,6 +1,8 @@
-"""``dynamem simulate SCENARIO.yaml [--policy NAME] [--json FILE] [--plot FILE.png]``.
+"""``dynamem simulate SCENARIO.yaml [--model M] [--policy NAME] [--json FILE] [--plot FILE.png]``.
 
-Plays a scenario file through one policy without a cluster and shows what each VM would get. Bad input ends
+Plays a scenario file through one policy without a cluster and shows what each VM would get: under
+``--model kubevirt`` (the default) every change is a live migration to another node, as KubeVirt does it;
+``--model hyperv`` resizes in place on one host's pool, as the seed's Hyper-V does. Bad input ends
 with exit code 2 and one line on stderr that names the file, the VM and the field, never a traceback: the
 simulator is the first thing a user runs on their own numbers.
 """
@@ -22,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="dynamem simulate", description="Play a scenario file through a balancing policy."
     )
     parser.add_argument("scenario", help="scenario YAML: step, nodes, vms, demand")
+    parser.add_argument(
+        "--model",
+        default="kubevirt",
+        choices=["kubevirt", "hyperv"],
+        help="kubevirt (default): a change is a live migration to another node, the policy sees what the "
+        "guest shows; hyperv: in place on each node's pool, the policy sees the true demand",
+    )
     parser.add_argument("--policy", default="dynamem", choices=sorted(POLICIES), help="default: dynamem")
     parser.add_argument("--json", metavar="FILE", help="write steps and summary as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="write a chart per node")
@@ -39,7 +48,7 @@ def main(argv: list[str]) -> int:
     except ScenarioError as err:
         print(f"dynamem simulate: {err}", file=sys.stderr)
         return 2
-    result = simulate(scenario, args.policy)
+    result = simulate(scenario, args.policy, model=args.model)
 
     from rich.console import Console
 

@@ -1,8 +1,12 @@
 """Charts like the seed's: per node, each VM's assigned memory stacked over time, with its demand.
 
-Each step is a stacked bar (one colour per VM, assigned memory); a black tick inside each VM's segment marks
-its demand (a hatched overhang when demand exceeds the assignment), and a dashed line shows the node's memory.
-Matplotlib runs headless (Agg) so the simulator works on servers and in CI.
+Each step is a stacked bar (one colour per VM, the same on every node, assigned memory of the VMs running on
+that node at the step's end); a black tick inside each VM's segment marks its true demand (a hatched red
+overhang when demand exceeds the assignment), and a dashed line shows the node's memory. Under the kubevirt
+model VMs move: a VM appears on the panel of the node it runs on, a triangle marks the step it arrived by a
+live migration, and a grey hatched bar on top shows the requests of migration target pods on the node
+(memory held for VMs still running elsewhere). Matplotlib runs headless (Agg) so the simulator works on
+servers and in CI.
 """
 
 from __future__ import annotations
@@ -43,16 +47,34 @@ def plot_result(result: SimResult, path: str | Path) -> None:
     cmap = plt.get_cmap("tab20")
     fig, axes = plt.subplots(len(nodes), 1, figsize=(max(8.0, 0.12 * len(steps) + 6), 3.6 * len(nodes)))
     axes_list = list(axes) if len(nodes) > 1 else [axes]
+    all_names = [vm.name for vm in scenario.vms]
     for ax, node in zip(axes_list, nodes, strict=True):
-        names = [vm.name for vm in scenario.vms if vm.node == node.name]
+        names = [
+            name
+            for name in all_names
+            if any(s.vms[name].node == node.name and s.vms[name].status != "Off" for s in result.steps)
+        ] or [vm.name for vm in scenario.vms if vm.node == node.name]
         bottom = [0.0] * len(steps)
-        for k, name in enumerate(names):
+        for name in names:
+            k = all_names.index(name)
             color = cmap(((2 * k) % 20 + (2 * k) // 20 % 2) / 20)
-            assigned = [s.vms[name].assigned / GiB for s in result.steps]
+            here = [s.vms[name].node == node.name and s.vms[name].status != "Off" for s in result.steps]
+            assigned = [
+                s.vms[name].assigned / GiB if h else 0.0 for s, h in zip(result.steps, here, strict=True)
+            ]
             demand = [
-                (s.vms[name].demand or 0) / GiB if s.vms[name].status != "Off" else 0.0 for s in result.steps
+                (s.vms[name].demand or 0) / GiB if h else 0.0 for s, h in zip(result.steps, here, strict=True)
             ]
             ax.bar(steps, assigned, bottom=bottom, width=0.85, color=color, label=name, edgecolor="white")
+            arrived = [
+                (x, b + a / 2)
+                for x, s, b, a in zip(steps, result.steps, bottom, assigned, strict=True)
+                if s.vms[name].moved_from is not None and s.vms[name].node == node.name
+            ]
+            if arrived:
+                ax.scatter(
+                    [x - 0.3 for x, _ in arrived], [y for _, y in arrived], marker=">", color="black", s=18
+                )
             short = [max(0.0, d - a) for d, a in zip(demand, assigned, strict=True)]
             tops = [b + a for b, a in zip(bottom, assigned, strict=True)]
             if any(short):
@@ -65,6 +87,21 @@ def plot_result(result: SimResult, path: str | Path) -> None:
                 marks, [x - 0.42 for x in steps], [x + 0.42 for x in steps], colors="black", linewidth=1.2
             )
             bottom = tops
+        incoming = [
+            sum(
+                m.size_to + scenario.overhead
+                for m in s.migrations
+                if m.target == node.name and m.state.value == "running"
+            )
+            / GiB
+            for s in result.steps
+        ]
+        if any(incoming):
+            ax.bar(
+                steps, incoming, bottom=bottom, width=0.85, color="none", edgecolor="grey", hatch="..",
+                label="migration targets",
+            )  # fmt: skip
+            bottom = [b + i for b, i in zip(bottom, incoming, strict=True)]
         ax.axhline(node.memory / GiB, color="black", linestyle="--", linewidth=1)
         ax.text(
             steps[-1] + 0.42,
@@ -75,7 +112,8 @@ def plot_result(result: SimResult, path: str | Path) -> None:
         )
         ax.set_ylabel("GiB")
         ax.set_title(
-            f"{node.name}: assigned memory by VM (bars), demand (black ticks), policy {result.policy}"
+            f"{node.name}: assigned memory by VM (bars), demand (black ticks), policy {result.policy}, "
+            f"model {result.model.value}"
         )
         if len(steps) <= 12:
             ax.set_xticks(steps, [f"{s * minutes:g} min" for s in steps])

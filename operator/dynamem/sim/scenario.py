@@ -17,6 +17,20 @@ Format::
       - {name: finance, node: host, startup: 1Gi, maximum: 4Gi}   # minimum, buffer, priority optional
     demand:
       finance: [0.5Gi, 2.4Gi, 1.6Gi]           # memory in use per step; null = not running
+    overhead: 200Mi                            # optional: virt-launcher overhead per VM (default 0)
+    migration:                                 # optional: KubeVirt's live-migration limits
+      bandwidth: 1Gi                           # bytes per second per migration (default 1Gi, a 10 GbE link)
+      per_cluster: 5                           # parallelMigrationsPerCluster (default 5)
+      outbound_per_node: 2                     # parallelOutboundMigrationsPerNode (default 2)
+      pending_timeout: 5m                      # an unschedulable target pod fails after this (default 5m)
+
+``vms[].node`` is where a VM starts. Under ``dynamem simulate --model kubevirt`` (the default) the VM leaves
+it at its first memory change, since every change is a live migration; ``overhead`` and ``migration`` only
+matter there (``--model hyperv`` resizes in place). The defaults are KubeVirt v1.7.0's
+(``pkg/virt-config/virt-config.go``: ``ParallelMigrationsPerClusterDefault`` 5,
+``ParallelOutboundMigrationsPerNodeDefault`` 2; ``pkg/virt-controller/watch/migration/migration.go``:
+``defaultUnschedulablePendingTimeoutSeconds`` 300), except the bandwidth: KubeVirt's default is unlimited
+(``BandwidthPerMigrationDefault = "0Mi"``), so a 10 GbE link (about 1Gi per second) stands in for it.
 """
 
 from __future__ import annotations
@@ -31,11 +45,22 @@ import yaml
 from dynamem.policy.model import MiB
 from dynamem.settings import SettingsError, VmSettings, parse_bytes
 
-__all__ = ["Scenario", "ScenarioError", "ScenarioNode", "ScenarioVm", "load_scenario", "parse_scenario"]
+__all__ = [
+    "MigrationSettings",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioNode",
+    "ScenarioVm",
+    "load_scenario",
+    "parse_scenario",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _VM_KEYS = frozenset({"name", "node", "startup", "minimum", "maximum", "buffer", "priority", "hugepage"})
+_TOP_KEYS = ("step", "nodes", "vms", "demand", "description", "overhead", "migration")
+_MIGRATION_KEYS = ("bandwidth", "per_cluster", "outbound_per_node", "pending_timeout")
+_BANDWIDTH = re.compile(r"^(.*?)\s*/\s*s\s*$")
 
 
 class ScenarioError(ValueError):
@@ -54,14 +79,35 @@ class ScenarioVm(pydantic.BaseModel, frozen=True):
     hugepage: int = 2 * MiB
 
 
+class MigrationSettings(pydantic.BaseModel, frozen=True):
+    """KubeVirt's live-migration limits, as the scenario's ``migration`` key sets them.
+
+    ``bandwidth``: bytes per second one migration copies (a migration of a VM of size S lasts S / bandwidth
+    seconds). ``per_cluster``/``outbound_per_node``: KubeVirt's ``parallelMigrationsPerCluster`` and
+    ``parallelOutboundMigrationsPerNode``. ``pending_timeout``: seconds a target pod may stay unschedulable
+    before the migration fails (``kubevirt.io/migrationUnschedulablePodTimeoutSeconds``).
+    """
+
+    bandwidth: int = pydantic.Field(default=1 << 30, gt=0)
+    per_cluster: int = pydantic.Field(default=5, ge=1)
+    outbound_per_node: int = pydantic.Field(default=2, ge=1)
+    pending_timeout: float = pydantic.Field(default=300.0, gt=0)
+
+
 class Scenario(pydantic.BaseModel, frozen=True):
-    """A checked scenario: step length, nodes, VMs, and per VM one demand (bytes or None) per step."""
+    """A checked scenario: step length, nodes, VMs, and per VM one demand (bytes or None) per step.
+
+    ``overhead``: bytes KubeVirt's virt-launcher pod requests on top of the guest memory (its request is
+    guest + overhead). ``migration``: the live-migration limits of the kubevirt model.
+    """
 
     source: str = "<scenario>"
     step_seconds: float = pydantic.Field(gt=0)
     nodes: tuple[ScenarioNode, ...]
     vms: tuple[ScenarioVm, ...]
     demand: Mapping[str, tuple[int | None, ...]]
+    overhead: int = pydantic.Field(default=0, ge=0)
+    migration: MigrationSettings = MigrationSettings()
 
     @property
     def steps(self) -> int:
@@ -102,11 +148,18 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
     for key in ("step", "nodes", "vms", "demand"):
         if key not in data:
             raise fail(f"field {key!r}: missing")
-    unknown = sorted(str(k) for k in data if k not in {"step", "nodes", "vms", "demand", "description"})
+    unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)
     if unknown:
-        raise fail(f"field {unknown[0]!r}: unknown (expected step, nodes, vms, demand)")
+        raise fail(f"field {unknown[0]!r}: unknown (expected {', '.join(_TOP_KEYS)})")
 
     step_seconds = _duration(data["step"], source)
+    overhead = 0
+    if data.get("overhead") is not None and data["overhead"] != 0:
+        try:
+            overhead = parse_bytes("scenario", "overhead", data["overhead"])
+        except SettingsError as err:
+            raise fail(f"field 'overhead': {_problem(err)}") from None
+    migration = _migration(data.get("migration"), source)
 
     raw_nodes = data["nodes"]
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -185,18 +238,62 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
                     raise fail(str(err)) from None
         demand[name] = tuple(values)
     return Scenario(
-        source=source, step_seconds=step_seconds, nodes=tuple(nodes), vms=tuple(vms), demand=demand
+        source=source,
+        step_seconds=step_seconds,
+        nodes=tuple(nodes),
+        vms=tuple(vms),
+        demand=demand,
+        overhead=overhead,
+        migration=migration,
     )
+
+
+def _migration(raw: object, source: str) -> MigrationSettings:
+    """The optional ``migration`` mapping; every bad value names ``migration.<field>`` and the value."""
+    if raw is None:
+        return MigrationSettings()
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(
+            f"{source}: field 'migration': {raw!r} is not a mapping of {', '.join(_MIGRATION_KEYS)}"
+        )
+    unknown = sorted(str(k) for k in raw if k not in _MIGRATION_KEYS)
+    if unknown:
+        raise ScenarioError(
+            f"{source}: field 'migration.{unknown[0]}': unknown (expected {', '.join(_MIGRATION_KEYS)})"
+        )
+    values: dict[str, object] = {}
+    if raw.get("bandwidth") is not None:
+        value = raw["bandwidth"]
+        text = value
+        if isinstance(value, str):
+            per_second = _BANDWIDTH.match(value)
+            text = per_second.group(1) if per_second else value
+        try:
+            values["bandwidth"] = parse_bytes("scenario", "migration.bandwidth", text)
+        except SettingsError:
+            raise ScenarioError(
+                f"{source}: field 'migration.bandwidth': {value!r} is not a positive quantity per second "
+                "(e.g. 1Gi, 500Mi/s)"
+            ) from None
+    for key in ("per_cluster", "outbound_per_node"):
+        if raw.get(key) is not None:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ScenarioError(f"{source}: field 'migration.{key}': {value!r} is not an integer >= 1")
+            values[key] = value
+    if raw.get("pending_timeout") is not None:
+        values["pending_timeout"] = _duration(raw["pending_timeout"], source, "migration.pending_timeout")
+    return MigrationSettings.model_validate(values)
 
 
 def _problem(err: SettingsError) -> str:
     return str(err).split(": ", 2)[-1]
 
 
-def _duration(value: object, source: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+def _duration(value: object, source: str, field: str = "step") -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
         return float(value)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None or float(match.group(1)) <= 0:
-        raise ScenarioError(f"{source}: field 'step': {value!r} is not a duration (e.g. 15m, 30s, 1h)")
+        raise ScenarioError(f"{source}: field {field!r}: {value!r} is not a duration (e.g. 15m, 30s, 1h)")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -1,21 +1,20 @@
-"""The step loop: a scenario played through a policy, as KubeVirt would live it, plus the scores.
+"""The step loop: a scenario played through a policy, under one of two models of how memory changes.
 
-Each step: VMs whose demand turns null stop; VMs whose demand appears try to start (a VM starts only if its
-startup memory fits in what the balancer could free on its node, i.e. the pool minus the floors of the VMs
-already running; under ``static`` nothing can be freed, so it must fit beside their current memory); then the
-policy plans every node from the observed demand and the plan is applied as KubeVirt would apply it (a step
-stands for minutes, longer than a live migration): shrinks first, then each grow only if the node has room for
-it, since a memory change is a migration to a pod of the new size and a pod that does not fit is not
-scheduled. A plan that asks for more than the node has counts as an over-capacity step, and its refused grows
-are reported. The same policy function the operator calls plans here.
+- ``kubevirt`` (the default, :mod:`dynamem.sim.kubevirt`): KubeVirt as it is. Every change of a running VM's
+  memory is a live migration to another node, placed by the kube-scheduler (or on the node the policy names),
+  throttled and timed as KubeVirt does; the policy sees only what the guest shows
+  (:mod:`dynamem.sim.guest`).
+- ``hyperv`` (:mod:`dynamem.sim.hyperv`): Hyper-V's Dynamic Memory, the seed's world. Each node's pool is
+  shared in place and the policy sees the true demand; kept exactly as the simulator was before, so the seed's
+  workday table comes out to the byte.
 
-Scores (lower is better), summed over steps and VMs:
+Scores (lower is better), summed over steps and VMs, always on the TRUE demand:
 
-- ``unmet_demand``: GiB-steps where a running VM had less than it used (the guest pages);
-- ``buffer_shortfall``: GiB-steps below target (demand plus buffer, clamped to [floor, maximum]);
-- ``changes``: running VMs whose assignment changed from the previous step (each is a live migration; a VM
-  that starts is compared with its startup memory, starting is not a change);
-- ``over_capacity_steps``: steps where some node's plan assigned more than the node has.
+- ``unmet_demand``: GiB-steps where a running VM had less than its true demand (the guest pages);
+- ``buffer_shortfall``: GiB-steps below target (true demand plus buffer, clamped to [floor, maximum]);
+- ``changes``: memory changes carried out (kubevirt: completed migrations);
+- ``over_capacity_steps``: steps where some node's requests (kubevirt) or plan (hyperv) exceeded its memory;
+- kubevirt also counts ``migrations``, ``migrated_bytes`` and ``failed_changes``.
 
 The target is computed the same way for every policy (:func:`dynamem.policy.balance.vm_levels`), so the
 scores compare like with like.
@@ -23,264 +22,49 @@ scores compare like with like.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
+from dynamem.policy import BalanceConfig
+from dynamem.sim.guest import DEFAULT_GUEST, GuestModel
+from dynamem.sim.hyperv import simulate_hyperv
+from dynamem.sim.kubevirt import simulate_kubevirt
+from dynamem.sim.result import (
+    MigrationState,
+    MigrationStep,
+    Model,
+    NodeStep,
+    SimResult,
+    StepResult,
+    Summary,
+    VmStep,
+)
+from dynamem.sim.scenario import Scenario
 
-from dynamem.policy import POLICIES, BalanceConfig, GiB, NodeState, VmLimits, VmState, format_bytes
-from dynamem.policy.balance import pressure_of, status_of, vm_levels
-from dynamem.sim.scenario import Scenario, ScenarioVm
+__all__ = [
+    "MODELS",
+    "MigrationState",
+    "MigrationStep",
+    "Model",
+    "NodeStep",
+    "SimResult",
+    "StepResult",
+    "Summary",
+    "VmStep",
+    "simulate",
+]
 
-__all__ = ["NodeStep", "SimResult", "StepResult", "Summary", "VmStep", "simulate"]
-
-OFF = "Off"
-
-
-@dataclass(frozen=True, slots=True)
-class VmStep:
-    node: str
-    demand: int | None
-    assigned: int
-    pressure: int | None
-    status: str
-    target: int
-    reason: str
-    changed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStep:
-    memory: int
-    assigned: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    step: int
-    vms: dict[str, VmStep]
-    nodes: dict[str, NodeStep]
-    events: tuple[str, ...] = ()
+MODELS = tuple(m.value for m in Model)
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    unmet_demand: float
-    buffer_shortfall: float
-    changes: int
-    over_capacity_steps: int
-    refused_starts: int = 0
-    refused_changes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SimResult:
-    policy: str
-    scenario: Scenario
-    steps: tuple[StepResult, ...]
-    summary: Summary
-
-    def to_json(self) -> dict[str, object]:
-        """The ``--json`` document: bytes as ints, scores as floats (GiB-steps)."""
-        return {
-            "policy": self.policy,
-            "steps": [
-                {
-                    "step": s.step,
-                    "vms": {
-                        name: {
-                            "node": v.node,
-                            "demand": v.demand,
-                            "assigned": v.assigned,
-                            "pressure": v.pressure,
-                            "status": v.status,
-                            "reason": v.reason,
-                        }
-                        for name, v in s.vms.items()
-                    },
-                    "nodes": {
-                        name: {"memory": n.memory, "assigned": n.assigned} for name, n in s.nodes.items()
-                    },
-                    "events": list(s.events),
-                }
-                for s in self.steps
-            ],
-            "summary": {
-                "unmet_demand": self.summary.unmet_demand,
-                "buffer_shortfall": self.summary.buffer_shortfall,
-                "changes": self.summary.changes,
-                "over_capacity_steps": self.summary.over_capacity_steps,
-                "refused_starts": self.summary.refused_starts,
-                "refused_changes": self.summary.refused_changes,
-            },
-        }
-
-
-@dataclass(slots=True)
-class _Running:
-    assigned: int
-    boot: int
-    last_change_at: float | None = None
-
-
-def simulate(scenario: Scenario, policy: str = "dynamem", config: BalanceConfig | None = None) -> SimResult:
-    """Play ``scenario`` through the named policy; deterministic."""
-    plan_fn = POLICIES[policy]
+def simulate(
+    scenario: Scenario,
+    policy: str = "dynamem",
+    config: BalanceConfig | None = None,
+    *,
+    model: Model | str = Model.KUBEVIRT,
+    guest: GuestModel = DEFAULT_GUEST,
+) -> SimResult:
+    """Play ``scenario`` through the named policy under ``model``; deterministic."""
     if config is None:
         config = BalanceConfig(step_s=scenario.step_seconds)
-    can_reclaim = policy != "static"
-    by_node: dict[str, list[int]] = {n.name: [] for n in scenario.nodes}
-    for index, vm in enumerate(scenario.vms):
-        by_node[vm.node].append(index)
-    limits = [vm.settings.limits() for vm in scenario.vms]
-    running: dict[str, _Running] = {}
-    unmet = Fraction(0)
-    shortfall = Fraction(0)
-    changes = 0
-    over_steps = 0
-    refused = 0
-    refused_changes = 0
-    steps: list[StepResult] = []
-
-    for step in range(scenario.steps):
-        now = step * scenario.step_seconds
-        vm_out: dict[str, VmStep] = {}
-        node_out: dict[str, NodeStep] = {}
-        events: list[str] = []
-        over = False
-        for node in scenario.nodes:
-            states: list[VmState] = []
-            members = by_node[node.name]
-            # Stops first: their memory is free for starts in the same step.
-            for index in members:
-                vm = scenario.vms[index]
-                if scenario.demand[vm.name][step] is None and running.pop(vm.name, None) is not None:
-                    events.append(f"{vm.name} stopped")
-            committed = 0
-            for index in members:
-                vm = scenario.vms[index]
-                state = running.get(vm.name)
-                if state is not None:
-                    committed += _floor(vm, limits[index], state, config) if can_reclaim else state.assigned
-            for index in members:
-                vm = scenario.vms[index]
-                demand = scenario.demand[vm.name][step]
-                if demand is None or vm.name in running:
-                    continue
-                al = max(config.alignment, vm.hugepage)
-                startup = -(-limits[index].startup // al) * al
-                if committed + startup <= node.memory:
-                    running[vm.name] = _Running(assigned=startup, boot=startup)
-                    committed += startup
-                    events.append(f"{vm.name} started with {format_bytes(startup)}")
-                else:
-                    refused += 1
-                    free = max(0, node.memory - committed)
-                    events.append(
-                        f"{vm.name} did not start on {node.name}: needs {format_bytes(startup)}, "
-                        f"{format_bytes(free)} can be freed"
-                    )
-            for index in members:
-                vm = scenario.vms[index]
-                state = running.get(vm.name)
-                if state is None:
-                    continue
-                states.append(
-                    VmState(
-                        name=vm.name,
-                        limits=limits[index],
-                        assigned=state.assigned,
-                        demand=scenario.demand[vm.name][step],
-                        boot_memory=state.boot,
-                        hugepage=vm.hugepage,
-                        last_change_at=state.last_change_at,
-                    )
-                )
-            plan = plan_fn(NodeState(node.name, node.memory, tuple(states)), config, now)
-            if plan.assigned_total > node.memory:
-                over = True
-            # KubeVirt applies a change by migrating to a pod of the new size: shrinks free memory first,
-            # then a grow happens only if its pod fits on the node; otherwise it stays where it is.
-            applied = {d.name: d.assigned for d in plan.decisions}
-            used = sum(running[d.name].assigned for d in plan.decisions)
-            refused_now: set[str] = set()
-            for decision in plan.changes:
-                if decision.change < 0:
-                    used += decision.change
-            for decision in plan.changes:
-                if decision.change > 0:
-                    if used + decision.change <= node.memory:
-                        used += decision.change
-                    else:
-                        applied[decision.name] = decision.current
-                        refused_now.add(decision.name)
-                        refused_changes += 1
-                        events.append(
-                            f"{decision.name}: grow to {format_bytes(decision.assigned)} refused, "
-                            f"{node.name} is full"
-                        )
-            node_out[node.name] = NodeStep(memory=node.memory, assigned=used, reason=plan.reason)
-            for decision in plan.decisions:
-                state = running[decision.name]
-                assigned = applied[decision.name]
-                changed = assigned != state.assigned
-                if changed:
-                    changes += 1
-                    state.last_change_at = now
-                state.assigned = assigned
-                demand = decision.demand or 0
-                if assigned < demand:
-                    unmet += demand - assigned
-                if assigned < decision.target:
-                    shortfall += decision.target - assigned
-                if decision.name in refused_now:
-                    status = status_of(assigned, decision.demand, decision.target).value
-                    reason = f"refused: no room on node for {format_bytes(decision.assigned)}"
-                else:
-                    status, reason = decision.status.value, decision.reason
-                vm_out[decision.name] = VmStep(
-                    node=node.name,
-                    demand=decision.demand,
-                    assigned=assigned,
-                    pressure=pressure_of(assigned, decision.demand),
-                    status=status,
-                    target=decision.target,
-                    reason=reason,
-                    changed=changed,
-                )
-        for vm in scenario.vms:
-            if vm.name not in vm_out:
-                demand = scenario.demand[vm.name][step]
-                vm_out[vm.name] = VmStep(
-                    node=vm.node,
-                    demand=demand,
-                    assigned=0,
-                    pressure=None,
-                    status=OFF,
-                    target=0,
-                    reason="off" if demand is None else "did not start: no room on node",
-                )
-        over_steps += over
-        steps.append(StepResult(step=step, vms=vm_out, nodes=node_out, events=tuple(events)))
-
-    summary = Summary(
-        unmet_demand=float(unmet / GiB),
-        buffer_shortfall=float(shortfall / GiB),
-        changes=changes,
-        over_capacity_steps=over_steps,
-        refused_starts=refused,
-        refused_changes=refused_changes,
-    )
-    return SimResult(policy=policy, scenario=scenario, steps=tuple(steps), summary=summary)
-
-
-def _floor(vm: ScenarioVm, limits: VmLimits, state: _Running, config: BalanceConfig) -> int:
-    """The least a running VM can be shrunk to (what the balancer could free for a start)."""
-    probe = VmState(
-        name=vm.name,
-        limits=limits,
-        assigned=state.assigned,
-        demand=None,
-        boot_memory=state.boot,
-        hugepage=vm.hugepage,
-    )
-    return vm_levels(probe, config)[1]
+    if Model(model) is Model.HYPERV:
+        return simulate_hyperv(scenario, policy, config)
+    return simulate_kubevirt(scenario, policy, config, guest)

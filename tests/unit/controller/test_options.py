@@ -14,17 +14,18 @@ def test_defaults() -> None:
     assert options == OperatorOptions(
         namespaces=(),
         all_namespaces=True,
-        # the operator's own defaults differ from BalanceConfig's in one knob: no grow headroom
+        # one set of defaults: the operator's are BalanceConfig's, as the simulators use them
         balance=BalanceConfig(
             dead_band_bytes=128 * MI,
             dead_band_percent=5,
             shrink_band_bytes=512 * MI,
             shrink_band_percent=25,
-            grow_headroom_percent=0,
+            grow_headroom_percent=50,
             cooldown_s=0.0,
             max_changes_per_node=None,
         ),
     )
+    assert options.balance == BalanceConfig()
     assert options.metrics_port == 8080
     assert options.prometheus_url == "http://prometheus-k8s.monitoring.svc:9090"
 

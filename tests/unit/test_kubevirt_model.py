@@ -1,0 +1,347 @@
+"""The simulator's kubevirt model: every change a live migration, placed, throttled, timed as KubeVirt does.
+
+Sizes are chosen so the arithmetic is by hand; each case says it in a comment. The default guest model shows a
+VM of size S at most S - reserve(S) - 32Mi as used, so a VM short of memory looks like one whose use crept
+into its buffer: the policy grows it by its buffer (20 %) plus half its shrink band (headroom), per change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dynamem.cli import main as cli_main
+from dynamem.policy import BalanceConfig, GiB, MiB, NodePlan, NodeState, Policy, plan_node
+from dynamem.sim.guest import DEFAULT_GUEST
+from dynamem.sim.kubevirt import simulate_kubevirt
+from dynamem.sim.scenario import Scenario, load_scenario, parse_scenario
+from dynamem.sim.simulate import MigrationState, simulate
+
+
+def scenario(
+    nodes: dict[str, str],
+    vms: list[dict[str, object]],
+    demand: dict[str, list[str | None]],
+    *,
+    step: str = "15m",
+    **extra: object,
+) -> Scenario:
+    data: dict[str, object] = {
+        "step": step,
+        "nodes": [{"name": n, "memory": m} for n, m in nodes.items()],
+        "vms": vms,
+        "demand": demand,
+        **extra,
+    }
+    return parse_scenario(data, "test.yaml")
+
+
+def vm(
+    name: str, node: str, startup: str = "1Gi", maximum: str = "8Gi", **extra: object
+) -> dict[str, object]:
+    return {"name": name, "node": node, "startup": startup, "maximum": maximum, **extra}
+
+
+def test_one_node_changes_nothing_and_says_why(workday_path: str) -> None:
+    # The seed's workday on its one 8Gi host: Finance and Engineering need more than 1Gi, but every target
+    # pod's anti-affinity excludes the only node, so each change fails after the pending timeout.
+    result = simulate(load_scenario(workday_path))
+    for step in result.steps:
+        for name, v in step.vms.items():
+            assert v.node == "host"
+            assert v.assigned in {0, GiB}, name  # off, or the 1Gi it started with
+    assert result.summary.changes == 0 and result.summary.migrations == 0
+    assert result.summary.failed_changes > 0
+    assert any("one node (host)" in e and "anti-affinity" in e for e in result.steps[0].events)
+    finance = result.steps[1].vms["finance"]
+    assert "didn't match pod anti-affinity rules" in finance.reason and "failed" in finance.reason
+    assert finance.status == "Warning"  # 2.4Gi of true demand in 1Gi: it pages
+
+
+def test_a_grow_moves_the_vm_and_both_nodes_hold_its_requests_while_it_runs() -> None:
+    # a (1Gi, 100Mi overhead) on n1 with n2 empty; its demand jumps to 3Gi. The guest shows
+    # 1Gi - (24Mi + 20.48Mi) - 32Mi = 947.5Mi used; target = 947.5Mi / 0.8 aligned = 1184Mi (1.15625Gi), plus
+    # headroom 50 % of the 512Mi shrink band = 1440Mi (1.40625Gi). At 1Mi/s, copying 1Gi takes 1024 s, more
+    # than the 900 s step: at the end of step 1 the migration still runs, n1 holds 1Gi + 100Mi and n2
+    # 1440Mi + 100Mi. It ends 124 s into step 2.
+    s = scenario(
+        {"n1": "4Gi", "n2": "4Gi"},
+        [vm("a", "n1")],
+        {"a": ["0.5Gi", "3Gi", "3Gi"]},
+        overhead="100Mi",
+        migration={"bandwidth": "1Mi/s"},
+    )
+    result = simulate(s)
+    step1, step2 = result.steps[1], result.steps[2]
+    assert step1.vms["a"].node == "n1" and step1.vms["a"].assigned == GiB
+    assert step1.vms["a"].migrating_to == "n2"
+    assert step1.nodes["n1"].requested == GiB + 100 * MiB
+    assert step1.nodes["n2"].requested == 1440 * MiB + 100 * MiB
+    (running,) = step1.migrations
+    assert (running.vm, running.source, running.target, running.bytes) == ("a", "n1", "n2", GiB)
+    assert running.state is MigrationState.RUNNING and running.created_at == 900.0
+    assert step2.vms["a"].node == "n2" and step2.vms["a"].moved_from == "n1"
+    assert step2.vms["a"].assigned == 1440 * MiB
+    assert step2.nodes["n1"].requested == 0 and step2.nodes["n2"].requested == 1540 * MiB
+    (done,) = [m for m in step2.migrations if m.state is MigrationState.DONE]
+    assert done.ended_at == 900.0 + 1024.0
+    assert result.summary.migrations == 1 and result.summary.migrated_bytes == GiB
+    assert result.summary.over_capacity_steps == 0
+
+
+def test_every_change_moves_the_vm() -> None:
+    # Two nodes with room: a grows, then shrinks when demand falls; each change is a migration to the
+    # other node, and the JSON says so.
+    s = scenario(
+        {"n1": "8Gi", "n2": "8Gi"},
+        [vm("a", "n1", startup="1Gi")],
+        {"a": ["0.5Gi", "3Gi", "3Gi", "3Gi", "0.3Gi", "0.3Gi"]},
+    )
+    result = simulate(s)
+    document = result.to_json()
+    previous = None
+    steps = document["steps"]
+    assert isinstance(steps, list)
+    for step in steps:
+        a = step["vms"]["a"]
+        if previous is not None and a["assigned"] != previous["assigned"]:
+            assert a["node"] != previous["node"] and a["moved_from"] == previous["node"]
+            (m,) = [m for m in step["migrations"] if m["state"] == "done"]
+            assert (m["vm"], m["from"], m["to"], m["bytes"]) == (
+                "a",
+                previous["node"],
+                a["node"],
+                previous["assigned"],
+            )
+        previous = a
+    assert result.summary.changes == result.summary.migrations >= 3  # up, up again (paging), down
+
+
+def test_limits_per_cluster_and_per_node() -> None:
+    # Four VMs on n1 grow at once; per_cluster 5 but outbound_per_node 2: at most two migrations out of n1 at
+    # a time. 1Gi at 64Mi/s = 16 s each, so the four run in two waves of two (created at 0 s and 16 s).
+    s = scenario(
+        {"n1": "16Gi", "n2": "16Gi", "n3": "16Gi"},
+        [vm(f"v{i}", "n1") for i in range(4)],
+        {f"v{i}": ["0.5Gi", "3Gi"] for i in range(4)},
+        migration={"bandwidth": "64Mi", "outbound_per_node": 2},
+    )
+    result = simulate(s)
+    migrations = result.steps[1].migrations
+    assert len(migrations) == 4 and all(m.state is MigrationState.DONE for m in migrations)
+    assert sorted(m.created_at - 900 for m in migrations) == [0, 0, 16, 16]
+    # per_cluster 1: one at a time, 0, 16, 32, 48 s
+    one = simulate(s.model_copy(update={"migration": s.migration.model_copy(update={"per_cluster": 1})}))
+    assert sorted(m.created_at - 900 for m in one.steps[1].migrations) == [0, 16, 32, 48]
+
+
+def test_no_node_to_go_to_fails_after_the_pending_timeout() -> None:
+    # a (2Gi) on n1 (4Gi) grows; n2 (2Gi) holds b (2Gi): no room for a target anywhere. The change fails
+    # after 5m, a keeps 2Gi on n1, counted once per attempt.
+    s = scenario(
+        {"n1": "4Gi", "n2": "2Gi"},
+        [vm("a", "n1", startup="2Gi"), vm("b", "n2", startup="2Gi", maximum="2Gi")],
+        {"a": ["1Gi", "3.5Gi"], "b": ["1Gi", "1Gi"]},
+    )
+    result = simulate(s)
+    step = result.steps[1]
+    assert step.vms["a"].node == "n1" and step.vms["a"].assigned == 2 * GiB
+    (failed,) = step.migrations
+    assert failed.state is MigrationState.FAILED and failed.target is None
+    assert failed.ended_at == 900.0 + 300.0
+    assert "1 Insufficient memory" in failed.reason and "anti-affinity" in failed.reason
+    assert result.summary.failed_changes == 1 and result.summary.changes == 0
+
+
+def _naming(target: str) -> Policy:
+    def plan(node: NodeState, config: BalanceConfig, now: float) -> NodePlan:
+        out = plan_node(node, config, now)
+        decisions = tuple(
+            replace(d, target_node=target) if d.assigned != d.current else d for d in out.decisions
+        )
+        return replace(out, decisions=decisions)
+
+    return plan
+
+
+def test_a_policy_may_name_the_target_node() -> None:
+    # The scheduler would pick n2 (least allocated: empty); the policy names n3, and the VM goes there.
+    s = scenario(
+        {"n1": "8Gi", "n2": "8Gi", "n3": "8Gi"},
+        [vm("a", "n1"), vm("b", "n3")],
+        {"a": ["0.5Gi", "3Gi"], "b": ["0.5Gi", "0.5Gi"]},
+    )
+    config = BalanceConfig(step_s=900)
+    assert simulate(s).steps[1].vms["a"].node == "n2"
+    named = simulate_kubevirt(s, "named", config, DEFAULT_GUEST, _naming("n3"))
+    assert named.steps[1].vms["a"].node == "n3"
+    # A named node without room: the target pod stays pending (addedNodeSelector), fails after the timeout.
+    small = scenario(
+        {"n1": "8Gi", "n2": "8Gi", "n3": "1Gi"},
+        [vm("a", "n1")],
+        {"a": ["0.5Gi", "3Gi"]},
+    )
+    stuck = simulate_kubevirt(small, "named", config, DEFAULT_GUEST, _naming("n3"))
+    assert stuck.steps[1].vms["a"].node == "n1" and stuck.summary.failed_changes == 1
+    assert "didn't match Pod's node affinity/selector" in stuck.steps[1].migrations[0].reason
+
+
+def test_shrink_below_boot_is_refused() -> None:
+    # A policy that asks for less than the VM booted with: KubeVirt sets RestartRequired, nothing moves.
+    def shrink(node: NodeState, config: BalanceConfig, now: float) -> NodePlan:
+        out = plan_node(node, config, now)
+        return replace(out, decisions=tuple(replace(d, assigned=d.current // 2) for d in out.decisions))
+
+    s = scenario({"n1": "8Gi", "n2": "8Gi"}, [vm("a", "n1", startup="2Gi")], {"a": ["0.5Gi", "0.5Gi"]})
+    result = simulate_kubevirt(s, "shrink", BalanceConfig(), DEFAULT_GUEST, shrink)
+    assert result.summary.refused_changes == 2 and result.summary.migrations == 0
+    assert "RestartRequired" in result.steps[1].vms["a"].reason
+    assert result.steps[1].vms["a"].assigned == 2 * GiB
+
+
+def test_starts_on_its_node_else_where_the_scheduler_puts_it() -> None:
+    # n1 (3Gi) holds a (2Gi); b (2Gi) prefers n1 but does not fit: the scheduler puts it on n2. c (8Gi) fits
+    # nowhere and stays off, saying why.
+    s = scenario(
+        {"n1": "3Gi", "n2": "4Gi"},
+        [
+            vm("a", "n1", startup="2Gi"),
+            vm("b", "n1", startup="2Gi"),
+            vm("c", "n1", startup="8Gi", maximum="8Gi"),
+        ],
+        {"a": ["1Gi"], "b": ["1Gi"], "c": ["1Gi"]},
+    )
+    step = simulate(s).steps[0]
+    assert (step.vms["a"].node, step.vms["b"].node) == ("n1", "n2")
+    assert step.vms["c"].status == "Off" and "Insufficient memory" in step.vms["c"].reason
+
+
+def test_the_policy_sees_only_what_the_guest_shows() -> None:
+    # a's true demand is 3Gi in a 1Gi guest: the policy is given 947.5Mi, the score counts 2Gi unmet.
+    s = scenario({"n1": "8Gi"}, [vm("a", "n1")], {"a": ["3Gi"]})
+    result = simulate(s)
+    a = result.steps[0].vms["a"]
+    assert a.seen == DEFAULT_GUEST.observe(3 * GiB, GiB).used == a.observed < GiB
+    assert result.summary.unmet_demand == pytest.approx(2.0)
+
+
+def test_cli_model_flag_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "step: 15m\nnodes: [{name: n1, memory: 8Gi}, {name: n2, memory: 8Gi}]\noverhead: 64Mi\n"
+        "vms: [{name: a, node: n1, startup: 1Gi, maximum: 4Gi}]\ndemand: {a: [0.5Gi, 3Gi]}\n"
+    )
+    out = tmp_path / "two.json"
+    assert cli_main(["simulate", str(path), "--json", str(out), "--plot", str(tmp_path / "two.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "model kubevirt" in printed and "n1 -> n2" in printed and "live migrations" in printed
+    document = json.loads(out.read_text())
+    assert document["model"] == "kubevirt"
+    step = document["steps"][1]
+    assert set(step["vms"]["a"]) >= {"node", "demand", "observed", "assigned", "status", "reason"}
+    assert set(step["nodes"]["n2"]) >= {"memory", "requested", "used"}
+    assert step["migrations"][0]["state"] == "done" and step["migrations"][0]["to"] == "n2"
+    assert {"migrations", "migrated_bytes", "failed_changes"} <= set(document["summary"])
+    assert cli_main(["simulate", str(path), "--model", "hyperv", "--quiet"]) == 0
+    assert "model hyperv" in capsys.readouterr().out
+
+
+# Invariants under random clusters (hypothesis): whatever the numbers, KubeVirt's rules hold at every step.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> tuple[Scenario, str]:
+    node_count = draw(st.integers(1, 4))
+    nodes = {f"n{i}": f"{draw(st.integers(4, 32)) * 512}Mi" for i in range(node_count)}
+    steps = draw(st.integers(2, 6))
+    vms: list[dict[str, object]] = []
+    demand: dict[str, list[str | None]] = {}
+    for i in range(draw(st.integers(1, 6))):
+        startup = draw(st.integers(2, 8)) * 512
+        maximum = startup * draw(st.integers(1, 4))
+        vms.append(vm(f"v{i}", f"n{draw(st.integers(0, node_count - 1))}", f"{startup}Mi", f"{maximum}Mi"))
+        demand[f"v{i}"] = [
+            draw(st.one_of(st.none(), st.integers(1, 12 * 1024).map(lambda m: f"{m}Mi")))
+            for _ in range(steps)
+        ]
+    migration = {
+        "bandwidth": f"{draw(st.sampled_from([1, 8, 64, 1024, 4096]))}Mi",
+        "per_cluster": draw(st.integers(1, 5)),
+        "outbound_per_node": draw(st.integers(1, 3)),
+        "pending_timeout": f"{draw(st.sampled_from([10, 60, 300, 1200]))}s",
+    }
+    s = scenario(
+        nodes,
+        vms,
+        demand,
+        step=draw(st.sampled_from(["1m", "5m", "15m"])),
+        overhead=f"{draw(st.integers(0, 300))}Mi" if draw(st.booleans()) else 0,
+        migration=migration,
+    )
+    return s, draw(st.sampled_from(["dynamem", "oracle", "proxmox", "xen"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(clusters())
+def test_kubevirt_rules_hold_at_every_step(case: tuple[Scenario, str]) -> None:
+    s, policy = case
+    result = simulate(s, policy)
+    overhead = s.overhead
+    limits = s.migration
+    seen: dict[tuple[str, float], tuple[str, float | None]] = {}
+    previous = None
+    for step in result.steps:
+        # Requests: never above a node's memory, and exactly every launcher pod on it.
+        expected = {name: 0 for name in step.nodes}
+        for v in step.vms.values():
+            if v.status != "Off":
+                expected[v.node] += v.assigned + overhead
+                assert v.observed is not None and v.observed <= v.assigned  # a guest shows at most its size
+        for m in step.migrations:
+            if m.state is MigrationState.RUNNING and m.target is not None:
+                expected[m.target] += m.size_to + overhead
+            # Keep the latest record of each migration (a running one ends in a later step).
+            seen[(m.vm, m.created_at)] = (m.source, m.ended_at)
+            assert m.target != m.source
+        for name, node in step.nodes.items():
+            assert node.requested == expected[name], name
+            assert node.requested <= node.peak_requested <= node.memory, name
+        # Every change is a move; a one-node cluster changes nothing.
+        if previous is not None:
+            for name, v in step.vms.items():
+                before = previous.vms[name]
+                if v.status != "Off" and before.status != "Off" and v.assigned != before.assigned:
+                    assert v.moved_from is not None and v.moved_from != v.node
+                    assert len(s.nodes) > 1
+        previous = step
+    assert result.summary.over_capacity_steps == 0
+    # In flight at once (from target pod creation to the end): within KubeVirt's limits at every start.
+    spans = [(created, ended, source) for (_, created), (source, ended) in seen.items()]
+    for created, _, source in spans:
+        live = [(c, e, src) for c, e, src in spans if c <= created and (e is None or e > created)]
+        assert len(live) <= limits.per_cluster
+        assert sum(1 for _, _, src in live if src == source) <= limits.outbound_per_node
+
+
+def test_every_generated_scenario_has_two_or_more_nodes(workday_path: str) -> None:
+    # On KubeVirt a change needs another node: the generator's scenarios (and the files it wrote) have two or
+    # more, and it refuses fewer. Only the seed's own workday keeps its single host (for --model hyperv).
+    import importlib.util
+
+    folder = Path(workday_path).parent
+    spec = importlib.util.spec_from_file_location("generate", folder / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for name in generate.SHAPES:
+        assert len(generate.generate(name, seed=1)["nodes"]) >= 2
+        assert len(load_scenario(folder / f"{name}.yaml").nodes) >= 2
+    with pytest.raises(ValueError, match="nodes: 1"):
+        generate.generate("office", seed=1, nodes=1)
+    assert len(load_scenario(folder / "workday-2nodes.yaml").nodes) == 2
