@@ -361,6 +361,26 @@ class Guest:
             args += ["-incoming", incoming]
         return args
 
+    @staticmethod
+    def _connect_qmp(process: subprocess.Popen[bytes], qmp_path: Path) -> QEMUMonitorProtocol:
+        deadline = time.monotonic() + 10
+        while not qmp_path.exists():
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise GuestError(f"QEMU exited with {process.returncode}: {stderr.strip()}")
+            if time.monotonic() > deadline:
+                raise GuestError("QEMU did not open its QMP socket within 10 s")
+            time.sleep(0.02)
+        while True:  # the socket file appears when QEMU binds it, a moment before it listens
+            qmp = QEMUMonitorProtocol(str(qmp_path))
+            try:
+                qmp.connect()
+                return qmp
+            except ConnectError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise GuestError(f"cannot connect to QEMU's QMP socket {qmp_path}") from None
+                time.sleep(0.05)
+
     def _launch(self, name: str, incoming: str | None = None) -> _Qemu:
         command = self._command_line(name, incoming)
         process = subprocess.Popen(
@@ -371,26 +391,12 @@ class Guest:
             # Linux ties the parent-death signal to the thread that forks: only the main thread's children.
             preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
-        qmp_path = self.workdir / f"{name}.qmp"
-        deadline = time.monotonic() + 10
-        while not qmp_path.exists():
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise GuestError(f"QEMU exited with {process.returncode}: {stderr.strip()}")
-            if time.monotonic() > deadline:
-                process.kill()
-                raise GuestError("QEMU did not open its QMP socket within 10 s")
-            time.sleep(0.02)
-        while True:  # the socket file appears when QEMU binds it, a moment before it listens
-            qmp = QEMUMonitorProtocol(str(qmp_path))
-            try:
-                qmp.connect()
-                break
-            except ConnectError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    raise GuestError(f"cannot connect to QEMU's QMP socket {qmp_path}") from None
-                time.sleep(0.05)
+        try:
+            qmp = self._connect_qmp(process, self.workdir / f"{name}.qmp")
+        except BaseException:  # whatever went wrong, this QEMU does not outlive it
+            process.kill()
+            process.wait(timeout=10)
+            raise
         return _Qemu(process, qmp, self.workdir / f"{name}.control", self.workdir / f"{name}.console")
 
     def start(self) -> Guest:
