@@ -37,11 +37,10 @@ class GuestObservation:
 
     ``size``: guest memory (``memory.guest``); ``available``: MemTotal
     (``kubevirt_vmi_memory_available_bytes``); ``usable``: MemAvailable; ``used = available - usable`` (never
-    above ``size``); ``unused``: MemFree;
-    ``cached``: page cache; ``swap_in_bps``/``swap_out_bps``: swap traffic; ``major_faults_ps``/
-    ``minor_faults_ps``: page faults per second; ``paging``: the guest is short (used at its ceiling and
-    faulting). ``excess``: the true demand the guest cannot hold (0 when it fits); never reported by
-    KubeVirt, kept for scoring.
+    above ``size``); ``unused``: MemFree; ``cached``: page cache; ``swap_in_bps``/``swap_out_bps``: swap
+    traffic; ``major_faults_ps``/``minor_faults_ps``: page faults per second; ``paging``: the guest is short
+    (used at its ceiling and faulting). ``excess``: the true demand the guest cannot hold (0 when it fits);
+    never reported by KubeVirt, kept for scoring.
     """
 
     size: int

@@ -54,6 +54,15 @@ def _keeper_pid() -> int | None:
     return pid if _MODULE.encode() in cmdline and b"keep" in cmdline else None
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def read_state() -> dict[str, Any] | None:
     """The running cluster's state.json (URLs and paths), or None when no cluster is up."""
     if _keeper_pid() is None:
@@ -120,9 +129,11 @@ def down() -> int:
         return 0
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT
-    while _keeper_pid() == pid and time.monotonic() < deadline:
+    # Wait for the process itself, not its pid file: the keeper removes its files before it has stopped
+    # every server, and on a busy machine that gap is seconds.
+    while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _keeper_pid() == pid:
+    if _running(pid):
         # The servers get SIGKILL from the kernel when their keeper dies (PR_SET_PDEATHSIG).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)

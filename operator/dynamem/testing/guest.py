@@ -21,6 +21,7 @@ Nothing is mocked and nothing is skipped: a missing QEMU, kernel, busybox or C c
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import hashlib
 import io
@@ -28,6 +29,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -39,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 __all__ = [
@@ -57,6 +60,7 @@ BUSYBOX = Path("/bin/busybox")
 # The modules the lab's devices need; their dependencies are added, in load order, from modules.dep.
 MODULES = ("virtio_pci", "virtio_balloon", "virtio_mem", "virtio_blk")
 IMAGE_FORMAT = 1  # bump when the image's layout changes, so cached images are rebuilt
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INSTALL_HINT = "run 'make guestlab' (Debian packages qemu-system-x86, linux-image-amd64, busybox-static, gcc)"
 
 
@@ -261,6 +265,12 @@ class BalloonStats:
         )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux kills QEMU when the process that started it dies, however it dies, so
+    no guest outlives a killed test or benchmark."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -351,23 +361,42 @@ class Guest:
             args += ["-incoming", incoming]
         return args
 
-    def _launch(self, name: str, incoming: str | None = None) -> _Qemu:
-        command = self._command_line(name, incoming)
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        qmp_path = self.workdir / f"{name}.qmp"
+    @staticmethod
+    def _connect_qmp(process: subprocess.Popen[bytes], qmp_path: Path) -> QEMUMonitorProtocol:
         deadline = time.monotonic() + 10
         while not qmp_path.exists():
             if process.poll() is not None:
                 stderr = process.stderr.read().decode() if process.stderr else ""
                 raise GuestError(f"QEMU exited with {process.returncode}: {stderr.strip()}")
             if time.monotonic() > deadline:
-                process.kill()
                 raise GuestError("QEMU did not open its QMP socket within 10 s")
             time.sleep(0.02)
-        qmp = QEMUMonitorProtocol(str(qmp_path))
-        qmp.connect()
+        while True:  # the socket file appears when QEMU binds it, a moment before it listens
+            qmp = QEMUMonitorProtocol(str(qmp_path))
+            try:
+                qmp.connect()
+                return qmp
+            except ConnectError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise GuestError(f"cannot connect to QEMU's QMP socket {qmp_path}") from None
+                time.sleep(0.05)
+
+    def _launch(self, name: str, incoming: str | None = None) -> _Qemu:
+        command = self._command_line(name, incoming)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            # Linux ties the parent-death signal to the thread that forks: only the main thread's children.
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+        )
+        try:
+            qmp = self._connect_qmp(process, self.workdir / f"{name}.qmp")
+        except BaseException:  # whatever went wrong, this QEMU does not outlive it
+            process.kill()
+            process.wait(timeout=10)
+            raise
         return _Qemu(process, qmp, self.workdir / f"{name}.control", self.workdir / f"{name}.console")
 
     def start(self) -> Guest:
