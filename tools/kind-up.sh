@@ -72,7 +72,7 @@ kind load docker-image "$IMAGE" --name "$CLUSTER"
 log "installing dynamem (CRDs first, then manifests/kind)"
 k apply --server-side -k "$ROOT/crds"
 k wait --for=condition=Established --timeout=60s \
-    crd/virtualmachinememories.dynamem.io crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
+    crd/virtualmachinememories.dynamem.io
 k apply --server-side -k "$ROOT/manifests/kind"
 # A rebuilt dynamem:dev keeps its tag: restart so the pods pick the new image up.
 k -n dynamem-system rollout restart deployment/dynamem

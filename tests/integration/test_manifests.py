@@ -558,8 +558,8 @@ def test_acting_as_the_service_account(
 
 
 def test_install_on_an_empty_cluster(tmp_path: Path) -> None:
-    """One `kubectl apply -k manifests/` installs everything on an empty cluster: the CRDs come with it, and no
-    custom resource of ours is in the install since leadership is a Lease. Applying again is harmless."""
+    """One `kubectl apply -k manifests/` installs everything on an empty cluster: the CRDs come with it, and
+    no custom resource of ours is in the install since leadership is a Lease. Applying again is harmless."""
     empty = tmp_path / "no-crds"
     empty.mkdir()
     with ControlPlane(crd_dir=empty, kubevirt_crds=False) as fresh:
