@@ -295,6 +295,11 @@ class Balancer:
         Changes written but whose migration is not made yet count in the budget as in flight.
         """
         state = snapshot.cluster
+        for key, placement in list(self.placements.items()):  # carried out or gone since the last round
+            item = snapshot.managed.get(key)
+            step = step_of(placement, item.vmi if item is not None else None, snapshot.migrations)
+            if step in {Step.DONE, Step.GONE}:
+                del self.placements[key]
         migrating = {m.vm for m in state.in_flight}
         waiting = tuple(
             InFlight(vm=str(key), source=p.source, target=p.target)

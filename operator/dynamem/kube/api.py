@@ -227,6 +227,26 @@ class KubeApi:
         )
         return str(cast(Mapping[str, Any], created).get("metadata", {}).get("name") or "")
 
+    async def parallel_migrations_per_cluster(self) -> int | None:
+        """The KubeVirt CR's ``spec.configuration.migrations.parallelMigrationsPerCluster``, when readable.
+
+        None when there is no KubeVirt CR (or no CRD), the operator may not read it, or the field is unset
+        (KubeVirt's default, 5: ``pkg/virt-config/virt-config.go``, ``ParallelMigrationsPerClusterDefault``).
+        """
+        try:
+            listed = await self.custom.list_cluster_custom_object(
+                *KUBEVIRT, plural="kubevirts", _request_timeout=REQUEST_TIMEOUT_S
+            )
+        except ApiException:
+            return None
+        for item in cast(Mapping[str, Any], listed).get("items") or []:
+            value = (((item.get("spec") or {}).get("configuration") or {}).get("migrations") or {}).get(
+                "parallelMigrationsPerCluster"
+            )
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self._retrying(
             lambda: self.custom.patch_namespaced_custom_object_status(
