@@ -7,14 +7,17 @@ terminating pod (a migration's source launcher on its way out) still takes its r
 target pod takes its requests from the moment it is bound. Pods that have finished (Succeeded or Failed) are
 not counted (``NodeInfo`` drops them when the pod informer removes them; the scheduler's cache skips them).
 A running VMI whose launcher pod is not in the view is counted at its guest memory plus overhead, as its pod
-would request. A configurable ``reserve`` is kept back from every node.
+would request. A configurable ``reserve`` is kept back from every node; a cordoned node has no room (the
+scheduler's ``NodeUnschedulable`` filter). Taints are not read: a target the scheduler then refuses stays
+Pending, KubeVirt fails the migration after its pending timeout, and the balancer takes the change back.
 
 Each running VM dynamem may change becomes a :class:`ClusterVm` carrying what its guest shows (used, usable,
 available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals`), its launcher request
 (guest + overhead), and what it is doing: a VM held for any reason (a hold, a blocked precondition, a change
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
 not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
-(not yet against their ``hugepages-*`` resource).
+(not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
+Paging signals sampled at another size than the VM has now (the scrape before its last change) are dropped.
 """
 
 from __future__ import annotations
@@ -23,12 +26,30 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from dynamem.controller.migrations import MigrationView
-from dynamem.controller.ports import DemandReading
+from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.kube.objects import ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
-__all__ = ["cluster_state", "node_requests"]
+__all__ = ["cluster_state", "fresh_signals", "node_requests"]
+
+# MemTotal is the guest's size less what its kernel keeps (a few percent): a sample whose MemTotal is
+# under this share of the size the VMI has now was taken at another size.
+_SAME_SIZE_PERCENT = 90
+
+
+def fresh_signals(signals: GuestSignals, size: int) -> GuestSignals:
+    """The signals, without the paging ones when they were taken at another size than ``size``.
+
+    Right after a change (a migration), the last scrape may still be of the guest before it: its MemTotal
+    (``available``) is then not the new size, and its paging (which the change was to end) must not call
+    for another change. MemTotal is never above the size, and under it by the kernel's share only.
+    """
+    if signals.available is None:
+        return signals
+    if signals.available <= size and signals.available * 100 >= size * _SAME_SIZE_PERCENT:
+        return signals
+    return GuestSignals(used_peak=signals.used_peak)
 
 
 def node_requests(
@@ -57,6 +78,8 @@ def cluster_state(
     *,
     nodes: Mapping[str, int],
     requested: Mapping[str, int],
+    cordoned: frozenset[str] = frozenset(),
+    node_labels: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
     states: Mapping[str, list[VmState]],
     vmis: Mapping[ObjectKey, VmiView],
     keys: Mapping[str, ObjectKey],
@@ -68,7 +91,12 @@ def cluster_state(
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key."""
     cluster_nodes = tuple(
-        ClusterNode(name=name, memory=max(0, memory - reserve), requested=requested.get(name, 0))
+        ClusterNode(
+            name=name,
+            memory=max(0, memory - reserve),
+            # a cordoned node takes no new pod (the scheduler's NodeUnschedulable filter): no room
+            requested=max(requested.get(name, 0), memory) if name in cordoned else requested.get(name, 0),
+        )
         for name, memory in sorted(nodes.items())
     )
     vms: list[ClusterVm] = []
@@ -77,7 +105,11 @@ def cluster_state(
             key = keys[state.name]
             vmi = vmis[key]
             overhead = vmi.overhead if vmi.overhead is not None else default_overhead
-            signals = demand.signals_of(key)
+            signals = fresh_signals(demand.signals_of(key), state.assigned)
+            allowed = None
+            if vmi.node_selector:
+                labels = node_labels or {}
+                allowed = frozenset(n for n in nodes if set(vmi.node_selector) <= set(labels.get(n, ())))
             vms.append(
                 ClusterVm(
                     name=state.name,
@@ -96,6 +128,7 @@ def cluster_state(
                     in_flight_to=state.in_flight_to,
                     last_change_at=state.last_change_at,
                     last_failed_at=vmi.failed_migration_at,
+                    allowed_nodes=allowed,
                 )
             )
     in_flight = tuple(

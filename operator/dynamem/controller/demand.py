@@ -62,13 +62,20 @@ def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
             "max by (namespace, name) (max_over_time("
             f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{window}:]))"
         ),
-        "swap_in_bps": (
-            f"max by (namespace, name) (rate(kubevirt_vmi_memory_swap_in_traffic_bytes[{RATE_WINDOW}]))"
-        ),
-        "major_faults_ps": (
-            f"max by (namespace, name) (rate(kubevirt_vmi_memory_pgmajfault_total[{RATE_WINDOW}]))"
-        ),
+        "swap_in_bps": _fresh_rate("kubevirt_vmi_memory_swap_in_traffic_bytes"),
+        "major_faults_ps": _fresh_rate("kubevirt_vmi_memory_pgmajfault_total"),
     }
+
+
+def _fresh_rate(series: str) -> str:
+    """The rate of ``series`` per VM, from series still scraped now only.
+
+    virt-handler's series carry the node: after a migration (every change is one) the source's series ends,
+    but its samples stay in a range window for its length, and its rate (paging before the change) would
+    keep the VM "paging" at its new size. ``and series`` keeps the series with a sample now (an ended one
+    is marked stale at the first scrape without it).
+    """
+    return f"max by (namespace, name) (rate({series}[{RATE_WINDOW}]) and {series})"
 
 
 class _Sample(BaseModel):

@@ -395,6 +395,8 @@ def build_snapshot(
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
+        cordoned=frozenset(name for name, node in node_views.items() if not node.schedulable),
+        node_labels={name: node.labels for name, node in node_views.items()},
         states=states,
         vmis=vmis,
         keys=vm_keys,

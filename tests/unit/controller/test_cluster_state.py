@@ -100,3 +100,36 @@ def test_unfinished_migrations_are_in_flight_from_their_vmis_node() -> None:
     assert cluster.in_flight == (InFlight(vm=f"{NS}/sales", source="host", target=None),)
     sales = next(vm for vm in cluster.vms if vm.name == f"{NS}/sales")
     assert sales.in_flight_to == 2 * GI  # the plan holds it where and as it is
+
+
+def test_a_cordoned_node_has_no_room() -> None:
+    cordoned = make_node_body("b", allocatable="8Gi")
+    cordoned.setdefault("spec", {})["unschedulable"] = True
+    seen = observed(nodes=[make_node_body("host", allocatable="8Gi"), cordoned])
+    nodes = build_snapshot(seen, DemandReading()).cluster.nodes
+    assert nodes == (ClusterNode("b", 8 * GI, 8 * GI), ClusterNode("host", 8 * GI, 0))
+
+
+def test_paging_sampled_at_another_size_is_dropped() -> None:
+    from dynamem.controller.cluster_state import fresh_signals
+
+    paging = GuestSignals(available=GI - 40 * MI, usable=10 * MI, used_peak=900 * MI, swap_in_bps=3e6)
+    assert fresh_signals(paging, GI) == paging  # MemTotal a little under the size: the same guest
+    # the last scrape is of the 1Gi guest, the VM has 1920Mi since its migration: no call for another grow
+    assert fresh_signals(paging, 1920 * MI) == GuestSignals(used_peak=900 * MI)
+    assert fresh_signals(paging, 512 * MI) == GuestSignals(used_peak=900 * MI)  # MemTotal above the size
+
+
+def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
+    vmi = make_vmi_body("finance")
+    vmi["spec"]["nodeSelector"] = {"dynamem.io/pool": "mine"}
+    mine = make_node_body("b", allocatable="8Gi")
+    mine["metadata"]["labels"] = {"dynamem.io/pool": "mine", "kubernetes.io/hostname": "b"}
+    seen = observed(
+        vmms=[make_vmm_body("finance")],
+        vms=[make_vm_body("finance")],
+        vmis=[vmi],
+        nodes=[make_node_body("host", allocatable="8Gi"), mine, make_node_body("other", allocatable="8Gi")],
+    )
+    (finance,) = build_snapshot(seen, DemandReading()).cluster.vms
+    assert finance.allowed_nodes == frozenset({"b"})

@@ -189,6 +189,8 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
     assert "[1800s:]" in queries["used_peak"]
     assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
     assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
+    # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
+    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes)")
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=success(*answers[request.url.params["query"]]))
