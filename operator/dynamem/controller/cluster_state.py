@@ -17,7 +17,8 @@ available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
 not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
 (not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
-Paging signals sampled at another size than the VM has now (the scrape before its last change) are dropped.
+A VM whose last sample was taken at another size than it has now (the scrape before its last change) has
+unknown demand: the plan holds it until a sample of its new size comes.
 """
 
 from __future__ import annotations
@@ -31,25 +32,27 @@ from dynamem.kube.objects import ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
-__all__ = ["cluster_state", "fresh_signals", "node_requests"]
+__all__ = ["cluster_state", "node_requests", "sampled_at"]
 
-# MemTotal is the guest's size less what its kernel keeps (a few percent): a sample whose MemTotal is
-# under this share of the size the VMI has now was taken at another size.
-_SAME_SIZE_PERCENT = 90
+# MemTotal is the guest's size less what its kernel keeps: about 110Mi plus 1.7 % in the guests fitted to
+# real ones (dynamem.sim.guest), 12.5 % of a 1Gi guest. A sample whose MemTotal is further under the size the
+# VMI has now than this allowance was taken at another size (every change moves at least the dead band).
+_KERNEL_ALLOWANCE_BYTES = 128 * 1024 * 1024
+_KERNEL_ALLOWANCE_PERCENT = 5
 
 
-def fresh_signals(signals: GuestSignals, size: int) -> GuestSignals:
-    """The signals, without the paging ones when they were taken at another size than ``size``.
+def sampled_at(signals: GuestSignals, size: int) -> bool:
+    """Whether the guest's last sample was taken at ``size`` (unknown MemTotal: assumed so).
 
     Right after a change (a migration), the last scrape may still be of the guest before it: its MemTotal
-    (``available``) is then not the new size, and its paging (which the change was to end) must not call
-    for another change. MemTotal is never above the size, and under it by the kernel's share only.
+    (``available``) is then not the new size, and neither its use (which would call for a shrink back) nor
+    its paging (which the change was to end) says anything of the guest now: the VM is held until a sample
+    of the new size comes. MemTotal is never above the size, and under it by the kernel's share only.
     """
     if signals.available is None:
-        return signals
-    if signals.available <= size and signals.available * 100 >= size * _SAME_SIZE_PERCENT:
-        return signals
-    return GuestSignals(used_peak=signals.used_peak)
+        return True
+    allowance = _KERNEL_ALLOWANCE_BYTES + size * _KERNEL_ALLOWANCE_PERCENT // 100
+    return size - allowance <= signals.available <= size
 
 
 def node_requests(
@@ -105,7 +108,8 @@ def cluster_state(
             key = keys[state.name]
             vmi = vmis[key]
             overhead = vmi.overhead if vmi.overhead is not None else default_overhead
-            signals = fresh_signals(demand.signals_of(key), state.assigned)
+            signals = demand.signals_of(key)
+            used = state.demand if sampled_at(signals, state.assigned) else None
             allowed = None
             if vmi.node_selector:
                 labels = node_labels or {}
@@ -118,7 +122,7 @@ def cluster_state(
                     assigned=state.assigned,
                     request=state.assigned + overhead,
                     boot_memory=state.boot_memory or state.assigned,
-                    used=state.demand,
+                    used=used,
                     available=signals.available,
                     usable=signals.usable,
                     used_peak=signals.used_peak,

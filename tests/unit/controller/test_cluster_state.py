@@ -110,14 +110,17 @@ def test_a_cordoned_node_has_no_room() -> None:
     assert nodes == (ClusterNode("b", 8 * GI, 8 * GI), ClusterNode("host", 8 * GI, 0))
 
 
-def test_paging_sampled_at_another_size_is_dropped() -> None:
-    from dynamem.controller.cluster_state import fresh_signals
+def test_a_sample_taken_at_another_size_says_nothing_of_the_guest_now() -> None:
+    from dynamem.controller.cluster_state import sampled_at
 
-    paging = GuestSignals(available=GI - 40 * MI, usable=10 * MI, used_peak=900 * MI, swap_in_bps=3e6)
-    assert fresh_signals(paging, GI) == paging  # MemTotal a little under the size: the same guest
-    # the last scrape is of the 1Gi guest, the VM has 1920Mi since its migration: no call for another grow
-    assert fresh_signals(paging, 1920 * MI) == GuestSignals(used_peak=900 * MI)
-    assert fresh_signals(paging, 512 * MI) == GuestSignals(used_peak=900 * MI)  # MemTotal above the size
+    # a 1Gi guest fitted to real ones: MemTotal 895Mi (its kernel keeps 128Mi)
+    paging = GuestSignals(available=895 * MI, usable=10 * MI, used_peak=885 * MI, swap_in_bps=3e6)
+    assert sampled_at(paging, GI)
+    assert sampled_at(GuestSignals(), GI)  # MemTotal unknown: taken as it is
+    # the last scrape is of the 1Gi guest, the VM has 1920Mi since its migration: held until a new sample
+    assert not sampled_at(paging, 1920 * MI)
+    assert not sampled_at(paging, GI + 128 * MI)  # the least grow
+    assert not sampled_at(paging, 768 * MI)  # MemTotal above the size
 
 
 def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
