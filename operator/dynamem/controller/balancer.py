@@ -310,9 +310,19 @@ class Balancer:
             state = replace(state, in_flight=(*state.in_flight, *waiting))
         cluster = plan_cluster(state, self.options.balance, now)
         by_name = {d.name: d for d in cluster.decisions}
+        nodes = {n.name: n for n in state.nodes}
         for node in snapshot.nodes:
             mine = tuple(by_name[vm.name] for vm in node.vms if vm.name in by_name)
-            plan = NodePlan(node.name, node.pool, mine, False, cluster.reason)
+            seen = nodes.get(node.name)
+            # requests above the node's memory (VMs started there regardless): reported, and relieved by moves
+            over = seen is not None and seen.requested > seen.memory
+            reason = (
+                f"pod requests {seen.requested >> 20}Mi exceed the node's {seen.memory >> 20}Mi; "
+                f"{cluster.reason}"
+                if over and seen is not None
+                else cluster.reason
+            )
+            plan = NodePlan(node.name, node.pool, mine, over, reason)
             result.plans[node.name] = plan
             for decision in mine:
                 decisions[snapshot.vm_keys[decision.name]] = (decision, plan)
