@@ -42,7 +42,7 @@ def test_buffer_edit_applies_at_the_next_round(make_stack: Callable[..., Stack])
     stack = make_stack("8Gi", {"web": VM_1_4})
     stack.set_demand(web=1.6)
     stack.start_operator()
-    stack.reach({"web": 2})  # 1.6 / (1 - 0.20) = 2 GiB
+    stack.reach({"web": 1.6})  # its demand (paging guests grow multiplicatively, by 1.5)
     stack.patch_vmm("web", {"buffer": 50})
     stack.reach({"web": 3.2}, tolerance=4 * MI)  # 1.6 / (1 - 0.50) = 3.2 GiB, aligned to 2Mi
     assert stack.vmm("web")["status"]["observedGeneration"] == stack.vmm("web")["metadata"]["generation"]
@@ -84,7 +84,7 @@ def test_metrics_outage_holds_memory(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack("8Gi", {"db": VM_1_4})
     stack.set_demand(db=2.4)
     stack.start_operator()
-    size = stack.reach({"db": 3})["db"]
+    size = stack.reach({"db": 2.4})["db"]
     # The guest's use drops while its metrics are gone: dynamem cannot see it, so it must not shrink.
     stack.sim.feed.paused = True
     stack.set_demand(db=0.5)
@@ -106,7 +106,7 @@ def test_deleting_a_vmm_leaves_the_vm_and_never_hangs(
     stack = make_stack("8Gi", {"app": VM_1_4})
     stack.set_demand(app=2.4)
     stack.start_operator()
-    size = stack.reach({"app": 3})["app"]
+    size = stack.reach({"app": 2.4})["app"]
     vmm = stack.vmm("app")
     assert not vmm["metadata"].get("finalizers"), "dynamem must not block deletion"
     custom_objects.delete_namespaced_custom_object(
@@ -124,7 +124,7 @@ def test_changes_are_events_with_reasons(make_stack: Callable[..., Stack]) -> No
     stack = make_stack("8Gi", {"api": VM_1_4})
     stack.set_demand(api=1.6)
     stack.start_operator()
-    stack.reach({"api": 2})
+    stack.reach({"api": 1.6})
     reasons = {e["reason"] for e in stack.events("api")}
     assert "MemoryIncreased" in reasons
     notes = [e["note"] for e in stack.events("api") if e["reason"] == "MemoryIncreased"]

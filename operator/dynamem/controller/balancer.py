@@ -45,7 +45,15 @@ from dynamem.controller.snapshot import (
     stuck,
 )
 from dynamem.controller.status import StatusBook, desired_status
-from dynamem.kube.api import ApiException, FieldConflict, StaleObject, now_rfc3339, parse_rfc3339
+from dynamem.kube.api import (
+    FIELD_MANAGER,
+    FIELD_MANAGER_STOPPED,
+    ApiException,
+    FieldConflict,
+    StaleObject,
+    now_rfc3339,
+    parse_rfc3339,
+)
 from dynamem.kube.objects import ObjectKey, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.cluster import ClusterPlan, InFlight, plan_cluster
@@ -55,6 +63,8 @@ logger = logging.getLogger("dynamem.balancer")
 
 # A VM whose write got no answer (after the client's own retries) waits this long before the next try.
 TRANSIENT_BACKOFF_S = 30.0
+
+OWN_MANAGERS = frozenset({FIELD_MANAGER, FIELD_MANAGER_STOPPED})
 
 # The operator's default policy: the cluster plan. "node-local" is today's per-node plan.
 CLUSTER_POLICY = "dynamem"
@@ -414,16 +424,31 @@ class Balancer:
         guest = to_quantity(change.guest)
         max_guest = to_quantity(change.max_guest) if change.max_guest is not None else None
         version = item.vm.resource_version if item.vm is not None else None
+        force = self.options.force_ownership or take_over(item)
         try:
-            await self.writer.apply_vm_memory(
-                ns,
-                name,
-                guest,
-                max_guest,
-                resource_version=version or None,
-                force=self.options.force_ownership or take_over(item),
-                dry_run=self.options.dry_run,
-            )
+            try:
+                await self.writer.apply_vm_memory(
+                    ns,
+                    name,
+                    guest,
+                    max_guest,
+                    resource_version=version or None,
+                    force=force,
+                    dry_run=self.options.dry_run,
+                )
+            except FieldConflict as exc:
+                if force or not exc.managers or not set(exc.managers) <= OWN_MANAGERS:
+                    raise
+                # dynamem's other manager (running vs stopped) owns memory.guest: its own field, taken over
+                await self.writer.apply_vm_memory(
+                    ns,
+                    name,
+                    guest,
+                    max_guest,
+                    resource_version=version or None,
+                    force=True,
+                    dry_run=self.options.dry_run,
+                )
         except NotLeading:
             raise
         except StaleObject:
