@@ -182,6 +182,8 @@ class Balancer:
             default_overhead=self.options.default_overhead,
             held=held,
             force_ownership=self.options.force_ownership,
+            now=now,
+            shrink_window_s=self.options.balance.shrink_window_s,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

@@ -17,8 +17,10 @@ available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
 not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
 (not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
-A VM whose last sample was taken at another size than it has now (the scrape before its last change) has
-unknown demand: the plan holds it until a sample of its new size comes.
+A VM changed less than the shrink window ago is not shrunk for idleness (its peak is taken as its size): its
+use at this size has not stayed low for a window yet. A VM whose last sample was taken at another size than
+it has now (the scrape before its last change) has unknown demand: the plan holds it until a sample of its
+new size comes.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def cluster_state(
     demand: DemandReading,
     reserve: int,
     default_overhead: int,
+    now: float | None = None,
+    shrink_window_s: float = 3600.0,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key."""
@@ -110,6 +114,11 @@ def cluster_state(
             overhead = vmi.overhead if vmi.overhead is not None else default_overhead
             signals = demand.signals_of(key)
             used = state.demand if sampled_at(signals, state.assigned) else None
+            peak = signals.used_peak
+            changed = state.last_change_at
+            if now is not None and changed is not None and now - changed < shrink_window_s:
+                # at this size for less than the window: its use has not stayed low for a window yet
+                peak = max(peak or 0, state.assigned)
             allowed = None
             if vmi.node_selector:
                 labels = node_labels or {}
@@ -125,7 +134,7 @@ def cluster_state(
                     used=used,
                     available=signals.available,
                     usable=signals.usable,
-                    used_peak=signals.used_peak,
+                    used_peak=peak,
                     swap_in_bps=signals.swap_in_bps,
                     major_faults_ps=signals.major_faults_ps,
                     hugepage=state.hugepage,

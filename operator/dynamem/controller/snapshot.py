@@ -317,6 +317,8 @@ def build_snapshot(
     default_overhead: int = 0,
     held: Mapping[ObjectKey, str] | None = None,
     force_ownership: bool = False,
+    now: float | None = None,
+    shrink_window_s: float = 3600.0,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -404,6 +406,8 @@ def build_snapshot(
         demand=demand,
         reserve=reserve,
         default_overhead=default_overhead,
+        now=now,
+        shrink_window_s=shrink_window_s,
     )
     return Snapshot(
         nodes,
