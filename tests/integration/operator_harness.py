@@ -242,3 +242,24 @@ class Stack:
             raise AssertionError(
                 f"not converged to {dict(expected)}: has {[(n, self.has(n)) for n in expected]}\n{logs}"
             ) from None
+
+    def reach(
+        self, at_least: Mapping[str, float], timeout: float = 120.0, tolerance: int = MI
+    ) -> dict[str, int]:
+        """Wait until every named guest has at least the given GiB and what dynamem asked for, checking
+        KubeVirt's invariants on the way; returns what each has. The cluster plan grows a paging guest
+        multiplicatively (its demand is unknown while it pages), so it may end above its demand's size."""
+
+        def check() -> dict[str, int] | None:
+            self.check_kubevirt_invariants()
+            has = {n: self.has(n) or 0 for n in at_least}
+            done = all(has[n] >= at_least[n] * GI - tolerance and self.guest(n) == has[n] for n in at_least)
+            return has if done else None
+
+        try:
+            return wait_until(f"at least {dict(at_least)}", check, timeout=timeout, every=0.3)
+        except AssertionError:
+            logs = self.operator.logs()[-4000:] if self.operator else ""
+            raise AssertionError(
+                f"not reached {dict(at_least)}: has {[(n, self.has(n)) for n in at_least]}\n{logs}"
+            ) from None

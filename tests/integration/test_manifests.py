@@ -291,6 +291,8 @@ ALLOWED = [
     ("list", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),
     ("watch", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),
     ("get", "kubevirt.io", "virtualmachineinstancemigrations", "", "m"),
+    ("create", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),  # pinned to the plan's node
+    ("list", "kubevirt.io", "kubevirts", "", ""),
     ("list", "", "pods", "", ""),
     ("watch", "", "pods", "", ""),
     ("create", "events.k8s.io", "events", "", ""),
@@ -316,7 +318,8 @@ DENIED = [
     ("create", "kubevirt.io", "virtualmachines", "", ""),
     ("delete", "kubevirt.io", "virtualmachines", "", "vm"),
     ("update", "kubevirt.io", "virtualmachines", "", "vm"),
-    ("create", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),
+    ("delete", "kubevirt.io", "virtualmachineinstancemigrations", "", "m"),
+    ("patch", "kubevirt.io", "kubevirts", "", "kubevirt"),
     ("patch", "", "pods", "", "any"),
     ("delete", "", "pods", "", "any"),
     ("create", "", "pods", "", ""),

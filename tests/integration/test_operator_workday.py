@@ -1,9 +1,13 @@
-"""The seed's workday, end to end, as KubeVirt plays it: real kube-apiserver, kube-scheduler and kwok, real
-Prometheus, the KubeVirt v1.7.0 stand-in, and the operator as its own process. The guests' demand is steered
-step by step. The seed's numbers (3/1/2 GiB, then 2/1/3.5/1 GiB) are those of one Hyper-V host resizing in
-place; on KubeVirt every change is a live migration to another node, and a guest shows at most what it has,
-so what is asserted is KubeVirt's invariants (every change a move, launcher requests within each node's
-allocatable memory) and that every VM ends each step near its demand.
+"""The seed's workday, end to end: real kube-apiserver, real Prometheus, the KubeVirt simulator, and the
+operator as its own process. The guests' demand is steered step by step; dynamem must give each VM at least
+its demand (the seed's 2.4/1/1.6 GiB, then 1.6/1/2.8/1 GiB) through live migrations, within KubeVirt's
+invariants.
+
+The guests are fitted to real ones (a 1Gi guest shows at most ~886Mi used): a VM short of memory shows it by
+paging, which the cluster plan (the operator's default) answers by growing it multiplicatively, so a VM may
+end above or below the seed's number (demand plus buffer): a grow for buffer alone must restore a quarter of
+the bytes it migrates; a VM whose use drops keeps its size until its use stayed low for the shrink
+window (an hour), so finance keeps its step-1 size in step 2.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client as k8s_client
 
-from dynamem.kube.objects import GI
+from dynamem.kube.objects import GI, to_quantity
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
 
@@ -40,8 +44,8 @@ def test_seed_workday_ends_each_step_near_demand(stack: Stack) -> None:
 
     # Step 1 (15 minutes later): Finance runs reports, Engineering an analysis job. The seed: 3 and 2 GiB.
     stack.set_demand(finance=2.4, engineering=1.6)
-    stack.settle_near({"finance": 2.4, "sales": 0.5, "engineering": 1.6})
-    assert {vm for vm, *_ in stack.moves} == {"finance", "engineering"}  # sales was never touched
+    step1 = stack.reach({"finance": 2.4, "sales": 1, "engineering": 1.6})
+    assert step1["sales"] == GI  # not paging: never moved
 
     # Step 2 (30 minutes): Service starts with 1 GiB; finance 1.6, engineering 2.8 (the seed: 2 and 3.5 GiB).
     stack.set_demand(finance=1.6, engineering=2.8, service=0.5)
@@ -53,10 +57,16 @@ def test_seed_workday_ends_each_step_near_demand(stack: Stack) -> None:
         "service",
         {"spec": {"runStrategy": "Always"}},
     )
-    stack.settle_near({"finance": 1.6, "sales": 0.5, "engineering": 2.8, "service": 0.5})
-    assert all(source != target for _, source, target, _, _ in stack.moves)
+    step2 = stack.reach({"finance": 1.6, "sales": 1, "engineering": 2.8, "service": 1})
+    assert step2["finance"] == step1["finance"]  # use stayed low for less than the window: no shrink yet
 
-    status = stack.vmm("engineering")["status"]
+    status = wait_until(
+        "engineering's status at its size",
+        lambda: (
+            (s := stack.vmm("engineering")["status"])["assigned"] == to_quantity(step2["engineering"]) and s
+        ),
+        timeout=15,
+    )
     assert status["memoryStatus"] == "OK"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True",
@@ -76,7 +86,7 @@ def test_seed_workday_ends_each_step_near_demand(stack: Stack) -> None:
 def test_vm_stop_resets_startup_and_max_guest(stack: Stack) -> None:
     stack.set_demand(finance=2.4, sales=0.5, engineering=0.5)
     stack.start_operator()
-    stack.converge({"finance": 3, "sales": 1, "engineering": 1})
+    stack.reach({"finance": 2.4, "sales": 1, "engineering": 1})
     stack.custom.patch_namespaced_custom_object(
         "kubevirt.io",
         "v1",
@@ -104,7 +114,7 @@ def test_vm_without_vmm_is_never_touched(stack: Stack, custom_objects: k8s_clien
     )
     stack.set_demand(finance=2.4, sales=3.0, engineering=0.5)
     stack.start_operator()
-    stack.converge({"finance": 3, "engineering": 1})
+    stack.reach({"finance": 2.4, "engineering": 1})
     assert stack.guest("sales") == 1 * GI
     fields = stack.vm("sales")["metadata"].get("managedFields", [])
     assert all(m["manager"] != "dynamem" for m in fields)

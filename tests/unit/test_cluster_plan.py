@@ -226,3 +226,23 @@ def test_the_policies_on_the_kubevirt_model() -> None:
         "descheduler",
         "oracle",
     ]
+
+
+def test_a_change_goes_only_to_a_node_the_vm_may_run_on() -> None:
+    from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, plan_cluster
+    from dynamem.policy.model import BalanceConfig, GiB, VmLimits
+
+    vm = ClusterVm(
+        name="web",
+        node="a",
+        limits=VmLimits(minimum=GiB, startup=GiB, maximum=4 * GiB, buffer=20, priority=50),
+        assigned=GiB,
+        request=GiB,
+        boot_memory=GiB,
+        used=None,
+        demand=2 * GiB,
+        allowed_nodes=frozenset({"c"}),
+    )
+    nodes = (ClusterNode("a", 8 * GiB, GiB), ClusterNode("b", 16 * GiB, 0), ClusterNode("c", 8 * GiB, 0))
+    (decision,) = plan_cluster(ClusterState(nodes, (vm,)), BalanceConfig(), 0.0).decisions
+    assert decision.target_node == "c"  # b has more room, but the VM's nodeSelector rules it out

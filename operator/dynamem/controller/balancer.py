@@ -1,4 +1,10 @@
-"""One balancing round: observe, plan every node with the policy, act, report.
+"""One balancing round: observe, plan with the policy, act, report.
+
+dynamem's policy plans the whole cluster at once (:func:`dynamem.policy.cluster.plan_cluster`): sizes and,
+for every change, the node to run the VM on; a change is carried out as KubeVirt carries any memory change,
+by a live migration, which dynamem makes itself, pinned to that node (:mod:`dynamem.controller.placement`).
+``--policy node-local`` keeps the per-node plan (:func:`dynamem.policy.plan_node`), whose migrations the
+workload-updater makes and the scheduler places; the other policies are per-node peers.
 
 The round is level-triggered: it recomputes everything from what is observed now and writes only what
 differs, so a round over a settled cluster makes no API writes at all. Acting follows KubeVirt's rules
@@ -26,6 +32,7 @@ from typing import Any
 
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
+from dynamem.controller.placement import Placement, Step, step_of
 from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
     Hold,
@@ -38,15 +45,31 @@ from dynamem.controller.snapshot import (
     stuck,
 )
 from dynamem.controller.status import StatusBook, desired_status
-from dynamem.kube.api import ApiException, FieldConflict, StaleObject, now_rfc3339, parse_rfc3339
+from dynamem.kube.api import (
+    FIELD_MANAGER,
+    FIELD_MANAGER_STOPPED,
+    ApiException,
+    FieldConflict,
+    StaleObject,
+    now_rfc3339,
+    parse_rfc3339,
+)
 from dynamem.kube.objects import ObjectKey, to_quantity
 from dynamem.policy import POLICIES
+from dynamem.policy.cluster import ClusterPlan, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
 
 logger = logging.getLogger("dynamem.balancer")
 
 # A VM whose write got no answer (after the client's own retries) waits this long before the next try.
 TRANSIENT_BACKOFF_S = 30.0
+
+OWN_MANAGERS = frozenset({FIELD_MANAGER, FIELD_MANAGER_STOPPED})
+
+# The operator's default policy: the cluster plan. "node-local" is today's per-node plan.
+CLUSTER_POLICY = "dynamem"
+NODE_LOCAL_POLICY = "node-local"
+OPERATOR_POLICIES = (*sorted(POLICIES), NODE_LOCAL_POLICY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +94,7 @@ class RoundResult:
     deferred: int = 0
     stale: int = 0  # writes refused because the VM changed since the view
     api_errors: int = 0  # writes that got no answer: the loop LISTs afresh
+    migrations_created: int = 0  # dynamem's own migrations, pinned to the node its plan chose
     duration_s: float = 0.0
     snapshot: Snapshot | None = None
 
@@ -89,6 +113,7 @@ class MemoryChange:
     reason: str
     previous: int | None
     revert: bool = False  # taking back a request KubeVirt did not carry out
+    target_node: str | None = None  # the node the plan chose: dynamem makes the migration there
 
 
 def grows_that_fit(plan: NodePlan, snapshot: Snapshot) -> tuple[list[VmDecision], list[VmDecision]]:
@@ -129,8 +154,8 @@ class Balancer:
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if options.policy not in POLICIES:
-            raise ValueError(f"unknown policy {options.policy!r}; known: {', '.join(sorted(POLICIES))}")
+        if options.policy not in OPERATOR_POLICIES:
+            raise ValueError(f"unknown policy {options.policy!r}; known: {', '.join(OPERATOR_POLICIES)}")
         self.writer = writer
         self.demand = demand
         self.options = options
@@ -140,6 +165,7 @@ class Balancer:
         self.planned: dict[ObjectKey, int] = {}  # dry run: the last change reported per VM
         self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # transient failures: held until, and why
         self.conflicts: dict[ObjectKey, tuple[str, ...]] = {}  # owners named by the API server's conflict
+        self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -156,27 +182,22 @@ class Balancer:
             default_overhead=self.options.default_overhead,
             held=held,
             force_ownership=self.options.force_ownership,
+            now=now,
+            shrink_window_s=self.options.balance.shrink_window_s,
         )
-        policy = POLICIES[self.options.policy]
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []
+        moves: list[MemoryChange] = []
         decisions: dict[ObjectKey, tuple[VmDecision, NodePlan]] = {}
-        for node in snapshot.nodes:
-            plan = policy(node, self.options.balance, now)
-            result.plans[node.name] = plan
-            for decision in plan.decisions:
-                decisions[snapshot.vm_keys[decision.name]] = (decision, plan)
-            to_make, to_wait = grows_that_fit(plan, snapshot)
-            result.deferred += len(to_wait)
-            for decision in to_wait:
-                decisions[snapshot.vm_keys[decision.name]] = (_deferred(decision), plan)
-            for decision in to_make:
-                item = snapshot.managed[snapshot.vm_keys[decision.name]]
-                changes.append(
-                    MemoryChange(item.key, decision.assigned, None, decision.reason, decision.current)
-                )
+        if self.options.policy == CLUSTER_POLICY:
+            self._plan_cluster(snapshot, now, result, changes, moves, decisions)
+        else:
+            self._plan_nodes(snapshot, now, result, changes, decisions)
         changes.extend(reverts(snapshot, now, self.options.change_deadline_s))
         changes.extend(stopped_resets(snapshot))
+        for change in changes:
+            if change.revert:
+                self.placements.pop(change.key, None)
 
         changed_at: dict[ObjectKey, float] = {}
         holds: dict[ObjectKey, Hold] = {}
@@ -197,6 +218,28 @@ class Balancer:
                 result.stale += 1
             elif outcome is Outcome.FAILED:
                 result.api_errors += 1
+            if outcome is Outcome.WRITTEN and change.target_node and not self.options.dry_run:
+                self.placements[change.key] = Placement(
+                    target=change.target_node,
+                    guest=change.guest,
+                    reason=change.reason,
+                    asked_at=now,
+                    source=item.node or "",
+                )
+        for move in moves:
+            item = snapshot.managed[move.key]
+            if self.options.dry_run:
+                await self._event(item, "Normal", "MovePlanned", f"dry run: {move.reason}")
+                continue
+            self.placements[move.key] = Placement(
+                target=move.target_node or "",
+                guest=move.guest,
+                reason=move.reason,
+                asked_at=now,
+                source=item.node or "",
+                move_only=True,
+            )
+        result.migrations_created = await self._carry_out_placements(snapshot)
 
         pending = []
         for key, item in snapshot.managed.items():
@@ -224,12 +267,152 @@ class Balancer:
         )
         return result
 
+    def _plan_nodes(
+        self,
+        snapshot: Snapshot,
+        now: float,
+        result: RoundResult,
+        changes: list[MemoryChange],
+        decisions: dict[ObjectKey, tuple[VmDecision, NodePlan]],
+    ) -> None:
+        """A per-node policy: each node on its own; the scheduler places the migrations."""
+        name = CLUSTER_POLICY if self.options.policy == NODE_LOCAL_POLICY else self.options.policy
+        policy = POLICIES[name]
+        for node in snapshot.nodes:
+            plan = policy(node, self.options.balance, now)
+            result.plans[node.name] = plan
+            for decision in plan.decisions:
+                decisions[snapshot.vm_keys[decision.name]] = (decision, plan)
+            to_make, to_wait = grows_that_fit(plan, snapshot)
+            result.deferred += len(to_wait)
+            for decision in to_wait:
+                decisions[snapshot.vm_keys[decision.name]] = (_deferred(decision), plan)
+            for decision in to_make:
+                item = snapshot.managed[snapshot.vm_keys[decision.name]]
+                changes.append(
+                    MemoryChange(item.key, decision.assigned, None, decision.reason, decision.current)
+                )
+
+    def _plan_cluster(
+        self,
+        snapshot: Snapshot,
+        now: float,
+        result: RoundResult,
+        changes: list[MemoryChange],
+        moves: list[MemoryChange],
+        decisions: dict[ObjectKey, tuple[VmDecision, NodePlan]],
+    ) -> ClusterPlan:
+        """dynamem's cluster plan: sizes and target nodes together, within the migration budget.
+
+        Changes written but whose migration is not made yet count in the budget as in flight.
+        """
+        state = snapshot.cluster
+        for key, placement in list(self.placements.items()):  # carried out or gone since the last round
+            item = snapshot.managed.get(key)
+            step = step_of(placement, item.vmi if item is not None else None, snapshot.migrations)
+            if step in {Step.DONE, Step.GONE}:
+                del self.placements[key]
+        migrating = {m.vm for m in state.in_flight}
+        waiting = tuple(
+            InFlight(vm=str(key), source=p.source, target=p.target)
+            for key, p in self.placements.items()
+            if p.migration is None and str(key) not in migrating
+        )
+        if waiting:
+            state = replace(state, in_flight=(*state.in_flight, *waiting))
+        cluster = plan_cluster(state, self.options.balance, now)
+        by_name = {d.name: d for d in cluster.decisions}
+        nodes = {n.name: n for n in state.nodes}
+        for node in snapshot.nodes:
+            mine = tuple(by_name[vm.name] for vm in node.vms if vm.name in by_name)
+            seen = nodes.get(node.name)
+            # requests above the node's memory (VMs started there regardless): reported, and relieved by moves
+            over = seen is not None and seen.requested > seen.memory
+            reason = (
+                f"pod requests {seen.requested >> 20}Mi exceed the node's {seen.memory >> 20}Mi; "
+                f"{cluster.reason}"
+                if over and seen is not None
+                else cluster.reason
+            )
+            plan = NodePlan(node.name, node.pool, mine, over, reason)
+            result.plans[node.name] = plan
+            for decision in mine:
+                decisions[snapshot.vm_keys[decision.name]] = (decision, plan)
+        for decision in cluster.changes:
+            key = snapshot.vm_keys[decision.name]
+            if decision.assigned != decision.current:
+                changes.append(
+                    MemoryChange(
+                        key,
+                        decision.assigned,
+                        None,
+                        decision.reason,
+                        decision.current,
+                        target_node=decision.target_node,
+                    )
+                )
+            elif decision.target_node is not None:
+                moves.append(
+                    MemoryChange(
+                        key, decision.current, None, decision.reason, None, target_node=decision.target_node
+                    )
+                )
+        return cluster
+
+    async def _carry_out_placements(self, snapshot: Snapshot) -> int:
+        """Make dynamem's migration of every placed change whose VMI shows it; notice lost races."""
+        created = 0
+        for key, placement in list(self.placements.items()):
+            item = snapshot.managed.get(key)
+            vmi = item.vmi if item is not None else None
+            step = step_of(placement, vmi, snapshot.migrations)
+            if step is Step.WAIT:
+                continue
+            if step is not Step.CREATE or item is None or vmi is None:
+                del self.placements[key]
+                if step is Step.LOST and item is not None:
+                    note = (
+                        f"another migration of {key.name} came first (KubeVirt's workload-updater): it goes "
+                        f"where the scheduler puts it, not to {placement.target}"
+                    )
+                    logger.info("%s: %s", key, note)
+                    await self._event(item, "Normal", "MigrationRaceLost", note)
+                elif step is Step.DONE and vmi is not None and vmi.node and vmi.node != placement.target:
+                    logger.info("%s landed on %s, not %s", key, vmi.node, placement.target)
+                continue
+            try:
+                name = await self.writer.create_migration(
+                    key.namespace, key.name, placement.target, reason=placement.reason
+                )
+            except NotLeading:
+                raise
+            except ApiException as exc:
+                del self.placements[key]
+                if exc.status in {409, 422}:  # KubeVirt's admission: a migration of this VMI exists
+                    note = f"migration to {placement.target} refused ({_message(exc)}): another came first"
+                    await self._event(item, "Normal", "MigrationRaceLost", note)
+                else:
+                    logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
+                continue
+            except Exception as exc:  # no answer: the workload-updater carries the change out anyway
+                del self.placements[key]
+                logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
+                continue
+            created += 1
+            self.placements[key] = replace(placement, migration=name)
+            await self._event(
+                item, "Normal", "MigrationCreated", f"{name} to {placement.target}: {placement.reason}"
+            )
+        return created
+
     def _forget_all_but(self, snapshot: Snapshot, now: float) -> None:
         """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended."""
         keys = snapshot.managed.keys()
         for memory in (self.planned, self.backoff, self.conflicts):
             for key in [k for k in memory if k not in keys]:
                 del memory[key]
+        for key in [k for k in self.placements if k not in keys]:
+            del self.placements[key]
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
         for key in list(self.conflicts):
@@ -243,16 +426,31 @@ class Balancer:
         guest = to_quantity(change.guest)
         max_guest = to_quantity(change.max_guest) if change.max_guest is not None else None
         version = item.vm.resource_version if item.vm is not None else None
+        force = self.options.force_ownership or take_over(item)
         try:
-            await self.writer.apply_vm_memory(
-                ns,
-                name,
-                guest,
-                max_guest,
-                resource_version=version or None,
-                force=self.options.force_ownership or take_over(item),
-                dry_run=self.options.dry_run,
-            )
+            try:
+                await self.writer.apply_vm_memory(
+                    ns,
+                    name,
+                    guest,
+                    max_guest,
+                    resource_version=version or None,
+                    force=force,
+                    dry_run=self.options.dry_run,
+                )
+            except FieldConflict as exc:
+                if force or not exc.managers or not set(exc.managers) <= OWN_MANAGERS:
+                    raise
+                # dynamem's other manager (running vs stopped) owns memory.guest: its own field, taken over
+                await self.writer.apply_vm_memory(
+                    ns,
+                    name,
+                    guest,
+                    max_guest,
+                    resource_version=version or None,
+                    force=True,
+                    dry_run=self.options.dry_run,
+                )
         except NotLeading:
             raise
         except StaleObject:

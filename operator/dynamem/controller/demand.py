@@ -5,6 +5,13 @@ kubevirt_vmi_memory_usable_bytes`` (memory the guest sees, less its MemAvailable
 from the balloon driver's statistics. A VM with no fresh sample has unknown demand, and the policy then holds
 its memory: shrinking a guest we cannot see would be blind. When Prometheus cannot be reached at all, every
 demand is unknown, the round still runs, and nothing is shrunk.
+
+Used memory never exceeds the guest's size, so a guest short of memory shows it by paging. The cluster plan
+(:func:`dynamem.policy.cluster.is_paging`) reads what KubeVirt's own alert reads: ``available`` and
+``usable``, the rate of ``kubevirt_vmi_memory_swap_in_traffic_bytes`` and of
+``kubevirt_vmi_memory_pgmajfault_total``, and the highest use over the shrink window (a VM shrinks only on use
+that stayed low). These come from :data:`SIGNAL_QUERIES`, one instant query each; a signal Prometheus cannot
+give is left out (no paging seen), while the demand query alone decides whether demand is known.
 """
 
 from __future__ import annotations
@@ -17,11 +24,20 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from dynamem.controller.ports import DemandReading, DemandSource
+from dynamem.controller.ports import DemandReading, DemandSource, GuestSignals
 from dynamem.kube.objects import ObjectKey
 from dynamem.kube.retry import RETRIED_STATUSES, Backoff, retry_after_of, with_backoff
 
-__all__ = ["DEMAND_QUERY", "DemandReading", "DemandSource", "PrometheusDemand", "parse_response"]
+__all__ = [
+    "DEMAND_QUERY",
+    "DemandReading",
+    "DemandSource",
+    "PrometheusDemand",
+    "parse_response",
+    "parse_series",
+    "signal_queries",
+    "with_signals",
+]
 
 # Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
 # metrics stopped would keep its old demand (and could be shrunk on it).
@@ -30,6 +46,36 @@ DEMAND_QUERY = (
     "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
     " and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60))"
 )
+
+_FRESH = "and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60)"
+# The window of the rates: long enough for two scrapes at Prometheus' usual 30 s interval.
+RATE_WINDOW = "2m"
+
+
+def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
+    """One instant query per paging signal, by the :class:`GuestSignals` field it fills."""
+    window = f"{max(60, int(shrink_window_s))}s"
+    return {
+        "available": f"max by (namespace, name) (kubevirt_vmi_memory_available_bytes {_FRESH})",
+        "usable": f"max by (namespace, name) (kubevirt_vmi_memory_usable_bytes {_FRESH})",
+        "used_peak": (
+            "max by (namespace, name) (max_over_time("
+            f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{window}:]))"
+        ),
+        "swap_in_bps": _fresh_rate("kubevirt_vmi_memory_swap_in_traffic_bytes"),
+        "major_faults_ps": _fresh_rate("kubevirt_vmi_memory_pgmajfault_total"),
+    }
+
+
+def _fresh_rate(series: str) -> str:
+    """The rate of ``series`` per VM, from series still scraped now only.
+
+    virt-handler's series carry the node: after a migration (every change is one) the source's series ends,
+    but its samples stay in a range window for its length, and its rate (paging before the change) would
+    keep the VM "paging" at its new size. ``and series`` keeps the series with a sample now (an ended one
+    is marked stale at the first scrape without it).
+    """
+    return f"max by (namespace, name) (rate({series}[{RATE_WINDOW}]) and {series})"
 
 
 class _Sample(BaseModel):
@@ -50,13 +96,22 @@ class _Response(BaseModel):
 
 def parse_response(payload: object) -> DemandReading:
     """Turn a Prometheus instant-query response into demand per VM; malformed samples are dropped."""
+    series = parse_series(payload)
+    if isinstance(series, str):
+        return DemandReading(error=series)
+    return DemandReading(by_vm={key: int(value) for key, value in series.items()})
+
+
+def parse_series(payload: object) -> dict[ObjectKey, float] | str:
+    """A Prometheus instant-query response as a value per VM, or the error; malformed, NaN, infinite and
+    negative samples are dropped."""
     try:
         response = _Response.model_validate(payload)
     except ValidationError as exc:
-        return DemandReading(error=f"unexpected Prometheus response: {exc.errors()[0]['msg']}")
+        return f"unexpected Prometheus response: {exc.errors()[0]['msg']}"
     if response.status != "success" or response.data is None:
-        return DemandReading(error=f"Prometheus query failed: {response.error or response.status}")
-    found: dict[ObjectKey, int] = {}
+        return f"Prometheus query failed: {response.error or response.status}"
+    found: dict[ObjectKey, float] = {}
     for raw in response.data.result:
         try:  # each sample on its own: one malformed sample must not hide the others
             sample = _Sample.model_validate(raw)
@@ -68,8 +123,27 @@ def parse_response(payload: object) -> DemandReading:
             continue
         if not math.isfinite(value) or value < 0:  # NaN, infinite or negative: no usable reading
             continue
-        found[ObjectKey(namespace, name)] = int(value)
-    return DemandReading(by_vm=found)
+        found[ObjectKey(namespace, name)] = value
+    return found
+
+
+def with_signals(reading: DemandReading, series: dict[str, dict[ObjectKey, float]]) -> DemandReading:
+    """The reading with each VM's :class:`GuestSignals` from the signal queries' answers (by field)."""
+    signals: dict[ObjectKey, GuestSignals] = {}
+    for key in reading.by_vm:
+
+        def count(name: str, key: ObjectKey = key) -> int | None:
+            value = series.get(name, {}).get(key)
+            return None if value is None else int(value)
+
+        signals[key] = GuestSignals(
+            available=count("available"),
+            usable=count("usable"),
+            used_peak=count("used_peak"),
+            swap_in_bps=series.get("swap_in_bps", {}).get(key, 0.0),
+            major_faults_ps=series.get("major_faults_ps", {}).get(key, 0.0),
+        )
+    return DemandReading(by_vm=reading.by_vm, error=reading.error, signals=signals)
 
 
 # A round would rather hold memory than wait long for Prometheus.
@@ -94,9 +168,11 @@ class PrometheusDemand:
         token_file: str | None = None,
         ca_file: str | None = None,
         backoff: Backoff = PROMETHEUS_BACKOFF,
+        signals: dict[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.query = query
+        self.signals = signal_queries() if signals is None else signals
         self.token_file = token_file
         self.backoff = backoff
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
@@ -108,21 +184,35 @@ class PrometheusDemand:
         token = Path(self.token_file).read_text().strip()
         return {"Authorization": f"Bearer {token}"}
 
-    async def _query(self) -> httpx.Response:
+    async def _query(self, query: str) -> httpx.Response:
         response = await self._client.get(
-            f"{self.url}/api/v1/query", params={"query": self.query}, headers=self._headers()
+            f"{self.url}/api/v1/query", params={"query": query}, headers=self._headers()
         )
         response.raise_for_status()
         return response
 
+    async def _ask(self, query: str) -> object:
+        response = await with_backoff(
+            lambda: self._query(query), retryable=_retryable, what="Prometheus query", backoff=self.backoff
+        )
+        return response.json()
+
     async def read(self) -> DemandReading:
         try:
-            response = await with_backoff(
-                self._query, retryable=_retryable, what="Prometheus query", backoff=self.backoff
-            )
-            return parse_response(response.json())
+            reading = parse_response(await self._ask(self.query))
         except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
             return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
+        if reading.error or not self.signals:
+            return reading
+        series: dict[str, dict[ObjectKey, float]] = {}
+        for name, query in self.signals.items():
+            try:
+                found = parse_series(await self._ask(query))
+            except (httpx.HTTPError, ValueError, ArithmeticError, OSError):
+                continue  # this signal unknown: no paging seen through it
+            if not isinstance(found, str):
+                series[name] = found
+        return with_signals(reading, series)
 
     async def close(self) -> None:
         await self._client.aclose()

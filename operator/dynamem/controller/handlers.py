@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 import kopf
 
 from dynamem.controller.balancer import Balancer
-from dynamem.controller.demand import PrometheusDemand
+from dynamem.controller.demand import PrometheusDemand, signal_queries
 from dynamem.controller.leadership import LeaderOnlyWriter, LeaseConfig, LeaseElector
 from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leadership
 from dynamem.controller.migrations import MIGRATION
@@ -76,10 +77,21 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             options.prometheus_url,
             token_file=options.prometheus_token_file,
             ca_file=options.prometheus_ca_file,
+            signals=signal_queries(options.balance.shrink_window_s),
         )
 
+        round_options = options.round_options()
+        if not options.parallel_migrations_given:
+            per_cluster = await api.parallel_migrations_per_cluster()
+            if per_cluster is not None:
+                logger.info(
+                    "KubeVirt's parallelMigrationsPerCluster: %d migrations in flight at most", per_cluster
+                )
+                balance = replace(round_options.balance, max_parallel_migrations=per_cluster)
+                round_options = replace(round_options, balance=balance)
+
         def make_balancer() -> Balancer:
-            return Balancer(writer, demand, options.round_options(), metrics=state.metrics)
+            return Balancer(writer, demand, round_options, metrics=state.metrics)
 
         state.tasks.append(
             asyncio.create_task(balancing_loop(state, make_balancer, api), name="dynamem-balancer")

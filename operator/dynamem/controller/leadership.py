@@ -270,6 +270,12 @@ class LeaderOnlyWriter:
             namespace, name, guest, max_guest, resource_version=resource_version, force=force, dry_run=dry_run
         )
 
+    async def create_migration(
+        self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
+    ) -> str:
+        self._check()
+        return await self.writer.create_migration(namespace, vmi, node, reason=reason, dry_run=dry_run)
+
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._check()
         await self.writer.patch_vmm_status(namespace, name, status)

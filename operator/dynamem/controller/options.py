@@ -10,8 +10,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynamem.controller.balancer import RoundOptions
-from dynamem.policy import POLICIES
+from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
 from dynamem.policy.model import BalanceConfig, format_bytes
 from dynamem.settings import SettingsError, parse_bytes
 
@@ -34,6 +33,9 @@ class OperatorOptions:
     min_gap_s: float = 1.0
     balance: BalanceConfig = field(default_factory=lambda: OPERATOR_BALANCE)
     policy: str = "dynamem"
+    parallel_migrations_given: bool = (
+        False  # else the KubeVirt CR's parallelMigrationsPerCluster, if readable
+    )
     reserve: int = 0
     default_overhead: int = 0
     metrics_port: int | None = 8080
@@ -122,7 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
     add("--reserve", default="0", help="memory per node kept back from the VMs (default 0)")
     add("--default-overhead", default="0", help="launcher overhead to assume when a VMI reports none")
-    add("--policy", default="dynamem", choices=sorted(POLICIES), help="balancing policy (default dynamem)")
+    add(
+        "--policy",
+        default="dynamem",
+        choices=OPERATOR_POLICIES,
+        help="balancing policy (default dynamem: the cluster plan; node-local: each node on its own)",
+    )
+    add(
+        "--max-parallel-migrations",
+        type=int,
+        default=None,
+        help="migrations in flight at once in the cluster (default: the KubeVirt CR's "
+        "parallelMigrationsPerCluster when readable, else 5)",
+    )
     add("--metrics-port", type=int, default=8080, help="port of the operator's /metrics (0: off)")
     add("--metrics-address", default="0.0.0.0", help="address of the operator's /metrics")
     add("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
@@ -184,6 +198,8 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         raise OptionError("--cooldown", args.cooldown, "must not be negative")
     if args.max_changes_per_node is not None and args.max_changes_per_node < 1:
         raise OptionError("--max-changes-per-node", args.max_changes_per_node, "must be at least 1")
+    if args.max_parallel_migrations is not None and args.max_parallel_migrations < 1:
+        raise OptionError("--max-parallel-migrations", args.max_parallel_migrations, "must be at least 1")
     if not 0 <= args.metrics_port <= 65535:
         raise OptionError("--metrics-port", args.metrics_port, "must be 0 to 65535")
     if not args.lease_duration >= 3:
@@ -204,6 +220,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         grow_headroom_percent=args.grow_headroom_percent,
         cooldown_s=args.cooldown,
         max_changes_per_node=args.max_changes_per_node,
+        max_parallel_migrations=args.max_parallel_migrations or OPERATOR_BALANCE.max_parallel_migrations,
     )
     return OperatorOptions(
         namespaces=tuple(args.namespace or ()),
@@ -213,6 +230,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         min_gap_s=max(0.0, args.min_gap),
         balance=balance,
         policy=args.policy,
+        parallel_migrations_given=args.max_parallel_migrations is not None,
         reserve=_bytes("--reserve", args.reserve),
         default_overhead=_bytes("--default-overhead", args.default_overhead),
         metrics_port=args.metrics_port or None,

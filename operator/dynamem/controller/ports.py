@@ -16,14 +16,35 @@ from dynamem.kube.objects import ObjectKey
 
 
 @dataclass(frozen=True, slots=True)
+class GuestSignals:
+    """What a guest shows beyond its used memory: KubeVirt's ``available``/``usable`` gauges (MemTotal and
+    MemAvailable as the balloon driver reports them), the highest use over the shrink window, and its paging
+    rates (swap-in bytes/s, major faults/s). None or 0.0 where Prometheus had no sample."""
+
+    available: int | None = None
+    usable: int | None = None
+    used_peak: int | None = None
+    swap_in_bps: float = 0.0
+    major_faults_ps: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DemandReading:
-    """Demand per VM in bytes; ``error`` says why nothing could be read, when that happened."""
+    """Demand (used memory) per VM in bytes, the paging signals of each guest that has them, and ``error``:
+    why nothing could be read, when that happened."""
 
     by_vm: Mapping[ObjectKey, int] = field(default_factory=dict)
     error: str | None = None
+    signals: Mapping[ObjectKey, GuestSignals] = field(default_factory=dict)
 
     def of(self, key: ObjectKey) -> int | None:
         return self.by_vm.get(key)
+
+    def signals_of(self, key: ObjectKey) -> GuestSignals:
+        return self.signals.get(key, NO_SIGNALS)
+
+
+NO_SIGNALS = GuestSignals()
 
 
 class DemandSource(Protocol):
@@ -59,3 +80,7 @@ class ClusterWriter(Protocol):
         action: str,
         now: float | None = None,
     ) -> None: ...
+
+    async def create_migration(
+        self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
+    ) -> str: ...

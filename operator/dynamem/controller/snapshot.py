@@ -18,9 +18,12 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from dynamem.controller.cluster_state import cluster_state, node_requests
+from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
+from dynamem.policy.cluster import ClusterState
 from dynamem.policy.model import NodeState, VmState
 from dynamem.settings import SettingsError, VmSettings
 
@@ -156,6 +159,8 @@ class Snapshot:
     managed: Mapping[ObjectKey, Managed]
     demand_error: str | None = None
     vm_keys: Mapping[str, ObjectKey] = field(default_factory=dict)
+    cluster: ClusterState = field(default_factory=lambda: ClusterState(nodes=(), vms=()))
+    migrations: tuple[MigrationView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,7 @@ class Observed:
     vmis: Iterable[VmiView]
     nodes: Iterable[NodeView]
     pods: Iterable[PodView]
+    migrations: Iterable[MigrationView] = ()
 
 
 def _join(
@@ -311,6 +317,8 @@ def build_snapshot(
     default_overhead: int = 0,
     held: Mapping[ObjectKey, str] | None = None,
     force_ownership: bool = False,
+    now: float | None = None,
+    shrink_window_s: float = 3600.0,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -325,7 +333,8 @@ def build_snapshot(
     }
 
     pods: dict[str, int] = defaultdict(int)
-    for pod in observed.pods:
+    pod_list = list(observed.pods)
+    for pod in pod_list:
         if not pod.node or pod.finished:
             continue
         if pod.launcher:
@@ -370,4 +379,42 @@ def build_snapshot(
         for name in pools
     )
     vm_keys = {str(key): key for key in managed}
-    return Snapshot(nodes, pools, managed, demand_error=demand.error, vm_keys=vm_keys)
+    migrations = tuple(observed.migrations)
+    requested = node_requests(
+        [
+            (
+                pod.node,
+                str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None,
+                pod.request,
+                pod.finished,
+            )
+            for pod in pod_list
+            if pod.node
+        ],
+        vmis,
+        default_overhead,
+    )
+    cluster = cluster_state(
+        nodes={name: node.allocatable for name, node in node_views.items()},
+        requested=requested,
+        cordoned=frozenset(name for name, node in node_views.items() if not node.schedulable),
+        node_labels={name: node.labels for name, node in node_views.items()},
+        states=states,
+        vmis=vmis,
+        keys=vm_keys,
+        migrations=list(migrations),
+        demand=demand,
+        reserve=reserve,
+        default_overhead=default_overhead,
+        now=now,
+        shrink_window_s=shrink_window_s,
+    )
+    return Snapshot(
+        nodes,
+        pools,
+        managed,
+        demand_error=demand.error,
+        vm_keys=vm_keys,
+        cluster=cluster,
+        migrations=migrations,
+    )

@@ -138,4 +138,5 @@ class ClusterView:
             vmis=with_failed_migrations(self.stores[Kind.VMI].values(), self.stores[Kind.MIGRATION].values()),
             nodes=self.stores[Kind.NODE].values(),
             pods=[pod for pod in self.stores[Kind.POD].values() if pod.node],
+            migrations=self.stores[Kind.MIGRATION].values(),
         )

@@ -36,6 +36,9 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
 KUBEVIRT = ("kubevirt.io", "v1")
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+MIGRATION_LABEL = "dynamem.io/migration"  # on the VirtualMachineInstanceMigrations dynamem creates
+MIGRATION_REASON_ANNOTATION = "dynamem.io/reason"
 DYNAMEM = ("dynamem.io", "v1alpha1")
 VMM_PLURAL = "virtualmachinememories"
 
@@ -190,6 +193,59 @@ class KubeApi:
                 raise _conflict(exc) from None
             raise
         return cast(Mapping[str, Any], result)
+
+    async def create_migration(
+        self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
+    ) -> str:
+        """Create a VirtualMachineInstanceMigration of ``vmi`` pinned to ``node``; returns its name.
+
+        ``spec.addedNodeSelector`` ``{kubernetes.io/hostname: node}`` is merged into the target pod's node
+        selector by KubeVirt's migration controller (``pkg/virt-controller/watch/migration/migration.go``,
+        ``createTargetPod``), so the kube-scheduler may only bind it there. Not retried (a retry could make a
+        second migration, which KubeVirt's admission refuses anyway); 409/422 (a migration of this VMI exists,
+        KubeVirt's ``pkg/virt-api/webhooks/validating-webhook/admitters/migration-create-admitter.go``) raise
+        :class:`ApiException` for the caller to read as a lost race.
+        """
+        body = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstanceMigration",
+            "metadata": {
+                "generateName": f"{vmi}-dynamem-",
+                "namespace": namespace,
+                "labels": {MIGRATION_LABEL: "true"},
+                "annotations": {MIGRATION_REASON_ANNOTATION: reason[:1024]},
+            },
+            "spec": {"vmiName": vmi, "addedNodeSelector": {HOSTNAME_LABEL: node}},
+        }
+        created = await self.custom.create_namespaced_custom_object(
+            *KUBEVIRT,
+            namespace=namespace,
+            plural="virtualmachineinstancemigrations",
+            body=body,
+            dry_run="All" if dry_run else None,
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
+        return str(cast(Mapping[str, Any], created).get("metadata", {}).get("name") or "")
+
+    async def parallel_migrations_per_cluster(self) -> int | None:
+        """The KubeVirt CR's ``spec.configuration.migrations.parallelMigrationsPerCluster``, when readable.
+
+        None when there is no KubeVirt CR (or no CRD), the operator may not read it, or the field is unset
+        (KubeVirt's default, 5: ``pkg/virt-config/virt-config.go``, ``ParallelMigrationsPerClusterDefault``).
+        """
+        try:
+            listed = await self.custom.list_cluster_custom_object(
+                *KUBEVIRT, plural="kubevirts", _request_timeout=REQUEST_TIMEOUT_S
+            )
+        except ApiException:
+            return None
+        for item in cast(Mapping[str, Any], listed).get("items") or []:
+            value = (((item.get("spec") or {}).get("configuration") or {}).get("migrations") or {}).get(
+                "parallelMigrationsPerCluster"
+            )
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self._retrying(

@@ -192,6 +192,7 @@ class VmiView:
     not_migratable_why: str = ""
     # creation time of its latest migration when that one failed and none is going (controller.migrations)
     failed_migration_at: float | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()  # spec.nodeSelector: its launcher pods go only there
 
     @property
     def active(self) -> bool:
@@ -221,6 +222,9 @@ def vmi_view(body: Body) -> VmiView:
         max_guest=quantity_bytes(dig(body, "spec", "domain", "memory", "maxGuest")),
         migrating=_migrating(dig(body, "status", "migrationState")),
         uid=str(dig(body, "metadata", "uid") or ""),
+        node_selector=tuple(
+            sorted((str(k), str(v)) for k, v in (dig(body, "spec", "nodeSelector") or {}).items())
+        ),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -247,6 +251,7 @@ class NodeView:
     name: str
     allocatable: int
     schedulable: bool = True
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: a VMI's nodeSelector matches these
 
 
 def node_view(body: Body) -> NodeView:
@@ -257,6 +262,7 @@ def node_view(body: Body) -> NodeView:
         name=str(dig(body, "metadata", "name") or ""),
         allocatable=allocatable,
         schedulable=not bool(dig(body, "spec", "unschedulable")),
+        labels=tuple(sorted((str(k), str(v)) for k, v in (dig(body, "metadata", "labels") or {}).items())),
     )
 
 

@@ -388,6 +388,33 @@ class KubeVirtSimulator:
 
     # -- VMI controller and virt-handler -----------------------------------------------------------------
 
+    async def _fits_on(self, node: str, pod: Mapping[str, Any]) -> bool:
+        """Whether ``pod``'s memory request fits beside the requests of the unfinished pods bound to ``node``.
+
+        A pod bound by ``nodeName`` skips the scheduler; a real kubelet would then refuse it in admission
+        (``pkg/kubelet/lifecycle/predicate.go``, ``generalFilter``: the scheduler's fit check), so the
+        scenario's starting node is used only when the pod fits there.
+        """
+        try:
+            body = await self.api.core.read_node(node)
+        except ApiException:
+            return False
+        status = body.status
+        allocatable = quantity_bytes(((status.allocatable if status else None) or {}).get("memory")) or 0
+        bound = await self.api.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        used = 0
+        for other in bound.items:
+            if other.status is not None and other.status.phase in ("Succeeded", "Failed"):
+                continue
+            for container in (other.spec.containers if other.spec else None) or []:
+                requests = (container.resources.requests if container.resources else None) or {}
+                used += quantity_bytes(requests.get("memory")) or 0
+        wanted = sum(
+            quantity_bytes(((c.get("resources") or {}).get("requests") or {}).get("memory")) or 0
+            for c in dig(pod, "spec", "containers") or []
+        )
+        return used + wanted <= allocatable
+
     async def _vmi_lifecycle(
         self, vm: Mapping[str, Any], vmi: Mapping[str, Any], pods: list[Mapping[str, Any]]
     ) -> None:
@@ -398,7 +425,11 @@ class KubeVirtSimulator:
         if phase in ("Pending", "Scheduling"):
             if not mine:
                 start = (dig(vmi, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)
-                pod = launcher_pod(vmi, overhead=self.options.overhead, node_name=start or None)
+                pod = launcher_pod(vmi, overhead=self.options.overhead)
+                if start and await self._fits_on(start, pod):
+                    pod = launcher_pod(vmi, overhead=self.options.overhead, node_name=start)
+                else:
+                    start = None  # no room there: the scheduler places it, as it does every VMI's pod
                 created = await self.api.create_pod(key.namespace, pod)
                 await self.api.patch_vmi(key, {"status": {"phase": "Scheduling"}})
                 logger.info(

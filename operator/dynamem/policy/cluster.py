@@ -83,6 +83,7 @@ class ClusterVm:
     in_flight_to: int | None = None
     last_change_at: float | None = None
     last_failed_at: float | None = None
+    allowed_nodes: frozenset[str] | None = None  # nodes its pods may go to (its nodeSelector); None: any
 
     @property
     def overhead(self) -> int:
@@ -336,12 +337,15 @@ class _Room:
     def free(self, node: str) -> int:
         return 0 if node in self.locked else self.real[node] + self.credit[node]
 
-    def best(self, request: int, source: str, avoid: str | None = None) -> str | None:
-        """The node other than ``source`` where ``request`` fits with the most room left (least allocated)."""
+    def best(
+        self, request: int, source: str, avoid: str | None = None, allowed: frozenset[str] | None = None
+    ) -> str | None:
+        """The node other than ``source`` (among ``allowed``, None: any) where ``request`` fits with the most
+        room left (least allocated)."""
         best: tuple[int, str] | None = None
         for name in sorted(self.memory):
             free = self.free(name)
-            if name in (source, avoid) or free < request:
+            if name in (source, avoid) or free < request or (allowed is not None and name not in allowed):
                 continue
             score = (free - request) * 100 // self.memory[name]
             if best is None or score > best[0]:
@@ -398,17 +402,24 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             r.notes.append(f"deferred: {per_node} migrations already out of {vm.node}")
             continue
         size = r.want
-        node = room.best(size + vm.overhead, vm.node)
+        node = room.best(size + vm.overhead, vm.node, allowed=vm.allowed_nodes)
         if node is None and size > vm.assigned:
             # As large as fits somewhere, if that still relieves or restores enough.
-            most = max((room.free(n) - vm.overhead for n in room.memory if n != vm.node), default=0)
+            most = max(
+                (
+                    room.free(n) - vm.overhead
+                    for n in room.memory
+                    if n != vm.node and (vm.allowed_nodes is None or n in vm.allowed_nodes)
+                ),
+                default=0,
+            )
             fit = most - most % r.unit
             enough = vm.assigned + max(config.dead_band_bytes, vm.assigned * config.dead_band_percent // 100)
             if fit >= enough and (
                 r.kind == "demand" or fit * 100 >= (100 + config.buffer_worth_percent) * vm.assigned
             ):
                 size = fit
-                node = room.best(size + vm.overhead, vm.node)
+                node = room.best(size + vm.overhead, vm.node, allowed=vm.allowed_nodes)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
         # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations).
         if node is None and r.kind == "demand" and in_flight + 2 <= budget:
@@ -461,7 +472,9 @@ def _make_room(
             continue
         if room.free(o.node) + o.request < request:
             continue
-        away = room.best(o.request, o.node, avoid=r.vm.node)
+        if r.vm.allowed_nodes is not None and o.node not in r.vm.allowed_nodes:
+            continue
+        away = room.best(o.request, o.node, avoid=r.vm.node, allowed=o.allowed_nodes)
         if away is None:
             continue
         if best is None or o.assigned < best[0]:

@@ -261,6 +261,17 @@ class FakeWriter:
     conflict_apply: dict[str, tuple[str, ...]] = field(default_factory=dict)
     down_apply: set[str] = field(default_factory=set)
     fail_status: set[str] = field(default_factory=set)
+    migrations: list[tuple[str, str, str, str]] = field(default_factory=list)  # namespace, vmi, node, reason
+    refuse_migration: set[str] = field(default_factory=set)  # VMIs with a migration already (admission 409)
+
+    async def create_migration(
+        self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
+    ) -> str:
+        if vmi in self.refuse_migration:
+            body = json.dumps({"message": f"in-flight migration detected for {vmi}"})
+            raise ApiException(status=409, reason="Conflict", body=body)
+        self.migrations.append((namespace, vmi, node, reason))
+        return f"{vmi}-dynamem-{len(self.migrations)}"
 
     async def apply_vm_memory(
         self,
@@ -306,3 +317,4 @@ class FakeWriter:
         self.applies.clear()
         self.statuses.clear()
         self.events.clear()
+        self.migrations.clear()

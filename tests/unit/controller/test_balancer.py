@@ -33,7 +33,8 @@ from .builders_k8s import (
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()
 # the operator's defaults (``dynamem run``): no grow headroom, so targets are the seed's numbers
-OPTIONS = RoundOptions(balance=BalanceConfig(grow_headroom_percent=0))
+# These tests pin the per-node plan (the seed's one-node workday); the cluster plan has its own below.
+OPTIONS = RoundOptions(balance=BalanceConfig(grow_headroom_percent=0), policy="node-local")
 WORKDAY = ("finance", "sales", "engineering")
 
 

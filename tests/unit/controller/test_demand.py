@@ -9,7 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from dynamem.controller.demand import DEMAND_QUERY, DemandReading, PrometheusDemand, parse_response
+from dynamem.controller.demand import (
+    DEMAND_QUERY,
+    DemandReading,
+    PrometheusDemand,
+    parse_response,
+    signal_queries,
+)
+from dynamem.controller.ports import GuestSignals
 from dynamem.kube.objects import GI, ObjectKey
 
 
@@ -108,8 +115,9 @@ def test_read_queries_the_instant_api() -> None:
         return httpx.Response(200, json=success(sample("office", "finance", str(3 * GI))))
 
     reading = read_with(handler)
-    assert reading == DemandReading(by_vm={ObjectKey("office", "finance"): 3 * GI})
-    [request] = seen
+    assert reading.by_vm == {ObjectKey("office", "finance"): 3 * GI}
+    request, *signals = seen
+    assert [r.url.params["query"] for r in signals] == list(signal_queries().values())
     assert request.method == "GET"
     assert str(request.url).startswith("http://prometheus.test:9090/api/v1/query?")  # trailing / dropped
     assert request.url.params["query"] == DEMAND_QUERY
@@ -163,3 +171,53 @@ def test_read_payload_is_json_roundtrip() -> None:
     body = json.dumps(success(sample("office", "a", "1048576"))).encode()
     reading = read_with(lambda request: httpx.Response(200, content=body))
     assert reading.by_vm == {ObjectKey("office", "a"): 1048576}
+
+
+def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
+    queries = signal_queries(shrink_window_s=1800)
+    answers = {
+        DEMAND_QUERY: [sample("office", "busy", str(886 * 2**20)), sample("office", "idle", str(GI // 4))],
+        queries["available"]: [sample("office", "busy", str(GI)), sample("office", "idle", str(GI))],
+        queries["usable"]: [
+            sample("office", "busy", str(20 * 2**20)),
+            sample("office", "idle", str(GI // 2)),
+        ],
+        queries["used_peak"]: [sample("office", "idle", str(GI // 2))],
+        queries["swap_in_bps"]: [sample("office", "busy", "2097152.5")],
+        queries["major_faults_ps"]: [sample("office", "busy", "40"), sample("office", "gone", "9")],
+    }
+    assert "[1800s:]" in queries["used_peak"]
+    assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
+    assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
+    # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
+    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes)")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=success(*answers[request.url.params["query"]]))
+
+    async def go() -> DemandReading:
+        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
+        try:
+            return await source.read()
+        finally:
+            await source.close()
+
+    reading = asyncio.run(go())
+    busy, idle = ObjectKey("office", "busy"), ObjectKey("office", "idle")
+    assert reading.signals_of(busy) == GuestSignals(
+        available=GI, usable=20 * 2**20, used_peak=None, swap_in_bps=2097152.5, major_faults_ps=40.0
+    )
+    assert reading.signals_of(idle) == GuestSignals(available=GI, usable=GI // 2, used_peak=GI // 2)
+    assert ObjectKey("office", "gone") not in reading.signals  # no demand, no signals
+
+
+def test_a_signal_prometheus_cannot_give_leaves_demand_known() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params["query"] == DEMAND_QUERY:
+            return httpx.Response(200, json=success(sample("office", "a", "5")))
+        return httpx.Response(200, json={"status": "error", "error": "bad_data"})
+
+    reading = read_with(handler)
+    assert reading.error is None and reading.of(ObjectKey("office", "a")) == 5
+    assert reading.signals_of(ObjectKey("office", "a")) == GuestSignals()

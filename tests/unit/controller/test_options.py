@@ -141,3 +141,15 @@ def test_argparse_refusals_exit_2(argv: list[str], capsys: pytest.CaptureFixture
         parse_options(argv)
     assert caught.value.code == 2
     assert "dynamem run" in capsys.readouterr().err  # argparse's usage line names the program
+
+
+def test_migration_budget_and_policy() -> None:
+    default = parse_options(["-A"])
+    assert default.policy == "dynamem" and not default.parallel_migrations_given
+    assert default.balance.max_parallel_migrations == 5  # KubeVirt's default, unless its CR says otherwise
+    given = parse_options(["-A", "--max-parallel-migrations", "3", "--policy", "node-local"])
+    assert given.parallel_migrations_given and given.balance.max_parallel_migrations == 3
+    assert given.round_options().policy == "node-local"
+    with pytest.raises(OptionError) as caught:
+        parse_options(["-A", "--max-parallel-migrations", "0"])
+    assert "--max-parallel-migrations" in str(caught.value) and "0" in str(caught.value)

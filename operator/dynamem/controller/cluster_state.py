@@ -1,0 +1,152 @@
+"""From the operator's view to the cluster plan's input (:class:`dynamem.policy.cluster.ClusterState`).
+
+Room is counted as the kube-scheduler counts it (``pkg/scheduler/framework/plugins/noderesources/fit.go``,
+``fitsRequest``; ``pkg/scheduler/framework/types.go``, ``NodeInfo.AddPod``): a node's allocatable memory less
+the memory requests of every pod bound to it, whatever its state, until the pod object is gone, so a
+terminating pod (a migration's source launcher on its way out) still takes its requests, and a migration's
+target pod takes its requests from the moment it is bound. Pods that have finished (Succeeded or Failed) are
+not counted (``NodeInfo`` drops them when the pod informer removes them; the scheduler's cache skips them).
+A running VMI whose launcher pod is not in the view is counted at its guest memory plus overhead, as its pod
+would request. A configurable ``reserve`` is kept back from every node; a cordoned node has no room (the
+scheduler's ``NodeUnschedulable`` filter). Taints are not read: a target the scheduler then refuses stays
+Pending, KubeVirt fails the migration after its pending timeout, and the balancer takes the change back.
+
+Each running VM dynamem may change becomes a :class:`ClusterVm` carrying what its guest shows (used, usable,
+available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals`), its launcher request
+(guest + overhead), and what it is doing: a VM held for any reason (a hold, a blocked precondition, a change
+or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
+not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
+(not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
+A VM changed less than the shrink window ago is not shrunk for idleness (its peak is taken as its size): its
+use at this size has not stayed low for a window yet. A VM whose last sample was taken at another size than
+it has now (the scrape before its last change) has unknown demand: the plan holds it until a sample of its
+new size comes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from dynamem.controller.migrations import MigrationView
+from dynamem.controller.ports import DemandReading, GuestSignals
+from dynamem.kube.objects import ObjectKey, VmiView
+from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
+from dynamem.policy.model import VmState
+
+__all__ = ["cluster_state", "node_requests", "sampled_at"]
+
+# MemTotal is the guest's size less what its kernel keeps: about 110Mi plus 1.7 % in the guests fitted to
+# real ones (dynamem.sim.guest), 12.5 % of a 1Gi guest. A sample whose MemTotal is further under the size the
+# VMI has now than this allowance was taken at another size (every change moves at least the dead band).
+_KERNEL_ALLOWANCE_BYTES = 128 * 1024 * 1024
+_KERNEL_ALLOWANCE_PERCENT = 5
+
+
+def sampled_at(signals: GuestSignals, size: int) -> bool:
+    """Whether the guest's last sample was taken at ``size`` (unknown MemTotal: assumed so).
+
+    Right after a change (a migration), the last scrape may still be of the guest before it: its MemTotal
+    (``available``) is then not the new size, and neither its use (which would call for a shrink back) nor
+    its paging (which the change was to end) says anything of the guest now: the VM is held until a sample
+    of the new size comes. MemTotal is never above the size, and under it by the kernel's share only.
+    """
+    if signals.available is None:
+        return True
+    allowance = _KERNEL_ALLOWANCE_BYTES + size * _KERNEL_ALLOWANCE_PERCENT // 100
+    return size - allowance <= signals.available <= size
+
+
+def node_requests(
+    pods: list[tuple[str, str | None, int, bool]], vmis: Mapping[ObjectKey, VmiView], default_overhead: int
+) -> dict[str, int]:
+    """Memory requested per node: every unfinished pod bound there; a VMI without a launcher pod in the view
+    at its guest memory plus overhead. ``pods``: (node, namespace/VMI it launches or None, request, finished).
+    """
+    requested: dict[str, int] = defaultdict(int)
+    launched: set[tuple[str, str]] = set()
+    for node, launches, request, finished in pods:
+        if finished:
+            continue
+        requested[node] += request
+        if launches is not None:
+            launched.add((node, launches))
+    for key, instance in vmis.items():
+        if not instance.active or instance.node is None or (instance.node, str(key)) in launched:
+            continue
+        overhead = instance.overhead if instance.overhead is not None else default_overhead
+        requested[instance.node] += (instance.current or 0) + overhead
+    return requested
+
+
+def cluster_state(
+    *,
+    nodes: Mapping[str, int],
+    requested: Mapping[str, int],
+    cordoned: frozenset[str] = frozenset(),
+    node_labels: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+    states: Mapping[str, list[VmState]],
+    vmis: Mapping[ObjectKey, VmiView],
+    keys: Mapping[str, ObjectKey],
+    migrations: list[MigrationView],
+    demand: DemandReading,
+    reserve: int,
+    default_overhead: int,
+    now: float | None = None,
+    shrink_window_s: float = 3600.0,
+) -> ClusterState:
+    """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
+    managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key."""
+    cluster_nodes = tuple(
+        ClusterNode(
+            name=name,
+            memory=max(0, memory - reserve),
+            # a cordoned node takes no new pod (the scheduler's NodeUnschedulable filter): no room
+            requested=max(requested.get(name, 0), memory) if name in cordoned else requested.get(name, 0),
+        )
+        for name, memory in sorted(nodes.items())
+    )
+    vms: list[ClusterVm] = []
+    for node, node_states in sorted(states.items()):
+        for state in node_states:
+            key = keys[state.name]
+            vmi = vmis[key]
+            overhead = vmi.overhead if vmi.overhead is not None else default_overhead
+            signals = demand.signals_of(key)
+            used = state.demand if sampled_at(signals, state.assigned) else None
+            peak = signals.used_peak
+            changed = state.last_change_at
+            if now is not None and changed is not None and now - changed < shrink_window_s:
+                # at this size for less than the window: its use has not stayed low for a window yet
+                peak = max(peak or 0, state.assigned)
+            allowed = None
+            if vmi.node_selector:
+                labels = node_labels or {}
+                allowed = frozenset(n for n in nodes if set(vmi.node_selector) <= set(labels.get(n, ())))
+            vms.append(
+                ClusterVm(
+                    name=state.name,
+                    node=node,
+                    limits=state.limits,
+                    assigned=state.assigned,
+                    request=state.assigned + overhead,
+                    boot_memory=state.boot_memory or state.assigned,
+                    used=used,
+                    available=signals.available,
+                    usable=signals.usable,
+                    used_peak=peak,
+                    swap_in_bps=signals.swap_in_bps,
+                    major_faults_ps=signals.major_faults_ps,
+                    hugepage=state.hugepage,
+                    in_flight_to=state.in_flight_to,
+                    last_change_at=state.last_change_at,
+                    last_failed_at=vmi.failed_migration_at,
+                    allowed_nodes=allowed,
+                )
+            )
+    in_flight = tuple(
+        InFlight(vm=str(m.vmi), source=vmis[m.vmi].node or "", target=None)
+        for m in migrations
+        if not m.final and m.vmi in vmis and vmis[m.vmi].node is not None
+    )
+    return ClusterState(nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight)

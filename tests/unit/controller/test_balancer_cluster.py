@@ -1,0 +1,121 @@
+"""dynamem's cluster plan in the operator's round (:mod:`dynamem.controller.balancer`): a paging guest is
+grown though its used memory looks fine, each change names its node, and dynamem makes the migration there as
+soon as the VMI's spec shows the change; a lost race is said, not fought."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from dynamem.controller.balancer import Balancer, RoundOptions
+from dynamem.controller.ports import DemandReading, GuestSignals
+from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
+from dynamem.policy.model import BalanceConfig
+
+from .builders_k8s import NS, FakeWriter, make_node_body
+from .test_balancer import NOW, World
+
+BUSY = ("finance", "sales", "engineering")
+CLUSTER = RoundOptions(balance=BalanceConfig(grow_headroom_percent=0))  # policy dynamem: the cluster plan
+
+
+@dataclass
+class PagingGuests:
+    """Guests as the real ones show: a 1Gi guest uses at most ~886Mi, usable 20Mi, and pages when busy."""
+
+    busy: set[str] = field(default_factory=lambda: set(BUSY))
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    async def read(self) -> DemandReading:
+        used, signals = {}, {}
+        for name in BUSY:
+            key, size = ObjectKey(NS, name), self.sizes.get(name, GI)
+            paging = name in self.busy
+            used[key] = size - 138 * MI if paging else size - 400 * MI
+            signals[key] = GuestSignals(
+                available=size,
+                usable=20 * MI if paging else 400 * MI,
+                swap_in_bps=4e6 if paging else 0.0,
+                major_faults_ps=60.0 if paging else 0.0,
+            )
+        return DemandReading(by_vm=used, signals=signals)
+
+
+def three_busy_on_one_node() -> World:
+    world = World(
+        nodes=[
+            make_node_body("host", allocatable="8Gi"),
+            make_node_body("b", allocatable="8Gi"),
+            make_node_body("c", allocatable="8Gi"),
+        ]
+    )
+    for name in BUSY:
+        world.add(name)
+    return world
+
+
+def round_of(balancer: Balancer, world: World) -> None:
+    asyncio.run(balancer.run_round(world.observed()))
+
+
+def test_node_local_never_grows_a_paging_guest_whose_used_memory_looks_fine() -> None:
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    options = RoundOptions(balance=CLUSTER.balance, policy="node-local")
+    round_of(Balancer(writer, PagingGuests(), options, clock=lambda: NOW), world)
+    assert writer.applies == [] and writer.migrations == []
+
+
+def test_paging_guests_grow_and_dynamem_migrates_each_to_the_node_its_plan_chose() -> None:
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    guests = PagingGuests()
+    balancer = Balancer(writer, guests, CLUSTER, clock=lambda: NOW)
+    round_of(balancer, world)
+    grown = {a.name: quantity_bytes(a.guest) for a in writer.applies}
+    assert len(grown) == 2  # two out of a node at once (KubeVirt's parallelOutboundMigrationsPerNode)
+    assert all((size or 0) > GI for size in grown.values())  # multiplied: paging, demand unknown
+    assert writer.migrations == []  # the VMI's spec does not show the change yet
+    targets = {key.name: p.target for key, p in balancer.placements.items()}
+    assert set(targets) == set(grown)
+    assert set(targets.values()) == {"b", "c"}  # spread over the idle nodes, never the source
+    world.apply(writer.applies, hotplug_done=False)  # KubeVirt copies the new guest into the VMI's spec
+    writer.clear()
+    round_of(balancer, world)
+    assert sorted((vmi, node) for _, vmi, node, _ in writer.migrations) == sorted(targets.items())
+    assert all("to " + node in reason for _, _, node, reason in writer.migrations)
+    assert {e.reason for e in writer.events} == {"MigrationCreated"}
+    assert writer.applies == []  # the third waits: two migrations are out of its node
+    writer.clear()
+    round_of(balancer, world)  # made once: no second migration while the first is under way
+    assert writer.migrations == []
+    for name, node in targets.items():  # the migrations land: the VMs run on their new nodes, grown
+        world.vmis[name]["status"]["nodeName"] = node
+    world.finish_hotplugs()
+    guests.busy -= set(targets)  # at their new size they page no more
+    guests.sizes.update({name: size or GI for name, size in grown.items()})
+    writer.clear()
+    round_of(balancer, world)
+    (third,) = [a.name for a in writer.applies]
+    assert third not in targets and balancer.placements[ObjectKey(NS, third)].target in {"b", "c"}
+
+
+def test_the_status_says_where_each_change_goes() -> None:
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
+    round_of(balancer, world)
+    reasons = {name: status.get("reason", "") for name, status in writer.statuses}
+    for key, placement in balancer.placements.items():
+        assert f"to {placement.target}" in reasons[key.name]
+        assert "paging" in reasons[key.name]
+
+
+def test_a_migration_refused_by_admission_is_a_lost_race_the_vm_lands_where_the_scheduler_puts_it() -> None:
+    world, writer = three_busy_on_one_node(), FakeWriter(refuse_migration={"finance"})
+    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
+    round_of(balancer, world)
+    world.apply(writer.applies, hotplug_done=False)
+    writer.clear()
+    round_of(balancer, world)
+    assert "finance" not in {vmi for _, vmi, _, _ in writer.migrations}
+    lost = [e for e in writer.events if e.reason == "MigrationRaceLost"]
+    assert [e.name for e in lost] == ["finance"]
+    assert ObjectKey(NS, "finance") not in balancer.placements  # not fought: the next plan reads where it is

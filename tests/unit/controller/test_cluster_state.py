@@ -1,0 +1,138 @@
+"""The cluster plan's input from the operator's view (:mod:`dynamem.controller.cluster_state`): room as the
+kube-scheduler counts it, what each guest shows, migrations in flight."""
+
+from __future__ import annotations
+
+from dynamem.controller.migrations import migration_view
+from dynamem.controller.ports import DemandReading, GuestSignals
+from dynamem.controller.snapshot import build_snapshot
+from dynamem.kube.objects import GI, MI, ObjectKey
+from dynamem.policy.cluster import ClusterNode, InFlight
+
+from .builders_k8s import (
+    NS,
+    make_node_body,
+    make_pod_body,
+    make_vm_body,
+    make_vmi_body,
+    make_vmm_body,
+    observed,
+)
+
+
+def test_room_is_allocatable_less_every_unfinished_pod_request_terminating_ones_included() -> None:
+    seen = observed(
+        vmms=[make_vmm_body("finance"), make_vmm_body("sales")],
+        vms=[make_vm_body("finance"), make_vm_body("sales")],
+        vmis=[
+            make_vmi_body("finance", overhead="200Mi"),
+            make_vmi_body("sales", node="other", overhead="100Mi"),  # its launcher pod is not in the view
+        ],
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("other", allocatable="4Gi")],
+        pods=[
+            make_pod_body("virt-launcher-finance", launcher=True, requests=["1224Mi"], domain="finance"),
+            # a migration's source launcher on its way out: counted until the pod object is gone
+            {
+                **make_pod_body("virt-launcher-old", launcher=True, requests=["2Gi"], domain="finance"),
+                "metadata": {
+                    "name": "virt-launcher-old",
+                    "namespace": NS,
+                    "deletionTimestamp": "2026-01-01T00:00:00Z",
+                    "labels": {"kubevirt.io": "virt-launcher"},
+                    "annotations": {"kubevirt.io/domain": "finance"},
+                },
+            },
+            make_pod_body("job", requests=["1Gi"], phase="Succeeded"),  # finished: not counted
+            make_pod_body("db", node="other", requests=["512Mi"]),
+        ],
+    )
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    demand = DemandReading(
+        by_vm={ObjectKey(NS, "finance"): 1014 * MI, ObjectKey(NS, "sales"): 300 * MI},
+        signals={ObjectKey(NS, "finance"): signals},
+    )
+    cluster = build_snapshot(seen, demand, reserve=256 * MI).cluster
+    assert cluster.nodes == (
+        # 1224Mi + 2Gi launchers on host; sales at 1Gi + 100Mi overhead (no pod seen) + db 512Mi on other
+        ClusterNode("host", 8 * GI - 256 * MI, 1224 * MI + 2 * GI),
+        ClusterNode("other", 4 * GI - 256 * MI, GI + 100 * MI + 512 * MI),
+    )
+    finance, sales = cluster.vms
+    assert (finance.name, finance.node, finance.assigned, finance.request) == (
+        f"{NS}/finance",
+        "host",
+        GI,
+        GI + 200 * MI,
+    )
+    assert (finance.used, finance.available, finance.usable) == (1014 * MI, GI, 10 * MI)
+    assert (finance.swap_in_bps, finance.major_faults_ps) == (3e6, 50.0)
+    assert (sales.node, sales.used, sales.usable, sales.swap_in_bps) == ("other", 300 * MI, None, 0.0)
+
+
+def test_unfinished_migrations_are_in_flight_from_their_vmis_node() -> None:
+    def migration(name: str, vmi: str, phase: str | None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"vmiName": vmi},
+        }
+        if phase:
+            body["status"] = {"phase": phase}
+        return body
+
+    seen = observed(
+        vmms=[make_vmm_body("finance"), make_vmm_body("sales")],
+        vms=[make_vm_body("finance"), make_vm_body("sales", guest="2Gi")],
+        vmis=[make_vmi_body("finance"), make_vmi_body("sales", guest="2Gi", hotplug="True")],
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("b", allocatable="8Gi")],
+    )
+    seen = type(seen)(
+        vmms=seen.vmms,
+        vms=seen.vms,
+        vmis=seen.vmis,
+        nodes=seen.nodes,
+        pods=seen.pods,
+        migrations=[
+            migration_view(migration("m1", "sales", "Scheduling")),
+            migration_view(migration("m0", "finance", "Succeeded")),
+        ],
+    )
+    cluster = build_snapshot(seen, DemandReading()).cluster
+    assert cluster.in_flight == (InFlight(vm=f"{NS}/sales", source="host", target=None),)
+    sales = next(vm for vm in cluster.vms if vm.name == f"{NS}/sales")
+    assert sales.in_flight_to == 2 * GI  # the plan holds it where and as it is
+
+
+def test_a_cordoned_node_has_no_room() -> None:
+    cordoned = make_node_body("b", allocatable="8Gi")
+    cordoned.setdefault("spec", {})["unschedulable"] = True
+    seen = observed(nodes=[make_node_body("host", allocatable="8Gi"), cordoned])
+    nodes = build_snapshot(seen, DemandReading()).cluster.nodes
+    assert nodes == (ClusterNode("b", 8 * GI, 8 * GI), ClusterNode("host", 8 * GI, 0))
+
+
+def test_a_sample_taken_at_another_size_says_nothing_of_the_guest_now() -> None:
+    from dynamem.controller.cluster_state import sampled_at
+
+    # a 1Gi guest fitted to real ones: MemTotal 895Mi (its kernel keeps 128Mi)
+    paging = GuestSignals(available=895 * MI, usable=10 * MI, used_peak=885 * MI, swap_in_bps=3e6)
+    assert sampled_at(paging, GI)
+    assert sampled_at(GuestSignals(), GI)  # MemTotal unknown: taken as it is
+    # the last scrape is of the 1Gi guest, the VM has 1920Mi since its migration: held until a new sample
+    assert not sampled_at(paging, 1920 * MI)
+    assert not sampled_at(paging, GI + 128 * MI)  # the least grow
+    assert not sampled_at(paging, 768 * MI)  # MemTotal above the size
+
+
+def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
+    vmi = make_vmi_body("finance")
+    vmi["spec"]["nodeSelector"] = {"dynamem.io/pool": "mine"}
+    mine = make_node_body("b", allocatable="8Gi")
+    mine["metadata"]["labels"] = {"dynamem.io/pool": "mine", "kubernetes.io/hostname": "b"}
+    seen = observed(
+        vmms=[make_vmm_body("finance")],
+        vms=[make_vm_body("finance")],
+        vmis=[vmi],
+        nodes=[make_node_body("host", allocatable="8Gi"), mine, make_node_body("other", allocatable="8Gi")],
+    )
+    (finance,) = build_snapshot(seen, DemandReading()).cluster.vms
+    assert finance.allowed_nodes == frozenset({"b"})
