@@ -211,10 +211,15 @@ class Balancer:
                 hold=holds.get(key, item.hold),
                 owners=item.owners or self.conflicts.get(key, ()),
             )
-            pending.append((not self.book.decision_changed(item, status), str(key), item, status))
+            needed, changed = self.book.triage(item, status, now)
+            if needed:
+                pending.append((not changed, str(key), item, status))
         pending.sort(key=lambda entry: (entry[0], entry[1]))  # decision changes first
         self.book.refill(now)
-        writes = [self.book.write(self.writer, item, status, now=now) for _, _, item, status in pending]
+        writes = [
+            self.book.write(self.writer, item, status, now=now, checked=True)
+            for _, _, item, status in pending
+        ]
         result.status_writes = sum(await gather_limited(writes))
         self._forget_all_but(snapshot, now)
 
