@@ -24,7 +24,7 @@ venv: $(STAMP) ## Create .venv and install dynamem with its test extras
 prometheus: ## Install the Prometheus server (Debian package) if it is missing
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-controlplane: ## Build (or reuse) kube-apiserver, etcd and KubeVirt's CRDs into $(DYNAMEM_CACHE)
+controlplane: ## Build (or reuse) kube-apiserver, kube-scheduler, etcd, kwok and KubeVirt's CRDs into $(DYNAMEM_CACHE)
 	tools/build-controlplane.sh
 
 lint: $(STAMP) ## ruff, import-linter and hadolint

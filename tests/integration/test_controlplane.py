@@ -59,11 +59,14 @@ def test_version_is_the_pinned_release(control_plane: ControlPlane, api_client: 
 
 def test_harness_versions_match_the_build_script() -> None:
     script = (controlplane.repo_root() / "tools" / "build-controlplane.sh").read_text()
-    pinned = dict(re.findall(r"^(K8S_VERSION|ETCD_VERSION|KUBEVIRT_VERSION)=(\S+)$", script, re.MULTILINE))
+    pinned = dict(
+        re.findall(r"^(K8S_VERSION|ETCD_VERSION|KUBEVIRT_VERSION|KWOK_VERSION)=(\S+)$", script, re.MULTILINE)
+    )
     assert pinned == {
         "K8S_VERSION": controlplane.K8S_VERSION,
         "ETCD_VERSION": controlplane.ETCD_VERSION,
         "KUBEVIRT_VERSION": controlplane.KUBEVIRT_VERSION,
+        "KWOK_VERSION": controlplane.KWOK_VERSION,
     }
 
 

@@ -3,13 +3,16 @@
 Why a real server and not a fake: dynamem's correctness depends on what the API server does with our objects
 (KubeVirt's OpenAPI schema rejecting a malformed VirtualMachine, CEL rules on our CRD, RBAC denying a
 service account, the status subresource, resourceVersion conflicts). A mock would agree with whatever we
-believe; the real server does not. This is the envtest pattern from controller-runtime: no kubelet, no
-scheduler, no controller-manager, only etcd and kube-apiserver, started from a folder of binaries that
-`make controlplane` builds from pinned Go modules into a cache outside the repository.
+believe; the real server does not. This is the envtest pattern from controller-runtime plus the two parts a
+KubeVirt VM's life needs: etcd, kube-apiserver, the real kube-scheduler (same pinned `k8s.io/kubernetes`,
+its own client certificate as `system:kube-scheduler`, leader election off) and kwok (`sigs.k8s.io/kwok`,
+its own client certificate) playing the kubelet of every node: a pod the scheduler binds becomes Running, a
+deleted pod goes away. All are started from a folder of binaries that `make controlplane` builds from pinned
+Go modules into a cache outside the repository. No controller-manager.
 
 Consequences worth knowing:
 - Nodes are plain objects: `ControlPlane.create_node` writes capacity, allocatable and a Ready condition
-  through the status subresource, and nothing ever changes them behind your back.
+  through the status subresource; kwok keeps them (it renews the heartbeat, never the resources).
 - Without a controller-manager, namespaces never finish deleting and ownerReferences are never collected:
   use a fresh namespace per test.
 - Users are client certificates issued by a throwaway CA (CN = user, O = groups); the admin is in
@@ -61,12 +64,18 @@ __all__ = [
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.4"
 KUBEVIRT_VERSION = "v1.7.0"
-CONTROLPLANE_KEY = f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kubevirt-{KUBEVIRT_VERSION}"
-REQUIRED_FILES = ("kube-apiserver", "etcd", "kubevirt-crds.yaml", "COMPLETE")
+KWOK_VERSION = "v0.7.0"
+CONTROLPLANE_KEY = f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kubevirt-{KUBEVIRT_VERSION}_kwok-{KWOK_VERSION}"
+REQUIRED_FILES = ("kube-apiserver", "kube-scheduler", "etcd", "kwok", "kubevirt-crds.yaml", "COMPLETE")
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 ADMIN_USER = "dynamem-admin"
 ADMIN_GROUPS = ("system:masters",)
+# Kubernetes' bootstrap RBAC binds this user to system:kube-scheduler and system:volume-scheduler.
+SCHEDULER_USER = "system:kube-scheduler"
+KWOK_USER = (
+    "dynamem:kwok"  # bound to cluster-admin by the harness: kwok patches node and pod status, deletes pods
+)
 _LOG_TAIL_LINES = 40
 
 
@@ -281,6 +290,7 @@ class ControlPlane:
     `work_dir`: where certificates, etcd data, logs and the kubeconfig go (default: a fresh temp dir,
     removed by `stop()`; a given folder is kept). `crd_dir`: our CRDs, every `*.yaml` in it (default: the
     repository's `crds/`; missing or empty is fine). `kubevirt_crds`: install KubeVirt's CRDs.
+    `scheduler`: run kube-scheduler; `kwok`: run kwok as the kubelet of every node (both on by default).
     """
 
     def __init__(
@@ -292,9 +302,16 @@ class ControlPlane:
         kubevirt_crds: bool = True,
         start_timeout: float = 60.0,
         extra_apiserver_args: Sequence[str] = (),
+        scheduler: bool = True,
+        kwok: bool = True,
+        extra_scheduler_args: Sequence[str] = (),
     ) -> None:
         self.binaries_dir = binaries if binaries is not None else binaries_dir()
-        for name in ("kube-apiserver", "etcd"):
+        self.with_scheduler = scheduler
+        self.with_kwok = kwok
+        self.extra_scheduler_args = tuple(extra_scheduler_args)
+        wanted = ["kube-apiserver", "etcd"] + ["kube-scheduler"] * scheduler + ["kwok"] * kwok
+        for name in wanted:
             if not (self.binaries_dir / name).is_file():
                 raise ControlPlaneError(f"{self.binaries_dir / name} is missing; run `make controlplane`")
         self._owns_work_dir = work_dir is None
@@ -308,6 +325,8 @@ class ControlPlane:
         self.server_url = ""
         self._etcd: ServerProcess | None = None
         self._apiserver: ServerProcess | None = None
+        self._scheduler: ServerProcess | None = None
+        self._kwok: ServerProcess | None = None
         self._ca: _CertificateAuthority | None = None
         self._users: dict[tuple[str, tuple[str, ...]], UserCredentials] = {}
         self._admin: UserCredentials | None = None
@@ -395,7 +414,9 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                # TaintNodesByCondition taints every new node not-ready; the node lifecycle controller (in the
+                # controller-manager, which does not run here) would lift it once the node is Ready.
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
                 f"--service-account-issuer={self.server_url}",
                 f"--service-account-key-file={sa_key}",
                 f"--service-account-signing-key-file={sa_key}",
@@ -420,6 +441,77 @@ class ControlPlane:
             documents.extend(_load_yaml_documents(self.binaries_dir / "kubevirt-crds.yaml"))
         crds = [doc for doc in documents if doc.get("kind") == "CustomResourceDefinition"]
         self.install_crds(crds, timeout=max(1.0, deadline - time.monotonic()))
+        if self.with_scheduler:
+            self._scheduler = self._start_scheduler(deadline)
+        if self.with_kwok:
+            self._kwok = self._start_kwok(deadline)
+
+    def _start_scheduler(self, deadline: float) -> ServerProcess:
+        """kube-scheduler with the default profile, as `system:kube-scheduler`, serving /healthz on loopback.
+
+        Leader election is off (one scheduler per control plane). Its serving certificate is self-signed into
+        its own folder; health is checked without client authentication (`/healthz` is always allowed).
+        """
+        kubeconfig = self.write_kubeconfig(self.work_dir / "scheduler.kubeconfig", SCHEDULER_USER)
+        port = free_port()
+        process = ServerProcess(
+            "kube-scheduler",
+            [
+                str(self.binaries_dir / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.work_dir / 'scheduler-pki'}",
+                *self.extra_scheduler_args,
+            ],
+            self.work_dir / "kube-scheduler.log",
+        )
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False, timeout=1.0) as health:
+            process.wait_ready(
+                deadline, lambda: health.get("/healthz").status_code == 200, self.start_timeout
+            )
+        return process
+
+    def _start_kwok(self, deadline: float) -> ServerProcess:
+        """kwok managing every node with its default stages (pod-ready, pod-complete, pod-delete, heartbeat).
+
+        kwok is the kubelet here: pods bound to a node become Running with a pod IP; pods being deleted lose
+        their finalizers and are removed. It acts as its own user, bound to cluster-admin.
+        """
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "dynamem:kwok"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KWOK_USER}],
+        }
+        created = self.http.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding)
+        if created.status_code not in (201, 409):
+            raise ControlPlaneError(f"binding kwok's user: {created.status_code} {created.text}")
+        kubeconfig = self.write_kubeconfig(self.work_dir / "kwok.kubeconfig", KWOK_USER)
+        port = free_port()
+        process = ServerProcess(
+            "kwok",
+            [
+                str(self.binaries_dir / "kwok"),
+                f"--kubeconfig={kubeconfig}",
+                "--manage-all-nodes=true",
+                f"--server-address=127.0.0.1:{port}",
+            ],
+            self.work_dir / "kwok.log",
+        )
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as health:
+            process.wait_ready(
+                deadline, lambda: health.get("/healthz").status_code == 200, self.start_timeout
+            )
+        return process
 
     def restart(self, component: str, *, down_s: float = 0.0, kill: bool = False) -> None:
         """Stop ``etcd`` or ``kube-apiserver`` (SIGKILL with ``kill``), wait ``down_s``, start it again on the
@@ -455,10 +547,10 @@ class ControlPlane:
         if self._http is not None:
             self._http.close()
             self._http = None
-        for process in (self._apiserver, self._etcd):
+        for process in (self._kwok, self._scheduler, self._apiserver, self._etcd):
             if process is not None:
                 process.stop()
-        self._apiserver = self._etcd = None
+        self._kwok = self._scheduler = self._apiserver = self._etcd = None
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         if self._atexit_registered:
@@ -629,7 +721,7 @@ class ControlPlane:
     ) -> dict[str, Any]:
         """Create a Node object with capacity, allocatable and a Ready condition; returns the stored node.
 
-        There is no kubelet: the status is written once through the status subresource and stays as given.
+        kwok plays its kubelet: it renews the Ready heartbeat and keeps capacity and allocatable as given.
         `allocatable_memory` defaults to `memory` (no system reservation).
         """
         node_labels = {
@@ -638,9 +730,6 @@ class ControlPlane:
             "kubernetes.io/arch": "amd64",
             **(labels or {}),
         }
-        created = self.http.post("/api/v1/nodes", json={"metadata": {"name": name, "labels": node_labels}})
-        if created.status_code >= 400:
-            raise ControlPlaneError(f"creating node {name} failed: {created.status_code} {created.text}")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         capacity = {"cpu": cpu, "memory": memory, "pods": pods}
         status = {
@@ -658,6 +747,13 @@ class ControlPlane:
             ],
             "addresses": [{"type": "Hostname", "address": name}],
         }
+        # Created with its status, as a kubelet registers its node: kwok initialises a node it sees without a
+        # Ready condition with its own defaults (1Ti of memory), so the status must be there from the start.
+        created = self.http.post(
+            "/api/v1/nodes", json={"metadata": {"name": name, "labels": node_labels}, "status": status}
+        )
+        if created.status_code >= 400:
+            raise ControlPlaneError(f"creating node {name} failed: {created.status_code} {created.text}")
         patched = self.http.patch(
             f"/api/v1/nodes/{name}/status",
             content=json.dumps({"status": status}),
