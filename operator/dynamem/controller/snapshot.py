@@ -171,18 +171,25 @@ class Observed:
 
 # A VirtualMachineMemory's validated settings are kept by uid, generation and spec instead of being validated
 # again every round (10,000 pydantic validations cost about half a second).
-_SETTINGS: dict[tuple[str, int, tuple[tuple[str, str], ...]], VmSettings | SettingsError] = {}
+_SETTINGS: dict[tuple[str, int, frozenset[tuple[str, Any]]], VmSettings | SettingsError] = {}
 
 
 def settings_of(vmm: VmmView) -> VmSettings | SettingsError:
-    cache_key = (vmm.uid, vmm.generation, tuple(sorted((str(k), str(v)) for k, v in vmm.spec.items())))
-    found = _SETTINGS.get(cache_key) if vmm.uid else None
+    try:
+        cache_key: tuple[str, int, frozenset[tuple[str, Any]]] | None = (
+            vmm.uid,
+            vmm.generation,
+            frozenset(vmm.spec.items()),
+        )
+    except TypeError:  # a nested value: validated every time (and refused by the settings model anyway)
+        cache_key = None
+    found = _SETTINGS.get(cache_key) if vmm.uid and cache_key is not None else None
     if found is None:
         try:
             found = VmSettings.from_spec(str(vmm.key), vmm.spec)
         except SettingsError as exc:
             found = exc
-        if vmm.uid:
+        if vmm.uid and cache_key is not None:
             if len(_SETTINGS) > 200_000:
                 _SETTINGS.clear()
             _SETTINGS[cache_key] = found
