@@ -16,8 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynamem.controller.balancer import Balancer  # noqa: E402
-from tests.unit.controller.builders_k8s import (  # noqa: E402
+from tests.unit.controller.builders_k8s import (
     FakeWriter,
     make_node_body,
     make_vm_body,
@@ -25,7 +24,9 @@ from tests.unit.controller.builders_k8s import (  # noqa: E402
     make_vmm_body,
     observed,
 )
-from tests.unit.controller.test_balancer import NOW, OPTIONS, FakeDemand  # noqa: E402
+from tests.unit.controller.test_balancer import NOW, OPTIONS, FakeDemand
+
+from dynamem.controller.balancer import Balancer
 
 
 async def main(n: int) -> None:
@@ -54,9 +55,8 @@ async def main(n: int) -> None:
         times.append(time.perf_counter() - started)
         assert result.writes == 0, "a round at rest must write nothing"
     times.sort()
-    print(
-        f"round_at_rest: vms={n} nodes={nodes} min_s={times[0]:.2f} median_s={times[2]:.2f} max_s={times[-1]:.2f}"
-    )
+    low, mid, high = times[0], times[2], times[-1]
+    print(f"round_at_rest: vms={n} nodes={nodes} min_s={low:.2f} median_s={mid:.2f} max_s={high:.2f}")
 
 
 if __name__ == "__main__":
