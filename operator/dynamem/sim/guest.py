@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_GUEST", "PAGE_SIZE", "GuestModel", "GuestObservation"]
+__all__ = ["DEFAULT_GUEST", "GuestModel", "GuestObservation", "PAGE_SIZE"]
 
 MiB = 1 << 20
 PAGE_SIZE = 4096
