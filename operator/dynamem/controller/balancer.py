@@ -38,7 +38,15 @@ from dynamem.controller.snapshot import (
     stuck,
 )
 from dynamem.controller.status import StatusBook, desired_status
-from dynamem.kube.api import ApiException, FieldConflict, StaleObject, now_rfc3339, parse_rfc3339
+from dynamem.kube.api import (
+    FIELD_MANAGER,
+    FIELD_MANAGER_STOPPED,
+    ApiException,
+    FieldConflict,
+    StaleObject,
+    now_rfc3339,
+    parse_rfc3339,
+)
 from dynamem.kube.objects import ObjectKey, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
@@ -239,7 +247,7 @@ class Balancer:
             del self.backoff[key]
         for key in list(self.conflicts):
             vm = snapshot.managed[key].vm
-            if vm is None or not vm.guest_owners:  # the other manager let go of memory.guest
+            if vm is None or not vm.foreign_owners():  # the other manager let go of memory.guest
                 del self.conflicts[key]
         self.book.forget_all_but(keys)
 
@@ -255,7 +263,7 @@ class Balancer:
                 guest,
                 max_guest,
                 resource_version=version or None,
-                force=self.options.force_ownership or take_over(item),
+                force=self.options.force_ownership or take_over(item, change),
                 dry_run=self.options.dry_run,
             )
         except NotLeading:
@@ -329,17 +337,22 @@ def _message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def take_over(item: Managed) -> bool:
-    """Whether the apply may take memory.guest from its other owners: only from imperative writers.
+def take_over(item: Managed, change: MemoryChange) -> bool:
+    """Whether the apply may take memory.guest from its other owners: never from a declarative one.
 
-    Server-side apply reports a conflict with ANY other owner of a field whose value it changes, including
-    one that merely created the VM (``kubectl create``, operation ``Update``). Those wrote the field once and
-    do not re-assert it, so dynamem takes it over (the apply still carries the resourceVersion of the VM it
-    decided on, so it never overwrites a value it has not seen). A declarative owner (a GitOps tool: server-
-    side apply, or kubectl's client-side apply) is never overridden; the round holds such a VM before it gets
-    here (``FieldOwnedByOtherManager``), unless ``--force-ownership``.
+    Server-side apply reports a conflict with ANY other owner of a field whose value it changes: one that
+    merely created the VM (``kubectl create``, operation ``Update``), and dynamem's other field manager (a
+    running VM's changes are applied as ``dynamem``, a stopped VM's as ``dynamem-stopped``). Those do not
+    re-assert the value, so dynamem takes the field over from them; the apply still carries the
+    resourceVersion of the VM it decided on, so it never overwrites a value, nor an ownership, it has not
+    seen. A declarative owner (a GitOps tool: server-side apply, or kubectl's client-side apply) is never
+    overridden: the round holds such a VM before it gets here (``FieldOwnedByOtherManager``), unless
+    ``--force-ownership``.
     """
-    return item.vm is not None and item.vm.written_once_by_others()
+    if item.vm is None or item.vm.applied_by_others():
+        return False
+    manager = FIELD_MANAGER_STOPPED if change.max_guest is not None else FIELD_MANAGER
+    return item.vm.owned_by_others_than(manager)
 
 
 def hold_for(item: Managed, reason: str, now: float) -> Hold:
