@@ -180,7 +180,7 @@ class OperatorWatch:
         self.operator = operator
 
     def sample(self) -> dict[str, float]:
-        text = httpx.get(self.url, timeout=5).text
+        text = httpx.get(self.url, timeout=30).text  # a busy operator serves /metrics slowly
         wanted = {
             "dynamem_balance_duration_seconds_sum": "sum",
             "dynamem_balance_duration_seconds_count": "rounds",
@@ -200,8 +200,11 @@ class OperatorWatch:
         last = self.sample()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            time.sleep(0.25)
-            now = self.sample()
+            time.sleep(1.0)
+            try:
+                now = self.sample()
+            except httpx.HTTPError:
+                continue
             if now["rounds"] > last["rounds"]:
                 n = now["rounds"] - last["rounds"]
                 found.append(

@@ -64,7 +64,6 @@ logger = logging.getLogger("dynamem.balancer")
 # A VM whose write got no answer (after the client's own retries) waits this long before the next try.
 TRANSIENT_BACKOFF_S = 30.0
 
-OWN_MANAGERS = frozenset({FIELD_MANAGER, FIELD_MANAGER_STOPPED})
 
 # The operator's default policy: the cluster plan. "node-local" is today's per-node plan.
 CLUSTER_POLICY = "dynamem"
@@ -254,10 +253,15 @@ class Balancer:
                 hold=holds.get(key, item.hold),
                 owners=item.owners or self.conflicts.get(key, ()),
             )
-            pending.append((not self.book.decision_changed(item, status), str(key), item, status))
+            needed, changed = self.book.triage(item, status, now)
+            if needed:
+                pending.append((not changed, str(key), item, status))
         pending.sort(key=lambda entry: (entry[0], entry[1]))  # decision changes first
         self.book.refill(now)
-        writes = [self.book.write(self.writer, item, status, now=now) for _, _, item, status in pending]
+        writes = [
+            self.book.write(self.writer, item, status, now=now, checked=True)
+            for _, _, item, status in pending
+        ]
         result.status_writes = sum(await gather_limited(writes))
         self._forget_all_but(snapshot, now)
 
@@ -417,7 +421,7 @@ class Balancer:
             del self.backoff[key]
         for key in list(self.conflicts):
             vm = snapshot.managed[key].vm
-            if vm is None or not vm.guest_owners:  # the other manager let go of memory.guest
+            if vm is None or not vm.foreign_owners():  # the other manager let go of memory.guest
                 del self.conflicts[key]
         self.book.forget_all_but(keys)
 
@@ -426,31 +430,16 @@ class Balancer:
         guest = to_quantity(change.guest)
         max_guest = to_quantity(change.max_guest) if change.max_guest is not None else None
         version = item.vm.resource_version if item.vm is not None else None
-        force = self.options.force_ownership or take_over(item)
         try:
-            try:
-                await self.writer.apply_vm_memory(
-                    ns,
-                    name,
-                    guest,
-                    max_guest,
-                    resource_version=version or None,
-                    force=force,
-                    dry_run=self.options.dry_run,
-                )
-            except FieldConflict as exc:
-                if force or not exc.managers or not set(exc.managers) <= OWN_MANAGERS:
-                    raise
-                # dynamem's other manager (running vs stopped) owns memory.guest: its own field, taken over
-                await self.writer.apply_vm_memory(
-                    ns,
-                    name,
-                    guest,
-                    max_guest,
-                    resource_version=version or None,
-                    force=True,
-                    dry_run=self.options.dry_run,
-                )
+            await self.writer.apply_vm_memory(
+                ns,
+                name,
+                guest,
+                max_guest,
+                resource_version=version or None,
+                force=self.options.force_ownership or take_over(item, change),
+                dry_run=self.options.dry_run,
+            )
         except NotLeading:
             raise
         except StaleObject:
@@ -522,17 +511,22 @@ def _message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def take_over(item: Managed) -> bool:
-    """Whether the apply may take memory.guest from its other owners: only from imperative writers.
+def take_over(item: Managed, change: MemoryChange) -> bool:
+    """Whether the apply may take memory.guest from its other owners: never from a declarative one.
 
-    Server-side apply reports a conflict with ANY other owner of a field whose value it changes, including
-    one that merely created the VM (``kubectl create``, operation ``Update``). Those wrote the field once and
-    do not re-assert it, so dynamem takes it over (the apply still carries the resourceVersion of the VM it
-    decided on, so it never overwrites a value it has not seen). A declarative owner (a GitOps tool: server-
-    side apply, or kubectl's client-side apply) is never overridden; the round holds such a VM before it gets
-    here (``FieldOwnedByOtherManager``), unless ``--force-ownership``.
+    Server-side apply reports a conflict with ANY other owner of a field whose value it changes: one that
+    merely created the VM (``kubectl create``, operation ``Update``), and dynamem's other field manager (a
+    running VM's changes are applied as ``dynamem``, a stopped VM's as ``dynamem-stopped``). Those do not
+    re-assert the value, so dynamem takes the field over from them; the apply still carries the
+    resourceVersion of the VM it decided on, so it never overwrites a value, nor an ownership, it has not
+    seen. A declarative owner (a GitOps tool: server-side apply, or kubectl's client-side apply) is never
+    overridden: the round holds such a VM before it gets here (``FieldOwnedByOtherManager``), unless
+    ``--force-ownership``.
     """
-    return item.vm is not None and item.vm.written_once_by_others()
+    if item.vm is None or item.vm.applied_by_others():
+        return False
+    manager = FIELD_MANAGER_STOPPED if change.max_guest is not None else FIELD_MANAGER
+    return item.vm.owned_by_others_than(manager)
 
 
 def hold_for(item: Managed, reason: str, now: float) -> Hold:

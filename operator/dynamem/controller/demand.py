@@ -169,6 +169,7 @@ class PrometheusDemand:
         ca_file: str | None = None,
         backoff: Backoff = PROMETHEUS_BACKOFF,
         signals: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.query = query
@@ -176,7 +177,7 @@ class PrometheusDemand:
         self.token_file = token_file
         self.backoff = backoff
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        self._client = httpx.AsyncClient(timeout=timeout, verify=verify)
+        self._client = httpx.AsyncClient(timeout=timeout, verify=verify, transport=transport)
 
     def _headers(self) -> dict[str, str]:
         if self.token_file is None:

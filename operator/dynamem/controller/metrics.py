@@ -80,6 +80,9 @@ class OperatorMetrics:
         self.writes = Counter(
             "dynamem_api_writes", "API writes made by balancing rounds", ("kind",), registry=self.registry
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Gauge] = {}
+        self._vm_series: set[tuple[str, str, str]] = set()
+        self._node_series: set[str] = set()
         self.active = Gauge(
             "dynamem_balancer_active", "1 on the balancing replica, 0 on a standby", registry=self.registry
         )
@@ -91,6 +94,8 @@ class OperatorMetrics:
             gauge.clear()
         for gauge in (self.node_pool, self.node_assigned, self.node_over):
             gauge.clear()
+        self._children.clear()
+        self._vm_series, self._node_series = set(), set()
 
     def observe_round(
         self,
@@ -100,28 +105,51 @@ class OperatorMetrics:
         memory_writes: int,
         status_writes: int,
     ) -> None:
+        """Set this round's series; drop only those of VMs and nodes that are gone (a child of a labelled
+        metric is costly to make, so the ones still in use are kept and updated, not rebuilt)."""
         self.active.set(1)
         self.rounds.inc()
         self.writes.labels(kind="memory").inc(memory_writes)
         self.writes.labels(kind="status").inc(status_writes)
         self.round_seconds.observe(duration_s)
-        for gauge in (self.vm_assigned, self.vm_demand, self.vm_pressure, self.vm_warning):
-            gauge.clear()
-        for gauge in (self.node_pool, self.node_assigned, self.node_over):
-            gauge.clear()
+        seen_vms: set[tuple[str, str, str]] = set()
+        seen_nodes: set[str] = set()
         for name, plan in plans.items():
-            self.node_pool.labels(node=name).set(plan.pool)
-            self.node_assigned.labels(node=name).set(plan.assigned_total)
-            self.node_over.labels(node=name).set(1 if plan.over_subscribed else 0)
+            seen_nodes.add(name)
+            self._set(self.node_pool, (name,), plan.pool)
+            self._set(self.node_assigned, (name,), plan.assigned_total)
+            self._set(self.node_over, (name,), 1 if plan.over_subscribed else 0)
             for decision in plan.decisions:
                 key = snapshot.vm_keys[decision.name]
-                labels = {"namespace": key.namespace, "name": key.name, "node": name}
-                self.vm_assigned.labels(**labels).set(decision.assigned)
+                labels = (key.namespace, key.name, name)
+                seen_vms.add(labels)
+                self._set(self.vm_assigned, labels, decision.assigned)
                 if decision.demand is not None:
-                    self.vm_demand.labels(**labels).set(decision.demand)
-                    self.vm_warning.labels(**labels).set(1 if decision.assigned < decision.demand else 0)
+                    self._set(self.vm_demand, labels, decision.demand)
+                    self._set(self.vm_warning, labels, 1 if decision.assigned < decision.demand else 0)
+                else:
+                    self._drop((self.vm_demand, self.vm_warning), labels)
                 if decision.pressure is not None:
-                    self.vm_pressure.labels(**labels).set(decision.pressure)
+                    self._set(self.vm_pressure, labels, decision.pressure)
+                else:
+                    self._drop((self.vm_pressure,), labels)
+        vm_gauges = (self.vm_assigned, self.vm_demand, self.vm_pressure, self.vm_warning)
+        for labels in self._vm_series - seen_vms:
+            self._drop(vm_gauges, labels)
+        for node in self._node_series - seen_nodes:
+            self._drop((self.node_pool, self.node_assigned, self.node_over), (node,))
+        self._vm_series, self._node_series = seen_vms, seen_nodes
+
+    def _set(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        child = self._children.get((id(gauge), labels))
+        if child is None:
+            child = self._children[(id(gauge), labels)] = gauge.labels(*labels)
+        child.set(value)
+
+    def _drop(self, gauges: tuple[Gauge, ...], labels: tuple[str, ...]) -> None:
+        for gauge in gauges:
+            if self._children.pop((id(gauge), labels), None) is not None:
+                gauge.remove(*labels)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve /metrics (once: a retried startup does not bind the port twice)."""

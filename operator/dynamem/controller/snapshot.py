@@ -175,13 +175,39 @@ class Observed:
     migrations: Iterable[MigrationView] = ()
 
 
+# A VirtualMachineMemory's validated settings are kept by uid, generation and spec instead of being validated
+# again every round (10,000 pydantic validations cost about half a second).
+_SETTINGS: dict[tuple[str, int, frozenset[tuple[str, Any]]], VmSettings | SettingsError] = {}
+
+
+def settings_of(vmm: VmmView) -> VmSettings | SettingsError:
+    try:
+        cache_key: tuple[str, int, frozenset[tuple[str, Any]]] | None = (
+            vmm.uid,
+            vmm.generation,
+            frozenset(vmm.spec.items()),
+        )
+    except TypeError:  # a nested value: validated every time (and refused by the settings model anyway)
+        cache_key = None
+    found = _SETTINGS.get(cache_key) if vmm.uid and cache_key is not None else None
+    if found is None:
+        try:
+            found = VmSettings.from_spec(str(vmm.key), vmm.spec)
+        except SettingsError as exc:
+            found = exc
+        if vmm.uid and cache_key is not None:
+            if len(_SETTINGS) > 200_000:
+                _SETTINGS.clear()
+            _SETTINGS[cache_key] = found
+    return found
+
+
 def _join(
     vmm: VmmView, vm: VmView | None, vmi: VmiView | None, demand: DemandReading, force_ownership: bool
 ) -> Managed:
-    try:
-        settings = VmSettings.from_spec(str(vmm.key), vmm.spec)
-    except SettingsError as exc:
-        return Managed(vmm, Phase.INVALID, error=str(exc), vm=vm, vmi=vmi)
+    settings = settings_of(vmm)
+    if isinstance(settings, SettingsError):
+        return Managed(vmm, Phase.INVALID, error=str(settings), vm=vm, vmi=vmi)
     if vm is None:
         return Managed(vmm, Phase.MISSING, settings=settings)
     hold = Hold.from_status(vmm.status.get("hold"))

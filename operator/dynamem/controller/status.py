@@ -214,6 +214,7 @@ class StatusBook:
 
     written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     written_at: dict[ObjectKey, float] = field(default_factory=dict)
+    observed_cache: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     per_second: float = 20.0
     burst_s: float = 5.0
     tokens: float = -1.0  # full at the first round
@@ -228,21 +229,40 @@ class StatusBook:
         self.refilled_at = now
 
     def decision_changed(self, item: Managed, desired: Status) -> bool:
-        return _comparable(desired) != _comparable(item.vmm.status)
+        return _comparable(desired) != self._observed(item)
+
+    def _observed(self, item: Managed) -> dict[str, Any]:
+        """The observed status' comparable form, kept per resourceVersion (most statuses do not change)."""
+        version = str(item.vmm.body["metadata"].get("resourceVersion"))
+        held = self.observed_cache.get(item.key)
+        if held is None or held[0] != version:
+            held = self.observed_cache[item.key] = (version, _comparable(item.vmm.status))
+        return held[1]
+
+    def triage(self, item: Managed, desired: Status, now: float) -> tuple[bool, bool]:
+        """(needs a write, a decision changed), computing each comparable form once."""
+        wanted = _comparable(desired)
+        changed = wanted != self._observed(item)
+        return self._needs_write(item, desired, wanted, changed, now), changed
 
     def forget_all_but(self, keys: Collection[ObjectKey]) -> None:
-        for memory in (self.written, self.written_at):
+        for memory in (self.written, self.written_at, self.observed_cache):
             for key in [k for k in memory if k not in keys]:
                 del memory[key]
 
     def needs_write(self, item: Managed, desired: Status, now: float | None = None) -> bool:
         """A decision changed; or only the measurements did, and they were last written a while ago."""
         wanted = _comparable(desired)
+        return self._needs_write(item, desired, wanted, wanted != self._observed(item), now)
+
+    def _needs_write(
+        self, item: Managed, desired: Status, wanted: dict[str, Any], changed: bool, now: float | None
+    ) -> bool:
         if "lastChangeTime" in desired and desired.get("lastChangeTime") != item.vmm.status.get(
             "lastChangeTime"
         ):
             return True
-        if wanted == _comparable(item.vmm.status):
+        if not changed:
             if now is None or not measurements_moved(desired, item.vmm.status):
                 return False
             return now - self.written_at.get(item.key, float("-inf")) >= MEASUREMENT_REFRESH_S
@@ -250,8 +270,12 @@ class StatusBook:
         last = self.written.get(item.key)
         return not (last is not None and last[0] == version and last[1] == wanted)
 
-    async def write(self, writer: ClusterWriter, item: Managed, desired: Status, *, now: float) -> bool:
-        if not self.needs_write(item, desired, now):
+    async def write(
+        self, writer: ClusterWriter, item: Managed, desired: Status, *, now: float, checked: bool = False
+    ) -> bool:
+        """Write ``desired`` if it needs writing (``checked``: :meth:`triage` said so already) and the rate
+        allows."""
+        if not checked and not self.needs_write(item, desired, now):
             return False
         if self.tokens < 1 and self.refilled_at is not None:
             return False  # over the rate: a later round writes it

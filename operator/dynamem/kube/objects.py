@@ -98,7 +98,7 @@ class VmView:
     generation: int = 0
     run_strategy: str = ""  # the VM's runStrategy, or what ``running`` means: Always / Halted
     instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
-    guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest, not dynamem
+    guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
 
     @property
     def stopped_for_good(self) -> bool:
@@ -112,11 +112,23 @@ class VmView:
         ``Update`` by ``kubectl-client-side-apply`` but re-applies its manifest like any GitOps tool. Others
         (``kubectl create``/``edit``, a controller's update) only wrote the field once.
         """
-        return tuple(sorted({m for m, op in self.guest_owners if op == "Apply" or m in DECLARATIVE_UPDATERS}))
+        return tuple(
+            sorted(
+                {
+                    m
+                    for m, op in self.guest_owners
+                    if m not in DYNAMEM_MANAGERS and (op == "Apply" or m in DECLARATIVE_UPDATERS)
+                }
+            )
+        )
 
-    def written_once_by_others(self) -> bool:
-        """Only imperative writers own memory.guest besides dynamem (a creator, an edit)."""
-        return bool(self.guest_owners) and not self.applied_by_others()
+    def owned_by_others_than(self, manager: str) -> bool:
+        """Someone besides ``manager`` owns memory.guest (server-side apply would report a conflict)."""
+        return any(m != manager for m, _ in self.guest_owners)
+
+    def foreign_owners(self) -> tuple[str, ...]:
+        """Owners of memory.guest that are not dynamem's own field managers."""
+        return tuple(sorted({m for m, _ in self.guest_owners if m not in DYNAMEM_MANAGERS}))
 
 
 def hugepage_bytes(domain: Body | None) -> int:
@@ -140,10 +152,10 @@ def run_strategy(body: Body) -> str:
 
 
 def guest_owners(body: Body) -> tuple[tuple[str, str], ...]:
-    """Field managers other than dynamem's that own ``spec.template.spec.domain.memory.guest``."""
+    """The field managers that own ``spec.template.spec.domain.memory.guest``, with their operation."""
     found = []
     for entry in dig(body, "metadata", "managedFields") or []:
-        if not isinstance(entry, Mapping) or entry.get("manager") in DYNAMEM_MANAGERS:
+        if not isinstance(entry, Mapping):
             continue
         if dig(entry, "fieldsV1", *GUEST_FIELD) is not None:
             found.append((str(entry.get("manager")), str(entry.get("operation"))))

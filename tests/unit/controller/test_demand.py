@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from dynamem.controller.demand import (
 )
 from dynamem.controller.ports import GuestSignals
 from dynamem.kube.objects import GI, ObjectKey
+from dynamem.kube.retry import Backoff
 
 
 def sample(namespace: str | None, name: str | None, value: str) -> dict[str, Any]:
@@ -221,3 +223,37 @@ def test_a_signal_prometheus_cannot_give_leaves_demand_known() -> None:
     reading = read_with(handler)
     assert reading.error is None and reading.of(ObjectKey("office", "a")) == 5
     assert reading.signals_of(ObjectKey("office", "a")) == GuestSignals()
+
+
+# --- the client: bearer token, retries (issue 10, item 7) ---------------------------------------------------
+
+
+def test_prometheus_gets_the_bearer_token_read_at_each_query_and_429_is_retried(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    seen: list[str | None] = []
+    answers = [httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(503)]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        if answers:
+            return answers.pop(0)
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    demand = PrometheusDemand(
+        "https://thanos.example:9091",
+        token_file=str(token),
+        backoff=Backoff(attempts=3, base_s=0.0, cap_s=0.0),
+        transport=httpx.MockTransport(answer),
+    )
+
+    async def two_reads() -> tuple[object, object]:
+        first = await demand.read()
+        token.write_text("rotated")
+        second = await demand.read()
+        await demand.close()
+        return first, second
+
+    first, second = asyncio.run(two_reads())
+    assert first.error is None and second.error is None  # type: ignore[attr-defined]
+    assert seen == ["Bearer first", "Bearer first", "Bearer first", "Bearer rotated"]

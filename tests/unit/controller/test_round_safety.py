@@ -320,3 +320,18 @@ def test_kubectl_client_side_apply_counts_as_a_declarative_owner() -> None:
     writer = FakeWriter()
     run(balancer_for(demand, writer), world)
     assert writer.applies == []
+
+
+def test_a_stopped_reset_takes_memory_guest_from_dynamems_running_manager() -> None:
+    # While it ran, dynamem applied memory.guest as "dynamem"; stopped, it applies as "dynamem-stopped":
+    # to the API server that is another manager, so the reset must take the field over.
+    world, demand = workday()
+    world.add("service", "2Gi", running=False)
+    world.vms["service"]["metadata"]["managedFields"] = [
+        {"manager": "dynamem", "operation": "Apply", "fieldsV1": GUEST_FIELDS}
+    ]
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert [(a.name, a.guest, a.max_guest, a.force) for a in writer.applies] == [
+        ("service", "1Gi", "4Gi", True)
+    ]

@@ -1,0 +1,77 @@
+"""Retries of API requests (:mod:`dynamem.kube.retry`, :func:`dynamem.kube.api.retryable`): 429, 5xx and
+dropped connections are retried with backoff, jitter and Retry-After; answers (409, 404, 422) are not."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+import pytest
+
+from dynamem.kube.api import ApiException, retryable
+from dynamem.kube.retry import Backoff, with_backoff
+
+
+class Flaky:
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+
+BACKOFF = Backoff(attempts=4, base_s=0.2, cap_s=1.0, jitter=0.5)
+
+
+def run(call: Flaky, backoff: Backoff = BACKOFF) -> list[float]:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    asyncio.run(
+        with_backoff(
+            call, retryable=retryable, what="test", backoff=backoff, rng=random.Random(1), sleep=sleep
+        )
+    )
+    return pauses
+
+
+def too_many(retry_after: str | None = None) -> ApiException:
+    exc = ApiException(status=429, reason="Too Many Requests")
+    exc.headers = {"Retry-After": retry_after} if retry_after else {}
+    return exc
+
+
+def test_429_5xx_and_dropped_connections_are_retried_with_growing_jittered_pauses() -> None:
+    call = Flaky(too_many(), ApiException(status=503), aiohttp.ServerDisconnectedError())
+    pauses = run(call)
+    assert call.calls == 4
+    # base 0.2 s doubling (0.2, 0.4, 0.8), each times a factor in [1, 1.5)
+    for pause, base in zip(pauses, (0.2, 0.4, 0.8), strict=True):
+        assert base <= pause < base * 1.5
+
+
+def test_retry_after_is_honoured() -> None:
+    call = Flaky(too_many("3"))
+    assert run(call) == [3.0]
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 422])
+def test_answers_are_not_retried(status: int) -> None:
+    call = Flaky(ApiException(status=status))
+    with pytest.raises(ApiException):
+        run(call)
+    assert call.calls == 1
+
+
+def test_the_last_failure_is_raised_when_attempts_run_out() -> None:
+    call = Flaky(*(ApiException(status=500) for _ in range(5)))
+    with pytest.raises(ApiException):
+        run(call, Backoff(attempts=3, base_s=0.0, cap_s=0.0))
+    assert call.calls == 3
