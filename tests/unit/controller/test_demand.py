@@ -245,6 +245,7 @@ def test_prometheus_gets_the_bearer_token_read_at_each_query_and_429_is_retried(
         token_file=str(token),
         backoff=Backoff(attempts=3, base_s=0.0, cap_s=0.0),
         transport=httpx.MockTransport(answer),
+        signals={},  # the demand query alone: this test is about the token and the retries
     )
 
     async def two_reads() -> tuple[object, object]:
