@@ -78,7 +78,7 @@ class OperatorOptions:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynamem run",
-        description="Balance the memory of KubeVirt VMs that have a VirtualMachineMemory, node by node.",
+        description="Balance the memory of KubeVirt VMs that have a VirtualMachineMemory: sizes and nodes.",
     )
     scope = parser.add_mutually_exclusive_group(required=True)
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")

@@ -35,8 +35,9 @@ and what this module plays:
 
 What the policy sees: only what KubeVirt's metrics show. Each running VM's demand is the guest's observed
 used memory (:class:`dynamem.sim.guest.GuestModel`: at most its size less a kernel reserve), never its true
-demand; the policy still plans node by node (``plan_node``), each node's pool being its memory less the
-launcher overheads of its VMs and the target pods of migrations into it. A VM with a change in flight is
+demand (plus the paging signals the cluster plan reads). A per-node policy (``node-local``, ``proxmox``,
+``xen``) plans node by node (``plan_node``), each node's pool being its memory less the launcher overheads of
+its VMs and the target pods of migrations into it. A VM with a change in flight is
 given to the policy as ``in_flight_to`` (held); the policy counts it at the larger of its two sizes, so its
 node's pool is raised by the difference, since the source only holds the old request.
 
