@@ -7,7 +7,10 @@ seed in ``--step-seconds`` real seconds) and shows a live table of each VM's nod
 KubeVirt every memory change is a live migration to another node, so the VMs spread over the nodes as they
 change; the chart (one panel per node) and the closing summary show where they went. It exits 0 when
 KubeVirt's invariants held throughout: every change was a move to another node, the launcher pods' requests
-never exceeded a node's allocatable memory, and every running VM ended each step near its demand.
+never exceeded a node's allocatable memory, and every running VM ended the day with at least its demand (so
+no guest pages) and at most its maximum. A VM may keep more than demand plus buffer: dynamem grows a paging
+guest x1.5 per change (its demand is hidden while it pages) and gives memory back only after its use stayed
+low for the shrink window (an hour), longer than the accelerated day.
 """
 
 from __future__ import annotations
@@ -59,12 +62,12 @@ SEED = {
     2: {"finance": 2.0, "sales": 1.0, "engineering": 3.5, "service": 1.0},
 }
 STARTUP = GI
-NEAR = GI // 4  # "near its demand": at least the demand, at most demand / 0.8 (the buffer) plus this
+MAXIMUM = 4 * GI  # every VM of the workday
 
 
-def near_demand(size: int, demand: int) -> bool:
-    """A VM ends a step near its demand: it has at least what it uses, and not much more than its buffer."""
-    return demand <= size <= max(STARTUP, int(demand / 0.8)) + NEAR
+def served(size: int, demand: int) -> bool:
+    """A VM ends a step served: it has at least what it uses (its guest does not page), within its maximum."""
+    return demand <= size <= MAXIMUM
 
 
 @dataclass
@@ -260,7 +263,7 @@ def main(argv: list[str]) -> int:
                 live.update(table(step, seen, statuses))
                 ends[step] = {n: (has, want) for n, (_, has, want) in seen.items() if has}
                 if t > scenario.steps * args.step_seconds:
-                    settled = all(near_demand(has, want or 0) for has, want in ends[step].values())
+                    settled = all(served(has, want or 0) for has, want in ends[step].values())
                     if settled or t > scenario.steps * args.step_seconds + args.settle_seconds:
                         break
                 time.sleep(0.5)
@@ -278,16 +281,16 @@ def main(argv: list[str]) -> int:
         console.print(f"[red]KubeVirt invariant broken: {problem}[/]")
     for step in sorted(ends):
         got = ends[step]
-        near = all(near_demand(has, want or 0) for has, want in got.values())
+        near = all(served(has, want or 0) for has, want in got.values())
         shown = ", ".join(f"{n} {has / GI:.2f}" for n, (has, _) in got.items())
         seed = ", ".join(f"{n} {v:g}" for n, v in SEED.get(step, {}).items())
-        verdict = "near demand" if near else "not yet near demand"
+        verdict = "demand served" if near else "demand not yet served"
         console.print(f"end of step {step}: {shown} GiB ({verdict}; the seed, in place on one host: {seed})")
     final = ends[max(ends)] if ends else {}
-    ended_near = bool(final) and all(near_demand(has, want or 0) for has, want in final.values())
+    ended_near = bool(final) and all(served(has, want or 0) for has, want in final.values())
     console.print(
-        f"end of the day: every VM {'is' if ended_near else 'is NOT'} near its demand "
-        f"(at least its demand, at most demand / 0.8 + {NEAR / GI:g} GiB)"
+        f"end of the day: every VM {'has' if ended_near else 'does NOT have'} at least its demand "
+        f"(no guest pages; at most its maximum, {MAXIMUM / GI:g} GiB)"
     )
     return 0 if ok and ended_near else 1
 
