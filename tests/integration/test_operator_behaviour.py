@@ -133,11 +133,29 @@ def test_changes_are_events_with_reasons(make_stack: Callable[..., Stack]) -> No
 
 
 def test_over_subscribed_node_is_reported(make_stack: Callable[..., Stack]) -> None:
-    # Three VMs that booted with 1 GiB each on a node whose pool is 2 GiB: their floors alone do not fit.
-    stack = make_stack("2Gi", {"a": VM_1_4, "b": VM_1_4, "c": VM_1_4})
+    # Room is counted as the scheduler counts it (pod requests against allocatable), so three 1 GiB VMs can
+    # no longer START on a 2 GiB node: the stand-in binds a launcher there only when it fits, and the
+    # scheduler places the rest elsewhere. A node becomes over-subscribed when its allocatable drops under
+    # the pods already running there (the kubelet restarted with a larger reservation): three VMs fill a
+    # 3 GiB node, its allocatable drops to 2 GiB, and the other node is cordoned, so no move relieves it.
+    stack = make_stack("3Gi", {"a": VM_1_4, "b": VM_1_4, "c": VM_1_4})
     stack.set_demand(a=0.5, b=0.5, c=0.5)
+
+    def all_on_one_node() -> str | None:
+        guests = [stack.sim.guest(stack.namespace, n) for n in "abc"]
+        nodes = {g.node for g in guests if g is not None}
+        return nodes.pop() if len(nodes) == 1 and all(g is not None for g in guests) else None
+
+    node = wait_until("the three VMs running on their start node", all_on_one_node, timeout=30)
+    core = k8s_client.CoreV1Api(stack.api)
+    core.patch_node(f"{node}-b", {"spec": {"unschedulable": True}})
+    core.patch_node_status(node, {"status": {"allocatable": {"memory": "2Gi"}}})
     stack.start_operator()
     wait_until("NodeOverSubscribed", lambda: stack.conditions("a").get("NodeOverSubscribed") == "True", 30)
+    message = next(
+        c["message"] for c in stack.vmm("a")["status"]["conditions"] if c["type"] == "NodeOverSubscribed"
+    )
+    assert message.startswith("pod requests 3072Mi exceed the node's 2048Mi"), message
     # the Event follows the status write (controller/status.py, _transition_events): wait for it too
     wait_until(
         "the FloorsExceedPool warning",

@@ -2,7 +2,8 @@
 
 This is what the shipped Deployment runs (two replicas, one Lease). Both start at the same instant; the test
 does not know which one wins, only that exactly one does, and that the survivor of a SIGKILL leads after
-the Lease expires and converges the VM.
+the Lease expires and grows the VM again. The cluster plan grows a paging VM by 1.5 a change, so a VM ends at
+least at its demand and at most at its maximum, not at an exact size (``Stack.reach``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from dynamem.kube.objects import GI
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
@@ -60,14 +62,18 @@ def test_one_replica_balances_and_the_other_takes_over_after_a_sigkill(stack: St
         return active if len(active) == 1 and len(idle) == 1 else None
 
     [leader] = wait_until("exactly one leader", leaders, timeout=60)
-    stack.converge({"db": 2})
+    size = stack.reach({"db": 1.6})["db"]
+    assert size <= 4 * GI, f"db grew past its maximum: {size}"
     [standby] = [r for r in replicas if r is not leader]
     assert gauge(standby, "dynamem_balance_rounds_total") in (None, 0.0), "a standby must never balance"
 
     assert leader.process is not None
     leader.process.send_signal(signal.SIGKILL)  # no release: the standby waits for the Lease to expire
     leader.process.wait()
-    stack.set_demand(db=2.4)
-    stack.converge({"db": 3}, timeout=120)
+    # a demand above what db has now, so the survivor must change it (the leader is gone)
+    assert size < 3.2 * GI, f"db already holds {size}: the survivor would have nothing to do"
+    stack.set_demand(db=3.2)
+    grown = stack.reach({"db": 3.2}, timeout=120)["db"]
+    assert size < grown <= 4 * GI, f"db went from {size} to {grown} (maximum 4Gi)"
     assert gauge(standby, "dynamem_balancer_active") == 1.0
     assert (gauge(standby, "dynamem_balance_rounds_total") or 0) >= 1
