@@ -63,3 +63,27 @@ def test_a_migration_target_keeps_off_the_source_and_takes_the_added_selector() 
     assert pod["metadata"]["labels"]["kubevirt.io/migrationJobUID"] == "mig-uid"
     assert pod["spec"]["containers"][0]["resources"]["requests"] == {"memory": "3Gi"}
     assert "nodeName" not in pod["spec"]
+
+
+def test_a_migration_target_keeps_the_vmis_node_affinity_and_tolerations_beside_the_anti_affinity() -> None:
+    """KubeVirt v1.7.0 ``createMigrationPodAntiAffinityRule`` appends to the affinity the target pod was
+    rendered with from the VMI (``renderLaunchManifest``: ``vmi.Spec.Affinity``, ``vmi.Spec.Tolerations``)."""
+    required = {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+    }
+    vmi = {
+        "metadata": {"name": "web", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "domain": {"memory": {"guest": "1Gi"}},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        },
+    }
+    migration = {"metadata": {"name": "m", "uid": "m1"}, "spec": {"addedNodeSelector": {"x": "y"}}}
+    pod = launcher_pod(vmi, overhead=0, migration=migration)
+    affinity = pod["spec"]["affinity"]
+    assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == required
+    (term,) = affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"] == {"kubevirt.io/created-by": "u1"}
+    assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert "podAntiAffinity" not in vmi["spec"]["affinity"]  # the VMI is not changed

@@ -8,15 +8,16 @@ target pod takes its requests from the moment it is bound. Pods that have finish
 not counted (``NodeInfo`` drops them when the pod informer removes them; the scheduler's cache skips them).
 A running VMI whose launcher pod is not in the view is counted at its guest memory plus overhead, as its pod
 would request. A configurable ``reserve`` is kept back from every node; a cordoned node has no room (the
-scheduler's ``NodeUnschedulable`` filter). Taints are not read: a target the scheduler then refuses stays
-Pending, KubeVirt fails the migration after its pending timeout, and the balancer takes the change back.
+scheduler's ``NodeUnschedulable`` filter). Where each VM may go at all (cordons, taints against its
+tolerations, its node selector and required node affinity) is :mod:`dynamem.controller.eligibility`'s: the
+plan chooses among those nodes only.
 
 Each running VM dynamem may change becomes a :class:`ClusterVm` carrying what its guest shows (used, usable,
 available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals`), its launcher request
 (guest + overhead), and what it is doing: a VM held for any reason (a hold, a blocked precondition, a change
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
 not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
-(not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
+(not yet against their ``hugepages-*`` resource).
 A VM changed less than the shrink window ago is not shrunk for idleness (its peak is taken as its size): its
 use at this size has not stayed low for a window yet. A VM whose last sample was taken at another size than
 it has now (the scrape before its last change) has unknown demand: the plan holds it until a sample of its
@@ -28,9 +29,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
+from dynamem.controller.eligibility import eligible_nodes
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading, GuestSignals
-from dynamem.kube.objects import ObjectKey, VmiView
+from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
@@ -84,7 +86,7 @@ def cluster_state(
     nodes: Mapping[str, int],
     requested: Mapping[str, int],
     cordoned: frozenset[str] = frozenset(),
-    node_labels: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+    node_views: Mapping[str, NodeView] | None = None,
     states: Mapping[str, list[VmState]],
     vmis: Mapping[ObjectKey, VmiView],
     keys: Mapping[str, ObjectKey],
@@ -96,7 +98,8 @@ def cluster_state(
     shrink_window_s: float = 3600.0,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
-    managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key."""
+    managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
+    ``node_views``: the nodes as observed, for where each VM may go (None: anywhere)."""
     cluster_nodes = tuple(
         ClusterNode(
             name=name,
@@ -119,10 +122,7 @@ def cluster_state(
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
                 peak = max(peak or 0, state.assigned)
-            allowed = None
-            if vmi.node_selector:
-                labels = node_labels or {}
-                allowed = frozenset(n for n in nodes if set(vmi.node_selector) <= set(labels.get(n, ())))
+            allowed = None if node_views is None else eligible_nodes(vmi, node_views.values())
             vms.append(
                 ClusterVm(
                     name=state.name,

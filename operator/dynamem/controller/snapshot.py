@@ -424,7 +424,7 @@ def build_snapshot(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
         cordoned=frozenset(name for name, node in node_views.items() if not node.schedulable),
-        node_labels={name: node.labels for name, node in node_views.items()},
+        node_views=node_views,
         states=states,
         vmis=vmis,
         keys=vm_keys,

@@ -17,6 +17,8 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from dynamem.kube.scheduling import PodPlacement, Taint, pod_placement, taint
+
 MI = 1024**2
 GI = 1024**3
 
@@ -205,6 +207,8 @@ class VmiView:
     # creation time of its latest migration when that one failed and none is going (controller.migrations)
     failed_migration_at: float | None = None
     node_selector: tuple[tuple[str, str], ...] = ()  # spec.nodeSelector: its launcher pods go only there
+    # what its launcher pods get from its spec for scheduling: nodeSelector, tolerations, node affinity
+    placement: PodPlacement = field(default_factory=PodPlacement)
 
     @property
     def active(self) -> bool:
@@ -237,6 +241,7 @@ def vmi_view(body: Body) -> VmiView:
         node_selector=tuple(
             sorted((str(k), str(v)) for k, v in (dig(body, "spec", "nodeSelector") or {}).items())
         ),
+        placement=pod_placement(dig(body, "spec") or {}),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -264,6 +269,7 @@ class NodeView:
     allocatable: int
     schedulable: bool = True
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: a VMI's nodeSelector matches these
+    taints: tuple[Taint, ...] = ()
 
 
 def node_view(body: Body) -> NodeView:
@@ -275,6 +281,7 @@ def node_view(body: Body) -> NodeView:
         allocatable=allocatable,
         schedulable=not bool(dig(body, "spec", "unschedulable")),
         labels=tuple(sorted((str(k), str(v)) for k, v in (dig(body, "metadata", "labels") or {}).items())),
+        taints=tuple(taint(t) for t in dig(body, "spec", "taints") or () if isinstance(t, Mapping)),
     )
 
 

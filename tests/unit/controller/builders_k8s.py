@@ -153,14 +153,24 @@ def make_node_body(
     allocatable: str | None = "8Gi",
     capacity: str | None = None,
     unschedulable: bool = False,
+    labels: Mapping[str, str] | None = None,
+    taints: Iterable[Mapping[str, str]] = (),
 ) -> Body:
+    """A node; labelled ``kubevirt.io/schedulable=true`` (virt-handler's mark, every launcher pod selects it)
+    and ``kubernetes.io/hostname`` unless ``labels`` says otherwise."""
     status: Body = {}
     if allocatable is not None:
         status["allocatable"] = {"cpu": "8", "memory": allocatable}
     if capacity is not None:
         status["capacity"] = {"cpu": "8", "memory": capacity}
     spec: Body = {"unschedulable": True} if unschedulable else {}
-    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(name, None), "spec": spec, "status": status}
+    if taints:
+        spec["taints"] = [dict(t) for t in taints]
+    meta = dict(_meta(name, None))
+    meta["labels"] = dict(
+        labels if labels is not None else {"kubevirt.io/schedulable": "true", "kubernetes.io/hostname": name}
+    )
+    return {"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": spec, "status": status}
 
 
 def make_pod_body(

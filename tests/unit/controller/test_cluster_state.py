@@ -7,7 +7,8 @@ from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
 from dynamem.kube.objects import GI, MI, ObjectKey
-from dynamem.policy.cluster import ClusterNode, InFlight
+from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster
+from dynamem.policy.model import BalanceConfig
 
 from .builders_k8s import (
     NS,
@@ -126,8 +127,10 @@ def test_a_sample_taken_at_another_size_says_nothing_of_the_guest_now() -> None:
 def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
     vmi = make_vmi_body("finance")
     vmi["spec"]["nodeSelector"] = {"dynamem.io/pool": "mine"}
-    mine = make_node_body("b", allocatable="8Gi")
-    mine["metadata"]["labels"] = {"dynamem.io/pool": "mine", "kubernetes.io/hostname": "b"}
+    mine = make_node_body(
+        "b",
+        labels={"dynamem.io/pool": "mine", "kubernetes.io/hostname": "b", "kubevirt.io/schedulable": "true"},
+    )
     seen = observed(
         vmms=[make_vmm_body("finance")],
         vms=[make_vm_body("finance")],
@@ -136,3 +139,59 @@ def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
     )
     (finance,) = build_snapshot(seen, DemandReading()).cluster.vms
     assert finance.allowed_nodes == frozenset({"b"})
+
+
+def test_where_a_vm_may_go_is_where_the_schedulers_filters_let_its_target_pod() -> None:
+    gpu = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    tolerant = make_vmi_body("tolerant")
+    tolerant["spec"]["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
+    picky = make_vmi_body("picky")
+    picky["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["free"]}]}
+                ]
+            }
+        }
+    }
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("plain", "tolerant", "picky")],
+        vms=[make_vm_body(n) for n in ("plain", "tolerant", "picky")],
+        vmis=[make_vmi_body("plain"), tolerant, picky],
+        nodes=[
+            make_node_body("host"),
+            make_node_body("free"),
+            make_node_body("tainted", taints=[gpu]),
+            make_node_body("cordoned", unschedulable=True),
+            make_node_body("unserved", labels={"kubernetes.io/hostname": "unserved"}),  # no virt-handler
+        ],
+    )
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert vms["plain"].allowed_nodes == frozenset({"host", "free"})
+    assert vms["tolerant"].allowed_nodes == frozenset({"host", "free", "tainted"})
+    assert vms["picky"].allowed_nodes == frozenset({"host"})
+
+
+def test_the_plan_never_sends_a_vm_to_a_node_its_target_pod_could_not_go_to() -> None:
+    """A paging VM on a full node, two idle nodes the scheduler would refuse and one it would take: the plan
+    chooses the one, though the others have more room."""
+    seen = observed(
+        vmms=[make_vmm_body("finance")],
+        vms=[make_vm_body("finance")],
+        vmis=[make_vmi_body("finance", overhead="100Mi")],
+        nodes=[
+            make_node_body("host", allocatable="8Gi"),
+            make_node_body("tainted", allocatable="64Gi", taints=[{"key": "k", "effect": "NoExecute"}]),
+            make_node_body("cordoned", allocatable="64Gi", unschedulable=True),
+            make_node_body("small", allocatable="4Gi"),
+        ],
+    )
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    demand = DemandReading(
+        by_vm={ObjectKey(NS, "finance"): 1014 * MI}, signals={ObjectKey(NS, "finance"): signals}
+    )
+    cluster = build_snapshot(seen, demand).cluster
+    plan = plan_cluster(cluster, BalanceConfig(), now=0.0)
+    (change,) = plan.changes
+    assert change.assigned > GI and change.target_node == "small"
