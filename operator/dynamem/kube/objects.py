@@ -139,6 +139,27 @@ def hugepage_bytes(domain: Body | None) -> int:
     return GI if size == GI else 2 * MI
 
 
+HUGEPAGES_PREFIX = "hugepages-"
+
+
+def hugepages_resource(domain: Body | None) -> str | None:
+    """The resource a VMI's guest memory is requested as when hugepages back it: ``hugepages-<pageSize>``,
+    the page size as written (KubeVirt v1.7.0 ``renderresources.go``, ``WithHugePages``:
+    ``k8sv1.ResourceHugePagesPrefix + vmMemory.Hugepages.PageSize``); None without hugepages."""
+    size = dig(domain or {}, "memory", "hugepages", "pageSize")
+    return f"{HUGEPAGES_PREFIX}{size}" if size else None
+
+
+def hugepages_of(resources: Body | None) -> dict[str, int]:
+    """The ``hugepages-*`` quantities of a resource list (allocatable, requests), in bytes."""
+    found: dict[str, int] = {}
+    for name, value in (resources or {}).items():
+        amount = quantity_bytes(value) if str(name).startswith(HUGEPAGES_PREFIX) else None
+        if amount is not None:
+            found[str(name)] = amount
+    return found
+
+
 def desired_running(body: Body) -> bool:
     strategy = dig(body, "spec", "runStrategy")
     if strategy is not None:
@@ -209,6 +230,8 @@ class VmiView:
     node_selector: tuple[tuple[str, str], ...] = ()  # spec.nodeSelector: its launcher pods go only there
     # what its launcher pods get from its spec for scheduling: nodeSelector, tolerations, node affinity
     placement: PodPlacement = field(default_factory=PodPlacement)
+    # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
+    pages: str | None = None
 
     @property
     def active(self) -> bool:
@@ -242,6 +265,7 @@ def vmi_view(body: Body) -> VmiView:
             sorted((str(k), str(v)) for k, v in (dig(body, "spec", "nodeSelector") or {}).items())
         ),
         placement=pod_placement(dig(body, "spec") or {}),
+        pages=hugepages_resource(dig(body, "spec", "domain")),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -270,6 +294,7 @@ class NodeView:
     schedulable: bool = True
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: a VMI's nodeSelector matches these
     taints: tuple[Taint, ...] = ()
+    hugepages: tuple[tuple[str, int], ...] = ()  # allocatable per hugepages-* resource, in bytes
 
 
 def node_view(body: Body) -> NodeView:
@@ -282,6 +307,7 @@ def node_view(body: Body) -> NodeView:
         schedulable=not bool(dig(body, "spec", "unschedulable")),
         labels=tuple(sorted((str(k), str(v)) for k, v in (dig(body, "metadata", "labels") or {}).items())),
         taints=tuple(taint(t) for t in dig(body, "spec", "taints") or () if isinstance(t, Mapping)),
+        hugepages=tuple(sorted(hugepages_of(dig(body, "status", "allocatable")).items())),
     )
 
 
@@ -295,6 +321,7 @@ class PodView:
     launcher: bool
     finished: bool
     vmi: str | None = None  # a launcher's VMI (its ``kubevirt.io/domain`` annotation)
+    hugepages: tuple[tuple[str, int], ...] = ()  # requests per hugepages-* resource, counted as ``request``
 
 
 def pod_view(body: Body) -> PodView:
@@ -306,6 +333,13 @@ def pod_view(body: Body) -> PodView:
     init_peak = max((quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in init), default=0)
     overhead = quantity_bytes(dig(spec, "overhead", "memory")) or 0
     labels = dig(body, "metadata", "labels") or {}
+    pages: dict[str, int] = {}
+    for name in {n for c in containers + init for n in hugepages_of(dig(c, "resources", "requests"))}:
+        regular_pages = sum(hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in containers)
+        init_pages = max(
+            (hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in init), default=0
+        )
+        pages[name] = max(regular_pages, init_pages)
     return PodView(
         key=ObjectKey.of(body),
         node=spec.get("nodeName") or None,
@@ -313,6 +347,7 @@ def pod_view(body: Body) -> PodView:
         launcher=labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE,
         finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
         vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
+        hugepages=tuple(sorted(pages.items())),
     )
 
 

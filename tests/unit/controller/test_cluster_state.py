@@ -3,6 +3,8 @@ kube-scheduler counts it, what each guest shows, migrations in flight."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
@@ -195,3 +197,55 @@ def test_the_plan_never_sends_a_vm_to_a_node_its_target_pod_could_not_go_to() ->
     plan = plan_cluster(cluster, BalanceConfig(), now=0.0)
     (change,) = plan.changes
     assert change.assigned > GI and change.target_node == "small"
+
+
+def hugepage_vmi(name: str, node: str, overhead: str = "200Mi") -> dict[str, Any]:
+    vmi = make_vmi_body(name, node=node, overhead=overhead)
+    vmi["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "2Mi"}
+    return vmi
+
+
+def test_a_hugepage_vms_guest_counts_against_its_hugepages_and_its_overhead_against_memory() -> None:
+    """KubeVirt v1.7.0 (``renderresources.go``, ``WithHugePages``) asks ``hugepages-2Mi: <guest>`` and
+    ``memory: <overhead>`` for a hugepage VMI; the scheduler counts each against its own allocatable."""
+    launcher = make_pod_body("virt-launcher-db", launcher=True, requests=["200Mi"], domain="db")
+    launcher["spec"]["containers"][0]["resources"]["requests"]["hugepages-2Mi"] = "1Gi"
+    host = make_node_body("host", allocatable="8Gi")
+    host["status"]["allocatable"]["hugepages-2Mi"] = "4Gi"
+    other = make_node_body("other", allocatable="8Gi")
+    other["status"]["allocatable"].update({"hugepages-2Mi": "2Gi", "hugepages-1Gi": "0"})
+    seen = observed(
+        vmms=[make_vmm_body("db"), make_vmm_body("cache")],
+        vms=[make_vm_body("db"), make_vm_body("cache")],
+        vmis=[hugepage_vmi("db", "host"), hugepage_vmi("cache", "other", overhead="100Mi")],  # cache: no pod
+        nodes=[host, other],
+        pods=[launcher],
+    )
+    cluster = build_snapshot(seen, DemandReading()).cluster
+    assert cluster.nodes == (
+        # host: db's launcher asks 200Mi of memory and 1Gi of hugepages-2Mi
+        ClusterNode("host", 8 * GI, 200 * MI, (("hugepages-2Mi", 4 * GI, GI),)),
+        # other: cache has no launcher pod in the view: its overhead in memory, its 1Gi guest in hugepages
+        ClusterNode("other", 8 * GI, 100 * MI, (("hugepages-1Gi", 0, 0), ("hugepages-2Mi", 2 * GI, GI))),
+    )
+    cache, db = sorted(cluster.vms, key=lambda vm: vm.name)
+    assert (db.pages, db.request, db.overhead) == ("hugepages-2Mi", GI + 200 * MI, 200 * MI)
+    assert cache.pages == "hugepages-2Mi"
+
+
+def test_a_hugepage_vm_is_moved_where_hugepages_have_room() -> None:
+    """A paging hugepage VM; "wide" has memory but no hugepages, "paged" has hugepages: the plan picks it."""
+    host = make_node_body("host", allocatable="8Gi")
+    host["status"]["allocatable"]["hugepages-2Mi"] = "1Gi"
+    paged = make_node_body("paged", allocatable="2Gi")
+    paged["status"]["allocatable"]["hugepages-2Mi"] = "8Gi"
+    seen = observed(
+        vmms=[make_vmm_body("db")],
+        vms=[make_vm_body("db")],
+        vmis=[hugepage_vmi("db", "host")],
+        nodes=[host, paged, make_node_body("wide", allocatable="64Gi")],
+    )
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    demand = DemandReading(by_vm={ObjectKey(NS, "db"): 1014 * MI}, signals={ObjectKey(NS, "db"): signals})
+    (change,) = plan_cluster(build_snapshot(seen, demand).cluster, BalanceConfig(), now=0.0).changes
+    assert change.assigned > GI and change.target_node == "paged"
