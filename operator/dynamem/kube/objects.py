@@ -25,6 +25,9 @@ GI = 1024**3
 LAUNCHER_LABEL = "kubevirt.io"
 LAUNCHER_VALUE = "virt-launcher"
 DOMAIN_ANNOTATION = "kubevirt.io/domain"
+# On a VirtualMachine, written in the same server-side apply as memory.guest: where dynamem's change goes
+# (controller.placement), so that a new leader finds the change in flight with its target and deadline.
+PLACEMENT_ANNOTATION = "dynamem.io/placement"
 RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
 # The runStrategy under which a VM without a VMI is stopped for good (until someone changes the VM); under
 # Manual, Once and RerunOnFailure a VM without a VMI may be started (or have ended) by KubeVirt or a user.
@@ -101,6 +104,7 @@ class VmView:
     run_strategy: str = ""  # the VM's runStrategy, or what ``running`` means: Always / Halted
     instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
     guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
+    placement: str | None = None  # the PLACEMENT_ANNOTATION dynamem wrote with its last change, as written
 
     @property
     def stopped_for_good(self) -> bool:
@@ -203,6 +207,7 @@ def vm_view(body: Body) -> VmView:
         run_strategy=run_strategy(body),
         instancetype=(dig(body, "spec", "instancetype", "name") or None),
         guest_owners=guest_owners(body),
+        placement=(dig(body, "metadata", "annotations") or {}).get(PLACEMENT_ANNOTATION) or None,
     )
 
 
