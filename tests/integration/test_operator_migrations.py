@@ -3,10 +3,10 @@ and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
 
 - The operator's change of a VM's memory reaches the VM as a live migration to a pod that the scheduler
   placed on another node.
-- A change whose target the scheduler refuses (a NoSchedule taint dynamem does not read) fails as KubeVirt's
-  does (the target pod stays unschedulable, the migration fails after the pending timeout, the VMI keeps its
-  node and size), and the operator takes it back: it writes the old size back, holds the VM, and says so in
-  the VirtualMachineMemory's status and an Event.
+- A change whose target the scheduler refuses (a node that takes no more pods, a filter dynamem does not
+  read) fails as KubeVirt's does (the target pod stays unschedulable, the migration fails after the pending
+  timeout, the VMI keeps its node and size), and the operator takes it back: it writes the old size back,
+  holds the VM, and says so in the VirtualMachineMemory's status and an Event.
 
 A 1Gi guest fitted to real guests shows at most ~886Mi used: only its paging says it is short, which the
 cluster plan (the operator's default policy) reads; it grows the guest multiplicatively (1Gi to 1.5Gi).
@@ -101,13 +101,20 @@ def test_the_operators_change_is_a_migration_to_a_node_the_scheduler_chose(
 def test_a_change_with_nowhere_to_go_fails_and_is_taken_back(
     make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]],
 ) -> None:
-    stack, (home, tainted) = make_stack({"home": "8Gi", "tainted": "8Gi"})
+    stack, (home, full) = make_stack({"home": "8Gi", "full": "8Gi"})
     wait_until("web running", lambda: stack.has("web"), timeout=60)
-    taint = {"key": "dedicated", "value": "other", "effect": "NoSchedule"}
-    k8s_client.CoreV1Api(stack.api).patch_node(tainted, {"spec": {"taints": [taint]}})
+    # a node that takes no more pods (allocatable pods 0): NodeResourcesFit refuses it on the pod count,
+    # a filter dynamem does not read (it reads cordons, taints, node affinity and memory)
+    core = k8s_client.CoreV1Api(stack.api)
+    status = core.read_node_status(full).status
+    allocatable = {**status.allocatable, "pods": "0"}
+    core.patch_node_status(full, {"status": {"allocatable": allocatable}})
+    wait_until(
+        "the node takes no pods", lambda: core.read_node_status(full).status.allocatable["pods"] == "0"
+    )
     stack.set_demand(web=1.2)
     stack.start_operator()
-    # the grow is written, the target pod fits neither node (not home: anti-affinity; not tainted: the taint)
+    # the grow is written, the target pod fits neither node (not home: anti-affinity; not full: no pod room)
     wait_until("memory.guest raised", lambda: (stack.guest("web") or 0) > GI, timeout=60)
     failed = wait_until(
         "the migration failed after the pending timeout",

@@ -6,6 +6,8 @@ from typing import Any
 
 from dynamem.kube.objects import MI
 from dynamem.kubevirt_sim.launcher import launcher_pod, launcher_requests
+from dynamem.kubevirt_sim.play import vm_body
+from dynamem.sim.scenario import parse_scenario
 
 
 def vmi(memory: dict[str, Any], resources: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -63,3 +65,51 @@ def test_a_migration_target_keeps_off_the_source_and_takes_the_added_selector() 
     assert pod["metadata"]["labels"]["kubevirt.io/migrationJobUID"] == "mig-uid"
     assert pod["spec"]["containers"][0]["resources"]["requests"] == {"memory": "3Gi"}
     assert "nodeName" not in pod["spec"]
+
+
+def test_a_migration_target_keeps_the_vmis_node_affinity_and_tolerations_beside_the_anti_affinity() -> None:
+    """KubeVirt v1.7.0 ``createMigrationPodAntiAffinityRule`` appends to the affinity the target pod was
+    rendered with from the VMI (``renderLaunchManifest``: ``vmi.Spec.Affinity``, ``vmi.Spec.Tolerations``)."""
+    required = {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+    }
+    vmi = {
+        "metadata": {"name": "web", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "domain": {"memory": {"guest": "1Gi"}},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        },
+    }
+    migration = {"metadata": {"name": "m", "uid": "m1"}, "spec": {"addedNodeSelector": {"x": "y"}}}
+    pod = launcher_pod(vmi, overhead=0, migration=migration)
+    affinity = pod["spec"]["affinity"]
+    assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == required
+    (term,) = affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"] == {"kubevirt.io/created-by": "u1"}
+    assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert "podAntiAffinity" not in vmi["spec"]["affinity"]  # the VMI is not changed
+
+
+def test_a_scenario_vm_that_names_its_page_size_is_hugepage_backed_in_the_stand_in() -> None:
+    """A scenario's ``hugepage`` key, when given, backs the VM with hugepages of that size; the launcher then
+    asks ``hugepages-<size>`` for the guest and ``memory`` for the overhead only."""
+    scenario = parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": "a", "memory": "8Gi"}],
+            "vms": [
+                {"name": "db", "node": "a", "startup": "1Gi", "maximum": "4Gi", "hugepage": "1Gi"},
+                {"name": "web", "node": "a", "startup": "1Gi", "maximum": "4Gi"},
+            ],
+            "demand": {"db": ["512Mi"], "web": ["512Mi"]},
+        }
+    )
+    db, web = (vm_body(vm, "ns", running=True) for vm in scenario.vms)
+    memory = db["spec"]["template"]["spec"]["domain"]["memory"]
+    assert memory["hugepages"] == {"pageSize": "1Gi"}
+    assert "hugepages" not in web["spec"]["template"]["spec"]["domain"]["memory"]
+    assert launcher_requests({"domain": {"memory": memory}}, overhead=200 * MI) == {
+        "hugepages-1Gi": "1Gi",
+        "memory": "200Mi",
+    }

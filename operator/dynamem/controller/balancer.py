@@ -32,7 +32,7 @@ from typing import Any
 
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
-from dynamem.controller.placement import Placement, Step, step_of
+from dynamem.controller.placement import Placement, Step, decode, encode, recovered, step_of
 from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
     Hold,
@@ -165,6 +165,7 @@ class Balancer:
         self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # transient failures: held until, and why
         self.conflicts: dict[ObjectKey, tuple[str, ...]] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
+        self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -196,13 +197,22 @@ class Balancer:
         changes.extend(stopped_resets(snapshot))
         for change in changes:
             if change.revert:
-                self.placements.pop(change.key, None)
+                self._release(change.key)
 
         changed_at: dict[ObjectKey, float] = {}
         holds: dict[ObjectKey, Hold] = {}
         for change in changes:
             item = snapshot.managed[change.key]
-            outcome = await self._apply(change, item, now)
+            placement = None
+            if change.target_node and not change.revert:
+                placement = Placement(
+                    target=change.target_node,
+                    guest=change.guest,
+                    reason=change.reason,
+                    asked_at=now,
+                    source=item.node or "",
+                )
+            outcome = await self._apply(change, item, now, placement)
             if outcome is Outcome.WRITTEN:
                 result.memory_writes += 1
                 if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
@@ -217,14 +227,8 @@ class Balancer:
                 result.stale += 1
             elif outcome is Outcome.FAILED:
                 result.api_errors += 1
-            if outcome is Outcome.WRITTEN and change.target_node and not self.options.dry_run:
-                self.placements[change.key] = Placement(
-                    target=change.target_node,
-                    guest=change.guest,
-                    reason=change.reason,
-                    asked_at=now,
-                    source=item.node or "",
-                )
+            if outcome is Outcome.WRITTEN and placement is not None and not self.options.dry_run:
+                self.placements[change.key] = placement
         for move in moves:
             item = snapshot.managed[move.key]
             if self.options.dry_run:
@@ -311,11 +315,12 @@ class Balancer:
         Changes written but whose migration is not made yet count in the budget as in flight.
         """
         state = snapshot.cluster
+        self._recover_placements(snapshot, now)
         for key, placement in list(self.placements.items()):  # carried out or gone since the last round
             item = snapshot.managed.get(key)
             step = step_of(placement, item.vmi if item is not None else None, snapshot.migrations)
             if step in {Step.DONE, Step.GONE}:
-                del self.placements[key]
+                self._release(key)
         migrating = {m.vm for m in state.in_flight}
         waiting = tuple(
             InFlight(vm=str(key), source=p.source, target=p.target)
@@ -363,6 +368,35 @@ class Balancer:
                 )
         return cluster
 
+    def _recover_placements(self, snapshot: Snapshot, now: float) -> None:
+        """Take over the changes in flight that another leader (or this operator before a restart) placed:
+        from each VM's ``dynamem.io/placement`` annotation and dynamem's migrations
+        (:func:`dynamem.controller.placement.recovered`). One let go already is not taken again."""
+        for key, item in snapshot.managed.items():
+            if key in self.placements or item.vm is None or item.phase is not Phase.RUNNING:
+                continue
+            found = recovered(item.vm, item.vmi, snapshot.migrations, now, self.options.change_deadline_s)
+            if found is None:
+                continue
+            if key in self.released and abs(self.released[key] - found.asked_at) < 1.0:
+                continue
+            self.placements[key] = found
+            made = f", its migration {found.migration}" if found.migration else ", no migration made yet"
+            logger.info(
+                "%s: took over the change to %s on %s in flight (asked %.0fs ago%s)",
+                key,
+                to_quantity(found.guest),
+                found.target,
+                now - found.asked_at,
+                made,
+            )
+
+    def _release(self, key: ObjectKey) -> None:
+        """Let go of a placement (carried out, lost, gone, taken back), so it is not recovered again."""
+        placement = self.placements.pop(key, None)
+        if placement is not None:
+            self.released[key] = placement.asked_at
+
     async def _carry_out_placements(self, snapshot: Snapshot) -> int:
         """Make dynamem's migration of every placed change whose VMI shows it; notice lost races."""
         created = 0
@@ -373,7 +407,7 @@ class Balancer:
             if step is Step.WAIT:
                 continue
             if step is not Step.CREATE or item is None or vmi is None:
-                del self.placements[key]
+                self._release(key)
                 if step is Step.LOST and item is not None:
                     note = (
                         f"another migration of {key.name} came first (KubeVirt's workload-updater): it goes "
@@ -391,7 +425,7 @@ class Balancer:
             except NotLeading:
                 raise
             except ApiException as exc:
-                del self.placements[key]
+                self._release(key)
                 if exc.status in {409, 422}:  # KubeVirt's admission: a migration of this VMI exists
                     note = f"migration to {placement.target} refused ({_message(exc)}): another came first"
                     await self._event(item, "Normal", "MigrationRaceLost", note)
@@ -399,7 +433,7 @@ class Balancer:
                     logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
                 continue
             except Exception as exc:  # no answer: the workload-updater carries the change out anyway
-                del self.placements[key]
+                self._release(key)
                 logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
                 continue
             created += 1
@@ -417,6 +451,8 @@ class Balancer:
                 del memory[key]
         for key in [k for k in self.placements if k not in keys]:
             del self.placements[key]
+        for key in [k for k in self.released if k not in keys]:
+            del self.released[key]
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
         for key in list(self.conflicts):
@@ -425,7 +461,9 @@ class Balancer:
                 del self.conflicts[key]
         self.book.forget_all_but(keys)
 
-    async def _apply(self, change: MemoryChange, item: Managed, now: float) -> Outcome:
+    async def _apply(
+        self, change: MemoryChange, item: Managed, now: float, placement: Placement | None = None
+    ) -> Outcome:
         ns, name = change.key.namespace, change.key.name
         guest = to_quantity(change.guest)
         max_guest = to_quantity(change.max_guest) if change.max_guest is not None else None
@@ -439,6 +477,7 @@ class Balancer:
                 resource_version=version or None,
                 force=self.options.force_ownership or take_over(item, change),
                 dry_run=self.options.dry_run,
+                placement=encode(placement) if placement is not None else None,
             )
         except NotLeading:
             raise
@@ -574,11 +613,19 @@ def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
 
 
 def overdue(item: Managed, now: float, deadline_s: float) -> bool:
-    """A change asked for more than ``deadline_s`` ago that the guest still does not have."""
+    """A change asked for more than ``deadline_s`` ago that the guest still does not have.
+
+    When it was asked: the VirtualMachineMemory's ``lastChangeTime``, or the ``askedAt`` of the placement
+    annotation written with the change (in the same apply, so a leader lost before its status write still
+    leaves the deadline in the cluster), whichever is later."""
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
         return False
-    asked = parse_rfc3339(item.vmm.status.get("lastChangeTime"))
+    times = [parse_rfc3339(item.vmm.status.get("lastChangeTime"))]
+    placement = decode(vm.placement)
+    if placement is not None and placement.guest == vm.guest:
+        times.append(placement.asked_at)
+    asked = max((t for t in times if t is not None), default=None)
     return asked is not None and now - asked > deadline_s
 
 

@@ -2,21 +2,26 @@
 
 Room is counted as the kube-scheduler counts it (``pkg/scheduler/framework/plugins/noderesources/fit.go``,
 ``fitsRequest``; ``pkg/scheduler/framework/types.go``, ``NodeInfo.AddPod``): a node's allocatable memory less
-the memory requests of every pod bound to it, whatever its state, until the pod object is gone, so a
-terminating pod (a migration's source launcher on its way out) still takes its requests, and a migration's
-target pod takes its requests from the moment it is bound. Pods that have finished (Succeeded or Failed) are
-not counted (``NodeInfo`` drops them when the pod informer removes them; the scheduler's cache skips them).
+the memory requests (and, per resource, the ``hugepages-*`` requests) of every pod bound to it, whatever its
+state, until the pod object is gone, so a terminating pod (a migration's source launcher on its way out)
+still takes its requests, and a migration's target pod takes its requests from the moment it is bound. Pods
+that have finished (Succeeded or Failed) are not counted (``NodeInfo`` drops them when the pod informer
+removes them; the scheduler's cache skips them).
 A running VMI whose launcher pod is not in the view is counted at its guest memory plus overhead, as its pod
 would request. A configurable ``reserve`` is kept back from every node; a cordoned node has no room (the
-scheduler's ``NodeUnschedulable`` filter). Taints are not read: a target the scheduler then refuses stays
-Pending, KubeVirt fails the migration after its pending timeout, and the balancer takes the change back.
+scheduler's ``NodeUnschedulable`` filter). Where each VM may go at all (cordons, taints against its
+tolerations, its node selector and required node affinity) is :mod:`dynamem.controller.eligibility`'s: the
+plan chooses among those nodes only.
 
 Each running VM dynamem may change becomes a :class:`ClusterVm` carrying what its guest shows (used, usable,
 available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals`), its launcher request
 (guest + overhead), and what it is doing: a VM held for any reason (a hold, a blocked precondition, a change
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
-not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
-(not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
+not yet final are the plan's in-flight budget. A hugepage-backed VM's guest counts against its ``hugepages-*``
+resource, its launcher's ``memory`` request being its overhead only (KubeVirt v1.7.0
+``pkg/virt-controller/services/renderresources.go``, ``WithHugePages``: the hugepages request is the VMI's
+memory request capped at ``memory.guest``; ``memory`` is the overhead plus whatever the request is above the
+guest).
 A VM changed less than the shrink window ago is not shrunk for idleness (its peak is taken as its size): its
 use at this size has not stayed low for a window yet. A VM whose last sample was taken at another size than
 it has now (the scrape before its last change) has unknown demand: the plan holds it until a sample of its
@@ -28,13 +33,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
+from dynamem.controller.eligibility import eligible_nodes
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading, GuestSignals
-from dynamem.kube.objects import ObjectKey, VmiView
+from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
-__all__ = ["cluster_state", "node_requests", "sampled_at"]
+__all__ = ["cluster_state", "node_page_requests", "node_requests", "sampled_at"]
 
 # MemTotal is the guest's size less what its kernel keeps: about 110Mi plus 1.7 % in the guests fitted to
 # real ones (dynamem.sim.guest), 12.5 % of a 1Gi guest. A sample whose MemTotal is further under the size the
@@ -75,7 +81,29 @@ def node_requests(
         if not instance.active or instance.node is None or (instance.node, str(key)) in launched:
             continue
         overhead = instance.overhead if instance.overhead is not None else default_overhead
-        requested[instance.node] += (instance.current or 0) + overhead
+        # with hugepages its guest is requested as hugepages-* (node_page_requests), memory is the overhead
+        requested[instance.node] += (0 if instance.pages else instance.current or 0) + overhead
+    return requested
+
+
+def node_page_requests(
+    pods: list[tuple[str, str | None, Mapping[str, int], bool]], vmis: Mapping[ObjectKey, VmiView]
+) -> dict[tuple[str, str], int]:
+    """Hugepages requested per (node, ``hugepages-*`` resource): every unfinished pod bound there; a hugepage
+    VMI without a launcher pod in the view at its guest memory. ``pods``: (node, namespace/VMI it launches or
+    None, hugepages requests, finished)."""
+    requested: dict[tuple[str, str], int] = defaultdict(int)
+    launched: set[tuple[str, str]] = set()
+    for node, launches, pages, finished in pods:
+        if finished:
+            continue
+        for resource, amount in pages.items():
+            requested[(node, resource)] += amount
+        if launches is not None:
+            launched.add((node, launches))
+    for key, instance in vmis.items():
+        if instance.pages and instance.active and instance.node and (instance.node, str(key)) not in launched:
+            requested[(instance.node, instance.pages)] += instance.current or 0
     return requested
 
 
@@ -84,7 +112,8 @@ def cluster_state(
     nodes: Mapping[str, int],
     requested: Mapping[str, int],
     cordoned: frozenset[str] = frozenset(),
-    node_labels: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+    page_requests: Mapping[tuple[str, str], int] | None = None,
+    node_views: Mapping[str, NodeView] | None = None,
     states: Mapping[str, list[VmState]],
     vmis: Mapping[ObjectKey, VmiView],
     keys: Mapping[str, ObjectKey],
@@ -96,13 +125,21 @@ def cluster_state(
     shrink_window_s: float = 3600.0,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
-    managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key."""
+    managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
+    ``node_views``: the nodes as observed, for where each VM may go (None: anywhere) and their hugepages;
+    ``page_requests``: hugepages requested per (node, resource)."""
+    pages = page_requests or {}
+    views = node_views or {}
     cluster_nodes = tuple(
         ClusterNode(
             name=name,
             memory=max(0, memory - reserve),
             # a cordoned node takes no new pod (the scheduler's NodeUnschedulable filter): no room
             requested=max(requested.get(name, 0), memory) if name in cordoned else requested.get(name, 0),
+            hugepages=tuple(
+                (resource, total, pages.get((name, resource), 0))
+                for resource, total in (views[name].hugepages if name in views else ())
+            ),
         )
         for name, memory in sorted(nodes.items())
     )
@@ -119,10 +156,7 @@ def cluster_state(
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
                 peak = max(peak or 0, state.assigned)
-            allowed = None
-            if vmi.node_selector:
-                labels = node_labels or {}
-                allowed = frozenset(n for n in nodes if set(vmi.node_selector) <= set(labels.get(n, ())))
+            allowed = None if node_views is None else eligible_nodes(vmi, node_views.values())
             vms.append(
                 ClusterVm(
                     name=state.name,
@@ -142,6 +176,7 @@ def cluster_state(
                     last_change_at=state.last_change_at,
                     last_failed_at=vmi.failed_migration_at,
                     allowed_nodes=allowed,
+                    pages=vmi.pages,
                 )
             )
     in_flight = tuple(

@@ -264,10 +264,18 @@ class LeaderOnlyWriter:
         resource_version: str | None,
         force: bool = False,
         dry_run: bool = False,
+        placement: str | None = None,
     ) -> Mapping[str, Any]:
         self._check()
         return await self.writer.apply_vm_memory(
-            namespace, name, guest, max_guest, resource_version=resource_version, force=force, dry_run=dry_run
+            namespace,
+            name,
+            guest,
+            max_guest,
+            resource_version=resource_version,
+            force=force,
+            dry_run=dry_run,
+            placement=placement,
         )
 
     async def create_migration(

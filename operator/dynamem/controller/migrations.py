@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from dynamem.kube.api import parse_rfc3339
+from dynamem.kube.api import HOSTNAME_LABEL, MIGRATION_LABEL, parse_rfc3339
 from dynamem.kube.objects import Body, ObjectKey, VmiView, dig
 
 MIGRATION = ("kubevirt.io", "v1", "virtualmachineinstancemigrations")
@@ -27,12 +27,15 @@ __all__ = ["MIGRATION", "MigrationView", "migration_view", "with_failed_migratio
 
 @dataclass(frozen=True, slots=True)
 class MigrationView:
-    """A VirtualMachineInstanceMigration: which VMI, its phase, when it was created (epoch seconds)."""
+    """A VirtualMachineInstanceMigration: which VMI, its phase, when it was created (epoch seconds); whether
+    dynamem made it (its ``dynamem.io/migration`` label) and the node its ``addedNodeSelector`` pins."""
 
     key: ObjectKey
     vmi: ObjectKey
     phase: str
     created: float | None
+    dynamem: bool = False
+    target: str | None = None
 
     @property
     def final(self) -> bool:
@@ -46,6 +49,8 @@ def migration_view(body: Body) -> MigrationView:
         vmi=ObjectKey(key.namespace, str(dig(body, "spec", "vmiName") or "")),
         phase=str(dig(body, "status", "phase") or "Pending"),
         created=parse_rfc3339(dig(body, "metadata", "creationTimestamp")),
+        dynamem=(dig(body, "metadata", "labels") or {}).get(MIGRATION_LABEL) == "true",
+        target=(dig(body, "spec", "addedNodeSelector") or {}).get(HOSTNAME_LABEL) or None,
     )
 
 

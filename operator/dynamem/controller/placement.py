@@ -21,20 +21,38 @@ next for a placement from what the view shows:
 - ``GONE``: the VM, its VMI or its change went away (taken back, stopped, replaced).
 
 A change not carried out by its deadline is taken back by the balancer's reverts (``overdue``) and the VM
-held; its placement is then ``GONE``. Placements live in the operator's memory only: after a restart or a
-change of leader, a change already written is carried out by the workload-updater, placed by the scheduler.
+held; its placement is then ``GONE``.
+
+A placement outlives the leader that made it. It is written as the VM's ``dynamem.io/placement`` annotation
+in the same server-side apply as the new ``memory.guest`` (:func:`encode`), so the cluster never holds a
+change of dynamem's without where it goes and when it was asked; the migration dynamem then makes names its
+target in ``spec.addedNodeSelector`` and carries the ``dynamem.io/migration`` label. A new leader (or a
+restarted operator) finds each change still in flight with :func:`recovered`: the VM's spec still asks the
+annotation's size, the guest does not have it yet, and its deadline has not passed. It takes the placement
+over as its own: it makes the migration if none is made yet (to the recorded node, before the
+workload-updater does), or follows dynamem's migration already made (never a second one), counts it in the
+plan's budget, and takes the change back at the recorded deadline. An apply without the annotation (a
+change with no target, a revert) removes it: server-side apply drops a field its manager stops applying.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from dynamem.controller.migrations import MigrationView
-from dynamem.kube.objects import VmiView
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Placement", "Step", "step_of"]
+from dynamem.controller.migrations import MigrationView
+from dynamem.kube.api import now_rfc3339, parse_rfc3339
+from dynamem.kube.objects import VmiView, VmView, quantity_bytes, to_quantity
+
+__all__ = ["Placement", "Step", "decode", "encode", "recovered", "step_of"]
+
+# A migration of dynamem's made this long before the placement's askedAt (the API server's clock and the
+# operator's differ a little) is still taken for the placement's own.
+_CLOCK_SKEW_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +70,73 @@ class Placement:
     source: str
     move_only: bool = False
     migration: str | None = None
+
+
+class _Annotation(BaseModel):
+    """The ``dynamem.io/placement`` annotation's JSON."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    target: str = Field(min_length=1)
+    guest: str
+    source: str = ""
+    asked_at: str = Field(alias="askedAt")
+    reason: str = ""
+
+
+def encode(placement: Placement) -> str:
+    """The annotation written with the change: target, size, source node, when it was asked, and why."""
+    note = _Annotation(
+        target=placement.target,
+        guest=to_quantity(placement.guest),
+        source=placement.source,
+        asked_at=now_rfc3339(placement.asked_at),
+        reason=placement.reason[:512],
+    )
+    return json.dumps(note.model_dump(by_alias=True), separators=(",", ":"), sort_keys=True)
+
+
+def decode(text: str | None) -> Placement | None:
+    """The placement an annotation records, or None when absent or not one dynamem wrote."""
+    if not text:
+        return None
+    try:
+        note = _Annotation.model_validate_json(text)
+    except ValidationError:
+        return None
+    guest, asked_at = quantity_bytes(note.guest), parse_rfc3339(note.asked_at)
+    if guest is None or asked_at is None:
+        return None
+    return Placement(
+        target=note.target, guest=guest, reason=note.reason, asked_at=asked_at, source=note.source
+    )
+
+
+def recovered(
+    vm: VmView, vmi: VmiView | None, migrations: Iterable[MigrationView], now: float, deadline_s: float
+) -> Placement | None:
+    """The change of ``vm`` still in flight that its annotation records, with dynamem's migration of it if
+    made; None when there is none: no annotation, the spec asks another size (changed since, or taken back),
+    the guest has the size already, no VMI runs, or the deadline has passed (the reverts take it back)."""
+    placement = decode(vm.placement)
+    if placement is None or vmi is None or not vmi.active:
+        return None
+    if vm.guest != placement.guest or vmi.current == placement.guest:
+        return None
+    if now - placement.asked_at > deadline_s:
+        return None
+    ours = [
+        m
+        for m in migrations
+        if m.vmi == vmi.key
+        and m.dynamem
+        and m.target == placement.target
+        and (m.created is None or m.created >= placement.asked_at - _CLOCK_SKEW_S)
+    ]
+    if ours:
+        latest = max(ours, key=lambda m: (not m.final, m.created or 0.0, m.key.name))
+        placement = replace(placement, migration=latest.key.name)
+    return placement
 
 
 class Step(StrEnum):

@@ -66,6 +66,7 @@ class ClusterWriter(Protocol):
         resource_version: str | None,
         force: bool = False,
         dry_run: bool = False,
+        placement: str | None = None,
     ) -> Mapping[str, Any]: ...
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...

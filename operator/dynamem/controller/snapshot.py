@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from dynamem.controller.cluster_state import cluster_state, node_requests
+from dynamem.controller.cluster_state import cluster_state, node_page_requests, node_requests
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
@@ -420,11 +420,25 @@ def build_snapshot(
         vmis,
         default_overhead,
     )
+    page_requests = node_page_requests(
+        [
+            (
+                pod.node,
+                str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None,
+                dict(pod.hugepages),
+                pod.finished,
+            )
+            for pod in pod_list
+            if pod.node
+        ],
+        vmis,
+    )
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
+        page_requests=page_requests,
         cordoned=frozenset(name for name, node in node_views.items() if not node.schedulable),
-        node_labels={name: node.labels for name, node in node_views.items()},
+        node_views=node_views,
         states=states,
         vmis=vmis,
         keys=vm_keys,

@@ -26,6 +26,7 @@ import aiohttp
 from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
+from dynamem.kube.objects import PLACEMENT_ANNOTATION
 from dynamem.kube.retry import RETRIED_STATUSES, retry_after_of, with_backoff
 
 T = TypeVar("T")
@@ -148,6 +149,7 @@ class KubeApi:
         resource_version: str | None,
         force: bool = False,
         dry_run: bool = False,
+        placement: str | None = None,
     ) -> Mapping[str, Any]:
         """Server-side apply of ``spec.template.spec.domain.memory`` on a VirtualMachine.
 
@@ -159,13 +161,19 @@ class KubeApi:
         ``maxGuest``, as ``dynamem-stopped``. Two managers because server-side apply removes a field that
         a manager owned and leaves out of its next apply: each manager always applies the same fields, so
         a running VM's ``maxGuest`` (its hotplug ceiling, fixed at boot) is never touched or removed.
+
+        ``placement``: the ``dynamem.io/placement`` annotation, applied in the same request (so a change is
+        never in the cluster without where it goes); an apply without it removes the one ``dynamem`` wrote
+        before (server-side apply drops a field its manager no longer applies).
         """
         memory: dict[str, str] = {"guest": guest}
         if max_guest is not None:
             memory["maxGuest"] = max_guest
-        metadata = {"name": name, "namespace": namespace}
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
         if resource_version:
             metadata["resourceVersion"] = resource_version
+        if placement is not None:
+            metadata["annotations"] = {PLACEMENT_ANNOTATION: placement}
         body = {
             "apiVersion": "kubevirt.io/v1",
             "kind": "VirtualMachine",

@@ -17,12 +17,17 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from dynamem.kube.scheduling import PodPlacement, Taint, pod_placement, taint
+
 MI = 1024**2
 GI = 1024**3
 
 LAUNCHER_LABEL = "kubevirt.io"
 LAUNCHER_VALUE = "virt-launcher"
 DOMAIN_ANNOTATION = "kubevirt.io/domain"
+# On a VirtualMachine, written in the same server-side apply as memory.guest: where dynamem's change goes
+# (controller.placement), so that a new leader finds the change in flight with its target and deadline.
+PLACEMENT_ANNOTATION = "dynamem.io/placement"
 RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
 # The runStrategy under which a VM without a VMI is stopped for good (until someone changes the VM); under
 # Manual, Once and RerunOnFailure a VM without a VMI may be started (or have ended) by KubeVirt or a user.
@@ -99,6 +104,7 @@ class VmView:
     run_strategy: str = ""  # the VM's runStrategy, or what ``running`` means: Always / Halted
     instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
     guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
+    placement: str | None = None  # the PLACEMENT_ANNOTATION dynamem wrote with its last change, as written
 
     @property
     def stopped_for_good(self) -> bool:
@@ -135,6 +141,27 @@ def hugepage_bytes(domain: Body | None) -> int:
     """The alignment a guest's memory needs: 1Gi with 1Gi hugepages, else 2Mi."""
     size = quantity_bytes(dig(domain or {}, "memory", "hugepages", "pageSize"))
     return GI if size == GI else 2 * MI
+
+
+HUGEPAGES_PREFIX = "hugepages-"
+
+
+def hugepages_resource(domain: Body | None) -> str | None:
+    """The resource a VMI's guest memory is requested as when hugepages back it: ``hugepages-<pageSize>``,
+    the page size as written (KubeVirt v1.7.0 ``renderresources.go``, ``WithHugePages``:
+    ``k8sv1.ResourceHugePagesPrefix + vmMemory.Hugepages.PageSize``); None without hugepages."""
+    size = dig(domain or {}, "memory", "hugepages", "pageSize")
+    return f"{HUGEPAGES_PREFIX}{size}" if size else None
+
+
+def hugepages_of(resources: Body | None) -> dict[str, int]:
+    """The ``hugepages-*`` quantities of a resource list (allocatable, requests), in bytes."""
+    found: dict[str, int] = {}
+    for name, value in (resources or {}).items():
+        amount = quantity_bytes(value) if str(name).startswith(HUGEPAGES_PREFIX) else None
+        if amount is not None:
+            found[str(name)] = amount
+    return found
 
 
 def desired_running(body: Body) -> bool:
@@ -180,6 +207,7 @@ def vm_view(body: Body) -> VmView:
         run_strategy=run_strategy(body),
         instancetype=(dig(body, "spec", "instancetype", "name") or None),
         guest_owners=guest_owners(body),
+        placement=(dig(body, "metadata", "annotations") or {}).get(PLACEMENT_ANNOTATION) or None,
     )
 
 
@@ -205,6 +233,10 @@ class VmiView:
     # creation time of its latest migration when that one failed and none is going (controller.migrations)
     failed_migration_at: float | None = None
     node_selector: tuple[tuple[str, str], ...] = ()  # spec.nodeSelector: its launcher pods go only there
+    # what its launcher pods get from its spec for scheduling: nodeSelector, tolerations, node affinity
+    placement: PodPlacement = field(default_factory=PodPlacement)
+    # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
+    pages: str | None = None
 
     @property
     def active(self) -> bool:
@@ -237,6 +269,8 @@ def vmi_view(body: Body) -> VmiView:
         node_selector=tuple(
             sorted((str(k), str(v)) for k, v in (dig(body, "spec", "nodeSelector") or {}).items())
         ),
+        placement=pod_placement(dig(body, "spec") or {}),
+        pages=hugepages_resource(dig(body, "spec", "domain")),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -264,6 +298,8 @@ class NodeView:
     allocatable: int
     schedulable: bool = True
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: a VMI's nodeSelector matches these
+    taints: tuple[Taint, ...] = ()
+    hugepages: tuple[tuple[str, int], ...] = ()  # allocatable per hugepages-* resource, in bytes
 
 
 def node_view(body: Body) -> NodeView:
@@ -275,6 +311,8 @@ def node_view(body: Body) -> NodeView:
         allocatable=allocatable,
         schedulable=not bool(dig(body, "spec", "unschedulable")),
         labels=tuple(sorted((str(k), str(v)) for k, v in (dig(body, "metadata", "labels") or {}).items())),
+        taints=tuple(taint(t) for t in dig(body, "spec", "taints") or () if isinstance(t, Mapping)),
+        hugepages=tuple(sorted(hugepages_of(dig(body, "status", "allocatable")).items())),
     )
 
 
@@ -288,6 +326,7 @@ class PodView:
     launcher: bool
     finished: bool
     vmi: str | None = None  # a launcher's VMI (its ``kubevirt.io/domain`` annotation)
+    hugepages: tuple[tuple[str, int], ...] = ()  # requests per hugepages-* resource, counted as ``request``
 
 
 def pod_view(body: Body) -> PodView:
@@ -299,6 +338,13 @@ def pod_view(body: Body) -> PodView:
     init_peak = max((quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in init), default=0)
     overhead = quantity_bytes(dig(spec, "overhead", "memory")) or 0
     labels = dig(body, "metadata", "labels") or {}
+    pages: dict[str, int] = {}
+    for name in {n for c in containers + init for n in hugepages_of(dig(c, "resources", "requests"))}:
+        regular_pages = sum(hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in containers)
+        init_pages = max(
+            (hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in init), default=0
+        )
+        pages[name] = max(regular_pages, init_pages)
     return PodView(
         key=ObjectKey.of(body),
         node=spec.get("nodeName") or None,
@@ -306,6 +352,7 @@ def pod_view(body: Body) -> PodView:
         launcher=labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE,
         finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
         vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
+        hugepages=tuple(sorted(pages.items())),
     )
 
 

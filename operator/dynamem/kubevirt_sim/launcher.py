@@ -15,9 +15,10 @@ is left out, since nothing here runs a container:
   overhead (plus any request above the guest);
 - a migration target (``pkg/virt-controller/watch/migration/migration.go``, ``createTargetPod``) is rendered
   from the VMI's CURRENT spec (so with a pending memory change), gets a required pod anti-affinity to the
-  VMI's pods on ``kubernetes.io/hostname`` (``createMigrationPodAntiAffinityRule``): it can never land on
-  the source node; the migration's ``spec.addedNodeSelector`` merged under the pod's own selector (the VMI's
-  keys win); label ``kubevirt.io/migrationJobUID`` and annotation ``kubevirt.io/migrationJobName``.
+  VMI's pods on ``kubernetes.io/hostname`` (``createMigrationPodAntiAffinityRule``, appended to the VMI's
+  own affinity, which the target keeps like the first pod): it can never land on the source node; the
+  migration's ``spec.addedNodeSelector`` merged under the pod's own selector (the VMI's keys win); label
+  ``kubevirt.io/migrationJobUID`` and annotation ``kubevirt.io/migrationJobName``.
 
 A scenario's starting node is not a selector (a VMI selector would bind every migration target too): the
 first launcher pod of such a VM gets ``spec.nodeName`` directly, which skips the scheduler, as a pod created
@@ -26,6 +27,7 @@ for a given node does.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,19 +109,23 @@ def launcher_pod(
         selector = {**{str(k): str(v) for k, v in added.items()}, **selector}
         labels[MIGRATION_JOB_LABEL] = str(dig(migration, "metadata", "uid"))
         annotations[MIGRATION_JOB_ANNOTATION] = str(dig(migration, "metadata", "name"))
-        pod_spec["affinity"] = {
-            "podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [
-                    {"labelSelector": {"matchLabels": {CREATED_BY_LABEL: uid}}, "topologyKey": HOSTNAME_LABEL}
-                ]
-            }
-        }
+        # createMigrationPodAntiAffinityRule: the term is appended to the VMI's own affinity
+        affinity = copy.deepcopy(dict(spec.get("affinity") or {}))
+        anti = dict(affinity.get("podAntiAffinity") or {})
+        terms = list(anti.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+        terms.append(
+            {"labelSelector": {"matchLabels": {CREATED_BY_LABEL: uid}}, "topologyKey": HOSTNAME_LABEL}
+        )
+        anti["requiredDuringSchedulingIgnoredDuringExecution"] = terms
+        affinity["podAntiAffinity"] = anti
+        pod_spec["affinity"] = affinity
+    elif spec.get("affinity"):
+        pod_spec["affinity"] = copy.deepcopy(spec["affinity"])
     if node_name is not None:
         pod_spec["nodeName"] = node_name
     pod_spec["nodeSelector"] = selector
-    for key in ("tolerations", "affinity") if migration is None else ("tolerations",):
-        if spec.get(key):
-            pod_spec[key] = spec[key]
+    if spec.get("tolerations"):
+        pod_spec["tolerations"] = spec["tolerations"]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

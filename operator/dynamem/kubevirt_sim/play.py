@@ -62,6 +62,8 @@ def vm_body(vm: ScenarioVm, namespace: str, running: bool, pool: str | None = No
         "guest": to_quantity(settings.startup),
         "maxGuest": to_quantity(settings.maximum),
     }
+    if vm.hugepages:  # the scenario names its page size: backed by hugepages (spec.domain.memory.hugepages)
+        memory["hugepages"] = {"pageSize": to_quantity(vm.hugepage)}
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",

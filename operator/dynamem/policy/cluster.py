@@ -42,6 +42,7 @@ from dynamem.policy.balance import pressure_of, status_of, vm_levels, water_fill
 from dynamem.policy.model import BalanceConfig, MiB, VmDecision, VmLimits, VmState, format_bytes
 
 __all__ = [
+    "MEMORY",
     "ClusterNode",
     "ClusterPlan",
     "ClusterState",
@@ -52,6 +53,9 @@ __all__ = [
     "is_paging",
     "plan_cluster",
 ]
+
+
+MEMORY = "memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,20 +88,29 @@ class ClusterVm:
     last_change_at: float | None = None
     last_failed_at: float | None = None
     allowed_nodes: frozenset[str] | None = None  # nodes its pods may go to (its nodeSelector); None: any
+    # the resource its guest memory is requested as, "hugepages-2Mi" or "hugepages-1Gi" (None: "memory");
+    # its launcher's `memory` request is then its overhead only
+    pages: str | None = None
 
     @property
     def overhead(self) -> int:
         return self.request - self.assigned
 
+    @property
+    def resource(self) -> str:
+        """The resource its guest memory counts against: ``memory`` or its ``hugepages-*``."""
+        return self.pages or MEMORY
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterNode:
     """A node: its memory (allocatable) and the memory requests of every pod on it, as the scheduler
-    counts."""
+    counts; ``hugepages``: (resource, allocatable, requested) per ``hugepages-*`` resource it has."""
 
     name: str
     memory: int
     requested: int
+    hugepages: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +231,9 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
             and now - vm.last_change_at < config.cooldown_s
         ):
             record.held = "held: cooldown"
-    short = _size(records, state, config)
+    short = False
+    for resource in sorted({r.vm.resource for r in records}):
+        short = _size(records, state, config, resource) or short
     _worth(records, config, short)
     order = _place(records, state, config)
     decisions = tuple(_decision(r, config) for r in records)
@@ -231,9 +246,16 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     return ClusterPlan(decisions, reason, tuple(order))
 
 
-def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> bool:
-    """Levels against the cluster's memory; returns whether the cluster is short (some level shared)."""
-    capacity = sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records) - sum(state.pending)
+def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig, resource: str = MEMORY) -> bool:
+    """Levels of the VMs whose guests take ``resource``, against the cluster's ``resource`` (``memory`` less
+    every launcher's overhead, or a ``hugepages-*``); returns whether it is short (some level shared)."""
+    if resource == MEMORY:
+        capacity = (
+            sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records) - sum(state.pending)
+        )
+    else:
+        capacity = sum(total for n in state.nodes for name, total, _ in n.hugepages if name == resource)
+    records = [r for r in records if r.vm.resource == resource]
     plannable = [r for r in records if r.held is None]
     held_total = sum(max(r.vm.assigned, r.vm.in_flight_to or 0) for r in records if r.held is not None)
     room = capacity - held_total
@@ -319,8 +341,22 @@ _MINUTE = 60.0
 _ORDER = {"floor": 0, "maximum": 1, "needed": 2, "demand": 3, "buffer": 4, "idle": 5}
 
 
+# What a launcher pod asks of a node: its `memory` request, and its guest's `hugepages-*` (resource, bytes).
+_Ask = tuple[int, tuple[str, int] | None]
+
+
+def _ask(vm: ClusterVm, size: int) -> _Ask:
+    """The requests of ``vm``'s launcher at guest ``size``: a hugepage VM's guest is requested as its
+    ``hugepages-*`` and its ``memory`` is the overhead (KubeVirt v1.7.0 ``renderresources.go``,
+    ``WithHugePages``)."""
+    if vm.pages is None:
+        return size + vm.overhead, None
+    return vm.overhead, (vm.pages, size)
+
+
 class _Room:
-    """Free launcher requests per node as the plan places changes, the way the scheduler will see them.
+    """Free launcher requests per node and resource as the plan places changes, the way the scheduler will see
+    them (``memory``, and each ``hugepages-*`` a node has).
 
     ``real``: free now. ``credit``: requests of VMs this plan moves off the node, free once they have left. A
     change that fits only with credit is carried out later (its target pod waits, Pending, until the VMs
@@ -330,38 +366,80 @@ class _Room:
 
     def __init__(self, state: ClusterState) -> None:
         self.memory = {n.name: n.memory for n in state.nodes}
-        self.real = {n.name: n.memory - n.requested for n in state.nodes}
-        self.credit = dict.fromkeys(self.memory, 0)
+        self.total = {(n.name, MEMORY): n.memory for n in state.nodes}
+        self.real = {(n.name, MEMORY): n.memory - n.requested for n in state.nodes}
+        for n in state.nodes:
+            for resource, total, requested in n.hugepages:
+                self.total[(n.name, resource)] = total
+                self.real[(n.name, resource)] = total - requested
+        self.credit = dict.fromkeys(self.real, 0)
         self.locked: set[str] = set()
 
-    def free(self, node: str) -> int:
-        return 0 if node in self.locked else self.real[node] + self.credit[node]
+    def free(self, node: str, resource: str = MEMORY) -> int:
+        if node in self.locked or (node, resource) not in self.real:
+            return 0
+        return self.real[(node, resource)] + self.credit[(node, resource)]
+
+    def fits(self, node: str, ask: _Ask, leaving: _Ask | None = None) -> bool:
+        """Whether ``ask`` fits on ``node`` (once a VM asking ``leaving`` has left it)."""
+        memory, pages = ask
+        if self.free(node) + (leaving[0] if leaving else 0) < memory:
+            return False
+        if pages is None:
+            return True
+        back = leaving[1][1] if leaving and leaving[1] and leaving[1][0] == pages[0] else 0
+        return self.free(node, pages[0]) + back >= pages[1]
+
+    def guest_room(self, node: str, vm: ClusterVm) -> int:
+        """The largest guest of ``vm`` that fits on ``node``."""
+        if vm.pages is None:
+            return self.free(node) - vm.overhead
+        return self.free(node, vm.pages) if self.free(node) >= vm.overhead else 0
 
     def best(
-        self, request: int, source: str, avoid: str | None = None, allowed: frozenset[str] | None = None
+        self, ask: _Ask, source: str, avoid: str | None = None, allowed: frozenset[str] | None = None
     ) -> str | None:
-        """The node other than ``source`` (among ``allowed``, None: any) where ``request`` fits with the most
-        room left (least allocated)."""
+        """The node other than ``source`` (among ``allowed``, None: any) where ``ask`` fits with the most
+        room left (least allocated) in the resource its guest takes."""
+        memory, pages = ask
+        resource, request = pages if pages is not None else (MEMORY, memory)
         best: tuple[int, str] | None = None
         for name in sorted(self.memory):
-            free = self.free(name)
-            if name in (source, avoid) or free < request or (allowed is not None and name not in allowed):
+            if (
+                name in (source, avoid)
+                or not self.fits(name, ask)
+                or (allowed is not None and name not in allowed)
+            ):
                 continue
-            score = (free - request) * 100 // self.memory[name]
+            score = (self.free(name, resource) - request) * 100 // max(1, self.total[(name, resource)])
             if best is None or score > best[0]:
                 best = (score, name)
         return None if best is None else best[1]
 
-    def take(self, node: str, request: int) -> None:
-        if self.real[node] >= request:
-            self.real[node] -= request
-        else:
-            self.credit[node] -= request - self.real[node]
-            self.real[node] = 0
-            self.locked.add(node)
+    def take(self, node: str, ask: _Ask) -> None:
+        memory, pages = ask
+        self._take((node, MEMORY), memory)
+        if pages is not None:
+            self._take((node, pages[0]), pages[1])
 
-    def leave(self, node: str, request: int) -> None:
-        self.credit[node] += request
+    def _take(self, key: tuple[str, str], request: int) -> None:
+        real = self.real.setdefault(key, 0)
+        self.credit.setdefault(key, 0)
+        if real >= request:
+            self.real[key] -= request
+        else:
+            self.credit[key] -= request - real
+            self.real[key] = 0
+            self.locked.add(key[0])
+
+    def leave(self, node: str, ask: _Ask) -> None:
+        memory, pages = ask
+        self.credit[(node, MEMORY)] += memory
+        if pages is not None:
+            key = (node, pages[0])
+            self.credit[key] = self.credit.get(key, 0) + pages[1]
+            self.real.setdefault(key, 0)
+            self.total.setdefault(key, 0)
 
 
 def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> list[str]:
@@ -402,12 +480,12 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             r.notes.append(f"deferred: {per_node} migrations already out of {vm.node}")
             continue
         size = r.want
-        node = room.best(size + vm.overhead, vm.node, allowed=vm.allowed_nodes)
+        node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
         if node is None and size > vm.assigned:
             # As large as fits somewhere, if that still relieves or restores enough.
             most = max(
                 (
-                    room.free(n) - vm.overhead
+                    room.guest_room(n, vm)
                     for n in room.memory
                     if n != vm.node and (vm.allowed_nodes is None or n in vm.allowed_nodes)
                 ),
@@ -419,15 +497,15 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
                 r.kind == "demand" or fit * 100 >= (100 + config.buffer_worth_percent) * vm.assigned
             ):
                 size = fit
-                node = room.best(size + vm.overhead, vm.node, allowed=vm.allowed_nodes)
+                node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
         # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations).
         if node is None and r.kind == "demand" and in_flight + 2 <= budget:
             made = _make_room(r, size, room, movable, planned, outbound, per_node)
             if made is not None:
                 helper, helper_target, node = made
-                room.take(helper_target, helper.vm.request)
-                room.leave(helper.vm.node, helper.vm.request)
+                room.take(helper_target, _ask(helper.vm, helper.vm.assigned))
+                room.leave(helper.vm.node, _ask(helper.vm, helper.vm.assigned))
                 outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
                 in_flight += 1
                 helper.size = helper.vm.assigned
@@ -439,8 +517,8 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         if node is None:
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
-        room.take(node, size + vm.overhead)
-        room.leave(vm.node, vm.request)
+        room.take(node, _ask(vm, size))
+        room.leave(vm.node, _ask(vm, vm.assigned))
         outbound[vm.node] = outbound.get(vm.node, 0) + 1
         in_flight += 1
         r.size = size
@@ -460,7 +538,6 @@ def _make_room(
     per_node: int,
 ) -> tuple[VmPlan, str, str] | None:
     """A smaller VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node)."""
-    request = size + r.vm.overhead
     best: tuple[int, str, VmPlan, str] | None = None
     for name, other in sorted(movable.items()):
         o = other.vm
@@ -470,11 +547,11 @@ def _make_room(
             continue
         if outbound.get(o.node, 0) >= per_node:
             continue
-        if room.free(o.node) + o.request < request:
+        if not room.fits(o.node, _ask(r.vm, size), leaving=_ask(o, o.assigned)):
             continue
         if r.vm.allowed_nodes is not None and o.node not in r.vm.allowed_nodes:
             continue
-        away = room.best(o.request, o.node, avoid=r.vm.node, allowed=o.allowed_nodes)
+        away = room.best(_ask(o, o.assigned), o.node, avoid=r.vm.node, allowed=o.allowed_nodes)
         if away is None:
             continue
         if best is None or o.assigned < best[0]:

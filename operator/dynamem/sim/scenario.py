@@ -78,6 +78,7 @@ class ScenarioVm(pydantic.BaseModel, frozen=True):
     node: str
     settings: VmSettings
     hugepage: int = 2 * MiB
+    hugepages: bool = False  # the scenario names its page size: its guest is backed by hugepages of that size
 
 
 class MigrationSettings(pydantic.BaseModel, frozen=True):
@@ -206,7 +207,15 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
             )
         except SettingsError as err:
             raise fail(str(err)) from None
-        vms.append(ScenarioVm(name=name, node=str(node), settings=settings, hugepage=hugepage))
+        vms.append(
+            ScenarioVm(
+                name=name,
+                node=str(node),
+                settings=settings,
+                hugepage=hugepage,
+                hugepages=raw.get("hugepage") is not None,
+            )
+        )
 
     raw_demand = data["demand"]
     if not isinstance(raw_demand, Mapping):

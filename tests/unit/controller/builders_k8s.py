@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynamem.controller.migrations import migration_view, with_failed_migrations
 from dynamem.controller.snapshot import Observed, vmm_view
 from dynamem.kube.api import ApiException, FieldConflict, StaleObject
 from dynamem.kube.objects import node_view, pod_view, vm_view, vmi_view
@@ -153,14 +154,24 @@ def make_node_body(
     allocatable: str | None = "8Gi",
     capacity: str | None = None,
     unschedulable: bool = False,
+    labels: Mapping[str, str] | None = None,
+    taints: Iterable[Mapping[str, str]] = (),
 ) -> Body:
+    """A node; labelled ``kubevirt.io/schedulable=true`` (virt-handler's mark, every launcher pod selects it)
+    and ``kubernetes.io/hostname`` unless ``labels`` says otherwise."""
     status: Body = {}
     if allocatable is not None:
         status["allocatable"] = {"cpu": "8", "memory": allocatable}
     if capacity is not None:
         status["capacity"] = {"cpu": "8", "memory": capacity}
     spec: Body = {"unschedulable": True} if unschedulable else {}
-    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(name, None), "spec": spec, "status": status}
+    if taints:
+        spec["taints"] = [dict(t) for t in taints]
+    meta = dict(_meta(name, None))
+    meta["labels"] = dict(
+        labels if labels is not None else {"kubevirt.io/schedulable": "true", "kubernetes.io/hostname": name}
+    )
+    return {"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": spec, "status": status}
 
 
 def make_pod_body(
@@ -213,14 +224,17 @@ def observed(
     vmis: Iterable[Body] = (),
     nodes: Iterable[Body] = (),
     pods: Iterable[Body] = (),
+    migrations: Iterable[Body] = (),
 ) -> Observed:
     """The views a round reads, built from bodies by the functions the kopf indices use."""
+    migration_views = [migration_view(b) for b in migrations]
     return Observed(
         vmms=[vmm_view(b) for b in vmms],
         vms=[vm_view(b) for b in vms],
-        vmis=[vmi_view(b) for b in vmis],
+        vmis=with_failed_migrations([vmi_view(b) for b in vmis], migration_views),
         nodes=[node_view(b) for b in nodes],
         pods=[pod_view(b) for b in pods],
+        migrations=migration_views,
     )
 
 
@@ -233,6 +247,7 @@ class Apply:
     dry_run: bool
     resource_version: str | None = None
     force: bool = False
+    placement: str | None = None  # the dynamem.io/placement annotation applied with it
 
 
 @dataclass
@@ -283,6 +298,7 @@ class FakeWriter:
         resource_version: str | None,
         force: bool = False,
         dry_run: bool = False,
+        placement: str | None = None,
     ) -> Mapping[str, Any]:
         if name in self.fail_apply:
             body = json.dumps({"message": f"admission webhook denied {name}"})
@@ -293,7 +309,9 @@ class FakeWriter:
             raise FieldConflict(self.conflict_apply[name], f"conflict on {name}")
         if name in self.down_apply:
             raise ApiException(status=503, reason="Service Unavailable")
-        self.applies.append(Apply(namespace, name, guest, max_guest, dry_run, resource_version, force))
+        self.applies.append(
+            Apply(namespace, name, guest, max_guest, dry_run, resource_version, force, placement)
+        )
         return {}
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

@@ -61,6 +61,7 @@ class World:
     vmis: dict[str, dict[str, Any]] = field(default_factory=dict)
     vmms: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: list[dict[str, Any]] = field(default_factory=lambda: [make_node_body("host", allocatable="8Gi")])
+    migrations: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, name: str, gib: str = "1Gi", *, running: bool = True, **vmm: Any) -> None:
         self.vmms[name] = make_vmm_body(name, **vmm)
@@ -70,7 +71,11 @@ class World:
 
     def observed(self) -> Observed:
         return observed(
-            vmms=self.vmms.values(), vms=self.vms.values(), vmis=self.vmis.values(), nodes=self.nodes
+            vmms=self.vmms.values(),
+            vms=self.vms.values(),
+            vmis=self.vmis.values(),
+            nodes=self.nodes,
+            migrations=self.migrations,
         )
 
     def apply(self, applies: list[Apply], *, hotplug_done: bool = True) -> None:
@@ -78,6 +83,12 @@ class World:
         for a in applies:
             memory = self.vms[a.name]["spec"]["template"]["spec"]["domain"]["memory"]
             memory["guest"] = a.guest
+            if a.max_guest is None:  # dynamem's running-VM apply owns the placement annotation
+                annotations = self.vms[a.name]["metadata"].setdefault("annotations", {})
+                if a.placement is None:
+                    annotations.pop("dynamem.io/placement", None)
+                else:
+                    annotations["dynamem.io/placement"] = a.placement
             if a.max_guest is not None:
                 memory["maxGuest"] = a.max_guest
             if a.name in self.vmis:

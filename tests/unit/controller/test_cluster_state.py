@@ -3,11 +3,14 @@ kube-scheduler counts it, what each guest shows, migrations in flight."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
 from dynamem.kube.objects import GI, MI, ObjectKey
-from dynamem.policy.cluster import ClusterNode, InFlight
+from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster
+from dynamem.policy.model import BalanceConfig
 
 from .builders_k8s import (
     NS,
@@ -126,8 +129,10 @@ def test_a_sample_taken_at_another_size_says_nothing_of_the_guest_now() -> None:
 def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
     vmi = make_vmi_body("finance")
     vmi["spec"]["nodeSelector"] = {"dynamem.io/pool": "mine"}
-    mine = make_node_body("b", allocatable="8Gi")
-    mine["metadata"]["labels"] = {"dynamem.io/pool": "mine", "kubernetes.io/hostname": "b"}
+    mine = make_node_body(
+        "b",
+        labels={"dynamem.io/pool": "mine", "kubernetes.io/hostname": "b", "kubevirt.io/schedulable": "true"},
+    )
     seen = observed(
         vmms=[make_vmm_body("finance")],
         vms=[make_vm_body("finance")],
@@ -136,3 +141,111 @@ def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
     )
     (finance,) = build_snapshot(seen, DemandReading()).cluster.vms
     assert finance.allowed_nodes == frozenset({"b"})
+
+
+def test_where_a_vm_may_go_is_where_the_schedulers_filters_let_its_target_pod() -> None:
+    gpu = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    tolerant = make_vmi_body("tolerant")
+    tolerant["spec"]["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
+    picky = make_vmi_body("picky")
+    picky["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["free"]}]}
+                ]
+            }
+        }
+    }
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("plain", "tolerant", "picky")],
+        vms=[make_vm_body(n) for n in ("plain", "tolerant", "picky")],
+        vmis=[make_vmi_body("plain"), tolerant, picky],
+        nodes=[
+            make_node_body("host"),
+            make_node_body("free"),
+            make_node_body("tainted", taints=[gpu]),
+            make_node_body("cordoned", unschedulable=True),
+            make_node_body("unserved", labels={"kubernetes.io/hostname": "unserved"}),  # no virt-handler
+        ],
+    )
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert vms["plain"].allowed_nodes == frozenset({"host", "free"})
+    assert vms["tolerant"].allowed_nodes == frozenset({"host", "free", "tainted"})
+    assert vms["picky"].allowed_nodes == frozenset({"host"})
+
+
+def test_the_plan_never_sends_a_vm_to_a_node_its_target_pod_could_not_go_to() -> None:
+    """A paging VM on a full node, two idle nodes the scheduler would refuse and one it would take: the plan
+    chooses the one, though the others have more room."""
+    seen = observed(
+        vmms=[make_vmm_body("finance")],
+        vms=[make_vm_body("finance")],
+        vmis=[make_vmi_body("finance", overhead="100Mi")],
+        nodes=[
+            make_node_body("host", allocatable="8Gi"),
+            make_node_body("tainted", allocatable="64Gi", taints=[{"key": "k", "effect": "NoExecute"}]),
+            make_node_body("cordoned", allocatable="64Gi", unschedulable=True),
+            make_node_body("small", allocatable="4Gi"),
+        ],
+    )
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    demand = DemandReading(
+        by_vm={ObjectKey(NS, "finance"): 1014 * MI}, signals={ObjectKey(NS, "finance"): signals}
+    )
+    cluster = build_snapshot(seen, demand).cluster
+    plan = plan_cluster(cluster, BalanceConfig(), now=0.0)
+    (change,) = plan.changes
+    assert change.assigned > GI and change.target_node == "small"
+
+
+def hugepage_vmi(name: str, node: str, overhead: str = "200Mi") -> dict[str, Any]:
+    vmi = make_vmi_body(name, node=node, overhead=overhead)
+    vmi["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "2Mi"}
+    return vmi
+
+
+def test_a_hugepage_vms_guest_counts_against_its_hugepages_and_its_overhead_against_memory() -> None:
+    """KubeVirt v1.7.0 (``renderresources.go``, ``WithHugePages``) asks ``hugepages-2Mi: <guest>`` and
+    ``memory: <overhead>`` for a hugepage VMI; the scheduler counts each against its own allocatable."""
+    launcher = make_pod_body("virt-launcher-db", launcher=True, requests=["200Mi"], domain="db")
+    launcher["spec"]["containers"][0]["resources"]["requests"]["hugepages-2Mi"] = "1Gi"
+    host = make_node_body("host", allocatable="8Gi")
+    host["status"]["allocatable"]["hugepages-2Mi"] = "4Gi"
+    other = make_node_body("other", allocatable="8Gi")
+    other["status"]["allocatable"].update({"hugepages-2Mi": "2Gi", "hugepages-1Gi": "0"})
+    seen = observed(
+        vmms=[make_vmm_body("db"), make_vmm_body("cache")],
+        vms=[make_vm_body("db"), make_vm_body("cache")],
+        vmis=[hugepage_vmi("db", "host"), hugepage_vmi("cache", "other", overhead="100Mi")],  # cache: no pod
+        nodes=[host, other],
+        pods=[launcher],
+    )
+    cluster = build_snapshot(seen, DemandReading()).cluster
+    assert cluster.nodes == (
+        # host: db's launcher asks 200Mi of memory and 1Gi of hugepages-2Mi
+        ClusterNode("host", 8 * GI, 200 * MI, (("hugepages-2Mi", 4 * GI, GI),)),
+        # other: cache has no launcher pod in the view: its overhead in memory, its 1Gi guest in hugepages
+        ClusterNode("other", 8 * GI, 100 * MI, (("hugepages-1Gi", 0, 0), ("hugepages-2Mi", 2 * GI, GI))),
+    )
+    cache, db = sorted(cluster.vms, key=lambda vm: vm.name)
+    assert (db.pages, db.request, db.overhead) == ("hugepages-2Mi", GI + 200 * MI, 200 * MI)
+    assert cache.pages == "hugepages-2Mi"
+
+
+def test_a_hugepage_vm_is_moved_where_hugepages_have_room() -> None:
+    """A paging hugepage VM; "wide" has memory but no hugepages, "paged" has hugepages: the plan picks it."""
+    host = make_node_body("host", allocatable="8Gi")
+    host["status"]["allocatable"]["hugepages-2Mi"] = "1Gi"
+    paged = make_node_body("paged", allocatable="2Gi")
+    paged["status"]["allocatable"]["hugepages-2Mi"] = "8Gi"
+    seen = observed(
+        vmms=[make_vmm_body("db")],
+        vms=[make_vm_body("db")],
+        vmis=[hugepage_vmi("db", "host")],
+        nodes=[host, paged, make_node_body("wide", allocatable="64Gi")],
+    )
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    demand = DemandReading(by_vm={ObjectKey(NS, "db"): 1014 * MI}, signals={ObjectKey(NS, "db"): signals})
+    (change,) = plan_cluster(build_snapshot(seen, demand).cluster, BalanceConfig(), now=0.0).changes
+    assert change.assigned > GI and change.target_node == "paged"

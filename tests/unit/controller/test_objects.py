@@ -275,3 +275,20 @@ def test_pod_view_launcher_label_needs_the_exact_value() -> None:
     body = make_pod_body("p")
     body["metadata"]["labels"] = {"kubevirt.io": "virt-handler"}
     assert pod_view(body).launcher is False
+
+
+def test_hugepages_are_read_per_resource_from_pods_nodes_and_vmis() -> None:
+    pod = make_pod_body("virt-launcher-db", requests=["200Mi", "10Mi"], init_requests=["50Mi"])
+    pod["spec"]["containers"][0]["resources"]["requests"]["hugepages-2Mi"] = "1Gi"
+    pod["spec"]["containers"][1]["resources"]["requests"]["hugepages-2Mi"] = "64Mi"
+    pod["spec"]["initContainers"][0]["resources"]["requests"]["hugepages-1Gi"] = "1Gi"
+    view = pod_view(pod)
+    assert view.request == 210 * MI  # memory only
+    assert view.hugepages == (("hugepages-1Gi", GI), ("hugepages-2Mi", GI + 64 * MI))
+    node = make_node_body("host")
+    node["status"]["allocatable"]["hugepages-2Mi"] = "2Gi"
+    assert node_view(node).hugepages == (("hugepages-2Mi", 2 * GI),)
+    vmi = make_vmi_body("db")
+    assert vmi_view(vmi).pages is None
+    vmi["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "1Gi"}
+    assert vmi_view(vmi).pages == "hugepages-1Gi"

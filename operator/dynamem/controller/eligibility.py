@@ -1,0 +1,65 @@
+"""Where a VM may be moved: the nodes the kube-scheduler would let its migration target pod go to.
+
+The plan (:func:`dynamem.policy.cluster.plan_cluster`) chooses a target among the VM's ``allowed_nodes`` only;
+this module computes them. A target the scheduler would refuse stays Pending, KubeVirt fails the migration
+after its pending timeout (300 s) and the change is taken back: a change wasted, and the VM held. So the
+target pod is judged here as the scheduler's filters will judge it (:mod:`dynamem.kube.scheduling`:
+``NodeUnschedulable``, ``TaintToleration``, ``NodeAffinity``), from what KubeVirt v1.7.0 puts on it
+(``pkg/virt-controller/services/template.go``, ``renderLaunchManifest``, also used by
+``RenderMigrationManifest`` for a migration target): the VMI's ``spec.tolerations`` and ``spec.affinity``, and
+the node selector of ``NewNodeSelectorRenderer`` (``services/nodeselectorrenderer.go``):
+``kubevirt.io/schedulable: "true"``, which virt-handler keeps on the nodes it serves (and sets to ``false``
+when its heartbeat stops), then the VMI's ``spec.nodeSelector``.
+
+Not read: the KubeVirt CR's cluster-wide ``nodeSelectors`` and the CPU-model and feature labels KubeVirt adds
+for some VMIs (``host-model``, dedicated CPUs, SEV/TDX), inter-pod affinity, topology spread and every
+resource but memory; a target they refuse still fails after the pending timeout and is taken back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dynamem.kube.objects import NodeView, VmiView
+from dynamem.kube.scheduling import PodPlacement, SchedulingNode, eligible
+
+__all__ = ["SCHEDULABLE_LABEL", "eligible_nodes", "refusals", "target_pod_placement"]
+
+# v1.NodeSchedulable (staging/src/kubevirt.io/api/core/v1/types.go): every launcher pod selects it.
+SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
+
+
+def target_pod_placement(vmi: VmiView) -> PodPlacement:
+    """What the filters read of a migration target pod of ``vmi``: KubeVirt's selector under the VMI's."""
+    own = vmi.placement
+    selector = {SCHEDULABLE_LABEL: "true", **dict(own.node_selector)}
+    return PodPlacement(
+        node_selector=tuple(sorted(selector.items())),
+        tolerations=own.tolerations,
+        required_terms=own.required_terms,
+    )
+
+
+def _scheduling_node(node: NodeView) -> SchedulingNode:
+    return SchedulingNode(
+        name=node.name, labels=dict(node.labels), taints=node.taints, unschedulable=not node.schedulable
+    )
+
+
+def refusals(vmi: VmiView, nodes: Iterable[NodeView]) -> dict[str, str]:
+    """The nodes ``vmi``'s target pod may not go to, each with the filter that refuses it."""
+    pod = target_pod_placement(vmi)
+    found: dict[str, str] = {}
+    for node in nodes:
+        why = eligible(pod, _scheduling_node(node))
+        if why is not None:
+            found[node.name] = why
+    return found
+
+
+def eligible_nodes(vmi: VmiView, nodes: Iterable[NodeView]) -> frozenset[str]:
+    """The nodes ``vmi``'s migration target pod passes every filter read here on (its own node included: the
+    plan never picks the source, and KubeVirt's anti-affinity keeps a target off it)."""
+    listed = list(nodes)
+    refused = refusals(vmi, listed)
+    return frozenset(node.name for node in listed if node.name not in refused)

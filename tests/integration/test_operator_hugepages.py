@@ -1,0 +1,104 @@
+"""A hugepage-backed VM grows where hugepages have room, end to end: the real API server, kube-scheduler and
+kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process (the cluster plan).
+
+KubeVirt v1.7.0 requests a hugepage VM's guest as ``hugepages-<pageSize>`` and only the overhead as
+``memory`` (``pkg/virt-controller/services/renderresources.go``, ``WithHugePages``); the scheduler fits each
+against the node's own allocatable. A paging 2Mi-hugepage VM and two nodes to move to: "wide", with much
+memory and no hugepages, and "paged", with little memory and hugepages to spare. Counted against ``memory``
+the plan would pick "wide", where the target pod never fits; counted per resource it picks "paged".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s_client
+
+from dynamem.kube.objects import GI, quantity_bytes
+from dynamem.sim.scenario import parse_scenario
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, wait_until
+
+HOSTNAME = "kubernetes.io/hostname"
+PAGES = "hugepages-2Mi"
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[tuple[Stack, list[str]]]:
+    nodes = [unique_name(role) for role in ("home", "wide", "paged")]
+    memory = ("8Gi", "32Gi", "3Gi")
+    scenario = parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": n, "memory": m} for n, m in zip(nodes, memory, strict=True)],
+            "vms": [{"name": "web", "node": nodes[0], "startup": "1Gi", "maximum": "4Gi", "hugepage": "2Mi"}],
+            "demand": {"web": ["512Mi"]},
+        }
+    )
+    made = Stack(control_plane, prometheus, namespace, scenario)
+    yield made, nodes
+    made.close()
+
+
+def give_hugepages(core: k8s_client.CoreV1Api, node: str, amount: str) -> None:
+    """Hugepages reserved on the node, as a kubelet reports them in capacity and allocatable."""
+    status = core.read_node_status(node).status
+    core.patch_node_status(
+        node,
+        {
+            "status": {
+                "capacity": {**status.capacity, PAGES: amount},
+                "allocatable": {**status.allocatable, PAGES: amount},
+            }
+        },
+    )
+    wait_until(
+        f"{node} has {amount} of {PAGES}", lambda: core.read_node_status(node).status.allocatable.get(PAGES)
+    )
+
+
+def migrations(stack: Stack) -> list[Mapping[str, Any]]:
+    found = stack.custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
+    )
+    return list(found["items"])
+
+
+def test_a_hugepage_vm_grows_on_the_node_with_hugepages_not_the_one_with_memory(
+    stack: tuple[Stack, list[str]],
+) -> None:
+    world, (home, _wide, paged) = stack
+    core = k8s_client.CoreV1Api(world.api)
+    give_hugepages(core, home, "2Gi")
+    give_hugepages(core, paged, "8Gi")
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    launcher = core.list_namespaced_pod(world.namespace).items[0]
+    requests = launcher.spec.containers[0].resources.requests
+    assert requests[PAGES] == "1Gi" and quantity_bytes(requests["memory"]) < GI  # the guest is in hugepages
+    world.set_demand(web=1.2)
+    world.start_operator()
+
+    def moved() -> list[Mapping[str, Any]] | None:
+        done = [m for m in migrations(world) if m.get("status", {}).get("phase") == "Succeeded"]
+        return done if (world.has("web") or 0) > GI and done else None
+
+    try:
+        wait_until("web grown by a migration", moved, timeout=90, every=0.5)
+    except AssertionError:
+        logs = world.operator.logs()[-6000:] if world.operator else ""
+        raise AssertionError(f"not grown: {migrations(world)}\n{logs}") from None
+    everything = migrations(world)
+    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"]
+    assert all(m["spec"]["addedNodeSelector"] == {HOSTNAME: paged} for m in everything)
+    vmi = world.custom.get_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstances", "web"
+    )
+    assert vmi["status"]["nodeName"] == paged
+    target = core.read_namespaced_pod(vmi["status"]["migrationState"]["targetPod"], world.namespace)
+    assert quantity_bytes(target.spec.containers[0].resources.requests[PAGES]) == world.has("web")

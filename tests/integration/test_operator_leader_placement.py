@@ -1,0 +1,136 @@
+"""A change in flight across a change of leader, end to end: the real API server, kube-scheduler and kwok,
+the KubeVirt v1.7.0 stand-in, Prometheus and two operator replicas with a Lease.
+
+The leader writes a grow of a paging VM with its placement (the VM's ``dynamem.io/placement`` annotation,
+in the same apply as ``memory.guest``). The test freezes the leader (SIGSTOP) the moment the VM shows that
+write, usually before the leader made its migration, then kills it once the other replica holds the Lease.
+The workload-updater waits 30 s here (KubeVirt: 5 s) so that the survivor, which takes over after the 6 s
+Lease, has the time to make the migration first; without the placement it would not know where the change
+goes and the updater's migration (no node selector) would carry it out. Either way the test freezes the
+leader, the change ends as the dead leader planned it: every migration of the VM is dynamem's, pinned to
+the recorded node, exactly one of them, the VM runs there at its new size, nothing is taken back.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+import pytest
+
+from dynamem.kube.objects import GI, quantity_bytes
+from dynamem.sim.scenario import parse_scenario
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.operator import OperatorProcess
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, wait_until
+
+LEASE_S = "6"
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def gauge(operator: OperatorProcess, name: str) -> float | None:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else None
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[tuple[Stack, list[str]]]:
+    nodes = [unique_name(role) for role in ("home", "idle-a", "idle-b")]
+    scenario = parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": n, "memory": "8Gi"} for n in nodes],
+            "vms": [{"name": "web", "node": nodes[0], "startup": "1Gi", "maximum": "4Gi"}],
+            "demand": {"web": ["512Mi"]},
+        }
+    )
+    made = Stack(control_plane, prometheus, namespace, scenario, hotplug_delay=30.0)
+    yield made, nodes
+    made.close()
+
+
+def migrations(stack: Stack) -> list[Mapping[str, Any]]:
+    found = stack.custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
+    )
+    return list(found["items"])
+
+
+def placement_of(stack: Stack) -> dict[str, Any] | None:
+    note = stack.vm("web")["metadata"].get("annotations", {}).get("dynamem.io/placement")
+    return json.loads(note) if note else None
+
+
+def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_placed_it(
+    stack: tuple[Stack, list[str]],
+) -> None:
+    world, (home, *_) = stack
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    world.set_demand(web=1.2)
+    replicas = [
+        world.start_operator("--lease-duration", LEASE_S, standalone=False),
+        world.start_operator("--lease-duration", LEASE_S, standalone=False),
+    ]
+
+    def leaders() -> list[OperatorProcess] | None:
+        active = [r for r in replicas if gauge(r, "dynamem_balancer_active") == 1.0]
+        return active if len(active) == 1 else None
+
+    [leader] = wait_until("exactly one leader", leaders, timeout=60)
+    [survivor] = [r for r in replicas if r is not leader]
+    assert leader.process is not None
+    placed = wait_until(
+        "the grow written with its placement", lambda: placement_of(world), timeout=90, every=0.01
+    )
+    leader.process.send_signal(signal.SIGSTOP)  # frozen: it renews no Lease and writes nothing more
+    made_before = [m["metadata"]["name"] for m in migrations(world)]
+    print(f"leader frozen {'after' if made_before else 'before'} its migration")
+    try:
+        wait_until(
+            "the survivor leads", lambda: gauge(survivor, "dynamem_balancer_active") == 1.0, timeout=60
+        )
+    finally:
+        leader.process.send_signal(signal.SIGKILL)
+        leader.process.wait()
+    target = placed["target"]
+    assert target != home and placed["source"] == home
+    guest = quantity_bytes(placed["guest"]) or 0
+    assert guest > GI
+
+    def carried_out() -> bool:
+        world.check_kubevirt_invariants()
+        going = [
+            m for m in migrations(world) if m.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        ]
+        return world.has("web") == guest and not going
+
+    try:
+        wait_until("the change carried out", carried_out, timeout=120, every=0.5)
+    except AssertionError:
+        raise AssertionError(f"not carried out: {migrations(world)}\n{survivor.logs()[-5000:]}") from None
+    (only,) = migrations(world)  # one migration: never a second, never the workload-updater's
+    assert only["metadata"].get("labels", {}).get("dynamem.io/migration") == "true", only
+    assert only["spec"]["addedNodeSelector"] == {HOSTNAME: target}
+    assert only["status"]["phase"] == "Succeeded"
+    vmi = world.custom.get_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstances", "web"
+    )
+    assert vmi["status"]["nodeName"] == target
+    assert not any(e["reason"] in ("MemoryChangeReverted", "MigrationRaceLost") for e in world.events("web"))
+    if not made_before:  # frozen before its migration: the survivor made it, to the recorded node
+        assert only["metadata"]["name"] not in made_before
+        assert "took over the change" in survivor.logs()
+    time.sleep(1)
+    assert len(migrations(world)) == 1
