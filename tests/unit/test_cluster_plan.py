@@ -98,16 +98,17 @@ def test_paging_is_read_like_kubevirts_alert() -> None:
 
 
 def test_a_change_names_a_target_other_than_its_node_where_it_fits() -> None:
-    # a pages on n1 (full); n2 has 2Gi free, n3 6Gi: a's new size 1.5Gi/0.8 = 1920Mi goes to n3 (least
-    # allocated: (6Gi - 1920Mi) / 6Gi = 68 against (2Gi - 1920Mi) / 2Gi = 6).
+    # a pages on n1 (full); n2 has 2Gi free, n3 6Gi, n4 1.5Gi: a's new size 1.5Gi/0.8 = 1920Mi does not fit
+    # n4 and goes to n2, the best fit (most allocated: (2Gi - 1920Mi) / 2Gi = 6 % left against
+    # (6Gi - 1920Mi) / 6Gi = 68 %): n3's 6Gi hole stays whole for a larger change.
     state = make_state(
-        {"n1": 1, "n2": 2, "n3": 6},
+        {"n1": 1, "n2": 2, "n3": 6, "n4": 1.5},
         make_vm("a", "n1", size=1, demand=2),
     )
     plan = plan_cluster(state, CONFIG, 0.0)
     (change,) = plan.changes
-    assert (change.name, change.current, change.assigned, change.target_node) == ("a", GiB, 1920 * MiB, "n3")
-    assert "paging" in change.reason and "to n3" in change.reason
+    assert (change.name, change.current, change.assigned, change.target_node) == ("a", GiB, 1920 * MiB, "n2")
+    assert "paging" in change.reason and "to n2" in change.reason
 
 
 def test_one_node_plans_nothing_and_says_why() -> None:

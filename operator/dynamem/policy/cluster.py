@@ -27,9 +27,12 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
    request on it, in-flight migration targets included, and the targets this plan already chose); among those,
-   the node with the most room left (the least allocated, as the scheduler scores) relieves hot nodes and
-   keeps room for the next change. A grow that fits nowhere is made as large as fits, or room is made by
-   moving a smaller idle VM off a node (two migrations, only when that serves demand).
+   the node with the least room left (best fit, the scheduler's ``MostAllocated`` score): every change is a
+   migration that needs a hole of the VM's whole new size on another node, so filling the small holes first
+   keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
+   hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
+   fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
+   migrations, only when that serves demand).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
@@ -362,14 +365,15 @@ class _Room:
     def best(
         self, request: int, source: str, avoid: str | None = None, allowed: frozenset[str] | None = None
     ) -> str | None:
-        """The node other than ``source`` (among ``allowed``, None: any) where ``request`` fits with the most
-        room left (least allocated)."""
+        """The node other than ``source`` (among ``allowed``, None: any) where ``request`` fits with the least
+        room left, in percent of the node (most allocated, the scheduler's bin-packing score): holes are
+        filled and the large ones kept whole, so the next large change finds a node in one move."""
         best: tuple[int, str] | None = None
         for name in sorted(self.memory):
             free = self.free(name)
             if name in (source, avoid) or free < request or (allowed is not None and name not in allowed):
                 continue
-            score = (free - request) * 100 // self.memory[name]
+            score = -((free - request) * 100 // self.memory[name])
             if best is None or score > best[0]:
                 best = (score, name)
         return None if best is None else best[1]
