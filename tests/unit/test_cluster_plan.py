@@ -98,16 +98,17 @@ def test_paging_is_read_like_kubevirts_alert() -> None:
 
 
 def test_a_change_names_a_target_other_than_its_node_where_it_fits() -> None:
-    # a pages on n1 (full); n2 has 2Gi free, n3 6Gi: a's new size 1.5Gi/0.8 = 1920Mi goes to n3 (least
-    # allocated: (6Gi - 1920Mi) / 6Gi = 68 against (2Gi - 1920Mi) / 2Gi = 6).
+    # a pages on n1 (full); n2 has 2Gi free, n3 6Gi, n4 1.5Gi: a's new size 1.5Gi/0.8 = 1920Mi does not fit
+    # n4 and goes to n2, the best fit (most allocated: (2Gi - 1920Mi) / 2Gi = 6 % left against
+    # (6Gi - 1920Mi) / 6Gi = 68 %): n3's 6Gi hole stays whole for a larger change.
     state = make_state(
-        {"n1": 1, "n2": 2, "n3": 6},
+        {"n1": 1, "n2": 2, "n3": 6, "n4": 1.5},
         make_vm("a", "n1", size=1, demand=2),
     )
     plan = plan_cluster(state, CONFIG, 0.0)
     (change,) = plan.changes
-    assert (change.name, change.current, change.assigned, change.target_node) == ("a", GiB, 1920 * MiB, "n3")
-    assert "paging" in change.reason and "to n3" in change.reason
+    assert (change.name, change.current, change.assigned, change.target_node) == ("a", GiB, 1920 * MiB, "n2")
+    assert "paging" in change.reason and "to n2" in change.reason
 
 
 def test_one_node_plans_nothing_and_says_why() -> None:
@@ -154,6 +155,43 @@ def test_shrink_only_on_use_low_for_the_window() -> None:
     assert change.assigned == 1280 * MiB and change.target_node == "n2" and "low" in change.reason
     busy = make_state({"n1": 16, "n2": 16}, replace(idle, used_peak=5 * GiB))
     assert plan_cluster(busy, CONFIG, 0.0).changes == ()
+
+
+def test_a_steady_rise_is_grown_ahead_of_and_noise_is_not() -> None:
+    # 4Gi guest using 2Gi, its use rising 100Ki/s (least squares over the hour: 351.6Mi an hour, above the
+    # dead band max(128Mi, 5 % of 4Gi = 204.8Mi)): its demand is what it uses plus an hour of that rise,
+    # 2Gi + 100Ki x 3600 = 2048Mi + 351.5625Mi.
+    rising = make_vm("a", "n1", size=4, demand=2, startup=2, used_rise_bps=100 * 1024.0)
+    assert estimate_demand(rising, CONFIG) == (2048 * MiB + 100 * 1024 * 3600, False)
+    # 20Ki/s is 70.3Mi over the hour: within the dead band, noise around a level, no trend.
+    noisy = replace(rising, used_rise_bps=20 * 1024.0)
+    assert estimate_demand(noisy, CONFIG) == (2 * GiB, False)
+    # A falling use adds nothing, and the window's peak still counts when it is higher.
+    assert estimate_demand(replace(rising, used_rise_bps=-1e6, used_peak=3 * GiB), CONFIG) == (3 * GiB, False)
+    # Paging: the larger of x1.5 of its size and its use plus the rise. 1Gi guest needing 4Gi shows 947.5Mi
+    # used; rising 1Mi/s: 947.5Mi + 3600Mi > 1.5Gi.
+    paging = make_vm("p", "n1", size=1, demand=4, used_rise_bps=float(MiB))
+    demand, is_short = estimate_demand(paging, CONFIG)
+    assert is_short and demand == paging.used + 3600 * MiB
+    # trend_horizon_s 0 turns it off: x1.5.
+    assert estimate_demand(paging, replace(CONFIG, trend_horizon_s=0)) == (1536 * MiB, True)
+
+
+def test_no_idle_shrink_within_the_window_after_a_change() -> None:
+    # The idle 6Gi guest of the case above shrinks to 1.25Gi when it last changed an hour ago or never; when
+    # it changed 10 minutes ago (a grow for a peak just past), it keeps its size: a shrink now and a grow at
+    # the next peak would be two migrations for nothing. The oracle (free migrations) shrinks at once.
+    idle = make_vm("a", "n1", size=6, demand=1)
+    settled = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=0.0))
+    (change,) = plan_cluster(settled, CONFIG, 3600.0).changes
+    assert change.assigned == 1280 * MiB
+    recent = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=3000.0))
+    plan = plan_cluster(recent, CONFIG, 3600.0)
+    assert plan.changes == ()
+    assert "not shrunk for idleness" in plan.decisions[0].reason
+    truth = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=3000.0, demand=GiB))
+    (oracle_change,) = CLUSTER_POLICIES["oracle"](truth, CONFIG, 3600.0).changes
+    assert oracle_change.assigned == 1280 * MiB
 
 
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from dynamem.cli import main as cli_main
 from dynamem.policy import BalanceConfig, GiB, MiB, NodePlan, NodeState, Policy, plan_node
-from dynamem.policy.cluster_peers import node_local
+from dynamem.policy.cluster import ClusterPlan, ClusterState
+from dynamem.policy.cluster_peers import CLUSTER_POLICIES, node_local
 from dynamem.sim.guest import DEFAULT_GUEST, GuestModel
 from dynamem.sim.kubevirt import simulate_kubevirt
 from dynamem.sim.scenario import Scenario, load_scenario, parse_scenario
@@ -235,6 +236,28 @@ def test_the_policy_sees_only_what_the_guest_shows() -> None:
     a = result.steps[0].vms["a"]
     assert a.seen == SMALL_RESERVE.observe(3 * GiB, GiB).used == a.observed < GiB
     assert result.summary.unmet_demand == pytest.approx(2.0)
+
+
+def test_the_policy_sees_how_fast_use_rose_over_the_window() -> None:
+    # a's use rises 100Mi a step (15 min = 900 s) within its 4Gi: the least-squares slope over the window's
+    # samples is 100Mi / 900 s, as Prometheus' deriv() gives it. The window (1 h) keeps the last 4 samples
+    # (those later than now - 3600 s), so the slope stays exact as it slides. b's use is flat: 0.
+    s = scenario(
+        {"n1": "16Gi", "n2": "16Gi"},
+        [vm("a", "n1", startup="4Gi"), vm("b", "n1", startup="4Gi")],
+        {"a": [f"{1024 + 100 * i}Mi" for i in range(6)], "b": ["1Gi"] * 6},
+    )
+    seen: list[tuple[float, float]] = []
+
+    def record(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
+        by_name = {v.name: v for v in state.vms}
+        seen.append((by_name["a"].used_rise_bps, by_name["b"].used_rise_bps))
+        return CLUSTER_POLICIES["static"](state, config, now)
+
+    simulate_kubevirt(s, "static", BalanceConfig(step_s=900), DEFAULT_GUEST, plan_fn=record)
+    assert seen[0] == (0.0, 0.0)  # one sample: no slope
+    for rise_a, rise_b in seen[1:]:
+        assert rise_a == pytest.approx(100 * MiB / 900) and rise_b == 0.0
 
 
 def test_cli_model_flag_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -171,6 +171,7 @@ def cluster_state(
                     used_peak=peak,
                     swap_in_bps=signals.swap_in_bps,
                     major_faults_ps=signals.major_faults_ps,
+                    used_rise_bps=signals.used_rise_bps,
                     hugepage=state.hugepage,
                     in_flight_to=state.in_flight_to,
                     last_change_at=state.last_change_at,

@@ -9,9 +9,10 @@ demand is unknown, the round still runs, and nothing is shrunk.
 Used memory never exceeds the guest's size, so a guest short of memory shows it by paging. The cluster plan
 (:func:`dynamem.policy.cluster.is_paging`) reads what KubeVirt's own alert reads: ``available`` and
 ``usable``, the rate of ``kubevirt_vmi_memory_swap_in_traffic_bytes`` and of
-``kubevirt_vmi_memory_pgmajfault_total``, and the highest use over the shrink window (a VM shrinks only on use
-that stayed low). These come from :data:`SIGNAL_QUERIES`, one instant query each; a signal Prometheus cannot
-give is left out (no paging seen), while the demand query alone decides whether demand is known.
+``kubevirt_vmi_memory_pgmajfault_total``, the highest use over the shrink window (a VM shrinks only on use
+that stayed low) and how fast use rose over it (``deriv``: a steady rise is grown ahead of). These come
+from :data:`SIGNAL_QUERIES`, one instant query each; a signal Prometheus cannot give is left out (no paging
+seen), while the demand query alone decides whether demand is known.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
         ),
         "swap_in_bps": _fresh_rate("kubevirt_vmi_memory_swap_in_traffic_bytes"),
         "major_faults_ps": _fresh_rate("kubevirt_vmi_memory_pgmajfault_total"),
+        # the least-squares slope of used memory over the same window (a falling one is dropped: no rise)
+        "used_rise_bps": (
+            "max by (namespace, name) (deriv("
+            f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{window}:]))"
+        ),
     }
 
 
@@ -142,6 +148,7 @@ def with_signals(reading: DemandReading, series: dict[str, dict[ObjectKey, float
             used_peak=count("used_peak"),
             swap_in_bps=series.get("swap_in_bps", {}).get(key, 0.0),
             major_faults_ps=series.get("major_faults_ps", {}).get(key, 0.0),
+            used_rise_bps=series.get("used_rise_bps", {}).get(key, 0.0),
         )
     return DemandReading(by_vm=reading.by_vm, error=reading.error, signals=signals)
 

@@ -10,7 +10,10 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    ``pkg/monitoring/rules`` v1.8+) is short by an unknown amount: its demand is taken as its size times
    ``(100 + paging_growth_percent) / 100`` (multiplicative growth, so a guest whose demand jumps to 3.5 times
    its size reaches it in two or three changes). Otherwise the demand is the highest use seen over the last
-   ``shrink_window_s`` (``used_peak``): a VM shrinks only on use that stayed low, never on one sample. A
+   ``shrink_window_s`` (``used_peak``): a VM shrinks only on use that stayed low, never on one sample. A use
+   that rose steadily over that window (``used_rise_bps``, least squares, Prometheus' ``deriv``; by more than
+   the dead band, so noise is no trend) is grown ahead of: the demand is at least the use now plus
+   ``trend_horizon_s`` of that rise, so a ramp costs one change an hour instead of one per buffer step. A
    caller that knows the true demand (the oracle) passes it in ``demand``.
 2. **size**: the levels of the per-node plan (floor, then demand, then buffer; weighted water-filling by
    priority), judged against the CLUSTER's memory: a VM short on a full node is not short if another node can
@@ -18,13 +21,18 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
 3. **worth**: a change pays for itself. A VM below its demand always may grow; a buffer-only grow must restore
    at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
    (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
-   at least the shrink band, unless the memory is needed (the cluster is short).
+   at least the shrink band, unless the memory is needed (the cluster is short), and a VM changed less than
+   ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size for a window; a
+   shrink now and a grow at the next peak would be two migrations for nothing).
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
    request on it, in-flight migration targets included, and the targets this plan already chose); among those,
-   the node with the most room left (the least allocated, as the scheduler scores) relieves hot nodes and
-   keeps room for the next change. A grow that fits nowhere is made as large as fits, or room is made by
-   moving a smaller idle VM off a node (two migrations, only when that serves demand).
+   the node with the least room left (best fit, the scheduler's ``MostAllocated`` score): every change is a
+   migration that needs a hole of the VM's whole new size on another node, so filling the small holes first
+   keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
+   hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
+   fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
+   migrations, only when that serves demand).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
@@ -82,6 +90,7 @@ class ClusterVm:
     used_peak: int | None = None
     swap_in_bps: float = 0.0
     major_faults_ps: float = 0.0
+    used_rise_bps: float = 0.0
     demand: int | None = None
     hugepage: int = 2 * MiB
     in_flight_to: int | None = None
@@ -191,16 +200,27 @@ def is_paging(vm: ClusterVm, config: BalanceConfig) -> bool:
     return tight and (vm.swap_in_bps > config.paging_swap_bps or vm.major_faults_ps > config.paging_faults_ps)
 
 
+def _ahead(vm: ClusterVm, config: BalanceConfig) -> int:
+    """What a steady rise in use adds over ``trend_horizon_s``: nothing unless use rose over the shrink
+    window by more than the dead band (noise around a level is no trend)."""
+    rise = vm.used_rise_bps * config.shrink_window_s
+    band = max(config.dead_band_bytes, vm.assigned * config.dead_band_percent // 100)
+    if config.trend_horizon_s <= 0 or rise < band:
+        return 0
+    return int(vm.used_rise_bps * config.trend_horizon_s)
+
+
 def estimate_demand(vm: ClusterVm, config: BalanceConfig) -> tuple[int | None, bool]:
     """(demand, paging): the true demand if known; a multiplicative guess while paging; else peak use."""
     if vm.demand is not None:
         return vm.demand, vm.demand > vm.assigned
     if vm.used is None:
         return None, False
+    ahead = _ahead(vm, config)
     if is_paging(vm, config):
-        return vm.assigned * (100 + config.paging_growth_percent) // 100, True
+        return max(vm.assigned * (100 + config.paging_growth_percent) // 100, vm.used + ahead), True
     peak = vm.used if vm.used_peak is None or vm.used_peak < vm.used else vm.used_peak
-    return peak, False
+    return max(peak, vm.used + ahead), False
 
 
 def _levels(record: VmPlan, config: BalanceConfig) -> None:
@@ -234,7 +254,7 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     short = False
     for resource in sorted({r.vm.resource for r in records}):
         short = _size(records, state, config, resource) or short
-    _worth(records, config, short)
+    _worth(records, config, short, now)
     order = _place(records, state, config)
     decisions = tuple(_decision(r, config) for r in records)
     moving = sum(1 for d in decisions if not d.in_flight and d.assigned != d.current)
@@ -285,7 +305,7 @@ def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig, res
     return False
 
 
-def _worth(records: list[VmPlan], config: BalanceConfig, short: bool) -> None:
+def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float) -> None:
     """Drop changes that do not pay for their migration; mark the kind of each change that stays."""
     for r in records:
         if r.held is not None:
@@ -328,8 +348,13 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool) -> None:
                     r.kind = "needed"
                     continue
             wide = max(config.shrink_band_bytes, want * config.shrink_band_percent // 100)
-            if freed >= wide:
+            settled = r.vm.last_change_at is None or now - r.vm.last_change_at >= config.shrink_window_s
+            if freed >= wide and settled:
                 r.kind = "idle"
+                continue
+            if freed >= wide:
+                r.want = cur
+                r.notes.append("changed less than the shrink window ago: not shrunk for idleness")
                 continue
             r.want = cur
             r.notes.append("within shrink band")
@@ -399,8 +424,10 @@ class _Room:
     def best(
         self, ask: _Ask, source: str, avoid: str | None = None, allowed: frozenset[str] | None = None
     ) -> str | None:
-        """The node other than ``source`` (among ``allowed``, None: any) where ``ask`` fits with the most
-        room left (least allocated) in the resource its guest takes."""
+        """The node other than ``source`` (among ``allowed``, None: any) where ``ask`` fits with the least
+        room left in the resource its guest takes, in percent of the node (most allocated, the scheduler's
+        bin-packing score): holes are filled and the large ones kept whole, so the next large change finds a
+        node in one move."""
         memory, pages = ask
         resource, request = pages if pages is not None else (MEMORY, memory)
         best: tuple[int, str] | None = None
@@ -411,7 +438,7 @@ class _Room:
                 or (allowed is not None and name not in allowed)
             ):
                 continue
-            score = (self.free(name, resource) - request) * 100 // max(1, self.total[(name, resource)])
+            score = -((self.free(name, resource) - request) * 100 // max(1, self.total[(name, resource)]))
             if best is None or score > best[0]:
                 best = (score, name)
         return None if best is None else best[1]

@@ -97,6 +97,7 @@ def plan_cluster_oracle(state: ClusterState, config: BalanceConfig, now: float) 
         buffer_worth_percent=0,
         cooldown_s=0.0,
         retry_after_s=0.0,
+        shrink_window_s=0.0,
         max_parallel_migrations=_UNBOUNDED,
         max_outbound_migrations=_UNBOUNDED,
     )

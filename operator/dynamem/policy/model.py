@@ -107,8 +107,10 @@ class BalanceConfig:
     ``paging_headroom_percent`` of what it has and its swap-in traffic exceeds ``paging_swap_bps`` or its
     major faults ``paging_faults_ps`` (KubeVirt's own alert: 5 %, 1 MiB/s, 5/s); its demand is then taken as
     its size x (100 + ``paging_growth_percent``) / 100. ``shrink_window_s``: a VM shrinks only on the highest
-    use seen over this window. ``buffer_worth_percent``: a grow for buffer alone must restore at least this
-    percent of the bytes it migrates. ``retry_after_s``: a VM whose change failed is held this long.
+    use seen over this window, and not for idleness within this long of its last change.
+    ``trend_horizon_s``: a use that rose over the window by more than the dead band is grown ahead of by this
+    long of its rise (0 disables). ``buffer_worth_percent``: a grow for buffer alone must restore at least
+    this percent of the bytes it migrates. ``retry_after_s``: a VM whose change failed is held this long.
     ``descheduler_*``: the descheduler peer's thresholds (percent points around the mean utilisation) and
     cooldown.
     """
@@ -133,6 +135,7 @@ class BalanceConfig:
     paging_swap_bps: float = float(MiB)
     paging_faults_ps: float = 5.0
     paging_growth_percent: int = 50
+    trend_horizon_s: float = 3600.0
     shrink_window_s: float = 3600.0
     buffer_worth_percent: int = 25
     retry_after_s: float = 900.0

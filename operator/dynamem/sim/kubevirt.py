@@ -214,6 +214,7 @@ class _Cluster:
                     available=seen.available,
                     usable=seen.usable,
                     used_peak=max(u for _, u in vm.history),
+                    used_rise_bps=_slope(vm.history),
                     swap_in_bps=seen.swap_in_bps,
                     major_faults_ps=seen.major_faults_ps,
                     demand=true if truth else None,
@@ -334,6 +335,20 @@ class _Cluster:
             if c.created_at is not None
         ]
         return (*self.ended, *running)
+
+
+def _slope(history: list[tuple[float, int]]) -> float:
+    """Least-squares slope of used memory over the window, bytes/s (Prometheus' ``deriv``); 0 with fewer
+    than two samples."""
+    if len(history) < 2:
+        return 0.0
+    count = len(history)
+    mean_t = sum(t for t, _ in history) / count
+    mean_u = sum(u for _, u in history) / count
+    spread = sum((t - mean_t) ** 2 for t, _ in history)
+    if spread <= 0:
+        return 0.0
+    return sum((t - mean_t) * (u - mean_u) for t, u in history) / spread
 
 
 def _timed_out(change: _Change, now: float, timeout: float) -> bool:

@@ -187,8 +187,12 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
         queries["used_peak"]: [sample("office", "idle", str(GI // 2))],
         queries["swap_in_bps"]: [sample("office", "busy", "2097152.5")],
         queries["major_faults_ps"]: [sample("office", "busy", "40"), sample("office", "gone", "9")],
+        # a falling use (negative slope) is dropped, like any negative sample: no rise
+        queries["used_rise_bps"]: [sample("office", "busy", "-5"), sample("office", "idle", "4096")],
     }
     assert "[1800s:]" in queries["used_peak"]
+    assert queries["used_rise_bps"].startswith("max by (namespace, name) (deriv(")
+    assert "[1800s:]" in queries["used_rise_bps"]
     assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
     assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
     # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
@@ -210,7 +214,9 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
     assert reading.signals_of(busy) == GuestSignals(
         available=GI, usable=20 * 2**20, used_peak=None, swap_in_bps=2097152.5, major_faults_ps=40.0
     )
-    assert reading.signals_of(idle) == GuestSignals(available=GI, usable=GI // 2, used_peak=GI // 2)
+    assert reading.signals_of(idle) == GuestSignals(
+        available=GI, usable=GI // 2, used_peak=GI // 2, used_rise_bps=4096.0
+    )
     assert ObjectKey("office", "gone") not in reading.signals  # no demand, no signals
 
 
