@@ -194,6 +194,24 @@ def test_no_idle_shrink_within_the_window_after_a_change() -> None:
     assert oracle_change.assigned == 1280 * MiB
 
 
+def test_memory_above_target_is_given_back_when_the_cluster_is_tight() -> None:
+    # a: 4Gi, uses 3Gi, buffer 20: target 3.75Gi, 256Mi above it: more than the dead band (max(128Mi, 5 % of
+    # 4Gi) = 204.8Mi), less than the shrink band (max(512Mi, 25 % of 3.75Gi)). b (3Gi) and c (8Gi) are at
+    # their floors. With n2 at 4Gi the cluster's spare is 7 + 4 + 8 - (4 + 3 + 8) = 4Gi, less than c needs
+    # to move or start (its 8Gi floor): tight, so a gives its 256Mi back (to n2, where 3.75Gi fits). With n2
+    # at 16Gi the spare (16Gi) is room enough: a keeps it, within the shrink band.
+    vms = (
+        make_vm("a", "n1", size=4, demand=3, startup=1),
+        make_vm("b", "n1", size=3, demand=2, startup=3),
+        make_vm("c", "n3", size=8, demand=7, startup=8, maximum=8),
+    )
+    (change,) = plan_cluster(make_state({"n1": 7, "n2": 4, "n3": 8}, *vms), CONFIG, 0.0).changes
+    assert (change.name, change.assigned, change.target_node) == ("a", 3840 * MiB, "n2")
+    roomy = plan_cluster(make_state({"n1": 7, "n2": 16, "n3": 8}, *vms), CONFIG, 0.0)
+    assert roomy.changes == ()
+    assert "within shrink band" in roomy.decisions[0].reason
+
+
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:
     # big (3Gi) pages on n1: demand taken as 4.5Gi, target 5.625Gi. No node has room for it, nor even for
     # 3Gi + 5 % (n2 has 3Gi free, n3 2.75Gi). small (2.75Gi, at its floor) can go from n2 to n3; then n2 has
