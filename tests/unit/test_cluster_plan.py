@@ -207,6 +207,7 @@ def test_memory_above_target_is_given_back_when_the_cluster_is_tight() -> None:
     )
     (change,) = plan_cluster(make_state({"n1": 7, "n2": 4, "n3": 8}, *vms), CONFIG, 0.0).changes
     assert (change.name, change.assigned, change.target_node) == ("a", 3840 * MiB, "n2")
+    assert "cluster tight" in change.reason
     roomy = plan_cluster(make_state({"n1": 7, "n2": 16, "n3": 8}, *vms), CONFIG, 0.0)
     assert roomy.changes == ()
     assert "within shrink band" in roomy.decisions[0].reason

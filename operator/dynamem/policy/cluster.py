@@ -341,7 +341,10 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
             wide = max(config.shrink_band_bytes, want * config.shrink_band_percent // 100)
             settled = r.vm.last_change_at is None or now - r.vm.last_change_at >= config.shrink_window_s
             if tight:  # memory above targets blocks moves and starts: given back in dead-band steps
-                wide = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
+                band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
+                if band <= freed < wide and settled:
+                    r.notes.append("cluster tight: memory above its target given back")
+                wide = band
             if freed >= wide and settled:
                 r.kind = "idle"
                 continue
