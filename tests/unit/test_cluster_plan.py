@@ -173,6 +173,9 @@ def test_a_steady_rise_is_grown_ahead_of_and_noise_is_not() -> None:
     paging = make_vm("p", "n1", size=1, demand=4, used_rise_bps=float(MiB))
     demand, is_short = estimate_demand(paging, CONFIG)
     assert is_short and demand == paging.used + 3600 * MiB
+    # The plan says why: its reason names the rise.
+    state = make_state({"n1": 8, "n2": 8}, replace(rising, used_rise_bps=float(MiB)))
+    assert "use rising" in plan_cluster(state, CONFIG, 0.0).decisions[0].reason
     # trend_horizon_s 0 turns it off: x1.5.
     assert estimate_demand(paging, replace(CONFIG, trend_horizon_s=0)) == (1536 * MiB, True)
 

@@ -227,6 +227,9 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     for record in records:
         vm = record.vm
         record.demand, record.paging = estimate_demand(vm, config)
+        ahead = _ahead(vm, config) if vm.demand is None else 0
+        if ahead and vm.used is not None and record.demand == vm.used + ahead:
+            record.notes.append(f"use rising: demand taken {ahead // MiB}Mi above use, an hour ahead")
         _levels(record, config)
         record.size = vm.assigned
         if vm.in_flight_to is not None:
