@@ -173,6 +173,9 @@ def test_a_steady_rise_is_grown_ahead_of_and_noise_is_not() -> None:
     paging = make_vm("p", "n1", size=1, demand=4, used_rise_bps=float(MiB))
     demand, is_short = estimate_demand(paging, CONFIG)
     assert is_short and demand == paging.used + 3600 * MiB
+    # The plan says why: its reason names the rise.
+    state = make_state({"n1": 8, "n2": 8}, replace(rising, used_rise_bps=float(MiB)))
+    assert "use rising" in plan_cluster(state, CONFIG, 0.0).decisions[0].reason
     # trend_horizon_s 0 turns it off: x1.5.
     assert estimate_demand(paging, replace(CONFIG, trend_horizon_s=0)) == (1536 * MiB, True)
 
@@ -192,6 +195,25 @@ def test_no_idle_shrink_within_the_window_after_a_change() -> None:
     truth = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=3000.0, demand=GiB))
     (oracle_change,) = CLUSTER_POLICIES["oracle"](truth, CONFIG, 3600.0).changes
     assert oracle_change.assigned == 1280 * MiB
+
+
+def test_memory_above_target_is_given_back_when_the_cluster_is_tight() -> None:
+    # a: 4Gi, uses 3Gi, buffer 20: target 3.75Gi, 256Mi above it: more than the dead band (max(128Mi, 5 % of
+    # 4Gi) = 204.8Mi), less than the shrink band (max(512Mi, 25 % of 3.75Gi)). b (3Gi) and c (8Gi) are at
+    # their floors. With n2 at 4Gi the cluster's spare is 7 + 4 + 8 - (4 + 3 + 8) = 4Gi, less than c needs
+    # to move or start (its 8Gi floor): tight, so a gives its 256Mi back (to n2, where 3.75Gi fits). With n2
+    # at 16Gi the spare (16Gi) is room enough: a keeps it, within the shrink band.
+    vms = (
+        make_vm("a", "n1", size=4, demand=3, startup=1),
+        make_vm("b", "n1", size=3, demand=2, startup=3),
+        make_vm("c", "n3", size=8, demand=7, startup=8, maximum=8),
+    )
+    (change,) = plan_cluster(make_state({"n1": 7, "n2": 4, "n3": 8}, *vms), CONFIG, 0.0).changes
+    assert (change.name, change.assigned, change.target_node) == ("a", 3840 * MiB, "n2")
+    assert "cluster tight" in change.reason
+    roomy = plan_cluster(make_state({"n1": 7, "n2": 16, "n3": 8}, *vms), CONFIG, 0.0)
+    assert roomy.changes == ()
+    assert "within shrink band" in roomy.decisions[0].reason
 
 
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:

@@ -23,7 +23,10 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
    at least the shrink band, unless the memory is needed (the cluster is short), and a VM changed less than
    ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size for a window; a
-   shrink now and a grow at the next peak would be two migrations for nothing).
+   shrink now and a grow at the next peak would be two migrations for nothing). When the cluster has less
+   memory to spare beyond every VM's target than the largest VM needs to move or start at its floor, a VM
+   above its target is shrunk in dead-band steps rather than only past the wide shrink band: memory held
+   above targets is then what keeps other VMs from moving or starting.
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
    request on it, in-flight migration targets included, and the targets this plan already chose); among those,
@@ -237,6 +240,9 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     for record in records:
         vm = record.vm
         record.demand, record.paging = estimate_demand(vm, config)
+        ahead = _ahead(vm, config) if vm.demand is None else 0
+        if ahead and vm.used is not None and record.demand == vm.used + ahead:
+            record.notes.append(f"use rising: demand taken {ahead // MiB}Mi above use, an hour ahead")
         _levels(record, config)
         record.size = vm.assigned
         if vm.in_flight_to is not None:
@@ -254,7 +260,7 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     short = False
     for resource in sorted({r.vm.resource for r in records}):
         short = _size(records, state, config, resource) or short
-    _worth(records, config, short, now)
+    _worth(records, config, short, now, _tight(records, state))
     order = _place(records, state, config)
     decisions = tuple(_decision(r, config) for r in records)
     moving = sum(1 for d in decisions if not d.in_flight and d.assigned != d.current)
@@ -305,7 +311,18 @@ def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig, res
     return False
 
 
-def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float) -> None:
+def _tight(records: list[VmPlan], state: ClusterState) -> bool:
+    """Whether the cluster has less memory to spare (beyond every VM's target, or its size when larger) than
+    the largest VM needs to move or start at its floor. Memory held above targets is then what keeps VMs
+    from moving or starting (every change needs a hole of a VM's whole size on another node), so it is
+    given back in dead-band steps, not only once it exceeds the wide shrink band."""
+    capacity = sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records) - sum(state.pending)
+    in_memory = [r for r in records if r.vm.resource == MEMORY]  # a hugepage VM's guest is not in `memory`
+    spare = capacity - sum(max(r.vm.assigned, r.target, r.vm.in_flight_to or 0) for r in in_memory)
+    return spare < max((r.floor + r.vm.overhead for r in in_memory), default=0)
+
+
+def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float, tight: bool) -> None:
     """Drop changes that do not pay for their migration; mark the kind of each change that stays."""
     for r in records:
         if r.held is not None:
@@ -349,6 +366,11 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
                     continue
             wide = max(config.shrink_band_bytes, want * config.shrink_band_percent // 100)
             settled = r.vm.last_change_at is None or now - r.vm.last_change_at >= config.shrink_window_s
+            if tight:  # memory above targets blocks moves and starts: given back in dead-band steps
+                band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
+                if band <= freed < wide and settled:
+                    r.notes.append("cluster tight: memory above its target given back")
+                wide = band
             if freed >= wide and settled:
                 r.kind = "idle"
                 continue
