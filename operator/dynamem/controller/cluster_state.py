@@ -17,10 +17,11 @@ available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
 not yet final are the plan's in-flight budget. Hugepage-backed VMs are placed against ``memory`` like the rest
 (not yet against their ``hugepages-*`` resource). A VMI's ``nodeSelector`` limits where the plan may send it.
-A VM changed less than the shrink window ago is not shrunk for idleness (its peak is taken as its size): its
-use at this size has not stayed low for a window yet. A VM whose last sample was taken at another size than
-it has now (the scrape before its last change) has unknown demand: the plan holds it until a sample of its
-new size comes.
+A VM changed less than the shrink window ago is not shrunk for idleness: its use at this size has not stayed
+low for a window yet, so its peak is taken as the use its size is the target of (its size less its buffer,
+:func:`served_use`), never as the size itself, which would call for a buffer on top and grow it again after
+every change. A VM whose last sample was taken at another size than it has now (the scrape before its last
+change) has unknown demand: the plan holds it until a sample of its new size comes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dynamem.kube.objects import ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
-__all__ = ["cluster_state", "node_requests", "sampled_at"]
+__all__ = ["cluster_state", "node_requests", "sampled_at", "served_use"]
 
 # MemTotal is the guest's size less what its kernel keeps: about 110Mi plus 1.7 % in the guests fitted to
 # real ones (dynamem.sim.guest), 12.5 % of a 1Gi guest. A sample whose MemTotal is further under the size the
@@ -55,6 +56,12 @@ def sampled_at(signals: GuestSignals, size: int) -> bool:
         return True
     allowance = _KERNEL_ALLOWANCE_BYTES + size * _KERNEL_ALLOWANCE_PERCENT // 100
     return size - allowance <= signals.available <= size
+
+
+def served_use(size: int, buffer_percent: int) -> int:
+    """The use whose target (use / (1 - buffer), as :func:`dynamem.policy.balance.vm_levels` counts it) is
+    ``size``: rounded up, so that target is ``size`` again, not a page under it."""
+    return -(-size * (100 - buffer_percent) // 100)
 
 
 def node_requests(
@@ -118,7 +125,7 @@ def cluster_state(
             changed = state.last_change_at
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
-                peak = max(peak or 0, state.assigned)
+                peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
             allowed = None
             if vmi.node_selector:
                 labels = node_labels or {}
