@@ -35,8 +35,13 @@ current (and, when the leader was lost, a new leader holds the Lease), within tw
 expiry when the leader was lost, and one migration). Prints one line per fault, then
 ``faults: injected=N violations=V converged_within_2_rounds=C/N``.
 
+Each fault is injected into a steady cluster: both replicas up (a killed leader's replacement started and
+campaigning for the Lease), as a Deployment keeps them; the time waited for that is printed at the end. The
+``two-replicas-at-once`` fault ends when both new replicas are up (their start-up time is on its line).
+
 Usage: ``python bench/faults.py`` (the full suite: 20 SIGKILLs, Prometheus frozen 2 minutes) or
-``--short`` (what CI runs: 3 SIGKILLs, Prometheus frozen 15 s).
+``--short`` (what CI runs: 3 SIGKILLs, Prometheus frozen 15 s); ``--only NAME,...`` injects only those faults
+(after the warm-up).
 """
 
 from __future__ import annotations
@@ -69,6 +74,16 @@ from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
 
+FAULTS = (
+    "sigkill-mid-round",
+    "apiserver-restart",
+    "etcd-restart",
+    "prometheus-stopped",
+    "two-replicas-at-once",
+    "sigkill-leader",
+    "second-field-manager",
+    "vmm-deleted",
+)
 NAMESPACE = "faults"
 INTERVAL_S = 2.0
 LEASE_S = 6.0
@@ -302,7 +317,7 @@ class Outcome:
 
 
 class Suite:
-    def __init__(self, short: bool, seed: int) -> None:
+    def __init__(self, short: bool, seed: int, only: frozenset[str] = frozenset()) -> None:
         self.short = short
         self.rng = random.Random(seed)
         self.cp = ControlPlane().start()
@@ -331,13 +346,23 @@ class Suite:
         self.demand: dict[str, int] = {}
         self.outcomes: list[Outcome] = []
         self._serial = 0
+        self._starting = threading.Lock()
         self._next_grow = 0
+        self.only = only
+        self.note = ""  # what a fault adds to its line
+        self.waits: list[float] = []  # seconds waited for a replacement replica before a fault
 
     # --- the operator's replicas -----------------------------------------------------------------------
     def start_replica(self) -> OperatorProcess:
-        self._serial += 1
-        os.environ["POD_NAME"] = f"replica-{self._serial}"  # the Events' reportingInstance
-        replica = OperatorProcess(
+        with self._starting:  # two started at once get two names (the Events' reportingInstance)
+            self._serial += 1
+            os.environ["POD_NAME"] = f"replica-{self._serial}"
+            replica = self._replica().start()  # the process takes its environment now
+            self.replicas.append(replica)
+        return replica
+
+    def _replica(self) -> OperatorProcess:
+        return OperatorProcess(
             self.cp.kubeconfig_path,
             self.prom.url,
             NAMESPACE,
@@ -347,9 +372,18 @@ class Suite:
             "INFO",
             interval=INTERVAL_S,
             standalone=False,
-        ).start()
-        self.replicas.append(replica)
-        return replica
+        )
+
+    def replicas_up(self, timeout: float = 180.0) -> float:
+        """Wait until every replica serves its metrics: it is campaigning for the Lease (the metrics server
+        and the Lease's task start together), as a Deployment's pods are Ready. Returns the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if all(r.alive() and _gauge(r, "dynamem_balancer_active") is not None for r in self.replicas):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError("replicas not up")
 
     def leader(self, timeout: float = 60.0) -> OperatorProcess:
         deadline = time.monotonic() + timeout
@@ -398,11 +432,22 @@ class Suite:
 
     # --- one fault ---------------------------------------------------------------------------------------
     def fault(self, name: str, inject: Callable[[], bool]) -> None:
-        """``inject`` runs the fault and returns whether leadership was lost (the budget adds a Lease)."""
+        """``inject`` runs the fault and returns whether leadership was lost (the budget adds a Lease).
+
+        A fault is injected into a steady cluster: both replicas up (a SIGKILLed leader's replacement has
+        started and campaigns), as a Deployment's ReplicaSet keeps them; else a second kill would find no
+        standby, two faults at once."""
+        if self.only and name != "warm-up" and name not in self.only:
+            return
+        waited = self.replicas_up()
+        if name != "warm-up":
+            self.waits.append(waited)
         before = self.checker.violations.total()
+        self.note = ""
         self.move_demand()
         lost_leader = inject()
         ended = time.monotonic()
+        at = time.strftime("%H:%M:%S", time.gmtime())
         # two rounds, one scrape, one migration and a second of slack; when the leader was lost, first the
         # Lease must expire and a candidate's next try (retry = 2/15 of the duration) take it
         budget = (
@@ -430,7 +475,7 @@ class Suite:
         ok = converged is not None and converged <= budget
         print(
             f"fault {name}: converged in {took} (budget {budget:.0f}s) "
-            f"{'ok' if ok else 'SLOW'} violations={added}",
+            f"{'ok' if ok else 'SLOW'} violations={added} (ended {at}{self.note})",
             flush=True,
         )
 
@@ -460,6 +505,11 @@ class Suite:
         for kind, count in sorted(self.checker.violations.counts.items()):
             print(f"violation {kind}: {count} (e.g. {self.checker.violations.examples[kind]})")
         print(f"checker: {self.checker.reads} reads of the API server")
+        if self.waits:
+            print(
+                f"replicas: waited for a replacement to be up before a fault {max(self.waits):.1f}s at most, "
+                f"{sum(self.waits):.0f}s in all"
+            )
         print(
             f"faults: injected={injected} violations={total} converged_within_2_rounds={converged}/{injected}"
         )
@@ -500,6 +550,9 @@ class Suite:
         first.start()
         self.start_replica()
         first.join()
+        # the fault ends when both run (their metrics served, campaigning): the processes' start-up on this
+        # machine is not the operator's convergence, and is printed apart
+        self.note = f"; both replicas up {self.replicas_up():.1f}s after their start"
         return True
 
     def _second_field_manager(self) -> bool:
@@ -610,10 +663,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--short", action="store_true", help="the CI version: fewer and shorter faults")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated faults to inject (after the warm-up), e.g. second-field-manager; default all",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything it started on the way out
     logging.getLogger("dynamem.kubevirt_sim").setLevel(logging.CRITICAL)  # it complains while the API is down
-    suite = Suite(args.short, args.seed)
+    only = frozenset(name for name in args.only.split(",") if name)
+    unknown = only - set(FAULTS)
+    if unknown:
+        parser.error(f"--only: unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}")
+    suite = Suite(args.short, args.seed, only)
     try:
         return suite.run()
     finally:
