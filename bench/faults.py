@@ -179,7 +179,7 @@ class Checker(threading.Thread):
         self.event_seconds: dict[int, set[str]] = defaultdict(set)
         self.reads = 0
         self.migration_seen: dict[str, float] = {}  # monotonic time a migration was first read
-        self.migration_done: dict[str, float] = {}  # ... and first read final (Succeeded or Failed)
+        self.migration_done: dict[str, float] = {}  # ... and first read Succeeded
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         found: Any = self.custom.list_namespaced_custom_object(
@@ -198,8 +198,9 @@ class Checker(threading.Thread):
                 self.reads += 1
 
     def longest_migration(self, since: float) -> float:
-        """The longest migration first read after ``since``, from its first to its final read (KubeVirt's
-        part of a change: target pod scheduled and run, memory copied, source ended); 0 if none."""
+        """The longest migration first read after ``since``, from its first read to its first read as
+        Succeeded (KubeVirt's part of a change: target pod scheduled and run, memory copied, source ended; a
+        failed one grants nothing); 0 if none."""
         return max(
             (
                 self.migration_done[name] - seen
@@ -214,7 +215,7 @@ class Checker(threading.Thread):
         for migration in self._list("virtualmachineinstancemigrations"):
             name = migration["metadata"]["name"]
             self.migration_seen.setdefault(name, read_at)
-            if (migration.get("status") or {}).get("phase") in {"Succeeded", "Failed"}:
+            if (migration.get("status") or {}).get("phase") == "Succeeded":
                 self.migration_done.setdefault(name, read_at)
         vmms = {v["metadata"]["name"]: v for v in self._list("virtualmachinememories")}
         vms = {v["metadata"]["name"]: v for v in self._list("virtualmachines")}
