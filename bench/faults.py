@@ -372,6 +372,7 @@ class Suite:
         self.only = only
         self.note = ""  # what a fault adds to its line
         self.waits: list[float] = []  # seconds waited for a replacement replica before a fault
+        self.exited: list[OperatorProcess] = []  # replicas that exited on their own (not killed by a fault)
 
     # --- the operator's replicas -----------------------------------------------------------------------
     def start_replica(self) -> OperatorProcess:
@@ -401,7 +402,11 @@ class Suite:
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
-            if all(r.alive() and _gauge(r, "dynamem_balancer_active") is not None for r in self.replicas):
+            for replica in [r for r in self.replicas if not r.alive()]:  # exited: the ReplicaSet replaces it
+                self.replicas.remove(replica)
+                self.exited.append(replica)
+                self.start_replica()
+            if all(_gauge(r, "dynamem_balancer_active") is not None for r in self.replicas):
                 return time.monotonic() - started
             time.sleep(0.2)
         raise RuntimeError("replicas not up")
@@ -535,6 +540,8 @@ class Suite:
         for kind, count in sorted(self.checker.violations.counts.items()):
             print(f"violation {kind}: {count} (e.g. {self.checker.violations.examples[kind]})")
         print(f"checker: {self.checker.reads} reads of the API server")
+        for replica in self.exited:
+            print(f"replica exited on its own (replaced); its log: {replica.log}")
         if self.waits:
             print(
                 f"replicas: waited for a replacement to be up before a fault {max(self.waits):.1f}s at most, "
