@@ -505,7 +505,7 @@ class Suite:
         budget = budget_for(migration)
         added = self.checker.violations.total() - before
         self.outcomes.append(Outcome(name, converged, budget, added))
-        took = f"{converged:.1f}s" if converged is not None else f"never ({last})"
+        took = f"{converged:.1f}s" if converged is not None else f"never ({last}; {self._why_not(last)})"
         ok = converged is not None and converged <= budget
         print(
             f"fault {name}: converged in {took} (budget {budget:.1f}s) "
@@ -513,6 +513,18 @@ class Suite:
             f"{self.note})",
             flush=True,
         )
+
+    def _why_not(self, last: str) -> str:
+        """What the operator's status says of the VM a fault did not converge on (its reason, its hold)."""
+        name = last.split(":", 1)[0]
+        try:
+            vmm: Any = self.custom.get_namespaced_custom_object(
+                "dynamem.io", "v1alpha1", NAMESPACE, "virtualmachinememories", name
+            )
+        except Exception as exc:  # not a VM's name, or the API server is down
+            return f"no status: {exc.__class__.__name__}"
+        status = vmm.get("status") or {}
+        return f"its status: {status.get('reason')!r}, heldBecause {status.get('heldBecause')!r}"
 
     def run(self) -> int:
         self.checker.start()
