@@ -35,8 +35,13 @@ current (and, when the leader was lost, a new leader holds the Lease), within tw
 expiry when the leader was lost, and one migration). Prints one line per fault, then
 ``faults: injected=N violations=V converged_within_2_rounds=C/N``.
 
+Each fault is injected into a steady cluster: both replicas up (a killed leader's replacement started and
+campaigning for the Lease), as a Deployment keeps them; the time waited for that is printed at the end. The
+``two-replicas-at-once`` fault ends when both new replicas are up (their start-up time is on its line).
+
 Usage: ``python bench/faults.py`` (the full suite: 20 SIGKILLs, Prometheus frozen 2 minutes) or
-``--short`` (what CI runs: 3 SIGKILLs, Prometheus frozen 15 s).
+``--short`` (what CI runs: 3 SIGKILLs, Prometheus frozen 15 s); ``--only NAME,...`` injects only those faults
+(after the warm-up).
 """
 
 from __future__ import annotations
@@ -69,6 +74,16 @@ from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
 
+FAULTS = (
+    "sigkill-mid-round",
+    "apiserver-restart",
+    "etcd-restart",
+    "prometheus-stopped",
+    "two-replicas-at-once",
+    "sigkill-leader",
+    "second-field-manager",
+    "vmm-deleted",
+)
 NAMESPACE = "faults"
 INTERVAL_S = 2.0
 LEASE_S = 6.0
@@ -163,6 +178,8 @@ class Checker(threading.Thread):
         self.gitops_owned: set[str] = set()
         self.event_seconds: dict[int, set[str]] = defaultdict(set)
         self.reads = 0
+        self.migration_seen: dict[str, float] = {}  # monotonic time a migration was first read
+        self.migration_done: dict[str, float] = {}  # ... and first read Succeeded
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         found: Any = self.custom.list_namespaced_custom_object(
@@ -180,7 +197,26 @@ class Checker(threading.Thread):
                 self.check_once()
                 self.reads += 1
 
+    def longest_migration(self, since: float) -> float:
+        """The longest migration first read after ``since``, from its first read to its first read as
+        Succeeded (KubeVirt's part of a change: target pod scheduled and run, memory copied, source ended; a
+        failed one grants nothing); 0 if none."""
+        return max(
+            (
+                self.migration_done[name] - seen
+                for name, seen in self.migration_seen.items()
+                if seen >= since and name in self.migration_done
+            ),
+            default=0.0,
+        )
+
     def check_once(self) -> None:
+        read_at = time.monotonic()
+        for migration in self._list("virtualmachineinstancemigrations"):
+            name = migration["metadata"]["name"]
+            self.migration_seen.setdefault(name, read_at)
+            if (migration.get("status") or {}).get("phase") == "Succeeded":
+                self.migration_done.setdefault(name, read_at)
         vmms = {v["metadata"]["name"]: v for v in self._list("virtualmachinememories")}
         vms = {v["metadata"]["name"]: v for v in self._list("virtualmachines")}
         vmis = {v["metadata"]["name"]: v for v in self._list("virtualmachineinstances")}
@@ -302,7 +338,7 @@ class Outcome:
 
 
 class Suite:
-    def __init__(self, short: bool, seed: int) -> None:
+    def __init__(self, short: bool, seed: int, only: frozenset[str] = frozenset()) -> None:
         self.short = short
         self.rng = random.Random(seed)
         self.cp = ControlPlane().start()
@@ -331,13 +367,24 @@ class Suite:
         self.demand: dict[str, int] = {}
         self.outcomes: list[Outcome] = []
         self._serial = 0
+        self._starting = threading.Lock()
         self._next_grow = 0
+        self.only = only
+        self.note = ""  # what a fault adds to its line
+        self.waits: list[float] = []  # seconds waited for a replacement replica before a fault
+        self.exited: list[OperatorProcess] = []  # replicas that exited on their own (not killed by a fault)
 
     # --- the operator's replicas -----------------------------------------------------------------------
     def start_replica(self) -> OperatorProcess:
-        self._serial += 1
-        os.environ["POD_NAME"] = f"replica-{self._serial}"  # the Events' reportingInstance
-        replica = OperatorProcess(
+        with self._starting:  # two started at once get two names (the Events' reportingInstance)
+            self._serial += 1
+            os.environ["POD_NAME"] = f"replica-{self._serial}"
+            replica = self._replica().start()  # the process takes its environment now
+            self.replicas.append(replica)
+        return replica
+
+    def _replica(self) -> OperatorProcess:
+        return OperatorProcess(
             self.cp.kubeconfig_path,
             self.prom.url,
             NAMESPACE,
@@ -347,9 +394,22 @@ class Suite:
             "INFO",
             interval=INTERVAL_S,
             standalone=False,
-        ).start()
-        self.replicas.append(replica)
-        return replica
+        )
+
+    def replicas_up(self, timeout: float = 180.0) -> float:
+        """Wait until every replica serves its metrics: it is campaigning for the Lease (the metrics server
+        and the Lease's task start together), as a Deployment's pods are Ready. Returns the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            for replica in [r for r in self.replicas if not r.alive()]:  # exited: the ReplicaSet replaces it
+                self.replicas.remove(replica)
+                self.exited.append(replica)
+                self.start_replica()
+            if all(_gauge(r, "dynamem_balancer_active") is not None for r in self.replicas):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise RuntimeError("replicas not up")
 
     def leader(self, timeout: float = 60.0) -> OperatorProcess:
         deadline = time.monotonic() + timeout
@@ -398,16 +458,33 @@ class Suite:
 
     # --- one fault ---------------------------------------------------------------------------------------
     def fault(self, name: str, inject: Callable[[], bool]) -> None:
-        """``inject`` runs the fault and returns whether leadership was lost (the budget adds a Lease)."""
+        """``inject`` runs the fault and returns whether leadership was lost (the budget adds a Lease).
+
+        A fault is injected into a steady cluster: both replicas up (a SIGKILLed leader's replacement has
+        started and campaigns), as a Deployment's ReplicaSet keeps them; else a second kill would find no
+        standby, two faults at once."""
+        if self.only and name != "warm-up" and name not in self.only:
+            return
+        waited = self.replicas_up()
+        if name != "warm-up":
+            self.waits.append(waited)
+        began = time.monotonic()
         before = self.checker.violations.total()
+        self.note = ""
         self.move_demand()
         lost_leader = inject()
         ended = time.monotonic()
+        at = time.strftime("%H:%M:%S", time.gmtime())
+
         # two rounds, one scrape, one migration and a second of slack; when the leader was lost, first the
-        # Lease must expire and a candidate's next try (retry = 2/15 of the duration) take it
-        budget = (
-            2 * INTERVAL_S + SCRAPE_S + MIGRATION_S + 1.0 + (LEASE_S * 17 / 15 + 1.0 if lost_leader else 0.0)
-        )
+        # Lease must expire and a candidate's next try (retry = 2/15 of the duration) take it. The migration
+        # is KubeVirt's: the longest one this fault's changes took, as the checker read it (MIGRATION_S at
+        # least)
+        def budget_for(migration_s: float) -> float:
+            lease = LEASE_S * 17 / 15 + 1.0 if lost_leader else 0.0
+            return 2 * INTERVAL_S + SCRAPE_S + max(MIGRATION_S, migration_s) + 1.0 + lease
+
+        budget = budget_for(MIGRATION_S)
         converged: float | None = None
         deadline = ended + max(budget * 4, 60.0)
         last = "not checked"
@@ -424,15 +501,30 @@ class Suite:
             last = why
             time.sleep(0.25)
         time.sleep(1.0)  # let the checker see the settled state
+        migration = self.checker.longest_migration(began)
+        budget = budget_for(migration)
         added = self.checker.violations.total() - before
         self.outcomes.append(Outcome(name, converged, budget, added))
-        took = f"{converged:.1f}s" if converged is not None else f"never ({last})"
+        took = f"{converged:.1f}s" if converged is not None else f"never ({last}; {self._why_not(last)})"
         ok = converged is not None and converged <= budget
         print(
-            f"fault {name}: converged in {took} (budget {budget:.0f}s) "
-            f"{'ok' if ok else 'SLOW'} violations={added}",
+            f"fault {name}: converged in {took} (budget {budget:.1f}s) "
+            f"{'ok' if ok else 'SLOW'} violations={added} (ended {at}; longest migration {migration:.1f}s"
+            f"{self.note})",
             flush=True,
         )
+
+    def _why_not(self, last: str) -> str:
+        """What the operator's status says of the VM a fault did not converge on (its reason, its hold)."""
+        name = last.split(":", 1)[0]
+        try:
+            vmm: Any = self.custom.get_namespaced_custom_object(
+                "dynamem.io", "v1alpha1", NAMESPACE, "virtualmachinememories", name
+            )
+        except Exception as exc:  # not a VM's name, or the API server is down
+            return f"no status: {exc.__class__.__name__}"
+        status = vmm.get("status") or {}
+        return f"its status: {status.get('reason')!r}, heldBecause {status.get('heldBecause')!r}"
 
     def run(self) -> int:
         self.checker.start()
@@ -460,6 +552,13 @@ class Suite:
         for kind, count in sorted(self.checker.violations.counts.items()):
             print(f"violation {kind}: {count} (e.g. {self.checker.violations.examples[kind]})")
         print(f"checker: {self.checker.reads} reads of the API server")
+        for replica in self.exited:
+            print(f"replica exited on its own (replaced); its log: {replica.log}")
+        if self.waits:
+            print(
+                f"replicas: waited for a replacement to be up before a fault {max(self.waits):.1f}s at most, "
+                f"{sum(self.waits):.0f}s in all"
+            )
         print(
             f"faults: injected={injected} violations={total} converged_within_2_rounds={converged}/{injected}"
         )
@@ -500,6 +599,9 @@ class Suite:
         first.start()
         self.start_replica()
         first.join()
+        # the fault ends when both run (their metrics served, campaigning): the processes' start-up on this
+        # machine is not the operator's convergence, and is printed apart
+        self.note = f"; both replicas up {self.replicas_up():.1f}s after their start"
         return True
 
     def _second_field_manager(self) -> bool:
@@ -610,10 +712,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--short", action="store_true", help="the CI version: fewer and shorter faults")
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated faults to inject (after the warm-up), e.g. second-field-manager; default all",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything it started on the way out
     logging.getLogger("dynamem.kubevirt_sim").setLevel(logging.CRITICAL)  # it complains while the API is down
-    suite = Suite(args.short, args.seed)
+    only = frozenset(name for name in args.only.split(",") if name)
+    unknown = only - set(FAULTS)
+    if unknown:
+        parser.error(f"--only: unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}")
+    suite = Suite(args.short, args.seed, only)
     try:
         return suite.run()
     finally:

@@ -93,6 +93,10 @@ def test_paging_is_read_like_kubevirts_alert() -> None:
     assert estimate_demand(calm, CONFIG) == (512 * MiB, False)
     # Shrink only on use that stayed low: the window's peak (1.5Gi) counts, not this sample.
     assert estimate_demand(replace(calm, used_peak=1536 * MiB), CONFIG) == (1536 * MiB, False)
+    # Paging below the use it had within the window (another manager cut it from 3Gi to 1Gi): back to that
+    # use in one change, not by x1.5 steps (1.5Gi, then the peak once it stops paging).
+    assert estimate_demand(replace(short, used_peak=3 * GiB), CONFIG) == (3 * GiB, True)
+    assert estimate_demand(replace(short, used_peak=GiB), CONFIG) == (1536 * MiB, True)
     # The oracle passes the truth.
     assert estimate_demand(make_vm("c", "n1", size=1, demand=2, truth=True), CONFIG) == (2 * GiB, True)
 

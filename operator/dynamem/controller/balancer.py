@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -54,7 +54,7 @@ from dynamem.kube.api import (
     now_rfc3339,
     parse_rfc3339,
 )
-from dynamem.kube.objects import ObjectKey, to_quantity
+from dynamem.kube.objects import ObjectKey, VmView, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.cluster import ClusterPlan, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
@@ -163,7 +163,7 @@ class Balancer:
         self.book = StatusBook(per_second=options.status_writes_per_s)
         self.planned: dict[ObjectKey, int] = {}  # dry run: the last change reported per VM
         self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # transient failures: held until, and why
-        self.conflicts: dict[ObjectKey, tuple[str, ...]] = {}  # owners named by the API server's conflict
+        self.conflicts: dict[ObjectKey, Conflict] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
 
@@ -174,6 +174,8 @@ class Balancer:
         if reading.error:
             logger.warning("demand unknown this round, holding memory: %s", reading.error)
         held = {key: why for key, (until, why) in self.backoff.items() if until > now}
+        observed = replace(observed, vms=tuple(observed.vms))
+        self._end_conflicts({vm.key: vm for vm in observed.vms})
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
         snapshot = build_snapshot(
             observed,
@@ -255,7 +257,7 @@ class Balancer:
                 changed_at=changed_at.get(key),
                 note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
                 hold=holds.get(key, item.hold),
-                owners=item.owners or self.conflicts.get(key, ()),
+                owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
             )
             needed, changed = self.book.triage(item, status, now)
             if needed:
@@ -455,11 +457,18 @@ class Balancer:
             del self.released[key]
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
-        for key in list(self.conflicts):
-            vm = snapshot.managed[key].vm
-            if vm is None or not vm.foreign_owners():  # the other manager let go of memory.guest
-                del self.conflicts[key]
         self.book.forget_all_but(keys)
+
+    def _end_conflicts(self, vms: Mapping[ObjectKey, VmView]) -> None:
+        """Forget a conflict the API server reported once a newer version of its VM shows that no other
+        manager owns memory.guest any more: at the start of the round that first sees it, so that this very
+        round plans the VM. The version the refused apply carried proves nothing (the view was older than the
+        server's), so the conflict stands until the VM has moved on."""
+        for key, conflict in list(self.conflicts.items()):
+            vm = vms.get(key)
+            moved_on = vm is not None and vm.resource_version != conflict.resource_version
+            if vm is None or (moved_on and not vm.foreign_owners()):
+                del self.conflicts[key]
 
     async def _apply(
         self, change: MemoryChange, item: Managed, now: float, placement: Placement | None = None
@@ -486,7 +495,7 @@ class Balancer:
             return Outcome.STALE
         except FieldConflict as exc:  # the status gets FieldOwnedByOtherManager, and its Event
             logger.warning("%s: memory.guest owned by %s: not taken", change.key, ", ".join(exc.managers))
-            self.conflicts[change.key] = exc.managers or ("another manager",)
+            self.conflicts[change.key] = Conflict(exc.managers or ("another manager",), version or "")
             return Outcome.CONFLICT
         except ApiException as exc:
             if exc.status == 404:
@@ -533,6 +542,15 @@ class Balancer:
             raise
         except Exception as exc:  # events are best effort
             logger.debug("event for %s not posted: %s", item.key, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The API server refused an apply of memory.guest: ``managers`` own it. ``resource_version``: the VM's
+    version the apply carried (the view it was decided on)."""
+
+    managers: tuple[str, ...]
+    resource_version: str
 
 
 class Outcome(StrEnum):

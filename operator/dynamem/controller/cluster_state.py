@@ -22,10 +22,11 @@ resource, its launcher's ``memory`` request being its overhead only (KubeVirt v1
 ``pkg/virt-controller/services/renderresources.go``, ``WithHugePages``: the hugepages request is the VMI's
 memory request capped at ``memory.guest``; ``memory`` is the overhead plus whatever the request is above the
 guest).
-A VM changed less than the shrink window ago is not shrunk for idleness (its peak is taken as its size): its
-use at this size has not stayed low for a window yet. A VM whose last sample was taken at another size than
-it has now (the scrape before its last change) has unknown demand: the plan holds it until a sample of its
-new size comes.
+A VM changed less than the shrink window ago is not shrunk for idleness: its use at this size has not stayed
+low for a window yet, so its peak is taken as the use its size is the target of (its size less its buffer,
+:func:`served_use`), never as the size itself, which would call for a buffer on top and grow it again after
+every change. A VM whose last sample was taken at another size than it has now (the scrape before its last
+change) has unknown demand: the plan holds it until a sample of its new size comes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
-__all__ = ["cluster_state", "node_page_requests", "node_requests", "sampled_at"]
+__all__ = ["cluster_state", "node_page_requests", "node_requests", "sampled_at", "served_use"]
 
 # MemTotal is the guest's size less what its kernel keeps: about 110Mi plus 1.7 % in the guests fitted to
 # real ones (dynamem.sim.guest), 12.5 % of a 1Gi guest. A sample whose MemTotal is further under the size the
@@ -61,6 +62,12 @@ def sampled_at(signals: GuestSignals, size: int) -> bool:
         return True
     allowance = _KERNEL_ALLOWANCE_BYTES + size * _KERNEL_ALLOWANCE_PERCENT // 100
     return size - allowance <= signals.available <= size
+
+
+def served_use(size: int, buffer_percent: int) -> int:
+    """The use whose target (use / (1 - buffer), as :func:`dynamem.policy.balance.vm_levels` counts it) is
+    ``size``: rounded up, so that target is ``size`` again, not a page under it."""
+    return -(-size * (100 - buffer_percent) // 100)
 
 
 def node_requests(
@@ -155,7 +162,7 @@ def cluster_state(
             changed = state.last_change_at
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
-                peak = max(peak or 0, state.assigned)
+                peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
             allowed = None if node_views is None else eligible_nodes(vmi, node_views.values())
             vms.append(
                 ClusterVm(

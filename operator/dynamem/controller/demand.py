@@ -17,6 +17,7 @@ seen), while the demand query alone decides whether demand is known.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
 from pathlib import Path
@@ -206,21 +207,31 @@ class PrometheusDemand:
         return response.json()
 
     async def read(self) -> DemandReading:
+        """The demand query and every signal query at once (one round trip, not one per query)."""
+        names = list(self.signals)
+        asking = asyncio.ensure_future(self._demand())
         try:
-            reading = parse_response(await self._ask(self.query))
-        except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
-            return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
+            found = await asyncio.gather(*(self._signal(self.signals[name]) for name in names))
+        finally:
+            reading = await asking
         if reading.error or not self.signals:
             return reading
-        series: dict[str, dict[ObjectKey, float]] = {}
-        for name, query in self.signals.items():
-            try:
-                found = parse_series(await self._ask(query))
-            except (httpx.HTTPError, ValueError, ArithmeticError, OSError):
-                continue  # this signal unknown: no paging seen through it
-            if not isinstance(found, str):
-                series[name] = found
+        series = {name: values for name, values in zip(names, found, strict=True) if values is not None}
         return with_signals(reading, series)
+
+    async def _demand(self) -> DemandReading:
+        try:
+            return parse_response(await self._ask(self.query))
+        except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
+            return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
+
+    async def _signal(self, query: str) -> dict[ObjectKey, float] | None:
+        """One signal per VM, or None when Prometheus could not give it (no paging seen through it)."""
+        try:
+            found = parse_series(await self._ask(query))
+        except (httpx.HTTPError, ValueError, ArithmeticError, OSError):
+            return None
+        return None if isinstance(found, str) else found
 
     async def close(self) -> None:
         await self._client.aclose()

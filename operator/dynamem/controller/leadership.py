@@ -8,7 +8,9 @@ This follows client-go's ``tools/leaderelection/leaderelection.go`` (``tryAcquir
   ``observedTime``: clocks of two replicas are never compared);
 - every update carries the ``resourceVersion`` it read, so two candidates racing for an expired Lease cannot
   both win: the API server refuses the second with a conflict;
-- the leader renews every ``retry`` seconds; if it cannot renew within ``renew_deadline`` it steps down.
+- the leader renews every ``retry`` seconds; if it cannot renew within ``renew_deadline`` it steps down;
+- a candidate tries every ``retry`` seconds, and also at the very moment the Lease it watches expires (not up
+  to one retry later), so a dead leader is replaced one Lease duration after its last renewal was seen.
 
 Two things are stricter than client-go, because a balancing replica writes VMs:
 
@@ -31,7 +33,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,11 +86,13 @@ class LeaseElector:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.leases = leases
         self.config = config
         self.clock = clock
         self.wall = wall
+        self.sleep = sleep
         self.leading = False
         self.term = 0  # grows each time this replica becomes leader
         self.changed = asyncio.Event()  # set on every gain or loss of leadership
@@ -97,6 +101,7 @@ class LeaseElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = float("-inf")
         self._resource_version: str | None = None
+        self._peer_expires_at: float | None = None  # clock() at which a live peer's Lease expires
 
     def may_write(self) -> bool:
         """Leader, the last renewal succeeded, and it is younger than the renew deadline."""
@@ -112,10 +117,18 @@ class LeaseElector:
             while True:
                 ok = await self._try_acquire_or_renew()
                 self._after_attempt(ok)
-                await asyncio.sleep(self.config.retry_s)
+                await self.sleep(self.next_try_in())
         finally:
             if self.leading:
                 await asyncio.shield(self.release())
+
+    def next_try_in(self) -> float:
+        """Seconds to the next attempt: every ``retry`` seconds, as client-go; a candidate watching a live
+        peer's Lease also tries the moment that Lease expires (by its own clock), not up to one retry later,
+        so a dead leader is replaced one Lease duration after its last renewal was seen."""
+        if self._peer_expires_at is None:
+            return self.config.retry_s
+        return min(self.config.retry_s, max(0.0, self._peer_expires_at - self.clock()) + 0.01)
 
     def _after_attempt(self, ok: bool) -> None:
         self._last_attempt_ok = ok
@@ -142,6 +155,7 @@ class LeaseElector:
     async def _try_acquire_or_renew(self) -> bool:
         cfg = self.config
         now_wall = self.wall()
+        self._peer_expires_at = None
         try:
             lease = await self.leases.read_namespaced_lease(cfg.name, cfg.namespace, _request_timeout=5)
         except ApiException as exc:
@@ -167,6 +181,7 @@ class LeaseElector:
             self._observed_at = self.clock()
         duration = float(spec.lease_duration_seconds or cfg.duration_s) if spec is not None else 0.0
         if holder and holder != cfg.identity and self.clock() < self._observed_at + duration:
+            self._peer_expires_at = self._observed_at + duration
             return False  # held by a live peer
         mine = holder == cfg.identity
         transitions = int(spec.lease_transitions or 0) if spec is not None else 0

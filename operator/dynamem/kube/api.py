@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,6 +29,8 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from dynamem.kube.objects import PLACEMENT_ANNOTATION
 from dynamem.kube.retry import RETRIED_STATUSES, retry_after_of, with_backoff
+
+logger = logging.getLogger("dynamem.kube")
 
 T = TypeVar("T")
 
@@ -240,12 +243,23 @@ class KubeApi:
 
         None when there is no KubeVirt CR (or no CRD), the operator may not read it, or the field is unset
         (KubeVirt's default, 5: ``pkg/virt-config/virt-config.go``, ``ParallelMigrationsPerClusterDefault``).
+        Transient failures (429, 5xx, no answer: the API server restarting while the operator starts) are
+        retried with backoff; if there is still no answer, None too, so that the operator starts anyway with
+        that default rather than exit.
         """
         try:
-            listed = await self.custom.list_cluster_custom_object(
-                *KUBEVIRT, plural="kubevirts", _request_timeout=REQUEST_TIMEOUT_S
+            listed = await self._retrying(
+                lambda: self.custom.list_cluster_custom_object(
+                    *KUBEVIRT, plural="kubevirts", _request_timeout=REQUEST_TIMEOUT_S
+                ),
+                "list the KubeVirt CR",
             )
         except ApiException:
+            return None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            logger.warning(
+                "the KubeVirt CR is unreadable (%s): KubeVirt's default migration budget is used", exc
+            )
             return None
         for item in cast(Mapping[str, Any], listed).get("items") or []:
             value = (((item.get("spec") or {}).get("configuration") or {}).get("migrations") or {}).get(

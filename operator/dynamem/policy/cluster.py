@@ -9,12 +9,14 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    traffic over ``paging_swap_bps`` or major faults over ``paging_faults_ps``, KubeVirt's own alert,
    ``pkg/monitoring/rules`` v1.8+) is short by an unknown amount: its demand is taken as its size times
    ``(100 + paging_growth_percent) / 100`` (multiplicative growth, so a guest whose demand jumps to 3.5 times
-   its size reaches it in two or three changes). Otherwise the demand is the highest use seen over the last
-   ``shrink_window_s`` (``used_peak``): a VM shrinks only on use that stayed low, never on one sample. A use
-   that rose steadily over that window (``used_rise_bps``, least squares, Prometheus' ``deriv``; by more than
-   the dead band, so noise is no trend) is grown ahead of: the demand is at least the use now plus
-   ``trend_horizon_s`` of that rise, so a ramp costs one change an hour instead of one per buffer step. A
-   caller that knows the true demand (the oracle) passes it in ``demand``.
+   its size reaches it in two or three changes), or its highest use over the window (``used_peak``) if that
+   is more (a guest cut below the use it had, by another manager say, goes back to that use in one change).
+   Otherwise the demand is the highest use seen over the last ``shrink_window_s`` (``used_peak``): a VM
+   shrinks only on use that stayed low, never on one sample. A use that rose steadily over that window
+   (``used_rise_bps``, least squares, Prometheus' ``deriv``; by more than the dead band, so noise is no trend)
+   is grown ahead of: the demand is at least the use now plus ``trend_horizon_s`` of that rise, so a ramp
+   costs one change an hour instead of one per buffer step. A caller that knows the true demand (the oracle)
+   passes it in ``demand``.
 2. **size**: the levels of the per-node plan (floor, then demand, then buffer; weighted water-filling by
    priority), judged against the CLUSTER's memory: a VM short on a full node is not short if another node can
    take it at its size.
@@ -221,7 +223,10 @@ def estimate_demand(vm: ClusterVm, config: BalanceConfig) -> tuple[int | None, b
         return None, False
     ahead = _ahead(vm, config)
     if is_paging(vm, config):
-        return max(vm.assigned * (100 + config.paging_growth_percent) // 100, vm.used + ahead), True
+        grown = vm.assigned * (100 + config.paging_growth_percent) // 100
+        # a guest cut below the use it had within the window (by another manager, say) goes back to that
+        # use at once, not by x1.5 steps that end there anyway once it stops paging
+        return max(grown, vm.used + ahead, vm.used_peak or 0), True
     peak = vm.used if vm.used_peak is None or vm.used_peak < vm.used else vm.used_peak
     return max(peak, vm.used + ahead), False
 

@@ -3,14 +3,17 @@ kube-scheduler counts it, what each guest shows, migrations in flight."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from dynamem.controller.cluster_state import served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
 from dynamem.kube.objects import GI, MI, ObjectKey
+from dynamem.policy.balance import vm_levels
 from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster
-from dynamem.policy.model import BalanceConfig
+from dynamem.policy.model import BalanceConfig, VmLimits, VmState
 
 from .builders_k8s import (
     NS,
@@ -249,3 +252,43 @@ def test_a_hugepage_vm_is_moved_where_hugepages_have_room() -> None:
     demand = DemandReading(by_vm={ObjectKey(NS, "db"): 1014 * MI}, signals={ObjectKey(NS, "db"): signals})
     (change,) = plan_cluster(build_snapshot(seen, demand).cluster, BalanceConfig(), now=0.0).changes
     assert change.assigned > GI and change.target_node == "paged"
+
+
+def test_a_vm_changed_within_the_shrink_window_is_neither_shrunk_nor_grown_again_for_a_buffer() -> None:
+    """Grown from 1Gi to 1920Mi a minute ago (paging), its guest now uses 960Mi: its use has not stayed low
+    for a window, so it keeps 1920Mi. Taking its size itself as its peak would ask for a 20 % buffer on top
+    (2400Mi, a "grow to restore buffer") and a second migration after every change."""
+
+    changed = "2026-03-02T12:00:00Z"
+    now = dt.datetime(2026, 3, 2, 12, 1, tzinfo=dt.UTC).timestamp()
+    seen = observed(
+        vmms=[make_vmm_body("finance", buffer=20, status={"lastChangeTime": changed})],
+        vms=[make_vm_body("finance", guest="1920Mi")],
+        vmis=[make_vmi_body("finance", guest="1920Mi", current="1920Mi", overhead="200Mi")],
+        nodes=[make_node_body("host", allocatable="16Gi"), make_node_body("other", allocatable="16Gi")],
+        pods=[make_pod_body("virt-launcher-finance", launcher=True, requests=["2120Mi"], domain="finance")],
+    )
+    signals = GuestSignals(available=1800 * MI, usable=840 * MI, used_peak=960 * MI)
+    demand = DemandReading(
+        by_vm={ObjectKey(NS, "finance"): 960 * MI}, signals={ObjectKey(NS, "finance"): signals}
+    )
+    cluster = build_snapshot(seen, demand, now=now, shrink_window_s=3600).cluster
+    (finance,) = cluster.vms
+    assert finance.used_peak == served_use(1920 * MI, 20) == 1536 * MI
+    (decision,) = plan_cluster(cluster, BalanceConfig(grow_headroom_percent=0), now).decisions
+    assert (decision.current, decision.assigned, decision.target_node) == (1920 * MI, 1920 * MI, None)
+
+    # once the window has passed, use that stayed low shrinks it
+    later = now + 3600
+    cluster = build_snapshot(seen, demand, now=later, shrink_window_s=3600).cluster
+    (decision,) = plan_cluster(cluster, BalanceConfig(grow_headroom_percent=0), later).decisions
+    assert decision.assigned < 1920 * MI
+
+
+def test_served_use_is_the_use_whose_target_is_the_size() -> None:
+
+    for size in (GI, 1920 * MI, 2700 * MI, 4 * GI - 2 * MI):
+        for buffer in (5, 20, 33, 95):
+            limits = VmLimits(startup=GI, minimum=512 * MI, maximum=8 * GI, buffer=buffer, priority=5000)
+            probe = VmState("x", limits, size, served_use(size, buffer))
+            assert vm_levels(probe, BalanceConfig())[4] == max(size, 512 * MI), (size, buffer)

@@ -220,6 +220,36 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
     assert ObjectKey("office", "gone") not in reading.signals  # no demand, no signals
 
 
+def test_the_demand_and_signal_queries_are_asked_at_once() -> None:
+    """One round trip per round, not six in a row: a round's demand read costs the slowest query, not their
+    sum (each of them can take up to the timeout when Prometheus is slow)."""
+    queries = signal_queries()
+    in_flight = 0
+    most = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        if request.url.params["query"] == DEMAND_QUERY:
+            return httpx.Response(200, json=success(sample("office", "a", "5")))
+        return httpx.Response(200, json=success())
+
+    async def go() -> DemandReading:
+        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
+        try:
+            return await source.read()
+        finally:
+            await source.close()
+
+    reading = asyncio.run(go())
+    assert reading.error is None and reading.of(ObjectKey("office", "a")) == 5
+    assert most == 1 + len(queries)
+
+
 def test_a_signal_prometheus_cannot_give_leaves_demand_known() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.params["query"] == DEMAND_QUERY:

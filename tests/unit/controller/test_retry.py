@@ -9,7 +9,7 @@ import random
 import aiohttp
 import pytest
 
-from dynamem.kube.api import ApiException, retryable
+from dynamem.kube.api import ApiException, KubeApi, retryable
 from dynamem.kube.retry import Backoff, with_backoff
 
 
@@ -75,3 +75,30 @@ def test_the_last_failure_is_raised_when_attempts_run_out() -> None:
     with pytest.raises(ApiException):
         run(call, Backoff(attempts=3, base_s=0.0, cap_s=0.0))
     assert call.calls == 3
+
+
+class KubeVirtCrList:
+    """``list_cluster_custom_object`` of the KubeVirt CR: fails with ``failures`` first, then answers."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+
+    async def list_cluster_custom_object(self, *_: object, **__: object) -> dict[str, object]:
+        if self.failures:
+            raise self.failures.pop(0)
+        return {"items": [{"spec": {"configuration": {"migrations": {"parallelMigrationsPerCluster": 3}}}}]}
+
+
+def test_the_kubevirt_cr_is_read_through_an_api_server_restart_and_never_stops_the_operator() -> None:
+    """Read at start-up: an API server restarting then must neither crash the operator (kopf stops on a
+    failed start-up handler) nor lose the setting when it comes back within the retries."""
+
+    def read(lister: KubeVirtCrList) -> int | None:
+        api = object.__new__(KubeApi)
+        api.custom = lister  # type: ignore[assignment]
+        return asyncio.run(api.parallel_migrations_per_cluster())
+
+    refused = aiohttp.ClientConnectionError("Connect call failed")
+    assert read(KubeVirtCrList(refused, refused)) == 3  # back within the retries
+    assert read(KubeVirtCrList(*[refused] * 10)) is None  # never back: KubeVirt's default, and go on
+    assert read(KubeVirtCrList(ApiException(status=404, reason="Not Found"))) is None

@@ -93,10 +93,28 @@ def test_a_conflict_from_the_server_holds_the_vm_until_the_other_manager_lets_go
     writer.clear()
     run(balancer, world)  # the VM still lists another manager: no new attempt
     assert applied(writer) == []
-    del world.vms["finance"]["metadata"]["managedFields"]  # flux let go
-    run(balancer, world)  # forgotten at the end of this round ...
+    del world.vms["finance"]["metadata"]["managedFields"]  # flux let go: a new version of the VM
+    world.vms["finance"]["metadata"]["resourceVersion"] = "8"
+    run(balancer, world)  # the round that sees it plans the VM at once: no round lost
+    assert applied(writer) == [("finance", "3Gi", None)]
+    assert conditions(dict(writer.statuses)["finance"])["FieldOwnedByOtherManager"] == "False"
+
+
+def test_a_conflict_found_on_a_view_older_than_the_server_stands_until_the_vm_moves_on() -> None:
+    """The view showed no other owner (a GitOps tool applied memory.guest after it), the server refused the
+    apply: the VM is held and not retried on that same view; the watch then brings the tool's ownership, and
+    once the tool lets go (a newer VM without it) the round that sees that writes."""
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter(conflict_apply={"finance": ("gitops-tool",)})
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)
+    assert conditions(dict(writer.statuses)["finance"])["FieldOwnedByOtherManager"] == "True"
+    writer.conflict_apply.clear()
     writer.clear()
-    run(balancer, world)  # ... and written in the next
+    run(balancer, world)  # the same (old) version of the VM: no second attempt on it
+    assert applied(writer) == []
+    world.vms["finance"]["metadata"]["resourceVersion"] = "8"  # a newer VM, nobody else owns memory.guest
+    run(balancer, world)
     assert applied(writer) == [("finance", "3Gi", None)]
 
 

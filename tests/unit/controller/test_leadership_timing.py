@@ -1,0 +1,101 @@
+"""When a standby takes a dead leader's Lease (:mod:`dynamem.controller.leadership`), on fake clocks.
+
+The Lease API here is a stand-in with the API server's optimistic concurrency (a replace carrying an old
+``resourceVersion`` is refused); the real API server is exercised by ``tests/integration/test_leadership.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from dynamem.controller.leadership import LeaseConfig, LeaseElector
+from dynamem.kube.api import ApiException
+
+
+class Stop(Exception):
+    """Ends the elector's loop once the test has seen what it wanted."""
+
+
+class PeerLease:
+    """A Lease held by ``peer``, renewed every ``renew_every`` seconds of ``clock()`` until ``dies_at``."""
+
+    def __init__(self, clock: list[float], *, renew_every: float, dies_at: float, duration: int) -> None:
+        self.clock = clock
+        self.renew_every = renew_every
+        self.dies_at = dies_at
+        self.duration = duration
+        self.taken: dict[str, Any] | None = None
+        self.holders: list[str] = []  # who took it, in order (a release clears it again)
+        self.version = 1
+
+    def _spec(self) -> SimpleNamespace:
+        if self.taken is not None:
+            spec = self.taken["spec"]
+            return SimpleNamespace(
+                holder_identity=spec["holderIdentity"],
+                renew_time=spec["renewTime"],
+                lease_duration_seconds=spec["leaseDurationSeconds"],
+                lease_transitions=spec["leaseTransitions"],
+                acquire_time=None,
+            )
+        renewals = int(min(self.clock[0], self.dies_at) // self.renew_every)
+        return SimpleNamespace(
+            holder_identity="peer",
+            renew_time=f"renewal {renewals}",
+            lease_duration_seconds=self.duration,
+            lease_transitions=0,
+            acquire_time=None,
+        )
+
+    async def read_namespaced_lease(self, name: str, namespace: str, **_: Any) -> SimpleNamespace:
+        if self.taken is None:  # the peer's renewals move the version
+            self.version = 1 + int(min(self.clock[0], self.dies_at) // self.renew_every)
+        return SimpleNamespace(
+            spec=self._spec(), metadata=SimpleNamespace(resource_version=str(self.version))
+        )
+
+    async def replace_namespaced_lease(
+        self, name: str, namespace: str, body: dict[str, Any], **_: Any
+    ) -> None:
+        if body["metadata"].get("resourceVersion") != str(self.version):
+            raise ApiException(status=409, reason="Conflict")
+        self.taken = body
+        self.holders.append(body["spec"]["holderIdentity"])
+        self.version += 1
+
+    async def create_namespaced_lease(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        raise ApiException(status=409, reason="AlreadyExists")
+
+
+@pytest.mark.parametrize("dies_at", [2.0, 2.3, 5.05])
+def test_a_standby_takes_a_dead_leaders_lease_when_it_expires_not_a_retry_later(dies_at: float) -> None:
+    """client-go's proportions at a 6 s Lease: retry 0.8 s. The peer renews every 0.8 s until it dies; the
+    standby sees its last renewal at its next try, and takes the Lease the moment that sighting is one Lease
+    duration old (by the standby's own clock), not at the next 0.8 s tick after it (up to 0.8 s later)."""
+    clock = [0.0]
+    lease = PeerLease(clock, renew_every=0.8, dies_at=dies_at, duration=6)
+    config = LeaseConfig.from_duration("ns", "dynamem", "standby", 6.0)
+    took: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        if elector.leading:
+            took.append(clock[0])
+            raise Stop
+        clock[0] += seconds
+
+    elector = LeaseElector(lease, config, clock=lambda: clock[0], wall=lambda: 1e9 + clock[0], sleep=sleep)
+
+    async def campaign() -> None:
+        with pytest.raises(Stop):
+            await elector.run()
+
+    asyncio.run(campaign())
+    assert lease.holders[0] == "standby"
+    (took_at,) = took
+    last_seen = elector._observed_at  # when the standby first saw the peer's last renewal
+    assert last_seen <= dies_at + 0.8
+    assert last_seen + 6.0 <= took_at < last_seen + 6.0 + 0.05, (last_seen, took_at)
