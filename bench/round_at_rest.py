@@ -3,7 +3,7 @@
 The round's own cost (snapshot, policy, status triage, metrics) without the API server and Prometheus, which
 ``bench/operator_scale.py`` adds. It builds the bodies with the unit tests' builders, runs one round to write
 every status, feeds the statuses back, then times five rounds that must write nothing.
-Run: ``.venv/bin/python bench/round_at_rest.py [N]`` (default 10000).
+Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]]`` (default 10000, the operator's default policy).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from tests.unit.controller.builders_k8s import (
 )
 from tests.unit.controller.test_balancer import NOW, OPTIONS, FakeDemand
 
-from dynamem.controller.balancer import Balancer
+from dynamem.controller.balancer import CLUSTER_POLICY, Balancer
 
 
-async def main(n: int) -> None:
+async def main(n: int, policy: str) -> None:
     nodes = max(1, n // 20)
     vmms, vms, vmis = {}, [], []
     for i in range(n):
@@ -42,7 +42,9 @@ async def main(n: int) -> None:
     node_bodies = [make_node_body(f"node{k}", allocatable="100Gi") for k in range(nodes)]
     writer = FakeWriter()
     demand = FakeDemand({f"vm{i}": 0.7 for i in range(n)})
-    balancer = Balancer(writer, demand, replace(OPTIONS, status_writes_per_s=1e9), clock=lambda: NOW)
+    balancer = Balancer(
+        writer, demand, replace(OPTIONS, status_writes_per_s=1e9, policy=policy), clock=lambda: NOW
+    )
     await balancer.run_round(observed(vmms=vmms.values(), vms=vms, vmis=vmis, nodes=node_bodies))
     for name, status in writer.statuses:
         vmms[name]["status"] = status
@@ -56,8 +58,16 @@ async def main(n: int) -> None:
         assert result.writes == 0, "a round at rest must write nothing"
     times.sort()
     low, mid, high = times[0], times[2], times[-1]
-    print(f"round_at_rest: vms={n} nodes={nodes} min_s={low:.2f} median_s={mid:.2f} max_s={high:.2f}")
+    print(
+        f"round_at_rest: policy={policy} vms={n} nodes={nodes} "
+        f"min_s={low:.2f} median_s={mid:.2f} max_s={high:.2f}"
+    )
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000))
+    asyncio.run(
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
+            sys.argv[2] if len(sys.argv) > 2 else CLUSTER_POLICY,
+        )
+    )
