@@ -36,6 +36,7 @@ from dynamem.controller.placement import Placement, Step, step_of
 from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
     Hold,
+    JoinCache,
     Managed,
     Observed,
     Phase,
@@ -165,6 +166,7 @@ class Balancer:
         self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # transient failures: held until, and why
         self.conflicts: dict[ObjectKey, tuple[str, ...]] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
+        self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -183,6 +185,7 @@ class Balancer:
             force_ownership=self.options.force_ownership,
             now=now,
             shrink_window_s=self.options.balance.shrink_window_s,
+            cache=self.joins,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

@@ -76,7 +76,12 @@ class Store(Generic[V]):
         """Make a LIST taken at ``list_version`` the truth; returns how many ghosts were dropped."""
         fresh: dict[ObjectKey, tuple[int, V]] = {}
         for body in bodies:
-            fresh[_key(body)] = (resource_version(body), self.make(body))
+            key, version = _key(body), resource_version(body)
+            held = self.items.get(key)
+            # the same resourceVersion is the same object: keep its view (a LIST of 40,000 objects would
+            # otherwise parse every one again, and every VM's join would be made again next round)
+            same = held is not None and version > 0 and held[0] == version
+            fresh[key] = held if same and held is not None else (version, self.make(body))
         for key, (version, view) in self.items.items():
             if version > list_version:  # a watch event newer than the list
                 fresh[key] = (version, view)

@@ -40,9 +40,26 @@ def test_events_newer_than_the_list_win() -> None:
     store.put(pod("old", 2))
     store.put(pod("new", 12))  # created after the list was taken at 10
     store.delete(pod("a", 11))  # deleted after the list
-    store.replace(10, [pod("a", 1), pod("old", 2, node="n2")])
+    store.replace(10, [pod("a", 1), pod("old", 7, node="n2")])  # "old" changed while the watch was down
     assert names(store) == {"old", "new"}
     assert store.items[ObjectKey("ns", "old")][1].node == "n2"  # the list's copy
+
+
+def test_a_fresh_list_keeps_the_view_of_an_unchanged_object_and_remakes_a_changed_one() -> None:
+    store = Store(pod_view)
+    store.put(pod("same", 1))
+    store.put(pod("moved", 2))
+    kept = store.items[ObjectKey("ns", "same")][1]
+    store.replace(10, [pod("same", 1), pod("moved", 8, node="n2")])
+    assert store.items[ObjectKey("ns", "same")][1] is kept  # same resourceVersion: not parsed again
+    assert store.items[ObjectKey("ns", "moved")] == (8, pod_view(pod("moved", 8, node="n2")))
+
+
+def test_a_fresh_list_remakes_views_whose_resource_version_is_not_a_number() -> None:
+    store = Store(pod_view)
+    store.put({**pod("odd", 1), "metadata": {"name": "odd", "namespace": "ns", "resourceVersion": "x"}})
+    store.replace(10, [{**pod("odd", 1, node="n2"), "metadata": {"name": "odd", "namespace": "ns"}}])
+    assert store.items[ObjectKey("ns", "odd")][1].node == "n2"
 
 
 def test_an_older_copy_never_replaces_a_newer_one_nor_revives_a_deleted_one() -> None:
