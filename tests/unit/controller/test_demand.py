@@ -258,3 +258,29 @@ def test_prometheus_gets_the_bearer_token_read_at_each_query_and_429_is_retried(
     first, second = asyncio.run(two_reads())
     assert first.error is None and second.error is None  # type: ignore[attr-defined]
     assert seen == ["Bearer first", "Bearer first", "Bearer first", "Bearer rotated"]
+
+
+def test_the_signal_queries_go_out_together() -> None:
+    """A round waits for the slowest signal query, not for the sum of them (10,000 VMs: six big answers)."""
+    queries = signal_queries()
+    in_flight, most = 0, 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return httpx.Response(200, json=success(sample("office", "a", "5")))
+
+    async def go() -> DemandReading:
+        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
+        try:
+            return await source.read()
+        finally:
+            await source.close()
+
+    reading = asyncio.run(go())
+    assert reading.signals_of(ObjectKey("office", "a")).available == 5
+    assert most == len(queries)
