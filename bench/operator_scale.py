@@ -12,8 +12,10 @@ After a warm-up (the first status of every VirtualMachineMemory), it watches the
     scale: vms=10000 nodes=500 round_p50_s=... round_p99_s=... writes_per_round=... status_writes_per_min=...
     rss_mib=...
 
-Then demand jumps on ``--changes`` VMs and it prints how many memory writes followed, against the plan's
-count: ``changes: planned=N written=M``.
+Then ``--changes`` VMs start paging (KubeVirt's "short of memory" signal: little usable memory, swap-in and
+major faults climbing), which the cluster plan answers with a grow each, and it prints how many memory writes
+followed, against that count: ``changes: planned=N written=M``. (Demand merely rising above the buffer is
+not enough: the plan does not grow a VM for buffer alone when each change is a live migration.)
 
 Goals (issue 10): round p99 < 1 s, memory writes at rest 0 (= the plan's changes), status writes under 2 % of
 the VMs per minute while demand only wobbles, operator RSS < 1 GiB.
@@ -37,7 +39,7 @@ import httpx
 from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dynamem.kube.objects import GI, MI
@@ -51,31 +53,48 @@ INTERVAL_S = 10.0
 
 
 class WobblingGuests(Collector):
-    """KubeVirt's available/usable series per VM; every scrape moves each demand by up to +-1 %."""
+    """KubeVirt's memory series per VM; every scrape moves each demand by up to +-1 %.
+
+    A guest made to page (:meth:`page`) shows what KubeVirt's "short of memory" alert reads: under 5 % of its
+    memory usable, and swap-in traffic and major faults climbing (4 MiB/s, 20/s).
+    """
 
     def __init__(self, vms: list[tuple[str, str]], seed: int = 10) -> None:
         self.rng = random.Random(seed)
         self.vms = vms  # (name, node)
         self.size = {name: GI for name, _ in vms}
         self.level = {name: self.rng.uniform(600, 800) * MI for name, _ in vms}
+        self.paging: dict[str, float] = {}  # name -> when it started paging (monotonic)
         self.lock = threading.Lock()
 
-    def jump(self, names: Iterable[str], to: int) -> None:
+    def page(self, names: Iterable[str]) -> None:
         with self.lock:
             for name in names:
-                self.level[name] = to
+                self.paging[name] = time.monotonic()
 
     def collect(self) -> Iterable[Any]:
         labels = ["node", "namespace", "name"]
         available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=labels)
         usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=labels)
+        # KubeVirt exports the swap traffic as a gauge that only grows, the faults as a counter
+        swap_in = GaugeMetricFamily("kubevirt_vmi_memory_swap_in_traffic_bytes", "swapped in", labels=labels)
+        faults = CounterMetricFamily("kubevirt_vmi_memory_pgmajfault", "major page faults", labels=labels)
+        now = time.monotonic()
         with self.lock:
             for name, node in self.vms:
-                used = min(self.level[name] * self.rng.uniform(0.99, 1.01), self.size[name] - 64 * MI)
-                available.add_metric([node, NAMESPACE, name], self.size[name])
-                usable.add_metric([node, NAMESPACE, name], self.size[name] - used)
-        yield available
-        yield usable
+                size, since = self.size[name], self.paging.get(name)
+                if since is None:
+                    used = min(self.level[name] * self.rng.uniform(0.99, 1.01), size - 64 * MI)
+                    paged = 0.0
+                else:
+                    used = size - 20 * MI
+                    paged = now - since
+                series = [node, NAMESPACE, name]
+                available.add_metric(series, size)
+                usable.add_metric(series, size - used)
+                swap_in.add_metric(series, paged * 4 * MI)
+                faults.add_metric(series, paged * 20)
+        yield from (available, usable, swap_in, faults)
 
 
 def node_body(name: str, memory: str) -> dict[str, Any]:
@@ -284,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             jumped = [name for name, _ in vms[:: max(1, args.vms // args.changes)]][: args.changes]
-            guests.jump(jumped, int(0.95 * GI))  # 0.95Gi / 0.8 = 1.19Gi: every one of them grows
-            after = watch.rounds(SCRAPE_S + INTERVAL_S * 3)
+            guests.page(jumped)  # paging: the cluster plan grows every one of them (a live migration each)
+            after = watch.rounds(SCRAPE_S * 2 + INTERVAL_S * 3)
             written = sum(r["memory"] for r in after)
             print(f"changes: planned={len(jumped)} written={written:.0f}", flush=True)
         finally:
