@@ -10,9 +10,10 @@ Used memory never exceeds the guest's size, so a guest short of memory shows it 
 (:func:`dynamem.policy.cluster.is_paging`) reads what KubeVirt's own alert reads: ``available`` and
 ``usable``, the rate of ``kubevirt_vmi_memory_swap_in_traffic_bytes`` and of
 ``kubevirt_vmi_memory_pgmajfault_total``, and the highest use over the shrink window (a VM shrinks only on use
-that stayed low). These come from :data:`SIGNAL_QUERIES`, one instant query each, sent together; a signal
-Prometheus cannot give is left out (no paging seen), while the demand query alone decides whether demand is
-known. A well-formed answer is validated in one pass; one with a malformed sample, sample by sample.
+that stayed low). These come from :data:`SIGNAL_QUERIES`, one instant query each, sent together with the
+demand query (the slow peak once a minute, :data:`SLOW_SIGNALS`); a signal Prometheus cannot give is left out
+(no paging seen), while the demand query alone decides whether demand is known. A well-formed answer is
+validated in one pass; one with a malformed sample, sample by sample.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,6 +178,12 @@ def with_signals(reading: DemandReading, series: dict[str, dict[ObjectKey, float
     return DemandReading(by_vm=reading.by_vm, error=reading.error, signals=signals)
 
 
+# Signals read again only this often (seconds): the highest use over the shrink window (an hour by default)
+# is Prometheus' dearest query (a subquery over every VM's series), and moves slowly. A kept peak errs on the
+# side of memory: use that has left the window still counts, and use since is taken as the peak whenever it
+# is above it (:func:`dynamem.controller.cluster_state.cluster_state`, the plan's ``estimate_demand``).
+SLOW_SIGNALS: dict[str, float] = {"used_peak": 60.0}
+
 # A round would rather hold memory than wait long for Prometheus.
 PROMETHEUS_BACKOFF = Backoff(attempts=3, base_s=0.2, cap_s=1.0)
 
@@ -199,8 +208,11 @@ class PrometheusDemand:
         backoff: Backoff = PROMETHEUS_BACKOFF,
         signals: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url.rstrip("/")
+        self.clock = clock
+        self.kept: dict[str, tuple[float, dict[ObjectKey, float]]] = {}  # slow signals: when read, answer
         self.query = query
         self.signals = signal_queries() if signals is None else signals
         self.token_file = token_file
@@ -228,16 +240,32 @@ class PrometheusDemand:
         return response.json()
 
     async def read(self) -> DemandReading:
-        try:
-            reading = parse_response(await self._ask(self.query))
-        except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
-            return DemandReading(error=f"Prometheus at {self.url} unreachable: {exc!r}")
-        if reading.error or not self.signals:
-            return reading
-        names = list(self.signals)
-        answers = await asyncio.gather(*(self._signal(self.signals[n]) for n in names))
+        now = self.clock()
+        names = [
+            name
+            for name in self.signals
+            if name not in self.kept or now - self.kept[name][0] >= SLOW_SIGNALS.get(name, 0.0)
+        ]
+        signals = asyncio.gather(*(self._signal(self.signals[n]) for n in names))
+        demand, answers = await asyncio.gather(self._demand(), signals)
+        if isinstance(demand, str):
+            return DemandReading(error=demand)
+        if demand.error or not self.signals:
+            return demand
+        for name, found in zip(names, answers, strict=True):
+            if found is not None and name in SLOW_SIGNALS:
+                self.kept[name] = (now, found)
+            elif name in SLOW_SIGNALS:
+                self.kept.pop(name, None)
         series = {name: found for name, found in zip(names, answers, strict=True) if found is not None}
-        return with_signals(reading, series)
+        series.update({name: found for name, (_, found) in self.kept.items() if name not in names})
+        return with_signals(demand, series)
+
+    async def _demand(self) -> DemandReading | str:
+        try:
+            return parse_response(await self._ask(self.query))
+        except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
+            return f"Prometheus at {self.url} unreachable: {exc!r}"
 
     async def _signal(self, query: str) -> dict[ObjectKey, float] | None:
         """One signal query (they go out together); None when Prometheus cannot give it."""
