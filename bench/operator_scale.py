@@ -10,7 +10,11 @@ After a warm-up (the first status of every VirtualMachineMemory), it watches the
 ``dynamem_api_writes_total``:
 
     scale: vms=10000 nodes=500 round_p50_s=... round_p99_s=... writes_per_round=... status_writes_per_min=...
-    rss_mib=...
+    rss_mib=... cpu_s_per_round=... load1=...
+
+``cpu_s_per_round`` is the operator's own CPU time (all of it, kopf's watches and /metrics included) per
+round, and ``load1`` the machine's load: on a machine shared with other work a round's wall time is longer
+than its CPU time.
 
 Then ``--changes`` VMs start paging (KubeVirt's "short of memory" signal: little usable memory, swap-in and
 major faults climbing), which the cluster plan answers with a grow each, and it prints how many memory writes
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -228,6 +233,12 @@ class OperatorWatch:
                 last = now
         return found
 
+    def cpu_s(self) -> float:
+        """CPU seconds the operator has used (user + system): its own cost, whatever else the cores run."""
+        assert self.operator.process is not None
+        fields = Path(f"/proc/{self.operator.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         assert self.operator.process is not None
         for line in Path(f"/proc/{self.operator.process.pid}/status").read_text().splitlines():
@@ -292,14 +303,17 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     break
             print(f"warm-up done after {1800 - (deadline - time.monotonic()):.0f}s", flush=True)
+            cpu_before = watch.cpu_s()
             rounds = watch.rounds(args.minutes * 60)
+            cpu_per_round = (watch.cpu_s() - cpu_before) / max(1, sum(r["n"] for r in rounds))
             durations = [r["duration"] for r in rounds]
             memory = sum(r["memory"] for r in rounds) / max(1, sum(r["n"] for r in rounds))
             status_per_min = sum(r["status"] for r in rounds) / args.minutes
             print(
                 f"scale: vms={args.vms} nodes={args.nodes} round_p50_s={statistics.median(durations):.3f} "
                 f"round_p99_s={percentile(durations, 0.99):.3f} writes_per_round={memory:.2f} "
-                f"status_writes_per_min={status_per_min:.1f} rss_mib={watch.rss_mib():.0f}",
+                f"status_writes_per_min={status_per_min:.1f} rss_mib={watch.rss_mib():.0f} "
+                f"cpu_s_per_round={cpu_per_round:.3f} load1={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             jumped = [name for name, _ in vms[:: max(1, args.vms // args.changes)]][: args.changes]
