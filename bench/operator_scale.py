@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import statistics
 import sys
 import threading
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--status-writes-per-second", type=float, default=200.0, help="the operator's cap")
     args = parser.parse_args(argv)
+    # SIGTERM (and SIGINT, ignored in a background job) unwinds: the operator, Prometheus and the control
+    # plane are stopped by their context managers, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     per_node = max(1, args.vms // args.nodes)
     nodes = [f"node-{n:04d}" for n in range(args.nodes)]
     vms = [(f"vm-{i:05d}", nodes[i % args.nodes]) for i in range(args.vms)]

@@ -62,6 +62,11 @@ from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
 
 logger = logging.getLogger("dynamem.balancer")
 
+# Status writes in flight at once (each with its Event, when a condition changed): the first status of
+# 10,000 VirtualMachineMemories goes at the API server's pace, not at 16 round trips at a time. The rate is
+# --status-writes-per-second's business.
+STATUS_WRITES_IN_FLIGHT = 48
+
 # A VM whose write got no answer (after the client's own retries) waits this long before the next try.
 TRANSIENT_BACKOFF_S = 30.0
 
@@ -265,7 +270,7 @@ class Balancer:
             self.book.write(self.writer, item, status, now=now, checked=True)
             for _, _, item, status in pending
         ]
-        result.status_writes = sum(await gather_limited(writes))
+        result.status_writes = sum(await gather_limited(writes, limit=STATUS_WRITES_IN_FLIGHT))
         self._forget_all_but(snapshot, now)
 
         result.duration_s = time.perf_counter() - started

@@ -72,14 +72,49 @@ def test_an_older_copy_never_replaces_a_newer_one_nor_revives_a_deleted_one() ->
     assert names(store) == set()
 
 
-def test_a_listing_event_after_the_first_sync_asks_for_a_resync() -> None:
-    view = ClusterView()
+def test_a_listing_event_after_the_first_sync_asks_for_a_list_of_its_kind() -> None:
+    now = [100.0]
+    view = ClusterView(clock=lambda: now[0])
     vmm = make_vmm_body("x")
     vmm["metadata"]["resourceVersion"] = "4"
     view.apply_event(Kind.VMM, None, vmm)  # kopf's initial listing: before our own first LIST
+    assert view.kinds_to_list() == set(Kind)  # not synced yet: everything
     view.replace({kind: (5, [vmm] if kind is Kind.VMM else []) for kind in Kind})
-    assert not view.needs_resync
+    assert not view.needs_resync and view.kinds_to_list() == set()
+    now[0] += 60
     view.apply_event(Kind.VMM, "MODIFIED", vmm)
+    assert view.kinds_to_list() == set()
+    view.apply_event(Kind.VMM, None, vmm)  # kopf listed again: its watch broke or ended
+    assert view.kinds_to_list() == {Kind.VMM}
+    assert view.kinds_to_list() == set()  # asked once
+
+
+def vm(name: str) -> dict[str, object]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "3"}}
+
+
+def test_a_replay_of_many_objects_asks_once_and_a_later_re_list_asks_again() -> None:
+    now = [100.0]
+    view = ClusterView(clock=lambda: now[0])
+    view.replace({kind: (5, []) for kind in Kind})
+    now[0] += 300
+    for i in range(1000):  # one re-list replayed over 20 s, the loop listing once in the middle of it
+        view.apply_event(Kind.VM, None, vm(f"vm{i}"))
+        if i == 500:
+            assert view.kinds_to_list() == {Kind.VM}
+        now[0] += 0.02
+    assert view.kinds_to_list() == set()  # the rest of that replay is older than the LIST just taken
+    now[0] += 300
+    view.apply_event(Kind.VM, None, vm("vm0"))
+    assert view.kinds_to_list() == {Kind.VM}
+
+
+def test_every_kind_is_listed_after_an_error_until_a_list_of_all_of_them_lands() -> None:
+    view = ClusterView()
+    view.replace({kind: (5, []) for kind in Kind})
+    view.needs_resync = True  # a round met an API error
+    assert view.kinds_to_list() == set(Kind)
+    view.replace({Kind.VM: (6, [])})
+    assert view.needs_resync  # one kind is not all of them
+    view.replace({kind: (7, []) for kind in Kind})
     assert not view.needs_resync
-    view.apply_event(Kind.VMM, None, vmm)  # kopf listed again: its watch broke
-    assert view.needs_resync
