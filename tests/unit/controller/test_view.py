@@ -8,7 +8,7 @@ from __future__ import annotations
 from dynamem.controller.view import ClusterView, Kind, Store
 from dynamem.kube.objects import ObjectKey, pod_view
 
-from .builders_k8s import make_vmm_body
+from .builders_k8s import make_node_body, make_vmm_body
 
 
 def pod(name: str, version: int, node: str = "n1") -> dict[str, object]:
@@ -118,3 +118,29 @@ def test_every_kind_is_listed_after_an_error_until_a_list_of_all_of_them_lands()
     assert view.needs_resync  # one kind is not all of them
     view.replace({kind: (7, []) for kind in Kind})
     assert not view.needs_resync
+
+
+def test_a_copy_that_changes_nothing_dynamem_reads_keeps_the_view_and_says_so() -> None:
+    store = Store(pod_view)
+    assert store.put(pod("a", 1))  # new
+    held = store.items[ObjectKey("ns", "a")][1]
+    assert not store.put(pod("a", 2))  # a new version, the same view (a heartbeat): not news
+    assert store.items[ObjectKey("ns", "a")] == (2, pod_view(pod("a", 2)))
+    assert store.items[ObjectKey("ns", "a")][1] is held
+    assert store.put(pod("a", 3, node="n2"))  # what dynamem reads changed
+    assert not store.put(pod("a", 2))  # older
+    assert store.delete(pod("a", 4))
+    assert not store.delete(pod("a", 4))  # already gone
+
+
+def test_a_node_heartbeat_does_not_change_the_view_but_a_new_allocatable_does() -> None:
+    view = ClusterView()
+    node = make_node_body("n1", allocatable="8Gi")
+    node["metadata"]["resourceVersion"] = "1"
+    assert view.apply_event(Kind.NODE, "ADDED", node)
+    heartbeat = {**node, "metadata": {**node["metadata"], "resourceVersion": "2"}}
+    heartbeat["status"] = {**node["status"], "conditions": [{"type": "Ready", "lastHeartbeatTime": "now"}]}
+    assert not view.apply_event(Kind.NODE, "MODIFIED", heartbeat)
+    bigger = make_node_body("n1", allocatable="16Gi")
+    bigger["metadata"]["resourceVersion"] = "3"
+    assert view.apply_event(Kind.NODE, "MODIFIED", bigger)
