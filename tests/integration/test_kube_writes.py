@@ -127,8 +127,9 @@ def test_a_fresh_list_drops_a_ghost_the_watch_never_reported(
             "kubevirt.io", "v1", namespace, "virtualmachines", "gone"
         )
         state.view.apply_event(Kind.VM, None, gone)  # a re-list that still carried it, then no DELETED
-        assert state.view.needs_resync
-        await resync(state, api)
+        kinds = state.view.kinds_to_list()
+        assert kinds == {Kind.VM}  # the kind kopf re-listed, not all six
+        await resync(state, api, kinds)
         return {vm.key.name for vm in state.view.stores[Kind.VM].values()}
 
     assert run(control_plane, body) == {"kept"}

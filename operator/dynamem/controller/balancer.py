@@ -36,6 +36,7 @@ from dynamem.controller.placement import Placement, Step, decode, encode, recove
 from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
     Hold,
+    JoinCache,
     Managed,
     Observed,
     Phase,
@@ -60,6 +61,11 @@ from dynamem.policy.cluster import ClusterPlan, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
 
 logger = logging.getLogger("dynamem.balancer")
+
+# Status writes in flight at once (each with its Event, when a condition changed): the first status of
+# 10,000 VirtualMachineMemories goes at the API server's pace, not at 16 round trips at a time. The rate is
+# --status-writes-per-second's business.
+STATUS_WRITES_IN_FLIGHT = 48
 
 # A VM whose write got no answer (after the client's own retries) waits this long before the next try.
 TRANSIENT_BACKOFF_S = 30.0
@@ -166,6 +172,7 @@ class Balancer:
         self.conflicts: dict[ObjectKey, Conflict] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
+        self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -186,6 +193,7 @@ class Balancer:
             force_ownership=self.options.force_ownership,
             now=now,
             shrink_window_s=self.options.balance.shrink_window_s,
+            cache=self.joins,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []
@@ -268,7 +276,7 @@ class Balancer:
             self.book.write(self.writer, item, status, now=now, checked=True)
             for _, _, item, status in pending
         ]
-        result.status_writes = sum(await gather_limited(writes))
+        result.status_writes = sum(await gather_limited(writes, limit=STATUS_WRITES_IN_FLIGHT))
         self._forget_all_but(snapshot, now)
 
         result.duration_s = time.perf_counter() - started

@@ -11,6 +11,7 @@ import uuid
 import kopf
 from kubernetes import config
 
+from dynamem.controller.gc_tuning import tune_for_large_heap
 from dynamem.controller.handlers import register
 from dynamem.controller.loop import OperatorState
 from dynamem.controller.options import OptionError, parse_options
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if options.kubeconfig:
         os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it too
+    tune_for_large_heap()
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}/{uuid.uuid4().hex[:8]}"
     state = OperatorState(options=options, identity=identity)
     registry = register(state)

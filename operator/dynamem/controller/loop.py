@@ -8,8 +8,9 @@ kopf's handlers (:mod:`dynamem.controller.handlers`) only feed the loop: they ke
   (:class:`~dynamem.controller.leadership.LeaderOnlyWriter`);
 - starts each leadership term from a fresh LIST and a fresh balancer (nothing remembered from an earlier
   term or from standing by: what must survive lives in the VirtualMachineMemory status);
-- LISTs again when kopf re-listed (a broken watch), when a round met an API error, and every resync period,
-  so an object deleted while a watch was down never lingers as a ghost.
+- LISTs everything again when a round met an API error and every resync period, and a kind once after kopf
+  re-listed it (a broken or ended watch), so an object deleted while a watch was down never lingers as a
+  ghost.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,15 +57,17 @@ class OperatorState:
         return self.elector is None or self.elector.may_write()
 
 
-async def resync(state: OperatorState, lister: ClusterLister) -> None:
-    """Replace the view with fresh LISTs of everything it holds."""
+async def resync(state: OperatorState, lister: ClusterLister, kinds: Collection[Kind] = tuple(Kind)) -> None:
+    """Replace the view's objects of ``kinds`` (default: all) with fresh LISTs."""
     namespaces = () if state.options.all_namespaces else state.options.namespaces
     lists = {}
     for kind in Kind:
-        lists[kind] = await lister.list_objects(kind.value, namespaces)
+        if kind in kinds:
+            lists[kind] = await lister.list_objects(kind.value, namespaces)
     ghosts = state.view.replace(lists)
     state.resyncs += 1
-    state.last_resync = time.monotonic()
+    if set(kinds) == set(Kind):
+        state.last_resync = time.monotonic()
     dropped = {kind.value: n for kind, n in ghosts.items() if n}
     if dropped:
         logger.warning("fresh LIST dropped objects deleted while a watch was down: %s", dropped)
@@ -97,9 +100,11 @@ async def balancing_loop(
                 if current != term or balancer is None:
                     term, balancer = current, make_balancer()
                     state.view.needs_resync = True  # a new term starts from a fresh list
-                stale = time.monotonic() - state.last_resync >= options.resync_period_s
-                if state.view.needs_resync or stale:
-                    await resync(state, lister)
+                if time.monotonic() - state.last_resync >= options.resync_period_s:
+                    state.view.needs_resync = True
+                kinds = state.view.kinds_to_list()
+                if kinds:
+                    await resync(state, lister, kinds)
                 result = await balancer.run_round(state.view.observed())
                 state.rounds += 1
                 if result.api_errors:

@@ -202,9 +202,8 @@ def settings_of(vmm: VmmView) -> VmSettings | SettingsError:
     return found
 
 
-def _join(
-    vmm: VmmView, vm: VmView | None, vmi: VmiView | None, demand: DemandReading, force_ownership: bool
-) -> Managed:
+def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, force_ownership: bool) -> Managed:
+    """The join of one VirtualMachineMemory with its VM and VMI, without demand (see :class:`JoinCache`)."""
     settings = settings_of(vmm)
     if isinstance(settings, SettingsError):
         return Managed(vmm, Phase.INVALID, error=str(settings), vm=vm, vmi=vmi)
@@ -227,11 +226,106 @@ def _join(
         settings,
         vm=vm,
         vmi=vmi,
-        demand=demand.of(vmm.key) if phase is Phase.RUNNING else None,
         hold=hold,
         blocked=precondition_problem(vm, vmi if phase is Phase.RUNNING else None, owners),
         owners=owners,
     )
+
+
+def _same(a: object, b: object) -> bool:
+    """The same view: views are immutable, so the same object (the store's, until the object changes) or an
+    equal one (a VMI view remade each round with its failed migration) gives the same join."""
+    return a is b or (a is not None and b is not None and a == b)
+
+
+@dataclass
+class JoinCache:
+    """Each VirtualMachineMemory's join with its VM and VMI, and its policy input, kept across rounds.
+
+    The operator's view keeps one immutable view per object, replaced only when the object's resourceVersion
+    changes (:class:`dynamem.controller.view.Store`). A round at rest sees the same views as the last one, so
+    the join (settings, hold, preconditions, phase) and the policy's :class:`VmState` are made again only for
+    the VMs one of whose three views changed; demand, which moves every scrape, is set on the kept join. An
+    entry is dropped when its VirtualMachineMemory is gone. The result is what :func:`_join` and
+    :func:`vm_state` give; the cache only skips recomputing it.
+    """
+
+    joins: dict[ObjectKey, tuple[VmmView, VmView | None, VmiView | None, bool, Managed]] = field(
+        default_factory=dict
+    )
+    states: dict[ObjectKey, tuple[Managed, bool, VmState | None]] = field(default_factory=dict)
+
+    def join(
+        self,
+        vmm: VmmView,
+        vm: VmView | None,
+        vmi: VmiView | None,
+        demand: DemandReading,
+        force_ownership: bool,
+    ) -> Managed:
+        held = self.joins.get(vmm.key)
+        if (
+            held is not None
+            and held[3] == force_ownership
+            and _same(held[0], vmm)
+            and _same(held[1], vm)
+            and _same(held[2], vmi)
+        ):
+            base = held[4]
+        else:
+            base = _join(vmm, vm, vmi, force_ownership)
+            self.joins[vmm.key] = (vmm, vm, vmi, force_ownership, base)
+        if base.phase is not Phase.RUNNING:
+            return base
+        measured = demand.of(vmm.key)
+        if measured is None:
+            return base
+        # Managed(**base, demand=measured), spelt out: dataclasses.replace costs ten times as much
+        return Managed(
+            base.vmm,
+            base.phase,
+            base.settings,
+            base.error,
+            base.vm,
+            base.vmi,
+            measured,
+            base.hold,
+            base.blocked,
+            base.owners,
+        )
+
+    def state(self, item: Managed, held: Mapping[ObjectKey, str]) -> VmState | None:
+        """:func:`vm_state` of ``item``, remade only when its join or its being held changed."""
+        entry = self.joins.get(item.key)
+        base = entry[4] if entry is not None else None
+        if base is None or base.phase is not item.phase or base.vmi is not item.vmi:
+            return vm_state(item, held)  # changed within this round (e.g. unplaced): not cached
+        is_held = item.key in held
+        kept = self.states.get(item.key)
+        if kept is not None and kept[0] is base and kept[1] == is_held:
+            state = kept[2]
+        else:
+            state = vm_state(base, held)
+            self.states[item.key] = (base, is_held, state)
+        if state is None or state.demand == item.demand:
+            return state
+        return VmState(  # replace(state, demand=item.demand), spelt out (see join)
+            state.name,
+            state.limits,
+            state.assigned,
+            item.demand,
+            state.boot_memory,
+            state.hugepage,
+            state.in_flight_to,
+            state.last_change_at,
+        )
+
+    def keep_only(self, keys: Mapping[ObjectKey, object]) -> None:
+        """Drop the entries of VirtualMachineMemories that are gone."""
+        for memory in (self.joins, self.states):
+            if len(memory) > len(keys) or any(k not in keys for k in memory):
+                for key in [k for k in memory if k not in keys]:
+                    del memory[key]
 
 
 FINAL = frozenset({"Succeeded", "Failed"})
@@ -345,18 +439,23 @@ def build_snapshot(
     force_ownership: bool = False,
     now: float | None = None,
     shrink_window_s: float = 3600.0,
+    cache: JoinCache | None = None,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
     ``held``: VMs to keep as they are this round, with the reason (e.g. backing off after a refused change).
+    ``cache``: the joins of earlier rounds (a balancer keeps one); without it every join is made afresh.
     """
+    joins = cache if cache is not None else JoinCache()
+    held = held or {}
     vms = {vm.key: vm for vm in observed.vms}
     vmis = {vmi.key: vmi for vmi in observed.vmis}
     node_views = {node.name: node for node in observed.nodes}
     managed = {
-        vmm.key: _join(vmm, vms.get(vmm.key), vmis.get(vmm.key), demand, force_ownership)
+        vmm.key: joins.join(vmm, vms.get(vmm.key), vmis.get(vmm.key), demand, force_ownership)
         for vmm in observed.vmms
     }
+    joins.keep_only(managed)
 
     pods: dict[str, int] = defaultdict(int)
     pod_list = list(observed.pods)
@@ -379,7 +478,7 @@ def build_snapshot(
             continue
         overhead[vmi.node] += vmi.overhead if vmi.overhead is not None else default_overhead
         item = managed.get(vmi.key)
-        state = vm_state(item, held) if item is not None and item.phase is Phase.RUNNING else None
+        state = joins.state(item, held) if item is not None and item.phase is Phase.RUNNING else None
         if state is None or vmi.node not in node_views:
             vm = vms.get(vmi.key)
             taken = max(vmi.current or 0, vm.guest or 0 if vm is not None else 0)

@@ -8,13 +8,16 @@ shrinking a node, deleted VMIs counted as running, a deleted VirtualMachineMemor
 So the view is reconciled the way client-go's informers do it (``tools/cache/reflector.go``,
 ``ListAndWatch`` then ``Replace``): :meth:`ClusterView.replace` takes a fresh LIST at a resourceVersion and
 makes it the truth, keeping only what a watch event newer than that list says (an update or a deletion that
-arrived while the list was on its way). The loop calls it at start, when this replica becomes leader, after
-kopf re-lists (a listing event once the view is synced), after a round hit an API error, and every resync
-period. Resource versions are compared as the integers etcd makes them; one that is not is treated as oldest.
+arrived while the list was on its way). The loop lists every kind at start, when this replica becomes leader,
+after a round hit an API error, and every resync period; and a kind kopf re-listed (the first listing event
+after a pause of :data:`RELIST_GAP_S`, once the view is synced) once per re-list. A LIST that keeps an
+object at the resourceVersion already held keeps its view, so a round after it joins nothing again.
+Resource versions are compared as the integers etcd makes them; one that is not is treated as oldest.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,28 +58,43 @@ class Store(Generic[V]):
     items: dict[ObjectKey, tuple[int, V]] = field(default_factory=dict)
     deleted: dict[ObjectKey, int] = field(default_factory=dict)  # tombstones: key -> deletion's version
 
-    def put(self, body: Body) -> None:
+    def put(self, body: Body) -> bool:
+        """Keep this copy unless it is older than the one held; returns whether the view changed."""
         key, version = _key(body), resource_version(body)
         held = self.items.get(key)
         if held is not None and held[0] > version:
-            return  # an older copy than the one we have (a re-list replaying the past)
+            return False  # an older copy than the one we have (a re-list replaying the past)
         if self.deleted.get(key, -1) >= version:
-            return  # deleted after this copy was made
+            return False  # deleted after this copy was made
         self.deleted.pop(key, None)
-        self.items[key] = (version, self.make(body))
+        view = self.make(body)
+        if held is not None and held[1] == view:
+            # what dynamem reads is the same (a node's heartbeat, a replayed copy): keep the view held
+            self.items[key] = (version, held[1])
+            return False
+        self.items[key] = (version, view)
+        return True
 
-    def delete(self, body: Body) -> None:
+    def delete(self, body: Body) -> bool:
+        """Forget the object (unless a newer copy is held); returns whether the view changed."""
         key, version = _key(body), resource_version(body)
         held = self.items.get(key)
-        if held is None or held[0] <= version:
+        dropped = held is not None and held[0] <= version
+        if dropped:
             self.items.pop(key, None)
         self.deleted[key] = max(version, self.deleted.get(key, -1))
+        return dropped
 
     def replace(self, list_version: int, bodies: Iterable[Body]) -> int:
         """Make a LIST taken at ``list_version`` the truth; returns how many ghosts were dropped."""
         fresh: dict[ObjectKey, tuple[int, V]] = {}
         for body in bodies:
-            fresh[_key(body)] = (resource_version(body), self.make(body))
+            key, version = _key(body), resource_version(body)
+            held = self.items.get(key)
+            # the same resourceVersion is the same object: keep its view (a LIST of 40,000 objects would
+            # otherwise parse every one again, and every VM's join would be made again next round)
+            same = held is not None and version > 0 and held[0] == version
+            fresh[key] = held if same and held is not None else (version, self.make(body))
         for key, (version, view) in self.items.items():
             if version > list_version:  # a watch event newer than the list
                 fresh[key] = (version, view)
@@ -95,9 +113,20 @@ class Store(Generic[V]):
         return len(self.items)
 
 
+# kopf replays a re-list as a burst of listing events, one per object (30,000 and more at 10,000 VMs, over
+# tens of seconds when busy). The first listing event after a pause this long starts a new re-list.
+RELIST_GAP_S = 5.0
+
+
 @dataclass
 class ClusterView:
-    """The six resources a round reads, kept as small typed views."""
+    """The six resources a round reads, kept as small typed views.
+
+    ``needs_resync``: every kind is to be listed afresh (at start, a new term, after an API error).
+    ``relisted``: the kinds kopf re-listed since: each is listed afresh once per re-list, not once per
+    listing event, so a replay of 10,000 objects costs one LIST of that kind, not a LIST of everything
+    every round while the replay lasts.
+    """
 
     stores: Mapping[Kind, Store[Any]] = field(
         default_factory=lambda: {
@@ -111,24 +140,37 @@ class ClusterView:
     )
     synced: bool = False  # a full LIST has been applied
     needs_resync: bool = True
+    relisted: set[Kind] = field(default_factory=set)
+    last_listing: dict[Kind, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
-    def apply_event(self, kind: Kind, event_type: str | None, body: Body) -> None:
-        """One kopf event. A listing event (type None) once synced means kopf re-listed: resync."""
+    def apply_event(self, kind: Kind, event_type: str | None, body: Body) -> bool:
+        """One kopf event; returns whether what a round reads changed. A listing event (type None) once
+        synced, after a pause, means kopf re-listed: that kind is listed afresh."""
         store = self.stores[kind]
-        if event_type == "DELETED":
-            store.delete(body)
-        else:
-            store.put(body)
-        if event_type is None and self.synced:
-            self.needs_resync = True
+        changed = store.delete(body) if event_type == "DELETED" else store.put(body)
+        if event_type is None:
+            now = self.clock()
+            if self.synced and now - self.last_listing.get(kind, float("-inf")) > RELIST_GAP_S:
+                self.relisted.add(kind)
+            self.last_listing[kind] = now
+        return changed
+
+    def kinds_to_list(self) -> set[Kind]:
+        """The kinds to list afresh now (all of them, or those kopf re-listed), forgetting the re-lists: one
+        that starts while these LISTs are on their way asks again."""
+        kinds = set(Kind) if self.needs_resync or not self.synced else set(self.relisted)
+        self.relisted.clear()
+        return kinds
 
     def replace(self, lists: Mapping[Kind, tuple[int, Iterable[Body]]]) -> dict[Kind, int]:
-        """Fresh LISTs of every kind; returns the ghosts dropped per kind."""
+        """Fresh LISTs of some kinds (every kind: the view is synced); returns the ghosts dropped per kind."""
         ghosts = {
             kind: self.stores[kind].replace(version, bodies) for kind, (version, bodies) in lists.items()
         }
-        self.synced = True
-        self.needs_resync = False
+        if set(lists) == set(Kind):
+            self.synced = True
+            self.needs_resync = False
         return ghosts
 
     def observed(self) -> Observed:

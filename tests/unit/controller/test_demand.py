@@ -118,8 +118,9 @@ def test_read_queries_the_instant_api() -> None:
 
     reading = read_with(handler)
     assert reading.by_vm == {ObjectKey("office", "finance"): 3 * GI}
-    request, *signals = seen
-    assert [r.url.params["query"] for r in signals] == list(signal_queries().values())
+    asked = sorted(r.url.params["query"] for r in seen)  # all at once: in no particular order
+    assert asked == sorted([DEMAND_QUERY, *signal_queries().values()])
+    (request,) = [r for r in seen if r.url.params["query"] == DEMAND_QUERY]
     assert request.method == "GET"
     assert str(request.url).startswith("http://prometheus.test:9090/api/v1/query?")  # trailing / dropped
     assert request.url.params["query"] == DEMAND_QUERY
@@ -294,3 +295,61 @@ def test_prometheus_gets_the_bearer_token_read_at_each_query_and_429_is_retried(
     first, second = asyncio.run(two_reads())
     assert first.error is None and second.error is None  # type: ignore[attr-defined]
     assert seen == ["Bearer first", "Bearer first", "Bearer first", "Bearer rotated"]
+
+
+def test_the_signal_queries_go_out_together() -> None:
+    """A round waits for the slowest signal query, not for the sum of them (10,000 VMs: six big answers)."""
+    queries = signal_queries()
+    in_flight, most = 0, 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return httpx.Response(200, json=success(sample("office", "a", "5")))
+
+    async def go() -> DemandReading:
+        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
+        try:
+            return await source.read()
+        finally:
+            await source.close()
+
+    reading = asyncio.run(go())
+    assert reading.signals_of(ObjectKey("office", "a")).available == 5
+    assert most == len(queries) + 1  # the demand query too
+
+
+def test_the_peak_over_the_shrink_window_is_read_once_a_minute_and_kept_between() -> None:
+    queries = signal_queries()
+    asked: list[str] = []
+    peak = {"value": "100"}
+    now = {"t": 1000.0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        query = request.url.params["query"]
+        asked.append(query)
+        value = peak["value"] if query == queries["used_peak"] else "5"
+        return httpx.Response(200, json=success(sample("office", "a", value)))
+
+    async def go() -> list[DemandReading]:
+        source = PrometheusDemand(
+            "http://prometheus.test", timeout=1.0, signals=queries, clock=lambda: now["t"]
+        )
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
+        readings = []
+        try:
+            for t, value in ((1000.0, "100"), (1030.0, "200"), (1060.0, "300")):
+                now["t"], peak["value"] = t, value
+                readings.append(await source.read())
+        finally:
+            await source.close()
+        return readings
+
+    first, kept, fresh = (r.signals_of(ObjectKey("office", "a")).used_peak for r in asyncio.run(go()))
+    assert (first, kept, fresh) == (100, 100, 300)  # 30 s later the kept peak; 60 s later a fresh one
+    assert asked.count(queries["used_peak"]) == 2
+    assert asked.count(queries["usable"]) == 3 and asked.count(DEMAND_QUERY) == 3

@@ -1,0 +1,18 @@
+"""The garbage collector's thresholds for the operator's large heap (:mod:`dynamem.controller.gc_tuning`)."""
+
+from __future__ import annotations
+
+import gc
+
+from dynamem.controller.gc_tuning import THRESHOLDS, tune_for_large_heap
+
+
+def test_the_thresholds_are_set_and_the_previous_ones_returned() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        assert tune_for_large_heap() == (700, 10, 10)
+        assert gc.get_threshold() == THRESHOLDS
+        assert gc.isenabled()  # cycles are still collected, only less often
+    finally:
+        gc.set_threshold(*before)
