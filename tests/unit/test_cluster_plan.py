@@ -172,6 +172,10 @@ def test_a_steady_rise_is_grown_ahead_of_and_noise_is_not() -> None:
     assert estimate_demand(noisy, CONFIG) == (2 * GiB, False)
     # A falling use adds nothing, and the window's peak still counts when it is higher.
     assert estimate_demand(replace(rising, used_rise_bps=-1e6, used_peak=3 * GiB), CONFIG) == (3 * GiB, False)
+    # A rise that turned back down (use now 2Gi, the window's peak 3Gi: a step up and down again) is no
+    # rise to grow ahead of: the peak counts, the slope does not.
+    turned = replace(rising, used_rise_bps=float(MiB), used_peak=3 * GiB)
+    assert estimate_demand(turned, CONFIG) == (3 * GiB, False)
     # Paging: the larger of x1.5 of its size and its use plus the rise. 1Gi guest needing 4Gi shows 947.5Mi
     # used; rising 1Mi/s: 947.5Mi + 3600Mi > 1.5Gi.
     paging = make_vm("p", "n1", size=1, demand=4, used_rise_bps=float(MiB))

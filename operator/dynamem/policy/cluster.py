@@ -207,10 +207,13 @@ def is_paging(vm: ClusterVm, config: BalanceConfig) -> bool:
 
 def _ahead(vm: ClusterVm, config: BalanceConfig) -> int:
     """What a steady rise in use adds over ``trend_horizon_s``: nothing unless use rose over the shrink
-    window by more than the dead band (noise around a level is no trend)."""
+    window by more than the dead band (noise around a level is no trend) and is still at the window's peak
+    (a rise that stopped and turned back down, a step up and down again, is no rise to grow ahead of)."""
     rise = vm.used_rise_bps * config.shrink_window_s
     band = max(config.dead_band_bytes, vm.assigned * config.dead_band_percent // 100)
     if config.trend_horizon_s <= 0 or rise < band:
+        return 0
+    if vm.used is not None and vm.used_peak is not None and vm.used < vm.used_peak - band:
         return 0
     return int(vm.used_rise_bps * config.trend_horizon_s)
 
