@@ -270,6 +270,34 @@ def test_pending_starts_keep_their_room() -> None:
     assert waiting.assigned == 3 * GiB
 
 
+def test_a_grow_does_not_take_the_hole_a_vm_waiting_to_start_needs() -> None:
+    # n1 (4Gi) is full: a (1Gi, paging: demand taken as 1.5Gi, target 1.875Gi) and b (3Gi at its floor);
+    # n2 (4Gi) is empty. Alone, a grows to its target on n2. With a 3.5Gi launcher pod waiting to start, the
+    # cluster has 8 - 3.5 = 4.5Gi for a and b: their floors (4Gi) and 0.5Gi of a's demand, so a wants 1.5Gi,
+    # which fits only on n2; n2 would keep 2.5Gi and n1 1Gi, and the waiting pod would fit nowhere. Its hole
+    # on n2 is kept; a stays.
+    a = make_vm("a", "n1", size=1, demand=2, startup=1)
+    b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4}, a, b)
+    (grow,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
+    waiting = plan_cluster(replace(state, pending=(3584 * MiB,)), CONFIG, 0.0)
+    assert waiting.changes == ()
+    assert "no node has room" in waiting.decisions[0].reason
+
+
+def test_room_is_made_for_a_vm_waiting_to_start_by_moving_a_smaller_vm() -> None:
+    # A 3Gi launcher pod waits; no node has 3Gi free (n1 1Gi, n2 2Gi, n3 2Gi). Moving c (2Gi, at its floor)
+    # from n2 to n3 leaves n2 4Gi free for it; moving d (3Gi) off n1 would need a 3Gi hole too.
+    c = make_vm("c", "n2", size=2, demand=1, startup=2, maximum=2)
+    d = make_vm("d", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4, "n3": 2}, c, d)
+    assert plan_cluster(state, CONFIG, 0.0).changes == ()
+    plan = plan_cluster(replace(state, pending=(3 * GiB,)), CONFIG, 0.0)
+    assert [(ch.name, ch.assigned, ch.target_node) for ch in plan.changes] == [("c", 2 * GiB, "n3")]
+    assert "make room on n2 for a VM waiting to start" in plan.decisions[0].reason
+
+
 def test_descheduler_relieves_the_busiest_node_without_resizing() -> None:
     # n1 uses 6Gi of 8Gi (75 %), n2 1Gi (12.5 %): mean 44 %, n1 is 31 points above (> 10): the lowest
     # priority VM on n1 is evicted to n2 at its size.

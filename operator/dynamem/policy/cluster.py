@@ -37,7 +37,8 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
    hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
    fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
-   migrations, only when that serves demand).
+   migrations, only when that serves demand). Launcher pods waiting to start (``pending``) are placed first:
+   each keeps a hole it fits in, or one is made by moving the smallest VM that frees it off a node.
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
@@ -523,6 +524,34 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     )
     movable = {r.vm.name: r for r in records if r.held is None}
     planned: set[str] = set()
+    # Launcher pods waiting to start (a VMI Pending, unschedulable) keep a hole they fit in, largest first:
+    # no grow takes it. With no such hole, one is made by moving the smallest VM that frees it off a node
+    # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
+    # for one migration of a VM that keeps its size.
+    for request in sorted(state.pending, reverse=True):
+        ask: _Ask = (request, None)
+        node = room.best(ask, "")
+        if node is None and in_flight < budget:
+            made = _room_for_start(request, room, movable, planned, outbound, per_node)
+            if made is not None:
+                helper, away, node = made
+                size = helper.want if helper.want < helper.vm.assigned else helper.vm.assigned
+                room.take(away, _ask(helper.vm, size))
+                room.leave(helper.vm.node, _ask(helper.vm, helper.vm.assigned))
+                outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
+                in_flight += 1
+                helper.size = size
+                helper.target_node = away
+                why = f"make room on {helper.vm.node} for a VM waiting to start"
+                if size == helper.vm.assigned:
+                    helper.kind = "room"
+                    helper.reason = f"moved to {why}"
+                else:
+                    helper.notes.append(f"moved off to {why}")
+                planned.add(helper.vm.name)
+                order.append(helper.vm.name)
+        if node is not None:
+            room.take(node, ask)
     for r in changes:
         vm = r.vm
         if r.vm.name in planned:
@@ -583,6 +612,37 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         planned.add(vm.name)
         order.append(vm.name)
     return order
+
+
+def _room_for_start(
+    request: int,
+    room: _Room,
+    movable: dict[str, VmPlan],
+    planned: set[str],
+    outbound: dict[str, int],
+    per_node: int,
+) -> tuple[VmPlan, str, str] | None:
+    """The smallest VM to move off a node (at its planned size when that is a shrink) so that a launcher pod
+    of ``request`` waiting to start fits there: (that VM, where it goes, the freed node)."""
+    best: tuple[int, str, VmPlan, str] | None = None
+    for name, other in sorted(movable.items()):
+        o = other.vm
+        if name in planned or other.paging or o.node in room.locked or o.pages is not None:
+            continue
+        if outbound.get(o.node, 0) >= per_node:
+            continue
+        if room.free(o.node) + o.request < request:
+            continue
+        size = other.want if other.want < o.assigned else o.assigned
+        away = room.best(_ask(o, size), o.node, allowed=o.allowed_nodes)
+        if away is None:
+            continue
+        if best is None or size < best[0]:
+            best = (size, name, other, away)
+    if best is None:
+        return None
+    _, _, helper, away = best
+    return helper, away, helper.vm.node
 
 
 def _make_room(
