@@ -224,6 +224,27 @@ def test_memory_above_target_is_given_back_when_the_cluster_is_tight() -> None:
     assert "within shrink band" in roomy.decisions[0].reason
 
 
+def test_a_shortage_takes_buffer_not_demand() -> None:
+    # 10.5Gi of nodes; z sits at its 3Gi floor. x (3.25Gi, using 3Gi, low priority) and y (2Gi, paging, used
+    # 5Gi in the window: demand 5Gi, high priority) have floors of 1Gi: 10.5 - 5 = 5.5Gi for 2 + 4Gi of
+    # demand above their floors. Water-filling by priority would cut x to 2.5Gi, below the 3Gi it uses: it
+    # would page at once and its 0.5Gi would only move unmet demand to y, for a migration. x gives back its
+    # buffer only (3.25 -> 3Gi), which needs a 3Gi hole no node has.
+    x = make_vm("x", "n1", size=3.25, demand=3, startup=1, priority=1)
+    y = make_vm("y", "n2", size=2, demand=4, startup=1, priority=100, peak=5)
+    z = make_vm("z", "n3", size=3, demand=0.5, startup=3, maximum=3)
+    plan = plan_cluster(make_state({"n1": 3.5, "n2": 2, "n3": 5}, x, y, z), CONFIG, 0.0)
+    assert plan.reason.startswith("cluster short")
+    assert plan.decisions[0].reason == "kept; no node has room for 3Gi"
+    # at its demand already, x is not shrunk at all
+    at_demand = plan_cluster(
+        make_state({"n1": 3.5, "n2": 2, "n3": 5}, replace(x, assigned=3 * GiB, request=3 * GiB), y, z),
+        CONFIG,
+        0.0,
+    )
+    assert "cluster short: kept at its demand" in at_demand.decisions[0].reason
+
+
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:
     # big (3Gi) pages on n1: demand taken as 4.5Gi, target 5.625Gi. No node has room for it, nor even for
     # 3Gi + 5 % (n2 has 3Gi free, n3 2.75Gi). small (2.75Gi, at its floor) can go from n2 to n3; then n2 has

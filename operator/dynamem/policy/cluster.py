@@ -23,12 +23,13 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
 3. **worth**: a change pays for itself. A VM below its demand always may grow; a buffer-only grow must restore
    at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
    (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
-   at least the shrink band, unless the memory is needed (the cluster is short), and a VM changed less than
-   ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size for a window; a
-   shrink now and a grow at the next peak would be two migrations for nothing). When the cluster has less
-   memory to spare beyond every VM's target than the largest VM needs to move or start at its floor, a VM
-   above its target is shrunk in dead-band steps rather than only past the wide shrink band: memory held
-   above targets is then what keeps other VMs from moving or starting.
+   at least the shrink band, unless the memory is needed (the cluster is short: then a VM gives back its
+   buffer but is never cut below its demand, which would only move unmet demand for a migration), and a VM
+   changed less than ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size
+   for a window; a shrink now and a grow at the next peak would be two migrations for nothing). When the
+   cluster has less memory to spare beyond every VM's target than the largest VM needs to move or start at
+   its floor, a VM above its target is shrunk in dead-band steps rather than only past the wide shrink
+   band: memory held above targets is then what keeps other VMs from moving or starting.
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
    request on it, in-flight migration targets included, and the targets this plan already chose); among those,
@@ -367,6 +368,15 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
                 r.want = min(r.top, want + extra)
             continue
         if want < cur:
+            if short and want < r.level:
+                # A shortage takes a running VM's buffer, not its demand: a VM cut below its demand pages at
+                # once, and the memory it frees only moves unmet demand to another VM, for a migration.
+                keep = min(cur, r.level)
+                want = r.want = keep - keep % r.unit
+                if want >= cur:
+                    r.want = cur
+                    r.notes.append("cluster short: kept at its demand, not cut below it")
+                    continue
             freed = cur - want
             if short:
                 band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
