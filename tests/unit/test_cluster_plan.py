@@ -242,7 +242,7 @@ def test_a_shortage_takes_buffer_not_demand() -> None:
         CONFIG,
         0.0,
     )
-    assert "cluster short: kept at its demand" in at_demand.decisions[0].reason
+    assert "cluster short: kept, not cut below its demand" in at_demand.decisions[0].reason
 
 
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:

@@ -375,7 +375,7 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
                 want = r.want = keep - keep % r.unit
                 if want >= cur:
                     r.want = cur
-                    r.notes.append("cluster short: kept at its demand, not cut below it")
+                    r.notes.append("cluster short: kept, not cut below its demand")
                     continue
             freed = cur - want
             if short:
