@@ -224,6 +224,27 @@ def test_memory_above_target_is_given_back_when_the_cluster_is_tight() -> None:
     assert "within shrink band" in roomy.decisions[0].reason
 
 
+def test_a_shortage_takes_buffer_not_demand() -> None:
+    # 10.5Gi of nodes; z sits at its 3Gi floor. x (3.25Gi, using 3Gi, low priority) and y (2Gi, paging, used
+    # 5Gi in the window: demand 5Gi, high priority) have floors of 1Gi: 10.5 - 5 = 5.5Gi for 2 + 4Gi of
+    # demand above their floors. Water-filling by priority would cut x to 2.5Gi, below the 3Gi it uses: it
+    # would page at once and its 0.5Gi would only move unmet demand to y, for a migration. x gives back its
+    # buffer only (3.25 -> 3Gi), which needs a 3Gi hole no node has.
+    x = make_vm("x", "n1", size=3.25, demand=3, startup=1, priority=1)
+    y = make_vm("y", "n2", size=2, demand=4, startup=1, priority=100, peak=5)
+    z = make_vm("z", "n3", size=3, demand=0.5, startup=3, maximum=3)
+    plan = plan_cluster(make_state({"n1": 3.5, "n2": 2, "n3": 5}, x, y, z), CONFIG, 0.0)
+    assert plan.reason.startswith("cluster short")
+    assert plan.decisions[0].reason == "kept; no node has room for 3Gi"
+    # at its demand already, x is not shrunk at all
+    at_demand = plan_cluster(
+        make_state({"n1": 3.5, "n2": 2, "n3": 5}, replace(x, assigned=3 * GiB, request=3 * GiB), y, z),
+        CONFIG,
+        0.0,
+    )
+    assert "cluster short: kept, not cut below its demand" in at_demand.decisions[0].reason
+
+
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:
     # big (3Gi) pages on n1: demand taken as 4.5Gi, target 5.625Gi. No node has room for it, nor even for
     # 3Gi + 5 % (n2 has 3Gi free, n3 2.75Gi). small (2.75Gi, at its floor) can go from n2 to n3; then n2 has
@@ -268,6 +289,34 @@ def test_pending_starts_keep_their_room() -> None:
     assert alone.assigned == 3840 * MiB
     (waiting,) = plan_cluster(replace(state, pending=(5 * GiB,)), CONFIG, 0.0).changes
     assert waiting.assigned == 3 * GiB
+
+
+def test_a_grow_does_not_take_the_hole_a_vm_waiting_to_start_needs() -> None:
+    # n1 (4Gi) is full: a (1Gi, paging: demand taken as 1.5Gi, target 1.875Gi) and b (3Gi at its floor);
+    # n2 (4Gi) is empty. Alone, a grows to its target on n2. With a 3.5Gi launcher pod waiting to start, the
+    # cluster has 8 - 3.5 = 4.5Gi for a and b: their floors (4Gi) and 0.5Gi of a's demand, so a wants 1.5Gi,
+    # which fits only on n2; n2 would keep 2.5Gi and n1 1Gi, and the waiting pod would fit nowhere. Its hole
+    # on n2 is kept; a stays.
+    a = make_vm("a", "n1", size=1, demand=2, startup=1)
+    b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4}, a, b)
+    (grow,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
+    waiting = plan_cluster(replace(state, pending=(3584 * MiB,)), CONFIG, 0.0)
+    assert waiting.changes == ()
+    assert "no node has room" in waiting.decisions[0].reason
+
+
+def test_room_is_made_for_a_vm_waiting_to_start_by_moving_a_smaller_vm() -> None:
+    # A 3Gi launcher pod waits; no node has 3Gi free (n1 1Gi, n2 2Gi, n3 2Gi). Moving c (2Gi, at its floor)
+    # from n2 to n3 leaves n2 4Gi free for it; moving d (3Gi) off n1 would need a 3Gi hole too.
+    c = make_vm("c", "n2", size=2, demand=1, startup=2, maximum=2)
+    d = make_vm("d", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4, "n3": 2}, c, d)
+    assert plan_cluster(state, CONFIG, 0.0).changes == ()
+    plan = plan_cluster(replace(state, pending=(3 * GiB,)), CONFIG, 0.0)
+    assert [(ch.name, ch.assigned, ch.target_node) for ch in plan.changes] == [("c", 2 * GiB, "n3")]
+    assert "make room on n2 for a VM waiting to start" in plan.decisions[0].reason
 
 
 def test_descheduler_relieves_the_busiest_node_without_resizing() -> None:

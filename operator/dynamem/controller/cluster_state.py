@@ -130,11 +130,13 @@ def cluster_state(
     default_overhead: int,
     now: float | None = None,
     shrink_window_s: float = 3600.0,
+    pending: tuple[int, ...] = (),
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
     ``node_views``: the nodes as observed, for where each VM may go (None: anywhere) and their hugepages;
-    ``page_requests``: hugepages requested per (node, resource)."""
+    ``page_requests``: hugepages requested per (node, resource); ``pending``: the memory requests of launcher
+    pods waiting to start."""
     pages = page_requests or {}
     views = node_views or {}
     cluster_nodes = tuple(
@@ -192,4 +194,4 @@ def cluster_state(
         for m in migrations
         if not m.final and m.vmi in vmis and vmis[m.vmi].node is not None
     )
-    return ClusterState(nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight)
+    return ClusterState(nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending)

@@ -532,6 +532,18 @@ def build_snapshot(
         ],
         vmis,
     )
+    # launcher pods of VMIs waiting to start (no node yet; unschedulable while no node has room): the plan
+    # keeps a hole for each (KubeVirt's target pods of migrations belong to a VMI that has a node)
+    pending = tuple(
+        pod.request
+        for pod in pod_list
+        if pod.launcher
+        and not pod.node
+        and not pod.finished
+        and pod.vmi
+        and (owner := vmis.get(ObjectKey(pod.key.namespace, pod.vmi))) is not None
+        and owner.node is None
+    )
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
@@ -547,6 +559,7 @@ def build_snapshot(
         default_overhead=default_overhead,
         now=now,
         shrink_window_s=shrink_window_s,
+        pending=pending,
     )
     return Snapshot(
         nodes,

@@ -23,12 +23,13 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
 3. **worth**: a change pays for itself. A VM below its demand always may grow; a buffer-only grow must restore
    at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
    (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
-   at least the shrink band, unless the memory is needed (the cluster is short), and a VM changed less than
-   ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size for a window; a
-   shrink now and a grow at the next peak would be two migrations for nothing). When the cluster has less
-   memory to spare beyond every VM's target than the largest VM needs to move or start at its floor, a VM
-   above its target is shrunk in dead-band steps rather than only past the wide shrink band: memory held
-   above targets is then what keeps other VMs from moving or starting.
+   at least the shrink band, unless the memory is needed (the cluster is short: then a VM gives back its
+   buffer but is never cut below its demand, which would only move unmet demand for a migration), and a VM
+   changed less than ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size
+   for a window; a shrink now and a grow at the next peak would be two migrations for nothing). When the
+   cluster has less memory to spare beyond every VM's target than the largest VM needs to move or start at
+   its floor, a VM above its target is shrunk in dead-band steps rather than only past the wide shrink
+   band: memory held above targets is then what keeps other VMs from moving or starting.
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
    request on it, in-flight migration targets included, and the targets this plan already chose); among those,
@@ -37,7 +38,8 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
    hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
    fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
-   migrations, only when that serves demand).
+   migrations, only when that serves demand). Launcher pods waiting to start (``pending``) are placed first:
+   each keeps a hole it fits in, or one is made by moving the smallest VM that frees it off a node.
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
@@ -366,6 +368,15 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
                 r.want = min(r.top, want + extra)
             continue
         if want < cur:
+            if short and want < r.level:
+                # A shortage takes a running VM's buffer, not its demand: a VM cut below its demand pages at
+                # once, and the memory it frees only moves unmet demand to another VM, for a migration.
+                keep = min(cur, r.level)
+                want = r.want = keep - keep % r.unit
+                if want >= cur:
+                    r.want = cur
+                    r.notes.append("cluster short: kept, not cut below its demand")
+                    continue
             freed = cur - want
             if short:
                 band = max(config.dead_band_bytes, cur * config.dead_band_percent // 100)
@@ -523,6 +534,34 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     )
     movable = {r.vm.name: r for r in records if r.held is None}
     planned: set[str] = set()
+    # Launcher pods waiting to start (a VMI Pending, unschedulable) keep a hole they fit in, largest first:
+    # no grow takes it. With no such hole, one is made by moving the smallest VM that frees it off a node
+    # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
+    # for one migration of a VM that keeps its size.
+    for request in sorted(state.pending, reverse=True):
+        ask: _Ask = (request, None)
+        node = room.best(ask, "")
+        if node is None and in_flight < budget:
+            made = _room_for_start(request, room, movable, planned, outbound, per_node)
+            if made is not None:
+                helper, away, node = made
+                size = helper.want if helper.want < helper.vm.assigned else helper.vm.assigned
+                room.take(away, _ask(helper.vm, size))
+                room.leave(helper.vm.node, _ask(helper.vm, helper.vm.assigned))
+                outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
+                in_flight += 1
+                helper.size = size
+                helper.target_node = away
+                why = f"make room on {helper.vm.node} for a VM waiting to start"
+                if size == helper.vm.assigned:
+                    helper.kind = "room"
+                    helper.reason = f"moved to {why}"
+                else:
+                    helper.notes.append(f"moved off to {why}")
+                planned.add(helper.vm.name)
+                order.append(helper.vm.name)
+        if node is not None:
+            room.take(node, ask)
     for r in changes:
         vm = r.vm
         if r.vm.name in planned:
@@ -583,6 +622,37 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         planned.add(vm.name)
         order.append(vm.name)
     return order
+
+
+def _room_for_start(
+    request: int,
+    room: _Room,
+    movable: dict[str, VmPlan],
+    planned: set[str],
+    outbound: dict[str, int],
+    per_node: int,
+) -> tuple[VmPlan, str, str] | None:
+    """The smallest VM to move off a node (at its planned size when that is a shrink) so that a launcher pod
+    of ``request`` waiting to start fits there: (that VM, where it goes, the freed node)."""
+    best: tuple[int, str, VmPlan, str] | None = None
+    for name, other in sorted(movable.items()):
+        o = other.vm
+        if name in planned or other.paging or o.node in room.locked or o.pages is not None:
+            continue
+        if outbound.get(o.node, 0) >= per_node:
+            continue
+        if room.free(o.node) + o.request < request:
+            continue
+        size = other.want if other.want < o.assigned else o.assigned
+        away = room.best(_ask(o, size), o.node, allowed=o.allowed_nodes)
+        if away is None:
+            continue
+        if best is None or size < best[0]:
+            best = (size, name, other, away)
+    if best is None:
+        return None
+    _, _, helper, away = best
+    return helper, away, helper.vm.node
 
 
 def _make_room(

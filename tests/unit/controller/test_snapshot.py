@@ -269,3 +269,26 @@ def test_the_target_pod_of_a_live_migration_counts_on_its_node() -> None:
     snapshot = build_snapshot(seen, NO_DEMAND)
     assert snapshot.pools["host"].pods == 0
     assert snapshot.pools["other"].pods == 3 * GI
+
+
+def test_a_launcher_pod_waiting_to_start_is_given_to_the_plan_and_a_migration_target_is_not() -> None:
+    # payroll's VMI has no node yet and its 3Gi launcher pod is unbound (unschedulable): the plan keeps a hole
+    # for it. finance runs on host; the unbound 2Gi launcher pod of its live migration is no start.
+    seen = observed(
+        vmms=[make_vmm_body("finance")],
+        vms=[make_vm_body("finance")],
+        vmis=[make_vmi_body("finance"), make_vmi_body("payroll", node=None, phase="Scheduling")],
+        nodes=[make_node_body("host", allocatable="8Gi")],
+        pods=[
+            make_pod_body("virt-launcher-finance-a", launcher=True, requests=["1Gi"], domain="finance"),
+            make_pod_body(
+                "virt-launcher-finance-b", node=None, launcher=True, requests=["2Gi"], domain="finance"
+            ),
+            make_pod_body(
+                "virt-launcher-payroll-a", node=None, launcher=True, requests=["3Gi"], domain="payroll"
+            ),
+        ],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.cluster is not None
+    assert snapshot.cluster.pending == (3 * GI,)
