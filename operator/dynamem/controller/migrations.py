@@ -1,14 +1,15 @@
-"""What the operator reads of KubeVirt's VirtualMachineInstanceMigrations: whether its change failed.
+"""What the operator reads of KubeVirt's VirtualMachineInstanceMigrations: which failed last.
 
 In KubeVirt v1.7.0 every change of a running VM's ``memory.guest`` is carried out by a live migration
 (``shared/KUBEVIRT.md``, ``docs/kubevirt-sim.md``). When the migration's target pod fits on no node, the
 migration controller (``pkg/virt-controller/watch/migration/migration.go``, ``handlePendingPodTimeout``)
 deletes it after the pending timeout and the migration ends ``Failed``, but the VMI is left as it was: on its
-node, at its old size, with ``HotMemoryChange`` still True and no ``RestartRequired``. Its conditions do not
-say the change failed; only the migration does. So a VMI whose latest migration failed, with none of its
-migrations still going, created after dynamem's last change of that VM, is a change KubeVirt did not carry
-out: :func:`dynamem.controller.snapshot.stuck` treats it like a failed hotplug, and the balancer takes the
-change back (writes the guest's size back, holds the VM, says so in status and an Event).
+node, at its old size, with ``HotMemoryChange`` still True and no ``RestartRequired``. That is no refusal:
+the workload-updater (``watch/workload-updater/workload-updater.go``, ``doesRequireMigration``) migrates such
+a VMI again, spaced by ``handleMigrationBackoff`` (20 s, doubling). So the operator leaves the change in
+flight (taken back only when it is not done by its deadline), and a VM whose latest migration failed, with
+none going, is marked (``failed_migration_at``) for the plan, which holds it a while before it moves it
+again.
 """
 
 from __future__ import annotations
