@@ -530,6 +530,7 @@ class Suite:
         self.checker.start()
         self.start_replica()
         self.start_replica()
+        self.replicas_up()  # under heavy load a replica takes a minute or more to start
         self.leader()
         self.fault("warm-up", lambda: False)
         self.outcomes.clear()  # the warm-up is not a fault
