@@ -180,6 +180,7 @@ class Checker(threading.Thread):
         self.reads = 0
         self.migration_seen: dict[str, float] = {}  # monotonic time a migration was first read
         self.migration_done: dict[str, float] = {}  # ... and first read Succeeded
+        self.migration_failed: set[str] = set()  # ... read Failed (KubeVirt retries the change itself)
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         found: Any = self.custom.list_namespaced_custom_object(
@@ -215,8 +216,11 @@ class Checker(threading.Thread):
         for migration in self._list("virtualmachineinstancemigrations"):
             name = migration["metadata"]["name"]
             self.migration_seen.setdefault(name, read_at)
-            if (migration.get("status") or {}).get("phase") == "Succeeded":
+            phase = (migration.get("status") or {}).get("phase")
+            if phase == "Succeeded":
                 self.migration_done.setdefault(name, read_at)
+            elif phase == "Failed":
+                self.migration_failed.add(name)
         vmms = {v["metadata"]["name"]: v for v in self._list("virtualmachinememories")}
         vms = {v["metadata"]["name"]: v for v in self._list("virtualmachines")}
         vmis = {v["metadata"]["name"]: v for v in self._list("virtualmachineinstances")}
@@ -553,6 +557,10 @@ class Suite:
         for kind, count in sorted(self.checker.violations.counts.items()):
             print(f"violation {kind}: {count} (e.g. {self.checker.violations.examples[kind]})")
         print(f"checker: {self.checker.reads} reads of the API server")
+        print(
+            f"migrations: {len(self.checker.migration_done)} succeeded, "
+            f"{len(self.checker.migration_failed)} failed"
+        )
         for replica in self.exited:
             print(f"replica exited on its own (replaced); its log: {replica.log}")
         if self.waits:

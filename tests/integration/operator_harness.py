@@ -332,21 +332,41 @@ class Stack(KubeVirtReads):
                 f"not converged to {dict(expected)}: has {[(n, self.has(n)) for n in expected]}\n{logs}"
             ) from None
 
+    def rounds(self) -> int:
+        """Balancing rounds the operator's replicas ran so far (a standby runs none)."""
+        return sum(int(o.gauge("dynamem_balance_rounds_total") or 0) for o in self.operators if o.alive())
+
     def reach(
-        self, at_least: Mapping[str, float], timeout: float = 120.0, tolerance: int = MI
+        self,
+        at_least: Mapping[str, float],
+        timeout: float = 120.0,
+        tolerance: int = MI,
+        quiet_rounds: int = 3,
+        quiet_s: float = 4.0,
     ) -> dict[str, int]:
-        """Wait until every named guest has at least the given GiB and what dynamem asked for, checking
-        KubeVirt's invariants on the way; returns what each has. The cluster plan grows a paging guest
-        multiplicatively (its demand is unknown while it pages), so it may end above its demand's size."""
+        """Wait until every named guest has at least the given GiB and what dynamem asked for, and keeps it
+        while the operator runs ``quiet_rounds`` rounds over at least ``quiet_s`` seconds (a few scrapes),
+        checking KubeVirt's invariants on the way; returns what each has. The cluster plan grows a paging
+        guest multiplicatively (its demand is unknown while it pages), so it may end above its demand's size;
+        and the change that brings a guest to its demand may be followed by a grow for its buffer, decided
+        once a sample of its new size shows its use: the first moment a guest reaches its demand is not yet
+        where the operator leaves it."""
+        quiet: tuple[dict[str, int], int, float] | None = None  # sizes, rounds and time when first seen
 
         def check() -> dict[str, int] | None:
+            nonlocal quiet
             self.check_kubevirt_invariants()
             has = {n: self.has(n) or 0 for n in at_least}
             done = all(has[n] >= at_least[n] * GI - tolerance and self.guest(n) == has[n] for n in at_least)
-            return has if done else None
+            rounds = self.rounds()
+            if not done or quiet is None or quiet[0] != has or rounds < quiet[1]:
+                quiet = (has, rounds, time.monotonic()) if done else None
+                return None
+            still = rounds - quiet[1] >= quiet_rounds and time.monotonic() - quiet[2] >= quiet_s
+            return has if still else None
 
         try:
-            return wait_until(f"at least {dict(at_least)}", check, timeout=timeout, every=0.3)
+            return wait_until(f"at least {dict(at_least)}, and kept", check, timeout=timeout, every=0.3)
         except AssertionError:
             logs = self.operator.logs()[-4000:] if self.operator else ""
             raise AssertionError(
