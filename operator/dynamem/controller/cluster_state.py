@@ -191,6 +191,7 @@ def cluster_state(
                     in_flight_to=state.in_flight_to,
                     last_change_at=state.last_change_at,
                     last_failed_at=vmi.failed_migration_at,
+                    failures=vmi.failed_migrations,
                     allowed_nodes=allowed,
                     pages=vmi.pages,
                 )

@@ -56,16 +56,20 @@ def migration_view(body: Body) -> MigrationView:
 
 
 def with_failed_migrations(vmis: Iterable[VmiView], migrations: Iterable[MigrationView]) -> list[VmiView]:
-    """The VMIs, each with ``failed_migration_at`` set when its latest migration failed and none is going."""
+    """The VMIs, each with ``failed_migration_at`` set when its latest migration failed and none is going,
+    and ``failed_migrations`` the failed ones since its last success (the plan's backoff doubles with it)."""
     by_vmi: dict[ObjectKey, list[MigrationView]] = {}
     for migration in migrations:
         by_vmi.setdefault(migration.vmi, []).append(migration)
     found: list[VmiView] = []
     for vmi in vmis:
-        mine = by_vmi.get(vmi.key, [])
-        if mine and all(m.final for m in mine):
-            latest = max(mine, key=lambda m: (m.created or 0.0, m.key.name))
-            if latest.phase == "Failed":
-                vmi = replace(vmi, failed_migration_at=latest.created or 0.0)
+        mine = sorted(by_vmi.get(vmi.key, []), key=lambda m: (m.created or 0.0, m.key.name))
+        if mine and all(m.final for m in mine) and mine[-1].phase == "Failed":
+            failures = 0
+            for migration in reversed(mine):
+                if migration.phase != "Failed":
+                    break
+                failures += 1
+            vmi = replace(vmi, failed_migration_at=mine[-1].created or 0.0, failed_migrations=failures)
         found.append(vmi)
     return found
