@@ -149,9 +149,15 @@ def test_a_memory_change_is_a_migration_to_another_node(
     assert vmi["status"]["migrationState"]["completed"] is True
     assert vmi["status"]["migrationState"]["sourceNode"] == a
     assert "HotMemoryChange" not in {c["type"] for c in vmi["status"].get("conditions", [])}
-    (migration,) = world.migrations()
+
+    # the migration's phase follows the VMI's move (virt-handler finalizes the VMI, then the controller
+    # updates the migration): read it once it has
+    def succeeded() -> list[Mapping[str, Any]] | None:
+        found = world.migrations()
+        return found if all(m.get("status", {}).get("phase") == "Succeeded" for m in found) else None
+
+    (migration,) = wait("the migration Succeeded", succeeded)
     assert migration["metadata"]["name"].startswith("kubevirt-workload-update-")
-    assert migration["status"]["phase"] == "Succeeded"
     # the source pod goes; the target pod was placed by the scheduler, away from the source
     pods = wait("source pod gone", lambda: [p for p in world.pods()] if len(world.pods()) == 1 else None)
     assert pods[0].metadata.name != source_pod and pods[0].spec.node_name == b
