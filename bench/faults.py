@@ -180,6 +180,7 @@ class Checker(threading.Thread):
         self.reads = 0
         self.migration_seen: dict[str, float] = {}  # monotonic time a migration was first read
         self.migration_done: dict[str, float] = {}  # ... and first read Succeeded
+        self.migration_failed: set[str] = set()  # ... read Failed (KubeVirt retries the change itself)
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         found: Any = self.custom.list_namespaced_custom_object(
@@ -215,8 +216,11 @@ class Checker(threading.Thread):
         for migration in self._list("virtualmachineinstancemigrations"):
             name = migration["metadata"]["name"]
             self.migration_seen.setdefault(name, read_at)
-            if (migration.get("status") or {}).get("phase") == "Succeeded":
+            phase = (migration.get("status") or {}).get("phase")
+            if phase == "Succeeded":
                 self.migration_done.setdefault(name, read_at)
+            elif phase == "Failed":
+                self.migration_failed.add(name)
         vmms = {v["metadata"]["name"]: v for v in self._list("virtualmachinememories")}
         vms = {v["metadata"]["name"]: v for v in self._list("virtualmachines")}
         vmis = {v["metadata"]["name"]: v for v in self._list("virtualmachineinstances")}
@@ -406,7 +410,7 @@ class Suite:
                 self.replicas.remove(replica)
                 self.exited.append(replica)
                 self.start_replica()
-            if all(_gauge(r, "dynamem_balancer_active") is not None for r in self.replicas):
+            if all(r.gauge("dynamem_balancer_active") is not None for r in self.replicas):
                 return time.monotonic() - started
             time.sleep(0.2)
         raise RuntimeError("replicas not up")
@@ -415,14 +419,14 @@ class Suite:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for replica in self.replicas:
-                if replica.alive() and _gauge(replica, "dynamem_balancer_active") == 1.0:
+                if replica.alive() and replica.gauge("dynamem_balancer_active") == 1.0:
                     return replica
             time.sleep(0.2)
         raise RuntimeError("no leader")
 
     def _active_leader(self) -> OperatorProcess | None:
         for replica in self.replicas:
-            if replica.alive() and _gauge(replica, "dynamem_balancer_active") == 1.0:
+            if replica.alive() and replica.gauge("dynamem_balancer_active") == 1.0:
                 return replica
         return None
 
@@ -530,6 +534,7 @@ class Suite:
         self.checker.start()
         self.start_replica()
         self.start_replica()
+        self.replicas_up()  # under heavy load a replica takes a minute or more to start
         self.leader()
         self.fault("warm-up", lambda: False)
         self.outcomes.clear()  # the warm-up is not a fault
@@ -552,6 +557,10 @@ class Suite:
         for kind, count in sorted(self.checker.violations.counts.items()):
             print(f"violation {kind}: {count} (e.g. {self.checker.violations.examples[kind]})")
         print(f"checker: {self.checker.reads} reads of the API server")
+        print(
+            f"migrations: {len(self.checker.migration_done)} succeeded, "
+            f"{len(self.checker.migration_failed)} failed"
+        )
         for replica in self.exited:
             print(f"replica exited on its own (replaced); its log: {replica.log}")
         if self.waits:
@@ -699,15 +708,6 @@ def _patches(operator: OperatorProcess) -> float:
     )
 
 
-def _gauge(operator: OperatorProcess, name: str) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=1).text
-    except httpx.HTTPError:
-        return None
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
-    return values[0] if values else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--short", action="store_true", help="the CI version: fewer and shorter faults")
@@ -717,9 +717,22 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated faults to inject (after the warm-up), e.g. second-field-manager; default all",
     )
+    parser.add_argument(
+        "--sim-log",
+        default="",
+        help="write the KubeVirt stand-in's log (its migrations, their failures) to this file",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything it started on the way out
-    logging.getLogger("dynamem.kubevirt_sim").setLevel(logging.CRITICAL)  # it complains while the API is down
+    sim_logger = logging.getLogger("dynamem.kubevirt_sim")
+    if args.sim_log:
+        handler = logging.FileHandler(args.sim_log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        sim_logger.addHandler(handler)
+        sim_logger.setLevel(logging.INFO)
+        sim_logger.propagate = False
+    else:
+        sim_logger.setLevel(logging.CRITICAL)  # it complains while the API is down
     only = frozenset(name for name in args.only.split(",") if name)
     unknown = only - set(FAULTS)
     if unknown:

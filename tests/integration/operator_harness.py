@@ -8,9 +8,10 @@ and offers the waits the tests need.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import pytest
 from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI, MI, quantity_bytes
@@ -56,6 +57,57 @@ def workday(node: str, steps: int = 3) -> Scenario:
     )
 
 
+def from_first_node(nodes: Mapping[str, str], vms: Mapping[str, Mapping[str, Any]]) -> Scenario:
+    """A scenario of VMs all starting on the first of ``nodes`` (name to memory), the others theirs to move
+    to; each VM's demand 512Mi until the test steers it."""
+    home = next(iter(nodes))
+    return parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": name, "memory": memory} for name, memory in nodes.items()],
+            "vms": [{"name": name, "node": home, **spec} for name, spec in vms.items()],
+            "demand": {name: ["512Mi"] for name in vms},
+        }
+    )
+
+
+def first_node_stack(
+    request: pytest.FixtureRequest,
+    nodes: Mapping[str, str],
+    vms: Mapping[str, Mapping[str, Any]],
+    **options: float,
+) -> Iterator[tuple[Stack, list[str]]]:
+    """A fixture's body: a :class:`Stack` of ``vms`` starting on the first of ``nodes`` (role to memory;
+    each named ``unique_name(role)``), on the session's control plane and Prometheus, in the test's
+    namespace, yielded with the node names and closed afterwards. ``options``: the Stack's
+    (``hotplug_delay``)."""
+    unique_name: Callable[[str], str] = request.getfixturevalue("unique_name")
+    names = [unique_name(role) for role in nodes]
+    scenario = from_first_node(dict(zip(names, nodes.values(), strict=True)), vms)
+    stack = Stack(
+        request.getfixturevalue("control_plane"),
+        request.getfixturevalue("prometheus"),
+        request.getfixturevalue("namespace"),
+        scenario,
+        **options,
+    )
+    try:
+        yield stack, names
+    finally:
+        stack.close()
+
+
+def the_leader(replicas: Sequence[OperatorProcess], timeout: float = 60.0) -> OperatorProcess:
+    """Wait until exactly one replica balances (``dynamem_balancer_active`` 1) and every other is idle."""
+
+    def leaders() -> list[OperatorProcess] | None:
+        active = [r for r in replicas if r.gauge("dynamem_balancer_active") == 1.0]
+        idle = [r for r in replicas if r.gauge("dynamem_balancer_active") in (None, 0.0)]
+        return active if len(active) == 1 and len(idle) == len(replicas) - 1 else None
+
+    return wait_until("exactly one leader", leaders, timeout=timeout)[0]
+
+
 def one_node(node: str, memory: str, vms: Mapping[str, Mapping[str, Any]], running: bool = True) -> Scenario:
     """A scenario of VMs starting on one node, all running (demand is steered by the tests), with a second
     node of the same memory for their memory changes to migrate to."""
@@ -69,7 +121,26 @@ def one_node(node: str, memory: str, vms: Mapping[str, Mapping[str, Any]], runni
     )
 
 
-class Stack:
+class KubeVirtReads:
+    """Reads of the KubeVirt objects in one test's namespace (``custom``: its CustomObjectsApi)."""
+
+    namespace: str
+    custom: k8s_client.CustomObjectsApi
+
+    def vmi(self, name: str) -> Mapping[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", name
+        )
+
+    def migrations(self) -> list[Mapping[str, Any]]:
+        """Every VirtualMachineInstanceMigration in the namespace, whoever made it."""
+        found = self.custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachineinstancemigrations"
+        )
+        return list(found["items"])
+
+
+class Stack(KubeVirtReads):
     """One test's world: its namespace, a scenario set up by the simulator, Prometheus scraping it."""
 
     def __init__(
@@ -105,6 +176,10 @@ class Stack:
         self.placements: dict[str, tuple[str, int]] = {}  # VM -> (node, size) last seen
         self.moves: list[tuple[str, str, str, int, int]] = []  # (VM, from, to, size before, size after)
 
+    def start_replicas(self, lease_s: str, count: int = 2) -> list[OperatorProcess]:
+        """``count`` operator replicas sharing a Lease of ``lease_s`` seconds, started together."""
+        return [self.start_operator("--lease-duration", lease_s, standalone=False) for _ in range(count)]
+
     def start_operator(self, *extra: str, standalone: bool = True) -> OperatorProcess:
         operator = OperatorProcess(
             self.cp.kubeconfig_path, self.prometheus.url, self.namespace, *extra, standalone=standalone
@@ -125,6 +200,20 @@ class Stack:
         return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
             "kubevirt.io", "v1", self.namespace, "virtualmachines", name
         )
+
+    def grown_by_migration(self, name: str, timeout: float = 90.0) -> list[Mapping[str, Any]]:
+        """Wait until the guest is above 1 GiB, carried there by a migration that succeeded; returns the
+        migrations that succeeded (the operator's log with the migrations if it does not happen)."""
+
+        def moved() -> list[Mapping[str, Any]] | None:
+            done = [m for m in self.migrations() if m.get("status", {}).get("phase") == "Succeeded"]
+            return done if (self.has(name) or 0) > GI and done else None
+
+        try:
+            return wait_until(f"{name} grown by a migration", moved, timeout=timeout, every=0.5)
+        except AssertionError:
+            logs = self.operator.logs()[-6000:] if self.operator else ""
+            raise AssertionError(f"not grown: {self.migrations()}\n{logs}") from None
 
     def vmm(self, name: str) -> Mapping[str, Any]:
         return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
@@ -243,21 +332,41 @@ class Stack:
                 f"not converged to {dict(expected)}: has {[(n, self.has(n)) for n in expected]}\n{logs}"
             ) from None
 
+    def rounds(self) -> int:
+        """Balancing rounds the operator's replicas ran so far (a standby runs none)."""
+        return sum(int(o.gauge("dynamem_balance_rounds_total") or 0) for o in self.operators if o.alive())
+
     def reach(
-        self, at_least: Mapping[str, float], timeout: float = 120.0, tolerance: int = MI
+        self,
+        at_least: Mapping[str, float],
+        timeout: float = 120.0,
+        tolerance: int = MI,
+        quiet_rounds: int = 3,
+        quiet_s: float = 4.0,
     ) -> dict[str, int]:
-        """Wait until every named guest has at least the given GiB and what dynamem asked for, checking
-        KubeVirt's invariants on the way; returns what each has. The cluster plan grows a paging guest
-        multiplicatively (its demand is unknown while it pages), so it may end above its demand's size."""
+        """Wait until every named guest has at least the given GiB and what dynamem asked for, and keeps it
+        while the operator runs ``quiet_rounds`` rounds over at least ``quiet_s`` seconds (a few scrapes),
+        checking KubeVirt's invariants on the way; returns what each has. The cluster plan grows a paging
+        guest multiplicatively (its demand is unknown while it pages), so it may end above its demand's size;
+        and the change that brings a guest to its demand may be followed by a grow for its buffer, decided
+        once a sample of its new size shows its use: the first moment a guest reaches its demand is not yet
+        where the operator leaves it."""
+        quiet: tuple[dict[str, int], int, float] | None = None  # sizes, rounds and time when first seen
 
         def check() -> dict[str, int] | None:
+            nonlocal quiet
             self.check_kubevirt_invariants()
             has = {n: self.has(n) or 0 for n in at_least}
             done = all(has[n] >= at_least[n] * GI - tolerance and self.guest(n) == has[n] for n in at_least)
-            return has if done else None
+            rounds = self.rounds()
+            if not done or quiet is None or quiet[0] != has or rounds < quiet[1]:
+                quiet = (has, rounds, time.monotonic()) if done else None
+                return None
+            still = rounds - quiet[1] >= quiet_rounds and time.monotonic() - quiet[2] >= quiet_s
+            return has if still else None
 
         try:
-            return wait_until(f"at least {dict(at_least)}", check, timeout=timeout, every=0.3)
+            return wait_until(f"at least {dict(at_least)}, and kept", check, timeout=timeout, every=0.3)
         except AssertionError:
             logs = self.operator.logs()[-4000:] if self.operator else ""
             raise AssertionError(

@@ -24,6 +24,8 @@ from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.sim.scenario import parse_scenario
 from dynamem.testing.controlplane import ControlPlane
 
+from .operator_harness import KubeVirtReads
+
 FAST = MigrationOptions(bandwidth=8 * GI, updater_delay_s=0.3, pending_timeout_s=2.0, backoff_s=30.0)
 
 
@@ -38,7 +40,7 @@ def wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-class Live:
+class Live(KubeVirtReads):
     def __init__(
         self, cp: ControlPlane, namespace: str, nodes: Mapping[str, str], vms: Mapping[str, Any], pool: str
     ) -> None:
@@ -67,17 +69,6 @@ class Live:
     def close(self) -> None:
         self.sim.stop()
         self.api.close()
-
-    def vmi(self, name: str) -> Mapping[str, Any]:
-        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-            "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", name
-        )
-
-    def migrations(self) -> list[Mapping[str, Any]]:
-        found = self.custom.list_namespaced_custom_object(
-            "kubevirt.io", "v1", self.namespace, "virtualmachineinstancemigrations"
-        )
-        return list(found["items"])
 
     def pods(self) -> list[k8s_client.V1Pod]:
         return list(
@@ -158,9 +149,15 @@ def test_a_memory_change_is_a_migration_to_another_node(
     assert vmi["status"]["migrationState"]["completed"] is True
     assert vmi["status"]["migrationState"]["sourceNode"] == a
     assert "HotMemoryChange" not in {c["type"] for c in vmi["status"].get("conditions", [])}
-    (migration,) = world.migrations()
+
+    # the migration's phase follows the VMI's move (virt-handler finalizes the VMI, then the controller
+    # updates the migration): read it once it has
+    def succeeded() -> list[Mapping[str, Any]] | None:
+        found = world.migrations()
+        return found if all(m.get("status", {}).get("phase") == "Succeeded" for m in found) else None
+
+    (migration,) = wait("the migration Succeeded", succeeded)
     assert migration["metadata"]["name"].startswith("kubevirt-workload-update-")
-    assert migration["status"]["phase"] == "Succeeded"
     # the source pod goes; the target pod was placed by the scheduler, away from the source
     pods = wait("source pod gone", lambda: [p for p in world.pods()] if len(world.pods()) == 1 else None)
     assert pods[0].metadata.name != source_pod and pods[0].spec.node_name == b

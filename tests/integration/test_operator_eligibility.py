@@ -11,46 +11,23 @@ target pod there, and no migration fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s_client
 
-from dynamem.kube.objects import GI
-from dynamem.sim.scenario import parse_scenario
-from dynamem.testing.controlplane import ControlPlane
-from dynamem.testing.prometheus import Prometheus
-
-from .operator_harness import Stack, wait_until
+from .operator_harness import Stack, first_node_stack, wait_until
 
 HOSTNAME = "kubernetes.io/hostname"
 
 
 @pytest.fixture
-def stack(
-    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[tuple[Stack, list[str]]]:
-    nodes = [unique_name(role) for role in ("home", "tainted", "cordoned", "eligible")]
-    memory = ("8Gi", "32Gi", "32Gi", "6Gi")
-    scenario = parse_scenario(
-        {
-            "step": "1m",
-            "nodes": [{"name": n, "memory": m} for n, m in zip(nodes, memory, strict=True)],
-            "vms": [{"name": "web", "node": nodes[0], "startup": "1Gi", "maximum": "4Gi"}],
-            "demand": {"web": ["512Mi"]},
-        }
+def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    yield from first_node_stack(
+        request,
+        {"home": "8Gi", "tainted": "32Gi", "cordoned": "32Gi", "eligible": "6Gi"},
+        {"web": {"startup": "1Gi", "maximum": "4Gi"}},
     )
-    made = Stack(control_plane, prometheus, namespace, scenario)
-    yield made, nodes
-    made.close()
-
-
-def migrations(stack: Stack) -> list[Mapping[str, Any]]:
-    found = stack.custom.list_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
-    )
-    return list(found["items"])
 
 
 def test_a_tainted_and_a_cordoned_idle_node_are_never_chosen_the_vm_goes_to_the_eligible_one(
@@ -66,23 +43,13 @@ def test_a_tainted_and_a_cordoned_idle_node_are_never_chosen_the_vm_goes_to_the_
     world.set_demand(web=1.2)  # one multiplicative step (1.5Gi) covers it
     world.start_operator()
 
-    def moved() -> list[Mapping[str, Any]] | None:
-        done = [m for m in migrations(world) if m.get("status", {}).get("phase") == "Succeeded"]
-        return done if (world.has("web") or 0) > GI and done else None
-
-    try:
-        done = wait_until("web grown by a migration", moved, timeout=90, every=0.5)
-    except AssertionError:
-        logs = world.operator.logs()[-6000:] if world.operator else ""
-        raise AssertionError(f"not grown: {migrations(world)}\n{logs}") from None
-    everything = migrations(world)
+    done = world.grown_by_migration("web")
+    everything = world.migrations()
     assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"]
     for m in everything:  # dynamem made every one, pinned to the eligible node
         assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
         assert m["spec"]["addedNodeSelector"] == {HOSTNAME: eligible}
-    vmi = world.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", world.namespace, "virtualmachineinstances", "web"
-    )
+    vmi = world.vmi("web")
     assert vmi["status"]["nodeName"] == eligible
     assert world.guest("web") == world.has("web")
     assert not any(e["reason"] == "MemoryChangeReverted" for e in world.events("web"))

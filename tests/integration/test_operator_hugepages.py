@@ -10,40 +10,26 @@ the plan would pick "wide", where the target pod never fits; counted per resourc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI, quantity_bytes
-from dynamem.sim.scenario import parse_scenario
-from dynamem.testing.controlplane import ControlPlane
-from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, wait_until
+from .operator_harness import Stack, first_node_stack, wait_until
 
 HOSTNAME = "kubernetes.io/hostname"
 PAGES = "hugepages-2Mi"
 
 
 @pytest.fixture
-def stack(
-    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[tuple[Stack, list[str]]]:
-    nodes = [unique_name(role) for role in ("home", "wide", "paged")]
-    memory = ("8Gi", "32Gi", "3Gi")
-    scenario = parse_scenario(
-        {
-            "step": "1m",
-            "nodes": [{"name": n, "memory": m} for n, m in zip(nodes, memory, strict=True)],
-            "vms": [{"name": "web", "node": nodes[0], "startup": "1Gi", "maximum": "4Gi", "hugepage": "2Mi"}],
-            "demand": {"web": ["512Mi"]},
-        }
+def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    yield from first_node_stack(
+        request,
+        {"home": "8Gi", "wide": "32Gi", "paged": "3Gi"},
+        {"web": {"startup": "1Gi", "maximum": "4Gi", "hugepage": "2Mi"}},
     )
-    made = Stack(control_plane, prometheus, namespace, scenario)
-    yield made, nodes
-    made.close()
 
 
 def give_hugepages(core: k8s_client.CoreV1Api, node: str, amount: str) -> None:
@@ -63,13 +49,6 @@ def give_hugepages(core: k8s_client.CoreV1Api, node: str, amount: str) -> None:
     )
 
 
-def migrations(stack: Stack) -> list[Mapping[str, Any]]:
-    found = stack.custom.list_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
-    )
-    return list(found["items"])
-
-
 def test_a_hugepage_vm_grows_on_the_node_with_hugepages_not_the_one_with_memory(
     stack: tuple[Stack, list[str]],
 ) -> None:
@@ -84,21 +63,11 @@ def test_a_hugepage_vm_grows_on_the_node_with_hugepages_not_the_one_with_memory(
     world.set_demand(web=1.2)
     world.start_operator()
 
-    def moved() -> list[Mapping[str, Any]] | None:
-        done = [m for m in migrations(world) if m.get("status", {}).get("phase") == "Succeeded"]
-        return done if (world.has("web") or 0) > GI and done else None
-
-    try:
-        wait_until("web grown by a migration", moved, timeout=90, every=0.5)
-    except AssertionError:
-        logs = world.operator.logs()[-6000:] if world.operator else ""
-        raise AssertionError(f"not grown: {migrations(world)}\n{logs}") from None
-    everything = migrations(world)
+    world.grown_by_migration("web")
+    everything = world.migrations()
     assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"]
     assert all(m["spec"]["addedNodeSelector"] == {HOSTNAME: paged} for m in everything)
-    vmi = world.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", world.namespace, "virtualmachineinstances", "web"
-    )
+    vmi = world.vmi("web")
     assert vmi["status"]["nodeName"] == paged
     target = core.read_namespaced_pod(vmi["status"]["migrationState"]["targetPod"], world.namespace)
     assert quantity_bytes(target.spec.containers[0].resources.requests[PAGES]) == world.has("web")

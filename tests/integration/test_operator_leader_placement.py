@@ -16,56 +16,27 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from dynamem.kube.objects import GI, quantity_bytes
-from dynamem.sim.scenario import parse_scenario
-from dynamem.testing.controlplane import ControlPlane
-from dynamem.testing.operator import OperatorProcess
-from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, wait_until
+from .operator_harness import Stack, first_node_stack, the_leader, wait_until
 
 LEASE_S = "6"
 HOSTNAME = "kubernetes.io/hostname"
 
 
-def gauge(operator: OperatorProcess, name: str) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return None
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
-    return values[0] if values else None
-
-
 @pytest.fixture
-def stack(
-    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[tuple[Stack, list[str]]]:
-    nodes = [unique_name(role) for role in ("home", "idle-a", "idle-b")]
-    scenario = parse_scenario(
-        {
-            "step": "1m",
-            "nodes": [{"name": n, "memory": "8Gi"} for n in nodes],
-            "vms": [{"name": "web", "node": nodes[0], "startup": "1Gi", "maximum": "4Gi"}],
-            "demand": {"web": ["512Mi"]},
-        }
+def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    yield from first_node_stack(
+        request,
+        dict.fromkeys(("home", "idle-a", "idle-b"), "8Gi"),
+        {"web": {"startup": "1Gi", "maximum": "4Gi"}},
+        hotplug_delay=30.0,
     )
-    made = Stack(control_plane, prometheus, namespace, scenario, hotplug_delay=30.0)
-    yield made, nodes
-    made.close()
-
-
-def migrations(stack: Stack) -> list[Mapping[str, Any]]:
-    found = stack.custom.list_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
-    )
-    return list(found["items"])
 
 
 def placement_of(stack: Stack) -> dict[str, Any] | None:
@@ -79,28 +50,18 @@ def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_p
     world, (home, *_) = stack
     wait_until("web running", lambda: world.has("web"), timeout=60)
     world.set_demand(web=1.2)
-    replicas = [
-        world.start_operator("--lease-duration", LEASE_S, standalone=False),
-        world.start_operator("--lease-duration", LEASE_S, standalone=False),
-    ]
-
-    def leaders() -> list[OperatorProcess] | None:
-        active = [r for r in replicas if gauge(r, "dynamem_balancer_active") == 1.0]
-        return active if len(active) == 1 else None
-
-    [leader] = wait_until("exactly one leader", leaders, timeout=60)
+    replicas = world.start_replicas(LEASE_S)
+    leader = the_leader(replicas)
     [survivor] = [r for r in replicas if r is not leader]
     assert leader.process is not None
     placed = wait_until(
         "the grow written with its placement", lambda: placement_of(world), timeout=90, every=0.01
     )
     leader.process.send_signal(signal.SIGSTOP)  # frozen: it renews no Lease and writes nothing more
-    made_before = [m["metadata"]["name"] for m in migrations(world)]
+    made_before = [m["metadata"]["name"] for m in world.migrations()]
     print(f"leader frozen {'after' if made_before else 'before'} its migration")
     try:
-        wait_until(
-            "the survivor leads", lambda: gauge(survivor, "dynamem_balancer_active") == 1.0, timeout=60
-        )
+        wait_until("the survivor leads", lambda: survivor.gauge("dynamem_balancer_active") == 1.0, timeout=60)
     finally:
         leader.process.send_signal(signal.SIGKILL)
         leader.process.wait()
@@ -112,25 +73,22 @@ def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_p
     def carried_out() -> bool:
         world.check_kubevirt_invariants()
         going = [
-            m for m in migrations(world) if m.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            m for m in world.migrations() if m.get("status", {}).get("phase") not in ("Succeeded", "Failed")
         ]
         return world.has("web") == guest and not going
 
     try:
         wait_until("the change carried out", carried_out, timeout=120, every=0.5)
     except AssertionError:
-        raise AssertionError(f"not carried out: {migrations(world)}\n{survivor.logs()[-5000:]}") from None
-    (only,) = migrations(world)  # one migration: never a second, never the workload-updater's
+        raise AssertionError(f"not carried out: {world.migrations()}\n{survivor.logs()[-5000:]}") from None
+    (only,) = world.migrations()  # one migration: never a second, never the workload-updater's
     assert only["metadata"].get("labels", {}).get("dynamem.io/migration") == "true", only
     assert only["spec"]["addedNodeSelector"] == {HOSTNAME: target}
     assert only["status"]["phase"] == "Succeeded"
-    vmi = world.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", world.namespace, "virtualmachineinstances", "web"
-    )
-    assert vmi["status"]["nodeName"] == target
+    assert world.vmi("web")["status"]["nodeName"] == target
     assert not any(e["reason"] in ("MemoryChangeReverted", "MigrationRaceLost") for e in world.events("web"))
     if not made_before:  # frozen before its migration: the survivor made it, to the recorded node
         assert only["metadata"]["name"] not in made_before
         assert "took over the change" in survivor.logs()
     time.sleep(1)
-    assert len(migrations(world)) == 1
+    assert len(world.migrations()) == 1

@@ -11,26 +11,15 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 
 from dynamem.kube.objects import GI
 from dynamem.testing.controlplane import ControlPlane
-from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, one_node, wait_until
+from .operator_harness import Stack, one_node, the_leader
 
 LEASE_S = "6"
-
-
-def gauge(operator: OperatorProcess, name: str) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return None
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
-    return values[0] if values else None
 
 
 @pytest.fixture
@@ -51,21 +40,12 @@ def stack(
 
 def test_one_replica_balances_and_the_other_takes_over_after_a_sigkill(stack: Stack) -> None:
     stack.set_demand(db=1.6)
-    replicas = [
-        stack.start_operator("--lease-duration", LEASE_S, standalone=False),
-        stack.start_operator("--lease-duration", LEASE_S, standalone=False),
-    ]
-
-    def leaders() -> list[OperatorProcess] | None:
-        active = [r for r in replicas if gauge(r, "dynamem_balancer_active") == 1.0]
-        idle = [r for r in replicas if gauge(r, "dynamem_balancer_active") in (None, 0.0)]
-        return active if len(active) == 1 and len(idle) == 1 else None
-
-    [leader] = wait_until("exactly one leader", leaders, timeout=60)
+    replicas = stack.start_replicas(LEASE_S)
+    leader = the_leader(replicas)
     size = stack.reach({"db": 1.6})["db"]
     assert size <= 4 * GI, f"db grew past its maximum: {size}"
     [standby] = [r for r in replicas if r is not leader]
-    assert gauge(standby, "dynamem_balance_rounds_total") in (None, 0.0), "a standby must never balance"
+    assert standby.gauge("dynamem_balance_rounds_total") in (None, 0.0), "a standby must never balance"
 
     assert leader.process is not None
     leader.process.send_signal(signal.SIGKILL)  # no release: the standby waits for the Lease to expire
@@ -75,5 +55,5 @@ def test_one_replica_balances_and_the_other_takes_over_after_a_sigkill(stack: St
     stack.set_demand(db=3.2)
     grown = stack.reach({"db": 3.2}, timeout=120)["db"]
     assert size < grown <= 4 * GI, f"db went from {size} to {grown} (maximum 4Gi)"
-    assert gauge(standby, "dynamem_balancer_active") == 1.0
-    assert (gauge(standby, "dynamem_balance_rounds_total") or 0) >= 1
+    assert standby.gauge("dynamem_balancer_active") == 1.0
+    assert (standby.gauge("dynamem_balance_rounds_total") or 0) >= 1

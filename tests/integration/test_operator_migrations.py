@@ -5,8 +5,10 @@ and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
   placed on another node.
 - A change whose target the scheduler refuses (a node that takes no more pods, a filter dynamem does not
   read) fails as KubeVirt's does (the target pod stays unschedulable, the migration fails after the pending
-  timeout, the VMI keeps its node and size), and the operator takes it back: it writes the old size back,
-  holds the VM, and says so in the VirtualMachineMemory's status and an Event.
+  timeout, the VMI keeps its node and size and ``HotMemoryChange=True``). That is no refusal: KubeVirt's
+  workload-updater migrates the VMI again, and the operator leaves the change in flight until its deadline
+  (``--change-deadline``); then it takes it back: it writes the old size back, holds the VM, and says so in
+  the VirtualMachineMemory's status and an Event.
 
 A 1Gi guest fitted to real guests shows at most ~886Mi used: only its paging says it is short, which the
 cluster plan (the operator's default policy) reads; it grows the guest multiplicatively (1Gi to 1.5Gi).
@@ -16,17 +18,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI
+from dynamem.kubevirt_sim.migrations import WORKLOAD_UPDATE_ANNOTATION
 from dynamem.sim.scenario import parse_scenario
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
 
 from .operator_harness import Stack, wait_until
+
+DEADLINE_S = 40
 
 
 @pytest.fixture
@@ -54,19 +58,6 @@ def make_stack(
         stack.close()
 
 
-def vmi(stack: Stack, name: str) -> Mapping[str, Any]:
-    return stack.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstances", name
-    )
-
-
-def migrations(stack: Stack) -> list[Mapping[str, Any]]:
-    found = stack.custom.list_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
-    )
-    return list(found["items"])
-
-
 def scheduled_by_the_scheduler(stack: Stack, pod: str) -> str | None:
     """The node the kube-scheduler bound ``pod`` to, from its "Scheduled" Event."""
     events = k8s_client.CoreV1Api(stack.api).list_namespaced_event(stack.namespace).items
@@ -81,15 +72,15 @@ def test_the_operators_change_is_a_migration_to_a_node_the_scheduler_chose(
 ) -> None:
     stack, (home, other) = make_stack({"home": "8Gi", "other": "8Gi"})
     wait_until("web running", lambda: stack.has("web"), timeout=60)
-    assert vmi(stack, "web")["status"]["nodeName"] == home
+    assert stack.vmi("web")["status"]["nodeName"] == home
     stack.set_demand(web=1.2)  # one multiplicative step (1.5Gi) covers it
     stack.start_operator()
     grown = wait_until("web grown", lambda: (stack.has("web") or 0) > GI and stack.has("web"), timeout=90)
-    status = vmi(stack, "web")["status"]
+    status = stack.vmi("web")["status"]
     assert status["nodeName"] == other  # it left its node: KubeVirt's target has anti-affinity to the source
     assert status["migrationState"]["sourceNode"] == home and status["migrationState"]["completed"] is True
     assert stack.guest("web") == grown  # what dynamem wrote is what the guest has now
-    (migration,) = migrations(stack)
+    (migration,) = stack.migrations()
     assert migration["status"]["phase"] == "Succeeded"
     target = status["migrationState"]["targetPod"]
     message = wait_until("the Scheduled event", lambda: scheduled_by_the_scheduler(stack, target), timeout=10)
@@ -98,7 +89,7 @@ def test_the_operators_change_is_a_migration_to_a_node_the_scheduler_chose(
     assert reason  # the operator says why it changed the VM
 
 
-def test_a_change_with_nowhere_to_go_fails_and_is_taken_back(
+def test_a_change_with_nowhere_to_go_is_retried_by_kubevirt_and_taken_back_at_its_deadline(
     make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]],
 ) -> None:
     stack, (home, full) = make_stack({"home": "8Gi", "full": "8Gi"})
@@ -113,32 +104,43 @@ def test_a_change_with_nowhere_to_go_fails_and_is_taken_back(
         "the node takes no pods", lambda: core.read_node_status(full).status.allocatable["pods"] == "0"
     )
     stack.set_demand(web=1.2)
-    stack.start_operator()
+    stack.start_operator("--change-deadline", str(DEADLINE_S))
     # the grow is written, the target pod fits neither node (not home: anti-affinity; not full: no pod room)
     wait_until("memory.guest raised", lambda: (stack.guest("web") or 0) > GI, timeout=60)
-    failed = wait_until(
-        "the migration failed after the pending timeout",
-        lambda: [m for m in migrations(stack) if m.get("status", {}).get("phase") == "Failed"],
-        timeout=60,
-    )
-    assert failed
     wait_until(
-        "the change taken back",
-        lambda: any(e["reason"] == "MemoryChangeReverted" for e in stack.events("web")),
+        "the migration failed after the pending timeout",
+        lambda: [m for m in stack.migrations() if m.get("status", {}).get("phase") == "Failed"],
         timeout=60,
     )
-    wait_until("memory.guest back at the guest's size", lambda: stack.guest("web") == GI, timeout=30)
-    status = wait_until(
-        "held after the failure",
-        lambda: (s := stack.vmm("web").get("status", {})).get("reason", "").startswith("held") and s,
-        timeout=30,
-    )
-    assert "migration" in status["reason"]
-    # KubeVirt v1.7.0 left the VMI where and as it was, HotMemoryChange still True
-    instance = vmi(stack, "web")
+    # KubeVirt v1.7.0 left the VMI where and as it was, HotMemoryChange still True: not a refusal
+    instance = stack.vmi("web")
     assert instance["status"]["nodeName"] == home
     assert instance["status"]["memory"]["guestCurrent"] == "1Gi"
     conditions = {c["type"]: c["status"] for c in instance["status"]["conditions"]}
     assert conditions.get("HotMemoryChange") == "True"
-    time.sleep(3)  # held: the operator writes nothing new within its backoff
+    # ... so its workload-updater migrates the VMI again, and dynamem leaves the change in flight meanwhile
+    wait_until(
+        "KubeVirt's workload-updater retries",
+        lambda: [
+            m
+            for m in stack.migrations()
+            if WORKLOAD_UPDATE_ANNOTATION in (m["metadata"].get("annotations") or {})
+        ],
+        timeout=30,
+    )
+    assert (stack.guest("web") or 0) > GI
+    assert not any(e["reason"] == "MemoryChangeReverted" for e in stack.events("web"))
+    # not carried out by its deadline: taken back, the VM held
+    wait_until(
+        "the change taken back",
+        lambda: any(e["reason"] == "MemoryChangeReverted" for e in stack.events("web")),
+        timeout=DEADLINE_S + 60,
+    )
+    wait_until("memory.guest back at the guest's size", lambda: stack.guest("web") == GI, timeout=30)
+    hold = wait_until(
+        "held after the deadline", lambda: stack.vmm("web").get("status", {}).get("hold"), timeout=30
+    )
+    assert f"not carried out within {DEADLINE_S}s" in hold["reason"]
+    assert stack.vmi("web")["status"]["nodeName"] == home
+    time.sleep(3)  # held: the operator writes nothing new
     assert stack.guest("web") == GI and stack.has("web") == GI

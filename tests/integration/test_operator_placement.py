@@ -10,18 +10,14 @@ its plan chose, and placed there by the real scheduler.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI
-from dynamem.sim.scenario import parse_scenario
-from dynamem.testing.controlplane import ControlPlane
-from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, wait_until
+from .operator_harness import Stack, first_node_stack, wait_until
 
 BUSY = ("finance", "sales", "engineering")
 DEMAND_GIB = 1.2
@@ -29,35 +25,17 @@ HOSTNAME = "kubernetes.io/hostname"
 
 
 @pytest.fixture
-def stack(
-    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[tuple[Stack, list[str]]]:
-    nodes = [unique_name(role) for role in ("home", "idle-a", "idle-b")]
-    scenario = parse_scenario(
-        {
-            "step": "1m",
-            "nodes": [{"name": n, "memory": "8Gi"} for n in nodes],
-            "vms": [{"name": vm, "node": nodes[0], "startup": "1Gi", "maximum": "4Gi"} for vm in BUSY],
-            "demand": {vm: ["512Mi"] for vm in BUSY},
-        }
+def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    yield from first_node_stack(
+        request,
+        dict.fromkeys(("home", "idle-a", "idle-b"), "8Gi"),
+        {vm: {"startup": "1Gi", "maximum": "4Gi"} for vm in BUSY},
+        hotplug_delay=5.0,  # KubeVirt's throttle
     )
-    made = Stack(control_plane, prometheus, namespace, scenario, hotplug_delay=5.0)  # KubeVirt's throttle
-    yield made, nodes
-    made.close()
-
-
-def migrations(stack: Stack) -> list[Mapping[str, Any]]:
-    found = stack.custom.list_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstancemigrations"
-    )
-    return list(found["items"])
 
 
 def node_of(stack: Stack, vm: str) -> str:
-    vmi = stack.custom.get_namespaced_custom_object(
-        "kubevirt.io", "v1", stack.namespace, "virtualmachineinstances", vm
-    )
-    return str(vmi["status"]["nodeName"])
+    return str(stack.vmi(vm)["status"]["nodeName"])
 
 
 def scheduled_on(stack: Stack, pod: str) -> str | None:
@@ -82,7 +60,7 @@ def test_three_busy_vms_on_one_node_end_at_their_demand_moved_by_dynamems_own_mi
             (world.has(vm) or 0) >= DEMAND_GIB * GI and world.guest(vm) == world.has(vm) for vm in BUSY
         )
         going = [
-            m for m in migrations(world) if m.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            m for m in world.migrations() if m.get("status", {}).get("phase") not in ("Succeeded", "Failed")
         ]
         return at_demand and not going
 
@@ -92,7 +70,7 @@ def test_three_busy_vms_on_one_node_end_at_their_demand_moved_by_dynamems_own_mi
         logs = world.operator.logs()[-6000:] if world.operator else ""
         raise AssertionError(f"not settled: {[(vm, world.has(vm)) for vm in BUSY]}\n{logs}") from None
 
-    done = [m for m in migrations(world) if m.get("status", {}).get("phase") == "Succeeded"]
+    done = [m for m in world.migrations() if m.get("status", {}).get("phase") == "Succeeded"]
     assert done, "no migration carried the changes out"
     for m in done:  # dynamem made each one, pinned to the node its plan chose
         assert m["metadata"]["labels"].get("dynamem.io/migration") == "true", m["metadata"]["name"]

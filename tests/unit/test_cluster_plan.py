@@ -21,6 +21,7 @@ from dynamem.policy.cluster import (
     estimate_demand,
     is_paging,
     plan_cluster,
+    retry_delay,
 )
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES, plan_descheduler
 from dynamem.sim.guest import DEFAULT_GUEST
@@ -363,3 +364,26 @@ def test_a_change_goes_only_to_a_node_the_vm_may_run_on() -> None:
     nodes = (ClusterNode("a", 8 * GiB, GiB), ClusterNode("b", 16 * GiB, 0), ClusterNode("c", 8 * GiB, 0))
     (decision,) = plan_cluster(ClusterState(nodes, (vm,)), BalanceConfig(), 0.0).decisions
     assert decision.target_node == "c"  # b has more room, but the VM's nodeSelector rules it out
+
+
+def test_a_vm_whose_migration_failed_is_retried_after_a_bounded_backoff_with_jitter() -> None:
+    # its migration failed 60 s ago, the first failure since its last success: KubeVirt's own first backoff
+    # is 20 s (migration.go, handleMigrationBackoff), so the plan moves it again, not 15 minutes later
+    state = make_state(
+        {"n1": 1, "n2": 8}, make_vm("a", "n1", size=1, demand=2, last_failed_at=-60.0, failures=1)
+    )
+    assert [c.name for c in plan_cluster(state, CONFIG, 0.0).changes] == ["a"]
+    # ... but not within it
+    state = make_state(
+        {"n1": 1, "n2": 8}, make_vm("a", "n1", size=1, demand=2, last_failed_at=-5.0, failures=1)
+    )
+    assert "failed" in plan_cluster(state, CONFIG, 0.0).decisions[0].reason
+    # each failure doubles it, up to retry_after_s, less a jitter of up to half, spread by VM and count
+    delays = [retry_delay(f"vm{i}", n, CONFIG) for i in range(20) for n in (1, 2, 3, 10)]
+    for i in range(20):
+        first, second, third, tenth = (retry_delay(f"vm{i}", n, CONFIG) for n in (1, 2, 3, 10))
+        assert 10.0 <= first <= 20.0 and 20.0 <= second <= 40.0 and 40.0 <= third <= 80.0
+        assert CONFIG.retry_after_s / 2 <= tenth <= CONFIG.retry_after_s
+    assert len(set(delays)) > 60  # jittered: no two VMs retry in step
+    # a failure count the caller does not know (the simulator): the flat retry_after_s, as before
+    assert retry_delay("a", 0, CONFIG) == CONFIG.retry_after_s

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from dynamem.controller.cluster_state import with_promised_targets
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.placement import Placement, Step, decode, encode, recovered, step_of
@@ -339,6 +340,14 @@ class Balancer:
         )
         if waiting:
             state = replace(state, in_flight=(*state.in_flight, *waiting))
+        state = with_promised_targets(
+            state,
+            [
+                (str(key), p.target, p.guest)
+                for key, p in self.placements.items()
+                if p.target and (p.target, key) not in snapshot.bound
+            ],
+        )
         cluster = plan_cluster(state, self.options.balance, now)
         by_name = {d.name: d for d in cluster.decisions}
         nodes = {n.name: n for n in state.nodes}
@@ -656,8 +665,9 @@ def overdue(item: Managed, now: float, deadline_s: float) -> bool:
 
 
 def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryChange]:
-    """Take back requests KubeVirt did not carry out (failed, refused, or not done by the deadline):
-    memory.guest back to what the guest has; the VM is then held until its VMI restarts."""
+    """Take back requests KubeVirt refused (hotplug failed, restart required) or did not carry out by the
+    deadline (its migrations failing meanwhile, retried by KubeVirt): memory.guest back to what the guest
+    has; the VM is then held until its VMI restarts."""
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.RUNNING or item.vmi is None or not item.vmi.current:
@@ -670,7 +680,7 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
         if stuck(item):
             reason = (
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "
-                "(its migration or hotplug failed, or a restart is required)"
+                "(its hotplug failed, or a restart is required)"
             )
         elif overdue(item, now, deadline_s):
             reason = f"{to_quantity(requested or 0)} not carried out within {deadline_s:.0f}s"

@@ -32,7 +32,8 @@ change) has unknown demand: the plan holds it until a sample of its new size com
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from dynamem.controller.eligibility import eligible_nodes
 from dynamem.controller.migrations import MigrationView
@@ -41,7 +42,14 @@ from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
 
-__all__ = ["cluster_state", "node_page_requests", "node_requests", "sampled_at", "served_use"]
+__all__ = [
+    "cluster_state",
+    "node_page_requests",
+    "node_requests",
+    "sampled_at",
+    "served_use",
+    "with_promised_targets",
+]
 
 # MemTotal is the guest's size less what its kernel keeps: about 110Mi plus 1.7 % in the guests fitted to
 # real ones (dynamem.sim.guest), 12.5 % of a 1Gi guest. A sample whose MemTotal is further under the size the
@@ -185,6 +193,7 @@ def cluster_state(
                     in_flight_to=state.in_flight_to,
                     last_change_at=state.last_change_at,
                     last_failed_at=vmi.failed_migration_at,
+                    failures=vmi.failed_migrations,
                     allowed_nodes=allowed,
                     pages=vmi.pages,
                 )
@@ -195,3 +204,40 @@ def cluster_state(
         if not m.final and m.vmi in vmis and vmis[m.vmi].node is not None
     )
     return ClusterState(nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending)
+
+
+def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str, int]]) -> ClusterState:
+    """``state`` with the target requests of dynamem's changes in flight whose target pod is not bound yet
+    taken on their target nodes. ``promised``: (VM name, target node, guest size) per such change.
+
+    The scheduler keeps no room for a pod that is not bound (a migration not made yet, or its target pod
+    Pending until a VM leaves the node): a later round that saw the room free would place another VM there,
+    whose target pod could take it first, and the first change's target would stay unschedulable until
+    KubeVirt fails its migration (``handlePendingPodTimeout``). A target pod once bound is counted on its
+    node like any pod (:func:`node_requests`), so it is not passed here.
+    """
+    vms = {vm.name: vm for vm in state.vms}
+    memory: dict[str, int] = defaultdict(int)
+    pages: dict[tuple[str, str], int] = defaultdict(int)
+    for name, target, size in promised:
+        vm = vms.get(name)
+        overhead = vm.overhead if vm is not None else 0
+        if vm is not None and vm.pages is not None:
+            memory[target] += overhead
+            pages[(target, vm.pages)] += size
+        else:
+            memory[target] += size + overhead
+    if not memory:
+        return state
+    nodes = tuple(
+        replace(
+            node,
+            requested=node.requested + memory.get(node.name, 0),
+            hugepages=tuple(
+                (resource, total, taken + pages.get((node.name, resource), 0))
+                for resource, total, taken in node.hugepages
+            ),
+        )
+        for node in state.nodes
+    )
+    return replace(state, nodes=nodes)

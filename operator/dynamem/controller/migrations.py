@@ -1,14 +1,15 @@
-"""What the operator reads of KubeVirt's VirtualMachineInstanceMigrations: whether its change failed.
+"""What the operator reads of KubeVirt's VirtualMachineInstanceMigrations: which failed last.
 
 In KubeVirt v1.7.0 every change of a running VM's ``memory.guest`` is carried out by a live migration
 (``shared/KUBEVIRT.md``, ``docs/kubevirt-sim.md``). When the migration's target pod fits on no node, the
 migration controller (``pkg/virt-controller/watch/migration/migration.go``, ``handlePendingPodTimeout``)
 deletes it after the pending timeout and the migration ends ``Failed``, but the VMI is left as it was: on its
-node, at its old size, with ``HotMemoryChange`` still True and no ``RestartRequired``. Its conditions do not
-say the change failed; only the migration does. So a VMI whose latest migration failed, with none of its
-migrations still going, created after dynamem's last change of that VM, is a change KubeVirt did not carry
-out: :func:`dynamem.controller.snapshot.stuck` treats it like a failed hotplug, and the balancer takes the
-change back (writes the guest's size back, holds the VM, says so in status and an Event).
+node, at its old size, with ``HotMemoryChange`` still True and no ``RestartRequired``. That is no refusal:
+the workload-updater (``watch/workload-updater/workload-updater.go``, ``doesRequireMigration``) migrates such
+a VMI again, spaced by ``handleMigrationBackoff`` (20 s, doubling). So the operator leaves the change in
+flight (taken back only when it is not done by its deadline), and a VM whose latest migration failed, with
+none going, is marked (``failed_migration_at``) for the plan, which holds it a while before it moves it
+again.
 """
 
 from __future__ import annotations
@@ -55,16 +56,20 @@ def migration_view(body: Body) -> MigrationView:
 
 
 def with_failed_migrations(vmis: Iterable[VmiView], migrations: Iterable[MigrationView]) -> list[VmiView]:
-    """The VMIs, each with ``failed_migration_at`` set when its latest migration failed and none is going."""
+    """The VMIs, each with ``failed_migration_at`` set when its latest migration failed and none is going,
+    and ``failed_migrations`` the failed ones since its last success (the plan's backoff doubles with it)."""
     by_vmi: dict[ObjectKey, list[MigrationView]] = {}
     for migration in migrations:
         by_vmi.setdefault(migration.vmi, []).append(migration)
     found: list[VmiView] = []
     for vmi in vmis:
-        mine = by_vmi.get(vmi.key, [])
-        if mine and all(m.final for m in mine):
-            latest = max(mine, key=lambda m: (m.created or 0.0, m.key.name))
-            if latest.phase == "Failed":
-                vmi = replace(vmi, failed_migration_at=latest.created or 0.0)
+        mine = sorted(by_vmi.get(vmi.key, []), key=lambda m: (m.created or 0.0, m.key.name))
+        if mine and all(m.final for m in mine) and mine[-1].phase == "Failed":
+            failures = 0
+            for migration in reversed(mine):
+                if migration.phase != "Failed":
+                    break
+                failures += 1
+            vmi = replace(vmi, failed_migration_at=mine[-1].created or 0.0, failed_migrations=failures)
         found.append(vmi)
     return found

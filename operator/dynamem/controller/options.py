@@ -50,6 +50,7 @@ class OperatorOptions:
     prometheus_token_file: str | None = None
     prometheus_ca_file: str | None = None
     status_writes_per_s: float = 20.0
+    change_deadline_s: float = 360.0
     dry_run: bool = False
     kubeconfig: str | None = None
     log_level: str = "INFO"
@@ -64,6 +65,7 @@ class OperatorOptions:
             dry_run=self.dry_run,
             force_ownership=self.force_ownership,
             status_writes_per_s=self.status_writes_per_s,
+            change_deadline_s=self.change_deadline_s,
         )
 
     def lease_place(self, pod_namespace: str | None) -> str:
@@ -162,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="at most this many VirtualMachineMemory status writes per second (default 20)",
     )
+    add(
+        "--change-deadline",
+        type=float,
+        default=360.0,
+        help="seconds a memory change may take before it is taken back and the VM held (default 360: "
+        "KubeVirt's 300 s unschedulable-target timeout plus a margin; its failed migrations are retried "
+        "by KubeVirt meanwhile)",
+    )
     add("--dry-run", action="store_true", help="plan and report, but send VM changes as server dry-runs")
     add("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -245,6 +255,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         prometheus_token_file=args.prometheus_token_file,
         prometheus_ca_file=args.prometheus_ca_file,
         status_writes_per_s=_positive("--status-writes-per-second", args.status_writes_per_second),
+        change_deadline_s=_positive("--change-deadline", args.change_deadline),
         dry_run=args.dry_run,
         kubeconfig=args.kubeconfig,
         log_level=args.log_level,

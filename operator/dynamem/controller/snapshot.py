@@ -161,6 +161,8 @@ class Snapshot:
     vm_keys: Mapping[str, ObjectKey] = field(default_factory=dict)
     cluster: ClusterState = field(default_factory=lambda: ClusterState(nodes=(), vms=()))
     migrations: tuple[MigrationView, ...] = ()
+    # (node, VMI) of every launcher pod bound to a node and not finished: a migration's target pod once bound
+    bound: frozenset[tuple[str, ObjectKey]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,19 +356,20 @@ def precondition_problem(vm: VmView, vmi: VmiView | None, owners: tuple[str, ...
 
 
 def stuck(item: Managed) -> bool:
-    """KubeVirt will not carry out the VM's memory.guest: the hotplug failed, it wants a restart, or the live
-    migration that carries the change failed (its target fit no node) after dynamem last changed the VM.
+    """KubeVirt will not carry out the VM's memory.guest: the hotplug failed or it wants a restart.
 
-    KubeVirt then leaves the guest at its old size; the guest's size is the truth, and the request is to be
-    taken back.
+    KubeVirt then leaves the guest at its old size for good; the guest's size is the truth, and the request
+    is to be taken back. A failed migration is not that: KubeVirt v1.7.0 leaves the VMI as it was with
+    ``HotMemoryChange=True`` (``pkg/virt-controller/watch/migration/migration.go``,
+    ``handlePendingPodTimeout`` -> ``deleteTimedOutTargetPod``), and its workload-updater migrates such a
+    VMI again (``watch/workload-updater/workload-updater.go``, ``doesRequireMigration`` ->
+    ``isHotplugInProgress``; the migration controller's ``handleMigrationBackoff`` spaces its retries 20 s,
+    40 s, ...). The change stays in flight, and is taken back only if it is not done by its deadline
+    (:func:`dynamem.controller.balancer.overdue`).
     """
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
         return False
-    if vmi.failed_migration_at is not None:
-        asked = parse_rfc3339(item.vmm.status.get("lastChangeTime"))
-        if asked is None or vmi.failed_migration_at >= asked:
-            return True
     return vmi.hotplug_failed or vm.restart_required
 
 
@@ -384,7 +387,7 @@ def hold_reason(item: Managed, held: Mapping[ObjectKey, str]) -> str | None:
     if item.blocked is not None:
         return f"held: {item.blocked}"
     if stuck(item):
-        return "KubeVirt did not apply memory.guest (migration or hotplug failed, or restart required): held"
+        return "KubeVirt did not apply memory.guest (hotplug failed, or restart required): held"
     if item.vmi is not None and item.vmi.migrating:
         return "held: live migration in progress (KubeVirt refuses hotplug meanwhile)"
     return None
@@ -569,4 +572,9 @@ def build_snapshot(
         vm_keys=vm_keys,
         cluster=cluster,
         migrations=migrations,
+        bound=frozenset(
+            (pod.node, ObjectKey(pod.key.namespace, pod.vmi))
+            for pod in pod_list
+            if pod.node and pod.launcher and pod.vmi and not pod.finished
+        ),
     )

@@ -232,6 +232,7 @@ class VmiView:
     not_migratable_why: str = ""
     # creation time of its latest migration when that one failed and none is going (controller.migrations)
     failed_migration_at: float | None = None
+    failed_migrations: int = 0  # ... and how many failed since its last success (controller.migrations)
     node_selector: tuple[tuple[str, str], ...] = ()  # spec.nodeSelector: its launcher pods go only there
     # what its launcher pods get from its spec for scheduling: nodeSelector, tolerations, node affinity
     placement: PodPlacement = field(default_factory=PodPlacement)

@@ -45,12 +45,14 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
    buffer grows, then idle shrinks).
 
-A VM with a change in flight, with unknown demand, or whose last change failed less than ``retry_after_s``
+A VM with a change in flight, with unknown demand, or whose last migration failed less than
+:func:`retry_delay` (bounded backoff with jitter, at most ``retry_after_s``)
 ago is held where it is. Bytes are ints; no I/O; ``now`` is passed in.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 from dynamem.policy.balance import pressure_of, status_of, vm_levels, water_fill
@@ -67,6 +69,7 @@ __all__ = [
     "estimate_demand",
     "is_paging",
     "plan_cluster",
+    "retry_delay",
 ]
 
 
@@ -103,6 +106,7 @@ class ClusterVm:
     in_flight_to: int | None = None
     last_change_at: float | None = None
     last_failed_at: float | None = None
+    failures: int = 0  # failed migrations since its last success (0: not counted)
     allowed_nodes: frozenset[str] | None = None  # nodes its pods may go to (its nodeSelector); None: any
     # the resource its guest memory is requested as, "hugepages-2Mi" or "hugepages-1Gi" (None: "memory");
     # its launcher's `memory` request is then its overhead only
@@ -259,8 +263,10 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
             record.held = "held: change in flight"
         elif record.demand is None:
             record.held = "held: demand unknown"
-        elif vm.last_failed_at is not None and now - vm.last_failed_at < config.retry_after_s:
-            record.held = f"held: last change failed {now - vm.last_failed_at:.0f}s ago"
+        elif vm.last_failed_at is not None and now - vm.last_failed_at < retry_delay(
+            vm.name, vm.failures, config
+        ):
+            record.held = f"held: last migration failed {now - vm.last_failed_at:.0f}s ago"
         elif (
             config.cooldown_s > 0
             and vm.last_change_at is not None
@@ -508,6 +514,20 @@ class _Room:
             self.credit[key] = self.credit.get(key, 0) + pages[1]
             self.real.setdefault(key, 0)
             self.total.setdefault(key, 0)
+
+
+def retry_delay(name: str, failures: int, config: BalanceConfig) -> float:
+    """How long after its last failed migration a VM is held before the plan moves it again: bounded
+    exponential backoff with jitter. ``retry_base_s`` after the first failure (KubeVirt's own first backoff,
+    ``migration.go`` ``handleMigrationBackoff``), doubling with each failure since its last success, at most
+    ``retry_after_s``; less a jitter of up to half, drawn from the VM's name and count (the plan stays a pure
+    function) so that VMs failed together do not retry together. ``failures`` 0 (not counted, as in the
+    simulator): the flat ``retry_after_s``."""
+    if failures <= 0:
+        return config.retry_after_s
+    delay = min(config.retry_after_s, config.retry_base_s * 2.0 ** min(failures - 1, 32))
+    jitter = zlib.crc32(f"{name}/{failures}".encode()) / 2**32
+    return delay * (1.0 - jitter / 2)
 
 
 def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> list[str]:

@@ -110,7 +110,9 @@ class BalanceConfig:
     use seen over this window, and not for idleness within this long of its last change.
     ``trend_horizon_s``: a use that rose over the window by more than the dead band is grown ahead of by this
     long of its rise (0 disables). ``buffer_worth_percent``: a grow for buffer alone must restore at least
-    this percent of the bytes it migrates. ``retry_after_s``: a VM whose change failed is held this long.
+    this percent of the bytes it migrates. ``retry_base_s``/``retry_after_s``: a VM whose migration failed
+    is held ``retry_base_s`` after its first failure, doubling with each further one, at most
+    ``retry_after_s``, less a jitter (``cluster.retry_delay``).
     ``descheduler_*``: the descheduler peer's thresholds (percent points around the mean utilisation) and
     cooldown.
     """
@@ -139,6 +141,7 @@ class BalanceConfig:
     shrink_window_s: float = 3600.0
     buffer_worth_percent: int = 25
     retry_after_s: float = 900.0
+    retry_base_s: float = 20.0
     descheduler_low_percent: int = 0
     descheduler_high_percent: int = 10
     descheduler_cooldown_s: float = 900.0

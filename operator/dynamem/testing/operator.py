@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
+
 from dynamem.testing.controlplane import free_port
 
 
@@ -61,6 +63,15 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def gauge(self, name: str) -> float | None:
+        """The value of an unlabelled metric on the replica's /metrics (None: not served, or no answer)."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+        return values[0] if values else None
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")

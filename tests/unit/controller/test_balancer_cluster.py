@@ -120,3 +120,31 @@ def test_a_migration_refused_by_admission_is_a_lost_race_the_vm_lands_where_the_
     lost = [e for e in writer.events if e.reason == "MigrationRaceLost"]
     assert [e.name for e in lost] == ["finance"]
     assert ObjectKey(NS, "finance") not in balancer.placements  # not fought: the next plan reads where it is
+
+
+def test_a_target_promised_to_a_change_in_flight_is_not_promised_again_in_a_later_round() -> None:
+    # Seen in the fault suite under load: a change placed on node X, its target pod not bound yet (made, or
+    # Pending behind a VM leaving X); the next round placed another VM on X, whose target pod took the room
+    # first, and the first change's target stayed unschedulable until KubeVirt failed its migration.
+    world = World(
+        nodes=[
+            make_node_body("host", allocatable="2Gi"),  # full: finance and sales
+            make_node_body("d", allocatable="8Gi"),
+            make_node_body("b", allocatable="4Gi"),
+            make_node_body("c", allocatable="8Gi"),
+        ]
+    )
+    for name in BUSY:
+        world.add(name)
+    world.vmis["engineering"]["status"]["nodeName"] = "d"
+    writer, guests = FakeWriter(), PagingGuests(busy={"finance", "sales"})
+    balancer = Balancer(writer, guests, CLUSTER, clock=lambda: NOW)
+    round_of(balancer, world)
+    targets = {key.name: p.target for key, p in balancer.placements.items()}
+    assert targets == {"finance": "b", "sales": "b"}  # best fit: 3Gi of b's 4Gi promised
+    world.apply(writer.applies, hotplug_done=False)
+    guests.busy.add("engineering")
+    writer.clear()
+    round_of(balancer, world)  # the migrations to b are made; their target pods are not bound yet
+    assert sorted(node for _, _, node, _ in writer.migrations) == ["b", "b"]
+    assert balancer.placements[ObjectKey(NS, "engineering")].target == "c"

@@ -28,6 +28,20 @@ def test_the_latest_failed_migration_marks_the_vmi() -> None:
         ],
     )
     assert found[0].failed_migration_at == 1795773900.0
+    assert found[0].failed_migrations == 1
+
+
+def test_failures_since_the_last_success_are_counted() -> None:
+    found = with_failed_migrations(
+        [vmi()],
+        [
+            migration_view(migration("a", "Failed", "2026-11-27T09:00:00Z")),
+            migration_view(migration("b", "Succeeded", "2026-11-27T10:00:00Z")),
+            migration_view(migration("c", "Failed", "2026-11-27T10:05:00Z")),
+            migration_view(migration("d", "Failed", "2026-11-27T10:06:00Z")),
+        ],
+    )
+    assert (found[0].failed_migration_at, found[0].failed_migrations) == (1795773960.0, 2)
 
 
 def test_a_migration_still_going_or_a_later_success_clears_it() -> None:

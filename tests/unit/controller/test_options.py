@@ -115,6 +115,7 @@ def test_byte_flags(flag: str, value: str, expected: int) -> None:
         pytest.param(["--interval", "0"], "--interval", "0.0", id="interval-zero"),
         pytest.param(["--interval", "-2"], "--interval", "-2.0", id="interval-negative"),
         pytest.param(["--interval", "nan"], "--interval", "nan", id="interval-nan"),
+        pytest.param(["--change-deadline", "0"], "--change-deadline", "0.0", id="change-deadline-zero"),
     ],
 )
 def test_bad_values_name_flag_and_value(argv: list[str], flag: str, shown: str) -> None:
@@ -153,3 +154,8 @@ def test_migration_budget_and_policy() -> None:
     with pytest.raises(OptionError) as caught:
         parse_options(["-A", "--max-parallel-migrations", "0"])
     assert "--max-parallel-migrations" in str(caught.value) and "0" in str(caught.value)
+
+
+def test_the_change_deadline_reaches_the_round() -> None:
+    assert parse_options(["-A"]).round_options().change_deadline_s == 360.0
+    assert parse_options(["-A", "--change-deadline", "40"]).round_options().change_deadline_s == 40.0

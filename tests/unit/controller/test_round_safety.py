@@ -12,7 +12,7 @@ from dataclasses import replace
 from dynamem.controller.balancer import Balancer
 from dynamem.kube.api import now_rfc3339
 
-from .builders_k8s import FakeWriter, make_node_body, make_vm_body, make_vmi_body, make_vmm_body
+from .builders_k8s import NS, FakeWriter, make_node_body, make_vm_body, make_vmi_body, make_vmm_body
 from .test_balancer import NOW, OPTIONS, FakeDemand, World, applied, balancer_for, run, workday
 
 
@@ -188,6 +188,47 @@ def test_a_change_within_its_deadline_is_left_in_flight() -> None:
     writer = FakeWriter()
     run(balancer_for(demand, writer), world)
     assert applied(writer) == []
+
+
+def failed_migration(vmi: str, created: float) -> dict[str, object]:
+    """A migration KubeVirt v1.7.0 failed because its target pod stayed unschedulable
+    (``migration.go``, ``handlePendingPodTimeout``): the VMI is left as it was, HotMemoryChange still True."""
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstanceMigration",
+        "metadata": {"name": f"{vmi}-dynamem-1", "namespace": NS, "creationTimestamp": now_rfc3339(created)},
+        "spec": {"vmiName": vmi},
+        "status": {"phase": "Failed"},
+    }
+
+
+def failed_grow(asked_ago: float) -> tuple[World, FakeWriter]:
+    """finance asked 3Gi ``asked_ago`` seconds ago; its migration failed 20 s ago, the guest still has 1Gi
+    and HotMemoryChange is still True. Returns the world after one round and what the round wrote."""
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - asked_ago)}
+    world.migrations.append(failed_migration("finance", NOW - 20))
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    return world, writer
+
+
+def test_a_failed_migration_is_not_a_refusal_the_change_stays_in_flight_for_kubevirt_to_retry() -> None:
+    # KubeVirt's workload-updater migrates a VMI whose HotMemoryChange is True again (workload-updater.go,
+    # doesRequireMigration): the change is not taken back, the VM not held until its VMI restarts
+    world, writer = failed_grow(asked_ago=30)
+    assert applied(writer) == []
+    status = dict(writer.statuses).get("finance") or world.status("finance")
+    assert not status.get("hold")
+    assert not [e for e in writer.events if e.reason == "MemoryChangeReverted"]
+
+
+def test_a_change_whose_migrations_keep_failing_is_taken_back_at_its_deadline() -> None:
+    _, writer = failed_grow(asked_ago=361)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
 
 
 def test_a_refused_stopped_reset_is_held_until_the_vm_changes() -> None:
