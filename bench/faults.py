@@ -355,8 +355,13 @@ class Suite:
             SimulatorOptions(
                 namespace=NAMESPACE,
                 poll_s=0.3,
+                # pending_timeout_s: KubeVirt's is 300 s. A plan may place a change where room frees once
+                # another VM has left (its target pod waits Pending meanwhile); under heavy load that other
+                # migration takes more than 5 s, and a 5 s timeout failed the waiting one (KubeVirt then
+                # retries it, which the budget of one migration does not cover). 30 s outlasts a migration
+                # under load and keeps the suite short.
                 migration=MigrationOptions(
-                    bandwidth=8 * GI, updater_delay_s=0.3, pending_timeout_s=5.0, backoff_s=2.0
+                    bandwidth=8 * GI, updater_delay_s=0.3, pending_timeout_s=30.0, backoff_s=2.0
                 ),
             ),
             DemandFeed(speed=0.0),
