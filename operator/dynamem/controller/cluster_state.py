@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from dynamem.controller.eligibility import eligible_nodes
+from dynamem.controller.eligibility import EligibleNodes
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.kube.objects import NodeView, ObjectKey, VmiView
@@ -137,6 +137,7 @@ def cluster_state(
     ``page_requests``: hugepages requested per (node, resource)."""
     pages = page_requests or {}
     views = node_views or {}
+    eligibility = None if node_views is None else EligibleNodes(node_views.values())
     cluster_nodes = tuple(
         ClusterNode(
             name=name,
@@ -163,7 +164,7 @@ def cluster_state(
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
                 peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
-            allowed = None if node_views is None else eligible_nodes(vmi, node_views.values())
+            allowed = None if eligibility is None else eligibility.of(vmi)
             vms.append(
                 ClusterVm(
                     name=state.name,
