@@ -60,22 +60,37 @@ RATE_WINDOW = "2m"
 
 def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
     """One instant query per paging signal, by the :class:`GuestSignals` field it fills."""
-    window = f"{max(60, int(shrink_window_s))}s"
+    seconds = max(60, int(shrink_window_s))
+    window = f"{seconds}s"
+    subquery = f"{window}:{_step(seconds)}"
     return {
         "available": f"max by (namespace, name) (kubevirt_vmi_memory_available_bytes {_FRESH})",
         "usable": f"max by (namespace, name) (kubevirt_vmi_memory_usable_bytes {_FRESH})",
+        # A subquery with an explicit step: without one it is evaluated at Prometheus' evaluation_interval,
+        # which may be as short as the scrape (1 s in the tests: 3,600 points per series over an hour, seconds
+        # per query at a thousand VMs). 240 points over the window; the default evaluation_interval (1 m)
+        # gives fewer.
         "used_peak": (
             "max by (namespace, name) (max_over_time("
-            f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{window}:]))"
+            f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{subquery}]))"
         ),
         "swap_in_bps": _fresh_rate("kubevirt_vmi_memory_swap_in_traffic_bytes"),
         "major_faults_ps": _fresh_rate("kubevirt_vmi_memory_pgmajfault_total"),
-        # the least-squares slope of used memory over the same window (a falling one is dropped: no rise)
+        # The least-squares slope of used memory over the same window (a falling one is dropped: no rise),
+        # read fresh every round and without a subquery: a slope is linear in the samples, and both series
+        # come from the same scrape (the same timestamps), so deriv(available - usable) = deriv(available) -
+        # deriv(usable), each over the raw samples in the window.
         "used_rise_bps": (
-            "max by (namespace, name) (deriv("
-            f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{window}:]))"
+            "max by (namespace, name) ("
+            f"deriv(kubevirt_vmi_memory_available_bytes[{window}])"
+            f" - deriv(kubevirt_vmi_memory_usable_bytes[{window}]))"
         ),
     }
+
+
+def _step(window_s: int) -> str:
+    """The step of a subquery over ``window_s``: 240 points over the window, at least a second apart."""
+    return f"{max(1, window_s // 240)}s"
 
 
 def _fresh_rate(series: str) -> str:
@@ -186,7 +201,9 @@ def with_signals(reading: DemandReading, series: dict[str, dict[ObjectKey, float
 
 
 # Signals read again only this often (seconds): the highest use over the shrink window (an hour by default)
-# is Prometheus' dearest query (a subquery over every VM's series), and moves slowly. A kept peak errs on the
+# is Prometheus' dearest query (a subquery over every VM's series), and moves slowly. The slope is not kept: a
+# rise that has turned must stop counting at once (the plan grows ahead of a rise only while use is at its
+# peak), and it is cheap (a range over raw samples). A kept peak errs on the
 # side of memory: use that has left the window still counts, and use since is taken as the peak whenever it
 # is above it (:func:`dynamem.controller.cluster_state.cluster_state`, the plan's ``estimate_demand``).
 SLOW_SIGNALS: dict[str, float] = {"used_peak": 60.0}

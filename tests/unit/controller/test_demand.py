@@ -191,9 +191,13 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
         # a falling use (negative slope) is dropped, like any negative sample: no rise
         queries["used_rise_bps"]: [sample("office", "busy", "-5"), sample("office", "idle", "4096")],
     }
-    assert "[1800s:]" in queries["used_peak"]
-    assert queries["used_rise_bps"].startswith("max by (namespace, name) (deriv(")
-    assert "[1800s:]" in queries["used_rise_bps"]
+    # an explicit step: not one point per evaluation_interval (3,600 an hour at a 1 s interval)
+    assert "[1800s:7s]" in queries["used_peak"]
+    # the slope over the raw samples, no subquery: read every round, it must stay cheap
+    assert queries["used_rise_bps"] == (
+        "max by (namespace, name) (deriv(kubevirt_vmi_memory_available_bytes[1800s])"
+        " - deriv(kubevirt_vmi_memory_usable_bytes[1800s]))"
+    )
     assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
     assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
     # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
