@@ -196,12 +196,14 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
     # the slope over the raw samples, no subquery: read every round, it must stay cheap
     assert queries["used_rise_bps"] == (
         "max by (namespace, name) (deriv(kubevirt_vmi_memory_available_bytes[1800s])"
-        " - deriv(kubevirt_vmi_memory_usable_bytes[1800s]))"
+        " - deriv(kubevirt_vmi_memory_usable_bytes[1800s])) > 0"
     )
     assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
     assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
     # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
-    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes)")
+    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes) > 0")
+    # at rest every rate and slope is zero: only the others come back (every sample costs CPU to read)
+    assert queries["major_faults_ps"].endswith(") > 0")
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=success(*answers[request.url.params["query"]]))
