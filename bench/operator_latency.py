@@ -72,6 +72,20 @@ def guest_of(custom: client.CustomObjectsApi, name: str) -> int | None:
     return quantity_bytes(vm["spec"]["template"]["spec"]["domain"]["memory"].get("guest"))
 
 
+def migrations_done(custom: client.CustomObjectsApi, timeout: float) -> float:
+    """Wait until every VirtualMachineInstanceMigration is Succeeded or Failed; returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        found: Any = custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", NAMESPACE, "virtualmachineinstancemigrations"
+        )
+        phases = [(m.get("status") or {}).get("phase") for m in found["items"]]
+        if all(phase in {"Succeeded", "Failed"} for phase in phases):
+            break
+        time.sleep(1)
+    return time.monotonic() - started
+
+
 def operator_counter(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
@@ -185,6 +199,10 @@ def main() -> int:
                 print(f"batch {batch}: {len(batch_latency)}/{len(chosen)} patched, median {median}")
                 for name in chosen:  # back to rest, and let it settle before the next batch
                     sim.set_demand(NAMESPACE, name, GI // 2)
+                # this batch's migrations run in the simulator (tens of seconds each on a busy machine): the
+                # next batch starts once they are done, or it would time the simulator, not the operator
+                settled = migrations_done(custom, timeout=300)
+                print(f"batch {batch}: migrations done after {settled:.0f}s", flush=True)
                 time.sleep(8)
             api.close()
         finally:

@@ -76,16 +76,32 @@ def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
         ),
         "swap_in_bps": _fresh_rate("kubevirt_vmi_memory_swap_in_traffic_bytes"),
         "major_faults_ps": _fresh_rate("kubevirt_vmi_memory_pgmajfault_total"),
-        # The least-squares slope of used memory over the same window (a falling one is dropped: no rise),
-        # read fresh every round and without a subquery: a slope is linear in the samples, and both series
-        # come from the same scrape (the same timestamps), so deriv(available - usable) = deriv(available) -
-        # deriv(usable), each over the raw samples in the window. Only rises: a VM left out has none.
-        "used_rise_bps": (
-            "max by (namespace, name) ("
-            f"deriv(kubevirt_vmi_memory_available_bytes[{window}])"
-            f" - deriv(kubevirt_vmi_memory_usable_bytes[{window}])) > 0"
-        ),
+        "used_rise_bps": _rise(window, seconds),
     }
+
+
+def _rise(window: str, seconds: int) -> str:
+    """How fast used memory rose over the window, per second of the window: what the plan multiplies by the
+    window to tell a rise from noise, and by its horizon to grow ahead of it.
+
+    The least-squares slope, read fresh every round and without a subquery: a slope is linear in the samples,
+    and both series come from the same scrape (the same timestamps), so deriv(available - usable) =
+    deriv(available) - deriv(usable), each over the raw samples in the window.
+
+    Bounded by the rise the samples can show: a slope over a young series (an operator started on a fresh
+    Prometheus, a VM just migrated: its series are per node) is the slope of a few samples, and +-1 % of noise
+    over a minute, taken over an hour, is gigabytes (a VM at rest grown to its maximum). A least-squares line
+    rises over evenly spaced samples by at most sqrt(12) standard deviations of them, whatever their span; a
+    steady ramp over the whole window rises by exactly that, so only what the window has not seen is cut. The
+    standard deviation of used memory is at most the sum of those of ``available`` and ``usable`` (raw
+    samples again). Only rises: a VM left out has none.
+    """
+    used = ("kubevirt_vmi_memory_available_bytes", "kubevirt_vmi_memory_usable_bytes")
+    slope = f"(deriv({used[0]}[{window}]) - deriv({used[1]}[{window}]))"
+    spread = f"(stddev_over_time({used[0]}[{window}]) + stddev_over_time({used[1]}[{window}]))"
+    bound = f"({spread} * {math.sqrt(12) / seconds:.9g})"
+    # per series the smaller of the two: the slope where it is below the bound, else the bound
+    return f"max by (namespace, name) (({slope} < {bound}) or {bound}) > 0"
 
 
 def _step(window_s: int) -> str:
