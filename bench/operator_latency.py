@@ -72,18 +72,29 @@ def guest_of(custom: client.CustomObjectsApi, name: str) -> int | None:
     return quantity_bytes(vm["spec"]["template"]["spec"]["domain"]["memory"].get("guest"))
 
 
-def migrations_done(custom: client.CustomObjectsApi, timeout: float) -> float:
-    """Wait until every VirtualMachineInstanceMigration is Succeeded or Failed; returns the seconds waited."""
+def migrations_done(custom: client.CustomObjectsApi, names: list[str], timeout: float) -> float:
+    """Wait until every VirtualMachineInstanceMigration is Succeeded or Failed and each of ``names`` runs at
+    the memory its VM asks for (the operator makes a change's migration a round or two after its write);
+    returns the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         found: Any = custom.list_namespaced_custom_object(
             "kubevirt.io", "v1", NAMESPACE, "virtualmachineinstancemigrations"
         )
         phases = [(m.get("status") or {}).get("phase") for m in found["items"]]
-        if all(phase in {"Succeeded", "Failed"} for phase in phases):
+        if all(phase in {"Succeeded", "Failed"} for phase in phases) and all(
+            guest_of(custom, name) == current_of(custom, name) for name in names
+        ):
             break
         time.sleep(1)
     return time.monotonic() - started
+
+
+def current_of(custom: client.CustomObjectsApi, name: str) -> int | None:
+    vmi: Any = custom.get_namespaced_custom_object(
+        "kubevirt.io", "v1", NAMESPACE, "virtualmachineinstances", name
+    )
+    return quantity_bytes(((vmi.get("status") or {}).get("memory") or {}).get("guestCurrent"))
 
 
 def operator_counter(port: int, name: str) -> float:
@@ -201,7 +212,7 @@ def main() -> int:
                     sim.set_demand(NAMESPACE, name, GI // 2)
                 # this batch's migrations run in the simulator (tens of seconds each on a busy machine): the
                 # next batch starts once they are done, or it would time the simulator, not the operator
-                settled = migrations_done(custom, timeout=300)
+                settled = migrations_done(custom, chosen, timeout=300)
                 print(f"batch {batch}: migrations done after {settled:.0f}s", flush=True)
                 time.sleep(8)
             api.close()
