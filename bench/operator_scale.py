@@ -108,7 +108,12 @@ def node_body(name: str, memory: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        # kubevirt.io/schedulable: virt-handler's label, which every launcher pod (a migration target's too)
+        # selects; without it no node may take a VM, and no change (each a migration) can be made
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "kubevirt.io/schedulable": "true"},
+        },
         "status": {"capacity": resources, "allocatable": resources},
     }
 

@@ -1,7 +1,10 @@
 """One balancing round at rest, in process: N VMs on N/20 nodes, nothing to change, no API in the way.
 
-The round's own cost (snapshot, policy, status triage, metrics) without the API server and Prometheus, which
-``bench/operator_scale.py`` adds. It builds the bodies with the unit tests' builders, runs one round to write
+The round's own cost (reading Prometheus' answers, snapshot, policy, status triage, metrics) without the API
+server and a Prometheus server, which ``bench/operator_scale.py`` adds: demand is read by the operator's own
+:class:`~dynamem.controller.demand.PrometheusDemand`, its seven queries answered in process with one sample
+per VM each (as a Prometheus server answers them at rest: no paging, no rise), so decoding and reading those
+answers is in the figures. It builds the bodies with the unit tests' builders, runs one round to write
 every status, feeds the statuses back, then times five rounds that must write nothing: wall time, and the
 CPU time of the median round (what the round costs whatever else the cores run).
 The garbage collector is tuned as ``dynamem run`` tunes it (:mod:`dynamem.controller.gc_tuning`);
@@ -13,6 +16,7 @@ default policy).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -21,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
 from tests.unit.controller.builders_k8s import (
+    NS,
     FakeWriter,
     make_node_body,
     make_vm_body,
@@ -29,10 +35,41 @@ from tests.unit.controller.builders_k8s import (
     make_vmm_body,
     observed,
 )
-from tests.unit.controller.test_balancer import NOW, OPTIONS, FakeDemand
+from tests.unit.controller.test_balancer import NOW, OPTIONS
 
 from dynamem.controller.balancer import CLUSTER_POLICY, Balancer
+from dynamem.controller.demand import DEMAND_QUERY, PrometheusDemand, signal_queries
 from dynamem.controller.gc_tuning import tune_for_large_heap
+from dynamem.kube.objects import GI
+
+
+def prometheus_at_rest(names: list[str], namespace: str) -> httpx.MockTransport:
+    """Answers to the operator's queries as Prometheus gives them at rest: 1 GiB guests using 0.7 GiB."""
+    signals = signal_queries(OPTIONS.balance.shrink_window_s)
+    used, size = int(0.7 * GI), GI
+    values = {
+        DEMAND_QUERY: used,
+        signals["available"]: size,
+        signals["usable"]: size - used,
+        signals["used_peak"]: used,
+    }
+
+    def answer(value: int | None) -> bytes:
+        result = (
+            []
+            if value is None
+            else [
+                {"metric": {"namespace": namespace, "name": n}, "value": [1795813322.09, str(value)]}
+                for n in names
+            ]
+        )
+        return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+
+    bodies = {query: answer(value) for query, value in values.items()}
+    empty = answer(None)  # the rates and the rise: only those above zero come back, none at rest
+    return httpx.MockTransport(
+        lambda request: httpx.Response(200, content=bodies.get(request.url.params["query"], empty))
+    )
 
 
 async def main(n: int, policy: str) -> None:
@@ -47,7 +84,11 @@ async def main(n: int, policy: str) -> None:
         vmis.append(make_vmi_body(name, node=f"node{i % nodes}"))
     node_bodies = [make_node_body(f"node{k}", allocatable="100Gi") for k in range(nodes)]
     writer = FakeWriter()
-    demand = FakeDemand({f"vm{i}": 0.7 for i in range(n)})
+    demand = PrometheusDemand(
+        "http://prometheus.test",
+        signals=signal_queries(OPTIONS.balance.shrink_window_s),
+        transport=prometheus_at_rest([f"vm{i}" for i in range(n)], NS),
+    )
     balancer = Balancer(
         writer, demand, replace(OPTIONS, status_writes_per_s=1e9, policy=policy), clock=lambda: NOW
     )

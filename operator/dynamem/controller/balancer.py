@@ -90,6 +90,10 @@ class RoundOptions:
     # A change not carried out by then is taken back (KubeVirt's unschedulable-target timeout, 300 s, plus
     # a margin: pkg/virt-controller/watch/migration/migration.go, defaultUnschedulablePendingTimeoutSeconds).
     change_deadline_s: float = 360.0
+    # Prometheus not answering for less than this long changes no status: a query that timed out once (a busy
+    # Prometheus at 10,000 VMs) would otherwise flip every VM's DemandKnown to False and back, two status
+    # writes per VM. Memory is held from the first failed read all the same.
+    demand_error_grace_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -174,6 +178,7 @@ class Balancer:
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
+        self.demand_failing_since: float | None = None  # when Prometheus stopped answering
 
     async def run_round(self, observed: Observed) -> RoundResult:
         started = time.perf_counter()
@@ -181,6 +186,15 @@ class Balancer:
         reading = await self.demand.read()
         if reading.error:
             logger.warning("demand unknown this round, holding memory: %s", reading.error)
+            if self.demand_failing_since is None:
+                self.demand_failing_since = now
+        else:
+            self.demand_failing_since = None
+        # statuses wait out a short Prometheus outage (memory is held all the same)
+        statuses_wait = (
+            self.demand_failing_since is not None
+            and now - self.demand_failing_since < self.options.demand_error_grace_s
+        )
         held = {key: why for key, (until, why) in self.backoff.items() if until > now}
         observed = replace(observed, vms=tuple(observed.vms))
         self._end_conflicts({vm.key: vm for vm in observed.vms})
@@ -269,7 +283,8 @@ class Balancer:
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
             )
             needed, changed = self.book.triage(item, status, now)
-            if needed:
+            # a change or a hold made this round is written whatever Prometheus does: it must survive
+            if needed and (not statuses_wait or key in changed_at or key in holds):
                 pending.append((not changed, str(key), item, status))
         pending.sort(key=lambda entry: (entry[0], entry[1]))  # decision changes first
         self.book.refill(now)

@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from dynamem.controller.eligibility import eligible_nodes
+from dynamem.controller.eligibility import EligibleNodes
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.kube.objects import NodeView, ObjectKey, VmiView
@@ -147,6 +147,7 @@ def cluster_state(
     pods waiting to start."""
     pages = page_requests or {}
     views = node_views or {}
+    eligibility = None if node_views is None else EligibleNodes(node_views.values())
     cluster_nodes = tuple(
         ClusterNode(
             name=name,
@@ -173,7 +174,7 @@ def cluster_state(
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
                 peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
-            allowed = None if node_views is None else eligible_nodes(vmi, node_views.values())
+            allowed = None if eligibility is None else eligibility.of(vmi)
             vms.append(
                 ClusterVm(
                     name=state.name,

@@ -19,11 +19,12 @@ resource but memory; a target they refuse still fails after the pending timeout 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from dynamem.kube.objects import NodeView, VmiView
 from dynamem.kube.scheduling import PodPlacement, SchedulingNode, eligible
 
-__all__ = ["SCHEDULABLE_LABEL", "eligible_nodes", "refusals", "target_pod_placement"]
+__all__ = ["SCHEDULABLE_LABEL", "EligibleNodes", "eligible_nodes", "refusals", "target_pod_placement"]
 
 # v1.NodeSchedulable (staging/src/kubevirt.io/api/core/v1/types.go): every launcher pod selects it.
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
@@ -63,3 +64,26 @@ def eligible_nodes(vmi: VmiView, nodes: Iterable[NodeView]) -> frozenset[str]:
     listed = list(nodes)
     refused = refusals(vmi, listed)
     return frozenset(node.name for node in listed if node.name not in refused)
+
+
+@dataclass
+class EligibleNodes:
+    """:func:`eligible_nodes` of every VMI of a round, against the same nodes: each distinct placement (the
+    VMI's node selector, tolerations and affinity; most VMIs share one) is judged against the nodes once, and
+    the VMIs that share it share its answer. A round then costs VMIs + placements x nodes filter runs, not
+    VMIs x nodes (10,000 VMs on 500 nodes: five million a round, most of a live round's CPU)."""
+
+    nodes: Iterable[NodeView]
+    _scheduling: list[SchedulingNode] = field(init=False)
+    _known: dict[PodPlacement, frozenset[str]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._scheduling = [_scheduling_node(node) for node in self.nodes]
+
+    def of(self, vmi: VmiView) -> frozenset[str]:
+        found = self._known.get(vmi.placement)
+        if found is None:
+            pod = target_pod_placement(vmi)
+            found = frozenset(node.name for node in self._scheduling if eligible(pod, node) is None)
+            self._known[vmi.placement] = found
+        return found

@@ -178,6 +178,35 @@ def test_where_a_vm_may_go_is_where_the_schedulers_filters_let_its_target_pod() 
     assert vms["picky"].allowed_nodes == frozenset({"host"})
 
 
+def test_vms_that_share_a_placement_are_judged_against_the_nodes_once(monkeypatch: Any) -> None:
+    """The scheduler's filters run once per distinct target pod and node, not once per VM and node: at 10,000
+    VMs on 500 nodes that was five million filter runs a round, most of a live round's CPU."""
+    from dynamem.controller import eligibility
+
+    runs = 0
+    real = eligibility.eligible
+
+    def counted(pod: Any, node: Any) -> str | None:
+        nonlocal runs
+        runs += 1
+        return real(pod, node)
+
+    monkeypatch.setattr(eligibility, "eligible", counted)
+    names = [f"vm-{i}" for i in range(30)]
+    picky = make_vmi_body("vm-0")
+    picky["spec"]["nodeSelector"] = {"dynamem.io/pool": "mine"}
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in names],
+        vms=[make_vm_body(n) for n in names],
+        vmis=[picky, *(make_vmi_body(n) for n in names[1:])],
+        nodes=[make_node_body("host", allocatable="64Gi"), *(make_node_body(f"n{i}") for i in range(9))],
+    )
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert runs == 2 * 10  # two placements (vm-0's own, everyone else's), ten nodes
+    assert vms["vm-0"].allowed_nodes == frozenset()
+    assert all(vms[n].allowed_nodes == frozenset({"host", *(f"n{i}" for i in range(9))}) for n in names[1:])
+
+
 def test_the_plan_never_sends_a_vm_to_a_node_its_target_pod_could_not_go_to() -> None:
     """A paging VM on a full node, two idle nodes the scheduler would refuse and one it would take: the plan
     chooses the one, though the others have more room."""

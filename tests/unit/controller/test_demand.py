@@ -191,13 +191,23 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
         # a falling use (negative slope) is dropped, like any negative sample: no rise
         queries["used_rise_bps"]: [sample("office", "busy", "-5"), sample("office", "idle", "4096")],
     }
-    assert "[1800s:]" in queries["used_peak"]
-    assert queries["used_rise_bps"].startswith("max by (namespace, name) (deriv(")
-    assert "[1800s:]" in queries["used_rise_bps"]
+    # an explicit step: not one point per evaluation_interval (3,600 an hour at a 1 s interval)
+    assert "[1800s:7s]" in queries["used_peak"]
+    # the slope over the raw samples, no subquery (read every round, it must stay cheap), bounded by the rise
+    # the samples show (their spread), only rises
+    rise = queries["used_rise_bps"]
+    assert "[1800s:" not in rise and ":]" not in rise
+    assert (
+        "deriv(kubevirt_vmi_memory_available_bytes[1800s]) - deriv(kubevirt_vmi_memory_usable_bytes[1800s])"
+        in rise
+    )
+    assert "stddev_over_time(kubevirt_vmi_memory_usable_bytes[1800s])" in rise and rise.endswith(" > 0")
     assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
     assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
     # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
-    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes)")
+    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes) > 0")
+    # at rest every rate and slope is zero: only the others come back (every sample costs CPU to read)
+    assert queries["major_faults_ps"].endswith(") > 0")
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=success(*answers[request.url.params["query"]]))

@@ -1,0 +1,123 @@
+"""The operator's paging-signal queries against a real Prometheus: what they answer is what they claim.
+
+The slope of used memory is read every round without a subquery
+(:func:`dynamem.controller.demand.signal_queries`): ``deriv(available[w]) - deriv(usable[w])`` over the raw
+samples, which equals the least-squares slope of ``available - usable`` because both series come from the
+same scrape; it is bounded by the rise the samples can show (sqrt(12) standard deviations over the window),
+so a young series (a fresh Prometheus, a VM just migrated) does not turn a wobble into a rise of gigabytes an
+hour. Here two guests' series start together: one whose use climbs 1 MiB a second, one whose use moves by
+1 % in its first seconds and then holds. Their answers are checked against the raw samples themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from dynamem.controller.demand import signal_queries
+from dynamem.kube.objects import GI, MI
+from dynamem.policy.model import BalanceConfig
+from dynamem.testing.controlplane import free_port
+from dynamem.testing.prometheus import Prometheus
+
+LABELS = ["node", "namespace", "name"]
+WINDOW_S = 3600  # the operator's default shrink window
+
+
+class Guests(Collector):
+    """Two 1 GiB guests as KubeVirt exports them: ``climbing`` uses 300 MiB plus 1 MiB a second; ``settling``
+    uses 700 MiB less 1 %, moving up to 700 MiB plus 1 % over its first 20 scrapes, then holds."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.scrapes = 0
+
+    def collect(self) -> Iterable[Any]:
+        self.scrapes += 1
+        used = {
+            "climbing": 300 * MI + (time.monotonic() - self.started) * MI,
+            "settling": 700 * MI * (0.99 + 0.02 * min(1.0, self.scrapes / 20)),
+        }
+        available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=LABELS)
+        usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=LABELS)
+        for name, value in used.items():
+            available.add_metric(["host", "office", name], GI)
+            usable.add_metric(["host", "office", name], GI - value)
+        yield from (available, usable)
+
+
+def raw_samples(prometheus: Prometheus, series: str, at: float) -> dict[float, float]:
+    """The raw samples of ``series`` in the window ending at ``at``, by timestamp."""
+    body = httpx.get(
+        f"{prometheus.url}/api/v1/query",
+        params={"query": f"{series}[{WINDOW_S}s]", "time": repr(at)},
+        timeout=10,
+    ).json()
+    (result,) = body["data"]["result"]
+    return {float(t): float(v) for t, v in result["values"]}
+
+
+def least_squares_slope(points: dict[float, float]) -> float:
+    xs, ys = list(points), list(points.values())
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def spread(values: Iterable[float]) -> float:
+    """Population standard deviation, as Prometheus' stddev_over_time."""
+    found = list(values)
+    mean = sum(found) / len(found)
+    return math.sqrt(sum((v - mean) ** 2 for v in found) / len(found))
+
+
+def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_their_highest(
+    prometheus: Prometheus,
+) -> None:
+    registry = CollectorRegistry()
+    registry.register(Guests())
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    queries = signal_queries(shrink_window_s=WINDOW_S)
+    used: dict[str, dict[float, float]] = {}
+    rise: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    try:
+        prometheus.set_targets([f"127.0.0.1:{port}"])
+        # the session's Prometheus also holds series of earlier tests: these guests' own, by their labels
+        settling = 'kubevirt_vmi_memory_usable_bytes{namespace="office", name="settling"}'
+        prometheus.wait_for(f"count_over_time({settling}[1h]) >= 25", timeout=60)
+        at = time.time()
+        for query, found in ((queries["used_rise_bps"], rise), (queries["used_peak"], peak)):
+            found.update({s.labels["name"]: s.value for s in prometheus.query(query, at=at)})
+        for name in ("climbing", "settling"):
+            mine = f'{{namespace="office", name="{name}"}}'
+            available = raw_samples(prometheus, f"kubevirt_vmi_memory_available_bytes{mine}", at)
+            usable = raw_samples(prometheus, f"kubevirt_vmi_memory_usable_bytes{mine}", at)
+            assert available.keys() == usable.keys()  # one scrape, one timestamp for both series
+            used[name] = {t: available[t] - usable[t] for t in available}
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+        thread.join(5)
+    for name, points in used.items():
+        slope = least_squares_slope(points)
+        bound = math.sqrt(12) * spread(points.values()) / WINDOW_S
+        assert rise[name] == pytest.approx(min(slope, bound), rel=1e-6)
+        # the subquery's steps (15 s over an hour) see a sample at least every 15 s: the peak is one of them
+        assert max(points.values()) - 16 * MI <= peak[name] <= max(points.values())
+    # a young series rises only by what it has shown: the climb so far, not its slope over the hour
+    climbing = used["climbing"]
+    assert rise["climbing"] < least_squares_slope(climbing) / 10
+    assert rise["climbing"] * WINDOW_S == pytest.approx(math.sqrt(12) * spread(climbing.values()), rel=1e-6)
+    # 1 % of a 700 MiB guest is no rise the plan grows ahead of (over an hour, its slope alone said gigabytes)
+    band = BalanceConfig().dead_band_bytes
+    assert least_squares_slope(used["settling"]) * WINDOW_S > 4 * band
+    assert rise["settling"] * WINDOW_S < band / 4
