@@ -97,9 +97,11 @@ def test_reading_of_unknown_vm_is_none() -> None:
     assert reading.of(ObjectKey("other", "a")) is None
 
 
-def read_with(handler: Any, url: str = "http://prometheus.test:9090/") -> DemandReading:
+def read_with(
+    handler: Any, url: str = "http://prometheus.test:9090/", signals: dict[str, str] | None = None
+) -> DemandReading:
     async def go() -> DemandReading:
-        source = PrometheusDemand(url, timeout=1.0)
+        source = PrometheusDemand(url, timeout=1.0, signals=signals)
         source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
         try:
             return await source.read()
@@ -212,15 +214,7 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=success(*answers[request.url.params["query"]]))
 
-    async def go() -> DemandReading:
-        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
-        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
-        try:
-            return await source.read()
-        finally:
-            await source.close()
-
-    reading = asyncio.run(go())
+    reading = read_with(handler, "http://prometheus.test", signals=queries)
     busy, idle = ObjectKey("office", "busy"), ObjectKey("office", "idle")
     assert reading.signals_of(busy) == GuestSignals(
         available=GI, usable=20 * 2**20, used_peak=None, swap_in_bps=2097152.5, major_faults_ps=40.0
@@ -248,15 +242,7 @@ def test_the_demand_and_signal_queries_are_asked_at_once() -> None:
             return httpx.Response(200, json=success(sample("office", "a", "5")))
         return httpx.Response(200, json=success())
 
-    async def go() -> DemandReading:
-        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
-        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
-        try:
-            return await source.read()
-        finally:
-            await source.close()
-
-    reading = asyncio.run(go())
+    reading = read_with(handler, "http://prometheus.test", signals=queries)
     assert reading.error is None and reading.of(ObjectKey("office", "a")) == 5
     assert most == 1 + len(queries)
 
@@ -320,15 +306,7 @@ def test_the_signal_queries_go_out_together() -> None:
         in_flight -= 1
         return httpx.Response(200, json=success(sample("office", "a", "5")))
 
-    async def go() -> DemandReading:
-        source = PrometheusDemand("http://prometheus.test", timeout=1.0, signals=queries)
-        source._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=1.0)
-        try:
-            return await source.read()
-        finally:
-            await source.close()
-
-    reading = asyncio.run(go())
+    reading = read_with(handler, "http://prometheus.test", signals=queries)
     assert reading.signals_of(ObjectKey("office", "a")).available == 5
     assert most == len(queries) + 1  # the demand query too
 
