@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dynamem.controller.demand import signal_queries
+from dynamem.controller.demand import DEMAND_QUERY, signal_queries
 from dynamem.kube.objects import GI, MI
 from dynamem.policy.model import BalanceConfig
 from dynamem.testing.controlplane import free_port
@@ -121,3 +121,67 @@ def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_th
     band = BalanceConfig().dead_band_bytes
     assert least_squares_slope(used["settling"]) * WINDOW_S > 4 * band
     assert rise["settling"] * WINDOW_S < band / 4
+
+
+class Flaky(Collector):
+    """One guest of ``size`` bytes using 600 MiB on ``node``, as virt-handler there exports it; while
+    ``failing``, every scrape fails (the exporter answers 500), as a virt-handler that times out does."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.node = "host-a"
+        self.size = 2 * GI
+
+    def collect(self) -> Iterable[Any]:
+        if self.failing:
+            raise RuntimeError("virt-handler did not answer")
+        available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=LABELS)
+        usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=LABELS)
+        available.add_metric([self.node, "scrapes", "flaky"], self.size)
+        usable.add_metric([self.node, "scrapes", "flaky"], self.size - 600 * MI)
+        yield from (available, usable)
+
+
+def test_a_failed_scrape_keeps_the_last_sample_a_minute_and_a_moved_guest_is_read_from_its_new_series(
+    prometheus: Prometheus,
+) -> None:
+    registry = CollectorRegistry()
+    guest = Flaky()
+    registry.register(guest)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    queries = signal_queries(shrink_window_s=WINDOW_S)
+    mine = '{namespace="scrapes", name="flaky"}'
+
+    def read(query: str, at: float | None = None) -> float | None:
+        found = [s.value for s in prometheus.query(query, at=at) if s.labels.get("namespace") == "scrapes"]
+        return found[0] if found else None
+
+    try:
+        prometheus.set_targets([f"127.0.0.1:{port}"])
+        prometheus.wait_for(f"kubevirt_vmi_memory_usable_bytes{mine}", timeout=30)
+        assert read(DEMAND_QUERY) == 600 * MI
+
+        # the target's scrapes fail: Prometheus marks its series stale, and a plain instant query has nothing
+        guest.failing = True
+        prometheus.wait_for(f'up{{instance="127.0.0.1:{port}"}} == 0', timeout=15)
+        assert read(f"kubevirt_vmi_memory_usable_bytes{mine}") is None
+        failed_at = time.time()
+        assert read(DEMAND_QUERY) == 600 * MI
+        assert read(queries["available"]) == 2 * GI
+        assert read(queries["usable"]) == 2 * GI - 600 * MI
+        # a guest whose scrapes fail for over a minute has no demand: memory is held, nothing is shrunk on it
+        for query in (DEMAND_QUERY, queries["available"], queries["usable"]):
+            assert read(query, at=failed_at + 61) is None
+
+        # the guest moves (every change is a migration) and shrinks to 1 GiB: its series now carry the
+        # target's node; the source's series ended, with its last sample of 2 GiB less than a minute old
+        guest.node, guest.size, guest.failing = "host-b", GI, False
+        prometheus.wait_for('kubevirt_vmi_memory_available_bytes{name="flaky", node="host-b"}', timeout=15)
+        assert read(queries["available"]) == GI  # never the source's 2 GiB, though it is the larger
+        assert read(queries["usable"]) == GI - 600 * MI
+        assert read(DEMAND_QUERY) == 600 * MI
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+        thread.join(5)

@@ -3,7 +3,8 @@
 Demand is what KubeVirt itself calls used memory: ``kubevirt_vmi_memory_available_bytes -
 kubevirt_vmi_memory_usable_bytes`` (memory the guest sees, less its MemAvailable), as virt-handler exports it
 from the balloon driver's statistics. A VM with no fresh sample has unknown demand, and the policy then holds
-its memory: shrinking a guest we cannot see would be blind. When Prometheus cannot be reached at all, every
+its memory: shrinking a guest we cannot see would be blind. A guest whose target's last scrape failed keeps
+its last sample of the past minute (:func:`_now_or_last`). When Prometheus cannot be reached at all, every
 demand is unknown, the round still runs, and nothing is shrunk.
 
 Used memory never exceeds the guest's size, so a guest short of memory shows it by paging. The cluster plan
@@ -47,13 +48,39 @@ __all__ = [
 
 # Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
 # metrics stopped would keep its old demand (and could be shrunk on it).
-DEMAND_QUERY = (
-    "max by (namespace, name) ("
-    "(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)"
-    " and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60))"
+_FRESH = "and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60)"
+# How long a guest keeps its last sample when its target's scrapes fail, as fresh samples are kept above.
+LAST_SAMPLE_WINDOW = "60s"
+
+
+def _now_or_last(now: str, last: str) -> str:
+    """``now`` (an expression of the series as scraped now), or for a guest that has none, ``last``.
+
+    A failed scrape marks every series of its target stale, and an instant query then has nothing for each
+    guest on that node: one missed scrape of a virt-handler would leave twenty guests without demand for a
+    round (memory held, their DemandKnown flipped and flipped back). A range selection skips stale markers,
+    so ``last_over_time`` over the last minute still has the guest's last sample. It is only the fallback:
+    a guest with a series now is read from it alone, never mixed with a series that ended in the last
+    minute (after a migration the source's series is such one, of the guest at its old size).
+    """
+    return f"(({now}) or on (namespace, name) ({last}))"
+
+
+def _last(series: str) -> str:
+    return f"last_over_time({series}[{LAST_SAMPLE_WINDOW}])"
+
+
+def _fresh_series(series: str) -> str:
+    """``series`` per VM as now scraped, or its last sample of the minute when its scrape failed."""
+    return f"max by (namespace, name) {_now_or_last(f'{series} {_FRESH}', _last(series))}"
+
+
+_AVAILABLE = "kubevirt_vmi_memory_available_bytes"
+_USABLE = "kubevirt_vmi_memory_usable_bytes"
+DEMAND_QUERY = "max by (namespace, name) " + _now_or_last(
+    f"({_AVAILABLE} - {_USABLE}) {_FRESH}", f"{_last(_AVAILABLE)} - {_last(_USABLE)}"
 )
 
-_FRESH = "and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60)"
 # The window of the rates: long enough for two scrapes at Prometheus' usual 30 s interval.
 RATE_WINDOW = "2m"
 
@@ -64,8 +91,8 @@ def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
     window = f"{seconds}s"
     subquery = f"{window}:{_step(seconds)}"
     return {
-        "available": f"max by (namespace, name) (kubevirt_vmi_memory_available_bytes {_FRESH})",
-        "usable": f"max by (namespace, name) (kubevirt_vmi_memory_usable_bytes {_FRESH})",
+        "available": _fresh_series(_AVAILABLE),
+        "usable": _fresh_series(_USABLE),
         # A subquery with an explicit step: without one it is evaluated at Prometheus' evaluation_interval,
         # which may be as short as the scrape (1 s in the tests: 3,600 points per series over an hour, seconds
         # per query at a thousand VMs). 240 points over the window; the default evaluation_interval (1 m)
