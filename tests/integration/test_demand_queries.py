@@ -125,16 +125,20 @@ def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_th
 
 class Flaky(Collector):
     """One guest of ``size`` bytes using 600 MiB on ``node``, as virt-handler there exports it; while
-    ``failing``, every scrape fails (the exporter answers 500), as a virt-handler that times out does."""
+    ``failing``, every scrape fails (the exporter answers 500), as a virt-handler that times out does; while
+    not ``reporting``, scrapes succeed without the guest, as when virt-handler cannot read its statistics."""
 
     def __init__(self) -> None:
         self.failing = False
+        self.reporting = True
         self.node = "host-a"
         self.size = 2 * GI
 
     def collect(self) -> Iterable[Any]:
         if self.failing:
             raise RuntimeError("virt-handler did not answer")
+        if not self.reporting:
+            return
         available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=LABELS)
         usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=LABELS)
         available.add_metric([self.node, "scrapes", "flaky"], self.size)
@@ -142,7 +146,7 @@ class Flaky(Collector):
         yield from (available, usable)
 
 
-def test_a_failed_scrape_keeps_the_last_sample_a_minute_and_a_moved_guest_is_read_from_its_new_series(
+def test_a_failed_scrape_keeps_the_last_sample_a_minute_a_moved_guest_is_read_from_its_new_series(
     prometheus: Prometheus,
 ) -> None:
     registry = CollectorRegistry()
@@ -181,6 +185,15 @@ def test_a_failed_scrape_keeps_the_last_sample_a_minute_and_a_moved_guest_is_rea
         assert read(queries["available"]) == GI  # never the source's 2 GiB, though it is the larger
         assert read(queries["usable"]) == GI - 600 * MI
         assert read(DEMAND_QUERY) == 600 * MI
+
+        # a healthy virt-handler that no longer reports the guest: no demand at once, no last sample
+        guest.reporting = False
+        wait_until_gone = time.monotonic() + 15
+        while read(f"kubevirt_vmi_memory_usable_bytes{mine}") is not None:
+            assert time.monotonic() < wait_until_gone, "the guest's series never went stale"
+            time.sleep(0.2)
+        for query in (DEMAND_QUERY, queries["available"], queries["usable"]):
+            assert read(query) is None
     finally:
         prometheus.set_targets([])
         server.shutdown()

@@ -54,16 +54,19 @@ LAST_SAMPLE_WINDOW = "60s"
 
 
 def _now_or_last(now: str, last: str) -> str:
-    """``now`` (an expression of the series as scraped now), or for a guest that has none, ``last``.
+    """``now`` (an expression of the series as scraped now), or for a guest that has none because its
+    target's scrapes are failing, ``last``, its last sample of the past minute.
 
     A failed scrape marks every series of its target stale, and an instant query then has nothing for each
     guest on that node: one missed scrape of a virt-handler would leave twenty guests without demand for a
     round (memory held, their DemandKnown flipped and flipped back). A range selection skips stale markers,
-    so ``last_over_time`` over the last minute still has the guest's last sample. It is only the fallback:
-    a guest with a series now is read from it alone, never mixed with a series that ended in the last
-    minute (after a migration the source's series is such one, of the guest at its old size).
+    so ``last_over_time`` over the last minute still has the guest's last sample. It is only the fallback,
+    and only for a target whose last scrape failed (``up == 0``, matched on ``instance``, the label
+    Prometheus puts on every series of a target): a guest with a series now is read from it alone, never mixed
+    with a series that ended in the last minute (after a migration the source's series is such one, of the
+    guest at its old size), and a guest a healthy virt-handler no longer reports has no demand at once.
     """
-    return f"(({now}) or on (namespace, name) ({last}))"
+    return f"(({now}) or on (namespace, name) (({last}) and on (instance) (up == 0)))"
 
 
 def _last(series: str) -> str:
