@@ -24,9 +24,10 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
    (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
    at least the shrink band, unless the memory is needed (the cluster is short: then a VM gives back its
-   buffer but is never cut below its demand, which would only move unmet demand for a migration), and a VM
-   changed less than ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size
-   for a window; a shrink now and a grow at the next peak would be two migrations for nothing). When the
+   buffer but is never cut below the size whose guest holds its demand without paging, which would only move
+   unmet demand for a migration), and a VM changed less than ``shrink_window_s`` ago is not shrunk for
+   idleness (it has not been idle at its size for a window; a shrink now and a grow at the next peak would
+   be two migrations for nothing). When the
    cluster has less memory to spare beyond every VM's target than the largest VM needs to move or start at
    its floor, a VM above its target is shrunk in dead-band steps rather than only past the wide shrink
    band: memory held above targets is then what keeps other VMs from moving or starting.
