@@ -262,7 +262,7 @@ def _operator_rise(samples: list[tuple[float, float]], window: float) -> float:
 
 def test_the_policy_sees_how_fast_use_rose_over_the_window() -> None:
     # a's use rises 100Mi a step (15 min) within its 4Gi on n1, b's is flat. Prometheus scrapes every 30 s and
-    # the step's use is held for the step, so at step k the window (t > now - 3600 s) holds a staircase of
+    # the step's use is held for the step, so at step k the window (t >= now - 3600 s) holds a staircase of
     # samples: the rise the policy is given is that staircase's least-squares slope, bounded as the
     # operator's query bounds it. A steady ramp is seen at about its slope once the window is full.
     uses = [1024 + 100 * i for i in range(8)]
@@ -284,7 +284,7 @@ def test_the_policy_sees_how_fast_use_rose_over_the_window() -> None:
         samples = [
             (t, float(uses[int(t // 900)] * MiB))
             for t in (30.0 * k for k in range(int(now // 30) + 1))
-            if t > now - 3600
+            if t >= now - 3600
         ]
         assert rise_a == pytest.approx(_operator_rise(samples, 3600.0), rel=1e-6) and rise_b == 0.0
     assert seen[-1][1] == pytest.approx(100 * MiB / 900, rel=0.1)  # a staircase of four: 95 % of it

@@ -40,11 +40,12 @@ class _Run:
     available: int
     usable: int
 
-    def after(self, cutoff: float) -> _Run | None:
-        """The samples later than ``cutoff`` (a range selector's window is open on its left), or None."""
-        if self.start > cutoff:
+    def since(self, cutoff: float) -> _Run | None:
+        """The samples at or after ``cutoff``, or None. Prometheus 2's range selectors (2.42 runs the tests)
+        take the samples in ``[now - window, now]``; Prometheus 3 leaves the left edge out, one sample."""
+        if self.start >= cutoff:
             return self
-        skip = math.floor((cutoff - self.start) / self.every) + 1 if self.every > 0 else self.count
+        skip = math.ceil((cutoff - self.start) / self.every) if self.every > 0 else self.count
         if skip >= self.count:
             return None
         return _Run(
@@ -110,7 +111,7 @@ class MemorySeries:
         """Forget the samples that left the window ending at ``now``."""
         cutoff = now - self.window
         for node in list(self.runs):
-            kept = [r for r in (run.after(cutoff) for run in self.runs[node]) if r is not None]
+            kept = [r for r in (run.since(cutoff) for run in self.runs[node]) if r is not None]
             if kept:
                 self.runs[node] = kept
             else:
