@@ -226,20 +226,33 @@ def test_memory_above_target_is_given_back_when_the_cluster_is_tight() -> None:
 
 
 def test_a_shortage_takes_buffer_not_demand() -> None:
-    # 10.5Gi of nodes; z sits at its 3Gi floor. x (3.25Gi, using 3Gi, low priority) and y (2Gi, paging, used
-    # 5Gi in the window: demand 5Gi, high priority) have floors of 1Gi: 10.5 - 5 = 5.5Gi for 2 + 4Gi of
-    # demand above their floors. Water-filling by priority would cut x to 2.5Gi, below the 3Gi it uses: it
-    # would page at once and its 0.5Gi would only move unmet demand to y, for a migration. x gives back its
-    # buffer only (3.25 -> 3Gi), which needs a 3Gi hole no node has.
-    x = make_vm("x", "n1", size=3.25, demand=3, startup=1, priority=1)
-    y = make_vm("y", "n2", size=2, demand=4, startup=1, priority=100, peak=5)
+    # 12.5Gi of nodes; z sits at its 3Gi floor. x (3.75Gi, using 3Gi, low priority) and y (2Gi, paging, used
+    # 6Gi in the window: demand 6Gi, high priority) have floors of 1Gi: 12.5 - 5 = 7.5Gi for 2 + 5Gi of
+    # demand above their floors, and 0.5Gi of the 0.75 + 1.5Gi of their buffers: short. Water-filling by
+    # priority leaves x 3076Mi, barely above the 3Gi it uses. x gives back buffer but not its demand, and its
+    # demand is what its guest shows as used: a guest of S keeps 111Mi + 1.7 % of S for its kernel and pages
+    # once its use is above S less that and 9.6Mi, so at 3076Mi it shows at most 2902Mi and pages at once
+    # (its 764Mi would only move unmet demand to y, for two migrations). x keeps the size whose guest holds
+    # its 3Gi: 3Gi / 0.95 (the paging headroom of MemTotal) + the 176.3Mi its kernel keeps now (3.75Gi less
+    # its MemTotal), aligned up to 2Mi: 3233.7 + 176.3 = 3410Mi, which n4 (3.5Gi free) takes.
+    x = make_vm("x", "n1", size=3.75, demand=3, startup=1, priority=1)
+    y = make_vm("y", "n2", size=2, demand=4, startup=1, priority=100, peak=6)
     z = make_vm("z", "n3", size=3, demand=0.5, startup=3, maximum=3)
-    plan = plan_cluster(make_state({"n1": 3.5, "n2": 2, "n3": 5}, x, y, z), CONFIG, 0.0)
+    plan = plan_cluster(make_state({"n1": 4, "n2": 2, "n3": 3, "n4": 3.5}, x, y, z), CONFIG, 0.0)
     assert plan.reason.startswith("cluster short")
-    assert plan.decisions[0].reason == "kept; no node has room for 3Gi"
-    # at its demand already, x is not shrunk at all
+    shrink = plan.decisions[0]
+    assert (shrink.assigned, shrink.target_node) == (3410 * MiB, "n4")
+    assert shrink.reason.startswith("shrink: memory needed elsewhere")
+    assert not is_paging(make_vm("x", "n4", size=3410 / 1024, demand=3), CONFIG)
+    assert is_paging(make_vm("x", "n4", size=3076 / 1024, demand=3), CONFIG)
+    # at 3400Mi x is under the size that holds its use already (3404Mi): it is not shrunk at all
     at_demand = plan_cluster(
-        make_state({"n1": 3.5, "n2": 2, "n3": 5}, replace(x, assigned=3 * GiB, request=3 * GiB), y, z),
+        make_state(
+            {"n1": 4, "n2": 2, "n3": 3, "n4": 3.5},
+            make_vm("x", "n1", size=3400 / 1024, demand=3, startup=1, priority=1),
+            y,
+            z,
+        ),
         CONFIG,
         0.0,
     )

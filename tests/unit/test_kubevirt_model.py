@@ -9,13 +9,25 @@ buffer (20 %) per change.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dynamem.cli import main as cli_main
-from dynamem.policy import BalanceConfig, GiB, MiB, NodePlan, NodeState, Policy, plan_node
+from dynamem.policy import (
+    BalanceConfig,
+    GiB,
+    MemoryStatus,
+    MiB,
+    NodePlan,
+    NodeState,
+    Policy,
+    VmDecision,
+    plan_node,
+)
 from dynamem.policy.cluster import ClusterPlan, ClusterState
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES, node_local
 from dynamem.sim.guest import DEFAULT_GUEST, GuestModel
@@ -238,26 +250,79 @@ def test_the_policy_sees_only_what_the_guest_shows() -> None:
     assert result.summary.unmet_demand == pytest.approx(2.0)
 
 
+def _operator_rise(samples: list[tuple[float, float]], window: float) -> float:
+    """The operator's ``used_rise_bps`` of one series, by the textbook formulas (not the simulator's sums):
+    the least-squares slope, at most sqrt(12) x the population standard deviation / window."""
+    if len(samples) < 2:
+        return 0.0
+    slope = statistics.linear_regression([t for t, _ in samples], [u for _, u in samples]).slope
+    bound = math.sqrt(12) * statistics.pstdev([u for _, u in samples]) / window
+    return max(0.0, min(slope, bound))
+
+
 def test_the_policy_sees_how_fast_use_rose_over_the_window() -> None:
-    # a's use rises 100Mi a step (15 min = 900 s) within its 4Gi: the least-squares slope over the window's
-    # samples is 100Mi / 900 s, as Prometheus' deriv() gives it. The window (1 h) keeps the last 4 samples
-    # (those later than now - 3600 s), so the slope stays exact as it slides. b's use is flat: 0.
+    # a's use rises 100Mi a step (15 min) within its 4Gi on n1, b's is flat. Prometheus scrapes every 30 s and
+    # the step's use is held for the step, so at step k the window (t >= now - 3600 s) holds a staircase of
+    # samples: the rise the policy is given is that staircase's least-squares slope, bounded as the
+    # operator's query bounds it. A steady ramp is seen at about its slope once the window is full.
+    uses = [1024 + 100 * i for i in range(8)]
     s = scenario(
         {"n1": "16Gi", "n2": "16Gi"},
         [vm("a", "n1", startup="4Gi"), vm("b", "n1", startup="4Gi")],
-        {"a": [f"{1024 + 100 * i}Mi" for i in range(6)], "b": ["1Gi"] * 6},
+        {"a": [f"{u}Mi" for u in uses], "b": ["1Gi"] * 8},
     )
-    seen: list[tuple[float, float]] = []
+    seen: list[tuple[float, float, float]] = []
 
     def record(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
         by_name = {v.name: v for v in state.vms}
-        seen.append((by_name["a"].used_rise_bps, by_name["b"].used_rise_bps))
+        seen.append((now, by_name["a"].used_rise_bps, by_name["b"].used_rise_bps))
         return CLUSTER_POLICIES["static"](state, config, now)
 
     simulate_kubevirt(s, "static", BalanceConfig(step_s=900), DEFAULT_GUEST, plan_fn=record)
-    assert seen[0] == (0.0, 0.0)  # one sample: no slope
-    for rise_a, rise_b in seen[1:]:
-        assert rise_a == pytest.approx(100 * MiB / 900) and rise_b == 0.0
+    assert seen[0][1:] == (0.0, 0.0)  # one sample: no slope
+    for now, rise_a, rise_b in seen:
+        samples = [
+            (t, float(uses[int(t // 900)] * MiB))
+            for t in (30.0 * k for k in range(int(now // 30) + 1))
+            if t >= now - 3600
+        ]
+        assert rise_a == pytest.approx(_operator_rise(samples, 3600.0), rel=1e-6) and rise_b == 0.0
+    assert seen[-1][1] == pytest.approx(100 * MiB / 900, rel=0.1)  # a staircase of four: 95 % of it
+
+
+def test_a_vm_moved_starts_a_new_series_so_the_use_its_grow_uncovers_is_no_rise() -> None:
+    # a pages in 1Gi (true demand 3Gi): its guest shows at most ~790Mi. The plan grows it to 4Gi on n2 in
+    # step 0; from then its guest shows 3Gi, on n2's series. Prometheus keys virt-handler's series by node, so
+    # the jump from ~790Mi (n1) to 3Gi (n2) is in no series: the rise the operator reads is 0, while the
+    # peak over the window is the 3Gi. (Read across the move, the jump would look like a rise of 2.2Gi in
+    # 15 minutes, 9Gi an hour.)
+    s = scenario({"n1": "8Gi", "n2": "8Gi"}, [vm("a", "n1")], {"a": ["3Gi"] * 4})
+    seen: list[tuple[float, int | None]] = []
+
+    def grow_once(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
+        a = state.vms[0]
+        seen.append((a.used_rise_bps, a.used_peak))
+        if now > 0:
+            return CLUSTER_POLICIES["static"](state, config, now)
+        grow = VmDecision(
+            name="a",
+            current=a.assigned,
+            assigned=4 * GiB,
+            floor=0,
+            demand=None,
+            target=4 * GiB,
+            pressure=None,
+            status=MemoryStatus.WARNING,
+            reason="grow",
+            target_node="n2",
+        )
+        return ClusterPlan((grow,), "grow a")
+
+    result = simulate_kubevirt(s, "static", BalanceConfig(step_s=900), DEFAULT_GUEST, plan_fn=grow_once)
+    assert result.steps[0].vms["a"].node == "n2" and result.steps[0].vms["a"].assigned == 4 * GiB
+    assert seen[0] == (0.0, DEFAULT_GUEST.observe(3 * GiB, GiB).used)
+    for rise, peak in seen[1:]:
+        assert rise == 0.0 and peak == 3 * GiB
 
 
 def test_cli_model_flag_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,9 +24,10 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    at least ``buffer_worth_percent`` of the bytes it migrates (its current size), and gets headroom
    (``move_headroom_percent`` of the shrink band) so that a steady rise needs fewer moves; a shrink must free
    at least the shrink band, unless the memory is needed (the cluster is short: then a VM gives back its
-   buffer but is never cut below its demand, which would only move unmet demand for a migration), and a VM
-   changed less than ``shrink_window_s`` ago is not shrunk for idleness (it has not been idle at its size
-   for a window; a shrink now and a grow at the next peak would be two migrations for nothing). When the
+   buffer but is never cut below the size whose guest holds its demand without paging, which would only move
+   unmet demand for a migration), and a VM changed less than ``shrink_window_s`` ago is not shrunk for
+   idleness (it has not been idle at its size for a window; a shrink now and a grow at the next peak would
+   be two migrations for nothing). When the
    cluster has less memory to spare beyond every VM's target than the largest VM needs to move or start at
    its floor, a VM above its target is shrunk in dead-band steps rather than only past the wide shrink
    band: memory held above targets is then what keeps other VMs from moving or starting.
@@ -374,10 +375,13 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
                 r.want = min(r.top, want + extra)
             continue
         if want < cur:
-            if short and want < r.level:
+            hold = _holding(r, config)
+            if short and want < hold:
                 # A shortage takes a running VM's buffer, not its demand: a VM cut below its demand pages at
-                # once, and the memory it frees only moves unmet demand to another VM, for a migration.
-                keep = min(cur, r.level)
+                # once, and the memory it frees only moves unmet demand to another VM, for a migration. Its
+                # demand is what its guest shows as used, so the least it keeps is the size whose guest holds
+                # that use without paging (cut to the use itself, the guest's kernel reserve pushes it out).
+                keep = min(cur, hold)
                 want = r.want = keep - keep % r.unit
                 if want >= cur:
                     r.want = cur
@@ -405,6 +409,17 @@ def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float
                 continue
             r.want = cur
             r.notes.append("within shrink band")
+
+
+def _holding(r: VmPlan, config: BalanceConfig) -> int:
+    """The least size whose guest holds the VM's demand (``level``) without paging: that use within MemTotal
+    less the paging headroom (``paging_headroom_percent``), plus what the guest's kernel keeps for itself (its
+    size less MemTotal, as it shows now); aligned up, at most its maximum."""
+    vm = r.vm
+    kept = max(0, vm.assigned - vm.available) if vm.available is not None else 0
+    need = -(-r.level * 100 // (100 - config.paging_headroom_percent)) + kept
+    need = -(-need // r.unit) * r.unit
+    return max(r.level, min(r.top, need))
 
 
 _MINUTE = 60.0

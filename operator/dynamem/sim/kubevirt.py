@@ -35,7 +35,10 @@ and what this module plays:
 
 What the policy sees: only what KubeVirt's metrics show. Each running VM's demand is the guest's observed
 used memory (:class:`dynamem.sim.guest.GuestModel`: at most its size less a kernel reserve), never its true
-demand (plus the paging signals the cluster plan reads). A per-node policy (``node-local``, ``proxmox``,
+demand (plus the paging signals the cluster plan reads). The highest use and the rise over the window are read
+from the samples Prometheus would hold (:mod:`dynamem.sim.series`: one series per node the VM ran on, scraped
+every 30 s, the rise bounded as the operator's query bounds it), so a guest grown out of paging shows its
+uncovered use on a new series, not as a rise. A per-node policy (``node-local``, ``proxmox``,
 ``xen``) plans node by node (``plan_node``), each node's pool being its memory less the launcher overheads of
 its VMs and the target pods of migrations into it. A VM with a change in flight is
 given to the policy as ``in_flight_to`` (held); the policy counts it at the larger of its two sizes, so its
@@ -46,6 +49,7 @@ Scores use the true demand: unmet demand is true demand above the assigned size 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -67,6 +71,7 @@ from dynamem.sim.result import (
 )
 from dynamem.sim.scenario import MigrationSettings, Scenario, ScenarioVm
 from dynamem.sim.scheduler import place_pod
+from dynamem.sim.series import SCRAPE_S, MemorySeries
 
 __all__ = ["simulate_kubevirt"]
 
@@ -100,7 +105,7 @@ class _Vm:
     last_change_at: float | None = None
     last_failed_at: float | None = None
     change: _Change | None = None
-    history: list[tuple[float, int]] = field(default_factory=list)
+    series: MemorySeries = field(default_factory=lambda: MemorySeries(3600.0))
 
 
 @dataclass(slots=True)
@@ -117,6 +122,7 @@ class _Cluster:
     ended: list[MigrationStep] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     moved: dict[str, str] = field(default_factory=dict)
+    landed: dict[str, tuple[float, str, int]] = field(default_factory=dict)  # VM: (when, source, old size)
     outcome: dict[str, str] = field(default_factory=dict)
     changes: int = 0
     migrated_bytes: int = 0
@@ -131,6 +137,7 @@ class _Cluster:
         self.ended = []
         self.events = []
         self.moved = {}
+        self.landed = {}
         self.outcome = {}
 
     def _add(self, node: str, amount: int) -> None:
@@ -152,7 +159,14 @@ class _Cluster:
             )
         assert node is not None
         self._add(node, request)
-        self.vms[spec.name] = _Vm(spec=spec, limits=limits, node=node, assigned=size, boot=size)
+        self.vms[spec.name] = _Vm(
+            spec=spec,
+            limits=limits,
+            node=node,
+            assigned=size,
+            boot=size,
+            series=MemorySeries(self.config_window),
+        )
         self.events.append(f"{spec.name} started on {node} with {format_bytes(size)}")
         return None
 
@@ -191,7 +205,6 @@ class _Cluster:
         pending: tuple[int, ...],
     ) -> ClusterState:
         """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
-        window = self.config_window
         vms = []
         for spec in self.scenario.vms:
             vm = self.vms.get(spec.name)
@@ -200,8 +213,8 @@ class _Cluster:
             true = demand[spec.name]
             assert true is not None
             seen = guest.observe(true, vm.assigned)
-            vm.history = [(t, u) for t, u in vm.history if t > now - window]
-            vm.history.append((now, seen.used))
+            vm.series.trim(now)
+            vm.series.add(vm.node, now, 1, seen.available, seen.usable)
             vms.append(
                 ClusterVm(
                     name=spec.name,
@@ -213,8 +226,8 @@ class _Cluster:
                     used=seen.used,
                     available=seen.available,
                     usable=seen.usable,
-                    used_peak=max(u for _, u in vm.history),
-                    used_rise_bps=_slope(vm.history),
+                    used_peak=vm.series.peak(),
+                    used_rise_bps=vm.series.rise(now),
                     swap_in_bps=seen.swap_in_bps,
                     major_faults_ps=seen.major_faults_ps,
                     demand=true if truth else None,
@@ -227,6 +240,26 @@ class _Cluster:
         nodes = tuple(ClusterNode(n.name, n.memory, self.requested[n.name]) for n in self.scenario.nodes)
         in_flight = tuple(InFlight(c.vm, c.source, c.target) for c in self.queue if c.created_at is not None)
         return ClusterState(nodes=nodes, vms=tuple(vms), in_flight=in_flight, pending=pending)
+
+    def scrape(self, start: float, end: float, demand: dict[str, int | None], guest: GuestModel) -> None:
+        """Prometheus' samples of every running VM in (start, end), every :data:`SCRAPE_S` seconds, on the
+        series of the node it ran on then (a migration that ended in the step splits them at its end)."""
+        first = math.floor(start / SCRAPE_S + _EPSILON) + 1
+        last = math.ceil(end / SCRAPE_S - _EPSILON) - 1
+        if last < first:
+            return
+        for name, vm in self.vms.items():
+            true = demand[name]
+            assert true is not None
+            split = first
+            landed = self.landed.get(name)
+            if landed is not None:
+                at, source, size = landed
+                split = min(last + 1, max(first, math.ceil(at / SCRAPE_S - _EPSILON)))
+                was = guest.observe(true, size)
+                vm.series.add(source, first * SCRAPE_S, split - first, was.available, was.usable)
+            now = guest.observe(true, vm.assigned)
+            vm.series.add(vm.node, split * SCRAPE_S, last + 1 - split, now.available, now.usable)
 
     def run(self, start: float, end: float) -> None:
         """Play the migrations through the step's wall time [start, end), event by event."""
@@ -314,6 +347,7 @@ class _Cluster:
         self.changes += 1
         self.migrated_bytes += change.size_from
         self.moved[change.vm] = change.source
+        self.landed[change.vm] = (change.ends_at, change.source, change.size_from)
         took = change.ends_at - (change.started_at or change.ends_at)
         what = (
             f"{format_bytes(change.size_from)} -> {format_bytes(change.size_to)}, "
@@ -335,20 +369,6 @@ class _Cluster:
             if c.created_at is not None
         ]
         return (*self.ended, *running)
-
-
-def _slope(history: list[tuple[float, int]]) -> float:
-    """Least-squares slope of used memory over the window, bytes/s (Prometheus' ``deriv``); 0 with fewer
-    than two samples."""
-    if len(history) < 2:
-        return 0.0
-    count = len(history)
-    mean_t = sum(t for t, _ in history) / count
-    mean_u = sum(u for _, u in history) / count
-    spread = sum((t - mean_t) ** 2 for t, _ in history)
-    if spread <= 0:
-        return 0.0
-    return sum((t - mean_t) * (u - mean_u) for t, u in history) / spread
 
 
 def _timed_out(change: _Change, now: float, timeout: float) -> bool:
@@ -478,6 +498,7 @@ def simulate_kubevirt(
                 continue
             cluster.enqueue(vm, decision)
         cluster.run(now, now + scenario.step_seconds)
+        cluster.scrape(now, now + scenario.step_seconds, demand_now, guest)
 
         vm_out: dict[str, VmStep] = {}
         used_on: dict[str, int] = {n.name: 0 for n in scenario.nodes}
