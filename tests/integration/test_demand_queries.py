@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dynamem.controller.demand import DEMAND_QUERY, signal_queries
+from dynamem.controller.demand import DEMAND_QUERY, LAST_SAMPLE_WINDOW, signal_queries
 from dynamem.kube.objects import GI, MI
 from dynamem.policy.model import BalanceConfig
 from dynamem.testing.controlplane import free_port
@@ -123,78 +123,89 @@ def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_th
     assert rise["settling"] * WINDOW_S < band / 4
 
 
-class Flaky(Collector):
-    """One guest of ``size`` bytes using 600 MiB on ``node``, as virt-handler there exports it; while
-    ``failing``, every scrape fails (the exporter answers 500), as a virt-handler that times out does; while
-    not ``reporting``, scrapes succeed without the guest, as when virt-handler cannot read its statistics."""
+class VirtHandler(Collector):
+    """virt-handler on ``node``, exporting the guest ``flaky`` (using 600 MiB) at ``size`` bytes while it runs
+    there (``size`` None: it does not); while ``failing``, every scrape fails (the exporter answers 500), as a
+    virt-handler that times out does."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str, size: int | None) -> None:
+        self.node = node
+        self.size = size
         self.failing = False
-        self.reporting = True
-        self.node = "host-a"
-        self.size = 2 * GI
 
     def collect(self) -> Iterable[Any]:
         if self.failing:
             raise RuntimeError("virt-handler did not answer")
-        if not self.reporting:
-            return
         available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=LABELS)
         usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=LABELS)
-        available.add_metric([self.node, "scrapes", "flaky"], self.size)
-        usable.add_metric([self.node, "scrapes", "flaky"], self.size - 600 * MI)
+        if self.size is not None:
+            available.add_metric([self.node, "scrapes", "flaky"], self.size)
+            usable.add_metric([self.node, "scrapes", "flaky"], self.size - 600 * MI)
         yield from (available, usable)
 
 
-def test_a_failed_scrape_keeps_the_last_sample_a_minute_a_moved_guest_is_read_from_its_new_series(
+def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_its_new_node_only(
     prometheus: Prometheus,
 ) -> None:
-    registry = CollectorRegistry()
-    guest = Flaky()
-    registry.register(guest)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    """Two virt-handlers, two targets (two ``instance`` labels), as on two nodes."""
+    handlers = {"a": VirtHandler("host-a", 2 * GI), "b": VirtHandler("host-b", None)}
+    servers = []
+    for handler in handlers.values():
+        registry = CollectorRegistry()
+        registry.register(handler)
+        port = free_port()
+        servers.append((port, *start_http_server(port, addr="127.0.0.1", registry=registry)))
+    instance = {name: f"127.0.0.1:{port}" for name, (port, _, _) in zip(handlers, servers, strict=True)}
     queries = signal_queries(shrink_window_s=WINDOW_S)
-    mine = '{namespace="scrapes", name="flaky"}'
+    window_s = int(LAST_SAMPLE_WINDOW.removesuffix("s"))
 
     def read(query: str, at: float | None = None) -> float | None:
         found = [s.value for s in prometheus.query(query, at=at) if s.labels.get("namespace") == "scrapes"]
+        assert len(found) <= 1, found
         return found[0] if found else None
 
+    def wait_gone(series: str) -> None:
+        deadline = time.monotonic() + 15
+        while read(series) is not None:
+            assert time.monotonic() < deadline, f"{series} never went stale"
+            time.sleep(0.2)
+
     try:
-        prometheus.set_targets([f"127.0.0.1:{port}"])
-        prometheus.wait_for(f"kubevirt_vmi_memory_usable_bytes{mine}", timeout=30)
+        prometheus.set_targets(list(instance.values()))
+        prometheus.wait_for('kubevirt_vmi_memory_usable_bytes{name="flaky", node="host-a"}', timeout=30)
         assert read(DEMAND_QUERY) == 600 * MI
 
-        # the target's scrapes fail: Prometheus marks its series stale, and a plain instant query has nothing
-        guest.failing = True
-        prometheus.wait_for(f'up{{instance="127.0.0.1:{port}"}} == 0', timeout=15)
-        assert read(f"kubevirt_vmi_memory_usable_bytes{mine}") is None
+        # A's scrapes fail: Prometheus marks its series stale, and a plain instant query has nothing
+        handlers["a"].failing = True
+        prometheus.wait_for(f'up{{instance="{instance["a"]}"}} == 0', timeout=15)
+        wait_gone('kubevirt_vmi_memory_usable_bytes{name="flaky"}')
         failed_at = time.time()
         assert read(DEMAND_QUERY) == 600 * MI
         assert read(queries["available"]) == 2 * GI
         assert read(queries["usable"]) == 2 * GI - 600 * MI
-        # a guest whose scrapes fail for over a minute has no demand: memory is held, nothing is shrunk on it
+        # a guest whose scrapes keep failing has no demand once its last sample is older than the window:
+        # memory is held, nothing is shrunk on it
         for query in (DEMAND_QUERY, queries["available"], queries["usable"]):
-            assert read(query, at=failed_at + 61) is None
+            assert read(query, at=failed_at + window_s + 1) is None
 
-        # the guest moves (every change is a migration) and shrinks to 1 GiB: its series now carry the
-        # target's node; the source's series ended, with its last sample of 2 GiB less than a minute old
-        guest.node, guest.size, guest.failing = "host-b", GI, False
+        # the guest moves to B (every change is a migration) and shrinks to 1 GiB while A still fails: A's
+        # last sample (2 GiB) is in the window, and its target is down, yet B's series is read alone
+        handlers["a"].size, handlers["b"].size = None, GI
         prometheus.wait_for('kubevirt_vmi_memory_available_bytes{name="flaky", node="host-b"}', timeout=15)
-        assert read(queries["available"]) == GI  # never the source's 2 GiB, though it is the larger
+        assert [s.value for s in prometheus.query(f'up{{instance="{instance["a"]}"}}')] == [0]
+        assert read(queries["available"]) == GI  # never A's 2 GiB, though it is the larger
         assert read(queries["usable"]) == GI - 600 * MI
         assert read(DEMAND_QUERY) == 600 * MI
 
-        # a healthy virt-handler that no longer reports the guest: no demand at once, no last sample
-        guest.reporting = False
-        wait_until_gone = time.monotonic() + 15
-        while read(f"kubevirt_vmi_memory_usable_bytes{mine}") is not None:
-            assert time.monotonic() < wait_until_gone, "the guest's series never went stale"
-            time.sleep(0.2)
+        # A answers again (without the guest), and B, healthy, stops reporting it: no demand at once
+        handlers["a"].failing = False
+        prometheus.wait_for(f'up{{instance="{instance["a"]}"}} == 1', timeout=15)
+        handlers["b"].size = None
+        wait_gone('kubevirt_vmi_memory_usable_bytes{name="flaky"}')
         for query in (DEMAND_QUERY, queries["available"], queries["usable"]):
             assert read(query) is None
     finally:
         prometheus.set_targets([])
-        server.shutdown()
-        thread.join(5)
+        for _, server, thread in servers:
+            server.shutdown()
+            thread.join(5)

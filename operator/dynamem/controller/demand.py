@@ -4,7 +4,7 @@ Demand is what KubeVirt itself calls used memory: ``kubevirt_vmi_memory_availabl
 kubevirt_vmi_memory_usable_bytes`` (memory the guest sees, less its MemAvailable), as virt-handler exports it
 from the balloon driver's statistics. A VM with no fresh sample has unknown demand, and the policy then holds
 its memory: shrinking a guest we cannot see would be blind. A guest whose target's last scrape failed keeps
-its last sample of the past minute (:func:`_now_or_last`). When Prometheus cannot be reached at all, every
+its last sample for two minutes (:func:`_now_or_last`). When Prometheus cannot be reached at all, every
 demand is unknown, the round still runs, and nothing is shrunk.
 
 Used memory never exceeds the guest's size, so a guest short of memory shows it by paging. The cluster plan
@@ -49,21 +49,24 @@ __all__ = [
 # Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
 # metrics stopped would keep its old demand (and could be shrunk on it).
 _FRESH = "and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60)"
-# How long a guest keeps its last sample when its target's scrapes fail, as fresh samples are kept above.
-LAST_SAMPLE_WINDOW = "60s"
+# How long after its last sample a guest keeps it while its target's scrapes fail: counted from that sample,
+# not from the failure, so it must outlast the scrape interval: 120 s keeps a guest through one failed scrape
+# at Prometheus' default interval (1 m) and three at kube-prometheus' 30 s. A grow or a shrink on a sample up
+# to 2 minutes old is no worse than on one 60 s old, and a shrink needs use low for the whole shrink window.
+LAST_SAMPLE_WINDOW = "120s"
 
 
 def _now_or_last(now: str, last: str) -> str:
     """``now`` (an expression of the series as scraped now), or for a guest that has none because its
-    target's scrapes are failing, ``last``, its last sample of the past minute.
+    target's scrapes are failing, ``last``, its last sample of the past two minutes.
 
     A failed scrape marks every series of its target stale, and an instant query then has nothing for each
     guest on that node: one missed scrape of a virt-handler would leave twenty guests without demand for a
     round (memory held, their DemandKnown flipped and flipped back). A range selection skips stale markers,
-    so ``last_over_time`` over the last minute still has the guest's last sample. It is only the fallback,
-    and only for a target whose last scrape failed (``up == 0``, matched on ``instance``, the label
-    Prometheus puts on every series of a target): a guest with a series now is read from it alone, never mixed
-    with a series that ended in the last minute (after a migration the source's series is such one, of the
+    so ``last_over_time`` over :data:`LAST_SAMPLE_WINDOW` still has the guest's last sample. It is only the
+    fallback, and only for a target whose last scrape failed (``up == 0``, matched on ``instance``, the label
+    Prometheus puts on every series of a target): a guest with a series now is read from it alone, never
+    mixed with a series that ended in the window (after a migration the source's series is such one, of the
     guest at its old size), and a guest a healthy virt-handler no longer reports has no demand at once.
     """
     return f"(({now}) or on (namespace, name) (({last}) and on (instance) (up == 0)))"
@@ -74,7 +77,7 @@ def _last(series: str) -> str:
 
 
 def _fresh_series(series: str) -> str:
-    """``series`` per VM as now scraped, or its last sample of the minute when its scrape failed."""
+    """``series`` per VM as now scraped, or its last sample when its target's scrape failed."""
     return f"max by (namespace, name) {_now_or_last(f'{series} {_FRESH}', _last(series))}"
 
 
