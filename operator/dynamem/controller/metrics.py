@@ -111,6 +111,11 @@ class OperatorMetrics:
         self.writes = Counter(
             "dynamem_api_writes", "API writes made by balancing rounds", ("kind",), registry=self.registry
         )
+        self.demand_age = Gauge(
+            "dynamem_demand_reading_age_seconds",
+            "Age of the demand reading the last round decided on (read ahead of the round)",
+            registry=self.registry,
+        )
         self.active = Gauge(
             "dynamem_balancer_active", "1 on the balancing replica, 0 on a standby", registry=self.registry
         )
