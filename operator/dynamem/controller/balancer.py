@@ -197,7 +197,8 @@ class Balancer:
         )
         held = {key: why for key, (until, why) in self.backoff.items() if until > now}
         observed = replace(observed, vms=tuple(observed.vms))
-        self._end_conflicts({vm.key: vm for vm in observed.vms})
+        if self.conflicts:
+            self._end_conflicts({vm.key: vm for vm in observed.vms})
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
         snapshot = build_snapshot(
             observed,
@@ -480,13 +481,9 @@ class Balancer:
     def _forget_all_but(self, snapshot: Snapshot, now: float) -> None:
         """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended."""
         keys = snapshot.managed.keys()
-        for memory in (self.planned, self.backoff, self.conflicts):
-            for key in [k for k in memory if k not in keys]:
+        for memory in (self.planned, self.backoff, self.conflicts, self.placements, self.released):
+            for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
                 del memory[key]
-        for key in [k for k in self.placements if k not in keys]:
-            del self.placements[key]
-        for key in [k for k in self.released if k not in keys]:
-            del self.released[key]
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
         self.book.forget_all_but(keys)

@@ -325,9 +325,8 @@ class JoinCache:
     def keep_only(self, keys: Mapping[ObjectKey, object]) -> None:
         """Drop the entries of VirtualMachineMemories that are gone."""
         for memory in (self.joins, self.states):
-            if len(memory) > len(keys) or any(k not in keys for k in memory):
-                for key in [k for k in memory if k not in keys]:
-                    del memory[key]
+            for key in memory.keys() - keys.keys():  # a set difference: no Python loop over 10,000 keys
+                del memory[key]
 
 
 FINAL = frozenset({"Succeeded", "Failed"})
