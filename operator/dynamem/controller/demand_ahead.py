@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.ports import DemandReading, DemandSource
 
 # The reads whose durations set the lead: the slowest of these, so one quick read after slow ones does not
@@ -38,7 +39,8 @@ FIRST_LEAD_S = 2.0
 class DemandAhead:
     """A :class:`~dynamem.controller.ports.DemandSource` that reads ``source`` ahead of the rounds.
 
-    ``clock`` and ``sleep`` are the monotonic clock and the wait (the tests pass their own).
+    ``clock`` and ``sleep`` are the monotonic clock and the wait (the tests pass their own); ``metrics``:
+    where each read's duration, each round's wait and the age of the reading it got are counted.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class DemandAhead:
         source: DemandSource,
         *,
         max_age_s: float,
+        metrics: OperatorMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -53,6 +56,7 @@ class DemandAhead:
             raise ValueError(f"max_age_s: {max_age_s!r} is negative")
         self.source = source
         self.max_age_s = max_age_s
+        self.metrics = metrics
         self.clock = clock
         self.sleep = sleep
         self.newest: tuple[float, DemandReading] | None = None  # (when its read started, the reading)
@@ -67,12 +71,16 @@ class DemandAhead:
         """The newest reading if fresh, else the read in flight or a new one, awaited."""
         now = self.clock()
         if self.newest is not None and now - self.newest[0] <= self.max_age_s:
-            self.last_age_s = now - self.newest[0]
-            return self.newest[1]
-        self.waited += 1
-        task = self.in_flight or self._start()
-        reading = await asyncio.shield(task)  # a cancelled round leaves the read to finish for the next one
+            reading = self.newest[1]
+        else:
+            self.waited += 1
+            if self.metrics is not None:
+                self.metrics.demand_waits.inc()
+            task = self.in_flight or self._start()
+            reading = await asyncio.shield(task)  # a cancelled round leaves the read to the next one
         self.last_age_s = self.clock() - self.newest[0] if self.newest is not None else None
+        if self.metrics is not None and self.last_age_s is not None:
+            self.metrics.demand_age.set(self.last_age_s)
         return reading
 
     def read_ahead(self, due_in_s: float) -> None:
@@ -115,6 +123,8 @@ class DemandAhead:
             if self.in_flight is asyncio.current_task():
                 self.in_flight = None
         self.durations.append(self.clock() - started)
+        if self.metrics is not None:
+            self.metrics.demand_read_seconds.observe(self.durations[-1])
         if self.newest is None or started >= self.newest[0]:
             self.newest = (started, reading)
         return reading

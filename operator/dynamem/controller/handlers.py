@@ -113,7 +113,7 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
                 round_options = replace(round_options, balance=balance)
 
         # read ahead of each round, so a round does not wait for Prometheus (demand_ahead.py)
-        ahead = DemandAhead(demand, max_age_s=options.demand_max_age_s)
+        ahead = DemandAhead(demand, max_age_s=options.demand_max_age(), metrics=state.metrics)
 
         def make_balancer() -> Balancer:
             return Balancer(writer, ahead, round_options, metrics=state.metrics)

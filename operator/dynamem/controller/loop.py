@@ -130,8 +130,6 @@ async def _balance(
                     await resync(state, lister, kinds)
                 result = await balancer.run_round(state.view.observed())
                 state.rounds += 1
-                if ahead is not None and ahead.last_age_s is not None:
-                    state.metrics.demand_age.set(ahead.last_age_s)
                 if result.api_errors:
                     state.view.needs_resync = True
                 logger.debug(

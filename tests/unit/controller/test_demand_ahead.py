@@ -205,7 +205,7 @@ def test_the_loop_has_the_next_reading_read_ahead_of_the_next_round() -> None:
         options = OperatorOptions(interval_s=60.0, min_gap_s=0.0, standalone=True)
         state = OperatorState(options=options, identity="test")
         _, demand = workday()
-        ahead = DemandAhead(demand, max_age_s=5.0, sleep=sleeps)
+        ahead = DemandAhead(demand, max_age_s=5.0, sleep=sleeps, metrics=state.metrics)
 
         def make_balancer() -> Balancer:
             return Balancer(FakeWriter(), ahead, OPTIONS, clock=lambda: NOW)
@@ -217,7 +217,11 @@ def test_the_loop_has_the_next_reading_read_ahead_of_the_next_round() -> None:
                 break
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
-        age = state.metrics.registry.get_sample_value("dynamem_demand_reading_age_seconds")
+        registry = state.metrics.registry
+        age = registry.get_sample_value("dynamem_demand_reading_age_seconds")
+        assert registry.get_sample_value("dynamem_demand_round_waits_total") == 1.0
+        # the round's own read, and the one read ahead (whose wait the fake sleep skips)
+        assert registry.get_sample_value("dynamem_demand_read_duration_seconds_count") == 2.0
         return sleeps.asked, state.rounds, age
 
     asked, rounds, age = asyncio.run(scenario())

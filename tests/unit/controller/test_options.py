@@ -163,6 +163,7 @@ def test_the_change_deadline_reaches_the_round() -> None:
     assert parse_options(["-A", "--change-deadline", "40"]).round_options().change_deadline_s == 40.0
 
 
-def test_the_demand_max_age() -> None:
-    assert parse_options(["-A"]).demand_max_age_s == 5.0
-    assert parse_options(["-A", "--demand-max-age", "0"]).demand_max_age_s == 0.0
+def test_the_demand_max_age_is_the_interval_unless_given() -> None:
+    assert parse_options(["-A"]).demand_max_age() == 10.0
+    assert parse_options(["-A", "--interval", "30"]).demand_max_age() == 30.0
+    assert parse_options(["-A", "--demand-max-age", "0"]).demand_max_age() == 0.0
