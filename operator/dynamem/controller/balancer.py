@@ -46,7 +46,7 @@ from dynamem.controller.snapshot import (
     hold_reason,
     stuck,
 )
-from dynamem.controller.status import StatusBook, desired_status
+from dynamem.controller.status import StatusBook, decided, desired_status, measured
 from dynamem.kube.api import (
     FIELD_MANAGER,
     FIELD_MANAGER_STOPPED,
@@ -273,17 +273,26 @@ class Balancer:
         pending = []
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
-            status = desired_status(
+            decision, plan = (pair[0], pair[1]) if pair else (None, None)
+            part = decided(
                 item,
-                pair[0] if pair else None,
-                pair[1] if pair else None,
-                now=now,
-                changed_at=changed_at.get(key),
-                note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
+                decision,
+                plan,
                 hold=holds.get(key, item.hold),
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
             )
-            needed, changed = self.book.triage(item, status, now)
+            if key not in changed_at and self.book.quiet(item, part, measured(item, decision), now):
+                continue  # its status says this decision already, and nothing measured moved enough
+            status = desired_status(
+                item,
+                decision,
+                plan,
+                now=now,
+                changed_at=changed_at.get(key),
+                note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
+                part=part,
+            )
+            needed, changed = self.book.triage(item, status, now, part)
             # a change or a hold made this round is written whatever Prometheus does: it must survive
             if needed and (not statuses_wait or key in changed_at or key in holds):
                 pending.append((not changed, str(key), item, status))
