@@ -46,7 +46,7 @@ from dynamem.controller.snapshot import (
     hold_reason,
     stuck,
 )
-from dynamem.controller.status import StatusBook, decided, desired_status, measured
+from dynamem.controller.status import StatusBook, decided, desired_status
 from dynamem.kube.api import (
     FIELD_MANAGER,
     FIELD_MANAGER_STOPPED,
@@ -281,7 +281,7 @@ class Balancer:
                 hold=holds.get(key, item.hold),
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
             )
-            if key not in changed_at and self.book.quiet(item, part, measured(item, decision), now):
+            if key not in changed_at and self.book.quiet(item, part, decision, now):
                 continue  # its status says this decision already, and nothing measured moved enough
             status = desired_status(
                 item,

@@ -14,7 +14,7 @@ import functools
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.ports import ClusterWriter
@@ -58,13 +58,13 @@ def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, s
     return {"type": kind, "status": status, "reason": reason, "message": message}
 
 
-@dataclass(frozen=True, slots=True)
-class Decided:
+class Decided(NamedTuple):
     """What a status says beyond its measurements and timestamps: all that tells whether a decision changed.
 
     :func:`desired_status` is made from it, so two equal ``Decided`` make statuses of equal comparable form,
     which lets the book tell a settled VM from its ``Decided`` alone (:meth:`StatusBook.settled`).
-    ``assigned``: bytes; ``over``: why the node is over-subscribed, or None.
+    ``assigned``: bytes; ``over``: why the node is over-subscribed, or None. A named tuple: made and compared
+    for every VM every round.
     """
 
     node: str | None
@@ -247,6 +247,53 @@ def measurements_moved(desired: Mapping[str, Any], observed: Mapping[str, Any]) 
 _NOT_COMPARED = frozenset({"conditions", "lastChangeTime", *MEASUREMENTS})
 
 
+# A status' measurements in numbers: demand and target in bytes, pressure in points (None: not in it).
+Measures = tuple[int | None, int | None, int | None]
+
+
+def _measures(status: Mapping[str, Any]) -> Measures | None:
+    """The measurements of an observed status in numbers, or None when one of them does not parse."""
+    demand, target, pressure = status.get("demand"), status.get("target"), status.get("pressure")
+    found: list[int | None] = []
+    for value in (demand, target):
+        number = None if value is None else _quantity(value)
+        if value is not None and number is None:
+            return None
+        found.append(number)
+    try:
+        points = None if pressure is None else int(pressure)
+    except (TypeError, ValueError):
+        return None
+    return found[0], found[1], points
+
+
+def _measures_of(item: Managed, decision: VmDecision | None) -> Measures:
+    """:func:`measured` in numbers: demand as written (to the MiB, :func:`human_bytes`), target, pressure."""
+    demand = item.demand
+    if demand is not None and demand % MI:
+        demand = round(demand / MI) * MI
+    if decision is None:
+        return demand, None, None
+    return demand, decision.target, decision.pressure
+
+
+def _bytes_moved(new: int | None, old: int | None) -> bool:
+    """:func:`_moved` in numbers."""
+    if new is None or old is None:
+        return (new is None) != (old is None)
+    return new != old and abs(new - old) > max(MEANINGFUL_BYTES, old * MEANINGFUL_PERCENT / 100)
+
+
+def _measures_moved(new: Measures, old: Measures) -> bool:
+    """:func:`measurements_moved` in numbers."""
+    new_p, old_p = new[2], old[2]
+    if new_p is None or old_p is None:
+        pressure = (new_p is None) != (old_p is None)
+    else:
+        pressure = abs(new_p - old_p) >= MEANINGFUL_PRESSURE
+    return pressure or _bytes_moved(new[0], old[0]) or _bytes_moved(new[1], old[1])
+
+
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
     """A status without timestamps, measurements and empty fields, to tell whether a decision changed."""
     plain = {k: v for k, v in status.items() if v is not None and k not in _NOT_COMPARED}
@@ -285,8 +332,9 @@ class StatusBook:
     written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     written_at: dict[ObjectKey, float] = field(default_factory=dict)
     observed_cache: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    # per VM: the status version and the decided part that a triage found the status to say already
-    settled_as: dict[ObjectKey, tuple[str, Decided]] = field(default_factory=dict)
+    # per VM: the status version, the decided part that a triage found the status to say already, and the
+    # status' measurements in numbers (:func:`_measures`)
+    settled_as: dict[ObjectKey, tuple[str, Decided, Measures]] = field(default_factory=dict)
     per_second: float = 20.0
     burst_s: float = 5.0
     tokens: float = -1.0  # full at the first round
@@ -319,17 +367,18 @@ class StatusBook:
         observed status says."""
         wanted = _comparable(desired)
         changed = wanted != self._observed(item)
-        if part is not None and not changed:
-            self.settled_as[item.key] = (_version(item), part)
+        observed = _measures(item.vmm.status) if part is not None and not changed else None
+        if part is not None and observed is not None:
+            self.settled_as[item.key] = (_version(item), part, observed)
         else:
             self.settled_as.pop(item.key, None)
         return self._needs_write(item, desired, wanted, changed, now), changed
 
-    def quiet(self, item: Managed, part: Decided, measurements: Mapping[str, Any], now: float) -> bool:
+    def quiet(self, item: Managed, part: Decided, decision: VmDecision | None, now: float) -> bool:
         """Whether :meth:`triage` would say (no write, no change) of the status made of ``part`` and
-        ``measurements`` (:func:`decided`, :func:`measured`) with no change time, told without making it: a
-        triage found the observed status, at this very version, to say this ``part`` already, and the
-        measurements did not move enough or were written within the refresh period.
+        ``decision`` with no change time, told without making it: a triage found the observed status, at this
+        very version, to say this ``part`` already, and the measurements (:func:`measured`) did not move
+        enough, or were written within the refresh period.
 
         A round at rest at 10,000 VMs makes no status for a VM whose decision stands (half of the round's
         status work was making statuses only to find them the same as before).
@@ -337,7 +386,7 @@ class StatusBook:
         held = self.settled_as.get(item.key)
         if held is None or held[1] != part or held[0] != _version(item):
             return False
-        if not measurements_moved(measurements, item.vmm.status):
+        if not _measures_moved(_measures_of(item, decision), held[2]):
             return True
         return now - self.written_at.get(item.key, float("-inf")) < MEASUREMENT_REFRESH_S
 

@@ -4,13 +4,24 @@ status would say, and a round at rest makes no status for a VM whose decision st
 from __future__ import annotations
 
 import copy
+import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from dynamem.controller import balancer as balancer_module
 from dynamem.controller.snapshot import Hold, Managed
-from dynamem.controller.status import StatusBook, decided, desired_status, measured
+from dynamem.controller.status import (
+    StatusBook,
+    _measures,
+    _measures_moved,
+    _measures_of,
+    decided,
+    desired_status,
+    measured,
+    measurements_moved,
+)
 from dynamem.kube.objects import GI, MI
 from dynamem.policy.model import NodePlan, VmDecision
 
@@ -35,7 +46,7 @@ def both(
 ) -> tuple[bool, tuple[bool, bool]]:
     """(quiet, triage) of the same status, ``quiet`` asked first as the round asks it."""
     part = decided(item, d, plan, **kw)
-    quiet = book.quiet(item, part, measured(item, d), now)
+    quiet = book.quiet(item, part, d, now)
     status = desired_status(item, d, plan, now=now, changed_at=None, part=part)
     return quiet, book.triage(item, status, now, part)
 
@@ -75,11 +86,11 @@ def test_quiet_needs_the_version_it_settled() -> None:
     item, book = settled_item()
     d = decision(current=GI, assigned=GI, demand=GI)
     part = decided(item, d, plan_of(d))
-    assert book.quiet(item, part, measured(item, d), NOW) is False  # no triage settled it yet
+    assert book.quiet(item, part, d, NOW) is False  # no triage settled it yet
     both(book, item, d, plan_of(d), NOW)
-    assert book.quiet(item, part, measured(item, d), NOW) is True
+    assert book.quiet(item, part, d, NOW) is True
     newer = fed_back(item, dict(item.vmm.status), "8")  # the status changed since: its version too
-    assert book.quiet(newer, part, measured(newer, d), NOW) is False
+    assert book.quiet(newer, part, d, NOW) is False
 
 
 def test_a_round_at_rest_makes_no_status_for_settled_vms(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,3 +118,23 @@ def test_a_round_at_rest_makes_no_status_for_settled_vms(monkeypatch: pytest.Mon
     result = run(balancer, world)
     assert "sales" in made
     assert result.status_writes >= 1
+
+
+def test_measures_in_numbers_move_as_the_written_strings_do() -> None:
+    """The quiet path compares numbers; the full triage compares the status' strings: the same verdicts."""
+    rng = random.Random(12)
+    for _ in range(3000):
+        old_demand = rng.choice([None, rng.randrange(0, 8 * GI)])
+        item = running(demand=rng.choice([None, rng.randrange(0, 8 * GI), old_demand]))
+        d: VmDecision | None = None
+        if rng.random() < 0.8:
+            target = rng.choice([3 * GI, rng.randrange(1, 8000) * MI])
+            pressure = rng.choice([None, rng.randrange(0, 200)])
+            d = replace(decision(current=GI, assigned=GI, demand=GI), target=target, pressure=pressure)
+        old = measured(running(demand=old_demand), decision(current=GI, assigned=GI, demand=GI))
+        old["pressure"] = rng.choice([None, rng.randrange(0, 200), str(rng.randrange(0, 200))])
+        if rng.random() < 0.3:
+            old["target"] = rng.choice([None, f"{rng.randrange(1, 8000)}Mi"])
+        numbers = _measures(old)
+        assert numbers is not None
+        assert _measures_moved(_measures_of(item, d), numbers) == measurements_moved(measured(item, d), old)
