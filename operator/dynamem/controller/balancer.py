@@ -180,8 +180,10 @@ class Balancer:
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
         self.demand_failing_since: float | None = None  # when Prometheus stopped answering
 
-    async def run_round(self, observed: Observed) -> RoundResult:
-        started = time.perf_counter()
+    async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+        """One round on ``observed``; ``started``: when the round began (``time.perf_counter()``), if before
+        this call (the loop counts the making of ``observed`` in the round's duration)."""
+        started = time.perf_counter() if started is None else started
         now = self.clock()
         reading = await self.demand.read()
         if reading.error:

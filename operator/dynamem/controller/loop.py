@@ -128,7 +128,8 @@ async def _balance(
                 kinds = state.view.kinds_to_list()
                 if kinds:
                     await resync(state, lister, kinds)
-                result = await balancer.run_round(state.view.observed())
+                started = time.perf_counter()  # the round's duration counts making its view, too
+                result = await balancer.run_round(state.view.observed(), started=started)
                 state.rounds += 1
                 if result.api_errors:
                     state.view.needs_resync = True

@@ -5,6 +5,7 @@ the next reading after each round."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,3 +231,12 @@ def test_the_loop_has_the_next_reading_read_ahead_of_the_next_round() -> None:
     # the first round read for itself (its duration timed the lead); the next reading starts a lead ahead
     assert len(asked) == 1
     assert 60.0 - 5.0 <= asked[0] < 60.0 - LEAD_MARGIN_S
+
+
+def test_a_round_s_duration_counts_from_when_the_loop_began_it() -> None:
+    """The loop starts the clock before it makes the round's view of the cluster."""
+    world, demand = workday()
+    balancer = Balancer(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
+    began = time.perf_counter() - 0.5
+    result = asyncio.run(balancer.run_round(world.observed(), started=began))
+    assert result.duration_s >= 0.5
