@@ -76,12 +76,16 @@ class DemandAhead:
             self.waited += 1
             if self.metrics is not None:
                 self.metrics.demand_waits.inc()
-            task = self.in_flight or self._start()
-            reading = await asyncio.shield(task)  # a cancelled round leaves the read to the next one
+            reading = await self.refresh()
         self.last_age_s = self.clock() - self.newest[0] if self.newest is not None else None
         if self.metrics is not None and self.last_age_s is not None:
             self.metrics.demand_age.set(self.last_age_s)
         return reading
+
+    async def refresh(self) -> DemandReading:
+        """Read now, or wait for the read in flight; the reading becomes the newest."""
+        task = self.in_flight or self._start()
+        return await asyncio.shield(task)  # a cancelled round leaves the read to finish for the next one
 
     def read_ahead(self, due_in_s: float) -> None:
         """A round is due in ``due_in_s`` seconds: start a read :meth:`lead_s` before it, but no earlier than

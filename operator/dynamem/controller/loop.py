@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand_ahead import DemandAhead
+from dynamem.controller.gc_tuning import collector_paused
 from dynamem.controller.leadership import LeaseElector, NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.options import OperatorOptions
@@ -129,7 +130,8 @@ async def _balance(
                 if kinds:
                     await resync(state, lister, kinds)
                 started = time.perf_counter()  # the round's duration counts making its view, too
-                result = await balancer.run_round(state.view.observed(), started=started)
+                with collector_paused():  # the garbage collector runs between rounds (gc_tuning.py)
+                    result = await balancer.run_round(state.view.observed(), started=started)
                 state.rounds += 1
                 if result.api_errors:
                     state.view.needs_resync = True

@@ -5,6 +5,7 @@ the next reading after each round."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from dynamem.controller.balancer import Balancer
+from dynamem.controller.balancer import Balancer, RoundResult
 from dynamem.controller.demand import DemandReading
 from dynamem.controller.demand_ahead import FIRST_LEAD_S, LEAD_MARGIN_S, DemandAhead
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
+from dynamem.controller.snapshot import Observed
 from dynamem.kube.objects import GI, ObjectKey
 
 from .builders_k8s import NS, FakeWriter
@@ -208,8 +210,13 @@ def test_the_loop_has_the_next_reading_read_ahead_of_the_next_round() -> None:
         _, demand = workday()
         ahead = DemandAhead(demand, max_age_s=5.0, sleep=sleeps, metrics=state.metrics)
 
+        class Watched(Balancer):
+            async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+                collector.append(gc.isenabled())
+                return await super().run_round(observed, started=started)
+
         def make_balancer() -> Balancer:
-            return Balancer(FakeWriter(), ahead, OPTIONS, clock=lambda: NOW)
+            return Watched(FakeWriter(), ahead, OPTIONS, clock=lambda: NOW)
 
         loop = asyncio.create_task(balancing_loop(state, make_balancer, EmptyCluster(), ahead))
         for _ in range(200):
@@ -225,8 +232,11 @@ def test_the_loop_has_the_next_reading_read_ahead_of_the_next_round() -> None:
         assert registry.get_sample_value("dynamem_demand_read_duration_seconds_count") == 2.0
         return sleeps.asked, state.rounds, age
 
+    collector: list[bool] = []
     asked, rounds, age = asyncio.run(scenario())
     assert rounds == 1
+    assert collector == [False]  # the garbage collector waits for the round's end
+    assert gc.isenabled()
     assert age is not None and 0 <= age < 1.0  # the round's own reading, just read
     # the first round read for itself (its duration timed the lead); the next reading starts a lead ahead
     assert len(asked) == 1
