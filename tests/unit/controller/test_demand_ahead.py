@@ -15,7 +15,7 @@ import pytest
 
 from dynamem.controller.balancer import Balancer, RoundResult
 from dynamem.controller.demand import DemandReading
-from dynamem.controller.demand_ahead import FIRST_LEAD_S, LEAD_MARGIN_S, DemandAhead
+from dynamem.controller.demand_ahead import FIRST_LEAD_S, LEAD_FACTOR, LEAD_MARGIN_S, DemandAhead
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.snapshot import Observed
@@ -132,17 +132,17 @@ def test_the_lead_is_the_slowest_recent_read_and_at_most_max_age() -> None:
         source.takes_s = 1.0
         ahead.read_ahead(0.0)
         await settle()
-        ahead.read_ahead(10.0)  # the slowest of the recent reads (3 s), plus the margin
+        ahead.read_ahead(10.0)  # the slowest of the recent reads (3 s), with the margin
         await settle()
         source.takes_s = 9.0
         ahead.read_ahead(0.0)
         await settle()
-        ahead.read_ahead(10.0)  # 9 s + margin is more than max_age_s: the reading would be stale
+        ahead.read_ahead(10.0)  # 9 s and margin is more than max_age_s: the reading would be stale
         await settle()
         return sleeps.asked, source.started
 
     asked, _ = asyncio.run(scenario())
-    assert asked[-2] == pytest.approx(10.0 - 3.0 - LEAD_MARGIN_S)
+    assert asked[-2] == pytest.approx(10.0 - 3.0 * LEAD_FACTOR - LEAD_MARGIN_S)
     assert asked[-1] == pytest.approx(10.0 - 5.0)
 
 
