@@ -178,6 +178,7 @@ class Balancer:
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
+        self.forgotten = 0  # the join cache's count of VirtualMachineMemories gone, when last forgotten here
         self.demand_failing_since: float | None = None  # when Prometheus stopped answering
 
     async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
@@ -490,14 +491,19 @@ class Balancer:
         return created
 
     def _forget_all_but(self, snapshot: Snapshot, now: float) -> None:
-        """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended."""
-        keys = snapshot.managed.keys()
-        for memory in (self.planned, self.backoff, self.conflicts, self.placements, self.released):
-            for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
-                del memory[key]
+        """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended.
+
+        Only after a VirtualMachineMemory went (the join cache counts them): what is remembered is only ever
+        of VMs of some round, so while none went, every key remembered is still one of this round's."""
+        if self.joins.dropped != self.forgotten:
+            self.forgotten = self.joins.dropped
+            keys = snapshot.managed.keys()
+            for memory in (self.planned, self.backoff, self.conflicts, self.placements, self.released):
+                for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
+                    del memory[key]
+            self.book.forget_all_but(keys)
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
-        self.book.forget_all_but(keys)
 
     def _end_conflicts(self, vms: Mapping[ObjectKey, VmView]) -> None:
         """Forget a conflict the API server reported once a newer version of its VM shows that no other
@@ -700,6 +706,8 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
         if item.hold is not None:
             continue  # taken back (or refused) already: held until the VMI restarts, not retried
         requested = item.vm.guest if item.vm is not None else None
+        if requested is None or requested == item.vmi.current:
+            continue  # the guest has what was asked (or nothing was): neither stuck nor overdue
         if stuck(item):
             reason = (
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "

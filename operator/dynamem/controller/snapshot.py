@@ -265,6 +265,7 @@ class JoinCache:
         default_factory=dict
     )
     states: dict[ObjectKey, tuple[Managed, bool, VmState | None]] = field(default_factory=dict)
+    dropped: int = 0  # VirtualMachineMemories gone, all told: what is remembered of them elsewhere can go too
 
     def join(
         self,
@@ -333,10 +334,16 @@ class JoinCache:
         )
 
     def keep_only(self, keys: Mapping[ObjectKey, object]) -> None:
-        """Drop the entries of VirtualMachineMemories that are gone."""
+        """Drop the entries of VirtualMachineMemories that are gone (``keys``: this round's, every one of them
+        joined this round); :attr:`dropped` counts them."""
+        # every key of this round was joined into ``joins``: as many entries as keys means none is gone (and
+        # ``states`` only holds keys ``joins`` holds)
+        if len(self.joins) == len(keys):
+            return
         for memory in (self.joins, self.states):
             for key in memory.keys() - keys.keys():  # a set difference: no Python loop over 10,000 keys
                 del memory[key]
+                self.dropped += memory is self.joins
 
 
 FINAL = frozenset({"Succeeded", "Failed"})

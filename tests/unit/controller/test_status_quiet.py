@@ -138,3 +138,28 @@ def test_measures_in_numbers_move_as_the_written_strings_do() -> None:
         numbers = _measures(old)
         assert numbers is not None
         assert _measures_moved(_measures_of(item, d), numbers) == measurements_moved(measured(item, d), old)
+
+
+def test_what_is_remembered_of_a_vm_goes_with_its_virtualmachinememory() -> None:
+    """Memories are swept only after a VirtualMachineMemory went (the join cache counts them), and then
+    every one of them forgets it."""
+    world, demand = workday()
+    writer = FakeWriter()
+    balancer = balancer_for(demand, writer)
+    for _ in range(2):
+        run(balancer, world)
+        world.store(writer.statuses)
+        writer.statuses.clear()
+    sales = next(k for k in balancer.book.written if k.name == "sales")
+    balancer.backoff[sales] = (NOW + 3600, "held")
+    del world.vmms["sales"]
+    run(balancer, world)
+    assert balancer.joins.dropped == 1
+    for memory in (
+        balancer.book.written,
+        balancer.book.observed_cache,
+        balancer.book.settled_as,
+        balancer.backoff,
+        balancer.joins.joins,
+    ):
+        assert sales not in memory
