@@ -37,6 +37,9 @@ RECENT_READS = 5
 LEAD_FACTOR = 1.25
 LEAD_MARGIN_S = 0.5
 FIRST_LEAD_S = 2.0
+# A reading is started at most max_age_s less this before its round (or a quarter of max_age_s, if less): the
+# loop's timers and a busy event loop may start the round a little late, and the reading must still be fresh.
+STALE_SLACK_S = 1.0
 
 
 class DemandAhead:
@@ -92,10 +95,11 @@ class DemandAhead:
 
     def read_ahead(self, due_in_s: float) -> None:
         """A round is due in ``due_in_s`` seconds: start a read :meth:`lead_s` before it, but no earlier than
-        ``max_age_s`` before it, or the reading would be stale when the round comes (replaces the read
-        scheduled before; a read already in flight goes on)."""
+        ``max_age_s`` less a slack before it, or the reading would be stale when the round comes (a read
+        slower than that is waited for, in flight, by the round). Replaces the read scheduled before; a read
+        already in flight goes on."""
         self._cancel_scheduled()
-        lead = min(self.lead_s(), self.max_age_s)
+        lead = min(self.lead_s(), self.max_age_s - min(STALE_SLACK_S, self.max_age_s / 4))
         self.scheduled = asyncio.create_task(self._start_in(due_in_s - lead), name="dynamem-demand")
 
     def lead_s(self) -> float:

@@ -15,7 +15,13 @@ import pytest
 
 from dynamem.controller.balancer import Balancer, RoundResult
 from dynamem.controller.demand import DemandReading
-from dynamem.controller.demand_ahead import FIRST_LEAD_S, LEAD_FACTOR, LEAD_MARGIN_S, DemandAhead
+from dynamem.controller.demand_ahead import (
+    FIRST_LEAD_S,
+    LEAD_FACTOR,
+    LEAD_MARGIN_S,
+    STALE_SLACK_S,
+    DemandAhead,
+)
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.snapshot import Observed
@@ -126,7 +132,7 @@ def test_the_lead_is_the_slowest_recent_read_and_at_most_max_age() -> None:
     async def scenario() -> tuple[list[float], list[float]]:
         clock, sleeps = Clock(), Sleeps()
         source = CountingDemand(clock, takes_s=3.0)
-        ahead = DemandAhead(source, max_age_s=5.0, clock=clock, sleep=sleeps)
+        ahead = DemandAhead(source, max_age_s=8.0, clock=clock, sleep=sleeps)
         ahead.read_ahead(0.0)
         await settle()
         source.takes_s = 1.0
@@ -143,7 +149,7 @@ def test_the_lead_is_the_slowest_recent_read_and_at_most_max_age() -> None:
 
     asked, _ = asyncio.run(scenario())
     assert asked[-2] == pytest.approx(10.0 - 3.0 * LEAD_FACTOR - LEAD_MARGIN_S)
-    assert asked[-1] == pytest.approx(10.0 - 5.0)
+    assert asked[-1] == pytest.approx(10.0 - (8.0 - STALE_SLACK_S))  # fresh when the round comes
 
 
 def test_a_round_s_duration_counts_its_wait_for_demand() -> None:
@@ -250,3 +256,28 @@ def test_a_round_s_duration_counts_from_when_the_loop_began_it() -> None:
     began = time.perf_counter() - 0.5
     result = asyncio.run(balancer.run_round(world.observed(), started=began))
     assert result.duration_s >= 0.5
+
+
+def test_a_reading_read_ahead_at_the_longest_lead_is_still_fresh_at_its_round() -> None:
+    """Reads slower than max_age allows: the reading starts as early as it may and is still fresh when the
+    round comes on time (it was started exactly max_age_s before, stale by a hair, in an earlier version)."""
+
+    async def scenario() -> tuple[int, int]:
+        clock = Clock()
+
+        async def sleep(seconds: float) -> None:
+            clock.now += seconds
+
+        source = CountingDemand(clock, takes_s=9.0)
+        ahead = DemandAhead(source, max_age_s=10.0, clock=clock, sleep=sleep)
+        await ahead.read()  # a first reading times the read: 9 s
+        ahead.read_ahead(11.0)
+        due = clock.now + 11.0
+        await settle()
+        clock.now = due + 0.5  # the round, a little late
+        await ahead.read()
+        return source.reads, ahead.waited
+
+    reads, waited = asyncio.run(scenario())
+    assert reads == 2
+    assert waited == 1  # the first round only
