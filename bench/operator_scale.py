@@ -12,6 +12,10 @@ After a warm-up (the first status of every VirtualMachineMemory), it watches the
     scale: vms=10000 nodes=500 round_p50_s=... round_p99_s=... writes_per_round=... status_writes_per_min=...
     rss_mib=... cpu_s_per_round=... load1=...
 
+Demand is read ahead of each round (:mod:`dynamem.controller.demand_ahead`); a round that finds no fresh
+reading waits for one, and that wait is in its duration. ``demand: reads=... read_mean_s=...
+rounds_waited=W/N`` says how many readings were taken, how long one took, and how many rounds waited.
+
 ``cpu_s_per_round`` is the operator's own CPU time (all of it, kopf's watches and /metrics included) per
 round, and ``load1`` the machine's load: on a machine shared with other work a round's wall time is longer
 than its CPU time.
@@ -195,7 +199,13 @@ class OperatorWatch:
 
     def __init__(self, operator: OperatorProcess) -> None:
         # only the round's counters: the 40,000 per-VM series are not made for a sample every second
-        names = ("dynamem_balance_duration_seconds_sum", "dynamem_balance_duration_seconds_count")
+        names = (
+            "dynamem_balance_duration_seconds_sum",
+            "dynamem_balance_duration_seconds_count",
+            "dynamem_demand_read_duration_seconds_sum",
+            "dynamem_demand_read_duration_seconds_count",
+            "dynamem_demand_round_waits_total",
+        )
         query = "&".join(f"name[]={n}" for n in (*names, "dynamem_api_writes_total"))
         self.url = f"http://127.0.0.1:{operator.metrics_port}/metrics?{query}"
         self.operator = operator
@@ -207,6 +217,9 @@ class OperatorWatch:
             "dynamem_balance_duration_seconds_count": "rounds",
             'dynamem_api_writes_total{kind="memory"}': "memory",
             'dynamem_api_writes_total{kind="status"}': "status",
+            "dynamem_demand_read_duration_seconds_sum": "read_sum",
+            "dynamem_demand_read_duration_seconds_count": "reads",
+            "dynamem_demand_round_waits_total": "waits",
         }
         found = {v: 0.0 for v in wanted.values()}
         for line in text.splitlines():
@@ -234,6 +247,9 @@ class OperatorWatch:
                         "memory": now["memory"] - last["memory"],
                         "status": now["status"] - last["status"],
                         "n": n,
+                        "reads": now["reads"] - last["reads"],
+                        "read_s": now["read_sum"] - last["read_sum"],
+                        "waits": now["waits"] - last["waits"],
                     }
                 )
                 last = now
@@ -318,11 +334,19 @@ def main(argv: list[str] | None = None) -> int:
             durations = [r["duration"] for r in rounds]
             memory = sum(r["memory"] for r in rounds) / max(1, sum(r["n"] for r in rounds))
             status_per_min = sum(r["status"] for r in rounds) / args.minutes
+            reads = sum(r["reads"] for r in rounds)
+            read_s = sum(r["read_s"] for r in rounds) / max(1, reads)
+            waited = sum(r["waits"] for r in rounds)
             print(
                 f"scale: vms={args.vms} nodes={args.nodes} round_p50_s={statistics.median(durations):.3f} "
                 f"round_p99_s={percentile(durations, 0.99):.3f} writes_per_round={memory:.2f} "
                 f"status_writes_per_min={status_per_min:.1f} rss_mib={watch.rss_mib():.0f} "
                 f"cpu_s_per_round={cpu_per_round:.3f} load1={os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            print(
+                f"demand: reads={reads:.0f} read_mean_s={read_s:.3f} "
+                f"rounds_waited={waited:.0f}/{sum(r['n'] for r in rounds):.0f}",
                 flush=True,
             )
             jumped = [name for name, _ in vms[:: max(1, args.vms // args.changes)]][: args.changes]

@@ -7,15 +7,19 @@ per VM each (as a Prometheus server answers them at rest: no paging, no rise), s
 answers is in the figures. It builds the bodies with the unit tests' builders, runs one round to write
 every status, feeds the statuses back, then times five rounds that must write nothing: wall time, and the
 CPU time of the median round (what the round costs whatever else the cores run).
-The garbage collector is tuned as ``dynamem run`` tunes it (:mod:`dynamem.controller.gc_tuning`);
-``--default-gc`` keeps CPython's defaults.
-Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]] [--default-gc]`` (default 10000, the operator's
-default policy).
+As the operator does, demand is read ahead of each round (:mod:`dynamem.controller.demand_ahead`): the
+reading's CPU time is printed on its own (``read_cpu_median_s``), not in the round's; ``--read-in-round``
+has each round read for itself, as rounds did before. The garbage collector is tuned as ``dynamem run``
+tunes it (:mod:`dynamem.controller.gc_tuning`) and, as the operator's loop does, paused during each round
+(collecting after it); ``--default-gc`` keeps CPython's defaults and collects during rounds.
+Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]] [--default-gc] [--read-in-round]`` (default
+10000, the operator's default policy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -39,7 +43,8 @@ from tests.unit.controller.test_balancer import NOW, OPTIONS
 
 from dynamem.controller.balancer import CLUSTER_POLICY, Balancer
 from dynamem.controller.demand import DEMAND_QUERY, PrometheusDemand, signal_queries
-from dynamem.controller.gc_tuning import tune_for_large_heap
+from dynamem.controller.demand_ahead import DemandAhead
+from dynamem.controller.gc_tuning import collector_paused, tune_for_large_heap
 from dynamem.kube.objects import GI
 
 
@@ -72,7 +77,7 @@ def prometheus_at_rest(names: list[str], namespace: str) -> httpx.MockTransport:
     )
 
 
-async def main(n: int, policy: str) -> None:
+async def main(n: int, policy: str, *, pause_gc: bool = True, read_in_round: bool = False) -> None:
     nodes = max(1, n // 20)
     vmms, vms, vmis = {}, [], []
     for i in range(n):
@@ -89,18 +94,27 @@ async def main(n: int, policy: str) -> None:
         signals=signal_queries(OPTIONS.balance.shrink_window_s),
         transport=prometheus_at_rest([f"vm{i}" for i in range(n)], NS),
     )
+    ahead = DemandAhead(demand, max_age_s=60.0)  # as the operator reads it: ahead of each round
     balancer = Balancer(
-        writer, demand, replace(OPTIONS, status_writes_per_s=1e9, policy=policy), clock=lambda: NOW
+        writer,
+        demand if read_in_round else ahead,
+        replace(OPTIONS, status_writes_per_s=1e9, policy=policy),
+        clock=lambda: NOW,
     )
     await balancer.run_round(observed(vmms=vmms.values(), vms=vms, vmis=vmis, nodes=node_bodies))
     for name, status in writer.statuses:
         vmms[name]["status"] = status
         vmms[name]["metadata"]["resourceVersion"] = "2"
     world = observed(vmms=vmms.values(), vms=vms, vmis=vmis, nodes=node_bodies)
-    times, cpu = [], []
+    times, cpu, reads = [], [], []
     for _ in range(5):
+        if not read_in_round:  # the reading the round will use, read ahead of it (not timed as the round)
+            used = time.process_time()
+            await ahead.refresh()
+            reads.append(time.process_time() - used)
         started, used = time.perf_counter(), time.process_time()
-        result = await balancer.run_round(world)
+        with collector_paused() if pause_gc else contextlib.nullcontext():
+            result = await balancer.run_round(world)
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - used)
         assert result.writes == 0, "a round at rest must write nothing"
@@ -110,17 +124,22 @@ async def main(n: int, policy: str) -> None:
     print(
         f"round_at_rest: policy={policy} vms={n} nodes={nodes} "
         f"min_s={low:.2f} median_s={mid:.2f} max_s={high:.2f} cpu_median_s={cpu_mid:.2f} "
-        f"load1={os.getloadavg()[0]:.1f}"
+        + (f"read_cpu_median_s={sorted(reads)[2]:.2f} " if reads else "demand=read_in_round ")
+        + f"load1={os.getloadavg()[0]:.1f}"
     )
 
 
 if __name__ == "__main__":
-    if "--default-gc" not in sys.argv:
+    tuned = "--default-gc" not in sys.argv
+    if tuned:
         tune_for_large_heap()  # as ``dynamem run`` does
-    sys.argv = [a for a in sys.argv if a != "--default-gc"]
+    in_round = "--read-in-round" in sys.argv
+    sys.argv = [a for a in sys.argv if a not in {"--default-gc", "--read-in-round"}]
     asyncio.run(
         main(
             int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
             sys.argv[2] if len(sys.argv) > 2 else CLUSTER_POLICY,
+            pause_gc=tuned,
+            read_in_round=in_round,
         )
     )

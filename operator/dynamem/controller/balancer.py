@@ -46,7 +46,7 @@ from dynamem.controller.snapshot import (
     hold_reason,
     stuck,
 )
-from dynamem.controller.status import StatusBook, desired_status
+from dynamem.controller.status import StatusBook, decided, desired_status
 from dynamem.kube.api import (
     FIELD_MANAGER,
     FIELD_MANAGER_STOPPED,
@@ -178,10 +178,13 @@ class Balancer:
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
+        self.forgotten = 0  # the join cache's count of VirtualMachineMemories gone, when last forgotten here
         self.demand_failing_since: float | None = None  # when Prometheus stopped answering
 
-    async def run_round(self, observed: Observed) -> RoundResult:
-        started = time.perf_counter()
+    async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+        """One round on ``observed``; ``started``: when the round began (``time.perf_counter()``), if before
+        this call (the loop counts the making of ``observed`` in the round's duration)."""
+        started = time.perf_counter() if started is None else started
         now = self.clock()
         reading = await self.demand.read()
         if reading.error:
@@ -197,7 +200,8 @@ class Balancer:
         )
         held = {key: why for key, (until, why) in self.backoff.items() if until > now}
         observed = replace(observed, vms=tuple(observed.vms))
-        self._end_conflicts({vm.key: vm for vm in observed.vms})
+        if self.conflicts:
+            self._end_conflicts({vm.key: vm for vm in observed.vms})
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
         snapshot = build_snapshot(
             observed,
@@ -272,17 +276,26 @@ class Balancer:
         pending = []
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
-            status = desired_status(
+            decision, plan = (pair[0], pair[1]) if pair else (None, None)
+            part = decided(
                 item,
-                pair[0] if pair else None,
-                pair[1] if pair else None,
-                now=now,
-                changed_at=changed_at.get(key),
-                note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
+                decision,
+                plan,
                 hold=holds.get(key, item.hold),
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
             )
-            needed, changed = self.book.triage(item, status, now)
+            if key not in changed_at and self.book.quiet(item, part, decision, now):
+                continue  # its status says this decision already, and nothing measured moved enough
+            status = desired_status(
+                item,
+                decision,
+                plan,
+                now=now,
+                changed_at=changed_at.get(key),
+                note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
+                part=part,
+            )
+            needed, changed = self.book.triage(item, status, now, part)
             # a change or a hold made this round is written whatever Prometheus does: it must survive
             if needed and (not statuses_wait or key in changed_at or key in holds):
                 pending.append((not changed, str(key), item, status))
@@ -478,18 +491,19 @@ class Balancer:
         return created
 
     def _forget_all_but(self, snapshot: Snapshot, now: float) -> None:
-        """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended."""
-        keys = snapshot.managed.keys()
-        for memory in (self.planned, self.backoff, self.conflicts):
-            for key in [k for k in memory if k not in keys]:
-                del memory[key]
-        for key in [k for k in self.placements if k not in keys]:
-            del self.placements[key]
-        for key in [k for k in self.released if k not in keys]:
-            del self.released[key]
+        """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended.
+
+        Only after a VirtualMachineMemory went (the join cache counts them): what is remembered is only ever
+        of VMs of some round, so while none went, every key remembered is still one of this round's."""
+        if self.joins.dropped != self.forgotten:
+            self.forgotten = self.joins.dropped
+            keys = snapshot.managed.keys()
+            for memory in (self.planned, self.backoff, self.conflicts, self.placements, self.released):
+                for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
+                    del memory[key]
+            self.book.forget_all_but(keys)
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
-        self.book.forget_all_but(keys)
 
     def _end_conflicts(self, vms: Mapping[ObjectKey, VmView]) -> None:
         """Forget a conflict the API server reported once a newer version of its VM shows that no other
@@ -692,6 +706,8 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
         if item.hold is not None:
             continue  # taken back (or refused) already: held until the VMI restarts, not retried
         requested = item.vm.guest if item.vm is not None else None
+        if requested is None or requested == item.vmi.current:
+            continue  # the guest has what was asked (or nothing was): neither stuck nor overdue
         if stuck(item):
             reason = (
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "

@@ -37,7 +37,7 @@ from dataclasses import replace
 
 from dynamem.controller.eligibility import EligibleNodes
 from dynamem.controller.migrations import MigrationView
-from dynamem.controller.ports import DemandReading, GuestSignals
+from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
 from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
 from dynamem.policy.model import VmState
@@ -167,7 +167,7 @@ def cluster_state(
             key = keys[state.name]
             vmi = vmis[key]
             overhead = vmi.overhead if vmi.overhead is not None else default_overhead
-            signals = demand.signals_of(key)
+            signals = demand.signals.get(key, NO_SIGNALS)  # demand.signals_of, without a call per VM
             used = state.demand if sampled_at(signals, state.assigned) else None
             peak = signals.used_peak
             changed = state.last_change_at

@@ -23,6 +23,7 @@ import kopf
 
 from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand import PrometheusDemand, signal_queries
+from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.leadership import LeaderOnlyWriter, LeaseConfig, LeaseElector
 from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leadership
 from dynamem.controller.migrations import MIGRATION
@@ -111,11 +112,14 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
                 balance = replace(round_options.balance, max_parallel_migrations=per_cluster)
                 round_options = replace(round_options, balance=balance)
 
+        # read ahead of each round, so a round does not wait for Prometheus (demand_ahead.py)
+        ahead = DemandAhead(demand, max_age_s=options.demand_max_age(), metrics=state.metrics)
+
         def make_balancer() -> Balancer:
-            return Balancer(writer, demand, round_options, metrics=state.metrics)
+            return Balancer(writer, ahead, round_options, metrics=state.metrics)
 
         state.tasks.append(
-            asyncio.create_task(balancing_loop(state, make_balancer, api), name="dynamem-balancer")
+            asyncio.create_task(balancing_loop(state, make_balancer, api, ahead), name="dynamem-balancer")
         )
         state.tasks.append(asyncio.create_task(_close_on_cancel(api, demand), name="dynamem-clients"))
 

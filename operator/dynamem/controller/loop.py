@@ -10,7 +10,10 @@ kopf's handlers (:mod:`dynamem.controller.handlers`) only feed the loop: they ke
   term or from standing by: what must survive lives in the VirtualMachineMemory status);
 - LISTs everything again when a round met an API error and every resync period, and a kind once after kopf
   re-listed it (a broken or ended watch), so an object deleted while a watch was down never lingers as a
-  ghost.
+  ghost;
+- has demand read ahead of the next round when given a :class:`~dynamem.controller.demand_ahead.DemandAhead`
+  (the balancer's demand source): after each round it says when the next one is due, and a standby reads
+  nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dynamem.controller.balancer import Balancer
+from dynamem.controller.demand_ahead import DemandAhead
+from dynamem.controller.gc_tuning import collector_paused
 from dynamem.controller.leadership import LeaseElector, NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.options import OperatorOptions
@@ -84,9 +89,26 @@ async def wake_on_leadership(state: OperatorState) -> None:
 
 
 async def balancing_loop(
-    state: OperatorState, make_balancer: Callable[[], Balancer], lister: ClusterLister
+    state: OperatorState,
+    make_balancer: Callable[[], Balancer],
+    lister: ClusterLister,
+    ahead: DemandAhead | None = None,
 ) -> None:
-    """Run a round every interval, or soon after a wake-up, while this replica leads."""
+    """Run a round every interval, or soon after a wake-up, while this replica leads; ``ahead``: the
+    balancer's demand source, read ahead of each round."""
+    try:
+        await _balance(state, make_balancer, lister, ahead)
+    finally:
+        if ahead is not None:
+            await ahead.stop()
+
+
+async def _balance(
+    state: OperatorState,
+    make_balancer: Callable[[], Balancer],
+    lister: ClusterLister,
+    ahead: DemandAhead | None,
+) -> None:
     options = state.options
     balancer: Balancer | None = None
     term = -1
@@ -95,6 +117,8 @@ async def balancing_loop(
             if not state.leading():
                 state.metrics.standby()
                 balancer = None
+                if ahead is not None:
+                    await ahead.stop()
             else:
                 current = state.elector.term if state.elector is not None else 0
                 if current != term or balancer is None:
@@ -105,7 +129,9 @@ async def balancing_loop(
                 kinds = state.view.kinds_to_list()
                 if kinds:
                     await resync(state, lister, kinds)
-                result = await balancer.run_round(state.view.observed())
+                started = time.perf_counter()  # the round's duration counts making its view, too
+                with collector_paused():  # the garbage collector runs between rounds (gc_tuning.py)
+                    result = await balancer.run_round(state.view.observed(), started=started)
                 state.rounds += 1
                 if result.api_errors:
                     state.view.needs_resync = True
@@ -124,6 +150,8 @@ async def balancing_loop(
         except Exception:
             logger.exception("balancing round failed; the next one starts from a fresh list")
             state.view.needs_resync = True
+        if ahead is not None and balancer is not None:
+            ahead.read_ahead(options.min_gap_s + options.interval_s)
         await asyncio.sleep(options.min_gap_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.wake.wait(), timeout=options.interval_s)

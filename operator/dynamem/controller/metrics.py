@@ -111,6 +111,22 @@ class OperatorMetrics:
         self.writes = Counter(
             "dynamem_api_writes", "API writes made by balancing rounds", ("kind",), registry=self.registry
         )
+        self.demand_age = Gauge(
+            "dynamem_demand_reading_age_seconds",
+            "Age of the demand reading the last round decided on (read ahead of the round)",
+            registry=self.registry,
+        )
+        self.demand_read_seconds = Histogram(
+            "dynamem_demand_read_duration_seconds",
+            "Time one demand reading (all of its Prometheus queries, answers parsed) took",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20),
+            registry=self.registry,
+        )
+        self.demand_waits = Counter(
+            "dynamem_demand_round_waits",
+            "Rounds that found no fresh demand reading and waited for one",
+            registry=self.registry,
+        )
         self.active = Gauge(
             "dynamem_balancer_active", "1 on the balancing replica, 0 on a standby", registry=self.registry
         )

@@ -63,7 +63,10 @@ def with_failed_migrations(vmis: Iterable[VmiView], migrations: Iterable[Migrati
         by_vmi.setdefault(migration.vmi, []).append(migration)
     found: list[VmiView] = []
     for vmi in vmis:
-        mine = sorted(by_vmi.get(vmi.key, []), key=lambda m: (m.created or 0.0, m.key.name))
+        if vmi.key not in by_vmi:  # most VMIs: no migration at all
+            found.append(vmi)
+            continue
+        mine = sorted(by_vmi[vmi.key], key=lambda m: (m.created or 0.0, m.key.name))
         if mine and all(m.final for m in mine) and mine[-1].phase == "Failed":
             failures = 0
             for migration in reversed(mine):

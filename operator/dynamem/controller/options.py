@@ -51,6 +51,7 @@ class OperatorOptions:
     prometheus_ca_file: str | None = None
     status_writes_per_s: float = 20.0
     change_deadline_s: float = 360.0
+    demand_max_age_s: float | None = None  # None: the interval
     dry_run: bool = False
     kubeconfig: str | None = None
     log_level: str = "INFO"
@@ -67,6 +68,11 @@ class OperatorOptions:
             status_writes_per_s=self.status_writes_per_s,
             change_deadline_s=self.change_deadline_s,
         )
+
+    def demand_max_age(self) -> float:
+        """How old a demand reading read ahead may be when a round uses it: --demand-max-age, else the
+        interval (a regular round's reading, read a lead ahead, is much younger)."""
+        return self.interval_s if self.demand_max_age_s is None else self.demand_max_age_s
 
     def lease_place(self, pod_namespace: str | None) -> str:
         """The Lease's namespace: --lease-namespace, else the pod's, else the first watched, else default."""
@@ -172,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         "KubeVirt's 300 s unschedulable-target timeout plus a margin; its failed migrations are retried "
         "by KubeVirt meanwhile)",
     )
+    add(
+        "--demand-max-age",
+        type=float,
+        default=None,
+        help="seconds a demand reading, read ahead of the round, may be old when a round uses it; older, "
+        "the round reads afresh and waits (default: the interval; 0: every round waits for its own reading)",
+    )
     add("--dry-run", action="store_true", help="plan and report, but send VM changes as server dry-runs")
     add("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -220,6 +233,8 @@ def parse_options(argv: list[str]) -> OperatorOptions:
     ):
         if path is not None and not Path(path).is_file():
             raise OptionError(flag, path, "no such file")
+    if args.demand_max_age is not None and not args.demand_max_age >= 0:  # also refuses NaN
+        raise OptionError("--demand-max-age", args.demand_max_age, "must not be negative")
     if not args.prometheus_url.startswith(("http://", "https://")):
         raise OptionError("--prometheus-url", args.prometheus_url, "must be an http:// or https:// URL")
     balance = BalanceConfig(
@@ -256,6 +271,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         prometheus_ca_file=args.prometheus_ca_file,
         status_writes_per_s=_positive("--status-writes-per-second", args.status_writes_per_second),
         change_deadline_s=_positive("--change-deadline", args.change_deadline),
+        demand_max_age_s=args.demand_max_age,
         dry_run=args.dry_run,
         kubeconfig=args.kubeconfig,
         log_level=args.log_level,

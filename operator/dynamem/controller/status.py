@@ -14,7 +14,7 @@ import functools
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.ports import ClusterWriter
@@ -58,6 +58,77 @@ def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, s
     return {"type": kind, "status": status, "reason": reason, "message": message}
 
 
+class Decided(NamedTuple):
+    """What a status says beyond its measurements and timestamps: all that tells whether a decision changed.
+
+    :func:`desired_status` is made from it, so two equal ``Decided`` make statuses of equal comparable form,
+    which lets the book tell a settled VM from its ``Decided`` alone (:meth:`StatusBook.settled`).
+    ``assigned``: bytes; ``over``: why the node is over-subscribed, or None. A named tuple: made and compared
+    for every VM every round.
+    """
+
+    node: str | None
+    assigned: int | None
+    generation: int
+    hold: Hold | None
+    blocked: str | None
+    ready: tuple[str, str, str]
+    demand_known: tuple[str, str, str]
+    restart: bool
+    over: str | None
+    owners: tuple[str, ...]
+
+
+def decided(
+    item: Managed,
+    decision: VmDecision | None,
+    plan: NodePlan | None,
+    *,
+    hold: Hold | None = None,
+    owners: tuple[str, ...] = (),
+) -> Decided:
+    """The decided part of the status this round calls for (see :func:`desired_status`)."""
+    if item.phase is Phase.INVALID:
+        ready = ("False", "InvalidSettings", item.error or "invalid settings")
+    elif decision is None and item.phase is Phase.RUNNING:
+        ready = ("False", "NotBalanced", "the VM's memory is not known yet")
+    else:
+        ready = READY_REASONS[item.phase]
+    assigned = None
+    if item.phase is Phase.STOPPED and item.settings is not None:
+        assigned = item.settings.startup
+    if decision is not None:
+        requested = item.vm.guest if decision.in_flight and item.vm is not None else None
+        assigned = requested or decision.assigned
+    if item.phase is not Phase.RUNNING:
+        demand_known = ("Unknown", "NotRunning", "demand is measured while the VM runs")
+    elif item.demand is not None:
+        demand_known = ("True", "Measured", "KubeVirt's guest memory metrics are in Prometheus")
+    else:
+        demand_known = ("False", "NoMetrics", "no fresh kubevirt_vmi_memory_* samples: memory is held")
+    return Decided(
+        node=item.node,
+        assigned=assigned,
+        generation=item.vmm.generation,
+        hold=hold,
+        blocked=item.blocked,
+        ready=ready,
+        demand_known=demand_known,
+        restart=item.vm is not None and item.vm.restart_required,
+        over=plan.reason if plan is not None and plan.over_subscribed else None,
+        owners=owners,
+    )
+
+
+def measured(item: Managed, decision: VmDecision | None) -> Status:
+    """The measurements of the status this round calls for: demand, target, pressure (as written)."""
+    return {
+        "demand": human_bytes(item.demand) if item.demand is not None else None,
+        "target": to_quantity(decision.target) if decision is not None else None,
+        "pressure": decision.pressure if decision is not None else None,
+    }
+
+
 def desired_status(
     item: Managed,
     decision: VmDecision | None,
@@ -68,54 +139,35 @@ def desired_status(
     note: str | None = None,
     hold: Hold | None = None,
     owners: tuple[str, ...] = (),
+    part: Decided | None = None,
 ) -> Status:
     """The status this round's observation and decision call for (timestamps are filled in by the book).
 
     ``note``: why the VM is held beyond the policy's own reasons (a failed hotplug, a migration, a backoff).
+    ``part``: :func:`decided` of these, when the caller made it already.
     """
-    if item.phase is Phase.INVALID:
-        ready = ("False", "InvalidSettings", item.error or "invalid settings")
-    elif decision is None and item.phase is Phase.RUNNING:
-        ready = ("False", "NotBalanced", "the VM's memory is not known yet")
-    else:
-        ready = READY_REASONS[item.phase]
+    part = part or decided(item, decision, plan, hold=hold, owners=owners)
     status: Status = {
-        "node": item.node,
-        "assigned": None,
-        "target": None,
-        "demand": human_bytes(item.demand) if item.demand is not None else None,
-        "pressure": None,
+        "node": part.node,
+        "assigned": to_quantity(part.assigned) if part.assigned is not None else None,
+        **measured(item, decision),
         "memoryStatus": "Unknown",
-        "reason": ready[2],
-        "observedGeneration": item.vmm.generation,
-        "hold": hold.to_status() if hold is not None else None,
-        "heldBecause": item.blocked,
+        "reason": part.ready[2],
+        "observedGeneration": part.generation,
+        "hold": part.hold.to_status() if part.hold is not None else None,
+        "heldBecause": part.blocked,
     }
     if item.phase is Phase.STOPPED and item.settings is not None:
-        status.update(memoryStatus="Stopped", assigned=to_quantity(item.settings.startup))
+        status["memoryStatus"] = "Stopped"
     if decision is not None:
-        requested = item.vm.guest if decision.in_flight and item.vm is not None else None
-        status.update(
-            assigned=to_quantity(requested or decision.assigned),
-            target=to_quantity(decision.target),
-            pressure=decision.pressure,
-            memoryStatus=decision.status.value if decision.demand is not None else "Unknown",
-            reason=decision.reason,
-        )
+        status["memoryStatus"] = decision.status.value if decision.demand is not None else "Unknown"
+        status["reason"] = decision.reason
     if note is not None:
         status["reason"] = note
-    running = item.phase is Phase.RUNNING
-    if not running:
-        demand_known = ("Unknown", "NotRunning", "demand is measured while the VM runs")
-    elif item.demand is not None:
-        demand_known = ("True", "Measured", "KubeVirt's guest memory metrics are in Prometheus")
-    else:
-        demand_known = ("False", "NoMetrics", "no fresh kubevirt_vmi_memory_* samples: memory is held")
-    restart = item.vm is not None and item.vm.restart_required
-    over = plan is not None and plan.over_subscribed
+    restart, over, owners = part.restart, part.over, part.owners
     status["conditions"] = [
-        _condition("Ready", *ready),
-        _condition("DemandKnown", *demand_known),
+        _condition("Ready", *part.ready),
+        _condition("DemandKnown", *part.demand_known),
         _condition(
             "RestartRequired",
             "True" if restart else "False",
@@ -124,9 +176,9 @@ def desired_status(
         ),
         _condition(
             "NodeOverSubscribed",
-            "True" if over else "False",
-            "FloorsExceedPool" if over else "Fits",
-            (plan.reason if over and plan is not None else "the floors of the node's VMs fit its pool"),
+            "True" if over is not None else "False",
+            "FloorsExceedPool" if over is not None else "Fits",
+            over if over is not None else "the floors of the node's VMs fit its pool",
         ),
         _condition(
             "FieldOwnedByOtherManager",
@@ -192,10 +244,59 @@ def measurements_moved(desired: Mapping[str, Any], observed: Mapping[str, Any]) 
     )
 
 
+_NOT_COMPARED = frozenset({"conditions", "lastChangeTime", *MEASUREMENTS})
+
+
+# A status' measurements in numbers: demand and target in bytes, pressure in points (None: not in it).
+Measures = tuple[int | None, int | None, int | None]
+
+
+def _measures(status: Mapping[str, Any]) -> Measures | None:
+    """The measurements of an observed status in numbers, or None when one of them does not parse."""
+    demand, target, pressure = status.get("demand"), status.get("target"), status.get("pressure")
+    found: list[int | None] = []
+    for value in (demand, target):
+        number = None if value is None else _quantity(value)
+        if value is not None and number is None:
+            return None
+        found.append(number)
+    try:
+        points = None if pressure is None else int(pressure)
+    except (TypeError, ValueError):
+        return None
+    return found[0], found[1], points
+
+
+def _measures_of(item: Managed, decision: VmDecision | None) -> Measures:
+    """:func:`measured` in numbers: demand as written (to the MiB, :func:`human_bytes`), target, pressure."""
+    demand = item.demand
+    if demand is not None and demand % MI:
+        demand = round(demand / MI) * MI
+    if decision is None:
+        return demand, None, None
+    return demand, decision.target, decision.pressure
+
+
+def _bytes_moved(new: int | None, old: int | None) -> bool:
+    """:func:`_moved` in numbers."""
+    if new is None or old is None:
+        return (new is None) != (old is None)
+    return new != old and abs(new - old) > max(MEANINGFUL_BYTES, old * MEANINGFUL_PERCENT / 100)
+
+
+def _measures_moved(new: Measures, old: Measures) -> bool:
+    """:func:`measurements_moved` in numbers."""
+    new_p, old_p = new[2], old[2]
+    if new_p is None or old_p is None:
+        pressure = (new_p is None) != (old_p is None)
+    else:
+        pressure = abs(new_p - old_p) >= MEANINGFUL_PRESSURE
+    return pressure or _bytes_moved(new[0], old[0]) or _bytes_moved(new[1], old[1])
+
+
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
     """A status without timestamps, measurements and empty fields, to tell whether a decision changed."""
-    skip = {"conditions", "lastChangeTime", *MEASUREMENTS}
-    plain = {k: v for k, v in status.items() if v is not None and k not in skip}
+    plain = {k: v for k, v in status.items() if v is not None and k not in _NOT_COMPARED}
     plain["conditions"] = sorted(
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
         for c in status.get("conditions") or []
@@ -216,6 +317,10 @@ def _with_times(desired: Status, observed: Mapping[str, Any], now: float) -> Sta
     return desired
 
 
+def _version(item: Managed) -> str:
+    return str(item.vmm.body["metadata"].get("resourceVersion"))
+
+
 @dataclass
 class StatusBook:
     """Writes statuses, remembering what it wrote so a lagging watch does not cause a second write.
@@ -227,6 +332,9 @@ class StatusBook:
     written: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     written_at: dict[ObjectKey, float] = field(default_factory=dict)
     observed_cache: dict[ObjectKey, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # per VM: the status version, the decided part that a triage found the status to say already, and the
+    # status' measurements in numbers (:func:`_measures`)
+    settled_as: dict[ObjectKey, tuple[str, Decided, Measures]] = field(default_factory=dict)
     per_second: float = 20.0
     burst_s: float = 5.0
     tokens: float = -1.0  # full at the first round
@@ -251,15 +359,40 @@ class StatusBook:
             held = self.observed_cache[item.key] = (version, _comparable(item.vmm.status))
         return held[1]
 
-    def triage(self, item: Managed, desired: Status, now: float) -> tuple[bool, bool]:
-        """(needs a write, a decision changed), computing each comparable form once."""
+    def triage(
+        self, item: Managed, desired: Status, now: float, part: Decided | None = None
+    ) -> tuple[bool, bool]:
+        """(needs a write, a decision changed), computing each comparable form once. ``part``: the
+        :func:`decided` part ``desired`` was made from, remembered for :meth:`quiet` when it is what the
+        observed status says."""
         wanted = _comparable(desired)
         changed = wanted != self._observed(item)
+        observed = _measures(item.vmm.status) if part is not None and not changed else None
+        if part is not None and observed is not None:
+            self.settled_as[item.key] = (_version(item), part, observed)
+        else:
+            self.settled_as.pop(item.key, None)
         return self._needs_write(item, desired, wanted, changed, now), changed
 
+    def quiet(self, item: Managed, part: Decided, decision: VmDecision | None, now: float) -> bool:
+        """Whether :meth:`triage` would say (no write, no change) of the status made of ``part`` and
+        ``decision`` with no change time, told without making it: a triage found the observed status, at this
+        very version, to say this ``part`` already, and the measurements (:func:`measured`) did not move
+        enough, or were written within the refresh period.
+
+        A round at rest at 10,000 VMs makes no status for a VM whose decision stands (half of the round's
+        status work was making statuses only to find them the same as before).
+        """
+        held = self.settled_as.get(item.key)
+        if held is None or held[1] != part or held[0] != _version(item):
+            return False
+        if not _measures_moved(_measures_of(item, decision), held[2]):
+            return True
+        return now - self.written_at.get(item.key, float("-inf")) < MEASUREMENT_REFRESH_S
+
     def forget_all_but(self, keys: Collection[ObjectKey]) -> None:
-        for memory in (self.written, self.written_at, self.observed_cache):
-            for key in [k for k in memory if k not in keys]:
+        for memory in (self.written, self.written_at, self.observed_cache, self.settled_as):
+            for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
                 del memory[key]
 
     def needs_write(self, item: Managed, desired: Status, now: float | None = None) -> bool:

@@ -116,6 +116,8 @@ def test_byte_flags(flag: str, value: str, expected: int) -> None:
         pytest.param(["--interval", "-2"], "--interval", "-2.0", id="interval-negative"),
         pytest.param(["--interval", "nan"], "--interval", "nan", id="interval-nan"),
         pytest.param(["--change-deadline", "0"], "--change-deadline", "0.0", id="change-deadline-zero"),
+        pytest.param(["--demand-max-age", "-1"], "--demand-max-age", "-1.0", id="demand-max-age-negative"),
+        pytest.param(["--demand-max-age", "nan"], "--demand-max-age", "nan", id="demand-max-age-nan"),
     ],
 )
 def test_bad_values_name_flag_and_value(argv: list[str], flag: str, shown: str) -> None:
@@ -159,3 +161,9 @@ def test_migration_budget_and_policy() -> None:
 def test_the_change_deadline_reaches_the_round() -> None:
     assert parse_options(["-A"]).round_options().change_deadline_s == 360.0
     assert parse_options(["-A", "--change-deadline", "40"]).round_options().change_deadline_s == 40.0
+
+
+def test_the_demand_max_age_is_the_interval_unless_given() -> None:
+    assert parse_options(["-A"]).demand_max_age() == 10.0
+    assert parse_options(["-A", "--interval", "30"]).demand_max_age() == 30.0
+    assert parse_options(["-A", "--demand-max-age", "0"]).demand_max_age() == 0.0
