@@ -220,28 +220,11 @@ def _quantity(value: object) -> int | None:
     return _parsed(value) if isinstance(value, str) else quantity_bytes(value)
 
 
-def _moved(new: object, old: object) -> bool:
-    """Whether a quantity moved meaningfully (appearing or vanishing always counts)."""
-    if (new is None) != (old is None):
-        return True
-    if new is None or new == old:
-        return False
-    a, b = _quantity(new), _quantity(old)
-    if a is None or b is None:
-        return True
-    return abs(a - b) > max(MEANINGFUL_BYTES, b * MEANINGFUL_PERCENT / 100)
-
-
 def measurements_moved(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
-    new_p, old_p = desired.get("pressure"), observed.get("pressure")
-    pressure = (new_p is None) != (old_p is None) or (
-        new_p is not None and old_p is not None and abs(int(new_p) - int(old_p)) >= MEANINGFUL_PRESSURE
-    )
-    return (
-        pressure
-        or _moved(desired.get("demand"), observed.get("demand"))
-        or _moved(desired.get("target"), observed.get("target"))
-    )
+    """Whether a status' measurements moved meaningfully (:func:`_measures_moved`); one that does not parse
+    always counts as moved."""
+    new, old = _measures(desired), _measures(observed)
+    return new is None or old is None or _measures_moved(new, old)
 
 
 _NOT_COMPARED = frozenset({"conditions", "lastChangeTime", *MEASUREMENTS})
@@ -278,14 +261,14 @@ def _measures_of(item: Managed, decision: VmDecision | None) -> Measures:
 
 
 def _bytes_moved(new: int | None, old: int | None) -> bool:
-    """:func:`_moved` in numbers."""
+    """Whether a quantity moved meaningfully (appearing or vanishing always counts)."""
     if new is None or old is None:
         return (new is None) != (old is None)
     return new != old and abs(new - old) > max(MEANINGFUL_BYTES, old * MEANINGFUL_PERCENT / 100)
 
 
 def _measures_moved(new: Measures, old: Measures) -> bool:
-    """:func:`measurements_moved` in numbers."""
+    """Whether pressure moved by :data:`MEANINGFUL_PRESSURE` points, or demand or target meaningfully."""
     new_p, old_p = new[2], old[2]
     if new_p is None or old_p is None:
         pressure = (new_p is None) != (old_p is None)
