@@ -4,9 +4,11 @@ The round's own cost (reading Prometheus' answers, snapshot, policy, status tria
 server and a Prometheus server, which ``bench/operator_scale.py`` adds: demand is read by the operator's own
 :class:`~dynamem.controller.demand.PrometheusDemand`, its seven queries answered in process with one sample
 per VM each (as a Prometheus server answers them at rest: no paging, no rise), so decoding and reading those
-answers is in the figures. It builds the bodies with the unit tests' builders, runs one round to write
-every status, feeds the statuses back, then times five rounds that must write nothing: wall time, and the
-CPU time of the median round (what the round costs whatever else the cores run).
+answers is in the figures. It builds the bodies with the unit tests' builders and feeds them to the
+operator's view (:class:`~dynamem.controller.view.ClusterView`) as kopf's events do, runs one round to write
+every status, feeds the statuses back, then times five rounds that must write nothing, each from the making
+of its view of the cluster, as the loop times it: wall time, and the CPU time of the median round (what the
+round costs whatever else the cores run).
 As the operator does, demand is read ahead of each round (:mod:`dynamem.controller.demand_ahead`): the
 reading's CPU time is printed on its own (``read_cpu_median_s``), not in the round's; ``--read-in-round``
 has each round read for itself, as rounds did before. The garbage collector is tuned as ``dynamem run``
@@ -37,7 +39,6 @@ from tests.unit.controller.builders_k8s import (
     make_vm_body,
     make_vmi_body,
     make_vmm_body,
-    observed,
 )
 from tests.unit.controller.test_balancer import NOW, OPTIONS
 
@@ -45,6 +46,7 @@ from dynamem.controller.balancer import CLUSTER_POLICY, Balancer
 from dynamem.controller.demand import DEMAND_QUERY, PrometheusDemand, signal_queries
 from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.gc_tuning import collector_paused, tune_for_large_heap
+from dynamem.controller.view import ClusterView, Kind
 from dynamem.kube.objects import GI
 
 
@@ -101,11 +103,21 @@ async def main(n: int, policy: str, *, pause_gc: bool = True, read_in_round: boo
         replace(OPTIONS, status_writes_per_s=1e9, policy=policy),
         clock=lambda: NOW,
     )
-    await balancer.run_round(observed(vmms=vmms.values(), vms=vms, vmis=vmis, nodes=node_bodies))
+    # the operator's view, fed as kopf feeds it (one event per object); each round reads it as the loop does
+    view = ClusterView()
+    for kind, bodies in (
+        (Kind.VMM, vmms.values()),
+        (Kind.VM, vms),
+        (Kind.VMI, vmis),
+        (Kind.NODE, node_bodies),
+    ):
+        for body in bodies:
+            view.apply_event(kind, "ADDED", body)
+    await balancer.run_round(view.observed())
     for name, status in writer.statuses:
         vmms[name]["status"] = status
         vmms[name]["metadata"]["resourceVersion"] = "2"
-    world = observed(vmms=vmms.values(), vms=vms, vmis=vmis, nodes=node_bodies)
+        view.apply_event(Kind.VMM, "MODIFIED", vmms[name])
     times, cpu, reads = [], [], []
     for _ in range(5):
         if not read_in_round:  # the reading the round will use, read ahead of it (not timed as the round)
@@ -114,7 +126,7 @@ async def main(n: int, policy: str, *, pause_gc: bool = True, read_in_round: boo
             reads.append(time.process_time() - used)
         started, used = time.perf_counter(), time.process_time()
         with collector_paused() if pause_gc else contextlib.nullcontext():
-            result = await balancer.run_round(world)
+            result = await balancer.run_round(view.observed(), started=started)
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - used)
         assert result.writes == 0, "a round at rest must write nothing"

@@ -57,6 +57,8 @@ class Store(Generic[V]):
     make: Callable[[Body], V]
     items: dict[ObjectKey, tuple[int, V]] = field(default_factory=dict)
     deleted: dict[ObjectKey, int] = field(default_factory=dict)  # tombstones: key -> deletion's version
+    changes: int = 0  # how many times the views changed: what :meth:`values` gave stands while this does
+    _values: tuple[int, tuple[V, ...]] | None = None
 
     def put(self, body: Body) -> bool:
         """Keep this copy unless it is older than the one held; returns whether the view changed."""
@@ -73,6 +75,7 @@ class Store(Generic[V]):
             self.items[key] = (version, held[1])
             return False
         self.items[key] = (version, view)
+        self.changes += 1
         return True
 
     def delete(self, body: Body) -> bool:
@@ -82,6 +85,7 @@ class Store(Generic[V]):
         dropped = held is not None and held[0] <= version
         if dropped:
             self.items.pop(key, None)
+            self.changes += 1
         self.deleted[key] = max(version, self.deleted.get(key, -1))
         return dropped
 
@@ -102,12 +106,21 @@ class Store(Generic[V]):
             if version > list_version:
                 fresh.pop(key, None)
         ghosts = sum(1 for key in self.items if key not in fresh)
+        if (
+            ghosts
+            or len(fresh) != len(self.items)
+            or any(self.items.get(k) is not v for k, v in fresh.items())
+        ):
+            self.changes += 1
         self.items = fresh
         self.deleted = {k: v for k, v in self.deleted.items() if v > list_version}
         return ghosts
 
-    def values(self) -> list[V]:
-        return [view for _, view in self.items.values()]
+    def values(self) -> tuple[V, ...]:
+        """The views, in a tuple kept until they change (a round at rest at 10,000 VMs lists them again)."""
+        if self._values is None or self._values[0] != self.changes:
+            self._values = (self.changes, tuple(view for _, view in self.items.values()))
+        return self._values[1]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -143,6 +156,7 @@ class ClusterView:
     relisted: set[Kind] = field(default_factory=set)
     last_listing: dict[Kind, float] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    _observed: tuple[tuple[int, ...], Observed] | None = field(default=None, repr=False)
 
     def apply_event(self, kind: Kind, event_type: str | None, body: Body) -> bool:
         """One kopf event; returns whether what a round reads changed. A listing event (type None) once
@@ -174,11 +188,19 @@ class ClusterView:
         return ghosts
 
     def observed(self) -> Observed:
-        return Observed(
+        """What a round reads; the same object again while no view changed (a round at rest)."""
+        changes = tuple(self.stores[kind].changes for kind in Kind)
+        if self._observed is not None and self._observed[0] == changes:
+            return self._observed[1]
+        found = Observed(
             vmms=self.stores[Kind.VMM].values(),
             vms=self.stores[Kind.VM].values(),
-            vmis=with_failed_migrations(self.stores[Kind.VMI].values(), self.stores[Kind.MIGRATION].values()),
+            vmis=tuple(
+                with_failed_migrations(self.stores[Kind.VMI].values(), self.stores[Kind.MIGRATION].values())
+            ),
             nodes=self.stores[Kind.NODE].values(),
-            pods=[pod for pod in self.stores[Kind.POD].values() if pod.node],
+            pods=tuple(pod for pod in self.stores[Kind.POD].values() if pod.node),
             migrations=self.stores[Kind.MIGRATION].values(),
         )
+        self._observed = (changes, found)
+        return found

@@ -144,3 +144,24 @@ def test_a_node_heartbeat_does_not_change_the_view_but_a_new_allocatable_does() 
     bigger = make_node_body("n1", allocatable="16Gi")
     bigger["metadata"]["resourceVersion"] = "3"
     assert view.apply_event(Kind.NODE, "MODIFIED", bigger)
+
+
+def test_a_round_at_rest_gets_the_same_observed_again_and_a_change_or_list_makes_it_anew() -> None:
+    """A round's ``observed`` is kept while no view changed (10,000 VMs are not listed again every round);
+    an event that changes a view, a deletion, or a LIST that drops or replaces one makes it anew."""
+    view = ClusterView()
+    view.apply_event(Kind.POD, "ADDED", pod("a", 1))
+    view.apply_event(Kind.POD, "ADDED", pod("b", 2))
+    first = view.observed()
+    assert view.observed() is first
+    assert not view.apply_event(Kind.POD, "MODIFIED", pod("a", 3))  # the same view at a new version
+    assert view.observed() is first
+    assert view.apply_event(Kind.POD, "MODIFIED", pod("a", 4, node="n2"))
+    moved = view.observed()
+    assert moved is not first and {p.node for p in moved.pods} == {"n1", "n2"}
+    view.stores[Kind.POD].replace(10, [pod("a", 4, node="n2"), pod("b", 2)])  # the same objects
+    assert view.observed() is moved
+    view.stores[Kind.POD].replace(11, [pod("a", 4, node="n2")])  # b deleted while a watch was down
+    assert [p.key.name for p in view.observed().pods] == ["a"]
+    view.apply_event(Kind.POD, "DELETED", pod("a", 12, node="n2"))
+    assert list(view.observed().pods) == []
