@@ -32,10 +32,11 @@ from dynamem.controller.ports import DemandReading, DemandSource
 # make the next reading late.
 RECENT_READS = 5
 # The lead: the slowest recent read times this, plus this margin (a read at 10,000 VMs on a busy Prometheus
-# took 3 to 8 s in the scale bench, so one a little slower than the slowest of the last five is common); and
-# the lead before any read was timed.
-LEAD_FACTOR = 1.25
-LEAD_MARGIN_S = 0.5
+# took 3 to 8 s in the scale bench: with x1.25 and 0.5 s, 3 rounds of 15 still found their read in flight and
+# waited for it); and the lead before any read was timed. Starting early costs only freshness, which max_age_s
+# bounds anyway.
+LEAD_FACTOR = 2.0
+LEAD_MARGIN_S = 1.0
 FIRST_LEAD_S = 2.0
 # A reading is started at most max_age_s less this before its round (or a quarter of max_age_s, if less): the
 # loop's timers and a busy event loop may start the round a little late, and the reading must still be fresh.

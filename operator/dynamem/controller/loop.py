@@ -8,9 +8,9 @@ kopf's handlers (:mod:`dynamem.controller.handlers`) only feed the loop: they ke
   (:class:`~dynamem.controller.leadership.LeaderOnlyWriter`);
 - starts each leadership term from a fresh LIST and a fresh balancer (nothing remembered from an earlier
   term or from standing by: what must survive lives in the VirtualMachineMemory status);
-- LISTs everything again when a round met an API error and every resync period, and a kind once after kopf
-  re-listed it (a broken or ended watch), so an object deleted while a watch was down never lingers as a
-  ghost;
+- LISTs everything again when a round met an API error and every resync period (the periodic LIST right
+  after the round before it is due, so that it delays no round), and a kind once after kopf re-listed it (a
+  broken or ended watch), so an object deleted while a watch was down never lingers as a ghost;
 - has demand read ahead of the next round when given a :class:`~dynamem.controller.demand_ahead.DemandAhead`
   (the balancer's demand source): after each round it says when the next one is due, and a standby reads
   nothing.
@@ -135,6 +135,12 @@ async def _balance(
                 state.rounds += 1
                 if result.api_errors:
                     state.view.needs_resync = True
+                elif time.monotonic() + options.min_gap_s + options.interval_s - state.last_resync >= (
+                    options.resync_period_s
+                ):
+                    # due before the next round: list now, between rounds, not at the next round's start,
+                    # where the LISTs (seconds at 10,000 VMs) would delay it and age its reading
+                    await resync(state, lister)
                 logger.debug(
                     "round %d: %d memory writes, %d status writes, %d deferred, %.3fs",
                     state.rounds,

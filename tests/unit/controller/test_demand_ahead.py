@@ -281,3 +281,44 @@ def test_a_reading_read_ahead_at_the_longest_lead_is_still_fresh_at_its_round() 
     reads, waited = asyncio.run(scenario())
     assert reads == 2
     assert waited == 1  # the first round only
+
+
+def test_the_periodic_list_comes_right_after_a_round_not_at_the_start_of_the_next() -> None:
+    """A resync due before the next round is made between rounds: at 10,000 VMs its LISTs take seconds,
+    which at the next round's start delayed that round and aged its reading past max age (it then waited
+    for a new one)."""
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        options = OperatorOptions(interval_s=60.0, min_gap_s=0.0, resync_period_s=30.0, standalone=True)
+        state = OperatorState(options=options, identity="test")
+        _, demand = workday()
+        order: list[str] = []
+
+        class Listing(EmptyCluster):
+            async def list_objects(
+                self, kind: str, namespaces: Sequence[str] = ()
+            ) -> tuple[int, list[Mapping[str, Any]]]:
+                order.append("list")
+                return 1, []
+
+        class Watched(Balancer):
+            async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+                order.append("round")
+                return await super().run_round(observed, started=started)
+
+        def make_balancer() -> Balancer:
+            return Watched(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
+
+        loop = asyncio.create_task(balancing_loop(state, make_balancer, Listing()))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if state.rounds and state.resyncs >= 2:
+                break
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        return state.rounds, state.resyncs, order
+
+    rounds, resyncs, order = asyncio.run(scenario())
+    kinds = 6  # every kind the view keeps
+    assert (rounds, resyncs) == (1, 2)  # the second LIST of everything did not wait for the next round
+    assert order == ["list"] * kinds + ["round"] + ["list"] * kinds
