@@ -25,6 +25,7 @@ from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.policy.cluster import ClusterState
 from dynamem.policy.model import NodeState, VmState
+from dynamem.records import frozen_record
 from dynamem.settings import SettingsError, VmSettings
 
 
@@ -106,7 +107,7 @@ class Hold:
         return not running and vm is not None and vm.generation == self.vm_generation
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Managed:
     """One VirtualMachineMemory joined with its VM, VMI and demand.
 
@@ -266,6 +267,9 @@ class JoinCache:
     )
     states: dict[ObjectKey, tuple[Managed, bool, VmState | None]] = field(default_factory=dict)
     dropped: int = 0  # VirtualMachineMemories gone, all told: what is remembered of them elsewhere can go too
+    _names: dict[str, ObjectKey] | None = (
+        None  # each joined key by its name (str), made again when keys change
+    )
 
     def join(
         self,
@@ -286,6 +290,8 @@ class JoinCache:
             base = held[4]
         else:
             base = _join(vmm, vm, vmi, force_ownership)
+            if held is None:
+                self._names = None
             self.joins[key] = (vmm, vm, vmi, force_ownership, base)
         if base.phase is not Phase.RUNNING:
             return base
@@ -333,6 +339,13 @@ class JoinCache:
             state.last_change_at,
         )
 
+    def names(self) -> Mapping[str, ObjectKey]:
+        """Each joined VirtualMachineMemory's key by its name (``namespace/name``), once :meth:`keep_only` has
+        run this round: the same mapping while no key comes or goes."""
+        if self._names is None:
+            self._names = {str(key): key for key in self.joins}
+        return self._names
+
     def keep_only(self, keys: Mapping[ObjectKey, object]) -> None:
         """Drop the entries of VirtualMachineMemories that are gone (``keys``: this round's, every one of them
         joined this round); :attr:`dropped` counts them."""
@@ -340,6 +353,7 @@ class JoinCache:
         # ``states`` only holds keys ``joins`` holds)
         if len(self.joins) == len(keys):
             return
+        self._names = None
         for memory in (self.joins, self.states):
             for key in memory.keys() - keys.keys():  # a set difference: no Python loop over 10,000 keys
                 del memory[key]
@@ -522,7 +536,7 @@ def build_snapshot(
         NodeState(name=name, pool=pools[name].pool, vms=tuple(sorted(states[name], key=lambda s: s.name)))
         for name in pools
     )
-    vm_keys = {str(key): key for key in managed}
+    vm_keys = joins.names()  # {str(key): key for key in managed}, kept while no VM comes or goes
     migrations = tuple(observed.migrations)
     requested = node_requests(
         [

@@ -47,11 +47,12 @@ from dynamem.policy.model import (
     NodePlan,
     NodeState,
     VmDecision,
+    VmLimits,
     VmState,
     format_bytes,
 )
 
-__all__ = ["plan_node", "plan_oracle", "pressure_of", "status_of", "vm_levels", "water_fill"]
+__all__ = ["levels_of", "plan_node", "plan_oracle", "pressure_of", "status_of", "vm_levels", "water_fill"]
 
 _OK = MemoryStatus.OK
 _LOW = MemoryStatus.LOW
@@ -63,17 +64,21 @@ def vm_levels(vm: VmState, config: BalanceConfig) -> tuple[int, int, int, int, i
 
     With unknown demand, the demand level and target are the floor (raw target 0).
     """
-    lim = vm.limits
-    al = config.alignment if vm.hugepage <= config.alignment else vm.hugepage
+    return levels_of(vm.limits, vm.boot_memory, vm.hugepage, vm.demand, config)
+
+
+def levels_of(
+    lim: VmLimits, boot: int | None, hugepage: int, demand: int | None, config: BalanceConfig
+) -> tuple[int, int, int, int, int, int]:
+    """:func:`vm_levels` of a VM with these limits, boot memory, page size and demand (no VmState made)."""
+    al = config.alignment if hugepage <= config.alignment else hugepage
     floor = lim.minimum
-    boot = vm.boot_memory
     if boot is not None and boot > floor:
         floor = boot
     floor = -(-floor // al) * al
     top = lim.maximum // al * al
     if top < floor:
         top = floor
-    demand = vm.demand
     if demand is None:
         return al, floor, top, floor, floor, 0
     level = -(-demand // al) * al

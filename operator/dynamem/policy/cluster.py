@@ -56,8 +56,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from dynamem.policy.balance import pressure_of, status_of, vm_levels, water_fill
-from dynamem.policy.model import BalanceConfig, MiB, VmDecision, VmLimits, VmState, format_bytes
+from dynamem.policy.balance import levels_of, pressure_of, status_of, water_fill
+from dynamem.policy.model import BalanceConfig, MiB, VmDecision, VmLimits, format_bytes
+from dynamem.records import frozen_record
 
 __all__ = [
     "MEMORY",
@@ -77,7 +78,7 @@ __all__ = [
 MEMORY = "memory"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class ClusterVm:
     """One running VM as KubeVirt shows it.
 
@@ -227,26 +228,31 @@ def _ahead(vm: ClusterVm, config: BalanceConfig) -> int:
 
 def estimate_demand(vm: ClusterVm, config: BalanceConfig) -> tuple[int | None, bool]:
     """(demand, paging): the true demand if known; a multiplicative guess while paging; else peak use."""
+    demand, paging, _ = _estimate(vm, config)
+    return demand, paging
+
+
+def _estimate(vm: ClusterVm, config: BalanceConfig) -> tuple[int | None, bool, int]:
+    """:func:`estimate_demand`, and what a rise in use added to it (:func:`_ahead`; 0 with true demand)."""
     if vm.demand is not None:
-        return vm.demand, vm.demand > vm.assigned
+        return vm.demand, vm.demand > vm.assigned, 0
     if vm.used is None:
-        return None, False
+        return None, False, 0
     ahead = _ahead(vm, config)
     if is_paging(vm, config):
         grown = vm.assigned * (100 + config.paging_growth_percent) // 100
         # a guest cut below the use it had within the window (by another manager, say) goes back to that
         # use at once, not by x1.5 steps that end there anyway once it stops paging
-        return max(grown, vm.used + ahead, vm.used_peak or 0), True
+        return max(grown, vm.used + ahead, vm.used_peak or 0), True, ahead
     peak = vm.used if vm.used_peak is None or vm.used_peak < vm.used else vm.used_peak
-    return max(peak, vm.used + ahead), False
+    return max(peak, vm.used + ahead), False, ahead
 
 
 def _levels(record: VmPlan, config: BalanceConfig) -> None:
     vm = record.vm
-    probe = VmState(
-        vm.name, vm.limits, vm.assigned, record.demand, boot_memory=vm.boot_memory, hugepage=vm.hugepage
+    record.unit, record.floor, record.top, record.level, record.target, _ = levels_of(
+        vm.limits, vm.boot_memory, vm.hugepage, record.demand, config
     )
-    record.unit, record.floor, record.top, record.level, record.target, _ = vm_levels(probe, config)
 
 
 def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
@@ -254,8 +260,7 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     records = [VmPlan(vm=vm) for vm in state.vms]
     for record in records:
         vm = record.vm
-        record.demand, record.paging = estimate_demand(vm, config)
-        ahead = _ahead(vm, config) if vm.demand is None else 0
+        record.demand, record.paging, ahead = _estimate(vm, config)
         if ahead and vm.used is not None and record.demand == vm.used + ahead:
             record.notes.append(f"use rising: demand taken {ahead // MiB}Mi above use, an hour ahead")
         _levels(record, config)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from dynamem.records import frozen_record
+
 __all__ = [
     "BalanceConfig",
     "GiB",
@@ -51,7 +53,7 @@ class VmLimits:
     priority: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class VmState:
     """One VM as observed now.
 
@@ -147,7 +149,7 @@ class BalanceConfig:
     descheduler_cooldown_s: float = 900.0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class VmDecision:
     """What the plan does with one VM, and why.
 
