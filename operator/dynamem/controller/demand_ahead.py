@@ -3,8 +3,8 @@
 At 10,000 VMs a demand reading (seven instant queries over 10,000 series each, and their answers parsed) takes
 a second or two of a busy Prometheus, about half of a round's wall time when the round waited for it.
 :class:`DemandAhead` wraps a :class:`~dynamem.controller.ports.DemandSource` and reads it ahead: the loop says
-when the next round is due (:meth:`DemandAhead.read_ahead`), and the reading starts one expected read
-duration (the slowest of the last few, with a margin) before that, so it is ready when the round starts.
+when the next round is due (:meth:`DemandAhead.read_ahead`), and the reading starts one lead before that
+(twice the slowest of the last few reads, and a second), so it is ready when the round starts.
 
 A round uses the newest reading only while it is fresh: started no more than ``max_age_s`` ago (Prometheus
 evaluates an instant query when it gets it, so a reading is as old as its start). Otherwise the round waits

@@ -78,6 +78,25 @@ async def resync(state: OperatorState, lister: ClusterLister, kinds: Collection[
         logger.warning("fresh LIST dropped objects deleted while a watch was down: %s", dropped)
 
 
+async def _list_between_rounds(state: OperatorState, lister: ClusterLister) -> bool:
+    """The periodic LIST of every kind, due before the next round: made now, between rounds, not at the next
+    round's start, where its LISTs (seconds at 10,000 VMs) would delay that round and age its reading.
+    Returns whether it was made (not on a replica that lost the Lease during the round; not when it failed,
+    which has the next round list everything instead)."""
+    if not state.leading():
+        return False
+    state.view.relisted.clear()  # every kind is listed now; a re-list that starts meanwhile asks again
+    try:
+        await resync(state, lister)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.warning("periodic LIST between rounds failed (the next round lists everything): %s", exc)
+        state.view.needs_resync = True
+        return False
+    return True
+
+
 async def wake_on_leadership(state: OperatorState) -> None:
     """Gaining or losing the Lease wakes the loop at once."""
     if state.elector is None:
@@ -112,6 +131,7 @@ async def _balance(
     options = state.options
     balancer: Balancer | None = None
     term = -1
+    listed_after_round = False  # the periodic LIST ran after the last round: not again before the next
     while True:
         try:
             if not state.leading():
@@ -124,8 +144,9 @@ async def _balance(
                 if current != term or balancer is None:
                     term, balancer = current, make_balancer()
                     state.view.needs_resync = True  # a new term starts from a fresh list
-                if time.monotonic() - state.last_resync >= options.resync_period_s:
+                if not listed_after_round and time.monotonic() - state.last_resync >= options.resync_period_s:
                     state.view.needs_resync = True
+                listed_after_round = False
                 kinds = state.view.kinds_to_list()
                 if kinds:
                     await resync(state, lister, kinds)
@@ -138,9 +159,7 @@ async def _balance(
                 elif time.monotonic() + options.min_gap_s + options.interval_s - state.last_resync >= (
                     options.resync_period_s
                 ):
-                    # due before the next round: list now, between rounds, not at the next round's start,
-                    # where the LISTs (seconds at 10,000 VMs) would delay it and age its reading
-                    await resync(state, lister)
+                    listed_after_round = await _list_between_rounds(state, lister)
                 logger.debug(
                     "round %d: %d memory writes, %d status writes, %d deferred, %.3fs",
                     state.rounds,

@@ -99,9 +99,9 @@ class Store(Generic[V]):
             # otherwise parse every one again, and every VM's join would be made again next round)
             same = held is not None and version > 0 and held[0] == version
             fresh[key] = held if same and held is not None else (version, self.make(body))
-        for key, (version, view) in self.items.items():
-            if version > list_version:  # a watch event newer than the list
-                fresh[key] = (version, view)
+        for key, entry in self.items.items():
+            if entry[0] > list_version:  # a watch event newer than the list
+                fresh[key] = entry
         for key, version in self.deleted.items():
             if version > list_version:
                 fresh.pop(key, None)

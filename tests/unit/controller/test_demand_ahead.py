@@ -22,7 +22,7 @@ from dynamem.controller.demand_ahead import (
     STALE_SLACK_S,
     DemandAhead,
 )
-from dynamem.controller.loop import OperatorState, balancing_loop
+from dynamem.controller.loop import OperatorState, _list_between_rounds, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.snapshot import Observed
 from dynamem.kube.objects import GI, ObjectKey
@@ -322,3 +322,71 @@ def test_the_periodic_list_comes_right_after_a_round_not_at_the_start_of_the_nex
     kinds = 6  # every kind the view keeps
     assert (rounds, resyncs) == (1, 2)  # the second LIST of everything did not wait for the next round
     assert order == ["list"] * kinds + ["round"] + ["list"] * kinds
+
+
+def test_a_resync_period_shorter_than_the_interval_lists_once_per_round_not_twice() -> None:
+    """With the period at most the interval every round is due a LIST: one, after the round before it (the
+    next round's start does not list everything again)."""
+
+    async def scenario() -> list[str]:
+        options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=0.01, standalone=True)
+        state = OperatorState(options=options, identity="test")
+        _, demand = workday()
+        order: list[str] = []
+
+        class Listing(EmptyCluster):
+            async def list_objects(
+                self, kind: str, namespaces: Sequence[str] = ()
+            ) -> tuple[int, list[Mapping[str, Any]]]:
+                order.append("list")
+                return 1, []
+
+        class Watched(Balancer):
+            async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+                order.append("round")
+                return await super().run_round(observed, started=started)
+
+        balancer = Watched(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
+        loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listing()))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if state.rounds >= 3:
+                break
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        return order
+
+    order = asyncio.run(scenario())
+    kinds = 6
+    rounds = order.count("round")
+    assert rounds >= 3
+    # the first round starts from a LIST; every round is followed by one LIST of everything, no more
+    assert order[: 3 * (kinds + 1) + 1] == (["list"] * kinds + ["round"]) * 3 + ["list"]
+
+
+def test_no_list_between_rounds_once_the_lease_is_lost_and_a_failed_one_asks_the_next_round() -> None:
+    """A replica that lost the Lease during a round lists nothing after it; a LIST that fails has the next
+    round list everything (and says so as a warning, not as a failed round)."""
+
+    class Lost:
+        def may_write(self) -> bool:
+            return False
+
+    class Broken(EmptyCluster):
+        async def list_objects(
+            self, kind: str, namespaces: Sequence[str] = ()
+        ) -> tuple[int, list[Mapping[str, Any]]]:
+            raise ConnectionError("API server gone")
+
+    options = OperatorOptions(standalone=True)
+    standby = OperatorState(options=options, identity="test")
+    standby.elector = Lost()  # type: ignore[assignment]
+    assert not asyncio.run(_list_between_rounds(standby, Broken()))
+    assert standby.resyncs == 0
+
+    leader = OperatorState(options=options, identity="test")
+    leader.view.needs_resync = False
+    assert not asyncio.run(_list_between_rounds(leader, Broken()))
+    assert leader.view.needs_resync
+    assert asyncio.run(_list_between_rounds(leader, EmptyCluster()))
+    assert leader.resyncs == 1

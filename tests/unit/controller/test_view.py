@@ -165,3 +165,13 @@ def test_a_round_at_rest_gets_the_same_observed_again_and_a_change_or_list_makes
     assert [p.key.name for p in view.observed().pods] == ["a"]
     view.apply_event(Kind.POD, "DELETED", pod("a", 12, node="n2"))
     assert list(view.observed().pods) == []
+
+
+def test_a_list_that_changes_nothing_keeps_the_observed_even_with_newer_events_held() -> None:
+    """A LIST older than an event the store holds keeps that event's view as it was: no view changed."""
+    view = ClusterView()
+    view.apply_event(Kind.POD, "ADDED", pod("a", 5))
+    view.apply_event(Kind.POD, "ADDED", pod("b", 6))  # newer than the LIST below
+    first = view.observed()
+    view.stores[Kind.POD].replace(5, [pod("a", 5)])
+    assert view.observed() is first
