@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,85 +283,56 @@ def test_a_reading_read_ahead_at_the_longest_lead_is_still_fresh_at_its_round() 
     assert waited == 1  # the first round only
 
 
+async def lists_and_rounds(options: OperatorOptions, done: Callable[[OperatorState], bool]) -> list[str]:
+    """Run the loop until ``done``: the order of its LISTs (one entry per kind) and rounds."""
+    state = OperatorState(options=options, identity="test")
+    _, demand = workday()
+    order: list[str] = []
+
+    class Listing(EmptyCluster):
+        async def list_objects(
+            self, kind: str, namespaces: Sequence[str] = ()
+        ) -> tuple[int, list[Mapping[str, Any]]]:
+            order.append("list")
+            return 1, []
+
+    class Watched(Balancer):
+        async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+            order.append("round")
+            return await super().run_round(observed, started=started)
+
+    balancer = Watched(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
+    loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listing()))
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if done(state):
+            break
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    return order
+
+
+KINDS = 6  # every kind the view keeps
+
+
 def test_the_periodic_list_comes_right_after_a_round_not_at_the_start_of_the_next() -> None:
     """A resync due before the next round is made between rounds: at 10,000 VMs its LISTs take seconds,
     which at the next round's start delayed that round and aged its reading past max age (it then waited
     for a new one)."""
-
-    async def scenario() -> tuple[int, int, list[str]]:
-        options = OperatorOptions(interval_s=60.0, min_gap_s=0.0, resync_period_s=30.0, standalone=True)
-        state = OperatorState(options=options, identity="test")
-        _, demand = workday()
-        order: list[str] = []
-
-        class Listing(EmptyCluster):
-            async def list_objects(
-                self, kind: str, namespaces: Sequence[str] = ()
-            ) -> tuple[int, list[Mapping[str, Any]]]:
-                order.append("list")
-                return 1, []
-
-        class Watched(Balancer):
-            async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
-                order.append("round")
-                return await super().run_round(observed, started=started)
-
-        def make_balancer() -> Balancer:
-            return Watched(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
-
-        loop = asyncio.create_task(balancing_loop(state, make_balancer, Listing()))
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if state.rounds and state.resyncs >= 2:
-                break
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        return state.rounds, state.resyncs, order
-
-    rounds, resyncs, order = asyncio.run(scenario())
-    kinds = 6  # every kind the view keeps
-    assert (rounds, resyncs) == (1, 2)  # the second LIST of everything did not wait for the next round
-    assert order == ["list"] * kinds + ["round"] + ["list"] * kinds
+    options = OperatorOptions(interval_s=60.0, min_gap_s=0.0, resync_period_s=30.0, standalone=True)
+    order = asyncio.run(lists_and_rounds(options, lambda state: state.rounds >= 1 and state.resyncs >= 2))
+    # the second LIST of everything did not wait for the next round
+    assert order == ["list"] * KINDS + ["round"] + ["list"] * KINDS
 
 
 def test_a_resync_period_shorter_than_the_interval_lists_once_per_round_not_twice() -> None:
     """With the period at most the interval every round is due a LIST: one, after the round before it (the
     next round's start does not list everything again)."""
-
-    async def scenario() -> list[str]:
-        options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=0.01, standalone=True)
-        state = OperatorState(options=options, identity="test")
-        _, demand = workday()
-        order: list[str] = []
-
-        class Listing(EmptyCluster):
-            async def list_objects(
-                self, kind: str, namespaces: Sequence[str] = ()
-            ) -> tuple[int, list[Mapping[str, Any]]]:
-                order.append("list")
-                return 1, []
-
-        class Watched(Balancer):
-            async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
-                order.append("round")
-                return await super().run_round(observed, started=started)
-
-        balancer = Watched(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
-        loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listing()))
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            if state.rounds >= 3:
-                break
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        return order
-
-    order = asyncio.run(scenario())
-    kinds = 6
-    rounds = order.count("round")
-    assert rounds >= 3
+    options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=0.01, standalone=True)
+    order = asyncio.run(lists_and_rounds(options, lambda state: state.rounds >= 3))
+    assert order.count("round") >= 3
     # the first round starts from a LIST; every round is followed by one LIST of everything, no more
-    assert order[: 3 * (kinds + 1) + 1] == (["list"] * kinds + ["round"]) * 3 + ["list"]
+    assert order[: 3 * (KINDS + 1) + 1] == (["list"] * KINDS + ["round"]) * 3 + ["list"]
 
 
 def test_no_list_between_rounds_once_the_lease_is_lost_and_a_failed_one_asks_the_next_round() -> None:
