@@ -80,3 +80,28 @@ def test_the_window_holds_its_left_edge() -> None:
     series.trim(WINDOW + 30.0)
     (run,) = series.runs["n1"]
     assert (run.start, run.count) == (30.0, 2)
+
+
+def test_samples_that_continue_a_run_with_the_same_values_join_it() -> None:
+    # Rounds within a step add a sample at each round and the scrapes between: one run, the same sums.
+    joined = MemorySeries(WINDOW)
+    apart = MemorySeries(WINDOW)
+    for k in range(4):
+        used = (1000 + 100 * (k // 2)) * MiB
+        for r in range(3):  # a round at 900k + 300r: its own sample, then 9 scrapes to the next round
+            add(joined, "n1", 900.0 * k + 300 * r, 1, used)
+            add(joined, "n1", 900.0 * k + 300 * r + 30, 9, used)
+        add(apart, "n1", 900.0 * k, 30, used)
+    add(joined, "n1", 3600.0, 1, 1200 * MiB)
+    add(apart, "n1", 3600.0, 1, 1200 * MiB)
+    assert len(joined.runs["n1"]) == 3  # 1000Mi from 0 s, 1100Mi from 1800 s, 1200Mi at 3600 s
+    add(joined, "n1", 3630.0, 1, 1100 * MiB)  # another value: a run of its own
+    add(apart, "n1", 3630.0, 1, 1100 * MiB)
+    add(joined, "n1", 3700.0, 1, 1100 * MiB)  # not 30 s after the last: a run of its own
+    add(apart, "n1", 3700.0, 1, 1100 * MiB)
+    assert len(joined.runs["n1"]) == 5
+    for now in (3600.0, 3700.0, 4000.0):
+        joined.trim(now)
+        apart.trim(now)
+        assert joined.rise(now) == pytest.approx(apart.rise(now), rel=1e-9)
+        assert joined.peak() == apart.peak()

@@ -103,9 +103,18 @@ class MemorySeries:
     def add(
         self, node: str, start: float, count: int, available: int, usable: int, every: float = SCRAPE_S
     ) -> None:
-        """``count`` samples on ``node``'s series from ``start``, ``every`` seconds apart."""
-        if count > 0:
-            self.runs.setdefault(node, []).append(_Run(start, every, count, available, usable))
+        """``count`` samples on ``node``'s series from ``start``, ``every`` seconds apart (one run with the
+        series' last when they continue it with the same values)."""
+        if count <= 0:
+            return
+        runs = self.runs.setdefault(node, [])
+        if runs:
+            last = runs[-1]
+            follows = abs(last.start + last.count * last.every - start) < 1e-6 and last.every == every
+            if follows and last.available == available and last.usable == usable:
+                runs[-1] = _Run(last.start, every, last.count + count, available, usable)
+                return
+        runs.append(_Run(start, every, count, available, usable))
 
     def trim(self, now: float) -> None:
         """Forget the samples that left the window ending at ``now``."""
