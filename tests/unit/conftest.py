@@ -55,3 +55,10 @@ def workday_path() -> str:
     from pathlib import Path
 
     return str(Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "workday.yaml")
+
+
+@pytest.fixture
+def workday_2nodes_path() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "workday-2nodes.yaml")

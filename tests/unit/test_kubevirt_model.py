@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dynamem.cli import main as cli_main
 from dynamem.policy import (
@@ -383,13 +384,16 @@ def clusters(draw: st.DrawFn) -> tuple[Scenario, str]:
         "outbound_per_node": draw(st.integers(1, 3)),
         "pending_timeout": f"{draw(st.sampled_from([10, 60, 300, 1200]))}s",
     }
+    step = draw(st.sampled_from([60, 300, 900]))
+    interval = draw(st.one_of(st.none(), st.sampled_from([10, 30, 60, 120, 300]).filter(lambda i: i <= step)))
     s = scenario(
         nodes,
         vms,
         demand,
-        step=draw(st.sampled_from(["1m", "5m", "15m"])),
+        step=f"{step}s",
         overhead=f"{draw(st.integers(0, 300))}Mi" if draw(st.booleans()) else 0,
         migration=migration,
+        **({} if interval is None else {"interval": f"{interval}s"}),
     )
     return s, draw(st.sampled_from(["dynamem", "node-local", "oracle", "proxmox", "xen", "descheduler"]))
 
@@ -467,3 +471,68 @@ def test_policies_per_model(workday_path: str, capsys: pytest.CaptureFixture[str
     )
     hyperv = simulate(load_scenario(workday_path), "node-local", model="hyperv")
     assert hyperv.summary == simulate(load_scenario(workday_path), "dynamem", model="hyperv").summary
+
+
+# Rounds within a step: the operator decides every --interval (10 s by default); a scenario's step is only how
+# often its demand is given. ``interval`` (scenario key, ``--interval``) plays that.
+
+
+def test_one_round_per_step_unless_an_interval_is_set(workday_2nodes_path: str) -> None:
+    # The two-node workday: Finance's demand jumps 0.5Gi -> 2.4Gi at step 1 while it has 1Gi. A guest cannot
+    # show more use than it has, so the plan guesses (it pages: x1.875 with its buffer) and, deciding once a
+    # step, leaves Finance short for the whole of step 1. Deciding every minute, it grows again as soon as the
+    # first grow has landed and Finance still pages: it has its demand before the step ends.
+    s = load_scenario(workday_2nodes_path)
+    once = simulate(s, "dynamem")
+    assert once.interval_s == s.step_seconds
+    assert simulate(s, "dynamem", interval_s=s.step_seconds).summary == once.summary
+    assert once.steps[1].vms["finance"].assigned < once.steps[1].vms["finance"].demand  # type: ignore[operator]
+    every_minute = simulate(s, "dynamem", interval_s=60)
+    finance = every_minute.steps[1].vms["finance"]
+    assert finance.demand is not None and finance.assigned >= finance.demand
+    grows = [m for m in every_minute.steps[1].migrations if m.vm == "finance"]
+    assert len(grows) >= 2 and all(m.state is MigrationState.DONE for m in grows)
+    assert [m.created_at for m in grows] == sorted({m.created_at for m in grows})  # one a round, in order
+    assert grows[0].created_at == 900 and grows[-1].created_at < 1800
+    assert every_minute.summary.unmet_demand < once.summary.unmet_demand
+    # The scenario's own key does the same as the argument.
+    keyed = parse_scenario({**yaml.safe_load(Path(workday_2nodes_path).read_text()), "interval": "1m"}, "k")
+    assert simulate(keyed, "dynamem").summary == every_minute.summary
+
+
+def test_a_vm_that_could_not_start_starts_in_a_later_round_of_the_step() -> None:
+    # Two 4Gi nodes, a and b 2Gi each, one on each; c (3Gi) arrives at step 1 and fits on neither. The plan
+    # moves a to b's node to make c a hole; c starts once that migration has ended: at the next step when
+    # the plan decides once a step, within the same step when it decides every minute.
+    s = scenario(
+        {"n1": "4Gi", "n2": "4Gi"},
+        [vm("a", "n1", "2Gi", "2Gi"), vm("b", "n2", "2Gi", "2Gi"), vm("c", "n1", "3Gi", "3Gi")],
+        {"a": ["1Gi"] * 3, "b": ["1Gi"] * 3, "c": [None, "2Gi", "2Gi"]},
+    )
+    once = simulate(s, "dynamem")
+    assert once.steps[1].vms["c"].status == "Off" and once.steps[2].vms["c"].node == "n1"
+    assert once.summary.unstarted_demand == 2.0
+    rounds = simulate(s, "dynamem", interval_s=60)
+    assert rounds.steps[1].vms["c"].status != "Off" and rounds.steps[1].vms["c"].node == "n1"
+    assert rounds.summary.unstarted_demand == 0.0
+    assert rounds.summary.refused_starts == 1  # refused once in the step, not once a round
+    events = rounds.steps[1].events
+    assert events.index("c started on n1 with 3Gi") > next(
+        i for i, e in enumerate(events) if "a: migrated" in e
+    )
+
+
+def test_interval_flag(workday_2nodes_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["simulate", workday_2nodes_path, "--interval", "1m", "--quiet"]) == 0
+    assert "a round every 60s" in capsys.readouterr().out
+    for value, message in [
+        ("0s", "--interval: field 'interval': '0s' is not a duration"),
+        ("20m", "--interval: field 'interval': 1200s is not between 1s and the step (900s)"),
+        ("soon", "--interval: field 'interval': 'soon' is not a duration"),
+    ]:
+        assert cli_main(["simulate", workday_2nodes_path, "--interval", value]) == 2
+        assert message in capsys.readouterr().err
+    assert cli_main(["simulate", workday_2nodes_path, "--interval", "1m", "--model", "hyperv"]) == 2
+    assert "only the kubevirt model decides within a step" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"field 'interval_s': 0\.5s is not between 1s and the step"):
+        simulate(load_scenario(workday_2nodes_path), "dynamem", interval_s=0.5)

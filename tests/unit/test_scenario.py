@@ -117,9 +117,11 @@ def test_overhead_and_migration_keys(tmp_path: Path) -> None:
     path.write_text(
         GOOD + "overhead: 200Mi\n"
         "migration: {bandwidth: 500Mi/s, per_cluster: 3, outbound_per_node: 1, pending_timeout: 2m}\n"
+        "interval: 30s\n"
     )
     scenario = load_scenario(path)
     assert scenario.overhead == 200 * MiB
+    assert scenario.interval_seconds == 30.0
     m = scenario.migration
     assert (m.bandwidth, m.per_cluster, m.outbound_per_node, m.pending_timeout) == (500 * MiB, 3, 1, 120.0)
 
@@ -129,6 +131,7 @@ def test_kubevirt_defaults(workday_path: str) -> None:
     scenario = load_scenario(workday_path)
     m = scenario.migration
     assert scenario.overhead == 0
+    assert scenario.interval_seconds is None  # the policy decides once a step
     assert (m.bandwidth, m.per_cluster, m.outbound_per_node, m.pending_timeout) == (GiB, 5, 2, 300.0)
 
 
@@ -164,6 +167,17 @@ def test_kubevirt_defaults(workday_path: str) -> None:
             id="timeout",
         ),
         pytest.param("migration: {speed: 1Gi}\n", "field 'migration.speed': unknown", id="unknown"),
+        pytest.param("interval: soon\n", "field 'interval': 'soon' is not a duration", id="interval"),
+        pytest.param(
+            "interval: 0.5s\n",
+            "field 'interval': 0.5s is not between 1s and the step",
+            id="interval<1s",
+        ),
+        pytest.param(
+            "interval: 1h\n",
+            "field 'interval': 3600s is not between 1s and the step",
+            id="interval>step",
+        ),
     ],
 )
 def test_bad_kubevirt_keys_name_the_field(tmp_path: Path, extra: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""``dynamem simulate SCENARIO.yaml [--model M] [--policy NAME] [--json FILE] [--plot FILE.png]``.
+"""``dynamem simulate SCENARIO.yaml [--model M] [--policy P] [--interval D] [--json F] [--plot F.png]``.
 
 Plays a scenario file through one policy without a cluster and shows what each VM would get: under
 ``--model kubevirt`` (the default) every change is a live migration to another node, as KubeVirt does it;
@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         help="default: dynamem (kubevirt: the cluster plan; node-local: today's per-node plan; descheduler "
         "needs --model kubevirt)",
     )
+    parser.add_argument(
+        "--interval",
+        metavar="DURATION",
+        help="kubevirt model: the policy decides this often within each step (e.g. 1m), as the operator's "
+        "--interval; default: the scenario's interval, else once per step",
+    )
     parser.add_argument("--json", metavar="FILE", help="write steps and summary as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="write a chart per node")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
@@ -47,16 +53,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from dynamem.sim.scenario import ScenarioError, load_scenario
+    from dynamem.sim.scenario import ScenarioError, check_interval, load_scenario, parse_duration
     from dynamem.sim.simulate import simulate
 
+    interval: float | None = None
     try:
         scenario = load_scenario(args.scenario)
+        if args.interval is not None:
+            if args.model != "kubevirt":
+                raise ScenarioError(
+                    f"--interval {args.interval}: only the kubevirt model decides within a step"
+                )
+            seconds = parse_duration(args.interval, "--interval", "interval")
+            interval = check_interval(seconds, scenario.step_seconds, "--interval")
     except ScenarioError as err:
         print(f"dynamem simulate: {err}", file=sys.stderr)
         return 2
     try:
-        result = simulate(scenario, args.policy, model=args.model)
+        result = simulate(scenario, args.policy, model=args.model, interval_s=interval)
     except ValueError as err:
         print(f"dynamem simulate: --policy {err}", file=sys.stderr)
         return 2

@@ -403,12 +403,20 @@ def _seconds(value: float) -> str:
     return f"{value:.3g}s"
 
 
+def _rounds(start: float, length: float, every: float) -> list[float]:
+    """When the policy decides in the step of ``length`` seconds from ``start``: every ``every`` seconds (the
+    last round may be shorter)."""
+    count = max(1, math.ceil(length / every - _EPSILON))
+    return [start + i * every for i in range(count)]
+
+
 def simulate_kubevirt(
     scenario: Scenario,
     policy: str,
     config: BalanceConfig,
     guest: GuestModel,
     plan_fn: ClusterPolicy | None = None,
+    interval_s: float | None = None,
 ) -> SimResult:
     """Play ``scenario`` through the named policy, every change a live migration; deterministic.
 
@@ -418,6 +426,8 @@ def simulate_kubevirt(
     if plan_fn is None:
         plan_fn = CLUSTER_POLICIES[policy]
     truth = policy == ORACLE
+    if interval_s is None:
+        interval_s = scenario.interval_seconds or scenario.step_seconds
     if truth:
         unbounded = 1 << 30
         scenario = scenario.model_copy(
@@ -460,45 +470,49 @@ def simulate_kubevirt(
         for spec in scenario.vms:
             if demand_now[spec.name] is None and spec.name in cluster.vms:
                 cluster.stop(spec.name, now)
+        # A step's demand holds for all its rounds; a VM that could not start is tried again each round.
         not_started: dict[str, str] = {}
-        for spec in scenario.vms:
-            if demand_now[spec.name] is None or spec.name in cluster.vms:
-                continue
-            al = max(config.alignment, spec.hugepage)
-            startup = -(-limits[spec.name].startup // al) * al
-            why = cluster.start(spec, limits[spec.name], startup)
-            if why is not None:
-                refused += 1
-                not_started[spec.name] = why
-                request = format_bytes(startup + overhead)
-                cluster.events.append(f"{spec.name} did not start: request {request}: {why}")
-
         seen: dict[str, int] = {}
-        pending = tuple(
-            limits[name].startup + overhead for name in not_started
-        )  # launcher pods waiting to start
-        state = cluster.state(demand_now, guest, now, truth=truth, pending=pending)
-        for vm_state in state.vms:
-            seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0
-        plan = plan_fn(state, config, now)
-        reasons = {d.name: d.reason for d in plan.decisions}
-        for decision in plan.changes:
-            vm = cluster.vms[decision.name]
-            if decision.assigned < vm.boot:
-                refused_changes += 1
-                why = (
-                    f"shrink to {format_bytes(decision.assigned)} refused: below the {format_bytes(vm.boot)} "
-                    "it booted with (RestartRequired)"
-                )
-                cluster.outcome[decision.name] = why
-                cluster.events.append(f"{decision.name}: {why}")
-                continue
-            if decision.target_node == vm.node:
-                cluster.outcome[decision.name] = f"target {vm.node} is its own node: not carried out"
-                continue
-            cluster.enqueue(vm, decision)
-        cluster.run(now, now + scenario.step_seconds)
-        cluster.scrape(now, now + scenario.step_seconds, demand_now, guest)
+        for at in _rounds(now, scenario.step_seconds, interval_s):
+            for spec in scenario.vms:
+                if demand_now[spec.name] is None or spec.name in cluster.vms:
+                    continue
+                al = max(config.alignment, spec.hugepage)
+                startup = -(-limits[spec.name].startup // al) * al
+                why = cluster.start(spec, limits[spec.name], startup)
+                if why is None:
+                    not_started.pop(spec.name, None)
+                    continue
+                if spec.name not in not_started:
+                    refused += 1
+                    request = format_bytes(startup + overhead)
+                    cluster.events.append(f"{spec.name} did not start: request {request}: {why}")
+                not_started[spec.name] = why
+            # launcher pods waiting to start
+            pending = tuple(limits[name].startup + overhead for name in not_started)
+            state = cluster.state(demand_now, guest, at, truth=truth, pending=pending)
+            for vm_state in state.vms:
+                seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0
+            plan = plan_fn(state, config, at)
+            reasons = {d.name: d.reason for d in plan.decisions}
+            for decision in plan.changes:
+                vm = cluster.vms[decision.name]
+                if decision.assigned < vm.boot:
+                    refused_changes += 1
+                    why = (
+                        f"shrink to {format_bytes(decision.assigned)} refused: below the "
+                        f"{format_bytes(vm.boot)} it booted with (RestartRequired)"
+                    )
+                    cluster.outcome[decision.name] = why
+                    cluster.events.append(f"{decision.name}: {why}")
+                    continue
+                if decision.target_node == vm.node:
+                    cluster.outcome[decision.name] = f"target {vm.node} is its own node: not carried out"
+                    continue
+                cluster.enqueue(vm, decision)
+            until = min(at + interval_s, now + scenario.step_seconds)
+            cluster.run(at, until)
+            cluster.scrape(at, until, demand_now, guest)
 
         vm_out: dict[str, VmStep] = {}
         used_on: dict[str, int] = {n.name: 0 for n in scenario.nodes}
@@ -586,5 +600,10 @@ def simulate_kubevirt(
         unstarted_demand=float(unstarted / GiB),
     )
     return SimResult(
-        policy=policy, scenario=scenario, steps=tuple(steps), summary=summary, model=Model.KUBEVIRT
+        policy=policy,
+        scenario=scenario,
+        steps=tuple(steps),
+        summary=summary,
+        model=Model.KUBEVIRT,
+        interval_s=interval_s,
     )

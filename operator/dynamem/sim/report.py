@@ -108,8 +108,11 @@ def print_result(result: SimResult, console: Console | None = None, *, steps: bo
         for event in step.events:
             out.print(f"  [dim]{event}[/]")
     summary = result.summary
+    title = f"summary: {result.scenario.source}, policy {result.policy}, model {result.model.value}"
+    if result.interval_s is not None and result.interval_s < result.scenario.step_seconds:
+        title += f", a round every {result.interval_s:g}s"
     table = Table(
-        title=f"summary: {result.scenario.source}, policy {result.policy}, model {result.model.value}",
+        title=title,
         title_justify="left",
     )
     table.add_column("score")

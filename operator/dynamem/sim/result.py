@@ -143,12 +143,14 @@ class SimResult:
     steps: tuple[StepResult, ...]
     summary: Summary
     model: Model = Model.KUBEVIRT
+    interval_s: float | None = None  # kubevirt model: seconds between the policy's rounds (None: one a step)
 
     def to_json(self) -> dict[str, object]:
         """The ``--json`` document: bytes as ints, scores as floats (GiB-steps)."""
         return {
             "policy": self.policy,
             "model": self.model.value,
+            "interval_s": self.interval_s if self.interval_s is not None else self.scenario.step_seconds,
             "steps": [
                 {
                     "step": s.step,

@@ -52,14 +52,16 @@ __all__ = [
     "ScenarioError",
     "ScenarioNode",
     "ScenarioVm",
+    "check_interval",
     "load_scenario",
+    "parse_duration",
     "parse_scenario",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _VM_KEYS = frozenset({"name", "node", "startup", "minimum", "maximum", "buffer", "priority", "hugepage"})
-_TOP_KEYS = ("step", "nodes", "vms", "demand", "description", "overhead", "migration")
+_TOP_KEYS = ("step", "nodes", "vms", "demand", "description", "overhead", "migration", "interval")
 _MIGRATION_KEYS = ("bandwidth", "per_cluster", "outbound_per_node", "pending_timeout")
 _BANDWIDTH = re.compile(r"^(.*?)\s*/\s*s\s*$")
 
@@ -100,7 +102,9 @@ class Scenario(pydantic.BaseModel, frozen=True):
     """A checked scenario: step length, nodes, VMs, and per VM one demand (bytes or None) per step.
 
     ``overhead``: bytes KubeVirt's virt-launcher pod requests on top of the guest memory (its request is
-    guest + overhead). ``migration``: the live-migration limits of the kubevirt model.
+    guest + overhead). ``migration``: the live-migration limits of the kubevirt model. ``interval_seconds``:
+    how often the policy decides within a step in the kubevirt model, as the operator's ``--interval`` (None:
+    once per step); a step's demand holds for all its rounds.
     """
 
     source: str = "<scenario>"
@@ -110,6 +114,7 @@ class Scenario(pydantic.BaseModel, frozen=True):
     demand: Mapping[str, tuple[int | None, ...]]
     overhead: int = pydantic.Field(default=0, ge=0)
     migration: MigrationSettings = MigrationSettings()
+    interval_seconds: float | None = pydantic.Field(default=None, gt=0)
 
     @property
     def steps(self) -> int:
@@ -154,7 +159,12 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
     if unknown:
         raise fail(f"field {unknown[0]!r}: unknown (expected {', '.join(_TOP_KEYS)})")
 
-    step_seconds = _duration(data["step"], source)
+    step_seconds = parse_duration(data["step"], source)
+    interval_seconds = None
+    if data.get("interval") is not None:
+        interval_seconds = check_interval(
+            parse_duration(data["interval"], source, "interval"), step_seconds, source
+        )
     overhead = 0
     raw_overhead = data.get("overhead")
     if raw_overhead is not None and not _is_zero(raw_overhead):
@@ -256,7 +266,19 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         demand=demand,
         overhead=overhead,
         migration=migration,
+        interval_seconds=interval_seconds,
     )
+
+
+def check_interval(interval: float, step: float, source: str, field: str = "interval") -> float:
+    """``interval`` seconds if the policy can decide that often within a step of ``step`` seconds (at most
+    once a second, at least once a step), else a :class:`ScenarioError` naming ``field`` and the value."""
+    if not 1.0 <= interval <= step:
+        raise ScenarioError(
+            f"{source}: field {field!r}: {interval:g}s is not between 1s and the step ({step:g}s): the "
+            "policy decides at most once a second and at least once a step"
+        )
+    return interval
 
 
 def _migration(raw: object, source: str) -> MigrationSettings:
@@ -293,7 +315,9 @@ def _migration(raw: object, source: str) -> MigrationSettings:
                 raise ScenarioError(f"{source}: field 'migration.{key}': {value!r} is not an integer >= 1")
             values[key] = value
     if raw.get("pending_timeout") is not None:
-        values["pending_timeout"] = _duration(raw["pending_timeout"], source, "migration.pending_timeout")
+        values["pending_timeout"] = parse_duration(
+            raw["pending_timeout"], source, "migration.pending_timeout"
+        )
     return MigrationSettings.model_validate(values)
 
 
@@ -315,7 +339,9 @@ def _problem(err: SettingsError) -> str:
     return str(err).split(": ", 2)[-1]
 
 
-def _duration(value: object, source: str, field: str = "step") -> float:
+def parse_duration(value: object, source: str, field: str = "step") -> float:
+    """Seconds from a number or a duration such as ``15m``, ``30s``, ``1h``; else a :class:`ScenarioError`
+    naming ``source``, ``field`` and the value."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
         return float(value)
     match = _DURATION.match(value) if isinstance(value, str) else None

@@ -39,7 +39,7 @@ from dynamem.sim.result import (
     Summary,
     VmStep,
 )
-from dynamem.sim.scenario import Scenario
+from dynamem.sim.scenario import Scenario, check_interval
 
 __all__ = [
     "MODELS",
@@ -64,15 +64,24 @@ def simulate(
     *,
     model: Model | str = Model.KUBEVIRT,
     guest: GuestModel = DEFAULT_GUEST,
+    interval_s: float | None = None,
 ) -> SimResult:
-    """Play ``scenario`` through the named policy under ``model``; deterministic."""
-    if config is None:
-        config = BalanceConfig(step_s=scenario.step_seconds)
+    """Play ``scenario`` through the named policy under ``model``; deterministic.
+
+    ``interval_s`` (kubevirt model): the policy decides every that many seconds within each step, as the
+    operator's ``--interval`` (default: the scenario's ``interval``, else once per step); each round's
+    ``config.step_s`` is then the interval. The hyperv model decides once per step, as the seed's tables do.
+    """
     if Model(model) is Model.HYPERV:
         node_policy = "dynamem" if policy == "node-local" else policy
         if node_policy not in POLICIES:
             raise ValueError(f"{policy!r}: not available under --model hyperv ({', '.join(POLICIES)})")
-        return simulate_hyperv(scenario, node_policy, config)
+        return simulate_hyperv(scenario, node_policy, config or BalanceConfig(step_s=scenario.step_seconds))
     if policy not in CLUSTER_POLICIES:
         raise ValueError(f"{policy!r}: unknown (expected one of {', '.join(CLUSTER_POLICIES)})")
-    return simulate_kubevirt(scenario, policy, config, guest)
+    if interval_s is not None:
+        check_interval(interval_s, scenario.step_seconds, scenario.source, "interval_s")
+    interval = interval_s or scenario.interval_seconds or scenario.step_seconds
+    if config is None:
+        config = BalanceConfig(step_s=interval)
+    return simulate_kubevirt(scenario, policy, config, guest, interval_s=interval)
