@@ -20,7 +20,8 @@ their own peak, so the sum of peaks is close to the peak of the sum and little i
 ceiling itself is under 2 x static, the goal "2 x static" cannot be met by any policy, and the output says so.
 
 Goals (issue 9): dynamem at least 2 times static and ahead of every peer. Usage:
-``python bench/density.py [--nodes 3] [--memory 64Gi] [--seed 1] [--policies dynamem,static,...]``.
+``python bench/density.py [--nodes 3] [--memory 64Gi] [--seed 1] [--policies dynamem,static,...]
+[--interval 1m]`` (``--interval``: every policy decides that often within each step, as compare.py's).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 from dynamem.policy import GiB
-from dynamem.sim.scenario import Scenario, parse_scenario
+from dynamem.sim.scenario import Scenario, ScenarioError, check_interval, parse_duration, parse_scenario
 from dynamem.sim.simulate import simulate
 
 HERE = Path(__file__).resolve().parent
@@ -94,18 +95,22 @@ def scenario(policy: str, nodes: int, memory: int, per_node: int, seed: int) -> 
     return parse_scenario(data, f"density k={per_node}")
 
 
-def unserved_share(policy: str, nodes: int, memory: int, per_node: int, seed: int) -> float:
+def unserved_share(
+    policy: str, nodes: int, memory: int, per_node: int, seed: int, interval: float | None = None
+) -> float:
     s = scenario(policy, nodes, memory, per_node, seed)
-    summary = simulate(s, policy).summary
+    summary = simulate(s, policy, interval_s=interval).summary
     total = sum(v or 0 for series in s.demand.values() for v in series) / GiB
     return (summary.unmet_demand + summary.unstarted_demand) / total if total else 0.0
 
 
-def densest(policy: str, nodes: int, memory: int, seed: int, log: list[str]) -> int:
+def densest(
+    policy: str, nodes: int, memory: int, seed: int, log: list[str], interval: float | None = None
+) -> int:
     """The largest k with unserved demand <= 1 %, by bisection (0 if even one VM per node is too many)."""
     low, high = 0, 1
     while True:
-        share = unserved_share(policy, nodes, memory, high, seed)
+        share = unserved_share(policy, nodes, memory, high, seed, interval)
         log.append(f"  {policy:11} k={high:3d}: unserved {share * 100:6.2f} %")
         if share > TARGET:
             break
@@ -114,7 +119,7 @@ def densest(policy: str, nodes: int, memory: int, seed: int, log: list[str]) -> 
             return low
     while high - low > 1:
         mid = (low + high) // 2
-        share = unserved_share(policy, nodes, memory, mid, seed)
+        share = unserved_share(policy, nodes, memory, mid, seed, interval)
         log.append(f"  {policy:11} k={mid:3d}: unserved {share * 100:6.2f} %")
         if share <= TARGET:
             low = mid
@@ -129,14 +134,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--memory", default="64Gi")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument(
+        "--interval", metavar="DURATION", help="every policy decides this often within each 15-minute step"
+    )
     args = parser.parse_args(argv)
+    interval = None
+    if args.interval is not None:
+        try:
+            interval = check_interval(
+                parse_duration(args.interval, "--interval", "interval"), 900, "--interval"
+            )
+        except ScenarioError as err:
+            parser.error(str(err))
     began = time.perf_counter()
     results: dict[str, int] = {}
     for policy in args.policies.split(","):
         log: list[str] = []
-        results[policy] = densest(policy, args.nodes, args.memory, args.seed, log)
+        results[policy] = densest(policy, args.nodes, args.memory, args.seed, log, interval)
         print("\n".join(log), flush=True)
-    where = f"{args.nodes} nodes x {args.memory}, kubevirt model"
+    rounds = "once a step" if interval is None else f"every {interval:g} s"
+    where = f"{args.nodes} nodes x {args.memory}, kubevirt model, every policy deciding {rounds}"
     print(f"office-day VMs per node at <= 1 % unserved demand ({where}):")
     for policy, k in results.items():
         print(f"  {policy:11} {k:4d}")
