@@ -62,6 +62,7 @@ demo: $(STAMP) controlplane prometheus ## Play the seed's workday on a local con
 
 bench: $(STAMP) ## Policy comparison and speed benchmarks
 	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/compare.py --interval 1m
 	$(BIN)/python bench/policy_speed.py
 
 clean: ## Remove the virtualenv and build outputs (not the control-plane cache)

@@ -105,6 +105,8 @@ def scenarios(argv: list[str]) -> tuple[list[tuple[str, Scenario]], float | None
             interval = parse_duration(args.interval, "--interval", "interval")
         except ScenarioError as err:
             parser.error(str(err))
+        if interval < 1:
+            parser.error(f"--interval: {args.interval!r} is under 1s, the least interval")
     paths = [Path(p) for p in args.paths] or sorted((HERE / "scenarios").glob("*.yaml"))
     out = [(path.stem, load_scenario(path)) for path in paths]
     if args.seeds:

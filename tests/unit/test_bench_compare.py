@@ -1,0 +1,40 @@
+"""bench/compare.py end to end on one small scenario, once per step and with rounds every minute: the
+verdict lines and the jump line come out, and bad ``--interval`` values stop with the option named."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _compare() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("compare", BENCH / "compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("flags", "rounds"), [([], "once per step"), (["--interval", "1m"], "every 60 s")])
+def test_compare_runs_on_a_scenario(
+    workday_2nodes_path: str, flags: list[str], rounds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _compare().main([*flags, workday_2nodes_path]) == 0
+    out = capsys.readouterr().out
+    assert f"every policy decides {rounds}" in out
+    assert re.search(r"workday-2nodes: dynamem unserved [0-9.]+ \(oracle", out)
+    jump = re.search(r"jump 3\.5x .*: dynamem (\d+),", out)
+    assert jump is not None and int(jump.group(1)) <= 3
+
+
+def test_compare_refuses_a_bad_interval(workday_2nodes_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        _compare().main(["--interval", "never", workday_2nodes_path])
+    assert caught.value.code == 2
+    assert "--interval: field 'interval': 'never' is not a duration" in capsys.readouterr().err
