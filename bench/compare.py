@@ -49,7 +49,14 @@ from rich.console import Console
 from rich.table import Table
 
 from dynamem.policy import GiB
-from dynamem.sim.scenario import Scenario, ScenarioError, load_scenario, parse_duration, parse_scenario
+from dynamem.sim.scenario import (
+    Scenario,
+    ScenarioError,
+    check_interval,
+    load_scenario,
+    parse_duration,
+    parse_scenario,
+)
 from dynamem.sim.simulate import MigrationState, Summary, simulate
 
 HERE = Path(__file__).resolve().parent
@@ -105,8 +112,6 @@ def scenarios(argv: list[str]) -> tuple[list[tuple[str, Scenario]], float | None
             interval = parse_duration(args.interval, "--interval", "interval")
         except ScenarioError as err:
             parser.error(str(err))
-        if interval < 1:
-            parser.error(f"--interval: {args.interval!r} is under 1s, the least interval")
     paths = [Path(p) for p in args.paths] or sorted((HERE / "scenarios").glob("*.yaml"))
     out = [(path.stem, load_scenario(path)) for path in paths]
     if args.seeds:
@@ -119,6 +124,12 @@ def scenarios(argv: list[str]) -> tuple[list[tuple[str, Scenario]], float | None
                 out.append(
                     (f"{name}-{seed}", parse_scenario(generate.generate(name, seed), f"{name}-{seed}"))
                 )
+    if interval is not None:
+        for stem, scenario in [*out, ("jump", parse_scenario(JUMP, "jump"))]:
+            try:
+                check_interval(interval, scenario.step_seconds, stem, "--interval")
+            except ScenarioError as err:
+                parser.error(str(err))
     return out, interval
 
 
@@ -136,9 +147,8 @@ def main(argv: list[str]) -> int:
     held: dict[str, int] = {}
     began = time.perf_counter()
     for stem, scenario in cases:
-        every = None if interval is None else min(interval, scenario.step_seconds)
         kubevirt: dict[str, Summary] = {
-            name: simulate(scenario, name, interval_s=every).summary for name in ORDER
+            name: simulate(scenario, name, interval_s=interval).summary for name in ORDER
         }
         hyperv: dict[str, Summary | None] = {
             name: simulate(scenario, name, model="hyperv").summary if name != "descheduler" else None
@@ -242,10 +252,8 @@ JUMP = {
 def jump_changes(policy: str, interval: float | None = None) -> int | None:
     """Changes (migrations carried out) ``policy`` makes before the VM of :data:`JUMP` has its 7Gi; None when
     it never gets there."""
-    scenario = parse_scenario(JUMP, "jump")
-    every = None if interval is None else min(interval, scenario.step_seconds)
     changes = 0
-    for step in simulate(scenario, policy, interval_s=every).steps:
+    for step in simulate(parse_scenario(JUMP, "jump"), policy, interval_s=interval).steps:
         for migration in step.migrations:
             if migration.vm == "a" and migration.state is MigrationState.DONE:
                 changes += 1

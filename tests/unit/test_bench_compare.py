@@ -38,3 +38,13 @@ def test_compare_refuses_a_bad_interval(workday_2nodes_path: str, capsys: pytest
         _compare().main(["--interval", "never", workday_2nodes_path])
     assert caught.value.code == 2
     assert "--interval: field 'interval': 'never' is not a duration" in capsys.readouterr().err
+
+
+def test_compare_refuses_an_interval_longer_than_a_step(
+    workday_2nodes_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        _compare().main(["--interval", "2h", workday_2nodes_path])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "workday-2nodes: field '--interval': 7200s is not between 1s and the step (900s)" in err

@@ -486,7 +486,9 @@ def test_one_round_per_step_unless_an_interval_is_set(workday_2nodes_path: str) 
     once = simulate(s, "dynamem")
     assert once.interval_s == s.step_seconds
     assert simulate(s, "dynamem", interval_s=s.step_seconds).summary == once.summary
-    assert once.steps[1].vms["finance"].assigned < once.steps[1].vms["finance"].demand  # type: ignore[operator]
+    # Once a step, as before rounds existed: 1Gi x 1.5 with its 20 % buffer, 1.875Gi, short of 2.4Gi.
+    assert once.steps[1].vms["finance"].assigned == 1920 * MiB
+    assert once.summary.unmet_demand == pytest.approx(0.525, abs=1e-9)
     every_minute = simulate(s, "dynamem", interval_s=60)
     finance = every_minute.steps[1].vms["finance"]
     assert finance.demand is not None and finance.assigned >= finance.demand
@@ -534,5 +536,36 @@ def test_interval_flag(workday_2nodes_path: str, capsys: pytest.CaptureFixture[s
         assert message in capsys.readouterr().err
     assert cli_main(["simulate", workday_2nodes_path, "--interval", "1m", "--model", "hyperv"]) == 2
     assert "only the kubevirt model decides within a step" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="the hyperv model decides once per step"):
+        simulate(load_scenario(workday_2nodes_path), "dynamem", model="hyperv", interval_s=60)
     with pytest.raises(ValueError, match=r"field 'interval_s': 0\.5s is not between 1s and the step"):
         simulate(load_scenario(workday_2nodes_path), "dynamem", interval_s=0.5)
+
+
+@pytest.mark.parametrize("interval", [10.0, 45.0, 60.0, 900.0])
+def test_rounds_between_scrapes_see_only_the_samples_prometheus_has(
+    workday_2nodes_path: str, interval: float
+) -> None:
+    # Prometheus samples every 30 s whatever the operator's interval: a round between two scrapes must not
+    # add a sample of its own. Sizes never change here (static), so every round that falls on the same
+    # moment sees the same peak and rise, however often the policy decides.
+    seen: dict[float, dict[str, tuple[int | None, float | None]]] = {}
+    static = CLUSTER_POLICIES["static"]
+
+    def recording(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
+        seen[now] = {v.name: (v.used_peak, v.used_rise_bps) for v in state.vms}
+        return static(state, config, now)
+
+    s = load_scenario(workday_2nodes_path)
+    every_30s: dict[float, dict[str, tuple[int | None, float | None]]] = {}
+    simulate_kubevirt(
+        s, "static", BalanceConfig(step_s=interval), DEFAULT_GUEST, recording, interval_s=interval
+    )
+    every_30s, seen = seen, {}
+    simulate_kubevirt(s, "static", BalanceConfig(step_s=30), DEFAULT_GUEST, recording, interval_s=30)
+    common = sorted(set(every_30s) & set(seen))
+    assert common and len(common) >= 3
+    for at in common:
+        for name, (peak, rise) in every_30s[at].items():
+            assert seen[at][name][0] == peak, (at, name)
+            assert seen[at][name][1] == pytest.approx(rise, rel=1e-9, abs=1e-12), (at, name)

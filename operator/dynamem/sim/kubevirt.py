@@ -31,7 +31,8 @@ and what this module plays:
   template spec to a value lower than what the VM started with", ``RestartRequired``).
 - Starts: a VM's first launcher pod goes to its scenario ``node`` when its request (startup + overhead) fits
   there (as the live stand-in binds it there directly), else where the kube-scheduler would put it; with no
-  room anywhere it stays off for the step and is retried the next.
+  room anywhere it stays off and is tried again at the policy's next round (the next step, unless the
+  scenario or the caller sets an interval: rounds within a step, see :func:`simulate_kubevirt`).
 
 What the policy sees: only what KubeVirt's metrics show. Each running VM's demand is the guest's observed
 used memory (:class:`dynamem.sim.guest.GuestModel`: at most its size less a kernel reserve), never its true
@@ -214,7 +215,8 @@ class _Cluster:
             assert true is not None
             seen = guest.observe(true, vm.assigned)
             vm.series.trim(now)
-            vm.series.add(vm.node, now, 1, seen.available, seen.usable)
+            if _on_scrape(now):  # a round between two scrapes sees the samples Prometheus has, no more
+                vm.series.add(vm.node, now, 1, seen.available, seen.usable)
             vms.append(
                 ClusterVm(
                     name=spec.name,
@@ -348,7 +350,7 @@ class _Cluster:
         self.migrated_bytes += change.size_from
         self.moved[change.vm] = change.source
         self.landed[change.vm] = (change.ends_at, change.source, change.size_from)
-        took = change.ends_at - (change.started_at or change.ends_at)
+        took = change.ends_at - (change.ends_at if change.started_at is None else change.started_at)
         what = (
             f"{format_bytes(change.size_from)} -> {format_bytes(change.size_to)}, "
             f"{change.source} -> {change.target} in {_seconds(took)}"
@@ -369,6 +371,11 @@ class _Cluster:
             if c.created_at is not None
         ]
         return (*self.ended, *running)
+
+
+def _on_scrape(at: float) -> bool:
+    """Whether Prometheus takes a sample at ``at`` (every :data:`SCRAPE_S` seconds from 0)."""
+    return abs(at / SCRAPE_S - round(at / SCRAPE_S)) < _EPSILON
 
 
 def _timed_out(change: _Change, now: float, timeout: float) -> bool:
@@ -498,13 +505,14 @@ def simulate_kubevirt(
             for decision in plan.changes:
                 vm = cluster.vms[decision.name]
                 if decision.assigned < vm.boot:
-                    refused_changes += 1
                     why = (
                         f"shrink to {format_bytes(decision.assigned)} refused: below the "
                         f"{format_bytes(vm.boot)} it booted with (RestartRequired)"
                     )
+                    if cluster.outcome.get(decision.name) != why:  # once a step, not once a round
+                        refused_changes += 1
+                        cluster.events.append(f"{decision.name}: {why}")
                     cluster.outcome[decision.name] = why
-                    cluster.events.append(f"{decision.name}: {why}")
                     continue
                 if decision.target_node == vm.node:
                     cluster.outcome[decision.name] = f"target {vm.node} is its own node: not carried out"

@@ -70,9 +70,12 @@ def simulate(
 
     ``interval_s`` (kubevirt model): the policy decides every that many seconds within each step, as the
     operator's ``--interval`` (default: the scenario's ``interval``, else once per step); each round's
-    ``config.step_s`` is then the interval. The hyperv model decides once per step, as the seed's tables do.
+    ``config.step_s`` is then the interval. The hyperv model decides once per step, as the seed's tables do
+    (it ignores a scenario's ``interval`` and refuses ``interval_s``).
     """
     if Model(model) is Model.HYPERV:
+        if interval_s is not None:
+            raise ValueError(f"interval_s {interval_s:g}: the hyperv model decides once per step")
         node_policy = "dynamem" if policy == "node-local" else policy
         if node_policy not in POLICIES:
             raise ValueError(f"{policy!r}: not available under --model hyperv ({', '.join(POLICIES)})")
