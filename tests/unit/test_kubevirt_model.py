@@ -569,3 +569,13 @@ def test_rounds_between_scrapes_see_only_the_samples_prometheus_has(
         for name, (peak, rise) in every_30s[at].items():
             assert seen[at][name][0] == peak, (at, name)
             assert seen[at][name][1] == pytest.approx(rise, rel=1e-9, abs=1e-12), (at, name)
+
+
+def test_a_migration_started_at_time_zero_reports_how_long_it_took() -> None:
+    # a boots with 2Gi and pages at once (demand 3Gi): the plan grows it in the first round, at t = 0; the
+    # migration copies 2Gi at 1Gi/s.
+    s = scenario({"n1": "8Gi", "n2": "8Gi"}, [vm("a", "n1", "2Gi", "8Gi")], {"a": ["3Gi", "3Gi"]})
+    first = simulate(s, "dynamem").steps[0]
+    assert [m.started_at for m in first.migrations] == [0.0]
+    moved = [e for e in first.events if e.startswith("a: migrated 2Gi -> ")]
+    assert len(moved) == 1 and moved[0].endswith(" in 2s"), first.events
