@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 from dynamem.policy import GiB
-from dynamem.sim.scenario import Scenario, ScenarioError, check_interval, parse_duration, parse_scenario
+from dynamem.sim.scenario import Scenario, ScenarioError, interval_option, parse_scenario
 from dynamem.sim.simulate import simulate
 
 HERE = Path(__file__).resolve().parent
@@ -141,9 +141,7 @@ def main(argv: list[str]) -> int:
     interval = None
     if args.interval is not None:
         try:
-            interval = check_interval(
-                parse_duration(args.interval, "--interval", "interval"), 900, "--interval"
-            )
+            interval = interval_option(args.interval, 900)
         except ScenarioError as err:
             parser.error(str(err))
     began = time.perf_counter()

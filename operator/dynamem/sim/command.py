@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from dynamem.sim.scenario import ScenarioError, check_interval, load_scenario, parse_duration
+    from dynamem.sim.scenario import ScenarioError, interval_option, load_scenario
     from dynamem.sim.simulate import simulate
 
     interval: float | None = None
@@ -64,8 +64,7 @@ def main(argv: list[str]) -> int:
                 raise ScenarioError(
                     f"--interval {args.interval}: only the kubevirt model decides within a step"
                 )
-            seconds = parse_duration(args.interval, "--interval", "interval")
-            interval = check_interval(seconds, scenario.step_seconds, "--interval")
+            interval = interval_option(args.interval, scenario.step_seconds)
     except ScenarioError as err:
         print(f"dynamem simulate: {err}", file=sys.stderr)
         return 2

@@ -207,6 +207,7 @@ class _Cluster:
     ) -> ClusterState:
         """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
         vms = []
+        scraped = _on_scrape(now)  # a round between two scrapes sees the samples Prometheus has, no more
         for spec in self.scenario.vms:
             vm = self.vms.get(spec.name)
             if vm is None:
@@ -215,7 +216,7 @@ class _Cluster:
             assert true is not None
             seen = guest.observe(true, vm.assigned)
             vm.series.trim(now)
-            if _on_scrape(now):  # a round between two scrapes sees the samples Prometheus has, no more
+            if scraped:
                 vm.series.add(vm.node, now, 1, seen.available, seen.usable)
             vms.append(
                 ClusterVm(

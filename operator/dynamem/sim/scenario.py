@@ -53,6 +53,7 @@ __all__ = [
     "ScenarioNode",
     "ScenarioVm",
     "check_interval",
+    "interval_option",
     "load_scenario",
     "parse_duration",
     "parse_scenario",
@@ -279,6 +280,12 @@ def check_interval(interval: float, step: float, source: str, field: str = "inte
             "policy decides at most once a second and at least once a step"
         )
     return interval
+
+
+def interval_option(value: str, step: float) -> float:
+    """Seconds of an ``--interval DURATION`` option for steps of ``step`` seconds, else a
+    :class:`ScenarioError` naming ``--interval`` and the value."""
+    return check_interval(parse_duration(value, "--interval", "interval"), step, "--interval")
 
 
 def _migration(raw: object, source: str) -> MigrationSettings:
