@@ -321,6 +321,53 @@ def test_a_grow_does_not_take_the_hole_a_vm_waiting_to_start_needs() -> None:
     assert "no node has room" in waiting.decisions[0].reason
 
 
+def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> None:
+    # n1 (4Gi) is full: a (1Gi, paging: demand taken as 1.5Gi, target 1.875Gi) and b (3Gi at its floor);
+    # n2 (4Gi) is empty. a grows to 1.875Gi on n2 with no VM stopped, and with a stopped VM whose launcher
+    # would ask 2Gi: n2 keeps 2.125Gi. With one asking 3Gi, n2 would keep 2.125Gi and n1 1Gi (a's old
+    # request): that VM could start nowhere, and a stays.
+    a = make_vm("a", "n1", size=1, demand=2, startup=1)
+    b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4}, a, b)
+    for stopped in ((), (2 * GiB,)):
+        (grow,) = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0).changes
+        assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
+    kept = plan_cluster(replace(state, stopped=(2 * GiB, 3 * GiB)), CONFIG, 0.0)
+    assert kept.changes == ()
+    assert "the last hole a stopped VM needs to start (3Gi)" in kept.decisions[0].reason
+
+
+def test_a_grow_whose_source_is_left_with_the_hole_a_stopped_vm_needs_is_made() -> None:
+    # a (3Gi, paging: demand taken as 4.5Gi) leaves n1 for n2 (6Gi, empty): n2 keeps 1.5Gi, but n1 gets a's
+    # 3Gi back, room for the stopped VM's 3Gi launcher.
+    a = make_vm("a", "n1", size=3, demand=5, startup=1, maximum=4.5)
+    state = replace(make_state({"n1": 3, "n2": 6}, a), stopped=(3 * GiB,))
+    (grow,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert (grow.name, grow.assigned, grow.target_node) == ("a", 4608 * MiB, "n2")
+
+
+def test_a_vm_whose_target_waits_for_others_to_leave_frees_no_room_for_this_plan() -> None:
+    # a (2Gi, paging, maximum 3Gi) moves from n1 to n3 (3Gi free): n1 has 1Gi free, and a's 2Gi once it has
+    # left. b (the same, on n2) fits there only with that 2Gi: its target pod waits for a to leave. i (1Gi,
+    # paging: 1.875Gi) would fit on n2 only once b has left, a wait on a wait: pods are not created in the
+    # plan's order (KubeVirt's in-flight and per-node limits), so chains of waits close into cycles that fail
+    # after the pending timeout. b's leaving is no room for this plan; i waits for the next round.
+    state = make_state(
+        {"n1": 5, "n2": 4, "n3": 4},
+        make_vm("a", "n1", size=2, demand=6, startup=1, maximum=3),
+        make_vm("c", "n1", size=2, demand=1, startup=2, maximum=2),
+        make_vm("b", "n2", size=2, demand=6, startup=1, maximum=3),
+        make_vm("d", "n2", size=2, demand=1, startup=2, maximum=2),
+        make_vm("i", "n3", size=1, demand=6, startup=1, maximum=2),
+    )
+    plan = plan_cluster(state, CONFIG, 0.0)
+    assert [(ch.name, ch.assigned, ch.target_node) for ch in plan.changes] == [
+        ("a", 3 * GiB, "n3"),
+        ("b", 3 * GiB, "n1"),
+    ]
+    assert "no node has room" in plan.decisions[4].reason
+
+
 def test_room_is_made_for_a_vm_waiting_to_start_by_moving_a_smaller_vm() -> None:
     # A 3Gi launcher pod waits; no node has 3Gi free (n1 1Gi, n2 2Gi, n3 2Gi). Moving c (2Gi, at its floor)
     # from n2 to n3 leaves n2 4Gi free for it; moving d (3Gi) off n1 would need a 3Gi hole too.

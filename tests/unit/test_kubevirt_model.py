@@ -29,7 +29,7 @@ from dynamem.policy import (
     VmDecision,
     plan_node,
 )
-from dynamem.policy.cluster import ClusterPlan, ClusterState
+from dynamem.policy.cluster import ClusterPlan, ClusterState, plan_cluster
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES, node_local
 from dynamem.sim.guest import DEFAULT_GUEST, GuestModel
 from dynamem.sim.kubevirt import simulate_kubevirt
@@ -579,3 +579,28 @@ def test_a_migration_started_at_time_zero_reports_how_long_it_took() -> None:
     assert [m.started_at for m in first.migrations] == [0.0]
     moved = [e for e in first.events if e.startswith("a: migrated 2Gi -> ")]
     assert len(moved) == 1 and moved[0].endswith(" in 2s"), first.events
+
+
+def test_a_stopped_vm_keeps_the_hole_it_needs_to_start() -> None:
+    # Two 4Gi nodes. a (1Gi) pages for 2Gi next to b (3Gi) on n1; c (3Gi) is off until step 2, on n2, empty.
+    # a's grow to n2 would leave n2 2.1Gi and n1 1Gi: no hole for c, which could then not start (and a
+    # cluster with no hole a VM fits in can change nothing more). The plan knows c is defined: a is kept,
+    # and c starts at step 2. Given no stopped VMs (the plan's input without them), a grows and c stays off.
+    s = scenario(
+        {"n1": "4Gi", "n2": "4Gi"},
+        [vm("a", "n1", "1Gi", "4Gi"), vm("b", "n1", "3Gi", "3Gi"), vm("c", "n2", "3Gi", "3Gi")],
+        {"a": ["2Gi"] * 4, "b": ["1Gi"] * 4, "c": [None, None, "2Gi", "2Gi"]},
+    )
+    kept = simulate(s, "dynamem")
+    assert kept.steps[0].vms["a"].assigned == GiB
+    assert "the last hole a stopped VM needs to start (3Gi)" in kept.steps[0].vms["a"].reason
+    assert kept.steps[2].vms["c"].node == "n2" and kept.summary.unstarted_demand == 0.0
+
+    def blind(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
+        return plan_cluster(replace(state, stopped=()), config, now)
+
+    grown = simulate_kubevirt(
+        s, "dynamem", BalanceConfig(step_s=s.step_seconds), DEFAULT_GUEST, plan_fn=blind
+    )
+    assert grown.steps[0].vms["a"].assigned > GiB
+    assert grown.steps[2].vms["c"].status == "Off" and grown.summary.unstarted_demand == 4.0

@@ -139,12 +139,13 @@ def cluster_state(
     now: float | None = None,
     shrink_window_s: float = 3600.0,
     pending: tuple[int, ...] = (),
+    stopped: tuple[int, ...] = (),
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
     ``node_views``: the nodes as observed, for where each VM may go (None: anywhere) and their hugepages;
     ``page_requests``: hugepages requested per (node, resource); ``pending``: the memory requests of launcher
-    pods waiting to start."""
+    pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start."""
     pages = page_requests or {}
     views = node_views or {}
     eligibility = None if node_views is None else EligibleNodes(node_views.values())
@@ -204,7 +205,9 @@ def cluster_state(
         for m in migrations
         if not m.final and m.vmi in vmis and vmis[m.vmi].node is not None
     )
-    return ClusterState(nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending)
+    return ClusterState(
+        nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending, stopped=stopped
+    )
 
 
 def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str, int]]) -> ClusterState:

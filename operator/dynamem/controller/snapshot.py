@@ -577,6 +577,17 @@ def build_snapshot(
         and (owner := vmis.get(ObjectKey(pod.key.namespace, pod.vmi))) is not None
         and owner.node is None
     )
+    # what the VMs defined but not running would ask to start (their launcher's memory: memory.guest, set
+    # back to startup while stopped, plus overhead): the plan keeps a hole for the largest (a hugepage VM's
+    # guest is requested as hugepages, not memory)
+    stopped = tuple(
+        (item.vm.guest or item.settings.startup) + default_overhead
+        for item in managed.values()
+        if item.phase in (Phase.STOPPED, Phase.NOT_RUNNING)
+        and item.vm is not None
+        and item.settings is not None
+        and item.vm.pages is None
+    )
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
@@ -593,6 +604,7 @@ def build_snapshot(
         now=now,
         shrink_window_s=shrink_window_s,
         pending=pending,
+        stopped=stopped,
     )
     return Snapshot(
         nodes,

@@ -109,6 +109,8 @@ class VmView:
     instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
     guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
     placement: str | None = None  # the PLACEMENT_ANNOTATION dynamem wrote with its last change, as written
+    # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
+    pages: str | None = None
 
     @property
     def stopped_for_good(self) -> bool:
@@ -202,6 +204,7 @@ def vm_view(body: Body) -> VmView:
         guest=quantity_bytes(dig(domain, "memory", "guest")),
         max_guest=quantity_bytes(dig(domain, "memory", "maxGuest")),
         hugepage=hugepage_bytes(domain),
+        pages=hugepages_resource(domain),
         request=quantity_bytes(dig(domain, "resources", "requests", "memory")),
         node_selector={str(k): str(v) for k, v in selector.items()},
         desired_running=desired_running(body),

@@ -40,7 +40,11 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
    fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
    migrations, only when that serves demand). Launcher pods waiting to start (``pending``) are placed first:
-   each keeps a hole it fits in, or one is made by moving the smallest VM that frees it off a node.
+   each keeps a hole it fits in, or one is made by moving the smallest VM that frees it off a node. VMs
+   defined but not running (``stopped``) may be started at any moment: no grow closes the last hole the
+   largest of them fits in (its source, once left, counts), since once every hole is smaller than the VMs
+   the cluster is frozen (a start is refused, and each shrink that would free memory is itself a migration
+   that needs a hole of the VM's new size).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
@@ -146,13 +150,16 @@ class InFlight:
 
 @dataclass(frozen=True, slots=True)
 class ClusterState:
-    """Nodes, running VMs, migrations in flight, and the requests of launcher pods waiting to start
-    (``pending``: VMs that want to run and found no node with room; the plan keeps their memory free)."""
+    """Nodes, running VMs, migrations in flight, the requests of launcher pods waiting to start (``pending``:
+    VMs that want to run and found no node with room; the plan keeps their memory free) and those the VMs
+    defined but not running would ask to start (``stopped``: startup + overhead; any may be started at any
+    moment, so no grow closes the last hole the largest of them fits in)."""
 
     nodes: tuple[ClusterNode, ...]
     vms: tuple[ClusterVm, ...]
     in_flight: tuple[InFlight, ...] = ()
     pending: tuple[int, ...] = ()
+    stopped: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +460,8 @@ class _Room:
     ``real``: free now. ``credit``: requests of VMs this plan moves off the node, free once they have left. A
     change that fits only with credit is carried out later (its target pod waits, Pending, until the VMs
     leave); the scheduler keeps no room for a pending pod, so once a node has such a change the plan puts
-    nothing more there (``locked``), else a later pod could take the room first.
+    nothing more there (``locked``), else a later pod could take the room first; and the VM of such a change
+    frees no credit on its own source (:meth:`move`).
     """
 
     def __init__(self, state: ClusterState) -> None:
@@ -510,21 +518,33 @@ class _Room:
                 best = (score, name)
         return None if best is None else best[1]
 
-    def take(self, node: str, ask: _Ask) -> None:
+    def take(self, node: str, ask: _Ask) -> bool:
+        """Take ``ask`` on ``node``; whether it waits for VMs to leave the node first (used credit)."""
         memory, pages = ask
-        self._take((node, MEMORY), memory)
+        waits = self._take((node, MEMORY), memory)
         if pages is not None:
-            self._take((node, pages[0]), pages[1])
+            waits = self._take((node, pages[0]), pages[1]) or waits
+        return waits
 
-    def _take(self, key: tuple[str, str], request: int) -> None:
+    def _take(self, key: tuple[str, str], request: int) -> bool:
         real = self.real.setdefault(key, 0)
         self.credit.setdefault(key, 0)
         if real >= request:
             self.real[key] -= request
-        else:
-            self.credit[key] -= request - real
-            self.real[key] = 0
-            self.locked.add(key[0])
+            return False
+        self.credit[key] -= request - real
+        self.real[key] = 0
+        self.locked.add(key[0])
+        return True
+
+    def move(self, source: str, target: str, ask: _Ask, leaving: _Ask) -> None:
+        """A VM asking ``leaving`` on ``source`` moves to ``target`` asking ``ask``. Its source's room is
+        credit for later changes only if its own target pod need not wait for others to leave: KubeVirt does
+        not create the target pods in the plan's order (its in-flight and per-node limits hold some back), so
+        a pod that waits may take room meant for one held back, and a chain of waits closes into a cycle whose
+        migrations all fail after the pending timeout. One wait, never a wait on a wait."""
+        if not self.take(target, ask):
+            self.leave(source, leaving)
 
     def leave(self, node: str, ask: _Ask) -> None:
         memory, pages = ask
@@ -574,6 +594,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     )
     movable = {r.vm.name: r for r in records if r.held is None}
     planned: set[str] = set()
+    start = max(state.stopped, default=0)
     # Launcher pods waiting to start (a VMI Pending, unschedulable) keep a hole they fit in, largest first:
     # no grow takes it. With no such hole, one is made by moving the smallest VM that frees it off a node
     # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
@@ -586,8 +607,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             if made is not None:
                 helper, away, node = made
                 size = helper.want if helper.want < helper.vm.assigned else helper.vm.assigned
-                room.take(away, _ask(helper.vm, size))
-                room.leave(helper.vm.node, _ask(helper.vm, helper.vm.assigned))
+                room.move(helper.vm.node, away, _ask(helper.vm, size), _ask(helper.vm, helper.vm.assigned))
                 outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
                 in_flight += 1
                 helper.size = size
@@ -640,8 +660,8 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             made = _make_room(r, size, room, movable, planned, outbound, per_node)
             if made is not None:
                 helper, helper_target, node = made
-                room.take(helper_target, _ask(helper.vm, helper.vm.assigned))
-                room.leave(helper.vm.node, _ask(helper.vm, helper.vm.assigned))
+                helper_ask = _ask(helper.vm, helper.vm.assigned)
+                room.move(helper.vm.node, helper_target, helper_ask, helper_ask)
                 outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
                 in_flight += 1
                 helper.size = helper.vm.assigned
@@ -653,8 +673,10 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         if node is None:
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
-        room.take(node, _ask(vm, size))
-        room.leave(vm.node, _ask(vm, vm.assigned))
+        if size > vm.assigned and _closes_start_hole(room, node, vm, size, start):
+            r.notes.append(f"kept: the last hole a stopped VM needs to start ({format_bytes(start)})")
+            continue
+        room.move(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))
         outbound[vm.node] = outbound.get(vm.node, 0) + 1
         in_flight += 1
         r.size = size
@@ -662,6 +684,21 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         planned.add(vm.name)
         order.append(vm.name)
     return order
+
+
+def _closes_start_hole(room: _Room, node: str, vm: ClusterVm, size: int, start: int) -> bool:
+    """Whether growing ``vm`` to ``size`` on ``node`` leaves no node with room for ``start`` (the largest
+    stopped VM's launcher) where one has it now. Once the grow is done its source has the VM's old request
+    back. Without such a hole a start is refused, and a cluster with every hole smaller than a VM is frozen:
+    each later change is a migration that needs a hole of a VM's whole size."""
+    if start <= 0:
+        return False
+    free = {n: room.free(n) for n in room.memory}
+    if max(free.values(), default=0) < start:
+        return False  # no such hole to keep
+    free[node] -= _ask(vm, size)[0]
+    free[vm.node] = free.get(vm.node, 0) + _ask(vm, vm.assigned)[0]
+    return max(free.values()) < start
 
 
 def _room_for_start(

@@ -34,16 +34,17 @@ and what this module plays:
   room anywhere it stays off and is tried again at the policy's next round (the next step, unless the
   scenario or the caller sets an interval: rounds within a step, see :func:`simulate_kubevirt`).
 
-What the policy sees: only what KubeVirt's metrics show. Each running VM's demand is the guest's observed
-used memory (:class:`dynamem.sim.guest.GuestModel`: at most its size less a kernel reserve), never its true
-demand (plus the paging signals the cluster plan reads). The highest use and the rise over the window are read
-from the samples Prometheus would hold (:mod:`dynamem.sim.series`: one series per node the VM ran on, scraped
-every 30 s, the rise bounded as the operator's query bounds it), so a guest grown out of paging shows its
-uncovered use on a new series, not as a rise. A per-node policy (``node-local``, ``proxmox``,
-``xen``) plans node by node (``plan_node``), each node's pool being its memory less the launcher overheads of
-its VMs and the target pods of migrations into it. A VM with a change in flight is
-given to the policy as ``in_flight_to`` (held); the policy counts it at the larger of its two sizes, so its
-node's pool is raised by the difference, since the source only holds the old request.
+What the policy sees: only what KubeVirt's metrics show, and the VMs defined but off this step (``stopped``:
+the launcher request each would ask to start; the operator knows them by their VirtualMachineMemory). Each
+running VM's demand is the guest's observed used memory (:class:`dynamem.sim.guest.GuestModel`: at most its
+size less a kernel reserve), never its true demand (plus the paging signals the cluster plan reads). The
+highest use and the rise over the window are read from the samples Prometheus would hold
+(:mod:`dynamem.sim.series`: one series per node the VM ran on, scraped every 30 s, the rise bounded as the
+operator's query bounds it), so a guest grown out of paging shows its uncovered use on a new series, not as a
+rise. A per-node policy (``node-local``, ``proxmox``, ``xen``) plans node by node (``plan_node``), each node's
+pool being its memory less the launcher overheads of its VMs and the target pods of migrations into it. A VM
+with a change in flight is given to the policy as ``in_flight_to`` (held); the policy counts it at the larger
+of its two sizes, so its node's pool is raised by the difference, since the source only holds the old request.
 
 Scores use the true demand: unmet demand is true demand above the assigned size at the end of each step.
 """
@@ -204,6 +205,7 @@ class _Cluster:
         *,
         truth: bool,
         pending: tuple[int, ...],
+        stopped: tuple[int, ...] = (),
     ) -> ClusterState:
         """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
         vms = []
@@ -242,7 +244,9 @@ class _Cluster:
             )
         nodes = tuple(ClusterNode(n.name, n.memory, self.requested[n.name]) for n in self.scenario.nodes)
         in_flight = tuple(InFlight(c.vm, c.source, c.target) for c in self.queue if c.created_at is not None)
-        return ClusterState(nodes=nodes, vms=tuple(vms), in_flight=in_flight, pending=pending)
+        return ClusterState(
+            nodes=nodes, vms=tuple(vms), in_flight=in_flight, pending=pending, stopped=stopped
+        )
 
     def scrape(self, start: float, end: float, demand: dict[str, int | None], guest: GuestModel) -> None:
         """Prometheus' samples of every running VM in (start, end), every :data:`SCRAPE_S` seconds, on the
@@ -475,6 +479,7 @@ def simulate_kubevirt(
                 "so no change can be carried out here"
             )
         demand_now = {vm.name: scenario.demand[vm.name][step] for vm in scenario.vms}
+        off = [vm.name for vm in scenario.vms if demand_now[vm.name] is None]
         for spec in scenario.vms:
             if demand_now[spec.name] is None and spec.name in cluster.vms:
                 cluster.stop(spec.name, now)
@@ -496,9 +501,10 @@ def simulate_kubevirt(
                     request = format_bytes(startup + overhead)
                     cluster.events.append(f"{spec.name} did not start: request {request}: {why}")
                 not_started[spec.name] = why
-            # launcher pods waiting to start
+            # launcher pods waiting to start, and those of the VMs that are off (defined, not running)
             pending = tuple(limits[name].startup + overhead for name in not_started)
-            state = cluster.state(demand_now, guest, at, truth=truth, pending=pending)
+            stopped = tuple(limits[name].startup + overhead for name in off)
+            state = cluster.state(demand_now, guest, at, truth=truth, pending=pending, stopped=stopped)
             for vm_state in state.vms:
                 seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0
             plan = plan_fn(state, config, at)

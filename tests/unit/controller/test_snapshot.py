@@ -292,3 +292,26 @@ def test_a_launcher_pod_waiting_to_start_is_given_to_the_plan_and_a_migration_ta
     snapshot = build_snapshot(seen, NO_DEMAND)
     assert snapshot.cluster is not None
     assert snapshot.cluster.pending == (3 * GI,)
+
+
+def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_they_would_ask() -> None:
+    # payroll is Halted (memory.guest 2Gi) and audit Manual without a VMI: each may be started at any moment
+    # and its launcher would ask its guest memory plus the overhead (256Mi here). finance runs; a stopped VM
+    # whose guest is backed by hugepages asks for hugepages, not memory; a stopped VM without a
+    # VirtualMachineMemory is not dynamem's.
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("finance", "payroll", "audit", "paged")],
+        vms=[
+            make_vm_body("finance"),
+            make_vm_body("payroll", guest="2Gi", run_strategy="Halted"),
+            make_vm_body("audit", guest="3Gi", run_strategy="Manual"),
+            make_vm_body("paged", guest="2Gi", run_strategy="Halted", page_size="2Mi"),
+            make_vm_body("other", guest="6Gi", run_strategy="Halted"),
+        ],
+        vmis=[make_vmi_body("finance")],
+        nodes=[make_node_body("host", allocatable="8Gi")],
+        pods=[make_pod_body("virt-launcher-finance-a", launcher=True, requests=["1Gi"], domain="finance")],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND, default_overhead=256 * 2**20)
+    assert snapshot.cluster is not None
+    assert sorted(snapshot.cluster.stopped) == [2 * GI + 256 * 2**20, 3 * GI + 256 * 2**20]
