@@ -674,7 +674,8 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
         if size > vm.assigned and _closes_start_hole(room, node, vm, size, start):
-            r.notes.append(f"kept: the last hole a stopped VM needs to start ({format_bytes(start)})")
+            hole = format_bytes(start)
+            r.notes.append(f"not grown: it would take the last hole a stopped VM needs to start ({hole})")
             continue
         room.move(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))
         outbound[vm.node] = outbound.get(vm.node, 0) + 1

@@ -1,0 +1,85 @@
+"""A VM that is defined but stopped keeps the hole it needs to start, end to end: the real API server,
+kube-scheduler and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
+
+``home`` (3Gi) is full: ``busy`` (1Gi, paging for 1.8Gi) and ``filler`` (2Gi). ``spare`` (3Gi) is empty, and
+``later`` (2Gi, runStrategy Halted) would start there. Growing busy onto spare (x1.875: 1.875Gi) would leave
+spare 1.125Gi and home 1Gi: no node could take later's 2Gi launcher, and with every hole smaller than its VMs
+the cluster could change nothing more (a shrink is a migration too). The operator knows later by its
+VirtualMachineMemory, so busy is kept, and later starts when its owner starts it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from dynamem.kube.objects import GI
+from dynamem.sim.scenario import Scenario, parse_scenario
+from dynamem.testing.controlplane import ControlPlane
+from dynamem.testing.prometheus import Prometheus
+
+from .operator_harness import Stack, wait_until
+
+
+def stopped_vm_scenario(home: str, spare: str) -> Scenario:
+    return parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": home, "memory": "3Gi"}, {"name": spare, "memory": "3Gi"}],
+            "vms": [
+                {"name": "busy", "node": home, "startup": "1Gi", "maximum": "4Gi"},
+                {"name": "filler", "node": home, "startup": "2Gi", "maximum": "2Gi"},
+                {"name": "later", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
+            ],
+            "demand": {"busy": ["512Mi"], "filler": ["512Mi"], "later": [None]},
+        }
+    )
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[tuple[Stack, str]]:
+    spare = unique_name("spare")
+    world = Stack(control_plane, prometheus, namespace, stopped_vm_scenario(unique_name("home"), spare))
+    try:
+        yield world, spare
+    finally:
+        world.close()
+
+
+def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack: tuple[Stack, str]) -> None:
+    world, spare = stack
+    for vm in ("busy", "filler"):
+        wait_until(f"{vm} running", lambda vm=vm: world.has(vm), timeout=60)
+    assert world.vm("later")["spec"]["runStrategy"] == "Halted"
+    world.set_demand(busy=1.8)
+    world.start_operator()
+
+    reason = wait_until(
+        "busy kept for the stopped VM's hole",
+        lambda: (
+            (r := str(world.vmm("busy").get("status", {}).get("reason", "")))
+            and "the last hole a stopped VM needs to start (2Gi)" in r
+            and r
+        ),
+        timeout=120,
+    )
+    assert reason.startswith("kept; not grown: it would take")
+    rounds = world.rounds()
+    wait_until("a few more rounds", lambda: world.rounds() >= rounds + 5, timeout=60)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # still kept: no migration takes spare's hole
+        world.check_kubevirt_invariants()
+        assert world.has("busy") == GI and not world.migrations()
+        time.sleep(0.5)
+
+    world.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachines", "later", {"spec": {"runStrategy": "Always"}}
+    )
+    world.set_demand(later=1.0)
+    wait_until("later running", lambda: world.has("later"), timeout=60)
+    assert world.vmi("later")["status"]["nodeName"] == spare
+    world.check_kubevirt_invariants()
