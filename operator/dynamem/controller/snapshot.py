@@ -577,16 +577,22 @@ def build_snapshot(
         and (owner := vmis.get(ObjectKey(pod.key.namespace, pod.vmi))) is not None
         and owner.node is None
     )
-    # what the VMs defined but not running would ask to start (their launcher's memory: memory.guest, set
-    # back to startup while stopped, plus overhead): the plan keeps a hole for the largest (a hugepage VM's
-    # guest is requested as hugepages, not memory)
+    # what the VMs defined but not running would ask to start, their launcher's memory request: the VM's
+    # resources.requests.memory if set, else its memory.guest (set back to startup while stopped), plus the
+    # overhead of a launcher (the largest running VMIs report, at least --default-overhead). The plan keeps
+    # a hole for the largest. A hugepage VM's guest is requested as hugepages, not memory; a VM whose memory
+    # comes from an instancetype has no size here to go by.
+    launcher_overhead = max(
+        (vmi.overhead for vmi in vmis.values() if vmi.overhead is not None), default=default_overhead
+    )
     stopped = tuple(
-        (item.vm.guest or item.settings.startup) + default_overhead
+        (item.vm.request or item.vm.guest or item.settings.startup) + max(default_overhead, launcher_overhead)
         for item in managed.values()
         if item.phase in (Phase.STOPPED, Phase.NOT_RUNNING)
         and item.vm is not None
         and item.settings is not None
         and item.vm.pages is None
+        and (item.vm.instancetype is None or item.vm.request or item.vm.guest)
     )
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},

@@ -47,8 +47,8 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    that needs a hole of the VM's new size).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
-   running; the most urgent changes first (paging VMs by priority and deficit, then needed shrinks, then
-   buffer grows, then idle shrinks).
+   running; the most urgent changes first (needed shrinks, which free the room the grows behind them take,
+   then paging VMs by priority and deficit, then buffer grows, then idle shrinks).
 
 A VM with a change in flight, with unknown demand, or whose last migration failed less than
 :func:`retry_delay` (bounded backoff with jitter, at most ``retry_after_s``)
@@ -475,20 +475,22 @@ class _Room:
         self.credit = dict.fromkeys(self.real, 0)
         self.locked: set[str] = set()
 
-    def free(self, node: str, resource: str = MEMORY) -> int:
+    def free(self, node: str, resource: str = MEMORY, real: bool = False) -> int:
+        """Free ``resource`` on ``node`` for this plan; ``real``: free now, not counting VMs that leave."""
         if node in self.locked or (node, resource) not in self.real:
             return 0
-        return self.real[(node, resource)] + self.credit[(node, resource)]
+        return self.real[(node, resource)] + (0 if real else self.credit[(node, resource)])
 
-    def fits(self, node: str, ask: _Ask, leaving: _Ask | None = None) -> bool:
-        """Whether ``ask`` fits on ``node`` (once a VM asking ``leaving`` has left it)."""
+    def fits(self, node: str, ask: _Ask, leaving: _Ask | None = None, real: bool = False) -> bool:
+        """Whether ``ask`` fits on ``node`` (once a VM asking ``leaving`` has left it; ``real``: in the room
+        free now)."""
         memory, pages = ask
-        if self.free(node) + (leaving[0] if leaving else 0) < memory:
+        if self.free(node, real=real) + (leaving[0] if leaving else 0) < memory:
             return False
         if pages is None:
             return True
         back = leaving[1][1] if leaving and leaving[1] and leaving[1][0] == pages[0] else 0
-        return self.free(node, pages[0]) + back >= pages[1]
+        return self.free(node, pages[0], real) + back >= pages[1]
 
     def guest_room(self, node: str, vm: ClusterVm) -> int:
         """The largest guest of ``vm`` that fits on ``node``."""
@@ -497,19 +499,25 @@ class _Room:
         return self.free(node, vm.pages) if self.free(node) >= vm.overhead else 0
 
     def best(
-        self, ask: _Ask, source: str, avoid: str | None = None, allowed: frozenset[str] | None = None
+        self,
+        ask: _Ask,
+        source: str,
+        avoid: str | None = None,
+        allowed: frozenset[str] | None = None,
+        real: bool = False,
     ) -> str | None:
         """The node other than ``source`` (among ``allowed``, None: any) where ``ask`` fits with the least
         room left in the resource its guest takes, in percent of the node (most allocated, the scheduler's
         bin-packing score): holes are filled and the large ones kept whole, so the next large change finds a
-        node in one move."""
+        node in one move. ``real``: only in the room free now (a VM moved to make room for another must not
+        wait in turn)."""
         memory, pages = ask
         resource, request = pages if pages is not None else (MEMORY, memory)
         best: tuple[int, str] | None = None
         for name in sorted(self.memory):
             if (
                 name in (source, avoid)
-                or not self.fits(name, ask)
+                or not self.fits(name, ask, real=real)
                 or (allowed is not None and name not in allowed)
             ):
                 continue
@@ -594,7 +602,6 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     )
     movable = {r.vm.name: r for r in records if r.held is None}
     planned: set[str] = set()
-    start = max(state.stopped, default=0)
     # Launcher pods waiting to start (a VMI Pending, unschedulable) keep a hole they fit in, largest first:
     # no grow takes it. With no such hole, one is made by moving the smallest VM that frees it off a node
     # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
@@ -656,27 +663,35 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
                 node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
         # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations).
+        helped: tuple[VmPlan, str, str] | None = None
         if node is None and r.kind == "demand" and in_flight + 2 <= budget:
-            made = _make_room(r, size, room, movable, planned, outbound, per_node)
-            if made is not None:
-                helper, helper_target, node = made
-                helper_ask = _ask(helper.vm, helper.vm.assigned)
-                room.move(helper.vm.node, helper_target, helper_ask, helper_ask)
-                outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
-                in_flight += 1
-                helper.size = helper.vm.assigned
-                helper.target_node = helper_target
-                helper.kind = "room"
-                helper.reason = f"moved to make room on {helper.vm.node} for {vm.name}"
-                planned.add(helper.vm.name)
-                order.append(helper.vm.name)
+            helped = _make_room(r, size, room, movable, planned, outbound, per_node)
+            if helped is not None:
+                node = helped[2]
         if node is None:
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
-        if size > vm.assigned and _closes_start_hole(room, node, vm, size, start):
-            hole = format_bytes(start)
-            r.notes.append(f"not grown: it would take the last hole a stopped VM needs to start ({hole})")
+        moves = [(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))]
+        if helped is not None:
+            helper_ask = _ask(helped[0].vm, helped[0].vm.assigned)
+            moves.insert(0, (helped[0].vm.node, helped[1], helper_ask, helper_ask))
+        if size > vm.assigned and (hole := _closes_start_hole(room, moves, state.stopped)):
+            r.notes.append(
+                f"not grown: it would take the last hole a stopped VM needs to start ({format_bytes(hole)})"
+            )
             continue
+        if helped is not None:  # made only with the grow it is for
+            helper, helper_target, _ = helped
+            helper_ask = _ask(helper.vm, helper.vm.assigned)
+            room.move(helper.vm.node, helper_target, helper_ask, helper_ask)
+            outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
+            in_flight += 1
+            helper.size = helper.vm.assigned
+            helper.target_node = helper_target
+            helper.kind = "room"
+            helper.reason = f"moved to make room on {helper.vm.node} for {vm.name}"
+            planned.add(helper.vm.name)
+            order.append(helper.vm.name)
         room.move(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))
         outbound[vm.node] = outbound.get(vm.node, 0) + 1
         in_flight += 1
@@ -687,19 +702,25 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     return order
 
 
-def _closes_start_hole(room: _Room, node: str, vm: ClusterVm, size: int, start: int) -> bool:
-    """Whether growing ``vm`` to ``size`` on ``node`` leaves no node with room for ``start`` (the largest
-    stopped VM's launcher) where one has it now. Once the grow is done its source has the VM's old request
-    back. Without such a hole a start is refused, and a cluster with every hole smaller than a VM is frozen:
-    each later change is a migration that needs a hole of a VM's whole size."""
-    if start <= 0:
-        return False
+_Move = tuple[str, str, _Ask, _Ask]  # source, target, what the VM asks there, what it asked on its source
+
+
+def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[int, ...]) -> int:
+    """The launcher request of the largest stopped VM that has a hole to start in now and would have none
+    once ``moves`` are done (each source given back what its VM asked there), or 0. Without such a hole a
+    start is refused, and a cluster with every hole smaller than a VM is frozen: each later change is a
+    migration that needs a hole of a VM's whole size. A stopped VM that fits nowhere today does not turn
+    this off for the smaller ones."""
+    if not stopped:
+        return 0
     free = {n: room.free(n) for n in room.memory}
-    if max(free.values(), default=0) < start:
-        return False  # no such hole to keep
-    free[node] -= _ask(vm, size)[0]
-    free[vm.node] = free.get(vm.node, 0) + _ask(vm, vm.assigned)[0]
-    return max(free.values()) < start
+    start = max((s for s in stopped if s <= max(free.values(), default=0)), default=0)
+    if start <= 0:
+        return 0
+    for source, target, ask, leaving in moves:
+        free[target] -= ask[0]
+        free[source] = free.get(source, 0) + leaving[0]
+    return start if max(free.values()) < start else 0
 
 
 def _room_for_start(
@@ -722,7 +743,7 @@ def _room_for_start(
         if room.free(o.node) + o.request < request:
             continue
         size = other.want if other.want < o.assigned else o.assigned
-        away = room.best(_ask(o, size), o.node, allowed=o.allowed_nodes)
+        away = room.best(_ask(o, size), o.node, allowed=o.allowed_nodes, real=True)
         if away is None:
             continue
         if best is None or size < best[0]:
@@ -756,7 +777,7 @@ def _make_room(
             continue
         if r.vm.allowed_nodes is not None and o.node not in r.vm.allowed_nodes:
             continue
-        away = room.best(_ask(o, o.assigned), o.node, avoid=r.vm.node, allowed=o.allowed_nodes)
+        away = room.best(_ask(o, o.assigned), o.node, avoid=r.vm.node, allowed=o.allowed_nodes, real=True)
         if away is None:
             continue
         if best is None or o.assigned < best[0]:

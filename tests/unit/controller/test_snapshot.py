@@ -315,3 +315,21 @@ def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_the
     snapshot = build_snapshot(seen, NO_DEMAND, default_overhead=256 * 2**20)
     assert snapshot.cluster is not None
     assert sorted(snapshot.cluster.stopped) == [2 * GI + 256 * 2**20, 3 * GI + 256 * 2**20]
+
+
+def test_a_stopped_vm_asks_its_memory_request_and_the_overhead_running_launchers_report() -> None:
+    # payroll (Halted) sets resources.requests.memory 3Gi above its 2Gi guest: its launcher asks 3Gi. The
+    # running VMI reports a 300Mi overhead; the default (0) is no better guess than that.
+    seen = observed(
+        vmms=[make_vmm_body("finance"), make_vmm_body("payroll")],
+        vms=[
+            make_vm_body("finance"),
+            make_vm_body("payroll", guest="2Gi", request="3Gi", run_strategy="Halted"),
+        ],
+        vmis=[make_vmi_body("finance", overhead="300Mi")],
+        nodes=[make_node_body("host", allocatable="8Gi")],
+        pods=[make_pod_body("virt-launcher-finance-a", launcher=True, requests=["1Gi"], domain="finance")],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.cluster is not None
+    assert snapshot.cluster.stopped == (3 * GI + 300 * 2**20,)
