@@ -152,8 +152,8 @@ class InFlight:
 class ClusterState:
     """Nodes, running VMs, migrations in flight, the requests of launcher pods waiting to start (``pending``:
     VMs that want to run and found no node with room; the plan keeps their memory free) and those the VMs
-    defined but not running would ask to start (``stopped``: startup + overhead; any may be started at any
-    moment, so no grow closes the last hole the largest of them fits in)."""
+    defined but not running would ask to start (``stopped``: their launchers' memory requests; any may be
+    started at any moment, so no grow closes the last hole the largest that fits somewhere fits in)."""
 
     nodes: tuple[ClusterNode, ...]
     vms: tuple[ClusterVm, ...]
