@@ -58,15 +58,17 @@ def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack: 
     world.set_demand(busy=1.8)
     world.start_operator()
 
-    reason = wait_until(
-        "busy kept for the stopped VM's hole",
-        lambda: (
-            (r := str(world.vmm("busy").get("status", {}).get("reason", "")))
-            and "the last hole a stopped VM needs to start (2Gi)" in r
-            and r
-        ),
-        timeout=120,
-    )
+    seen: list[str] = []
+
+    def kept() -> str | None:
+        reason = str(world.vmm("busy").get("status", {}).get("reason", ""))
+        seen.append(reason)
+        return reason if "the last hole a stopped VM needs to start" in reason else None
+
+    try:
+        reason = wait_until("busy kept for the stopped VM's hole", kept, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; busy's last reasons: {seen[-3:]}") from exc
     assert reason.startswith("kept; not grown: it would take")
     rounds = world.rounds()
     wait_until("a few more rounds", lambda: world.rounds() >= rounds + 5, timeout=60)
