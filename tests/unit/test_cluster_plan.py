@@ -18,6 +18,7 @@ from dynamem.policy.cluster import (
     ClusterState,
     ClusterVm,
     InFlight,
+    StoppedVm,
     estimate_demand,
     is_paging,
     plan_cluster,
@@ -329,21 +330,27 @@ def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> No
     a = make_vm("a", "n1", size=1, demand=2, startup=1)
     b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
     state = make_state({"n1": 4, "n2": 4}, a, b)
-    for stopped in ((), (2 * GiB,)):
+    for stopped in ((), (StoppedVm(2 * GiB),)):
         (grow,) = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0).changes
         assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
     # a stopped VM that fits nowhere today (16Gi) does not turn this off for the 3Gi one
-    for stopped in ((2 * GiB, 3 * GiB), (2 * GiB, 3 * GiB, 16 * GiB)):
+    for sizes in ((2, 3), (2, 3, 16)):
+        stopped = tuple(StoppedVm(size * GiB) for size in sizes)
         kept = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0)
         assert kept.changes == ()
         assert "the last hole a stopped VM needs to start (3Gi)" in kept.decisions[0].reason
+    # a stopped VM that may start only on n1 (its nodeSelector) has no hole today: a grows
+    (grow,) = plan_cluster(
+        replace(state, stopped=(StoppedVm(3 * GiB, frozenset({"n1"})),)), CONFIG, 0.0
+    ).changes
+    assert grow.target_node == "n2"
 
 
 def test_a_grow_whose_source_is_left_with_the_hole_a_stopped_vm_needs_is_made() -> None:
     # a (3Gi, paging: demand taken as 4.5Gi) leaves n1 for n2 (6Gi, empty): n2 keeps 1.5Gi, but n1 gets a's
     # 3Gi back, room for the stopped VM's 3Gi launcher.
     a = make_vm("a", "n1", size=3, demand=5, startup=1, maximum=4.5)
-    state = replace(make_state({"n1": 3, "n2": 6}, a), stopped=(3 * GiB,))
+    state = replace(make_state({"n1": 3, "n2": 6}, a), stopped=(StoppedVm(3 * GiB),))
     (grow,) = plan_cluster(state, CONFIG, 0.0).changes
     assert (grow.name, grow.assigned, grow.target_node) == ("a", 4608 * MiB, "n2")
 

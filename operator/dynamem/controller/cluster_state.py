@@ -39,7 +39,7 @@ from dynamem.controller.eligibility import EligibleNodes
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
 from dynamem.kube.objects import NodeView, ObjectKey, VmiView
-from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
+from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.model import VmState
 
 __all__ = [
@@ -139,7 +139,7 @@ def cluster_state(
     now: float | None = None,
     shrink_window_s: float = 3600.0,
     pending: tuple[int, ...] = (),
-    stopped: tuple[int, ...] = (),
+    stopped: tuple[StoppedVm, ...] = (),
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;

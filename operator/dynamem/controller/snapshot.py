@@ -23,7 +23,7 @@ from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
-from dynamem.policy.cluster import ClusterState
+from dynamem.policy.cluster import ClusterState, StoppedVm
 from dynamem.policy.model import NodeState, VmState
 from dynamem.records import frozen_record
 from dynamem.settings import SettingsError, VmSettings
@@ -462,6 +462,14 @@ def vm_state(item: Managed, held: Mapping[ObjectKey, str] | None = None) -> VmSt
     )
 
 
+def _selected(selector: Mapping[str, str], nodes: Mapping[str, NodeView]) -> frozenset[str] | None:
+    """The nodes whose labels match a nodeSelector (None: no selector, any node)."""
+    if not selector:
+        return None
+    wanted = set(selector.items())
+    return frozenset(name for name, node in nodes.items() if wanted <= set(node.labels))
+
+
 def build_snapshot(
     observed: Observed,
     demand: DemandReading,
@@ -586,7 +594,11 @@ def build_snapshot(
         (vmi.overhead for vmi in vmis.values() if vmi.overhead is not None), default=default_overhead
     )
     stopped = tuple(
-        (item.vm.request or item.vm.guest or item.settings.startup) + max(default_overhead, launcher_overhead)
+        StoppedVm(
+            (item.vm.request or item.vm.guest or item.settings.startup)
+            + max(default_overhead, launcher_overhead),
+            _selected(item.vm.node_selector, node_views),
+        )
         for item in managed.values()
         if item.phase in (Phase.STOPPED, Phase.NOT_RUNNING)
         and item.vm is not None

@@ -71,6 +71,7 @@ __all__ = [
     "ClusterState",
     "ClusterVm",
     "InFlight",
+    "StoppedVm",
     "VmPlan",
     "estimate_demand",
     "is_paging",
@@ -149,6 +150,15 @@ class InFlight:
 
 
 @dataclass(frozen=True, slots=True)
+class StoppedVm:
+    """A VM defined but not running: what its launcher would ask to start (``memory``), and the nodes it may
+    start on (its nodeSelector; None: any)."""
+
+    request: int
+    allowed_nodes: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterState:
     """Nodes, running VMs, migrations in flight, the requests of launcher pods waiting to start (``pending``:
     VMs that want to run and found no node with room; the plan keeps their memory free) and those the VMs
@@ -159,7 +169,7 @@ class ClusterState:
     vms: tuple[ClusterVm, ...]
     in_flight: tuple[InFlight, ...] = ()
     pending: tuple[int, ...] = ()
-    stopped: tuple[int, ...] = ()
+    stopped: tuple[StoppedVm, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,7 +715,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
 _Move = tuple[str, str, _Ask, _Ask]  # source, target, what the VM asks there, what it asked on its source
 
 
-def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[int, ...]) -> int:
+def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm, ...]) -> int:
     """The launcher request of the largest stopped VM that has a hole to start in now and would have none
     once ``moves`` are done (each source given back what its VM asked there), or 0. Without such a hole a
     start is refused, and a cluster with every hole smaller than a VM is frozen: each later change is a
@@ -714,13 +724,20 @@ def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[int, ...]
     if not stopped:
         return 0
     free = {n: room.free(n) for n in room.memory}
-    start = max((s for s in stopped if s <= max(free.values(), default=0)), default=0)
-    if start <= 0:
+
+    def hole(vm: StoppedVm, free: dict[str, int]) -> int:
+        return max(
+            (f for n, f in free.items() if vm.allowed_nodes is None or n in vm.allowed_nodes), default=0
+        )
+
+    fitting = [vm for vm in stopped if vm.request <= hole(vm, free)]
+    if not fitting:
         return 0
+    start = max(fitting, key=lambda vm: vm.request)
     for source, target, ask, leaving in moves:
         free[target] -= ask[0]
         free[source] = free.get(source, 0) + leaving[0]
-    return start if max(free.values()) < start else 0
+    return start.request if hole(start, free) < start.request else 0
 
 
 def _room_for_start(

@@ -57,7 +57,7 @@ from fractions import Fraction
 
 from dynamem.policy import BalanceConfig, GiB, VmDecision, VmLimits, VmState, format_bytes
 from dynamem.policy.balance import pressure_of, status_of, vm_levels
-from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight
+from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES, ORACLE, ClusterPolicy
 from dynamem.sim.guest import GuestModel
 from dynamem.sim.result import (
@@ -205,7 +205,7 @@ class _Cluster:
         *,
         truth: bool,
         pending: tuple[int, ...],
-        stopped: tuple[int, ...] = (),
+        stopped: tuple[StoppedVm, ...] = (),
     ) -> ClusterState:
         """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
         vms = []
@@ -503,7 +503,7 @@ def simulate_kubevirt(
                 not_started[spec.name] = why
             # launcher pods waiting to start, and those of the VMs that are off (defined, not running)
             pending = tuple(limits[name].startup + overhead for name in not_started)
-            stopped = tuple(limits[name].startup + overhead for name in off)
+            stopped = tuple(StoppedVm(limits[name].startup + overhead) for name in off)
             state = cluster.state(demand_now, guest, at, truth=truth, pending=pending, stopped=stopped)
             for vm_state in state.vms:
                 seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0

@@ -314,7 +314,10 @@ def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_the
     )
     snapshot = build_snapshot(seen, NO_DEMAND, default_overhead=256 * 2**20)
     assert snapshot.cluster is not None
-    assert sorted(snapshot.cluster.stopped) == [2 * GI + 256 * 2**20, 3 * GI + 256 * 2**20]
+    assert sorted(vm.request for vm in snapshot.cluster.stopped) == [
+        2 * GI + 256 * 2**20,
+        3 * GI + 256 * 2**20,
+    ]
 
 
 def test_a_stopped_vm_asks_its_memory_request_and_the_overhead_running_launchers_report() -> None:
@@ -332,4 +335,21 @@ def test_a_stopped_vm_asks_its_memory_request_and_the_overhead_running_launchers
     )
     snapshot = build_snapshot(seen, NO_DEMAND)
     assert snapshot.cluster is not None
-    assert snapshot.cluster.stopped == (3 * GI + 300 * 2**20,)
+    assert [vm.request for vm in snapshot.cluster.stopped] == [3 * GI + 300 * 2**20]
+
+
+def test_a_stopped_vm_with_a_node_selector_may_start_only_on_the_nodes_it_selects() -> None:
+    seen = observed(
+        vmms=[make_vmm_body("payroll")],
+        vms=[make_vm_body("payroll", guest="2Gi", run_strategy="Halted", node_selector={"pool": "a"})],
+        vmis=[],
+        nodes=[
+            make_node_body("in-a", allocatable="8Gi", labels={"pool": "a"}),
+            make_node_body("in-b", allocatable="8Gi", labels={"pool": "b"}),
+        ],
+        pods=[],
+    )
+    snapshot = build_snapshot(seen, NO_DEMAND)
+    assert snapshot.cluster is not None
+    (payroll,) = snapshot.cluster.stopped
+    assert payroll.allowed_nodes == frozenset({"in-a"})
