@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client as k8s_client
+from kubernetes import watch as k8s_watch
 
 from dynamem.kube.objects import GI, MI, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
@@ -36,6 +37,14 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, 
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def condition(body: Mapping[str, Any], kind: str, field: str = "status") -> str | None:
+    """``field`` of the status condition ``kind`` of ``body``, None when it has none."""
+    for found in body.get("status", {}).get("conditions") or []:
+        if found.get("type") == kind:
+            return found.get(field)  # type: ignore[no-any-return]
+    return None
 
 
 def workday(node: str, steps: int = 3) -> Scenario:
@@ -219,6 +228,33 @@ class Stack(KubeVirtReads):
         return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
             "dynamem.io", "v1alpha1", self.namespace, "virtualmachinememories", name
         )
+
+    def watch_vmm(
+        self, name: str, since: str, check: Callable[[Mapping[str, Any]], bool], timeout: float
+    ) -> Mapping[str, Any]:
+        """The first version of VirtualMachineMemory ``name`` after resourceVersion ``since`` that passes
+        ``check``, from a watch: every write is seen, also a state that lasts less than a poll."""
+        stream = k8s_watch.Watch()
+        last: Mapping[str, Any] | None = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in stream.stream(
+                self.custom.list_namespaced_custom_object,
+                "dynamem.io",
+                "v1alpha1",
+                self.namespace,
+                "virtualmachinememories",
+                field_selector=f"metadata.name={name}",
+                resource_version=since,
+                timeout_seconds=max(1, int(deadline - time.monotonic())),
+            ):
+                last = event["object"]
+                since = last["metadata"]["resourceVersion"]
+                if check(last):
+                    stream.stop()
+                    return last
+        status = last.get("status") if last is not None else None
+        raise AssertionError(f"timed out after {timeout:.0f}s watching {name}; last status seen: {status!r}")
 
     def guest(self, name: str) -> int | None:
         """memory.guest of the VM (what dynamem asked for)."""

@@ -17,7 +17,7 @@ from dynamem.kube.objects import GI, MI
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, one_node, wait_until
+from .operator_harness import Stack, condition, one_node, wait_until
 
 VM_1_4 = {"startup": "1Gi", "maximum": "4Gi"}
 
@@ -170,6 +170,7 @@ def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., St
     stack.set_demand(legacy=0.5)
     stack.start_operator()
     stack.converge({"legacy": 1})
+    since = stack.vmm("legacy")["metadata"]["resourceVersion"]
     # Someone lowers memory.guest below what the VM booted with: KubeVirt answers RestartRequired.
     stack.custom.patch_namespaced_custom_object(
         "kubevirt.io",
@@ -179,7 +180,19 @@ def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., St
         "legacy",
         {"spec": {"template": {"spec": {"domain": {"memory": {"guest": "512Mi"}}}}}},
     )
-    wait_until("RestartRequired", lambda: stack.conditions("legacy").get("RestartRequired") == "True", 30)
+    # dynamem mirrors the condition in the round that sees it, and in that round takes the refused value back
+    # (memory.guest to what the guest has), upon which KubeVirt clears the condition and the next round
+    # mirrors that: True lasts a fraction of a second, so every status write is watched, none polled.
+    seen = stack.watch_vmm("legacy", since, lambda body: condition(body, "RestartRequired") == "True", 30)
+    assert condition(seen, "RestartRequired", "reason") == "KubeVirt"
+    hold = wait_until("the VM held", lambda: stack.vmm("legacy").get("status", {}).get("hold"), 30)
+    assert "restart is required" in hold["reason"], hold
+    assert stack.guest("legacy") == GI, "memory.guest back at what the guest has"
+    wait_until(
+        "RestartRequired cleared by KubeVirt, mirrored",
+        lambda: stack.conditions("legacy").get("RestartRequired") == "False",
+        30,
+    )
 
 
 def test_a_failed_hotplug_is_taken_back(make_stack: Callable[..., Stack]) -> None:
