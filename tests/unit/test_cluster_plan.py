@@ -30,6 +30,7 @@ from dynamem.sim.scenario import parse_scenario
 from dynamem.sim.simulate import simulate
 
 CONFIG = BalanceConfig()
+GUESS = BalanceConfig(paging_spare_percent=0)  # a paging VM grows by the guess alone, not into spare memory
 
 
 def make_vm(
@@ -111,7 +112,7 @@ def test_a_change_names_a_target_other_than_its_node_where_it_fits() -> None:
         {"n1": 1, "n2": 2, "n3": 6, "n4": 1.5},
         make_vm("a", "n1", size=1, demand=2),
     )
-    plan = plan_cluster(state, CONFIG, 0.0)
+    plan = plan_cluster(state, GUESS, 0.0)
     (change,) = plan.changes
     assert (change.name, change.current, change.assigned, change.target_node) == ("a", GiB, 1920 * MiB, "n2")
     assert "paging" in change.reason and "to n2" in change.reason
@@ -296,13 +297,53 @@ def test_demand_that_jumps_to_three_and_a_half_times_is_reached_in_three_changes
     assert changes <= 3
 
 
+def test_a_guessed_grow_goes_further_while_the_cluster_has_memory_to_spare() -> None:
+    # a (1Gi) pages on n1: guessed 1.5Gi, target 1920Mi, a grow of 896Mi. n2 (16Gi) is empty: the cluster
+    # has 17Gi - 1920Mi beyond every target, less three of the largest hole (a's floor, 1Gi) still more than
+    # the grow, so a grows 100 % further: 1920Mi + 896Mi = 2816Mi, in one change where the guess alone would
+    # leave a true demand of 2.5Gi short and need a second migration.
+    state = make_state({"n1": 1, "n2": 16}, make_vm("a", "n1", size=1, demand=2.5))
+    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert (change.assigned, change.target_node) == (2816 * MiB, "n2")
+    assert "memory to spare in the cluster: 896Mi beyond the guess" in change.reason
+    (guess,) = plan_cluster(state, GUESS, 0.0).changes
+    assert guess.assigned == 1920 * MiB
+    # never above its maximum: with maximum 2Gi the grow stops there
+    capped = make_state({"n1": 1, "n2": 16}, make_vm("a", "n1", size=1, demand=2.5, maximum=2))
+    (change,) = plan_cluster(capped, CONFIG, 0.0).changes
+    assert change.assigned == 2 * GiB
+
+
+def test_memory_to_spare_keeps_room_for_stopped_vms_and_three_holes() -> None:
+    # As above, n2 8Gi: 9Gi - 1920Mi = 7296Mi beyond a's target; less three holes of 1Gi, 4224Mi to spare, so
+    # the 896Mi further is given. Stopped VMs whose launchers ask 3.5Gi leave 640Mi: a grows 640Mi further.
+    # Stopped VMs asking 4.5Gi leave nothing: the guess alone.
+    state = make_state({"n1": 1, "n2": 8}, make_vm("a", "n1", size=1, demand=2.5))
+    (free,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert free.assigned == 2816 * MiB
+    some = replace(state, stopped=(StoppedVm(2 * GiB), StoppedVm(1536 * MiB)))
+    (change,) = plan_cluster(some, CONFIG, 0.0).changes
+    assert change.assigned == 1920 * MiB + 640 * MiB
+    full = replace(state, stopped=(StoppedVm(2 * GiB), StoppedVm(2560 * MiB)))
+    (change,) = plan_cluster(full, CONFIG, 0.0).changes
+    assert change.assigned == 1920 * MiB
+    assert "beyond the guess" not in change.reason
+
+
+def test_a_known_demand_is_not_grown_into_memory_to_spare() -> None:
+    # The oracle's (and any caller's) true demand is no guess: 2.5Gi with 20 % buffer is 3200Mi, nothing more.
+    state = make_state({"n1": 1, "n2": 16}, make_vm("a", "n1", size=1, demand=2.5, truth=True))
+    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert change.assigned == 3200 * MiB
+
+
 def test_pending_starts_keep_their_room() -> None:
     # Two nodes of 4Gi; a (2Gi, floor 1Gi) pages: demand taken as 3Gi, target 3.75Gi. With a 5Gi launcher pod
     # waiting to start, the cluster has 8 - 5 = 3Gi for a: its demand (3Gi), no buffer.
     state = make_state({"n1": 4, "n2": 4}, make_vm("a", "n1", size=2, demand=4, startup=1))
-    (alone,) = plan_cluster(state, CONFIG, 0.0).changes
+    (alone,) = plan_cluster(state, GUESS, 0.0).changes
     assert alone.assigned == 3840 * MiB
-    (waiting,) = plan_cluster(replace(state, pending=(5 * GiB,)), CONFIG, 0.0).changes
+    (waiting,) = plan_cluster(replace(state, pending=(5 * GiB,)), GUESS, 0.0).changes
     assert waiting.assigned == 3 * GiB
 
 

@@ -482,14 +482,16 @@ def test_one_round_per_step_unless_an_interval_is_set(workday_2nodes_path: str) 
     # show more use than it has, so the plan guesses (it pages: x1.875 with its buffer) and, deciding once a
     # step, leaves Finance short for the whole of step 1. Deciding every minute, it grows again as soon as the
     # first grow has landed and Finance still pages: it has its demand before the step ends.
-    s = load_scenario(workday_2nodes_path)
-    once = simulate(s, "dynamem")
+    # (The guess alone: with the cluster's memory to spare, the first grow goes further and serves Finance at
+    # once; test_memory_to_spare_serves_a_jump_in_one_change.)
+    s, guess = load_scenario(workday_2nodes_path), BalanceConfig(paging_spare_percent=0)
+    once = simulate(s, "dynamem", guess)
     assert once.interval_s == s.step_seconds
-    assert simulate(s, "dynamem", interval_s=s.step_seconds).summary == once.summary
+    assert simulate(s, "dynamem", guess, interval_s=s.step_seconds).summary == once.summary
     # Once a step, as before rounds existed: 1Gi x 1.5 with its 20 % buffer, 1.875Gi, short of 2.4Gi.
     assert once.steps[1].vms["finance"].assigned == 1920 * MiB
     assert once.summary.unmet_demand == pytest.approx(0.525, abs=1e-9)
-    every_minute = simulate(s, "dynamem", interval_s=60)
+    every_minute = simulate(s, "dynamem", guess, interval_s=60)
     finance = every_minute.steps[1].vms["finance"]
     assert finance.demand is not None and finance.assigned >= finance.demand
     grows = [m for m in every_minute.steps[1].migrations if m.vm == "finance"]
@@ -499,7 +501,17 @@ def test_one_round_per_step_unless_an_interval_is_set(workday_2nodes_path: str) 
     assert every_minute.summary.unmet_demand < once.summary.unmet_demand
     # The scenario's own key does the same as the argument.
     keyed = parse_scenario({**yaml.safe_load(Path(workday_2nodes_path).read_text()), "interval": "1m"}, "k")
-    assert simulate(keyed, "dynamem").summary == every_minute.summary
+    assert simulate(keyed, "dynamem", guess).summary == every_minute.summary
+
+
+def test_memory_to_spare_serves_a_jump_in_one_change(workday_2nodes_path: str) -> None:
+    # The same jump, deciding once a step, with node-b empty: the guess (1920Mi) and as much again beyond it
+    # (896Mi), 2816Mi, more than Finance's 2.4Gi. One migration, and the day is served in full.
+    result = simulate(load_scenario(workday_2nodes_path), "dynamem")
+    finance = result.steps[1].vms["finance"]
+    assert finance.assigned == 2816 * MiB and "beyond the guess" in finance.reason
+    assert result.summary.unmet_demand == 0
+    assert len([m for step in result.steps for m in step.migrations if m.vm == "finance"]) == 1
 
 
 def test_a_vm_that_could_not_start_starts_in_a_later_round_of_the_step() -> None:

@@ -108,8 +108,10 @@ class BalanceConfig:
     ``parallelOutboundMigrationsPerNode`` 2). A guest pages when its usable memory is under
     ``paging_headroom_percent`` of what it has and its swap-in traffic exceeds ``paging_swap_bps`` or its
     major faults ``paging_faults_ps`` (KubeVirt's own alert: 5 %, 1 MiB/s, 5/s); its demand is then taken as
-    its size x (100 + ``paging_growth_percent``) / 100. ``shrink_window_s``: a VM shrinks only on the highest
-    use seen over this window, and not for idleness within this long of its last change.
+    its size x (100 + ``paging_growth_percent``) / 100; while the cluster has memory to spare
+    (``cluster._spare``) that guessed grow is made ``paging_spare_percent`` larger (0 disables).
+    ``shrink_window_s``: a VM shrinks only on the highest use seen over this window, and not for idleness
+    within this long of its last change.
     ``trend_horizon_s``: a use that rose over the window by more than the dead band is grown ahead of by this
     long of its rise (0 disables). ``buffer_worth_percent``: a grow for buffer alone must restore at least
     this percent of the bytes it migrates. ``retry_base_s``/``retry_after_s``: a VM whose migration failed
@@ -139,6 +141,7 @@ class BalanceConfig:
     paging_swap_bps: float = float(MiB)
     paging_faults_ps: float = 5.0
     paging_growth_percent: int = 50
+    paging_spare_percent: int = 100
     trend_horizon_s: float = 3600.0
     shrink_window_s: float = 3600.0
     buffer_worth_percent: int = 25

@@ -138,7 +138,9 @@ def test_a_target_promised_to_a_change_in_flight_is_not_promised_again_in_a_late
         world.add(name)
     world.vmis["engineering"]["status"]["nodeName"] = "d"
     writer, guests = FakeWriter(), PagingGuests(busy={"finance", "sales"})
-    balancer = Balancer(writer, guests, CLUSTER, clock=lambda: NOW)
+    # grows by the guess alone (x1.5 of 1Gi), not beyond it into the memory to spare, so both fit in b
+    exact = RoundOptions(balance=BalanceConfig(grow_headroom_percent=0, paging_spare_percent=0))
+    balancer = Balancer(writer, guests, exact, clock=lambda: NOW)
     round_of(balancer, world)
     targets = {key.name: p.target for key, p in balancer.placements.items()}
     assert targets == {"finance": "b", "sales": "b"}  # best fit: 3Gi of b's 4Gi promised
