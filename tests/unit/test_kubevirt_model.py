@@ -509,7 +509,7 @@ def test_memory_to_spare_serves_a_jump_in_one_change(workday_2nodes_path: str) -
     # (896Mi), 2816Mi, more than Finance's 2.4Gi. One migration, and the day is served in full.
     result = simulate(load_scenario(workday_2nodes_path), "dynamem")
     finance = result.steps[1].vms["finance"]
-    assert finance.assigned == 2816 * MiB and "beyond the guess" in finance.reason
+    assert finance.assigned == 2816 * MiB and "896Mi further with memory to spare" in finance.reason
     assert result.summary.unmet_demand == 0
     assert len([m for step in result.steps for m in step.migrations if m.vm == "finance"]) == 1
 

@@ -220,6 +220,7 @@ class VmPlan:
     size: int = 0
     target_node: str | None = None
     kind: str = ""
+    beyond: int = 0
     reason: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -462,7 +463,7 @@ def _beyond_guess(r: VmPlan, config: BalanceConfig, spare: int) -> int:
     if extra <= 0:
         return 0
     r.want += extra
-    r.notes.append(f"memory to spare in the cluster: {format_bytes(extra)} beyond the guess")
+    r.beyond = extra
     return extra
 
 
@@ -861,6 +862,8 @@ def _decision(r: VmPlan, config: BalanceConfig) -> VmDecision:
         }.get(r.kind, "shrink")
     else:
         reason = "on target" if r.want == vm.assigned else "kept"
+    if r.beyond and size > vm.assigned:
+        reason += f", {format_bytes(r.beyond)} further with memory to spare in the cluster"
     if r.target_node is not None:
         reason += f"; to {r.target_node}"
     if r.notes:
