@@ -370,8 +370,9 @@ def _beyond_targets(records: list[VmPlan], state: ClusterState) -> tuple[int, in
 def _spare(spare: int, hole: int, state: ClusterState) -> int:
     """What paging VMs may take beyond their guessed grows (``paging_spare_percent``): the memory beyond
     every target less the starts of every stopped VM and three of the largest holes, so that what is handed
-    out keeps room for those starts and for the moves behind them. Measured (bench/compare.py, 27 scenarios):
-    one hole or none loses more on days whose demand rises everywhere (office) than it wins elsewhere."""
+    out keeps room for those starts and for the moves behind them. Measured (bench/compare.py, 27 scenarios,
+    docs/cluster-plan.md): one hole has lower totals but wins fewer scenarios and migrates more GiB; not
+    counting every stopped VM leaves late VMs no room to start."""
     return max(0, spare - _SPARE_HOLES * hole - sum(s.request for s in state.stopped))
 
 
