@@ -330,6 +330,61 @@ def test_memory_to_spare_keeps_room_for_stopped_vms_and_three_holes() -> None:
     assert "memory to spare" not in change.reason
 
 
+def test_the_extra_is_dropped_rather_than_the_grow_when_it_would_take_a_stopped_vms_last_hole() -> None:
+    # a (1Gi) pages on n1 (1Gi); n2 3Gi, n3-n6 2Gi each, empty; a stopped VM asks 2.5Gi: only n2 has its hole.
+    # Spare: 13Gi - 1920Mi - 3 x 1Gi - 2.5Gi = 5.6Gi, so a asks 2816Mi, which fits only on n2 and would take
+    # that hole. The extra is dropped, not the grow: the guess, 1920Mi, goes to n3 (best fit).
+    a = make_vm("a", "n1", size=1, demand=2.5)
+    state = replace(
+        make_state({"n1": 1, "n2": 3, "n3": 2, "n4": 2, "n5": 2, "n6": 2}, a),
+        stopped=(StoppedVm(2560 * MiB),),
+    )
+    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert (change.assigned, change.target_node) == (1920 * MiB, "n3")
+    assert "memory to spare" not in change.reason and "not grown" not in change.reason
+
+
+def test_the_extra_never_cuts_into_the_largest_hole() -> None:
+    # n2 2.5Gi, n3-n6 2Gi: 2816Mi fits nowhere whole. Rather than take all of n2 ("as much as fits"), the
+    # extra is dropped and the guess goes to n3, the best fit, keeping n2's hole whole.
+    state = make_state(
+        {"n1": 1, "n2": 2.5, "n3": 2, "n4": 2, "n5": 2, "n6": 2}, make_vm("a", "n1", demand=2.5)
+    )
+    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert (change.assigned, change.target_node) == (1920 * MiB, "n3")
+
+
+def test_a_demand_seen_in_the_window_is_no_guess_and_gets_no_extra() -> None:
+    # a pages at 1Gi but used 3Gi within the window (cut by someone else): its demand is that peak, seen, and
+    # its target 3Gi / 0.8 = 3840Mi is all it asks, with 16Gi free.
+    state = make_state({"n1": 1, "n2": 16}, make_vm("a", "n1", size=1, demand=3, peak=3))
+    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    assert change.assigned == 3840 * MiB
+
+
+def test_memory_to_spare_goes_to_the_higher_priority_first() -> None:
+    # lo (priority 10) and hi (90), 1Gi each, page on n1; n2 has 6Gi. Spare: 8Gi - 2 x 1920Mi - 3 x 1Gi =
+    # 1280Mi: hi takes its 896Mi further, lo the 384Mi left, whatever the order they are listed in.
+    lo = make_vm("lo", "n1", demand=2.5, priority=10)
+    hi = make_vm("hi", "n1", demand=2.5, priority=90)
+    plan = plan_cluster(make_state({"n1": 2, "n2": 6}, lo, hi), CONFIG, 0.0)
+    sizes = {d.name: d.assigned for d in plan.decisions}
+    assert sizes == {"hi": 2816 * MiB, "lo": 1920 * MiB + 384 * MiB}
+
+
+def test_a_hugepage_vm_takes_no_memory_to_spare() -> None:
+    # a's guest is 1Gi of hugepages-2Mi (its memory request: no overhead here, so 0); n2 has 8Gi of each. Its
+    # grow is the guess alone: the memory spare is not its resource.
+    pages = "hugepages-2Mi"
+    a = replace(make_vm("a", "n1", demand=2.5), pages=pages, request=0)
+    nodes = (
+        ClusterNode("n1", 4 * GiB, 0, ((pages, GiB, GiB),)),
+        ClusterNode("n2", 8 * GiB, 0, ((pages, 8 * GiB, 0),)),
+    )
+    (change,) = plan_cluster(ClusterState(nodes, (a,)), CONFIG, 0.0).changes
+    assert (change.assigned, change.target_node) == (1920 * MiB, "n2")
+
+
 def test_a_known_demand_is_not_grown_into_memory_to_spare() -> None:
     # The oracle's (and any caller's) true demand is no guess: 2.5Gi with 20 % buffer is 3200Mi, nothing more.
     state = make_state({"n1": 1, "n2": 16}, make_vm("a", "n1", size=1, demand=2.5, truth=True))

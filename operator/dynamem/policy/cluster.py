@@ -11,7 +11,8 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    ``(100 + paging_growth_percent) / 100`` (multiplicative growth, so a guest whose demand jumps to 3.5 times
    its size reaches it in two or three changes), or its highest use over the window (``used_peak``) if that
    is more (a guest cut below the use it had, by another manager say, goes back to that use in one change).
-   While the cluster has memory to spare (step 3), that guess is made ``paging_spare_percent`` larger.
+   While the cluster has memory to spare (step 3), the grow to the target of that guess goes
+   ``paging_spare_percent`` further (the demand reported stays the guess).
    Otherwise the demand is the highest use seen over the last ``shrink_window_s`` (``used_peak``): a VM
    shrinks only on use that stayed low, never on one sample. A use that rose steadily over that window
    (``used_rise_bps``, least squares, Prometheus' ``deriv``; by more than the dead band, so noise is no trend)
@@ -28,10 +29,12 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    buffer but is never cut below the size whose guest holds its demand without paging, which would only move
    unmet demand for a migration), and a VM changed less than ``shrink_window_s`` ago is not shrunk for
    idleness (it has not been idle at its size for a window; a shrink now and a grow at the next peak would
-   be two migrations for nothing). A paging VM whose demand is a guess grows ``paging_spare_percent`` further
-   while the cluster has memory to spare beyond every VM's target, the starts of every stopped VM and three
-   times the largest VM's hole (:func:`_spare`): an undershoot costs a step short and one more migration, an
-   overshoot only memory nobody needs yet. When the
+   be two migrations for nothing). A paging VM whose demand is the multiplicative guess (not a peak or a rise
+   it showed; not a hugepage VM) grows ``paging_spare_percent`` further while the cluster has memory to spare
+   beyond every VM's target, the starts of every stopped VM and three times the largest VM's hole
+   (:func:`_spare`), highest priority first: an undershoot costs a step short and one more migration, an
+   overshoot memory nobody needs yet and, after the shrink window, a shrink. Placement drops the extra rather
+   than cut the grow or take a stopped VM's last hole for it. When the
    cluster has less memory to spare beyond every VM's target than the largest VM needs to move or start at
    its floor, a VM above its target is shrunk in dead-band steps rather than only past the wide shrink
    band: memory held above targets is then what keeps other VMs from moving or starting.
@@ -220,6 +223,7 @@ class VmPlan:
     size: int = 0
     target_node: str | None = None
     kind: str = ""
+    guessed: bool = False
     beyond: int = 0
     reason: str = ""
     notes: list[str] = field(default_factory=list)
@@ -262,12 +266,17 @@ def _estimate(vm: ClusterVm, config: BalanceConfig) -> tuple[int | None, bool, i
         return None, False, 0
     ahead = _ahead(vm, config)
     if is_paging(vm, config):
-        grown = vm.assigned * (100 + config.paging_growth_percent) // 100
+        grown = _guess(vm, config)
         # a guest cut below the use it had within the window (by another manager, say) goes back to that
         # use at once, not by x1.5 steps that end there anyway once it stops paging
         return max(grown, vm.used + ahead, vm.used_peak or 0), True, ahead
     peak = vm.used if vm.used_peak is None or vm.used_peak < vm.used else vm.used_peak
     return max(peak, vm.used + ahead), False, ahead
+
+
+def _guess(vm: ClusterVm, config: BalanceConfig) -> int:
+    """A paging guest's demand when nothing it shows says more: its size x (100 + paging_growth_percent) %."""
+    return vm.assigned * (100 + config.paging_growth_percent) // 100
 
 
 def _levels(record: VmPlan, config: BalanceConfig) -> None:
@@ -283,6 +292,7 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     for record in records:
         vm = record.vm
         record.demand, record.paging, ahead = _estimate(vm, config)
+        record.guessed = record.paging and vm.demand is None and record.demand == _guess(vm, config)
         if ahead and vm.used is not None and record.demand == vm.used + ahead:
             record.notes.append(f"use rising: demand taken {ahead // MiB}Mi above use, an hour ahead")
         _levels(record, config)
@@ -305,7 +315,9 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     for resource in sorted({r.vm.resource for r in records}):
         short = _size(records, state, config, resource) or short
     spare, hole = _beyond_targets(records, state)
-    _worth(records, config, short, now, spare < hole, _spare(spare, hole, state))
+    _worth(records, config, short, now, spare < hole)
+    if not short and spare >= hole:
+        _grow_into_spare(records, config, _spare(spare, hole, state))
     order = _place(records, state, config)
     decisions = tuple(_decision(r, config) for r in records)
     moving = sum(1 for d in decisions if not d.in_flight and d.assigned != d.current)
@@ -379,11 +391,8 @@ def _spare(spare: int, hole: int, state: ClusterState) -> int:
 _SPARE_HOLES = 3
 
 
-def _worth(
-    records: list[VmPlan], config: BalanceConfig, short: bool, now: float, tight: bool, spare: int
-) -> None:
-    """Drop changes that do not pay for their migration; mark the kind of each change that stays. ``spare``:
-    what guessed grows of paging VMs may take beyond their guess (:func:`_spare`)."""
+def _worth(records: list[VmPlan], config: BalanceConfig, short: bool, now: float, tight: bool) -> None:
+    """Drop changes that do not pay for their migration; mark the kind of each change that stays."""
     for r in records:
         if r.held is not None:
             continue
@@ -405,8 +414,6 @@ def _worth(
                     r.notes.append("grow within the dead band: not worth a migration")
                     continue
                 r.kind = "demand"
-                if r.paging and r.vm.demand is None and not short and not tight:
-                    spare -= _beyond_guess(r, config, spare)
                 continue
             if gain < band or gain * 100 < config.buffer_worth_percent * cur:
                 r.want = cur
@@ -456,16 +463,20 @@ def _worth(
             r.notes.append("within shrink band")
 
 
-def _beyond_guess(r: VmPlan, config: BalanceConfig, spare: int) -> int:
-    """Grow a paging VM's guessed ``want`` by ``paging_spare_percent`` of the grow, at most its maximum and
-    ``spare``; returns what it took."""
-    extra = min((r.want - r.vm.assigned) * config.paging_spare_percent // 100, r.top - r.want, spare)
-    extra -= extra % r.unit
-    if extra <= 0:
-        return 0
-    r.want += extra
-    r.beyond = extra
-    return extra
+def _grow_into_spare(records: list[VmPlan], config: BalanceConfig, spare: int) -> None:
+    """Grow each paging VM whose demand is the multiplicative guess (not its window's peak or its rise, which
+    are seen) ``paging_spare_percent`` of its grow further, at most its maximum and what is left of
+    ``spare``, highest priority and largest grow first. The extra is only asked: placement drops it rather
+    than cut the grow or close a stopped VM's hole for it. Hugepage VMs take no ``memory`` spare."""
+    wanting = [r for r in records if r.kind == "demand" and r.guessed and r.vm.resource == MEMORY]
+    wanting.sort(key=lambda r: (-r.vm.limits.priority, -(r.want - r.vm.assigned), r.vm.name))
+    for r in wanting:
+        extra = min((r.want - r.vm.assigned) * config.paging_spare_percent // 100, r.top - r.want, spare)
+        extra -= extra % r.unit
+        if extra > 0:
+            r.want += extra
+            r.beyond = extra
+            spare -= extra
 
 
 def _holding(r: VmPlan, config: BalanceConfig) -> int:
@@ -641,7 +652,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         key=lambda r: (
             _ORDER[r.kind],
             -r.vm.limits.priority if r.kind == "demand" else 0,
-            -abs(r.want - r.vm.assigned),
+            -abs(r.want - r.beyond - r.vm.assigned),
             r.vm.name,
         )
     )
@@ -687,8 +698,10 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         if outbound.get(vm.node, 0) >= per_node:
             r.notes.append(f"deferred: {per_node} migrations already out of {vm.node}")
             continue
+        node = _place_beyond(r, room, state.stopped) if r.beyond else None
         size = r.want
-        node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
+        if node is None:
+            node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
         if node is None and size > vm.assigned:
             # As large as fits somewhere, if that still relieves or restores enough.
             most = max(
@@ -748,6 +761,20 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
 
 
 _Move = tuple[str, str, _Ask, _Ask]  # source, target, what the VM asks there, what it asked on its source
+
+
+def _place_beyond(r: VmPlan, room: _Room, stopped: tuple[StoppedVm, ...]) -> str | None:
+    """The node for a grow with memory to spare beyond its guess, whole; or None, and the extra dropped, when
+    it fits nowhere or would take the last hole a stopped VM needs: the guess is then placed as any grow."""
+    vm = r.vm
+    node = room.best(_ask(vm, r.want), vm.node, allowed=vm.allowed_nodes)
+    if node is not None and not _closes_start_hole(
+        room, [(vm.node, node, _ask(vm, r.want), _ask(vm, vm.assigned))], stopped
+    ):
+        return node
+    r.want -= r.beyond
+    r.beyond = 0
+    return None
 
 
 def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm, ...]) -> int:
