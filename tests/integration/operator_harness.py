@@ -39,14 +39,6 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
-def condition(body: Mapping[str, Any], kind: str, field: str = "status") -> str | None:
-    """``field`` of the status condition ``kind`` of ``body``, None when it has none."""
-    for found in body.get("status", {}).get("conditions") or []:
-        if found.get("type") == kind:
-            return found.get(field)  # type: ignore[no-any-return]
-    return None
-
-
 def workday(node: str, steps: int = 3) -> Scenario:
     """The seed's workday starting on one 8Gi node, with a second 8Gi node to migrate to (every memory change
     in KubeVirt is a live migration to another node); demand is steered by the tests, step by step."""

@@ -13,11 +13,11 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
-from dynamem.kube.objects import GI, MI, quantity_bytes
+from dynamem.kube.objects import GI, MI, condition_is, conditions, quantity_bytes
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, condition, one_node, wait_until
+from .operator_harness import Stack, one_node, wait_until
 
 VM_1_4 = {"startup": "1Gi", "maximum": "4Gi"}
 
@@ -196,8 +196,8 @@ def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., St
     # dynamem mirrors the condition in the round that sees it, and in that round takes the refused value back
     # (memory.guest to what the guest has), upon which KubeVirt clears the condition and the next round
     # mirrors that: True lasts a fraction of a second, so every status write is watched, none polled.
-    seen = stack.watch_vmm("legacy", since, lambda body: condition(body, "RestartRequired") == "True", 30)
-    assert condition(seen, "RestartRequired", "reason") == "KubeVirt"
+    seen = stack.watch_vmm("legacy", since, lambda body: condition_is(body, "RestartRequired"), 30)
+    assert conditions(seen)["RestartRequired"]["reason"] == "KubeVirt"
     hold = wait_until("the VM held", lambda: stack.vmm("legacy").get("status", {}).get("hold"), 30)
     assert "restart is required" in hold["reason"], hold
     assert stack.guest("legacy") == GI, "memory.guest back at what the guest has"
