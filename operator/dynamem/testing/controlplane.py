@@ -697,20 +697,40 @@ class ControlPlane:
         self.wait_for_crds([crd["metadata"]["name"] for crd in crds], timeout)
 
     def wait_for_crds(self, names: Iterable[str], timeout: float = 30.0) -> None:
-        """Wait until every named CRD has condition Established=True."""
+        """Wait until every named CRD has condition Established=True and each served version lists."""
         pending = set(names)
         deadline = time.monotonic() + timeout
         path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
         while pending:
             for name in sorted(pending):
                 response = self.http.get(f"{path}/{name}")
-                if response.status_code == 200 and _established(response.json()):
+                if (
+                    response.status_code == 200
+                    and _established(response.json())
+                    and self._served(response.json())
+                ):
                     pending.discard(name)
             if not pending:
                 return
             if time.monotonic() > deadline:
                 raise ControlPlaneError(f"CRDs not Established after {timeout:.0f}s: {sorted(pending)}")
             time.sleep(0.05)
+
+    def _served(self, crd: Mapping[str, Any]) -> bool:
+        """Every served version of an Established CRD answers a list.
+
+        Established says the names are accepted; the API server builds each version's storage (its watch
+        cache) after that and answers 429 "storage is (re)initializing" until it is ready, so a client started
+        at once (the KubeVirt simulator, the operator) would see its first lists refused.
+        """
+        spec = crd.get("spec", {})
+        group, plural = spec.get("group"), spec.get("names", {}).get("plural")
+        for version in spec.get("versions", []):
+            if version.get("served"):
+                listed = self.http.get(f"/apis/{group}/{version['name']}/{plural}", params={"limit": 1})
+                if listed.status_code != 200:
+                    return False
+        return True
 
     def create_node(
         self,
