@@ -58,13 +58,20 @@ def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, s
     return {"type": kind, "status": status, "reason": reason, "message": message}
 
 
+_UNKNOWN = "Unknown"  # the status word while the VM's demand is not known
+
+
 class Decided(NamedTuple):
     """What a status says beyond its measurements and timestamps: all that tells whether a decision changed.
 
     :func:`desired_status` is made from it, so two equal ``Decided`` make statuses of equal comparable form,
     which lets the book tell a settled VM from its ``Decided`` alone (:meth:`StatusBook.settled`).
-    ``assigned``: bytes; ``over``: why the node is over-subscribed, or None. A named tuple: made and compared
-    for every VM every round.
+    ``assigned``: bytes; ``over``: why the node is over-subscribed, or None; ``judged``: the status word says
+    something of the VM's memory (not ``Unknown``). The word is otherwise a measurement, written at most once
+    a refresh period (OK and Low flip with every scrape), but its coming and going is news: right after a
+    move the VM's demand is unknown for a round (its last sample is of the guest before the change), and an
+    ``Unknown`` written then would stand for a whole refresh period. A named tuple: made and compared for
+    every VM every round.
     """
 
     node: str | None
@@ -77,6 +84,7 @@ class Decided(NamedTuple):
     restart: bool
     over: str | None
     owners: tuple[str, ...]
+    judged: bool
 
 
 def decided(
@@ -117,6 +125,9 @@ def decided(
         restart=item.vm is not None and item.vm.restart_required,
         over=plan.reason if plan is not None and plan.over_subscribed else None,
         owners=owners,
+        judged=decision.demand is not None
+        if decision is not None
+        else item.phase is Phase.STOPPED and item.settings is not None,
     )
 
 
@@ -151,7 +162,7 @@ def desired_status(
         "node": part.node,
         "assigned": to_quantity(part.assigned) if part.assigned is not None else None,
         **measured(item, decision),
-        "memoryStatus": "Unknown",
+        "memoryStatus": _UNKNOWN,
         "reason": part.ready[2],
         "observedGeneration": part.generation,
         "hold": part.hold.to_status() if part.hold is not None else None,
@@ -160,7 +171,7 @@ def desired_status(
     if item.phase is Phase.STOPPED and item.settings is not None:
         status["memoryStatus"] = "Stopped"
     if decision is not None:
-        status["memoryStatus"] = decision.status.value if decision.demand is not None else "Unknown"
+        status["memoryStatus"] = decision.status.value if decision.demand is not None else _UNKNOWN
         status["reason"] = decision.reason
     if note is not None:
         status["reason"] = note
@@ -280,6 +291,7 @@ def _measures_moved(new: Measures, old: Measures) -> bool:
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
     """A status without timestamps, measurements and empty fields, to tell whether a decision changed."""
     plain = {k: v for k, v in status.items() if v is not None and k not in _NOT_COMPARED}
+    plain["judged"] = status.get("memoryStatus", _UNKNOWN) != _UNKNOWN  # see Decided.judged
     plain["conditions"] = sorted(
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
         for c in status.get("conditions") or []

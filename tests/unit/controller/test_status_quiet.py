@@ -163,3 +163,25 @@ def test_what_is_remembered_of_a_vm_goes_with_its_virtualmachinememory() -> None
         balancer.joins.joins,
     ):
         assert sales not in memory
+
+
+@pytest.mark.parametrize("known_first", [False, True], ids=["unknown-then-known", "known-then-unknown"])
+def test_the_status_word_coming_or_going_is_written_at_once(known_first: bool) -> None:
+    """Right after a move the plan holds the VM for a round with its demand unknown (the last sample is of the
+    guest before the change): the ``Unknown`` written then is replaced at the next round, not a refresh
+    period later (``make demo`` showed it for a minute on VMs long at their demand)."""
+    item = running(demand=GI)
+    first = decision(current=GI, assigned=GI, demand=GI if known_first else None)
+    status = desired_status(item, first, plan_of(first), now=NOW, changed_at=None)
+    book, writer = StatusBook(), FakeWriter()
+    assert write(book, writer, item, status) is True
+    [(_, written)] = writer.statuses
+    assert written["memoryStatus"] == ("OK" if known_first else "Unknown")
+    item = fed_back(item, copy.deepcopy(written), "7")
+    assert both(book, item, first, plan_of(first), NOW + 1)[1] == (False, False)  # settled
+    then = decision(current=GI, assigned=GI, demand=None if known_first else GI)
+    quiet, (needed, changed) = both(book, item, then, plan_of(then), NOW + 2)  # well within the period
+    assert (quiet, needed, changed) == (False, True, True)
+    assert desired_status(item, then, plan_of(then), now=NOW + 2, changed_at=None)["memoryStatus"] == (
+        "Unknown" if known_first else "OK"
+    )
