@@ -123,6 +123,7 @@ class MemoryChange:
     reason: str
     previous: int | None
     revert: bool = False  # taking back a request KubeVirt did not carry out
+    hold: bool = True  # a revert holds the VM until its VMI restarts (not when the request was not dynamem's)
     target_node: str | None = None  # the node the plan chose: dynamem makes the migration there
 
 
@@ -246,7 +247,7 @@ class Balancer:
                 result.memory_writes += 1
                 if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
                     changed_at[change.key] = now
-                if change.revert and not self.options.dry_run:
+                if change.revert and change.hold and not self.options.dry_run:
                     holds[change.key] = hold_for(item, change.reason, now)
             elif outcome is Outcome.REFUSED:
                 holds[change.key] = hold_for(
@@ -681,14 +682,19 @@ def overdue(item: Managed, now: float, deadline_s: float) -> bool:
 
     When it was asked: the VirtualMachineMemory's ``lastChangeTime``, or the ``askedAt`` of the placement
     annotation written with the change (in the same apply, so a leader lost before its status write still
-    leaves the deadline in the cluster), whichever is later."""
+    leaves the deadline in the cluster), whichever is later. A request of another manager (``kubectl edit``)
+    was asked when that manager wrote it (its managedFields entry's time), whenever dynamem last changed the
+    VM: it is not taken back the round it is seen."""
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
         return False
-    times = [parse_rfc3339(item.vmm.status.get("lastChangeTime"))]
-    placement = decode(vm.placement)
-    if placement is not None and placement.guest == vm.guest:
-        times.append(placement.asked_at)
+    if vm.guest_from_others():
+        times = [parse_rfc3339(vm.guest_written_by_others)]
+    else:
+        times = [parse_rfc3339(item.vmm.status.get("lastChangeTime"))]
+        placement = decode(vm.placement)
+        if placement is not None and placement.guest == vm.guest:
+            times.append(placement.asked_at)
     asked = max((t for t in times if t is not None), default=None)
     return asked is not None and now - asked > deadline_s
 
@@ -696,7 +702,12 @@ def overdue(item: Managed, now: float, deadline_s: float) -> bool:
 def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryChange]:
     """Take back requests KubeVirt refused (hotplug failed, restart required) or did not carry out by the
     deadline (its migrations failing meanwhile, retried by KubeVirt): memory.guest back to what the guest
-    has; the VM is then held until its VMI restarts."""
+    has; the VM is then held until its VMI restarts, so that dynamem does not ask for the same again.
+
+    Another manager's request (``kubectl edit`` of memory.guest to less than the guest booted with, which
+    KubeVirt answers with RestartRequired) is taken back too, since dynamem keeps the field, but holds
+    nothing: dynamem did not ask for it, and balancing the VM goes on once KubeVirt has cleared its refusal.
+    A manager that applies memory.guest declaratively blocks the VM instead and is never taken back."""
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.RUNNING or item.vmi is None or not item.vmi.current:
@@ -717,7 +728,13 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
             reason = f"{to_quantity(requested or 0)} not carried out within {deadline_s:.0f}s"
         else:
             continue
-        found.append(MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True))
+        ours = item.vm is None or not item.vm.guest_from_others()
+        if not ours:
+            by = ", ".join(item.vm.foreign_owners()) if item.vm is not None else ""
+            reason = f"{reason}; asked by {by}, not dynamem: the VM stays balanced"
+        found.append(
+            MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True, hold=ours)
+        )
     return found
 
 

@@ -109,6 +109,8 @@ class VmView:
     instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
     guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
     placement: str | None = None  # the PLACEMENT_ANNOTATION dynamem wrote with its last change, as written
+    # when another manager last wrote memory.guest (its managedFields entry's time, RFC 3339), or None
+    guest_written_by_others: str | None = None
     # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
     pages: str | None = None
 
@@ -141,6 +143,15 @@ class VmView:
     def foreign_owners(self) -> tuple[str, ...]:
         """Owners of memory.guest that are not dynamem's own field managers."""
         return tuple(sorted({m for m, _ in self.guest_owners if m not in DYNAMEM_MANAGERS}))
+
+    def guest_from_others(self) -> bool:
+        """memory.guest was last written by another manager: it owns the field and dynamem does not.
+
+        A write that changes a field moves its ownership to the writer (server-side apply's field
+        management), so after ``kubectl edit`` or a controller's update of memory.guest, dynamem's managers no
+        longer own it. A VM without managedFields says nothing: False.
+        """
+        return bool(self.guest_owners) and all(m not in DYNAMEM_MANAGERS for m, _ in self.guest_owners)
 
 
 def hugepage_bytes(domain: Body | None) -> int:
@@ -186,13 +197,25 @@ def run_strategy(body: Body) -> str:
 
 def guest_owners(body: Body) -> tuple[tuple[str, str], ...]:
     """The field managers that own ``spec.template.spec.domain.memory.guest``, with their operation."""
-    found = []
-    for entry in dig(body, "metadata", "managedFields") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        if dig(entry, "fieldsV1", *GUEST_FIELD) is not None:
-            found.append((str(entry.get("manager")), str(entry.get("operation"))))
-    return tuple(found)
+    return tuple((str(entry.get("manager")), str(entry.get("operation"))) for entry in _guest_entries(body))
+
+
+def guest_written_by_others(body: Body) -> str | None:
+    """The latest ``time`` of a managedFields entry of another manager than dynamem's owning memory.guest."""
+    times = [
+        str(entry["time"])
+        for entry in _guest_entries(body)
+        if entry.get("manager") not in DYNAMEM_MANAGERS and entry.get("time")
+    ]
+    return max(times, default=None)  # RFC 3339 in UTC, as the API server writes it: sorts as it reads
+
+
+def _guest_entries(body: Body) -> list[Mapping[str, Any]]:
+    return [
+        entry
+        for entry in dig(body, "metadata", "managedFields") or []
+        if isinstance(entry, Mapping) and dig(entry, "fieldsV1", *GUEST_FIELD) is not None
+    ]
 
 
 def vm_view(body: Body) -> VmView:
@@ -214,6 +237,7 @@ def vm_view(body: Body) -> VmView:
         run_strategy=run_strategy(body),
         instancetype=(dig(body, "spec", "instancetype", "name") or None),
         guest_owners=guest_owners(body),
+        guest_written_by_others=guest_written_by_others(body),
         placement=(dig(body, "metadata", "annotations") or {}).get(PLACEMENT_ANNOTATION) or None,
     )
 

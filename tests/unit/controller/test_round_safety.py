@@ -190,6 +190,64 @@ def test_a_change_within_its_deadline_is_left_in_flight() -> None:
     assert applied(writer) == []
 
 
+def edited_by_hand(world: World, guest: str, written: float) -> None:
+    """``kubectl edit`` of finance's memory.guest: the field is kubectl's (managedFields), not dynamem's."""
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = guest
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "dynamem", "operation": "Apply", "fieldsV1": {"f:metadata": {}}},
+        {
+            "manager": "kubectl-edit",
+            "operation": "Update",
+            "time": now_rfc3339(written),
+            "fieldsV1": GUEST_FIELDS,
+        },
+    ]
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 3600)}
+
+
+def test_a_refused_edit_by_hand_is_taken_back_without_a_hold() -> None:
+    # Below what the guest booted with: KubeVirt answers RestartRequired and leaves the VMI as it was.
+    world, demand = workday(finance=0.5)
+    edited_by_hand(world, "512Mi", NOW - 5)
+    world.vms["finance"]["status"]["conditions"].append({"type": "RestartRequired", "status": "True"})
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    status = dict(writer.statuses)["finance"]
+    assert status["hold"] is None, "not dynamem's request: nothing to hold"
+    [event] = [e for e in writer.events if e.reason == "MemoryChangeReverted"]
+    assert "asked by kubectl-edit, not dynamem" in event.note
+
+
+def test_dynamems_own_refused_request_is_taken_back_and_held() -> None:
+    world, demand = workday(finance=0.5)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "512Mi"
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "dynamem", "operation": "Apply", "fieldsV1": GUEST_FIELDS}
+    ]
+    world.vms["finance"]["status"]["conditions"].append({"type": "RestartRequired", "status": "True"})
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert "restart is required" in dict(writer.statuses)["finance"]["hold"]["reason"]
+
+
+def test_a_resize_by_hand_in_flight_gets_its_own_deadline() -> None:
+    # dynamem last changed the VM an hour ago; the hand edit is 100 s old: KubeVirt is still carrying it out.
+    world, demand = workday(finance=2.4)
+    edited_by_hand(world, "3Gi", NOW - 100)
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []
+    # not carried out 400 s after the edit: taken back, and still not held
+    edited_by_hand(world, "3Gi", NOW - 400)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert dict(writer.statuses)["finance"]["hold"] is None
+
+
 def failed_migration(vmi: str, created: float) -> dict[str, object]:
     """A migration KubeVirt v1.7.0 failed because its target pod stayed unschedulable
     (``migration.go``, ``handlePendingPodTimeout``): the VMI is left as it was, HotMemoryChange still True."""
