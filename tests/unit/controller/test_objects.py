@@ -292,3 +292,24 @@ def test_hugepages_are_read_per_resource_from_pods_nodes_and_vmis() -> None:
     assert vmi_view(vmi).pages is None
     vmi["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "1Gi"}
     assert vmi_view(vmi).pages == "hugepages-1Gi"
+
+
+def test_who_last_wrote_memory_guest_and_when() -> None:
+    guest = {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}}
+    body = make_vm_body("x")
+    body["metadata"]["managedFields"] = [
+        {"manager": "dynamem", "operation": "Apply", "time": "2026-11-28T10:00:00Z", "fieldsV1": {}},
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-28T09:00:00Z", "fieldsV1": guest},
+        {
+            "manager": "my-controller",
+            "operation": "Update",
+            "time": "2026-11-28T11:30:00Z",
+            "fieldsV1": guest,
+        },
+    ]
+    vm = vm_view(body)
+    assert vm.guest_from_others() and vm.guest_written_by_others == "2026-11-28T11:30:00Z"
+    body["metadata"]["managedFields"][0]["fieldsV1"] = guest  # dynamem owns it too (the same value applied)
+    assert not vm_view(body).guest_from_others()
+    del body["metadata"]["managedFields"]
+    assert not vm_view(body).guest_from_others() and vm_view(body).guest_written_by_others is None
