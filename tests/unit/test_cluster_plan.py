@@ -276,6 +276,28 @@ def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:
     assert "make room on n2 for big" in plan.decisions[1].reason
 
 
+def test_room_is_made_for_a_shrink_the_cluster_needs_by_moving_a_smaller_vm_onto_its_node() -> None:
+    # The shortage of test_a_shortage_takes_buffer_not_demand, with x on a larger n1 (1Gi free beside it) and
+    # n4 holding s (1Gi, at its floor): x's shrink to 3410Mi needs 3410Mi on another node, and none has it
+    # (n4 2.5Gi free, n2 and n3 none). s fits on x's own node now, in the 1Gi free there; once s has left,
+    # n4 has 3.5Gi for x. Two migrations, and the cluster can move again: a frozen cluster (every hole
+    # smaller than any VM's new size) can change nothing, since KubeVirt changes a size only by a move.
+    x = make_vm("x", "n1", size=3.75, demand=3, startup=1, priority=1)
+    y = make_vm("y", "n2", size=2, demand=4, startup=1, priority=100, peak=6)
+    z = make_vm("z", "n3", size=3, demand=0.5, startup=3, maximum=3)
+    s = make_vm("s", "n4", size=1, demand=0.5, startup=1, maximum=1)
+    plan = plan_cluster(make_state({"n1": 4.75, "n2": 2, "n3": 3, "n4": 3.5}, x, y, z, s), CONFIG, 0.0)
+    assert plan.reason.startswith("cluster short")
+    assert [(d.name, d.assigned, d.target_node) for d in plan.changes] == [
+        ("s", GiB, "n1"),
+        ("x", 3410 * MiB, "n4"),
+    ]
+    assert "moved to make room on n4 for x" in plan.decisions[3].reason
+    # an idle shrink (nothing short) is not worth two migrations: with n2 roomy, x keeps its size
+    roomy = plan_cluster(make_state({"n1": 4.75, "n2": 12, "n3": 3, "n4": 3.5}, x, y, z, s), CONFIG, 0.0)
+    assert [d.name for d in roomy.changes if d.name in ("s", "x")] == []
+
+
 def test_demand_that_jumps_to_three_and_a_half_times_is_reached_in_three_changes() -> None:
     # A 2Gi VM whose demand jumps to 7Gi (3.5 x): each change while paging grows it x1.5 plus its buffer.
     scenario = parse_scenario(

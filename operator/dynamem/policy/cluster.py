@@ -46,7 +46,8 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
    hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
    fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
-   migrations, only when that serves demand). Launcher pods waiting to start (``pending``) are placed first:
+   migrations, only when that serves demand, or for a shrink the cluster is short for: a full cluster whose
+   holes are all smaller than any VM's new size otherwise freezes). Launcher pods waiting to start (``pending``) are placed first:
    each keeps a hole it fits in, or one is made by moving the smallest VM that frees it off a node. VMs
    defined but not running (``stopped``) may be started at any moment: no grow closes the last hole the
    largest of them fits in (its source, once left, counts), since once every hole is smaller than the VMs
@@ -720,9 +721,11 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
                 size = fit
                 node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
-        # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations).
+        # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations), for a VM
+        # below its demand and for a shrink the cluster needs (a full cluster otherwise freezes: every hole
+        # smaller than any VM's new size, no change can move anywhere).
         helped: tuple[VmPlan, str, str] | None = None
-        if node is None and r.kind == "demand" and in_flight + 2 <= budget:
+        if node is None and r.kind in ("demand", "needed") and in_flight + 2 <= budget:
             helped = _make_room(r, size, room, movable, planned, outbound, per_node)
             if helped is not None:
                 node = helped[2]
@@ -842,7 +845,11 @@ def _make_room(
     outbound: dict[str, int],
     per_node: int,
 ) -> tuple[VmPlan, str, str] | None:
-    """A smaller VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node)."""
+    """A smaller VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node).
+
+    For a grow, the VM moved goes anywhere but ``r``'s node (where ``r``'s old size is freed only once it has
+    left). For a shrink it may go to ``r``'s node, into room free there now: the two VMs trade places, and
+    the shrink frees the difference."""
     best: tuple[int, str, VmPlan, str] | None = None
     for name, other in sorted(movable.items()):
         o = other.vm
@@ -856,7 +863,8 @@ def _make_room(
             continue
         if r.vm.allowed_nodes is not None and o.node not in r.vm.allowed_nodes:
             continue
-        away = room.best(_ask(o, o.assigned), o.node, avoid=r.vm.node, allowed=o.allowed_nodes, real=True)
+        avoid = None if size < r.vm.assigned else r.vm.node
+        away = room.best(_ask(o, o.assigned), o.node, avoid=avoid, allowed=o.allowed_nodes, real=True)
         if away is None:
             continue
         if best is None or o.assigned < best[0]:
