@@ -47,11 +47,11 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
    fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
    migrations, only when that serves demand, or for a shrink the cluster is short for: a full cluster whose
-   holes are all smaller than any VM's new size otherwise freezes). Launcher pods waiting to start (``pending``) are placed first:
-   each keeps a hole it fits in, or one is made by moving the smallest VM that frees it off a node. VMs
-   defined but not running (``stopped``) may be started at any moment: no grow closes the last hole the
-   largest of them fits in (its source, once left, counts), since once every hole is smaller than the VMs
-   the cluster is frozen (a start is refused, and each shrink that would free memory is itself a migration
+   holes are all smaller than any VM's new size otherwise freezes). Launcher pods waiting to start
+   (``pending``) are placed first: each keeps a hole it fits in, or one is made by moving the smallest VM
+   that frees it off a node. VMs defined but not running (``stopped``) may be started at any moment: no grow
+   closes the last hole the largest of them fits in (its source, once left, counts), since once every hole
+   is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that would free memory is itself a migration
    that needs a hole of the VM's new size).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
