@@ -51,8 +51,8 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    (``pending``) are placed first: each keeps a hole it fits in, or one is made by moving the smallest VM
    that frees it off a node. VMs defined but not running (``stopped``) may be started at any moment: no grow
    closes the last hole the largest of them fits in (its source, once left, counts), since once every hole
-   is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that would free memory is itself a migration
-   that needs a hole of the VM's new size).
+   is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that would free memory
+   is itself a migration that needs a hole of the VM's new size).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (needed shrinks, which free the room the grows behind them take,
