@@ -713,7 +713,9 @@ class ControlPlane:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise ControlPlaneError(f"CRDs not Established after {timeout:.0f}s: {sorted(pending)}")
+                raise ControlPlaneError(
+                    f"CRDs not Established and served after {timeout:.0f}s: {sorted(pending)}"
+                )
             time.sleep(0.05)
 
     def _served(self, crd: Mapping[str, Any]) -> bool:
@@ -727,7 +729,10 @@ class ControlPlane:
         group, plural = spec.get("group"), spec.get("names", {}).get("plural")
         for version in spec.get("versions", []):
             if version.get("served"):
-                listed = self.http.get(f"/apis/{group}/{version['name']}/{plural}", params={"limit": 1})
+                # resourceVersion 0 is answered from the watch cache, as a watch is; a list with a limit is
+                # sent to etcd while the cache starts (k8s.io/apiserver pkg/storage/cacher/delegator.go)
+                path = f"/apis/{group}/{version['name']}/{plural}"
+                listed = self.http.get(path, params={"resourceVersion": "0"})
                 if listed.status_code != 200:
                     return False
         return True
