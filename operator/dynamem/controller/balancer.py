@@ -178,6 +178,8 @@ class Balancer:
         self.conflicts: dict[ObjectKey, Conflict] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
+        # the VMI uid of the last request of another manager taken back without a hold, per VM
+        self.foreign_taken_back: dict[ObjectKey, str] = {}
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
         self.forgotten = 0  # the join cache's count of VirtualMachineMemories gone, when last forgotten here
         self.demand_failing_since: float | None = None  # when Prometheus stopped answering
@@ -247,7 +249,7 @@ class Balancer:
                 result.memory_writes += 1
                 if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
                     changed_at[change.key] = now
-                if change.revert and change.hold and not self.options.dry_run:
+                if change.revert and not self.options.dry_run and self._holds_after(change, item):
                     holds[change.key] = hold_for(item, change.reason, now)
             elif outcome is Outcome.REFUSED:
                 holds[change.key] = hold_for(
@@ -416,6 +418,18 @@ class Balancer:
                 )
         return cluster
 
+    def _holds_after(self, change: MemoryChange, item: Managed) -> bool:
+        """Whether taking ``change`` back holds the VM: always for dynamem's own request; for another
+        manager's, from the second one taken back while the same VMI runs, so that a writer that keeps
+        writing a size KubeVirt refuses gets no revert each round (its Event says who)."""
+        if change.hold:
+            return True
+        uid = item.vmi.uid if item.vmi is not None else ""
+        if self.foreign_taken_back.get(change.key) == uid:
+            return True
+        self.foreign_taken_back[change.key] = uid
+        return False
+
     def _recover_placements(self, snapshot: Snapshot, now: float) -> None:
         """Take over the changes in flight that another leader (or this operator before a restart) placed:
         from each VM's ``dynamem.io/placement`` annotation and dynamem's migrations
@@ -499,7 +513,14 @@ class Balancer:
         if self.joins.dropped != self.forgotten:
             self.forgotten = self.joins.dropped
             keys = snapshot.managed.keys()
-            for memory in (self.planned, self.backoff, self.conflicts, self.placements, self.released):
+            for memory in (
+                self.planned,
+                self.backoff,
+                self.conflicts,
+                self.placements,
+                self.released,
+                self.foreign_taken_back,
+            ):
                 for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
                     del memory[key]
             self.book.forget_all_but(keys)
@@ -557,9 +578,14 @@ class Balancer:
         except Exception as exc:  # a dropped connection, a timeout: this VM waits, the others go on
             return self._failed(change, guest, exc, now)
         if change.revert:
-            await self._event(
-                item, "Warning", "MemoryChangeReverted", f"memory.guest -> {guest}: {change.reason}"
-            )
+            note = f"memory.guest -> {guest}: {change.reason}"
+            if self.options.dry_run:
+                # Nothing is taken back, so the same revert comes back every round: say it once.
+                if self.planned.get(change.key) != change.guest:
+                    self.planned[change.key] = change.guest
+                    await self._event(item, "Warning", "MemoryChangeReverted", f"dry run: {note}")
+                return Outcome.WRITTEN
+            await self._event(item, "Warning", "MemoryChangeReverted", note)
             return Outcome.WRITTEN
         before = to_quantity(change.previous) if change.previous else "unset"
         note = f"memory.guest {before} -> {guest}: {change.reason}"
@@ -683,15 +709,16 @@ def overdue(item: Managed, now: float, deadline_s: float) -> bool:
     When it was asked: the VirtualMachineMemory's ``lastChangeTime``, or the ``askedAt`` of the placement
     annotation written with the change (in the same apply, so a leader lost before its status write still
     leaves the deadline in the cluster), whichever is later. A request of another manager (``kubectl edit``)
-    was asked when that manager wrote it (its managedFields entry's time), whenever dynamem last changed the
-    VM: it is not taken back the round it is seen."""
+    was asked when that manager last wrote the VM (its managedFields entry's time, which any field it writes
+    moves), whenever dynamem last changed the VM: it is not taken back the round it is seen. An entry
+    without a time falls back to dynamem's times."""
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
         return False
-    if vm.guest_from_others():
-        times = [parse_rfc3339(vm.guest_written_by_others)]
-    else:
-        times = [parse_rfc3339(item.vmm.status.get("lastChangeTime"))]
+    written = parse_rfc3339(vm.guest_written_by_others) if vm.guest_from_others() else None
+    times: list[float | None] = [written]
+    if written is None:
+        times.append(parse_rfc3339(item.vmm.status.get("lastChangeTime")))
         placement = decode(vm.placement)
         if placement is not None and placement.guest == vm.guest:
             times.append(placement.asked_at)
@@ -731,7 +758,7 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
         ours = item.vm is None or not item.vm.guest_from_others()
         if not ours:
             by = ", ".join(item.vm.foreign_owners()) if item.vm is not None else ""
-            reason = f"{reason}; asked by {by}, not dynamem: the VM stays balanced"
+            reason = f"{reason}; asked by {by}, not dynamem"
         found.append(
             MemoryChange(item.key, item.vmi.current, None, reason, requested, revert=True, hold=ours)
         )

@@ -219,6 +219,45 @@ def test_a_refused_edit_by_hand_is_taken_back_without_a_hold() -> None:
     assert "asked by kubectl-edit, not dynamem" in event.note
 
 
+def test_a_refused_size_written_again_by_hand_is_taken_back_and_then_held() -> None:
+    # A writer that keeps writing a size KubeVirt refuses (a controller's update, say) gets one revert
+    # without a hold; the second, while the same VMI runs, holds the VM: no revert every round.
+    world, demand = workday(finance=0.5)
+    edited_by_hand(world, "512Mi", NOW - 5)
+    world.vms["finance"]["status"]["conditions"].append({"type": "RestartRequired", "status": "True"})
+    writer = FakeWriter()
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert dict(writer.statuses)["finance"]["hold"] is None
+    writer.clear()  # a later round of the same operator: the hand's value is back
+    run(balancer, world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert "asked by kubectl-edit, not dynamem" in dict(writer.statuses)["finance"]["hold"]["reason"]
+
+
+def test_a_dry_run_reports_a_revert_once() -> None:
+    world, demand = workday(finance=0.5)
+    edited_by_hand(world, "512Mi", NOW - 5)
+    world.vms["finance"]["status"]["conditions"].append({"type": "RestartRequired", "status": "True"})
+    writer = FakeWriter()
+    balancer = balancer_for(demand, writer, replace(OPTIONS, dry_run=True))
+    for _ in range(3):
+        run(balancer, world)
+    notes = [e.note for e in writer.events if e.reason == "MemoryChangeReverted"]
+    assert len(notes) == 1 and notes[0].startswith("dry run: memory.guest -> 1Gi"), notes
+
+
+def test_a_hand_edit_without_a_time_counts_from_dynamems_last_change() -> None:
+    world, demand = workday(finance=2.4)
+    edited_by_hand(world, "3Gi", NOW - 100)
+    del world.vms["finance"]["metadata"]["managedFields"][1]["time"]
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)  # dynamem's last change an hour ago: past the deadline
+    assert applied(writer) == [("finance", "1Gi", None)]
+
+
 def test_dynamems_own_refused_request_is_taken_back_and_held() -> None:
     world, demand = workday(finance=0.5)
     world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "512Mi"
