@@ -293,9 +293,23 @@ def test_room_is_made_for_a_shrink_the_cluster_needs_by_moving_a_smaller_vm_onto
         ("x", 3410 * MiB, "n4"),
     ]
     assert "moved to make room on n4 for x" in plan.decisions[3].reason
-    # an idle shrink (nothing short) is not worth two migrations: with n2 roomy, x keeps its size
-    roomy = plan_cluster(make_state({"n1": 4.75, "n2": 12, "n3": 3, "n4": 3.5}, x, y, z, s), CONFIG, 0.0)
-    assert [d.name for d in roomy.changes if d.name in ("s", "x")] == []
+    # ... but not when that takes the last hole a stopped VM needs: one that may start on n4 only fits in
+    # its 2.5Gi free now, and n4 keeps 3584Mi - 3410Mi = 174Mi once s has left and x has come
+    state = make_state({"n1": 4.75, "n2": 2, "n3": 3, "n4": 3.5}, x, y, z, s)
+    kept = plan_cluster(replace(state, stopped=(StoppedVm(2560 * MiB, frozenset({"n4"})),)), CONFIG, 0.0)
+    assert [d.name for d in kept.changes if d.name in ("s", "x")] == []
+    assert "not shrunk with a VM moved for it: it would take the last hole" in kept.decisions[0].reason
+
+
+def test_an_idle_shrink_gets_no_vm_moved_for_it() -> None:
+    # x (6Gi) used at most 1Gi over the window: its target is 1.25Gi, and nothing is short. No node but its
+    # own has 1.25Gi free (n2 has 1Gi beside s); s (1Gi) would fit on n1 in the 1Gi free there, which would
+    # leave n2 2Gi for x. Nothing waits for x's memory, so two migrations buy nothing yet: x waits for a hole.
+    x = make_vm("x", "n1", size=6, demand=1, peak=1)
+    s = make_vm("s", "n2", size=1, demand=0.5, maximum=1)
+    plan = plan_cluster(make_state({"n1": 7, "n2": 2}, x, s), CONFIG, 0.0)
+    assert plan.changes == ()
+    assert "no node has room for" in plan.decisions[0].reason
 
 
 def test_demand_that_jumps_to_three_and_a_half_times_is_reached_in_three_changes() -> None:

@@ -736,9 +736,13 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         if helped is not None:
             helper_ask = _ask(helped[0].vm, helped[0].vm.assigned)
             moves.insert(0, (helped[0].vm.node, helped[1], helper_ask, helper_ask))
-        if size > vm.assigned and (hole := _closes_start_hole(room, moves, state.stopped)):
+        # a grow, or a shrink whose helper takes free room: neither may close a stopped VM's last hole
+        if (size > vm.assigned or helped is not None) and (
+            hole := _closes_start_hole(room, moves, state.stopped)
+        ):
+            done = "grown" if size > vm.assigned else "shrunk with a VM moved for it"
             r.notes.append(
-                f"not grown: it would take the last hole a stopped VM needs to start ({format_bytes(hole)})"
+                f"not {done}: it would take the last hole a stopped VM needs to start ({format_bytes(hole)})"
             )
             continue
         if helped is not None:  # made only with the grow it is for
