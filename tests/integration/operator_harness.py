@@ -8,7 +8,7 @@ and offers the waits the tests need.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -398,5 +398,14 @@ class Stack(KubeVirtReads):
         except AssertionError:
             logs = self.operator.logs()[-4000:] if self.operator else ""
             raise AssertionError(
-                f"not reached {dict(at_least)}: has {[(n, self.has(n)) for n in at_least]}\n{logs}"
+                f"not reached {dict(at_least)}: has {[(n, self.has(n)) for n in at_least]}\n"
+                f"moves (VM, from, to, before, after): {self.moves}\n{self.reasons(at_least)}\n{logs}"
             ) from None
+
+    def reasons(self, names: Iterable[str]) -> str:
+        """Each VM's node, size and the reason its VirtualMachineMemory's status gives, for a failure."""
+        lines = []
+        for name in names:
+            status = self.vmm(name).get("status", {})
+            lines.append(f"{name}: {status.get('node')} {status.get('assigned')} {status.get('reason')}")
+        return "\n".join(lines)
