@@ -418,6 +418,14 @@ class Balancer:
                 )
         return cluster
 
+    def _first_in_dry_run(self, change: MemoryChange) -> bool:
+        """A dry run changes nothing, so the same change (or revert) comes back every round: whether this is
+        the first round to plan it, to be said once."""
+        if self.planned.get(change.key) == change.guest:
+            return False
+        self.planned[change.key] = change.guest
+        return True
+
     def _holds_after(self, change: MemoryChange, item: Managed) -> bool:
         """Whether taking ``change`` back holds the VM: always for dynamem's own request; for another
         manager's, from the second one taken back while the same VMI runs, so that a writer that keeps
@@ -579,20 +587,15 @@ class Balancer:
             return self._failed(change, guest, exc, now)
         if change.revert:
             note = f"memory.guest -> {guest}: {change.reason}"
-            if self.options.dry_run:
-                # Nothing is taken back, so the same revert comes back every round: say it once.
-                if self.planned.get(change.key) != change.guest:
-                    self.planned[change.key] = change.guest
-                    await self._event(item, "Warning", "MemoryChangeReverted", f"dry run: {note}")
-                return Outcome.WRITTEN
-            await self._event(item, "Warning", "MemoryChangeReverted", note)
+            if not self.options.dry_run:
+                await self._event(item, "Warning", "MemoryChangeReverted", note)
+            elif self._first_in_dry_run(change):
+                await self._event(item, "Warning", "MemoryChangeReverted", f"dry run: {note}")
             return Outcome.WRITTEN
         before = to_quantity(change.previous) if change.previous else "unset"
         note = f"memory.guest {before} -> {guest}: {change.reason}"
         if self.options.dry_run:
-            # The VM does not change, so the same plan comes back every round: say it once per plan.
-            if self.planned.get(change.key) != change.guest:
-                self.planned[change.key] = change.guest
+            if self._first_in_dry_run(change):
                 logger.info("%s: dry run: memory %s -> %s (%s)", change.key, before, guest, change.reason)
                 await self._event(item, "Normal", "MemoryChangePlanned", f"dry run: {note}")
             return Outcome.WRITTEN
