@@ -312,6 +312,33 @@ def test_an_idle_shrink_gets_no_vm_moved_for_it() -> None:
     assert "no node has room for" in plan.decisions[0].reason
 
 
+def test_a_vm_above_its_target_is_shrunk_to_it_and_moved_to_make_room_for_a_paging_vm() -> None:
+    # The seed's workday on two 8Gi nodes: engineering (2.75Gi) pages on a, its guess 4Gi needs 4.25Gi on b,
+    # which has 1.625Gi free. finance (3.625Gi, its use fell from 2.4Gi) is above its 3Gi target by less than
+    # the shrink band, so nothing else would ever move it; sales and service (1Gi) are too small to free the
+    # hole. finance goes to a at its target (room free there now) and engineering takes its place.
+    def cluster(finance_size: float) -> ClusterState:
+        vms = (
+            make_vm("engineering", "a", size=2.75, demand=2.8, maximum=4, overhead=0.25),
+            make_vm("finance", "b", size=finance_size, demand=1.6, peak=2.4, maximum=4, overhead=0.25),
+            make_vm("sales", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
+            make_vm("service", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
+        )
+        return make_state({"a": 8, "b": 8}, *vms)
+
+    plan = plan_cluster(cluster(3.625), CONFIG, 0.0)
+    assert [(d.name, d.assigned, d.target_node) for d in plan.changes] == [
+        ("finance", 3 * GiB, "a"),
+        ("engineering", 4 * GiB, "b"),
+    ]
+    finance = plan.decisions[1].reason
+    assert finance == "shrunk to its target and moved to make room on b for engineering; to a"
+    # at its target finance is not moved for engineering (a larger VM moves only to shrink): engineering waits
+    kept = plan_cluster(cluster(3), CONFIG, 0.0)
+    assert kept.changes == ()
+    assert "no node has room for 4.25Gi" in kept.decisions[0].reason
+
+
 def test_demand_that_jumps_to_three_and_a_half_times_is_reached_in_three_changes() -> None:
     # A 2Gi VM whose demand jumps to 7Gi (3.5 x): each change while paging grows it x1.5 plus its buffer.
     scenario = parse_scenario(

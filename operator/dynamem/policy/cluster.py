@@ -45,14 +45,14 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    migration that needs a hole of the VM's whole new size on another node, so filling the small holes first
    keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
    hole too small for any big VM: on a full cluster that costs more unmet demand than it saves). A grow that
-   fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node (two
-   migrations, only when that serves demand, or for a shrink the cluster is short for: a full cluster whose
-   holes are all smaller than any VM's new size otherwise freezes). Launcher pods waiting to start
-   (``pending``) are placed first: each keeps a hole it fits in, or one is made by moving the smallest VM
-   that frees it off a node. VMs defined but not running (``stopped``) may be started at any moment: no grow
-   closes the last hole the largest of them fits in (its source, once left, counts), since once every hole
-   is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that would free memory
-   is itself a migration that needs a hole of the VM's new size).
+   fits nowhere is made as large as fits, or room is made by moving a smaller idle VM off a node, or a larger
+   one above its target shrunk to it (two migrations, only when that serves demand, or for a shrink the
+   cluster is short for: a full cluster whose holes are all smaller than any VM's new size otherwise freezes).
+   Launcher pods waiting to start (``pending``) are placed first: each keeps a hole it fits in, or one is made
+   by moving the smallest VM that frees it off a node. VMs defined but not running (``stopped``) may be
+   started at any moment: no grow closes the last hole the largest of them fits in (its source, once left,
+   counts), since once every hole is smaller than the VMs the cluster is frozen (a start is refused, and each
+   shrink that would free memory is itself a migration that needs a hole of the VM's new size).
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (needed shrinks, which free the room the grows behind them take,
@@ -721,12 +721,12 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
                 size = fit
                 node = room.best(_ask(vm, size), vm.node, allowed=vm.allowed_nodes)
                 r.notes.append(f"as much as fits: {format_bytes(size)} of {format_bytes(r.want)}")
-        # Not enough anywhere: room made by moving a smaller idle VM off a node (two migrations), for a VM
+        # Not enough anywhere: room made by moving an idle VM off a node (two migrations), for a VM
         # below its demand and for a shrink the cluster needs (a full cluster otherwise freezes: every hole
         # smaller than any VM's new size, no change can move anywhere).
-        helped: tuple[VmPlan, str, str] | None = None
+        helped: tuple[VmPlan, str, str, int] | None = None
         if node is None and r.kind in ("demand", "needed") and in_flight + 2 <= budget:
-            helped = _make_room(r, size, room, movable, planned, outbound, per_node)
+            helped = _make_room(r, size, room, movable, planned, outbound, per_node, config)
             if helped is not None:
                 node = helped[2]
         if node is None:
@@ -734,8 +734,10 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             continue
         moves = [(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))]
         if helped is not None:
-            helper_ask = _ask(helped[0].vm, helped[0].vm.assigned)
-            moves.insert(0, (helped[0].vm.node, helped[1], helper_ask, helper_ask))
+            helper, away, _, moved = helped
+            moves.insert(
+                0, (helper.vm.node, away, _ask(helper.vm, moved), _ask(helper.vm, helper.vm.assigned))
+            )
         # a grow, or a shrink whose helper takes free room: neither may close a stopped VM's last hole
         if (size > vm.assigned or helped is not None) and (
             hole := _closes_start_hole(room, moves, state.stopped)
@@ -746,15 +748,22 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             )
             continue
         if helped is not None:  # made only with the grow it is for
-            helper, helper_target, _ = helped
-            helper_ask = _ask(helper.vm, helper.vm.assigned)
-            room.move(helper.vm.node, helper_target, helper_ask, helper_ask)
+            helper, helper_target, _, helper_size = helped
+            room.move(
+                helper.vm.node,
+                helper_target,
+                _ask(helper.vm, helper_size),
+                _ask(helper.vm, helper.vm.assigned),
+            )
             outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
             in_flight += 1
-            helper.size = helper.vm.assigned
+            helper.size = helper_size
             helper.target_node = helper_target
             helper.kind = "room"
             helper.reason = f"moved to make room on {helper.vm.node} for {vm.name}"
+            if helper_size < helper.vm.assigned:  # the shrink it was kept from is made now
+                helper.reason = f"shrunk to its target and {helper.reason}"
+                helper.notes = [n for n in helper.notes if n.startswith("use rising")]
             planned.add(helper.vm.name)
             order.append(helper.vm.name)
         room.move(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))
@@ -848,35 +857,47 @@ def _make_room(
     planned: set[str],
     outbound: dict[str, int],
     per_node: int,
-) -> tuple[VmPlan, str, str] | None:
-    """A smaller VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node).
+    config: BalanceConfig,
+) -> tuple[VmPlan, str, str, int] | None:
+    """A VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node, its size).
 
-    For a grow, the VM moved goes anywhere but ``r``'s node (where ``r``'s old size is freed only once it has
-    left). For a shrink it may go to ``r``'s node, into room free there now: the two VMs trade places, and
-    the shrink frees the difference."""
-    best: tuple[int, str, VmPlan, str] | None = None
+    A VM smaller than ``r`` moves at its size. A larger one only when it is above its target by the dead band
+    or more (kept there by the shrink band or window): it moves at its target, the shrink it would make
+    anyway, so that a paging VM is not kept from its memory for as long as a VM above its target stays put
+    (two 8Gi nodes: a paging 2.75Gi VM fits nowhere at 4Gi while a 3.6Gi VM sits at a 3Gi target beside two
+    small ones, 7.6Gi free in all). For a grow, a smaller VM goes anywhere but ``r``'s node (measured: letting
+    it go there costs more on the generated scenarios every minute, docs/cluster-plan.md); a VM shrinking to
+    its target, or any helper of a shrink, may go to ``r``'s node into room free there now: the two VMs trade
+    places."""
+    best: tuple[int, str, VmPlan, str, int] | None = None
     for name, other in sorted(movable.items()):
         o = other.vm
         if name in planned or name == r.vm.name or o.node == r.vm.node or other.want != o.assigned:
             continue
-        if o.assigned >= r.vm.assigned or other.paging or o.node in room.locked:
+        if other.paging or o.node in room.locked:
             continue
+        moved = o.assigned
+        if o.assigned >= r.vm.assigned:
+            band = max(config.dead_band_bytes, o.assigned * config.dead_band_percent // 100)
+            if o.pages is not None or not 0 < other.target <= o.assigned - band:
+                continue
+            moved = other.target
         if outbound.get(o.node, 0) >= per_node:
             continue
         if not room.fits(o.node, _ask(r.vm, size), leaving=_ask(o, o.assigned)):
             continue
         if r.vm.allowed_nodes is not None and o.node not in r.vm.allowed_nodes:
             continue
-        avoid = None if size < r.vm.assigned else r.vm.node
-        away = room.best(_ask(o, o.assigned), o.node, avoid=avoid, allowed=o.allowed_nodes, real=True)
+        avoid = None if size < r.vm.assigned or moved < o.assigned else r.vm.node
+        away = room.best(_ask(o, moved), o.node, avoid=avoid, allowed=o.allowed_nodes, real=True)
         if away is None:
             continue
         if best is None or o.assigned < best[0]:
-            best = (o.assigned, name, other, away)
+            best = (o.assigned, name, other, away, moved)
     if best is None:
         return None
-    _, _, helper, away = best
-    return helper, away, helper.vm.node
+    _, _, helper, away, moved = best
+    return helper, away, helper.vm.node, moved
 
 
 def _decision(r: VmPlan, config: BalanceConfig) -> VmDecision:
