@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dynamem.policy.balance import levels_of, pressure_of, status_of, water_fill
 from dynamem.policy.model import BalanceConfig, MiB, VmDecision, VmLimits, format_bytes
@@ -635,19 +636,69 @@ def retry_delay(name: str, failures: int, config: BalanceConfig) -> float:
     return delay * (1.0 - jitter / 2)
 
 
+class _Helper(NamedTuple):
+    """A VM moved off a node to make room there: its record, the node it goes to, its size there."""
+
+    record: VmPlan
+    target: str
+    size: int
+
+    @property
+    def freed(self) -> str:
+        """The node it leaves, where the room is made."""
+        return self.record.vm.node
+
+    def move(self) -> _Move:
+        vm = self.record.vm
+        return vm.node, self.target, _ask(vm, self.size), _ask(vm, vm.assigned)
+
+
+@dataclass
+class _Placement:
+    """One placement pass: the room left on every node, the migration budget (``in_flight`` of ``budget`` in
+    the cluster, ``outbound`` of ``per_node`` out of each node), and the VMs planned, in order."""
+
+    room: _Room
+    movable: dict[str, VmPlan]
+    budget: int
+    per_node: int
+    in_flight: int
+    outbound: dict[str, int]
+    planned: set[str] = field(default_factory=set)
+    order: list[str] = field(default_factory=list)
+
+    def out_of(self, node: str) -> int:
+        return self.outbound.get(node, 0)
+
+    def commit(self, r: VmPlan, target: str, size: int) -> None:
+        """Plan ``r``'s move to ``target`` at ``size``: its room, its share of the budget, its turn."""
+        vm = r.vm
+        self.room.move(vm.node, target, _ask(vm, size), _ask(vm, vm.assigned))
+        self.outbound[vm.node] = self.out_of(vm.node) + 1
+        self.in_flight += 1
+        r.size = size
+        r.target_node = target
+        self.planned.add(vm.name)
+        self.order.append(vm.name)
+
+
 def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> list[str]:
     """Name a target node per change, within the migration budget, most urgent first; returns the order."""
-    order: list[str] = []
-    room = _Room(state)
-    in_flight = len(state.in_flight)
     outbound: dict[str, int] = {}
     for m in state.in_flight:
         outbound[m.source] = outbound.get(m.source, 0) + 1
     # A round standing for step_s seconds (the simulator) starts the budget once per minute of it (KubeVirt's
     # queue keeps at most max_parallel_migrations in flight at once); a live round (step_s 0) starts one.
     rounds = max(1, int(config.step_s // _MINUTE))
-    budget = config.max_parallel_migrations * rounds
-    per_node = config.max_outbound_migrations * rounds
+    plan = _Placement(
+        room=_Room(state),
+        movable={r.vm.name: r for r in records if r.held is None},
+        budget=config.max_parallel_migrations * rounds,
+        per_node=config.max_outbound_migrations * rounds,
+        in_flight=len(state.in_flight),
+        outbound=outbound,
+    )
+    room = plan.room
     changes = [r for r in records if r.held is None and r.want != r.vm.assigned]
     changes.sort(
         key=lambda r: (
@@ -657,8 +708,6 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             r.vm.name,
         )
     )
-    movable = {r.vm.name: r for r in records if r.held is None}
-    planned: set[str] = set()
     # Launcher pods waiting to start (a VMI Pending, unschedulable) keep a hole they fit in, largest first:
     # no grow takes it. With no such hole, one is made by moving the smallest VM that frees it off a node
     # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
@@ -666,38 +715,34 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     for request in sorted(state.pending, reverse=True):
         ask: _Ask = (request, None)
         node = room.best(ask, "")
-        if node is None and in_flight < budget:
-            made = _room_for_start(request, room, movable, planned, outbound, per_node)
+        if node is None and plan.in_flight < plan.budget:
+            made = _room_for_start(request, plan)
             if made is not None:
-                helper, away, node = made
-                size = helper.want if helper.want < helper.vm.assigned else helper.vm.assigned
-                room.move(helper.vm.node, away, _ask(helper.vm, size), _ask(helper.vm, helper.vm.assigned))
-                outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
-                in_flight += 1
-                helper.size = size
-                helper.target_node = away
-                why = f"make room on {helper.vm.node} for a VM waiting to start"
-                if size == helper.vm.assigned:
+                helper = made.record
+                plan.commit(helper, made.target, made.size)
+                node = made.freed
+                why = f"make room on {node} for a VM waiting to start"
+                if made.size == helper.vm.assigned:
                     helper.kind = "room"
                     helper.reason = f"moved to {why}"
                 else:
                     helper.notes.append(f"moved off to {why}")
-                planned.add(helper.vm.name)
-                order.append(helper.vm.name)
         if node is not None:
             room.take(node, ask)
     for r in changes:
         vm = r.vm
-        if r.vm.name in planned:
+        if r.vm.name in plan.planned:
             continue
         if len(state.nodes) < 2:
             r.notes.append("one node: a change needs another node to migrate to")
             break
-        if in_flight >= budget:
-            r.notes.append(f"deferred: {in_flight} migrations in flight or planned (budget {budget})")
+        if plan.in_flight >= plan.budget:
+            r.notes.append(
+                f"deferred: {plan.in_flight} migrations in flight or planned (budget {plan.budget})"
+            )
             continue
-        if outbound.get(vm.node, 0) >= per_node:
-            r.notes.append(f"deferred: {per_node} migrations already out of {vm.node}")
+        if plan.out_of(vm.node) >= plan.per_node:
+            r.notes.append(f"deferred: {plan.per_node} migrations already out of {vm.node}")
             continue
         node = _place_beyond(r, room, state.stopped) if r.beyond else None
         size = r.want
@@ -724,20 +769,17 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         # Not enough anywhere: room made by moving an idle VM off a node (two migrations), for a VM
         # below its demand and for a shrink the cluster needs (a full cluster otherwise freezes: every hole
         # smaller than any VM's new size, no change can move anywhere).
-        helped: tuple[VmPlan, str, str, int] | None = None
-        if node is None and r.kind in ("demand", "needed") and in_flight + 2 <= budget:
-            helped = _make_room(r, size, room, movable, planned, outbound, per_node, config)
+        helped: _Helper | None = None
+        if node is None and r.kind in ("demand", "needed") and plan.in_flight + 2 <= plan.budget:
+            helped = _make_room(r, size, plan, config)
             if helped is not None:
-                node = helped[2]
+                node = helped.freed
         if node is None:
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
         moves = [(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))]
         if helped is not None:
-            helper, away, _, moved = helped
-            moves.insert(
-                0, (helper.vm.node, away, _ask(helper.vm, moved), _ask(helper.vm, helper.vm.assigned))
-            )
+            moves.insert(0, helped.move())
         # a grow, or a shrink whose helper takes free room: neither may close a stopped VM's last hole
         if (size > vm.assigned or helped is not None) and (
             hole := _closes_start_hole(room, moves, state.stopped)
@@ -748,32 +790,15 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             )
             continue
         if helped is not None:  # made only with the grow it is for
-            helper, helper_target, _, helper_size = helped
-            room.move(
-                helper.vm.node,
-                helper_target,
-                _ask(helper.vm, helper_size),
-                _ask(helper.vm, helper.vm.assigned),
-            )
-            outbound[helper.vm.node] = outbound.get(helper.vm.node, 0) + 1
-            in_flight += 1
-            helper.size = helper_size
-            helper.target_node = helper_target
+            helper = helped.record
+            plan.commit(helper, helped.target, helped.size)
             helper.kind = "room"
-            helper.reason = f"moved to make room on {helper.vm.node} for {vm.name}"
-            if helper_size < helper.vm.assigned:  # the shrink it was kept from is made now
+            helper.reason = f"moved to make room on {helped.freed} for {vm.name}"
+            if helped.size < helper.vm.assigned:  # the shrink it was kept from is made now
                 helper.reason = f"shrunk to its target and {helper.reason}"
                 helper.notes = [n for n in helper.notes if n.startswith("use rising")]
-            planned.add(helper.vm.name)
-            order.append(helper.vm.name)
-        room.move(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))
-        outbound[vm.node] = outbound.get(vm.node, 0) + 1
-        in_flight += 1
-        r.size = size
-        r.target_node = node
-        planned.add(vm.name)
-        order.append(vm.name)
-    return order
+        plan.commit(r, node, size)
+    return plan.order
 
 
 _Move = tuple[str, str, _Ask, _Ask]  # source, target, what the VM asks there, what it asked on its source
@@ -818,22 +843,16 @@ def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm
     return start.request if hole(start, free) < start.request else 0
 
 
-def _room_for_start(
-    request: int,
-    room: _Room,
-    movable: dict[str, VmPlan],
-    planned: set[str],
-    outbound: dict[str, int],
-    per_node: int,
-) -> tuple[VmPlan, str, str] | None:
+def _room_for_start(request: int, plan: _Placement) -> _Helper | None:
     """The smallest VM to move off a node (at its planned size when that is a shrink) so that a launcher pod
-    of ``request`` waiting to start fits there: (that VM, where it goes, the freed node)."""
-    best: tuple[int, str, VmPlan, str] | None = None
-    for name, other in sorted(movable.items()):
+    of ``request`` waiting to start fits there."""
+    room = plan.room
+    best: tuple[int, str, _Helper] | None = None
+    for name, other in sorted(plan.movable.items()):
         o = other.vm
-        if name in planned or other.paging or o.node in room.locked or o.pages is not None:
+        if name in plan.planned or other.paging or o.node in room.locked or o.pages is not None:
             continue
-        if outbound.get(o.node, 0) >= per_node:
+        if plan.out_of(o.node) >= plan.per_node:
             continue
         if room.free(o.node) + o.request < request:
             continue
@@ -842,24 +861,12 @@ def _room_for_start(
         if away is None:
             continue
         if best is None or size < best[0]:
-            best = (size, name, other, away)
-    if best is None:
-        return None
-    _, _, helper, away = best
-    return helper, away, helper.vm.node
+            best = (size, name, _Helper(other, away, size))
+    return None if best is None else best[2]
 
 
-def _make_room(
-    r: VmPlan,
-    size: int,
-    room: _Room,
-    movable: dict[str, VmPlan],
-    planned: set[str],
-    outbound: dict[str, int],
-    per_node: int,
-    config: BalanceConfig,
-) -> tuple[VmPlan, str, str, int] | None:
-    """A VM to move off a node so that ``r`` fits there: (that VM, where it goes, the freed node, its size).
+def _make_room(r: VmPlan, size: int, plan: _Placement, config: BalanceConfig) -> _Helper | None:
+    """A VM to move off a node so that ``r`` fits there at ``size``.
 
     A VM smaller than ``r`` moves at its size. A larger one only when it is above its target by the dead band
     or more (kept there by the shrink band or window): it moves at its target, the shrink it would make
@@ -869,10 +876,11 @@ def _make_room(
     it go there costs more on the generated scenarios every minute, docs/cluster-plan.md); a VM shrinking to
     its target, or any helper of a shrink, may go to ``r``'s node into room free there now: the two VMs trade
     places."""
-    best: tuple[int, str, VmPlan, str, int] | None = None
-    for name, other in sorted(movable.items()):
+    room = plan.room
+    best: tuple[int, str, _Helper] | None = None
+    for name, other in sorted(plan.movable.items()):
         o = other.vm
-        if name in planned or name == r.vm.name or o.node == r.vm.node or other.want != o.assigned:
+        if name in plan.planned or name == r.vm.name or o.node == r.vm.node or other.want != o.assigned:
             continue
         if other.paging or o.node in room.locked:
             continue
@@ -882,7 +890,7 @@ def _make_room(
             if o.pages is not None or not 0 < other.target <= o.assigned - band:
                 continue
             moved = other.target
-        if outbound.get(o.node, 0) >= per_node:
+        if plan.out_of(o.node) >= plan.per_node:
             continue
         if not room.fits(o.node, _ask(r.vm, size), leaving=_ask(o, o.assigned)):
             continue
@@ -893,11 +901,8 @@ def _make_room(
         if away is None:
             continue
         if best is None or o.assigned < best[0]:
-            best = (o.assigned, name, other, away, moved)
-    if best is None:
-        return None
-    _, _, helper, away, moved = best
-    return helper, away, helper.vm.node, moved
+            best = (o.assigned, name, _Helper(other, away, moved))
+    return None if best is None else best[2]
 
 
 def _decision(r: VmPlan, config: BalanceConfig) -> VmDecision:
