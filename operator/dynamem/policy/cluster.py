@@ -650,7 +650,7 @@ class _Helper(NamedTuple):
 
     def move(self) -> _Move:
         vm = self.record.vm
-        return vm.node, self.target, _ask(vm, self.size), _ask(vm, vm.assigned)
+        return _move(vm, self.target, self.size)
 
 
 @dataclass
@@ -673,7 +673,7 @@ class _Placement:
     def commit(self, r: VmPlan, target: str, size: int) -> None:
         """Plan ``r``'s move to ``target`` at ``size``: its room, its share of the budget, its turn."""
         vm = r.vm
-        self.room.move(vm.node, target, _ask(vm, size), _ask(vm, vm.assigned))
+        self.room.move(*_move(vm, target, size))
         self.outbound[vm.node] = self.out_of(vm.node) + 1
         self.in_flight += 1
         r.size = size
@@ -777,7 +777,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         if node is None:
             r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
             continue
-        moves = [(vm.node, node, _ask(vm, size), _ask(vm, vm.assigned))]
+        moves = [_move(vm, node, size)]
         if helped is not None:
             moves.insert(0, helped.move())
         # a grow, or a shrink whose helper takes free room: neither may close a stopped VM's last hole
@@ -804,14 +804,17 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
 _Move = tuple[str, str, _Ask, _Ask]  # source, target, what the VM asks there, what it asked on its source
 
 
+def _move(vm: ClusterVm, target: str, size: int) -> _Move:
+    """``vm`` moved to ``target`` at ``size``, as the room counts it."""
+    return vm.node, target, _ask(vm, size), _ask(vm, vm.assigned)
+
+
 def _place_beyond(r: VmPlan, room: _Room, stopped: tuple[StoppedVm, ...]) -> str | None:
     """The node for a grow with memory to spare beyond its guess, whole; or None, and the extra dropped, when
     it fits nowhere or would take the last hole a stopped VM needs: the guess is then placed as any grow."""
     vm = r.vm
     node = room.best(_ask(vm, r.want), vm.node, allowed=vm.allowed_nodes)
-    if node is not None and not _closes_start_hole(
-        room, [(vm.node, node, _ask(vm, r.want), _ask(vm, vm.assigned))], stopped
-    ):
+    if node is not None and not _closes_start_hole(room, [_move(vm, node, r.want)], stopped):
         return node
     r.want -= r.beyond
     r.beyond = 0
