@@ -91,4 +91,4 @@ def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_p
         assert only["metadata"]["name"] not in made_before
         assert "took over the change" in survivor.logs()
     time.sleep(1)
-    assert len(world.migrations()) == 1
+    assert len(world.migrations()) == 1, f"{world.migrations()}\n{survivor.logs()[-8000:]}"

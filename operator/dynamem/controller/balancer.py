@@ -33,7 +33,7 @@ from typing import Any
 from dynamem.controller.cluster_state import with_promised_targets
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
-from dynamem.controller.placement import Placement, Step, decode, encode, recovered, step_of
+from dynamem.controller.placement import Placement, Step, encode, recovered, step_of
 from dynamem.controller.ports import ClusterWriter, DemandSource
 from dynamem.controller.snapshot import (
     Hold,
@@ -709,23 +709,16 @@ def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
 def overdue(item: Managed, now: float, deadline_s: float) -> bool:
     """A change asked for more than ``deadline_s`` ago that the guest still does not have.
 
-    When it was asked: the VirtualMachineMemory's ``lastChangeTime``, or the ``askedAt`` of the placement
-    annotation written with the change (in the same apply, so a leader lost before its status write still
-    leaves the deadline in the cluster), whichever is later. A request of another manager (``kubectl edit``)
-    was asked when that manager last wrote the VM (its managedFields entry's time, which any field it writes
-    moves), whenever dynamem last changed the VM: it is not taken back the round it is seen. An entry
-    without a time falls back to dynamem's times."""
+    When it was asked: :meth:`Managed.asked_at` (so a leader lost before its status write still leaves the
+    deadline in the cluster). A request of another manager (``kubectl edit``) was asked when that manager
+    last wrote the VM (its managedFields entry's time, which any field it writes moves), whenever dynamem
+    last changed the VM: it is not taken back the round it is seen. An entry without a time falls back to
+    dynamem's times."""
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
         return False
     written = parse_rfc3339(vm.guest_written_by_others) if vm.guest_from_others() else None
-    times: list[float | None] = [written]
-    if written is None:
-        times.append(parse_rfc3339(item.vmm.status.get("lastChangeTime")))
-        placement = decode(vm.placement)
-        if placement is not None and placement.guest == vm.guest:
-            times.append(placement.asked_at)
-    asked = max((t for t in times if t is not None), default=None)
+    asked = written if written is not None else item.asked_at()
     return asked is not None and now - asked > deadline_s
 
 

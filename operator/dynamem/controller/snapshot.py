@@ -20,6 +20,7 @@ from typing import Any
 
 from dynamem.controller.cluster_state import cluster_state, node_page_requests, node_requests
 from dynamem.controller.migrations import MigrationView
+from dynamem.controller.placement import decode
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
@@ -135,6 +136,16 @@ class Managed:
     @property
     def node(self) -> str | None:
         return self.vmi.node if self.vmi is not None else None
+
+    def asked_at(self) -> float | None:
+        """When dynamem last changed this VM's memory: the VirtualMachineMemory's ``lastChangeTime``, or the
+        ``askedAt`` of the placement annotation written with memory.guest now asked for (in the same apply, so
+        a leader lost before its status write still leaves the time in the cluster), whichever is later."""
+        times = [parse_rfc3339(self.vmm.status.get("lastChangeTime"))]
+        placement = decode(self.vm.placement) if self.vm is not None else None
+        if placement is not None and self.vm is not None and placement.guest == self.vm.guest:
+            times.append(placement.asked_at)
+        return max((t for t in times if t is not None), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,7 +469,7 @@ def vm_state(item: Managed, held: Mapping[ObjectKey, str] | None = None) -> VmSt
         boot_memory=vmi.guest_at_boot,
         hugepage=vm.hugepage,
         in_flight_to=in_flight,
-        last_change_at=parse_rfc3339(item.vmm.status.get("lastChangeTime")),
+        last_change_at=item.asked_at(),
     )
 
 

@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 
 from dynamem.controller.demand import DemandReading
+from dynamem.controller.placement import Placement, encode
 from dynamem.controller.snapshot import Phase, PoolBreakdown, build_snapshot
-from dynamem.kube.objects import GI, MI, ObjectKey
+from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
 from dynamem.policy.model import VmLimits
 
 from .builders_k8s import (
@@ -219,6 +220,37 @@ def test_last_change_at(status: dict[str, str], expected: float | None) -> None:
         vmms=[make_vmm_body("x", status=status)],
         vms=[make_vm_body("x")],
         vmis=[make_vmi_body("x")],
+        nodes=[make_node_body()],
+    )
+    [state] = build_snapshot(seen, NO_DEMAND).nodes[0].vms
+    assert state.last_change_at == expected
+
+
+AT_12 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("status", "placed", "expected"),
+    [
+        # the leader wrote memory.guest with its placement and was lost before its status write: a new leader
+        # knows the VM changed at 12:00 and does not read the old size's capped use as a low use to shrink on
+        pytest.param({}, "3Gi", AT_12, id="lost-before-status"),
+        pytest.param({"lastChangeTime": "2026-03-02T11:00:00Z"}, "3Gi", AT_12, id="the-later"),
+        pytest.param({"lastChangeTime": "2026-03-02T13:00:00Z"}, "3Gi", AT_12 + 3600, id="status-later"),
+        pytest.param({}, "2Gi", None, id="an-older-ask"),  # not the size memory.guest asks for now
+    ],
+)
+def test_last_change_at_is_also_read_from_the_placement_written_with_the_change(
+    status: dict[str, str], placed: str, expected: float | None
+) -> None:
+    vm = make_vm_body("x", guest="3Gi")
+    guest = quantity_bytes(placed) or 0
+    note = Placement(target="n2", guest=guest, reason="grow", asked_at=AT_12, source="n1")
+    vm["metadata"]["annotations"] = {"dynamem.io/placement": encode(note)}
+    seen = observed(
+        vmms=[make_vmm_body("x", status=status)],
+        vms=[vm],
+        vmis=[make_vmi_body("x", guest="3Gi", current="1Gi")],
         nodes=[make_node_body()],
     )
     [state] = build_snapshot(seen, NO_DEMAND).nodes[0].vms
