@@ -178,6 +178,7 @@ class Balancer:
         self.conflicts: dict[ObjectKey, Conflict] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
+        self.unrecorded: dict[ObjectKey, float] = {}  # asked_at of a change taken over that no status records
         # the VMI uid of the last request of another manager taken back without a hold, per VM
         self.foreign_taken_back: dict[ObjectKey, str] = {}
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
@@ -231,7 +232,8 @@ class Balancer:
             if change.revert:
                 self._release(change.key)
 
-        changed_at: dict[ObjectKey, float] = {}
+        changed_at: dict[ObjectKey, float] = dict(self.unrecorded)  # recorded with this round's changes
+        self.unrecorded.clear()
         holds: dict[ObjectKey, Hold] = {}
         for change in changes:
             item = snapshot.managed[change.key]
@@ -451,6 +453,8 @@ class Balancer:
             if key in self.released and abs(self.released[key] - found.asked_at) < 1.0:
                 continue
             self.placements[key] = found
+            if found.asked_at > (parse_rfc3339(item.vmm.status.get("lastChangeTime")) or 0.0):
+                self.unrecorded[key] = found.asked_at  # lost before its status write: written this round
             made = f", its migration {found.migration}" if found.migration else ", no migration made yet"
             logger.info(
                 "%s: took over the change to %s on %s in flight (asked %.0fs ago%s)",

@@ -37,6 +37,7 @@ change with no target, a revert) removes it: server-side apply drops a field its
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -96,8 +97,12 @@ def encode(placement: Placement) -> str:
     return json.dumps(note.model_dump(by_alias=True), separators=(",", ":"), sort_keys=True)
 
 
+@functools.lru_cache(maxsize=32768)
 def decode(text: str | None) -> Placement | None:
-    """The placement an annotation records, or None when absent or not one dynamem wrote."""
+    """The placement an annotation records, or None when absent or not one dynamem wrote.
+
+    Read for every running VM every round (:meth:`dynamem.controller.snapshot.Managed.asked_at`) while the
+    annotations rarely change: each text is parsed once (5 us a parse here; a Placement is frozen)."""
     if not text:
         return None
     try:

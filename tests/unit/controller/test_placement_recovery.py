@@ -157,3 +157,21 @@ def test_a_taken_over_change_that_lost_the_race_is_said_once() -> None:
     lost = [e for e in writer.events if e.reason == "MigrationRaceLost"]
     assert [e.name for e in lost] == [vm]
     assert vm not in {m for _, m, _, _ in writer.migrations}
+
+
+def test_a_new_leader_records_when_the_lost_leader_changed_the_vm_and_then_rests() -> None:
+    """The old leader's status write never stored: the new leader's status says the change was made at the
+    placement's ``askedAt`` (``lastChangeTime``), once; a round after it writes no status for it again."""
+    world, targets, _ = written_by_the_old_leader()
+    writer = FakeWriter()
+    new = leader(writer, at=NOW + 3)
+    round_at(new, world)
+    written = {name: status for name, status in writer.statuses if name in targets}
+    assert set(written) == set(targets)
+    assert {name: s.get("lastChangeTime") for name, s in written.items()} == dict.fromkeys(
+        targets, now_rfc3339(NOW)
+    )
+    world.store(writer.statuses)
+    writer.statuses.clear()
+    round_at(new, world)
+    assert [name for name, _ in writer.statuses if name in targets] == []
