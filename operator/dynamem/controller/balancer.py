@@ -443,7 +443,10 @@ class Balancer:
     def _recover_placements(self, snapshot: Snapshot, now: float) -> None:
         """Take over the changes in flight that another leader (or this operator before a restart) placed:
         from each VM's ``dynamem.io/placement`` annotation and dynamem's migrations
-        (:func:`dynamem.controller.placement.recovered`). One let go already is not taken again."""
+        (:func:`dynamem.controller.placement.recovered`). One let go already is not taken again. A dry run
+        takes over nothing: it would create the migration (a change to the cluster) and record the time."""
+        if self.options.dry_run:
+            return
         for key, item in snapshot.managed.items():
             if key in self.placements or item.vm is None or item.phase is not Phase.RUNNING:
                 continue

@@ -7,6 +7,7 @@ change again or makes a second migration, and takes the change back at the recor
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from dynamem.controller.balancer import Balancer
@@ -175,3 +176,13 @@ def test_a_new_leader_records_when_the_lost_leader_changed_the_vm_and_then_rests
     writer.statuses.clear()
     round_at(new, world)
     assert [name for name, _ in writer.statuses if name in targets] == []
+
+
+def test_a_dry_run_leader_takes_over_nothing_and_changes_nothing() -> None:
+    """A change in flight of a lost leader, seen by a replica in dry run: no migration, no status time."""
+    world, targets, _ = written_by_the_old_leader()
+    writer = FakeWriter()
+    dry = Balancer(writer, PagingGuests(), replace(CLUSTER, dry_run=True), clock=lambda: NOW + 3)
+    round_at(dry, world)
+    assert writer.migrations == [] and dry.placements == {}
+    assert all("lastChangeTime" not in status for name, status in writer.statuses if name in targets)
