@@ -632,3 +632,21 @@ def test_a_vm_whose_migration_failed_is_retried_after_a_bounded_backoff_with_jit
     assert len(set(delays)) > 60  # jittered: no two VMs retry in step
     # a failure count the caller does not know (the simulator): the flat retry_after_s, as before
     assert retry_delay("a", 0, CONFIG) == CONFIG.retry_after_s
+
+
+def test_vms_tied_by_pod_affinity_move_one_per_round() -> None:
+    """Two paging VMs whose pod anti-affinity ties them (one group) and a third in none, on full nodes with
+    room elsewhere: one of the two moves this round, as each one's nodes were judged without the other's new
+    place; the third moves too."""
+    state = make_state(
+        {"n1": 2, "n2": 8, "n3": 8, "n4": 1},
+        make_vm("db-a", "n1", size=1, demand=2, group="db-a"),
+        make_vm("db-b", "n4", size=1, demand=2, group="db-a"),
+        make_vm("web", "n1", size=1, demand=2),
+    )
+    plan = plan_cluster(state, CONFIG, 0.0)
+    assert sorted(c.name for c in plan.changes) == ["db-a", "web"]
+    (waiting,) = (d for d in plan.decisions if d.name == "db-b")
+    assert "deferred: a VM tied to it by pod affinity moves this round" in waiting.reason
+    untied = plan_cluster(replace(state, vms=tuple(replace(vm, group=None) for vm in state.vms)), CONFIG, 0.0)
+    assert sorted(c.name for c in untied.changes) == ["db-a", "db-b", "web"]

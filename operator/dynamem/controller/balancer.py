@@ -217,6 +217,7 @@ class Balancer:
             now=now,
             shrink_window_s=self.options.balance.shrink_window_s,
             cache=self.joins,
+            promised={key: p.target for key, p in self.placements.items() if p.target},
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

@@ -35,10 +35,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from dynamem.controller.eligibility import EligibleNodes
+from dynamem.controller.eligibility import EligibleNodes, affinity_groups
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
 from dynamem.kube.objects import NodeView, ObjectKey, VmiView
+from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.model import VmState
 
@@ -140,15 +141,19 @@ def cluster_state(
     shrink_window_s: float = 3600.0,
     pending: tuple[int, ...] = (),
     stopped: tuple[StoppedVm, ...] = (),
+    placed: Iterable[PlacedPod] = (),
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
     ``node_views``: the nodes as observed, for where each VM may go (None: anywhere) and their hugepages;
     ``page_requests``: hugepages requested per (node, resource); ``pending``: the memory requests of launcher
-    pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start."""
+    pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start;
+    ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity."""
     pages = page_requests or {}
     views = node_views or {}
-    eligibility = None if node_views is None else EligibleNodes(node_views.values())
+    eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed)
+    tied = [vmi for vmi in vmis.values() if vmi.affinity.terms and vmi.active]
+    groups = affinity_groups(vmi for vmi in vmis.values() if vmi.active) if tied else {}
     cluster_nodes = tuple(
         ClusterNode(
             name=name,
@@ -198,6 +203,7 @@ def cluster_state(
                     failures=vmi.failed_migrations,
                     allowed_nodes=allowed,
                     pages=vmi.pages,
+                    group=groups.get(str(key)),
                 )
             )
     in_flight = tuple(

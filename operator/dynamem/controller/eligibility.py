@@ -11,20 +11,36 @@ the node selector of ``NewNodeSelectorRenderer`` (``services/nodeselectorrendere
 ``kubevirt.io/schedulable: "true"``, which virt-handler keeps on the nodes it serves (and sets to ``false``
 when its heartbeat stops), then the VMI's ``spec.nodeSelector``.
 
+Inter-pod affinity (``InterPodAffinity``, :mod:`dynamem.kube.pod_affinity`) is judged per VM, against the pods
+bound to the nodes and the target pods of dynamem's own changes not bound yet (the scheduler will count them
+as soon as they are): the VMI's required pod affinity and anti-affinity, and the anti-affinity of the pods
+placed, against the labels KubeVirt gives the target pod (the VMI's, and its own). VMs that such terms tie
+together (one's terms match another's pods) form a group, and the plan moves one VM of a group per round: two
+targets placed in one round would each be judged without the other.
+
 Not read: the KubeVirt CR's cluster-wide ``nodeSelectors`` and the CPU-model and feature labels KubeVirt adds
-for some VMIs (``host-model``, dedicated CPUs, SEV/TDX), inter-pod affinity, topology spread and every
-resource but memory; a target they refuse still fails after the pending timeout and is taken back.
+for some VMIs (``host-model``, dedicated CPUs, SEV/TDX), topology spread and every resource but memory; a
+target they refuse still fails after the pending timeout and is taken back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dynamem.kube.objects import NodeView, VmiView
+from dynamem.kube.pod_affinity import AffinityTerm, InterPodAffinity, PlacedPod
 from dynamem.kube.scheduling import PodPlacement, SchedulingNode, eligible
 
-__all__ = ["SCHEDULABLE_LABEL", "EligibleNodes", "eligible_nodes", "refusals", "target_pod_placement"]
+__all__ = [
+    "SCHEDULABLE_LABEL",
+    "EligibleNodes",
+    "affinity_groups",
+    "eligible_nodes",
+    "refusals",
+    "target_pod_placement",
+]
 
 # v1.NodeSchedulable (staging/src/kubevirt.io/api/core/v1/types.go): every launcher pod selects it.
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
@@ -74,11 +90,15 @@ class EligibleNodes:
     VMIs x nodes (10,000 VMs on 500 nodes: five million a round, most of a live round's CPU)."""
 
     nodes: Iterable[NodeView]
+    pods: Iterable[PlacedPod] = ()  # the pods placed, for inter-pod affinity (none: not judged)
     _scheduling: list[SchedulingNode] = field(init=False)
     _known: dict[PodPlacement, frozenset[str]] = field(init=False, default_factory=dict)
+    _pods: InterPodAffinity = field(init=False)
+    _narrowed: dict[tuple[PodPlacement, int], frozenset[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._scheduling = [_scheduling_node(node) for node in self.nodes]
+        self._pods = InterPodAffinity({n.name: n.labels for n in self._scheduling}, self.pods)
 
     def of(self, vmi: VmiView) -> frozenset[str]:
         found = self._known.get(vmi.placement)
@@ -86,4 +106,57 @@ class EligibleNodes:
             pod = target_pod_placement(vmi)
             found = frozenset(node.name for node in self._scheduling if eligible(pod, node) is None)
             self._known[vmi.placement] = found
+        if vmi.affinity.terms or self._pods.any_anti:
+            refused = self._pods.refusals(vmi.key.namespace, dict(vmi.pod_labels), vmi.affinity)
+            if refused:  # the same answer object for every VM it is the same for, kept for the round
+                key = (vmi.placement, id(refused))
+                narrowed = self._narrowed.get(key)
+                if narrowed is None:
+                    narrowed = self._narrowed[key] = found.difference(refused)
+                found = narrowed
         return found
+
+
+def affinity_groups(vmis: Iterable[VmiView]) -> dict[str, str]:
+    """The VMs (``namespace/name``) that required pod (anti-)affinity ties to others, each to its group's
+    name (the first member's): VMs whose terms match another's launcher pods, and those pods' VMs, joined
+    transitively. A VM whose terms match only itself or no VM is in no group. Each distinct term is matched
+    once, for all the VMs that have it."""
+    listed = list(vmis)
+    by_label: dict[tuple[str, str], list[VmiView]] = defaultdict(list)
+    having: dict[AffinityTerm, list[str]] = defaultdict(list)
+    for vmi in listed:
+        for pair in vmi.pod_labels:
+            by_label[pair].append(vmi)
+        for term in vmi.affinity.terms:
+            having[term].append(str(vmi.key))
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.get(name, name) != name:
+            parent[name] = parent.get(parent[name], parent[name])  # halve the path
+            name = parent[name]
+        return name
+
+    def join(a: str, b: str) -> None:
+        first, second = sorted((root(a), root(b)))
+        parent[first] = first
+        parent[second] = first
+
+    for term, owners in having.items():
+        indexed = term.selector.pair()
+        matched = [
+            str(other.key)
+            for other in (listed if indexed is None else by_label.get(indexed, ()))
+            if term.matches(other.key.namespace, _labels(other))
+        ]
+        tied = set(owners).union(matched)
+        if len(tied) > 1:
+            first = min(tied)
+            for name in tied:
+                join(first, name)
+    return {name: root(name) for name in parent}
+
+
+def _labels(vmi: VmiView) -> Mapping[str, str]:
+    return dict(vmi.pod_labels)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from dynamem.kube.api import HOSTNAME_LABEL, MIGRATION_LABEL, parse_rfc3339
-from dynamem.kube.objects import Body, ObjectKey, VmiView, dig
+from dynamem.kube.api import MIGRATION_LABEL, parse_rfc3339
+from dynamem.kube.objects import HOSTNAME_LABEL, Body, ObjectKey, VmiView, dig
 
 MIGRATION = ("kubevirt.io", "v1", "virtualmachineinstancemigrations")
 FINAL_PHASES = frozenset({"Succeeded", "Failed"})

@@ -24,6 +24,7 @@ from dynamem.controller.placement import decode
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
+from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.policy.cluster import ClusterState, StoppedVm
 from dynamem.policy.model import NodeState, VmState
 from dynamem.records import frozen_record
@@ -492,11 +493,14 @@ def build_snapshot(
     now: float | None = None,
     shrink_window_s: float = 3600.0,
     cache: JoinCache | None = None,
+    promised: Mapping[ObjectKey, str] | None = None,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
     ``held``: VMs to keep as they are this round, with the reason (e.g. backing off after a refused change).
     ``cache``: the joins of earlier rounds (a balancer keeps one); without it every join is made afresh.
+    ``promised``: the target node of each of dynamem's changes in flight: its target pod, once made, is
+    scheduled there, and counts there for inter-pod affinity until it is bound (then it is a pod like any).
     """
     joins = cache if cache is not None else JoinCache()
     held = held or {}
@@ -617,6 +621,25 @@ def build_snapshot(
         and item.vm.pages is None
         and (item.vm.instancetype is None or item.vm.request or item.vm.guest)
     )
+    bound = frozenset(
+        (pod.node, ObjectKey(pod.key.namespace, pod.vmi))
+        for pod in pod_list
+        if pod.node and pod.launcher and pod.vmi and not pod.finished
+    )
+    # inter-pod affinity is judged only where some pod or VMI has a required term (kube.pod_affinity)
+    tied = any(pod.anti for pod in pod_list) or any(vmi.affinity.terms for vmi in vmis.values())
+    placed = [
+        PlacedPod(pod.node, pod.key.namespace, dict(pod.labels), pod.anti)
+        for pod in (pod_list if tied else ())
+        if pod.node and not pod.finished
+    ]
+    for vmi in vmis.values() if tied else ():  # running with its launcher pod not in view: counted as one
+        if vmi.active and vmi.node is not None and (vmi.node, vmi.key) not in bound:
+            placed.append(PlacedPod(vmi.node, vmi.key.namespace, dict(vmi.pod_labels), vmi.affinity.anti))
+    for key, target in (promised or {}).items() if tied else ():
+        moving = vmis.get(key)
+        if moving is not None and moving.active and moving.node != target and (target, key) not in bound:
+            placed.append(PlacedPod(target, key.namespace, dict(moving.pod_labels), moving.affinity.anti))
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
@@ -634,6 +657,7 @@ def build_snapshot(
         shrink_window_s=shrink_window_s,
         pending=pending,
         stopped=stopped,
+        placed=placed,
     )
     return Snapshot(
         nodes,
@@ -643,9 +667,5 @@ def build_snapshot(
         vm_keys=vm_keys,
         cluster=cluster,
         migrations=migrations,
-        bound=frozenset(
-            (pod.node, ObjectKey(pod.key.namespace, pod.vmi))
-            for pod in pod_list
-            if pod.node and pod.launcher and pod.vmi and not pod.finished
-        ),
+        bound=bound,
     )

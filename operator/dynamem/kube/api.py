@@ -27,7 +27,7 @@ import aiohttp
 from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
-from dynamem.kube.objects import PLACEMENT_ANNOTATION
+from dynamem.kube.objects import HOSTNAME_LABEL, PLACEMENT_ANNOTATION
 from dynamem.kube.retry import RETRIED_STATUSES, retry_after_of, with_backoff
 
 logger = logging.getLogger("dynamem.kube")
@@ -40,7 +40,6 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
 KUBEVIRT = ("kubevirt.io", "v1")
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 MIGRATION_LABEL = "dynamem.io/migration"  # on the VirtualMachineInstanceMigrations dynamem creates
 MIGRATION_REASON_ANNOTATION = "dynamem.io/reason"
 DYNAMEM = ("dynamem.io", "v1alpha1")

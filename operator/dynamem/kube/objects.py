@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from kubernetes.utils import parse_quantity
 
+from dynamem.kube.pod_affinity import AffinityTerm, LabelRequirement, PodAffinity, pod_affinity
 from dynamem.kube.scheduling import PodPlacement, Taint, pod_placement, taint
 
 MI = 1024**2
@@ -24,6 +25,10 @@ GI = 1024**3
 
 LAUNCHER_LABEL = "kubevirt.io"
 LAUNCHER_VALUE = "virt-launcher"
+# The labels KubeVirt v1.7.0 adds to a launcher pod's (pkg/virt-controller/services/template.go, podLabels)
+CREATED_BY_LABEL = "kubevirt.io/created-by"
+VM_NAME_LABEL = "vm.kubevirt.io/name"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 DOMAIN_ANNOTATION = "kubevirt.io/domain"
 # On a VirtualMachine, written in the same server-side apply as memory.guest: where dynamem's change goes
 # (controller.placement), so that a new leader finds the change in flight with its target and deadline.
@@ -269,6 +274,9 @@ class VmiView:
     placement: PodPlacement = field(default_factory=PodPlacement)
     # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
     pages: str | None = None
+    # the labels its launcher pods get (launcher_labels) and the required pod (anti-)affinity of its spec
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    affinity: PodAffinity = field(default_factory=PodAffinity)
 
     @property
     def active(self) -> bool:
@@ -281,8 +289,19 @@ class VmiView:
         return self.guest_current if self.guest_current is not None else self.spec_guest
 
 
+def launcher_labels(body: Body) -> dict[str, str]:
+    """The labels of a VMI's launcher pods, a migration's target too (KubeVirt v1.7.0
+    ``pkg/virt-controller/services/template.go``, ``podLabels``): the VMI's own, then KubeVirt's."""
+    labels = {str(k): str(v) for k, v in (dig(body, "metadata", "labels") or {}).items()}
+    labels[LAUNCHER_LABEL] = LAUNCHER_VALUE
+    labels[CREATED_BY_LABEL] = str(dig(body, "metadata", "uid") or "")
+    labels[VM_NAME_LABEL] = str(dig(body, "metadata", "name") or "")
+    return labels
+
+
 def vmi_view(body: Body) -> VmiView:
     memory = dig(body, "status", "memory") or {}
+    labels = launcher_labels(body)
     return VmiView(
         key=ObjectKey.of(body),
         node=dig(body, "status", "nodeName") or None,
@@ -303,6 +322,8 @@ def vmi_view(body: Body) -> VmiView:
         ),
         placement=pod_placement(dig(body, "spec") or {}),
         pages=hugepages_resource(dig(body, "spec", "domain")),
+        pod_labels=tuple(sorted(labels.items())),
+        affinity=pod_affinity(dig(body, "spec") or {}, str(dig(body, "metadata", "namespace") or ""), labels),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -359,6 +380,8 @@ class PodView:
     finished: bool
     vmi: str | None = None  # a launcher's VMI (its ``kubevirt.io/domain`` annotation)
     hugepages: tuple[tuple[str, int], ...] = ()  # requests per hugepages-* resource, counted as ``request``
+    labels: tuple[tuple[str, str], ...] = ()
+    anti: tuple[AffinityTerm, ...] = ()  # its required pod anti-affinity terms (kube.pod_affinity)
 
 
 def pod_view(body: Body) -> PodView:
@@ -385,6 +408,24 @@ def pod_view(body: Body) -> PodView:
         finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
         vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
         hugepages=tuple(sorted(pages.items())),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        anti=tuple(
+            t
+            for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels).anti
+            if not _own_vmi_only(t, labels)
+        ),
+    )
+
+
+def _own_vmi_only(term: AffinityTerm, labels: Mapping[str, str]) -> bool:
+    """KubeVirt's term on a migration target (``createMigrationPodAntiAffinityRule``): away from the pods of
+    its own VMI on their node. It refuses only a VM's own node to its next target, which no plan picks; left
+    out, a cluster whose pods have no other terms needs no inter-pod affinity judged at all."""
+    own = labels.get(CREATED_BY_LABEL)
+    return (
+        own is not None
+        and term.topology_key == HOSTNAME_LABEL
+        and term.selector.requirements == (LabelRequirement(CREATED_BY_LABEL, "In", frozenset({str(own)})),)
     )
 
 

@@ -127,6 +127,9 @@ class ClusterVm:
     # the resource its guest memory is requested as, "hugepages-2Mi" or "hugepages-1Gi" (None: "memory");
     # its launcher's `memory` request is then its overhead only
     pages: str | None = None
+    # VMs that required pod (anti-)affinity ties together share a group: one of them moves per round, as
+    # the nodes each may go to were judged without the others' new places (None: in no group)
+    group: str | None = None
 
     @property
     def overhead(self) -> int:
@@ -666,9 +669,16 @@ class _Placement:
     outbound: dict[str, int]
     planned: set[str] = field(default_factory=set)
     order: list[str] = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)  # affinity groups with a VM planned to move
 
     def out_of(self, node: str) -> int:
         return self.outbound.get(node, 0)
+
+    def grouped(self, vm: ClusterVm, other: ClusterVm | None = None) -> bool:
+        """Whether ``vm`` may not move this round: a VM of its affinity group moves (or is ``other``)."""
+        return vm.group is not None and (
+            vm.group in self.groups or (other is not None and vm.group == other.group)
+        )
 
     def commit(self, r: VmPlan, target: str, size: int) -> None:
         """Plan ``r``'s move to ``target`` at ``size``: its room, its share of the budget, its turn."""
@@ -680,6 +690,8 @@ class _Placement:
         r.target_node = target
         self.planned.add(vm.name)
         self.order.append(vm.name)
+        if vm.group is not None:
+            self.groups.add(vm.group)
 
 
 def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) -> list[str]:
@@ -743,6 +755,9 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             continue
         if plan.out_of(vm.node) >= plan.per_node:
             r.notes.append(f"deferred: {plan.per_node} migrations already out of {vm.node}")
+            continue
+        if plan.grouped(vm):
+            r.notes.append("deferred: a VM tied to it by pod affinity moves this round")
             continue
         node = _place_beyond(r, room, state.stopped) if r.beyond else None
         size = r.want
@@ -855,6 +870,8 @@ def _room_for_start(request: int, plan: _Placement) -> _Helper | None:
         o = other.vm
         if name in plan.planned or other.paging or o.node in room.locked or o.pages is not None:
             continue
+        if plan.grouped(o):
+            continue
         if plan.out_of(o.node) >= plan.per_node:
             continue
         if room.free(o.node) + o.request < request:
@@ -885,7 +902,7 @@ def _make_room(r: VmPlan, size: int, plan: _Placement, config: BalanceConfig) ->
         o = other.vm
         if name in plan.planned or name == r.vm.name or o.node == r.vm.node or other.want != o.assigned:
             continue
-        if other.paging or o.node in room.locked:
+        if other.paging or o.node in room.locked or plan.grouped(o, r.vm):
             continue
         moved = o.assigned
         if o.assigned >= r.vm.assigned:

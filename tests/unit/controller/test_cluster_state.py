@@ -10,7 +10,7 @@ from dynamem.controller.cluster_state import served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
-from dynamem.kube.objects import GI, MI, ObjectKey
+from dynamem.kube.objects import GI, MI, ObjectKey, pod_view
 from dynamem.policy.balance import vm_levels
 from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, VmLimits, VmState
@@ -321,3 +321,94 @@ def test_served_use_is_the_use_whose_target_is_the_size() -> None:
             limits = VmLimits(startup=GI, minimum=512 * MI, maximum=8 * GI, buffer=buffer, priority=5000)
             probe = VmState("x", limits, size, served_use(size, buffer))
             assert vm_levels(probe, BalanceConfig())[4] == max(size, 512 * MI), (size, buffer)
+
+
+def _anti_db(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` (a VMI or pod) labelled app=db with a required anti-affinity to app=db on the hostname."""
+    body["metadata"].setdefault("labels", {})["app"] = "db"
+    body["spec"]["affinity"] = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}
+            ]
+        }
+    }
+    return body
+
+
+def test_a_vm_goes_nowhere_a_pod_it_is_anti_affine_to_runs_nor_a_pod_anti_affine_to_it() -> None:
+    """Two database VMs kept apart by their required pod anti-affinity: neither may be sent to the other's
+    node; a plain VM may go anywhere, except where a (non-VM) pod's own anti-affinity refuses it."""
+    guard = make_pod_body("guard", node="n3")
+    guard["metadata"]["labels"] = {"role": "guard"}
+    guard["spec"]["affinity"] = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"tier": "batch"}}, "topologyKey": "kubernetes.io/hostname"}
+            ]
+        }
+    }
+    batch = make_vmi_body("batch", node="n1")
+    batch["metadata"]["labels"] = {"tier": "batch"}
+    names = ("db-a", "db-b", "plain", "batch")
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in names],
+        vms=[make_vm_body(n) for n in names],
+        vmis=[
+            _anti_db(make_vmi_body("db-a", node="n1")),
+            _anti_db(make_vmi_body("db-b", node="n2")),
+            make_vmi_body("plain", node="n1"),
+            batch,
+        ],
+        pods=[_anti_db(make_pod_body("virt-launcher-db-a", node="n1", launcher=True, domain="db-a")), guard],
+        nodes=[make_node_body(n) for n in ("n1", "n2", "n3")],
+    )
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    # db-a's launcher pod is on n1; db-b's own pod on n2 refuses n2 too (its source, never a target anyway)
+    assert vms["db-b"].allowed_nodes == frozenset({"n3"})
+    assert vms["plain"].allowed_nodes == frozenset({"n1", "n2", "n3"})
+    assert vms["batch"].allowed_nodes == frozenset({"n1", "n2"})  # the guard pod refuses tier=batch
+    # db-a and db-b are tied: one of them moves per round; the others are in no group
+    assert vms["db-a"].group == vms["db-b"].group is not None
+    assert vms["plain"].group is None and vms["batch"].group is None
+
+
+def test_a_change_in_flight_counts_on_its_target_before_its_pod_is_bound() -> None:
+    """dynamem sent db-a to n3 and its target pod is not bound yet: the scheduler will count it there, so
+    db-b may not be sent to n3 meanwhile; once bound, it is a pod on n3 like any."""
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("db-a", "db-b")],
+        vms=[make_vm_body(n) for n in ("db-a", "db-b")],
+        vmis=[_anti_db(make_vmi_body("db-a", node="n1")), _anti_db(make_vmi_body("db-b", node="n2"))],
+        nodes=[make_node_body(n) for n in ("n1", "n2", "n3", "n4")],
+    )
+    promised = {ObjectKey(NS, "db-a"): "n3"}
+    vms = {
+        vm.name.split("/")[1]: vm
+        for vm in build_snapshot(seen, DemandReading(), promised=promised).cluster.vms
+    }
+    assert vms["db-b"].allowed_nodes == frozenset({"n4"})  # db-a on n1 and soon n3, db-b itself on n2
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert vms["db-b"].allowed_nodes == frozenset({"n3", "n4"})
+
+
+def test_kubevirts_own_migration_term_is_no_inter_pod_rule() -> None:
+    """A migration's target pod keeps KubeVirt's anti-affinity to its own VMI's pods: it refuses only that
+    VM's own node, which no plan picks, so it is left out and a cluster with no other term judges none."""
+    target = make_pod_body("virt-launcher-plain-x", node="n2", launcher=True, domain="plain")
+    target["metadata"]["labels"]["kubevirt.io/created-by"] = "uid-plain"
+    target["spec"]["affinity"] = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"kubevirt.io/created-by": "uid-plain"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
+    assert pod_view(target).anti == ()
+    target["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
+        "topologyKey"
+    ] = "topology.kubernetes.io/zone"
+    assert len(pod_view(target).anti) == 1
