@@ -14,8 +14,11 @@ reading's CPU time is printed on its own (``read_cpu_median_s``), not in the rou
 has each round read for itself, as rounds did before. The garbage collector is tuned as ``dynamem run``
 tunes it (:mod:`dynamem.controller.gc_tuning`) and, as the operator's loop does, paused during each round
 (collecting after it); ``--default-gc`` keeps CPython's defaults and collects during rounds.
-Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]] [--default-gc] [--read-in-round]`` (default
-10000, the operator's default policy).
+``--anti-affinity=K``: VMs in groups of K share an ``app`` label and have a required pod anti-affinity to it
+on the hostname (HA pairs at K=2), so every round judges inter-pod affinity for every VM
+(:mod:`dynamem.kube.pod_affinity`).
+Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]] [--default-gc] [--read-in-round]
+[--anti-affinity=K]`` (default 10000, the operator's default policy).
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ def prometheus_at_rest(names: list[str], namespace: str) -> httpx.MockTransport:
     )
 
 
-async def main(n: int, policy: str, *, pause_gc: bool = True, read_in_round: bool = False) -> None:
+async def main(
+    n: int, policy: str, *, pause_gc: bool = True, read_in_round: bool = False, anti_affinity: int = 0
+) -> None:
     nodes = max(1, n // 20)
     vmms, vms, vmis = {}, [], []
     for i in range(n):
@@ -88,7 +93,18 @@ async def main(n: int, policy: str, *, pause_gc: bool = True, read_in_round: boo
         body["metadata"].update(uid=f"u{i}", resourceVersion="1")
         vmms[name] = body
         vms.append(make_vm_body(name))
-        vmis.append(make_vmi_body(name, node=f"node{i % nodes}"))
+        vmi = make_vmi_body(name, node=f"node{i % nodes}")
+        if anti_affinity:
+            app = {"app": f"app{i // anti_affinity}"}
+            vmi["metadata"]["labels"] = app
+            vmi["spec"]["affinity"] = {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": app}, "topologyKey": "kubernetes.io/hostname"}
+                    ]
+                }
+            }
+        vmis.append(vmi)
     node_bodies = [make_node_body(f"node{k}", allocatable="100Gi") for k in range(nodes)]
     writer = FakeWriter()
     demand = PrometheusDemand(
@@ -134,7 +150,7 @@ async def main(n: int, policy: str, *, pause_gc: bool = True, read_in_round: boo
     low, mid, high = times[0], times[2], times[-1]
     cpu_mid = sorted(cpu)[2]
     print(
-        f"round_at_rest: policy={policy} vms={n} nodes={nodes} "
+        f"round_at_rest: policy={policy} vms={n} nodes={nodes} anti_affinity={anti_affinity} "
         f"min_s={low:.2f} median_s={mid:.2f} max_s={high:.2f} cpu_median_s={cpu_mid:.2f} "
         + (f"read_cpu_median_s={sorted(reads)[2]:.2f} " if reads else "demand=read_in_round ")
         + f"load1={os.getloadavg()[0]:.1f}"
@@ -146,12 +162,16 @@ if __name__ == "__main__":
     if tuned:
         tune_for_large_heap()  # as ``dynamem run`` does
     in_round = "--read-in-round" in sys.argv
-    sys.argv = [a for a in sys.argv if a not in {"--default-gc", "--read-in-round"}]
+    anti = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--anti-affinity=")), 0)
+    sys.argv = [
+        a for a in sys.argv if a not in {"--default-gc", "--read-in-round"} and not a.startswith("--anti")
+    ]
     asyncio.run(
         main(
             int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
             sys.argv[2] if len(sys.argv) > 2 else CLUSTER_POLICY,
             pause_gc=tuned,
             read_in_round=in_round,
+            anti_affinity=anti,
         )
     )
