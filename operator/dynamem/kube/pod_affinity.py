@@ -40,6 +40,7 @@ __all__ = [
     "LabelSelector",
     "PlacedPod",
     "PodAffinity",
+    "label_selector",
     "pod_affinity",
 ]
 
@@ -117,6 +118,12 @@ class PodAffinity:
         return self.required + self.anti
 
 
+def label_selector(body: Mapping[str, Any], labels: Mapping[str, str]) -> LabelSelector:
+    """The ``labelSelector`` of a term or spread constraint ``body``, its ``matchLabelKeys`` (``In``) and
+    ``mismatchLabelKeys`` (``NotIn``) merged from the pod's ``labels``."""
+    return LabelSelector(_requirements(body, labels))
+
+
 def _requirements(body: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[LabelRequirement, ...] | None:
     selector = body.get("labelSelector")
     if not isinstance(selector, Mapping):
@@ -146,7 +153,7 @@ def _term(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) ->
     listed = frozenset(str(n) for n in body.get("namespaces") or ())
     selector = body.get("namespaceSelector")
     return AffinityTerm(
-        selector=LabelSelector(_requirements(body, labels)),
+        selector=label_selector(body, labels),
         topology_key=str(body.get("topologyKey") or ""),
         namespaces=listed or (frozenset({namespace}) if selector is None else frozenset()),
         every_namespace=isinstance(selector, Mapping),
@@ -178,6 +185,7 @@ class PlacedPod:
     namespace: str
     labels: Mapping[str, str]
     anti: tuple[AffinityTerm, ...] = ()
+    terminating: bool = False  # deleted, not gone yet: inter-pod affinity counts it, topology spread not
 
 
 class InterPodAffinity:

@@ -45,10 +45,12 @@ __all__ = [
     "Taint",
     "Toleration",
     "eligible",
+    "node_affinity_refusal",
     "node_requirement",
     "pod_placement",
     "taint",
     "toleration",
+    "untolerated_taint",
 ]
 
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
@@ -172,9 +174,21 @@ def eligible(pod: PodPlacement, node: SchedulingNode) -> str | None:
         t.tolerates(Taint(UNSCHEDULABLE_TAINT, effect="NoSchedule")) for t in pod.tolerations
     ):
         return "NodeUnschedulable: cordoned"
+    return untolerated_taint(pod, node) or node_affinity_refusal(pod, node)
+
+
+def untolerated_taint(pod: PodPlacement, node: SchedulingNode) -> str | None:
+    """``TaintToleration``: the first ``NoSchedule``/``NoExecute`` taint of ``node`` ``pod`` does not
+    tolerate, or None."""
     for found in node.taints:
         if found.effect in _FILTERED_EFFECTS and not any(t.tolerates(found) for t in pod.tolerations):
             return f"TaintToleration: untolerated taint {found.key}={found.value}:{found.effect}"
+    return None
+
+
+def node_affinity_refusal(pod: PodPlacement, node: SchedulingNode) -> str | None:
+    """``NodeAffinity`` (``GetRequiredNodeAffinity``: the node selector and the required terms): why it
+    refuses ``node`` to ``pod``, or None."""
     for key, value in pod.node_selector:
         if node.labels.get(key) != value:
             return f"NodeAffinity: nodeSelector {key}={value} not matched"
