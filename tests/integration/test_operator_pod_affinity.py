@@ -1,17 +1,25 @@
-"""Pod anti-affinity between VMs, end to end: the real API server, kube-scheduler (its ``InterPodAffinity``
-filter) and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process with its default policy.
+"""Pod anti-affinity and topology spread between VMs, end to end: the real API server, kube-scheduler (its
+``InterPodAffinity`` and ``PodTopologySpread`` filters) and kwok, the KubeVirt v1.7.0 stand-in, Prometheus
+and the operator process with its default policy.
 
-Two database VMs that must never share a node (a required pod anti-affinity on ``app=db`` over
-``kubernetes.io/hostname``, which KubeVirt copies to their launcher pods and migration targets): ``db-a``
-runs on ``near``, ``db-b`` pages on ``home``. ``near`` has room for ``db-b``'s grow and less than ``far``,
-so a plan that packs bins and does not read inter-pod affinity picks ``near``: the scheduler refuses the
-target pod there, it stays Pending and KubeVirt fails the migration. dynamem reads the anti-affinity
-(``kube/pod_affinity.py``, ``controller/eligibility.py``) and pins its only migration to ``far``.
+Two database VMs that must not share a node, which KubeVirt copies to their launcher pods and migration
+targets: ``db-a`` runs on ``near``, ``db-b`` pages on ``home``. ``near`` has room for ``db-b``'s grow and
+less than ``far``, so a plan that packs bins and reads neither rule picks ``near``.
+
+- A required pod anti-affinity on ``app=db`` over ``kubernetes.io/hostname``: the scheduler refuses the
+  target pod on ``near``, it stays Pending and KubeVirt fails the migration.
+- A ``DoNotSchedule`` topology spread over hostnames with ``maxSkew`` 1: the scheduler would bind a target
+  pinned to ``near`` (the pin leaves it one domain to count, ``kube/topology_spread.py``), and the two
+  databases would end on one node, the spread the user asked for broken.
+
+dynamem reads both (``kube/pod_affinity.py``, ``kube/topology_spread.py``, ``controller/eligibility.py``) and
+pins its only migration to ``far``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
@@ -23,11 +31,23 @@ from .operator_harness import Stack, wait_until
 HOSTNAME = "kubernetes.io/hostname"
 DB = {"app": "db"}
 ANTI_DB = {
-    "podAntiAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": DB}, "topologyKey": HOSTNAME}
-        ]
+    "affinity": {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": DB}, "topologyKey": HOSTNAME}
+            ]
+        }
     }
+}
+SPREAD_DB = {
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": HOSTNAME,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": DB},
+        }
+    ]
 }
 
 
@@ -60,12 +80,16 @@ def stack(
         world.close()
 
 
-def test_a_vm_is_never_sent_next_to_a_vm_it_is_anti_affine_to(stack: tuple[Stack, list[str]]) -> None:
+@pytest.mark.parametrize("rule", [ANTI_DB, SPREAD_DB], ids=["anti-affinity", "topology-spread"])
+def test_a_vm_is_never_sent_where_its_anti_affinity_or_spread_forbids(
+    stack: tuple[Stack, list[str]], rule: dict[str, Any]
+) -> None:
     world, (_home, near, far) = stack
     wait_until("both running", lambda: world.has("db-a") and world.has("db-b"), timeout=60)
     core = k8s_client.CoreV1Api(world.api)
-    # The databases' labels and terms, as their VM templates would give them: on both VMIs (each migration
-    # target is rendered from its VMI) and on db-a's running launcher pod, which db-b's target must avoid.
+    # The databases' labels and rule, as their VM templates would give them: on both VMIs (each migration
+    # target is rendered from its VMI) and db-a's labels on its running launcher pod, which db-b's target
+    # must avoid (the pod's own rule is not read here: db-b's rule refuses near on its own).
     for name in ("db-a", "db-b"):
         world.custom.patch_namespaced_custom_object(
             "kubevirt.io",
@@ -73,7 +97,7 @@ def test_a_vm_is_never_sent_next_to_a_vm_it_is_anti_affine_to(stack: tuple[Stack
             world.namespace,
             "virtualmachineinstances",
             name,
-            {"metadata": {"labels": DB}, "spec": {"affinity": ANTI_DB}},
+            {"metadata": {"labels": DB}, "spec": rule},
         )
     (launcher,) = core.list_namespaced_pod(world.namespace, label_selector="vm.kubevirt.io/name=db-a").items
     assert launcher.spec.node_name == near

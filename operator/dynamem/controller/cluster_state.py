@@ -152,7 +152,7 @@ def cluster_state(
     pages = page_requests or {}
     views = node_views or {}
     eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed)
-    tied = [vmi for vmi in vmis.values() if vmi.affinity.terms and vmi.active]
+    tied = [vmi for vmi in vmis.values() if (vmi.affinity.terms or vmi.spread) and vmi.active]
     groups = affinity_groups(vmi for vmi in vmis.values() if vmi.active) if tied else {}
     cluster_nodes = tuple(
         ClusterNode(

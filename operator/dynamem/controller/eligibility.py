@@ -14,13 +14,16 @@ when its heartbeat stops), then the VMI's ``spec.nodeSelector``.
 Inter-pod affinity (``InterPodAffinity``, :mod:`dynamem.kube.pod_affinity`) is judged per VM, against the pods
 bound to the nodes and the target pods of dynamem's own changes not bound yet (the scheduler will count them
 as soon as they are): the VMI's required pod affinity and anti-affinity, and the anti-affinity of the pods
-placed, against the labels KubeVirt gives the target pod (the VMI's, and its own). VMs that such terms tie
-together (one's terms match another's pods) form a group, and the plan moves one VM of a group per round: two
-targets placed in one round would each be judged without the other.
+placed, against the labels KubeVirt gives the target pod (the VMI's, and its own). Topology spread
+(``PodTopologySpread``, :mod:`dynamem.kube.topology_spread`) is judged the same way for the VMI's
+``DoNotSchedule`` constraints, without dynamem's pin to the target node, which would leave the scheduler one
+domain to count and let any target break the spread. VMs that such terms or constraints tie together (one's
+selector matches another's pods) form a group, and the plan moves one VM of a group per round: two targets
+placed in one round would each be judged without the other.
 
 Not read: the KubeVirt CR's cluster-wide ``nodeSelectors`` and the CPU-model and feature labels KubeVirt adds
-for some VMIs (``host-model``, dedicated CPUs, SEV/TDX), topology spread and every resource but memory; a
-target they refuse still fails after the pending timeout and is taken back.
+for some VMIs (``host-model``, dedicated CPUs, SEV/TDX) and every resource but memory; a target they refuse
+still fails after the pending timeout and is taken back.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from dynamem.kube.objects import NodeView, VmiView
 from dynamem.kube.pod_affinity import AffinityTerm, InterPodAffinity, PlacedPod
 from dynamem.kube.scheduling import PodPlacement, SchedulingNode, eligible
+from dynamem.kube.topology_spread import TopologySpread
 
 __all__ = [
     "SCHEDULABLE_LABEL",
@@ -94,11 +98,14 @@ class EligibleNodes:
     _scheduling: list[SchedulingNode] = field(init=False)
     _known: dict[PodPlacement, frozenset[str]] = field(init=False, default_factory=dict)
     _pods: InterPodAffinity = field(init=False)
+    _spread: TopologySpread = field(init=False)
     _narrowed: dict[tuple[PodPlacement, int], frozenset[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._scheduling = [_scheduling_node(node) for node in self.nodes]
-        self._pods = InterPodAffinity({n.name: n.labels for n in self._scheduling}, self.pods)
+        placed = list(self.pods)
+        self._pods = InterPodAffinity({n.name: n.labels for n in self._scheduling}, placed)
+        self._spread = TopologySpread(self._scheduling, placed)
 
     def of(self, vmi: VmiView) -> frozenset[str]:
         found = self._known.get(vmi.placement)
@@ -114,14 +121,19 @@ class EligibleNodes:
                 if narrowed is None:
                     narrowed = self._narrowed[key] = found.difference(refused)
                 found = narrowed
+        if vmi.spread:
+            # judged without dynamem's pin, as KubeVirt's own migrations are (kube.topology_spread)
+            labels = dict(vmi.pod_labels)
+            spread = self._spread.refusals(vmi.key.namespace, labels, vmi.spread, target_pod_placement(vmi))
+            found = found.difference(spread)
         return found
 
 
 def affinity_groups(vmis: Iterable[VmiView]) -> dict[str, str]:
-    """The VMs (``namespace/name``) that required pod (anti-)affinity ties to others, each to its group's
-    name (the first member's): VMs whose terms match another's launcher pods, and those pods' VMs, joined
-    transitively. A VM whose terms match only itself or no VM is in no group. Each distinct term is matched
-    once, for all the VMs that have it."""
+    """The VMs (``namespace/name``) that required pod (anti-)affinity or a topology spread constraint ties to
+    others, each to its group's name (the first member's): VMs whose terms or spread selectors match
+    another's launcher pods, and those pods' VMs, joined transitively. A VM whose terms match only itself or
+    no VM is in no group. Each distinct term is matched once, for all the VMs that have it."""
     listed = list(vmis)
     by_label: dict[tuple[str, str], list[VmiView]] = defaultdict(list)
     having: dict[AffinityTerm, list[str]] = defaultdict(list)
@@ -130,6 +142,11 @@ def affinity_groups(vmis: Iterable[VmiView]) -> dict[str, str]:
             by_label[pair].append(vmi)
         for term in vmi.affinity.terms:
             having[term].append(str(vmi.key))
+        for constraint in vmi.spread:  # VMs spread by one selector: each one's move changes the others' skew
+            spread = AffinityTerm(
+                constraint.selector, constraint.topology_key, frozenset({vmi.key.namespace})
+            )
+            having[spread].append(str(vmi.key))
     parent: dict[str, str] = {}
 
     def root(name: str) -> str:

@@ -626,10 +626,11 @@ def build_snapshot(
         for pod in pod_list
         if pod.node and pod.launcher and pod.vmi and not pod.finished
     )
-    # inter-pod affinity is judged only where some pod or VMI has a required term (kube.pod_affinity)
-    tied = any(pod.anti for pod in pod_list) or any(vmi.affinity.terms for vmi in vmis.values())
+    # inter-pod affinity and topology spread are judged only where some pod or VMI has a required term or a
+    # DoNotSchedule constraint (kube.pod_affinity, kube.topology_spread)
+    tied = any(pod.anti for pod in pod_list) or any(vmi.affinity.terms or vmi.spread for vmi in vmis.values())
     placed = [
-        PlacedPod(pod.node, pod.key.namespace, dict(pod.labels), pod.anti)
+        PlacedPod(pod.node, pod.key.namespace, dict(pod.labels), pod.anti, pod.terminating)
         for pod in (pod_list if tied else ())
         if pod.node and not pod.finished
     ]

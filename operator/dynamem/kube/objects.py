@@ -19,6 +19,7 @@ from kubernetes.utils import parse_quantity
 
 from dynamem.kube.pod_affinity import AffinityTerm, LabelRequirement, PodAffinity, pod_affinity
 from dynamem.kube.scheduling import PodPlacement, Taint, pod_placement, taint
+from dynamem.kube.topology_spread import SpreadConstraint, spread_constraints
 
 MI = 1024**2
 GI = 1024**3
@@ -277,6 +278,7 @@ class VmiView:
     # the labels its launcher pods get (launcher_labels) and the required pod (anti-)affinity of its spec
     pod_labels: tuple[tuple[str, str], ...] = ()
     affinity: PodAffinity = field(default_factory=PodAffinity)
+    spread: tuple[SpreadConstraint, ...] = ()  # its DoNotSchedule topology spread constraints
 
     @property
     def active(self) -> bool:
@@ -324,6 +326,7 @@ def vmi_view(body: Body) -> VmiView:
         pages=hugepages_resource(dig(body, "spec", "domain")),
         pod_labels=tuple(sorted(labels.items())),
         affinity=pod_affinity(dig(body, "spec") or {}, str(dig(body, "metadata", "namespace") or ""), labels),
+        spread=spread_constraints(dig(body, "spec") or {}, labels),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -382,6 +385,7 @@ class PodView:
     hugepages: tuple[tuple[str, int], ...] = ()  # requests per hugepages-* resource, counted as ``request``
     labels: tuple[tuple[str, str], ...] = ()
     anti: tuple[AffinityTerm, ...] = ()  # its required pod anti-affinity terms (kube.pod_affinity)
+    terminating: bool = False  # deleted, waiting to be gone (metadata.deletionTimestamp)
 
 
 def pod_view(body: Body) -> PodView:
@@ -409,6 +413,7 @@ def pod_view(body: Body) -> PodView:
         vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
         hugepages=tuple(sorted(pages.items())),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        terminating=bool(dig(body, "metadata", "deletionTimestamp")),
         anti=tuple(
             t
             for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels).anti

@@ -412,3 +412,32 @@ def test_kubevirts_own_migration_term_is_no_inter_pod_rule() -> None:
         "topologyKey"
     ] = "topology.kubernetes.io/zone"
     assert len(pod_view(target).anti) == 1
+
+
+def test_a_vm_goes_nowhere_its_topology_spread_would_be_skewed_beyond_its_max() -> None:
+    """Two web VMs spread over hostnames with maxSkew 1, on n1 and n2: n3 is the only node web-b may go to
+    (on n1 the skew would be 2), and the two are tied (one moves per round)."""
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "web"}},
+        }
+    ]
+    vmis = []
+    for name, node in (("web-a", "n1"), ("web-b", "n2")):
+        vmi = make_vmi_body(name, node=node)
+        vmi["metadata"]["labels"] = {"app": "web"}
+        vmi["spec"]["topologySpreadConstraints"] = spread
+        vmis.append(vmi)
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("web-a", "web-b")],
+        vms=[make_vm_body(n) for n in ("web-a", "web-b")],
+        vmis=vmis,
+        nodes=[make_node_body(n) for n in ("n1", "n2", "n3")],
+    )
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert vms["web-b"].allowed_nodes == frozenset({"n3"})
+    assert vms["web-a"].allowed_nodes == frozenset({"n3"})
+    assert vms["web-a"].group == vms["web-b"].group is not None
