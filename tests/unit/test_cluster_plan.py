@@ -650,3 +650,20 @@ def test_vms_tied_by_pod_affinity_move_one_per_round() -> None:
     assert "deferred: a VM tied to it by pod affinity moves this round" in waiting.reason
     untied = plan_cluster(replace(state, vms=tuple(replace(vm, group=None) for vm in state.vms)), CONFIG, 0.0)
     assert sorted(c.name for c in untied.changes) == ["db-a", "db-b", "web"]
+
+
+def test_a_node_without_cpu_or_pod_room_for_the_launcher_is_never_a_target() -> None:
+    """The scheduler fits a target pod in every resource it requests: n2 has the most fitting memory but too
+    little CPU left for the launcher's 500m, n3 no pod slot; the grow goes to n4. A resource no node reports
+    (none listed) is not counted."""
+    cpu, slot = ("cpu", 500), ("pods", 1)
+    state = make_state(
+        {"n1": 1, "n2": 2, "n3": 2, "n4": 6}, make_vm("a", "n1", size=1, demand=2, others=(cpu, slot))
+    )
+    room = {"n1": (("cpu", 4000, 500), ("pods", 110, 1)), "n2": (("cpu", 4000, 3600), ("pods", 110, 5))}
+    room |= {"n3": (("cpu", 4000, 0), ("pods", 110, 110)), "n4": (("cpu", 4000, 3500), ("pods", 110, 109))}
+    counted = replace(state, nodes=tuple(replace(n, others=room[n.name]) for n in state.nodes))
+    (change,) = plan_cluster(counted, GUESS, 0.0).changes
+    assert change.target_node == "n4"
+    (uncounted,) = plan_cluster(state, GUESS, 0.0).changes
+    assert uncounted.target_node == "n2"

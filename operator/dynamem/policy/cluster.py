@@ -127,6 +127,9 @@ class ClusterVm:
     # the resource its guest memory is requested as, "hugepages-2Mi" or "hugepages-1Gi" (None: "memory");
     # its launcher's `memory` request is then its overhead only
     pages: str | None = None
+    # what its launcher pod requests of other resources the scheduler counts, the same at any guest size:
+    # ("cpu", millicores), ("pods", 1); a node's room in each is ClusterNode.others
+    others: tuple[tuple[str, int], ...] = ()
     # VMs that required pod (anti-)affinity ties together share a group: one of them moves per round, as
     # the nodes each may go to were judged without the others' new places (None: in no group)
     group: str | None = None
@@ -144,12 +147,15 @@ class ClusterVm:
 @dataclass(frozen=True, slots=True)
 class ClusterNode:
     """A node: its memory (allocatable) and the memory requests of every pod on it, as the scheduler
-    counts; ``hugepages``: (resource, allocatable, requested) per ``hugepages-*`` resource it has."""
+    counts; ``hugepages``: (resource, allocatable, requested) per ``hugepages-*`` resource it has;
+    ``others``: the same for the other resources a launcher pod must fit in (``cpu`` in millicores,
+    ``pods``), which no change of size moves (a resource not listed: not counted)."""
 
     name: str
     memory: int
     requested: int
     hugepages: tuple[tuple[str, int, int], ...] = ()
+    others: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,8 +507,13 @@ _MINUTE = 60.0
 _ORDER = {"floor": 0, "maximum": 1, "needed": 2, "demand": 3, "buffer": 4, "idle": 5}
 
 
-# What a launcher pod asks of a node: its `memory` request, and its guest's `hugepages-*` (resource, bytes).
-_Ask = tuple[int, tuple[str, int] | None]
+class _Ask(NamedTuple):
+    """What a launcher pod asks of a node: its ``memory`` request, its guest's ``hugepages-*`` (resource,
+    bytes), and its requests of the other resources counted (``cpu``, ``pods``)."""
+
+    memory: int
+    pages: tuple[str, int] | None = None
+    others: tuple[tuple[str, int], ...] = ()
 
 
 def _ask(vm: ClusterVm, size: int) -> _Ask:
@@ -510,13 +521,13 @@ def _ask(vm: ClusterVm, size: int) -> _Ask:
     ``hugepages-*`` and its ``memory`` is the overhead (KubeVirt v1.7.0 ``renderresources.go``,
     ``WithHugePages``)."""
     if vm.pages is None:
-        return size + vm.overhead, None
-    return vm.overhead, (vm.pages, size)
+        return _Ask(size + vm.overhead, None, vm.others)
+    return _Ask(vm.overhead, (vm.pages, size), vm.others)
 
 
 class _Room:
     """Free launcher requests per node and resource as the plan places changes, the way the scheduler will see
-    them (``memory``, and each ``hugepages-*`` a node has).
+    them (``memory``, each ``hugepages-*`` a node has, and the other resources counted: ``cpu``, ``pods``).
 
     ``real``: free now. ``credit``: requests of VMs this plan moves off the node, free once they have left. A
     change that fits only with credit is carried out later (its target pod waits, Pending, until the VMs
@@ -530,9 +541,10 @@ class _Room:
         self.total = {(n.name, MEMORY): n.memory for n in state.nodes}
         self.real = {(n.name, MEMORY): n.memory - n.requested for n in state.nodes}
         for n in state.nodes:
-            for resource, total, requested in n.hugepages:
+            for resource, total, requested in (*n.hugepages, *n.others):
                 self.total[(n.name, resource)] = total
                 self.real[(n.name, resource)] = total - requested
+        self.counted = {resource for n in state.nodes for resource, _, _ in n.others}
         self.credit = dict.fromkeys(self.real, 0)
         self.locked: set[str] = set()
 
@@ -545,16 +557,36 @@ class _Room:
     def fits(self, node: str, ask: _Ask, leaving: _Ask | None = None, real: bool = False) -> bool:
         """Whether ``ask`` fits on ``node`` (once a VM asking ``leaving`` has left it; ``real``: in the room
         free now)."""
-        memory, pages = ask
-        if self.free(node, real=real) + (leaving[0] if leaving else 0) < memory:
+        memory, pages, others = ask
+        if self.free(node, real=real) + (leaving.memory if leaving else 0) < memory:
+            return False
+        if not self._others_fit(node, others, leaving.others if leaving else (), real):
             return False
         if pages is None:
             return True
-        back = leaving[1][1] if leaving and leaving[1] and leaving[1][0] == pages[0] else 0
+        back = leaving.pages[1] if leaving and leaving.pages and leaving.pages[0] == pages[0] else 0
         return self.free(node, pages[0], real) + back >= pages[1]
+
+    def _others_fit(
+        self,
+        node: str,
+        others: tuple[tuple[str, int], ...],
+        leaving: tuple[tuple[str, int], ...] = (),
+        real: bool = False,
+    ) -> bool:
+        """Whether requests ``others`` (cpu, pods) fit on ``node``; a resource counted nowhere fits."""
+        for resource, amount in others:
+            if resource not in self.counted:
+                continue
+            back = sum(a for r, a in leaving if r == resource)
+            if self.free(node, resource, real) + back < amount:
+                return False
+        return True
 
     def guest_room(self, node: str, vm: ClusterVm) -> int:
         """The largest guest of ``vm`` that fits on ``node``."""
+        if not self._others_fit(node, vm.others):
+            return 0
         if vm.pages is None:
             return self.free(node) - vm.overhead
         return self.free(node, vm.pages) if self.free(node) >= vm.overhead else 0
@@ -572,7 +604,7 @@ class _Room:
         bin-packing score): holes are filled and the large ones kept whole, so the next large change finds a
         node in one move. ``real``: only in the room free now (a VM moved to make room for another must not
         wait in turn)."""
-        memory, pages = ask
+        memory, pages, _ = ask
         resource, request = pages if pages is not None else (MEMORY, memory)
         best: tuple[int, str] | None = None
         for name in sorted(self.memory):
@@ -589,10 +621,13 @@ class _Room:
 
     def take(self, node: str, ask: _Ask) -> bool:
         """Take ``ask`` on ``node``; whether it waits for VMs to leave the node first (used credit)."""
-        memory, pages = ask
+        memory, pages, others = ask
         waits = self._take((node, MEMORY), memory)
         if pages is not None:
             waits = self._take((node, pages[0]), pages[1]) or waits
+        for resource, amount in others:
+            if resource in self.counted:
+                waits = self._take((node, resource), amount) or waits
         return waits
 
     def _take(self, key: tuple[str, str], request: int) -> bool:
@@ -616,11 +651,11 @@ class _Room:
             self.leave(source, leaving)
 
     def leave(self, node: str, ask: _Ask) -> None:
-        memory, pages = ask
+        memory, pages, others = ask
         self.credit[(node, MEMORY)] += memory
-        if pages is not None:
-            key = (node, pages[0])
-            self.credit[key] = self.credit.get(key, 0) + pages[1]
+        for resource, amount in (*((pages,) if pages is not None else ()), *others):
+            key = (node, resource)
+            self.credit[key] = self.credit.get(key, 0) + amount
             self.real.setdefault(key, 0)
             self.total.setdefault(key, 0)
 
@@ -725,7 +760,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
     # for one migration of a VM that keeps its size.
     for request in sorted(state.pending, reverse=True):
-        ask: _Ask = (request, None)
+        ask = _Ask(request)
         node = room.best(ask, "")
         if node is None and plan.in_flight < plan.budget:
             made = _room_for_start(request, plan)
