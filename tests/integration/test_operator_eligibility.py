@@ -54,3 +54,47 @@ def test_a_tainted_and_a_cordoned_idle_node_are_never_chosen_the_vm_goes_to_the_
     assert world.guest("web") == world.has("web")
     assert not any(e["reason"] == "MemoryChangeReverted" for e in world.events("web"))
     assert done
+
+
+@pytest.fixture
+def cpu_stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    yield from first_node_stack(
+        request, {"home": "4Gi", "near": "8Gi", "far": "16Gi"}, {"web": {"startup": "1Gi", "maximum": "4Gi"}}
+    )
+
+
+def test_a_node_with_memory_but_no_cpu_left_for_the_launcher_is_never_chosen(
+    cpu_stack: tuple[Stack, list[str]],
+) -> None:
+    """``near`` has the room a bin packer picks for web's grow, but a pod there requests all its CPU but
+    50m, and web's launcher requests 100m (KubeVirt: one vCPU over ``cpuAllocationRatio`` 10): the scheduler
+    refuses the target there (``NodeResourcesFit``: Insufficient cpu). dynamem counts CPU as it does memory
+    and sends web to ``far``."""
+    world, (_home, near, far) = cpu_stack
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    core = k8s_client.CoreV1Api(world.api)
+    allocatable = core.read_node(near).status.allocatable["cpu"]
+    hog = f"{int(allocatable) * 1000 - 50}m"
+    core.create_namespaced_pod(
+        world.namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "cpu-hog"},
+            "spec": {
+                "nodeName": near,
+                "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": hog}}}],
+            },
+        },
+    )
+    world.set_demand(web=1.2)
+    world.start_operator()
+
+    done = world.grown_by_migration("web")
+    everything = world.migrations()
+    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
+    for m in everything:
+        assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
+        assert m["spec"]["addedNodeSelector"] == {HOSTNAME: far}
+    assert world.vmi("web")["status"]["nodeName"] == far
+    assert done

@@ -45,6 +45,7 @@ from dynamem.policy.model import VmState
 
 __all__ = [
     "cluster_state",
+    "node_others",
     "node_page_requests",
     "node_requests",
     "sampled_at",
@@ -102,6 +103,43 @@ def node_requests(
     return requested
 
 
+CPU = "cpu"
+PODS = "pods"
+
+
+def node_others(
+    nodes: Mapping[str, NodeView],
+    pods: Iterable[tuple[str, str | None, int, bool]],
+    vmis: Mapping[ObjectKey, VmiView],
+) -> dict[str, tuple[tuple[str, int, int], ...]]:
+    """Per node, (resource, allocatable, requested) of the other resources a launcher must fit in, as the
+    scheduler's ``NodeResourcesFit`` counts them: ``cpu`` (millicores requested by every unfinished pod bound
+    there) and ``pods`` (their number, plus a running VMI whose launcher is not in view), for the nodes that
+    report them. ``pods``: (node, namespace/VMI it launches or None, CPU request, finished)."""
+    cpu: dict[str, int] = defaultdict(int)
+    count: dict[str, int] = defaultdict(int)
+    launched: set[tuple[str, str]] = set()
+    for node, launches, request, finished in pods:
+        if finished:
+            continue
+        cpu[node] += request
+        count[node] += 1
+        if launches is not None:
+            launched.add((node, launches))
+    for key, instance in vmis.items():
+        if instance.active and instance.node is not None and (instance.node, str(key)) not in launched:
+            count[instance.node] += 1
+    found: dict[str, tuple[tuple[str, int, int], ...]] = {}
+    for name, view in nodes.items():
+        entries = []
+        if view.cpu is not None:
+            entries.append((CPU, view.cpu, cpu[name]))
+        if view.pods is not None:
+            entries.append((PODS, view.pods, count[name]))
+        found[name] = tuple(entries)
+    return found
+
+
 def node_page_requests(
     pods: list[tuple[str, str | None, Mapping[str, int], bool]], vmis: Mapping[ObjectKey, VmiView]
 ) -> dict[tuple[str, str], int]:
@@ -142,13 +180,17 @@ def cluster_state(
     pending: tuple[int, ...] = (),
     stopped: tuple[StoppedVm, ...] = (),
     placed: Iterable[PlacedPod] = (),
+    others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
+    launcher_cpu: Mapping[ObjectKey, int] | None = None,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
     ``node_views``: the nodes as observed, for where each VM may go (None: anywhere) and their hugepages;
     ``page_requests``: hugepages requested per (node, resource); ``pending``: the memory requests of launcher
     pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start;
-    ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity."""
+    ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity; ``others``: per
+    node, its room in cpu and pods (:func:`node_others`); ``launcher_cpu``: the CPU request of each VMI's
+    launcher pod on its node, which its migration target asks the same (none in view: not counted)."""
     pages = page_requests or {}
     views = node_views or {}
     eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed)
@@ -164,6 +206,7 @@ def cluster_state(
                 (resource, total, pages.get((name, resource), 0))
                 for resource, total in (views[name].hugepages if name in views else ())
             ),
+            others=(others or {}).get(name, ()),
         )
         for name, memory in sorted(nodes.items())
     )
@@ -204,6 +247,7 @@ def cluster_state(
                     allowed_nodes=allowed,
                     pages=vmi.pages,
                     group=groups.get(str(key)),
+                    others=_launcher_others(key, launcher_cpu),
                 )
             )
     in_flight = tuple(
@@ -214,6 +258,13 @@ def cluster_state(
     return ClusterState(
         nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending, stopped=stopped
     )
+
+
+def _launcher_others(
+    key: ObjectKey, launcher_cpu: Mapping[ObjectKey, int] | None
+) -> tuple[tuple[str, int], ...]:
+    cpu = (launcher_cpu or {}).get(key)
+    return ((CPU, cpu), (PODS, 1)) if cpu is not None else ((PODS, 1),)
 
 
 def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str, int]]) -> ClusterState:
@@ -228,7 +279,7 @@ def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str
     """
     vms = {vm.name: vm for vm in state.vms}
     memory: dict[str, int] = defaultdict(int)
-    pages: dict[tuple[str, str], int] = defaultdict(int)
+    pages: dict[tuple[str, str], int] = defaultdict(int)  # also the other resources (cpu, pods)
     for name, target, size in promised:
         vm = vms.get(name)
         overhead = vm.overhead if vm is not None else 0
@@ -237,6 +288,8 @@ def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str
             pages[(target, vm.pages)] += size
         else:
             memory[target] += size + overhead
+        for resource, amount in vm.others if vm is not None else ():
+            pages[(target, resource)] += amount
     if not memory:
         return state
     nodes = tuple(
@@ -246,6 +299,10 @@ def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str
             hugepages=tuple(
                 (resource, total, taken + pages.get((node.name, resource), 0))
                 for resource, total, taken in node.hugepages
+            ),
+            others=tuple(
+                (resource, total, taken + pages.get((node.name, resource), 0))
+                for resource, total, taken in node.others
             ),
         )
         for node in state.nodes

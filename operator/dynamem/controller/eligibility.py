@@ -22,8 +22,9 @@ selector matches another's pods) form a group, and the plan moves one VM of a gr
 placed in one round would each be judged without the other.
 
 Not read: the KubeVirt CR's cluster-wide ``nodeSelectors`` and the CPU-model and feature labels KubeVirt adds
-for some VMIs (``host-model``, dedicated CPUs, SEV/TDX) and every resource but memory; a target they refuse
-still fails after the pending timeout and is taken back.
+for some VMIs (``host-model``, dedicated CPUs, SEV/TDX), and extended resources (room in memory, hugepages,
+CPU and pods is the plan's, :mod:`dynamem.controller.cluster_state`); a target they refuse still fails after
+the pending timeout and is taken back.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from dynamem.controller.cluster_state import cluster_state, node_page_requests, node_requests
+from dynamem.controller.cluster_state import cluster_state, node_others, node_page_requests, node_requests
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.placement import decode
 from dynamem.controller.ports import DemandReading
@@ -641,6 +641,29 @@ def build_snapshot(
         moving = vmis.get(key)
         if moving is not None and moving.active and moving.node != target and (target, key) not in bound:
             placed.append(PlacedPod(target, key.namespace, dict(moving.pod_labels), moving.affinity.anti))
+    others = node_others(
+        node_views,
+        (
+            (
+                pod.node,
+                str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None,
+                pod.cpu,
+                pod.finished,
+            )
+            for pod in pod_list
+            if pod.node
+        ),
+        vmis,
+    )
+    launcher_cpu = {
+        key: pod.cpu
+        for pod in pod_list
+        if pod.launcher
+        and pod.vmi
+        and not pod.finished
+        and (key := ObjectKey(pod.key.namespace, pod.vmi)) in vmis
+        and vmis[key].node == pod.node
+    }
     cluster = cluster_state(
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
@@ -659,6 +682,8 @@ def build_snapshot(
         pending=pending,
         stopped=stopped,
         placed=placed,
+        others=others,
+        launcher_cpu=launcher_cpu,
     )
     return Snapshot(
         nodes,

@@ -56,6 +56,18 @@ def quantity_bytes(value: object) -> int | None:
         return None
 
 
+def quantity_milli(value: object) -> int | None:
+    """A Kubernetes quantity in thousandths, rounded up (CPU as the scheduler counts it: ``MilliValue``), or
+    None when absent or malformed."""
+    if value is None or value == "":
+        return None
+    try:
+        exact: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
+        return math.ceil(exact * 1000)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
 def dig(body: Body, *path: str) -> Any:
     """``body[a][b][c]`` or None when any step is missing or not a mapping."""
     node: Any = body
@@ -356,6 +368,8 @@ class NodeView:
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: a VMI's nodeSelector matches these
     taints: tuple[Taint, ...] = ()
     hugepages: tuple[tuple[str, int], ...] = ()  # allocatable per hugepages-* resource, in bytes
+    cpu: int | None = None  # allocatable CPU in millicores (None: not reported)
+    pods: int | None = None  # allocatable pods (None: not reported)
 
 
 def node_view(body: Body) -> NodeView:
@@ -369,7 +383,14 @@ def node_view(body: Body) -> NodeView:
         labels=tuple(sorted((str(k), str(v)) for k, v in (dig(body, "metadata", "labels") or {}).items())),
         taints=tuple(taint(t) for t in dig(body, "spec", "taints") or () if isinstance(t, Mapping)),
         hugepages=tuple(sorted(hugepages_of(dig(body, "status", "allocatable")).items())),
+        cpu=quantity_milli(dig(body, "status", "allocatable", "cpu")),
+        pods=_count(dig(body, "status", "allocatable", "pods")),
     )
+
+
+def _count(value: object) -> int | None:
+    found = quantity_milli(value)
+    return None if found is None else found // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +407,7 @@ class PodView:
     labels: tuple[tuple[str, str], ...] = ()
     anti: tuple[AffinityTerm, ...] = ()  # its required pod anti-affinity terms (kube.pod_affinity)
     terminating: bool = False  # deleted, waiting to be gone (metadata.deletionTimestamp)
+    cpu: int = 0  # its CPU request in millicores, as the scheduler counts it
 
 
 def pod_view(body: Body) -> PodView:
@@ -396,6 +418,8 @@ def pod_view(body: Body) -> PodView:
     # Init containers run one at a time before the others: the pod needs the larger of the two.
     init_peak = max((quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in init), default=0)
     overhead = quantity_bytes(dig(spec, "overhead", "memory")) or 0
+    cpu = sum(quantity_milli(dig(c, "resources", "requests", "cpu")) or 0 for c in containers)
+    init_cpu = max((quantity_milli(dig(c, "resources", "requests", "cpu")) or 0 for c in init), default=0)
     labels = dig(body, "metadata", "labels") or {}
     pages: dict[str, int] = {}
     for name in {n for c in containers + init for n in hugepages_of(dig(c, "resources", "requests"))}:
@@ -414,6 +438,7 @@ def pod_view(body: Body) -> PodView:
         hugepages=tuple(sorted(pages.items())),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         terminating=bool(dig(body, "metadata", "deletionTimestamp")),
+        cpu=max(cpu, init_cpu) + (quantity_milli(dig(spec, "overhead", "cpu")) or 0),
         anti=tuple(
             t
             for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels).anti

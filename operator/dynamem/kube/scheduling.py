@@ -27,7 +27,9 @@ The filters read here, each as the scheduler and its helpers implement it:
   ``NotIn`` one value) must hold. A term the scheduler cannot parse (an unknown operator, ``Gt`` with two
   values) matches nothing.
 
-Room (``NodeResourcesFit``) is counted elsewhere (``dynamem.controller.cluster_state``).
+Room (``NodeResourcesFit``: memory, hugepages, CPU, pod count) is counted elsewhere
+(``dynamem.controller.cluster_state``, the plan's ``_Room``); inter-pod affinity and topology spread are
+:mod:`dynamem.kube.pod_affinity` and :mod:`dynamem.kube.topology_spread`.
 """
 
 from __future__ import annotations

@@ -53,9 +53,32 @@ __all__ = [
 ]
 
 
+# KubeVirt's default cpuAllocationRatio (spec.configuration.developerConfiguration.cpuAllocationRatio)
+CPU_ALLOCATION_RATIO = 10
+
+
+def launcher_cpu(domain: Mapping[str, Any]) -> str:
+    """The compute container's CPU request (``renderresources.go``: the VMI's ``resources.requests.cpu``
+    when set, ``ResourceRenderer.Requests`` letting it win; else ``WithoutDedicatedCPU``: its vCPUs
+    (``calcVCPUs``: cores x sockets x threads, 1 without a topology) over ``cpuAllocationRatio``). Dedicated
+    CPUs (``WithCPUPinning``) are not played."""
+    requested = dig(domain, "resources", "requests", "cpu")
+    if requested is not None:
+        return str(requested)
+    topology = domain.get("cpu") or {}
+    vcpus = 1
+    if topology:
+        vcpus = (
+            int(topology.get("cores") or 1)
+            * int(topology.get("sockets") or 1)
+            * int(topology.get("threads") or 1)
+        )
+    return f"{vcpus * 1000 // CPU_ALLOCATION_RATIO}m"
+
+
 def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, str]:
     """The compute container's requests for a VMI spec (``renderresources.go``: memory, overhead,
-    hugepages)."""
+    hugepages, CPU)."""
     domain = vmi_spec.get("domain") or {}
     guest = quantity_bytes(dig(domain, "memory", "guest"))
     requested = quantity_bytes(dig(domain, "resources", "requests", "memory"))
@@ -68,8 +91,9 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, s
         return {
             f"hugepages-{page_size}": to_quantity(hugepages),
             "memory": to_quantity(above_guest + overhead),
+            "cpu": launcher_cpu(domain),
         }
-    return {"memory": to_quantity(memory + overhead)}
+    return {"memory": to_quantity(memory + overhead), "cpu": launcher_cpu(domain)}
 
 
 def launcher_pod(
@@ -99,7 +123,7 @@ def launcher_pod(
                 "image": "quay.io/kubevirt/virt-launcher:v1.7.0",
                 "resources": {
                     "requests": resources,
-                    "limits": {k: v for k, v in resources.items() if k != "memory"},
+                    "limits": {k: v for k, v in resources.items() if k.startswith("hugepages-")},
                 },
             }
         ],
