@@ -4,6 +4,8 @@
 cannot be split by node. Inputs are built once (seeded: nodes about 90 % requested, a fifth of the VMs paging,
 some idle above their target), then the plan runs several times; we report the median and the changes it
 made. The last line is machine-readable: ``cluster_speed: vms=<n> nodes=<m> median_s=<float>``.
+``--cpu``: every launcher also asks 100m of CPU and a pod slot, and every node has 64 cores and 110 pods
+(``ClusterNode.others``), so each placement checks them too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, plan_cl
 RUNS = 5
 
 
-def build(nodes: int, vms_per_node: int, seed: int = 7) -> ClusterState:
+def build(nodes: int, vms_per_node: int, seed: int = 7, cpu: bool = False) -> ClusterState:
     rng = random.Random(seed)
     vms = []
     node_rows = []
@@ -46,15 +48,17 @@ def build(nodes: int, vms_per_node: int, seed: int = 7) -> ClusterState:
                     usable=assigned * 97 // 100 - used,
                     swap_in_bps=8.0 * MiB if paging else 0.0,
                     major_faults_ps=50.0 if paging else 0.0,
+                    others=(("cpu", 100), ("pods", 1)) if cpu else (),
                 )
             )
             requested += assigned + 200 * MiB
-        node_rows.append(ClusterNode(name, requested * 100 // 90, requested))
+        others = (("cpu", 64000, 100 * vms_per_node), ("pods", 110, vms_per_node)) if cpu else ()
+        node_rows.append(ClusterNode(name, requested * 100 // 90, requested, others=others))
     return ClusterState(nodes=tuple(node_rows), vms=tuple(vms))
 
 
-def measure(nodes: int, vms_per_node: int) -> float:
-    state = build(nodes, vms_per_node)
+def measure(nodes: int, vms_per_node: int, cpu: bool = False) -> float:
+    state = build(nodes, vms_per_node, cpu=cpu)
     config = BalanceConfig()
     times = []
     changes = 0
@@ -74,9 +78,10 @@ def measure(nodes: int, vms_per_node: int) -> float:
 
 
 def main() -> int:
-    measure(1000, 10)
-    median = measure(3000, 10)
-    print(f"cluster_speed: vms=30000 nodes=3000 median_s={median:.4f}")
+    cpu = "--cpu" in sys.argv
+    measure(1000, 10, cpu)
+    median = measure(3000, 10, cpu)
+    print(f"cluster_speed: vms=30000 nodes=3000 cpu={cpu} median_s={median:.4f}")
     return 0
 
 
