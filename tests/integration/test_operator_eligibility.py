@@ -98,3 +98,36 @@ def test_a_node_with_memory_but_no_cpu_left_for_the_launcher_is_never_chosen(
         assert m["spec"]["addedNodeSelector"] == {HOSTNAME: far}
     assert world.vmi("web")["status"]["nodeName"] == far
     assert done
+
+
+def test_a_host_model_vm_goes_only_where_its_cpu_model_can_migrate(
+    cpu_stack: tuple[Stack, list[str]],
+) -> None:
+    """A VMI with the ``host-model`` CPU (KubeVirt's default) on a node labelled with its host model: the
+    target pod selects the nodes that can host that model (``cpu-model-migration.node.kubevirt.io/<model>``,
+    ``prepareNodeSelectorForHostCpuModel``). ``near`` cannot, and has the room a bin packer picks: dynamem
+    reads the selector KubeVirt will render and sends web to ``far``."""
+    world, (home, near, far) = cpu_stack
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    core = k8s_client.CoreV1Api(world.api)
+    core.patch_node(home, {"metadata": {"labels": {"host-model-cpu.node.kubevirt.io/Skylake": "true"}}})
+    core.patch_node(far, {"metadata": {"labels": {"cpu-model-migration.node.kubevirt.io/Skylake": "true"}}})
+    world.custom.patch_namespaced_custom_object(
+        "kubevirt.io",
+        "v1",
+        world.namespace,
+        "virtualmachineinstances",
+        "web",
+        {"spec": {"domain": {"cpu": {"model": "host-model"}}}},
+    )
+    world.set_demand(web=1.2)
+    world.start_operator()
+
+    done = world.grown_by_migration("web")
+    everything = world.migrations()
+    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
+    for m in everything:
+        assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
+        assert m["spec"]["addedNodeSelector"] == {HOSTNAME: far}
+    assert world.vmi("web")["status"]["nodeName"] == far
+    assert near != far and done

@@ -182,6 +182,7 @@ def cluster_state(
     placed: Iterable[PlacedPod] = (),
     others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
     launcher_cpu: Mapping[ObjectKey, int] | None = None,
+    carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
@@ -190,7 +191,9 @@ def cluster_state(
     pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start;
     ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity; ``others``: per
     node, its room in cpu and pods (:func:`node_others`); ``launcher_cpu``: the CPU request of each VMI's
-    launcher pod on its node, which its migration target asks the same (none in view: not counted)."""
+    launcher pod on its node, which its migration target asks the same (none in view: not counted);
+    ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
+    (:mod:`dynamem.kube.migration_target`)."""
     pages = page_requests or {}
     views = node_views or {}
     eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed)
@@ -223,7 +226,7 @@ def cluster_state(
             if now is not None and changed is not None and now - changed < shrink_window_s:
                 # at this size for less than the window: its use has not stayed low for a window yet
                 peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
-            allowed = None if eligibility is None else eligibility.of(vmi)
+            allowed = None if eligibility is None else eligibility.of(vmi, (carried or {}).get(key, ()))
             vms.append(
                 ClusterVm(
                     name=state.name,

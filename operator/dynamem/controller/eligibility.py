@@ -21,10 +21,12 @@ domain to count and let any target break the spread. VMs that such terms or cons
 selector matches another's pods) form a group, and the plan moves one VM of a group per round: two targets
 placed in one round would each be judged without the other.
 
-Not read: the KubeVirt CR's cluster-wide ``nodeSelectors`` and the CPU-model and feature labels KubeVirt adds
-for some VMIs (``host-model``, dedicated CPUs, SEV/TDX), and extended resources (room in memory, hugepages,
-CPU and pods is the plan's, :mod:`dynamem.controller.cluster_state`); a target they refuse still fails after
-the pending timeout and is taken back.
+The rest of the target's node selector, which KubeVirt renders from its configuration and the VMI's status
+(the cluster-wide ``nodeSelectors``, architecture, CPU model and features, machine type, SEV/TDX; a
+``host-model`` CPU's migration labels), is read from the VMI's launcher pod (:mod:`dynamem.kube.migration_
+target`, passed in as ``carried``). Not read: extended resources (room in memory, hugepages, CPU and pods
+is the plan's, :mod:`dynamem.controller.cluster_state`); a target they refuse still fails after the pending
+timeout and is taken back.
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ __all__ = [
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
 
 
-def target_pod_placement(vmi: VmiView) -> PodPlacement:
-    """What the filters read of a migration target pod of ``vmi``: KubeVirt's selector under the VMI's."""
+def target_pod_placement(vmi: VmiView, carried: tuple[tuple[str, str], ...] = ()) -> PodPlacement:
+    """What the filters read of a migration target pod of ``vmi``: KubeVirt's selector under the VMI's;
+    ``carried``: what else of its launcher pod's selector its next target gets (kube.migration_target)."""
     own = vmi.placement
-    selector = {SCHEDULABLE_LABEL: "true", **dict(own.node_selector)}
+    selector = {SCHEDULABLE_LABEL: "true", **dict(carried), **dict(own.node_selector)}
     return PodPlacement(
         node_selector=tuple(sorted(selector.items())),
         tolerations=own.tolerations,
@@ -108,16 +111,19 @@ class EligibleNodes:
         self._pods = InterPodAffinity({n.name: n.labels for n in self._scheduling}, placed)
         self._spread = TopologySpread(self._scheduling, placed)
 
-    def of(self, vmi: VmiView) -> frozenset[str]:
-        found = self._known.get(vmi.placement)
+    def of(self, vmi: VmiView, carried: tuple[tuple[str, str], ...] = ()) -> frozenset[str]:
+        """The nodes ``vmi``'s target may go to; ``carried``: the selector its launcher pod passes on."""
+        target = target_pod_placement(vmi, carried) if carried else None
+        placement = vmi.placement if target is None else target
+        found = self._known.get(placement)
         if found is None:
-            pod = target_pod_placement(vmi)
+            pod = target if target is not None else target_pod_placement(vmi)
             found = frozenset(node.name for node in self._scheduling if eligible(pod, node) is None)
-            self._known[vmi.placement] = found
+            self._known[placement] = found
         if vmi.affinity.terms or self._pods.any_anti:
             refused = self._pods.refusals(vmi.key.namespace, dict(vmi.pod_labels), vmi.affinity)
             if refused:  # the same answer object for every VM it is the same for, kept for the round
-                key = (vmi.placement, id(refused))
+                key = (placement, id(refused))
                 narrowed = self._narrowed.get(key)
                 if narrowed is None:
                     narrowed = self._narrowed[key] = found.difference(refused)
@@ -125,7 +131,8 @@ class EligibleNodes:
         if vmi.spread:
             # judged without dynamem's pin, as KubeVirt's own migrations are (kube.topology_spread)
             labels = dict(vmi.pod_labels)
-            spread = self._spread.refusals(vmi.key.namespace, labels, vmi.spread, target_pod_placement(vmi))
+            pod = target if target is not None else target_pod_placement(vmi)
+            spread = self._spread.refusals(vmi.key.namespace, labels, vmi.spread, pod)
             found = found.difference(spread)
         return found
 

@@ -37,6 +37,7 @@ class MigrationView:
     created: float | None
     dynamem: bool = False
     target: str | None = None
+    added: tuple[tuple[str, str], ...] = ()  # its whole addedNodeSelector
 
     @property
     def final(self) -> bool:
@@ -52,6 +53,9 @@ def migration_view(body: Body) -> MigrationView:
         created=parse_rfc3339(dig(body, "metadata", "creationTimestamp")),
         dynamem=(dig(body, "metadata", "labels") or {}).get(MIGRATION_LABEL) == "true",
         target=(dig(body, "spec", "addedNodeSelector") or {}).get(HOSTNAME_LABEL) or None,
+        added=tuple(
+            sorted((str(k), str(v)) for k, v in (dig(body, "spec", "addedNodeSelector") or {}).items())
+        ),
     )
 
 

@@ -19,11 +19,13 @@ from enum import StrEnum
 from typing import Any
 
 from dynamem.controller.cluster_state import cluster_state, node_others, node_page_requests, node_requests
+from dynamem.controller.eligibility import SCHEDULABLE_LABEL
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.placement import decode
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
-from dynamem.kube.objects import Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
+from dynamem.kube.migration_target import carried_selector, host_model_selector
+from dynamem.kube.objects import HOSTNAME_LABEL, Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.policy.cluster import ClusterState, StoppedVm
 from dynamem.policy.model import NodeState, VmState
@@ -482,6 +484,39 @@ def _selected(selector: Mapping[str, str], nodes: Mapping[str, NodeView]) -> fro
     return frozenset(name for name, node in nodes.items() if wanted <= set(node.labels))
 
 
+def _carried_selectors(
+    pods: Iterable[PodView],
+    vmis: Mapping[ObjectKey, VmiView],
+    migrations: Iterable[MigrationView],
+    nodes: Mapping[str, NodeView],
+) -> dict[ObjectKey, tuple[tuple[str, str], ...]]:
+    """Per VMI, the node selector its launcher pod on its node passes on to its next migration target
+    beyond the VMI's own (:mod:`dynamem.kube.migration_target`): the pod's selector less what the migration
+    that made it added (its ``addedNodeSelector``; that migration gone: a hostname pinning the pod's own
+    node), and for a ``host-model`` CPU the host-model keys made from its node's labels when it has none.
+    VMIs that get nothing more than their own are left out."""
+    by_key = {m.key: m for m in migrations}
+    found: dict[ObjectKey, tuple[tuple[str, str], ...]] = {}
+    for pod in pods:
+        if not (pod.launcher and pod.vmi and pod.node) or pod.finished or pod.terminating:
+            continue
+        key = ObjectKey(pod.key.namespace, pod.vmi)
+        vmi = vmis.get(key)
+        if vmi is None or vmi.node != pod.node or not (pod.node_selector or vmi.host_model):
+            continue
+        own = dict(vmi.node_selector)
+        made_by = by_key.get(ObjectKey(pod.key.namespace, pod.migration)) if pod.migration else None
+        added = dict(made_by.added) if made_by else ({HOSTNAME_LABEL: pod.node} if pod.migration else {})
+        selector = carried_selector(dict(pod.node_selector), added, own)
+        node = nodes.get(pod.node)
+        if vmi.host_model and node is not None:
+            selector.update(host_model_selector(selector, dict(node.labels)) or {})
+        extra = {k: v for k, v in selector.items() if k != SCHEDULABLE_LABEL and k not in own}
+        if extra:
+            found[key] = tuple(sorted(extra.items()))
+    return found
+
+
 def build_snapshot(
     observed: Observed,
     demand: DemandReading,
@@ -665,6 +700,7 @@ def build_snapshot(
         and vmis[key].node == pod.node
     }
     cluster = cluster_state(
+        carried=_carried_selectors(pod_list, vmis, migrations, node_views),
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
         page_requests=page_requests,

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from kubernetes.utils import parse_quantity
 
+from dynamem.kube.migration_target import HOST_MODEL
 from dynamem.kube.pod_affinity import AffinityTerm, LabelRequirement, PodAffinity, pod_affinity
 from dynamem.kube.scheduling import PodPlacement, Taint, pod_placement, taint
 from dynamem.kube.topology_spread import SpreadConstraint, spread_constraints
@@ -31,6 +32,7 @@ CREATED_BY_LABEL = "kubevirt.io/created-by"
 VM_NAME_LABEL = "vm.kubevirt.io/name"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DOMAIN_ANNOTATION = "kubevirt.io/domain"
+MIGRATION_JOB_ANNOTATION = "kubevirt.io/migrationJobName"  # on a migration's target pod
 # On a VirtualMachine, written in the same server-side apply as memory.guest: where dynamem's change goes
 # (controller.placement), so that a new leader finds the change in flight with its target and deadline.
 PLACEMENT_ANNOTATION = "dynamem.io/placement"
@@ -291,6 +293,7 @@ class VmiView:
     pod_labels: tuple[tuple[str, str], ...] = ()
     affinity: PodAffinity = field(default_factory=PodAffinity)
     spread: tuple[SpreadConstraint, ...] = ()  # its DoNotSchedule topology spread constraints
+    host_model: bool = False  # spec.domain.cpu.model is host-model (kube.migration_target)
 
     @property
     def active(self) -> bool:
@@ -339,6 +342,7 @@ def vmi_view(body: Body) -> VmiView:
         pod_labels=tuple(sorted(labels.items())),
         affinity=pod_affinity(dig(body, "spec") or {}, str(dig(body, "metadata", "namespace") or ""), labels),
         spread=spread_constraints(dig(body, "spec") or {}, labels),
+        host_model=dig(body, "spec", "domain", "cpu", "model") == HOST_MODEL,
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
@@ -408,6 +412,9 @@ class PodView:
     anti: tuple[AffinityTerm, ...] = ()  # its required pod anti-affinity terms (kube.pod_affinity)
     terminating: bool = False  # deleted, waiting to be gone (metadata.deletionTimestamp)
     cpu: int = 0  # its CPU request in millicores, as the scheduler counts it
+    # a launcher's node selector, and the migration that made it when it is a target (its name)
+    node_selector: tuple[tuple[str, str], ...] = ()
+    migration: str | None = None
 
 
 def pod_view(body: Body) -> PodView:
@@ -421,6 +428,7 @@ def pod_view(body: Body) -> PodView:
     cpu = sum(quantity_milli(dig(c, "resources", "requests", "cpu")) or 0 for c in containers)
     init_cpu = max((quantity_milli(dig(c, "resources", "requests", "cpu")) or 0 for c in init), default=0)
     labels = dig(body, "metadata", "labels") or {}
+    launcher = labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE
     pages: dict[str, int] = {}
     for name in {n for c in containers + init for n in hugepages_of(dig(c, "resources", "requests"))}:
         regular_pages = sum(hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in containers)
@@ -432,13 +440,19 @@ def pod_view(body: Body) -> PodView:
         key=ObjectKey.of(body),
         node=spec.get("nodeName") or None,
         request=max(regular, init_peak) + overhead,
-        launcher=labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE,
+        launcher=launcher,
         finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
         vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
         hugepages=tuple(sorted(pages.items())),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         terminating=bool(dig(body, "metadata", "deletionTimestamp")),
         cpu=max(cpu, init_cpu) + (quantity_milli(dig(spec, "overhead", "cpu")) or 0),
+        node_selector=tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
+        if launcher
+        else (),
+        migration=(dig(body, "metadata", "annotations") or {}).get(MIGRATION_JOB_ANNOTATION)
+        if launcher
+        else None,
         anti=tuple(
             t
             for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels).anti

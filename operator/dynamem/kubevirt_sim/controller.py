@@ -195,7 +195,7 @@ class KubeVirtSimulator:
                 await asyncio.wait_for(stop.wait(), timeout=self.options.poll_s)
 
     async def tick(self) -> None:
-        await self._label_nodes()
+        node_labels = await self._label_nodes()
         vms = {ObjectKey.of(b): b for b in await self._list("virtualmachines")}
         vmis = {ObjectKey.of(b): b for b in await self._list("virtualmachineinstances")}
         pods = await self._launcher_pods()
@@ -219,6 +219,7 @@ class KubeVirtSimulator:
             vmis={ObjectKey.of(b): b for b in await self._list("virtualmachineinstances")},
             pods=await self._launcher_pods(),
             migrations=await self._list(MIGRATIONS),
+            node_labels=node_labels,
         )
         await self.migrations.run_updater(world)
         await self.migrations.sync(world)
@@ -226,16 +227,21 @@ class KubeVirtSimulator:
 
     # -- virt-handler ------------------------------------------------------------------------------------
 
-    async def _label_nodes(self) -> None:
-        """virt-handler marks the nodes it serves ``kubevirt.io/schedulable=true``."""
+    async def _label_nodes(self) -> dict[str, dict[str, str]]:
+        """virt-handler marks the nodes it serves ``kubevirt.io/schedulable=true``; returns every node's
+        labels."""
+        found: dict[str, dict[str, str]] = {}
         nodes = await self.core.list_node()
         for body in (node.to_dict(serialize=True) for node in nodes.items):
             name = str(dig(body, "metadata", "name"))
             labels = dig(body, "metadata", "labels") or {}
+            found[name] = {str(k): str(v) for k, v in labels.items()}
             conditions = dig(body, "status", "conditions") or []
             ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
             if ready and labels.get(SCHEDULABLE_LABEL) != "true":
                 await self.core.patch_node(name, {"metadata": {"labels": {SCHEDULABLE_LABEL: "true"}}})
+                found[name][SCHEDULABLE_LABEL] = "true"
+        return found
 
     def _track_guests(self, world: World) -> None:
         seen: set[ObjectKey] = set()

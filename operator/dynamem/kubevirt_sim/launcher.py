@@ -102,6 +102,7 @@ def launcher_pod(
     overhead: int,
     node_name: str | None = None,
     migration: Mapping[str, Any] | None = None,
+    host_model: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The virt-launcher pod for ``vmi``: its first one (optionally bound to ``node_name``), or the target of
     ``migration``."""
@@ -130,7 +131,7 @@ def launcher_pod(
     }
     if migration is not None:
         added = dig(migration, "spec", "addedNodeSelector") or {}
-        selector = {**{str(k): str(v) for k, v in added.items()}, **selector}
+        selector = {**{str(k): str(v) for k, v in added.items()}, **selector, **(host_model or {})}
         labels[MIGRATION_JOB_LABEL] = str(dig(migration, "metadata", "uid"))
         annotations[MIGRATION_JOB_ANNOTATION] = str(dig(migration, "metadata", "name"))
         # createMigrationPodAntiAffinityRule: the term is appended to the VMI's own affinity

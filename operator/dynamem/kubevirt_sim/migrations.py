@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dynamem.kube.api import now_rfc3339
+from dynamem.kube.migration_target import HOST_MODEL, host_model_selector
 from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity
 from dynamem.kubevirt_sim.launcher import launcher_pod
 
@@ -111,6 +112,7 @@ class World:
     vmis: Mapping[ObjectKey, Mapping[str, Any]]
     pods: Sequence[Mapping[str, Any]]
     migrations: Sequence[Mapping[str, Any]]
+    node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def migrations_of(self, vmi: ObjectKey) -> list[Mapping[str, Any]]:
         return [m for m in self.migrations if migration_vmi(m) == vmi]
@@ -268,7 +270,15 @@ class MigrationController:
             return False
         if self._backing_off(world, migration):
             return False
-        pod = launcher_pod(vmi, overhead=self.overhead, migration=migration)
+        host_model = None
+        if dig(vmi, "spec", "domain", "cpu", "model") == HOST_MODEL:
+            source_pod = world.source_pod(vmi)
+            source_selector = dig(source_pod, "spec", "nodeSelector") or {} if source_pod else {}
+            host_model = host_model_selector(source_selector, world.node_labels.get(str(source), {}))
+            if host_model is None:  # createTargetPod fails, the migration is requeued and stays Pending
+                logger.warning("%s: unable to locate host cpu model on %s", migration_vmi(migration), source)
+                return False
+        pod = launcher_pod(vmi, overhead=self.overhead, migration=migration, host_model=host_model)
         created = await self.api.create_pod(str(dig(vmi, "metadata", "namespace")), pod)
         self.timers.target_created[str(dig(migration, "metadata", "uid"))] = self.clock()
         await self._set_phase(migration, SCHEDULING, {"migrationState": {"sourceNode": source}})

@@ -451,3 +451,63 @@ def test_a_vm_goes_nowhere_its_topology_spread_would_be_skewed_beyond_its_max() 
     assert vms["web-b"].allowed_nodes == frozenset({"n3"})
     assert vms["web-a"].allowed_nodes == frozenset({"n3"})
     assert vms["web-a"].group == vms["web-b"].group is not None
+
+
+SCHEDULABLE = {"kubevirt.io/schedulable": "true"}
+
+
+def migration_body(name: str, vmi: str, added: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"vmiName": vmi, "addedNodeSelector": added},
+        "status": {"phase": "Succeeded"},
+    }
+
+
+def _launcher(vmi: str, node: str, selector: dict[str, str], migration: str | None = None) -> dict[str, Any]:
+    pod = make_pod_body(f"virt-launcher-{vmi}", node=node, launcher=True, domain=vmi)
+    pod["spec"]["nodeSelector"] = selector
+    if migration is not None:
+        pod["metadata"]["annotations"]["kubevirt.io/migrationJobName"] = migration
+    return pod
+
+
+def test_a_vm_goes_only_where_its_launchers_selector_would_take_its_next_target() -> None:
+    """What KubeVirt put on the launcher pod beyond the VMI's spec (a cluster-wide selector, a CPU model) is
+    on its next target too; the hostname its last migration pinned is not. A host-model VM that never
+    migrated gets its node's host model: only nodes that can host it."""
+    nodes = [
+        make_node_body("n1", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n1", "tier": "gold"}),
+        make_node_body("n2", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n2", "tier": "gold"}),
+        make_node_body("n3", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n3"}),
+    ]
+    host = make_node_body(
+        "h1",
+        labels={
+            **SCHEDULABLE,
+            "host-model-cpu.node.kubevirt.io/Skylake": "true",
+            "kubernetes.io/hostname": "h1",
+        },
+    )
+    fits = make_node_body(
+        "h2", labels={**SCHEDULABLE, "cpu-model-migration.node.kubevirt.io/Skylake": "true", "tier": "gold"}
+    )
+    moved = migration_body("web-move", "web", added={"kubernetes.io/hostname": "n1"})
+    db = make_vmi_body("db", node="h1")
+    db["spec"]["domain"]["cpu"] = {"model": "host-model"}
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("web", "db")],
+        vms=[make_vm_body(n) for n in ("web", "db")],
+        vmis=[make_vmi_body("web", node="n1"), db],
+        pods=[
+            _launcher(
+                "web", "n1", {**SCHEDULABLE, "tier": "gold", "kubernetes.io/hostname": "n1"}, "web-move"
+            ),
+            _launcher("db", "h1", SCHEDULABLE),
+        ],
+        nodes=[*nodes, host, fits],
+        migrations=[moved],
+    )
+    vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert vms["web"].allowed_nodes == frozenset({"n1", "n2", "h2"})  # tier=gold, not pinned to n1
+    assert vms["db"].allowed_nodes == frozenset({"h2"})
