@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dynamem.kube.objects import pod_view
 from dynamem.kube.pod_affinity import InterPodAffinity, LabelRequirement, PlacedPod, PodAffinity, pod_affinity
 
 HOST = "kubernetes.io/hostname"
@@ -152,3 +153,30 @@ def test_no_terms_read_from_a_spec_without_required_ones() -> None:
     preferred = {"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{}]}}}
     assert pod_affinity(preferred, "vms", DB) == PodAffinity()
     assert pod_affinity({}, "vms", DB) == PodAffinity()
+
+
+def test_an_affinity_whose_namespaces_are_selected_by_labels_counts_only_the_listed_ones() -> None:
+    """dynamem reads no Namespace: for affinity a labelled namespaceSelector selects none but the listed
+    namespaces (fewer nodes admitted than the scheduler may), for anti-affinity every one (more refused)."""
+    selector = {"matchLabels": {"team": "a"}}
+    own = spec(required=[term({"matchLabels": {"app": "cache"}}, namespaceSelector=selector)])
+    cache = [placed("node-a", {"app": "cache"}, ns="other")]
+    assert refused(cache, DB, own) == set(NODES)  # not even the first of a group: it is not selected either
+    listed = spec(
+        required=[term({"matchLabels": {"app": "cache"}}, namespaceSelector=selector, namespaces=["other"])]
+    )
+    assert refused(cache, DB, listed) == set(NODES) - {"node-a"}
+
+
+def test_a_pods_terms_are_read_as_created_not_merged_again_with_labels_it_has_now() -> None:
+    """The API server merged matchLabelKeys into the term when it made the pod (ver=v1); the pod's label is
+    v2 now: its term still refuses a ver=v1 pod."""
+    body = {
+        "metadata": {"name": "web-1", "namespace": "vms", "labels": {"app": "web", "ver": "v2"}},
+        "spec": spec(anti=[term({"matchLabels": {"app": "web"}}, matchLabelKeys=["ver"])]),
+    }
+    body["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
+        "labelSelector"
+    ]["matchExpressions"] = [{"key": "ver", "operator": "In", "values": ["v1"]}]
+    (anti,) = pod_view(body).anti
+    assert anti.matches("vms", {"app": "web", "ver": "v1"})

@@ -175,6 +175,8 @@ def affinity_groups(vmis: Iterable[VmiView]) -> dict[str, str]:
             for other in (listed if indexed is None else by_label.get(indexed, ()))
             if term.matches(other.key.namespace, _labels(other))
         ]
+        if not matched:  # a term matching no VM ties its owners to nothing (their moves are independent)
+            continue
         tied = set(owners).union(matched)
         if len(tied) > 1:
             first = min(tied)

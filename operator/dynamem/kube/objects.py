@@ -9,6 +9,7 @@ the VirtualMachineInstance.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ LAUNCHER_VALUE = "virt-launcher"
 # The labels KubeVirt v1.7.0 adds to a launcher pod's (pkg/virt-controller/services/template.go, podLabels)
 CREATED_BY_LABEL = "kubevirt.io/created-by"
 VM_NAME_LABEL = "vm.kubevirt.io/name"
+VMI_ID_LABEL = "vmi.kubevirt.io/id"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DOMAIN_ANNOTATION = "kubevirt.io/domain"
 MIGRATION_JOB_ANNOTATION = "kubevirt.io/migrationJobName"  # on a migration's target pod
@@ -308,11 +310,18 @@ class VmiView:
 
 def launcher_labels(body: Body) -> dict[str, str]:
     """The labels of a VMI's launcher pods, a migration's target too (KubeVirt v1.7.0
-    ``pkg/virt-controller/services/template.go``, ``podLabels``): the VMI's own, then KubeVirt's."""
+    ``pkg/virt-controller/services/template.go``, ``podLabels``): the VMI's own, then KubeVirt's, the VM name
+    label ``dns.SanitizeHostname``'s (``spec.hostname``, else the name up to its first dot, at most 63
+    characters) and the VMI id ``CalculateVirtualMachineInstanceID``'s (the name, hashed above 63
+    characters). A target's ``kubevirt.io/migrationJobUID`` is not known before it is made."""
+    name = str(dig(body, "metadata", "name") or "")
     labels = {str(k): str(v) for k, v in (dig(body, "metadata", "labels") or {}).items()}
     labels[LAUNCHER_LABEL] = LAUNCHER_VALUE
     labels[CREATED_BY_LABEL] = str(dig(body, "metadata", "uid") or "")
-    labels[VM_NAME_LABEL] = str(dig(body, "metadata", "name") or "")
+    labels[VM_NAME_LABEL] = str(dig(body, "spec", "hostname") or "") or name.split(".")[0][:63]
+    labels[VMI_ID_LABEL] = (
+        name if len(name) <= 63 else f"{name[:54]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    )
     return labels
 
 
@@ -455,7 +464,7 @@ def pod_view(body: Body) -> PodView:
         else None,
         anti=tuple(
             t
-            for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels).anti
+            for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels, False).anti
             if not _own_vmi_only(t, labels)
         ),
     )

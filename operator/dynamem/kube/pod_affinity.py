@@ -20,8 +20,9 @@ A term matches a pod when the pod's namespace is among the term's (none listed a
 the namespace of the pod that has the term) or the term's ``namespaceSelector`` selects it, and its
 ``labelSelector`` matches the pod's labels (``metav1.LabelSelectorAsSelector``: a missing selector matches
 nothing, an empty one everything). dynamem reads no Namespace objects, so a ``namespaceSelector`` with
-labels is read as selecting every namespace: an anti-affinity then refuses more nodes than the scheduler
-would (a move not made, never one refused), an affinity fewer. ``matchLabelKeys`` and ``mismatchLabelKeys``
+labels is read as selecting every namespace for anti-affinity (which then refuses more nodes than the
+scheduler would) and none but the listed ones for affinity (which then admits fewer): a move not made,
+never one refused. ``matchLabelKeys`` and ``mismatchLabelKeys``
 are merged into the selector from the pod's own labels, as the API server does when it creates the pod
 (``pkg/registry/core/pod/strategy.go``, ``applyMatchLabelKeysAndMismatchLabelKeys``).
 """
@@ -94,16 +95,21 @@ class LabelSelector:
 @dataclass(frozen=True, slots=True)
 class AffinityTerm:
     """A ``PodAffinityTerm`` with its namespaces resolved: ``namespaces`` (the pod's own when the term names
-    none), or ``every_namespace`` (a ``namespaceSelector``, read as selecting all)."""
+    none), ``every_namespace`` (an empty ``namespaceSelector``), ``selected_namespaces`` (a
+    ``namespaceSelector`` with labels: which namespaces it selects is not known here)."""
 
     selector: LabelSelector
     topology_key: str
     namespaces: frozenset[str] = frozenset()
     every_namespace: bool = False
+    selected_namespaces: bool = False
 
-    def matches(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """``AffinityTerm.Matches``."""
-        return (self.every_namespace or namespace in self.namespaces) and self.selector.matches(labels)
+    def matches(self, namespace: str, labels: Mapping[str, str], selected: bool = True) -> bool:
+        """``AffinityTerm.Matches``; ``selected``: whether a namespace its ``namespaceSelector`` may select is
+        taken as selected (yes for anti-affinity, which then refuses more; no for affinity, which then
+        admits less: either way no node the scheduler refuses)."""
+        known = self.every_namespace or namespace in self.namespaces
+        return (known or (selected and self.selected_namespaces)) and self.selector.matches(labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,20 +155,32 @@ def _requirements(body: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[L
     return tuple(found)
 
 
-def _term(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> AffinityTerm:
+def _term(
+    body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], merge_label_keys: bool
+) -> AffinityTerm:
     listed = frozenset(str(n) for n in body.get("namespaces") or ())
     selector = body.get("namespaceSelector")
+    empty = (
+        isinstance(selector, Mapping)
+        and not selector.get("matchLabels")
+        and not selector.get("matchExpressions")
+    )
     return AffinityTerm(
-        selector=label_selector(body, labels),
+        selector=label_selector(body, labels if merge_label_keys else {}),
         topology_key=str(body.get("topologyKey") or ""),
         namespaces=listed or (frozenset({namespace}) if selector is None else frozenset()),
-        every_namespace=isinstance(selector, Mapping),
+        every_namespace=empty,
+        selected_namespaces=isinstance(selector, Mapping) and not empty,
     )
 
 
-def pod_affinity(spec: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> PodAffinity:
+def pod_affinity(
+    spec: Mapping[str, Any], namespace: str, labels: Mapping[str, str], merge_label_keys: bool = True
+) -> PodAffinity:
     """The required terms of a pod spec or a VMI spec (the same field names) of a pod in ``namespace`` with
-    ``labels``."""
+    ``labels``. ``merge_label_keys``: merge ``matchLabelKeys``/``mismatchLabelKeys`` from ``labels``, as the
+    API server does when it creates a pod (for a VMI's terms, its target pod's to come); not for a pod read
+    back, whose terms were merged at its creation, with labels it may no longer have."""
     affinity = spec.get("affinity")
     if not isinstance(affinity, Mapping):
         return PodAffinity()
@@ -172,7 +190,9 @@ def pod_affinity(spec: Mapping[str, Any], namespace: str, labels: Mapping[str, s
         required = (
             part.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(part, Mapping) else ()
         )
-        return tuple(_term(t, namespace, labels) for t in required or () if isinstance(t, Mapping))
+        return tuple(
+            _term(t, namespace, labels, merge_label_keys) for t in required or () if isinstance(t, Mapping)
+        )
 
     return PodAffinity(required=terms("podAffinity"), anti=terms("podAntiAffinity"))
 
@@ -241,7 +261,12 @@ class InterPodAffinity:
             candidates.update(self._anti_by_label.get(pair, ()))
         matched = frozenset(t for t in candidates if t.matches(namespace, labels))
         # what else of the pod decides: whether it matches its own affinity terms (the first of a group)
-        key = (namespace, own, all(t.matches(namespace, labels) for t in own.required), matched)
+        key = (
+            namespace,
+            own,
+            all(t.matches(namespace, labels, selected=False) for t in own.required),
+            matched,
+        )
         found = self._known.get(key)
         if found is None:
             found = self._known[key] = self._refusals(namespace, labels, own, matched)
@@ -282,12 +307,12 @@ class InterPodAffinity:
         own terms (the first pod of a group)."""
         domains: set[_Pair] = set()
         for pod in self._candidates(required[0]):
-            if all(t.matches(pod.namespace, pod.labels) for t in required):
+            if all(t.matches(pod.namespace, pod.labels, selected=False) for t in required):
                 on_node = self.nodes[pod.node]
                 domains.update(
                     (t.topology_key, on_node[t.topology_key]) for t in required if t.topology_key in on_node
                 )
-        first_of_group = not domains and all(t.matches(namespace, labels) for t in required)
+        first_of_group = not domains and all(t.matches(namespace, labels, selected=False) for t in required)
         refused: dict[str, str] = {}
         for node, on_node in self.nodes.items():
             missing = next((t.topology_key for t in required if t.topology_key not in on_node), None)

@@ -4,8 +4,9 @@ A VMI runs in a virt-launcher pod; a live migration renders a second one, the ta
 pod may go is kept as KubeVirt writes it, everything else (containers' commands, volumes, security context)
 is left out, since nothing here runs a container:
 
-- labels (``pkg/virt-controller/services/template.go``, ``podLabels``): the VMI's own labels, then
-  ``kubevirt.io: virt-launcher``, ``kubevirt.io/created-by: <VMI uid>`` and ``vm.kubevirt.io/name``;
+- labels (``pkg/virt-controller/services/template.go``, ``podLabels``; ``kube.objects.launcher_labels``):
+  the VMI's own labels, then ``kubevirt.io: virt-launcher``, ``kubevirt.io/created-by: <VMI uid>``,
+  ``vm.kubevirt.io/name`` and ``vmi.kubevirt.io/id``;
   annotation ``kubevirt.io/domain: <VMI name>``; owner: the VMI; ``generateName: virt-launcher-<name>-``;
 - node selector (``template.go``, ``newNodeSelectorRenderer``): the VMI's ``nodeSelector`` plus
   ``kubevirt.io/schedulable: "true"``, which virt-handler sets on the nodes it serves;
@@ -31,7 +32,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from dynamem.kube.objects import GI, dig, quantity_bytes, to_quantity
+from dynamem.kube.objects import GI, dig, launcher_labels, quantity_bytes, to_quantity
 
 APP_LABEL = "kubevirt.io"
 LAUNCHER = "virt-launcher"
@@ -109,8 +110,7 @@ def launcher_pod(
     meta = vmi.get("metadata") or {}
     spec = vmi.get("spec") or {}
     name, uid = str(meta.get("name")), str(meta.get("uid"))
-    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
-    labels.update({APP_LABEL: LAUNCHER, CREATED_BY_LABEL: uid, VM_NAME_LABEL: name})
+    labels = launcher_labels(vmi)
     annotations = {DOMAIN_ANNOTATION: name}
     selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
     selector[SCHEDULABLE_LABEL] = "true"

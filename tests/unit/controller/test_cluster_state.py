@@ -4,6 +4,7 @@ kube-scheduler counts it, what each guest shows, migrations in flight."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -11,7 +12,7 @@ from dynamem.controller.cluster_state import served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
-from dynamem.kube.objects import GI, MI, ObjectKey, pod_view
+from dynamem.kube.objects import GI, MI, ObjectKey, pod_view, vmi_view
 from dynamem.policy.balance import vm_levels
 from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, VmLimits, VmState
@@ -511,3 +512,43 @@ def test_a_vm_goes_only_where_its_launchers_selector_would_take_its_next_target(
     vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
     assert vms["web"].allowed_nodes == frozenset({"n1", "n2", "h2"})  # tier=gold, not pinned to n1
     assert vms["db"].allowed_nodes == frozenset({"h2"})
+
+
+def test_a_term_that_matches_no_vm_ties_no_vms_together() -> None:
+    """Three VMs kept away from a daemon's pods (no VM has its label): moving one does not change where the
+    others may go, so none is held back for another; the launcher labels KubeVirt sets are theirs."""
+    vmis = []
+    for name in ("a", "b", "c"):
+        vmi = make_vmi_body(name, node="n1")
+        vmi["spec"]["affinity"] = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {"app": "noisy"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        }
+        vmis.append(vmi)
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in "abc"],
+        vms=[make_vm_body(n) for n in "abc"],
+        vmis=vmis,
+        nodes=[make_node_body(n) for n in ("n1", "n2")],
+    )
+    vms = build_snapshot(seen, DemandReading()).cluster.vms
+    assert [vm.group for vm in vms] == [None, None, None]
+
+
+def test_the_target_pod_labels_are_kubevirts() -> None:
+    body = make_vmi_body("db.prod")
+    assert dict(vmi_view(body).pod_labels)["vm.kubevirt.io/name"] == "db"
+    body["spec"]["hostname"] = "primary"
+    labels = dict(vmi_view(body).pod_labels)
+    assert (labels["vm.kubevirt.io/name"], labels["vmi.kubevirt.io/id"]) == ("primary", "db.prod")
+    long = "x" * 70
+    assert (
+        dict(vmi_view(make_vmi_body(long)).pod_labels)["vmi.kubevirt.io/id"]
+        == f"{'x' * 54}-" + (hashlib.sha1(long.encode()).hexdigest()[:8])
+    )
