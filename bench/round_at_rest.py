@@ -14,11 +14,13 @@ reading's CPU time is printed on its own (``read_cpu_median_s``), not in the rou
 has each round read for itself, as rounds did before. The garbage collector is tuned as ``dynamem run``
 tunes it (:mod:`dynamem.controller.gc_tuning`) and, as the operator's loop does, paused during each round
 (collecting after it); ``--default-gc`` keeps CPython's defaults and collects during rounds.
+``--pods``: every VMI has its launcher pod in the view (labels, node selector, CPU request), as in a live
+cluster, so room in CPU and pods and the selector each launcher passes on are counted every round.
 ``--anti-affinity=K``: VMs in groups of K share an ``app`` label and have a required pod anti-affinity to it
 on the hostname (HA pairs at K=2), so every round judges inter-pod affinity for every VM
 (:mod:`dynamem.kube.pod_affinity`).
 Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]] [--default-gc] [--read-in-round]
-[--anti-affinity=K]`` (default 10000, the operator's default policy).
+[--anti-affinity=K] [--pods]`` (default 10000, the operator's default policy).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,6 +54,7 @@ from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.gc_tuning import collector_paused, tune_for_large_heap
 from dynamem.controller.view import ClusterView, Kind
 from dynamem.kube.objects import GI
+from dynamem.kubevirt_sim.launcher import launcher_pod
 
 
 def prometheus_at_rest(names: list[str], namespace: str) -> httpx.MockTransport:
@@ -83,10 +87,17 @@ def prometheus_at_rest(names: list[str], namespace: str) -> httpx.MockTransport:
 
 
 async def main(
-    n: int, policy: str, *, pause_gc: bool = True, read_in_round: bool = False, anti_affinity: int = 0
+    n: int,
+    policy: str,
+    *,
+    pause_gc: bool = True,
+    read_in_round: bool = False,
+    anti_affinity: int = 0,
+    pods: bool = False,
 ) -> None:
     nodes = max(1, n // 20)
     vmms, vms, vmis = {}, [], []
+    pod_bodies: list[dict[str, Any]] = []
     for i in range(n):
         name = f"vm{i}"
         body = make_vmm_body(name)
@@ -105,6 +116,8 @@ async def main(
                 }
             }
         vmis.append(vmi)
+        if pods:  # its launcher pod, as KubeVirt renders it: the VMI's labels, selector and requests
+            pod_bodies.append(launcher_pod(vmi, overhead=0, node_name=f"node{i % nodes}"))
     node_bodies = [make_node_body(f"node{k}", allocatable="100Gi") for k in range(nodes)]
     writer = FakeWriter()
     demand = PrometheusDemand(
@@ -126,6 +139,7 @@ async def main(
         (Kind.VM, vms),
         (Kind.VMI, vmis),
         (Kind.NODE, node_bodies),
+        (Kind.POD, pod_bodies),
     ):
         for body in bodies:
             view.apply_event(kind, "ADDED", body)
@@ -150,7 +164,7 @@ async def main(
     low, mid, high = times[0], times[2], times[-1]
     cpu_mid = sorted(cpu)[2]
     print(
-        f"round_at_rest: policy={policy} vms={n} nodes={nodes} anti_affinity={anti_affinity} "
+        f"round_at_rest: policy={policy} vms={n} nodes={nodes} anti_affinity={anti_affinity} pods={pods} "
         f"min_s={low:.2f} median_s={mid:.2f} max_s={high:.2f} cpu_median_s={cpu_mid:.2f} "
         + (f"read_cpu_median_s={sorted(reads)[2]:.2f} " if reads else "demand=read_in_round ")
         + f"load1={os.getloadavg()[0]:.1f}"
@@ -163,8 +177,11 @@ if __name__ == "__main__":
         tune_for_large_heap()  # as ``dynamem run`` does
     in_round = "--read-in-round" in sys.argv
     anti = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--anti-affinity=")), 0)
+    with_pods = "--pods" in sys.argv
     sys.argv = [
-        a for a in sys.argv if a not in {"--default-gc", "--read-in-round"} and not a.startswith("--anti")
+        a
+        for a in sys.argv
+        if a not in {"--default-gc", "--read-in-round", "--pods"} and not a.startswith("--anti")
     ]
     asyncio.run(
         main(
@@ -173,5 +190,6 @@ if __name__ == "__main__":
             pause_gc=tuned,
             read_in_round=in_round,
             anti_affinity=anti,
+            pods=with_pods,
         )
     )
