@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes import watch as k8s_watch
 
-from dynamem.kube.objects import GI, MI, quantity_bytes
+from dynamem.kube.objects import GI, HOSTNAME_LABEL, MI, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
@@ -85,6 +85,13 @@ def first_node_stack(
     unique_name: Callable[[str], str] = request.getfixturevalue("unique_name")
     names = [unique_name(role) for role in nodes]
     scenario = from_first_node(dict(zip(names, nodes.values(), strict=True)), vms)
+    for stack in scenario_stack(request, scenario, **options):
+        yield stack, names
+
+
+def scenario_stack(request: pytest.FixtureRequest, scenario: Scenario, **options: float) -> Iterator[Stack]:
+    """A fixture's body: a :class:`Stack` of ``scenario`` on the session's control plane and Prometheus, in
+    the test's namespace, closed afterwards."""
     stack = Stack(
         request.getfixturevalue("control_plane"),
         request.getfixturevalue("prometheus"),
@@ -93,7 +100,7 @@ def first_node_stack(
         **options,
     )
     try:
-        yield stack, names
+        yield stack
     finally:
         stack.close()
 
@@ -201,6 +208,18 @@ class Stack(KubeVirtReads):
         return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
             "kubevirt.io", "v1", self.namespace, "virtualmachines", name
         )
+
+    def grown_by_dynamem_to(self, name: str, node: str) -> None:
+        """Wait until ``name`` is grown by a migration, and check that no migration failed, that dynamem made
+        every one, pinned to ``node``, and that the VM runs there."""
+        done = self.grown_by_migration(name)
+        everything = self.migrations()
+        assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
+        for m in everything:
+            assert m["metadata"]["labels"].get("dynamem.io/migration") == "true", m
+            assert m["spec"]["addedNodeSelector"] == {HOSTNAME_LABEL: node}, m
+        assert self.vmi(name)["status"]["nodeName"] == node
+        assert done
 
     def grown_by_migration(self, name: str, timeout: float = 90.0) -> list[Mapping[str, Any]]:
         """Wait until the guest is above 1 GiB, carried there by a migration that succeeded; returns the

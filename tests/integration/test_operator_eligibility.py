@@ -18,8 +18,6 @@ from kubernetes import client as k8s_client
 
 from .operator_harness import Stack, first_node_stack, wait_until
 
-HOSTNAME = "kubernetes.io/hostname"
-
 
 @pytest.fixture
 def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
@@ -43,17 +41,9 @@ def test_a_tainted_and_a_cordoned_idle_node_are_never_chosen_the_vm_goes_to_the_
     world.set_demand(web=1.2)  # one multiplicative step (1.5Gi) covers it
     world.start_operator()
 
-    done = world.grown_by_migration("web")
-    everything = world.migrations()
-    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"]
-    for m in everything:  # dynamem made every one, pinned to the eligible node
-        assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
-        assert m["spec"]["addedNodeSelector"] == {HOSTNAME: eligible}
-    vmi = world.vmi("web")
-    assert vmi["status"]["nodeName"] == eligible
+    world.grown_by_dynamem_to("web", eligible)
     assert world.guest("web") == world.has("web")
     assert not any(e["reason"] == "MemoryChangeReverted" for e in world.events("web"))
-    assert done
 
 
 @pytest.fixture
@@ -90,14 +80,7 @@ def test_a_node_with_memory_but_no_cpu_left_for_the_launcher_is_never_chosen(
     world.set_demand(web=1.2)
     world.start_operator()
 
-    done = world.grown_by_migration("web")
-    everything = world.migrations()
-    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
-    for m in everything:
-        assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
-        assert m["spec"]["addedNodeSelector"] == {HOSTNAME: far}
-    assert world.vmi("web")["status"]["nodeName"] == far
-    assert done
+    world.grown_by_dynamem_to("web", far)
 
 
 def test_a_host_model_vm_goes_only_where_its_cpu_model_can_migrate(
@@ -123,11 +106,5 @@ def test_a_host_model_vm_goes_only_where_its_cpu_model_can_migrate(
     world.set_demand(web=1.2)
     world.start_operator()
 
-    done = world.grown_by_migration("web")
-    everything = world.migrations()
-    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
-    for m in everything:
-        assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
-        assert m["spec"]["addedNodeSelector"] == {HOSTNAME: far}
-    assert world.vmi("web")["status"]["nodeName"] == far
-    assert near != far and done
+    world.grown_by_dynamem_to("web", far)
+    assert near != far

@@ -26,7 +26,7 @@ from kubernetes import client as k8s_client
 
 from dynamem.sim.scenario import parse_scenario
 
-from .operator_harness import Stack, wait_until
+from .operator_harness import Stack, scenario_stack, wait_until
 
 HOSTNAME = "kubernetes.io/hostname"
 DB = {"app": "db"}
@@ -68,16 +68,8 @@ def stack(
             "demand": {"db-a": ["512Mi"], "db-b": ["512Mi"]},
         }
     )
-    world = Stack(
-        request.getfixturevalue("control_plane"),
-        request.getfixturevalue("prometheus"),
-        request.getfixturevalue("namespace"),
-        scenario,
-    )
-    try:
+    for world in scenario_stack(request, scenario):
         yield world, nodes
-    finally:
-        world.close()
 
 
 @pytest.mark.parametrize("rule", [ANTI_DB, SPREAD_DB], ids=["anti-affinity", "topology-spread"])
@@ -105,12 +97,5 @@ def test_a_vm_is_never_sent_where_its_anti_affinity_or_spread_forbids(
     world.set_demand(**{"db-b": 1.2})  # paging at 1Gi: one grow covers it
     world.start_operator()
 
-    done = world.grown_by_migration("db-b")
-    everything = world.migrations()
-    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
-    for m in everything:  # dynamem made every one, pinned to the node the scheduler lets db-b's target go to
-        assert m["metadata"]["labels"].get("dynamem.io/migration") == "true"
-        assert m["spec"]["addedNodeSelector"] == {HOSTNAME: far}
-    assert world.vmi("db-b")["status"]["nodeName"] == far
+    world.grown_by_dynamem_to("db-b", far)
     assert world.vmi("db-a")["status"]["nodeName"] == near
-    assert done

@@ -596,32 +596,19 @@ def build_snapshot(
     )
     vm_keys = joins.names()  # {str(key): key for key in managed}, kept while no VM comes or goes
     migrations = tuple(observed.migrations)
+    # the pods bound to a node, each with the VMI it launches ("namespace/name"), if it is a launcher
+    bound_pods = [
+        (pod, pod.node, str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None)
+        for pod in pod_list
+        if pod.node
+    ]
     requested = node_requests(
-        [
-            (
-                pod.node,
-                str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None,
-                pod.request,
-                pod.finished,
-            )
-            for pod in pod_list
-            if pod.node
-        ],
+        [(node, launches, pod.request, pod.finished) for pod, node, launches in bound_pods],
         vmis,
         default_overhead,
     )
     page_requests = node_page_requests(
-        [
-            (
-                pod.node,
-                str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None,
-                dict(pod.hugepages),
-                pod.finished,
-            )
-            for pod in pod_list
-            if pod.node
-        ],
-        vmis,
+        [(node, launches, dict(pod.hugepages), pod.finished) for pod, node, launches in bound_pods], vmis
     )
     # launcher pods of VMIs waiting to start (no node yet; unschedulable while no node has room): the plan
     # keeps a hole for each (KubeVirt's target pods of migrations belong to a VMI that has a node)
@@ -677,18 +664,7 @@ def build_snapshot(
         if moving is not None and moving.active and moving.node != target and (target, key) not in bound:
             placed.append(PlacedPod(target, key.namespace, dict(moving.pod_labels), moving.affinity.anti))
     others = node_others(
-        node_views,
-        (
-            (
-                pod.node,
-                str(ObjectKey(pod.key.namespace, pod.vmi)) if pod.launcher and pod.vmi else None,
-                pod.cpu,
-                pod.finished,
-            )
-            for pod in pod_list
-            if pod.node
-        ),
-        vmis,
+        node_views, ((node, launches, pod.cpu, pod.finished) for pod, node, launches in bound_pods), vmis
     )
     launcher_cpu = {
         key: pod.cpu
