@@ -125,7 +125,11 @@ def test_a_vm_starts_in_a_launcher_pod_on_its_starting_node(
     assert pod.metadata.labels["kubevirt.io/created-by"] == vmi["metadata"]["uid"]
     assert pod.metadata.annotations["kubevirt.io/domain"] == "web"
     # guest + overhead; one vCPU over cpuAllocationRatio 10
-    assert pod.spec.containers[0].resources.requests == {"memory": "1152Mi", "cpu": "100m"}
+    assert pod.spec.containers[0].resources.requests == {
+        "memory": "1152Mi",
+        "cpu": "100m",
+        "ephemeral-storage": "50M",
+    }
     # the start node is no selector; the pool is the VM's own selector
     assert pod.spec.node_selector == {"kubevirt.io/schedulable": "true", "dynamem.io/pool": ANY}
     assert vmi["status"]["memory"]["guestAtBoot"] == "1Gi"
@@ -162,7 +166,11 @@ def test_a_memory_change_is_a_migration_to_another_node(
     # the source pod goes; the target pod was placed by the scheduler, away from the source
     pods = wait("source pod gone", lambda: [p for p in world.pods()] if len(world.pods()) == 1 else None)
     assert pods[0].metadata.name != source_pod and pods[0].spec.node_name == b
-    assert pods[0].spec.containers[0].resources.requests == {"memory": "2176Mi", "cpu": "100m"}
+    assert pods[0].spec.containers[0].resources.requests == {
+        "memory": "2176Mi",
+        "cpu": "100m",
+        "ephemeral-storage": "50M",
+    }
     terms = pods[0].spec.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution
     assert terms[0].label_selector.match_labels == {"kubevirt.io/created-by": vmi["metadata"]["uid"]}
     assert terms[0].topology_key == "kubernetes.io/hostname"

@@ -94,18 +94,20 @@ def test_a_change_with_nowhere_to_go_is_retried_by_kubevirt_and_taken_back_at_it
 ) -> None:
     stack, (home, full) = make_stack({"home": "8Gi", "full": "8Gi"})
     wait_until("web running", lambda: stack.has("web"), timeout=60)
-    # a node that takes no more pods (allocatable pods 0): NodeResourcesFit refuses it on the pod count,
-    # a filter dynamem does not read (it reads cordons, taints, node affinity and memory)
+    # a node with no ephemeral storage left: NodeResourcesFit refuses it for the 50M every launcher requests
+    # (KubeVirt's WithEphemeralStorageRequest), a resource dynamem does not read (it reads cordons, taints,
+    # node affinity, inter-pod rules, memory, hugepages, CPU and pod count)
     core = k8s_client.CoreV1Api(stack.api)
     status = core.read_node_status(full).status
-    allocatable = {**status.allocatable, "pods": "0"}
+    allocatable = {**status.allocatable, "ephemeral-storage": "0"}
     core.patch_node_status(full, {"status": {"allocatable": allocatable}})
     wait_until(
-        "the node takes no pods", lambda: core.read_node_status(full).status.allocatable["pods"] == "0"
+        "the node has no ephemeral storage",
+        lambda: core.read_node_status(full).status.allocatable["ephemeral-storage"] == "0",
     )
     stack.set_demand(web=1.2)
     stack.start_operator("--change-deadline", str(DEADLINE_S))
-    # the grow is written, the target pod fits neither node (not home: anti-affinity; not full: no pod room)
+    # the grow is written, the target pod fits neither node (not home: anti-affinity; not full: no storage)
     wait_until("memory.guest raised", lambda: (stack.guest("web") or 0) > GI, timeout=60)
     wait_until(
         "the migration failed after the pending timeout",

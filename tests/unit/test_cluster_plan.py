@@ -667,3 +667,20 @@ def test_a_node_without_cpu_or_pod_room_for_the_launcher_is_never_a_target() -> 
     assert change.target_node == "n4"
     (uncounted,) = plan_cluster(state, GUESS, 0.0).changes
     assert uncounted.target_node == "n2"
+
+
+def test_a_vm_waiting_to_start_needs_a_pod_slot_as_well_as_memory() -> None:
+    """A launcher pod waiting to start keeps a hole on a node with a pod slot (n2's 5Gi has none): n3's 6Gi
+    is kept for it and the paging VM does not take it. And no move takes the last slot of the node a stopped
+    VM would start on."""
+    slot = ("pods", 1)
+    state = make_state({"n1": 2, "n2": 5, "n3": 6}, make_vm("a", "n1", size=2, demand=4, others=(slot,)))
+    room = {"n1": (("pods", 110, 1),), "n2": (("pods", 110, 110),), "n3": (("pods", 110, 0),)}
+    counted = replace(state, nodes=tuple(replace(n, others=room[n.name]) for n in state.nodes))
+    assert plan_cluster(replace(counted, pending=(4 * GiB,)), GUESS, 0.0).changes == ()
+    assert [c.target_node for c in plan_cluster(counted, GUESS, 0.0).changes] == ["n3"]
+    state = make_state({"n1": 1, "n2": 3, "n3": 6}, make_vm("a", "n1", size=1, demand=2, others=(slot,)))
+    room = {"n1": (("pods", 110, 1),), "n2": (("pods", 110, 110),), "n3": (("pods", 110, 109),)}
+    counted = replace(state, nodes=tuple(replace(n, others=room[n.name]) for n in state.nodes))
+    (kept,) = plan_cluster(replace(counted, stopped=(StoppedVm(4 * GiB),)), GUESS, 0.0).decisions
+    assert kept.assigned == GiB and "last hole a stopped VM needs" in kept.reason

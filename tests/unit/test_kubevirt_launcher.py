@@ -21,12 +21,16 @@ def vmi(memory: dict[str, Any], resources: dict[str, Any] | None = None, **spec:
 
 
 def test_the_request_is_the_guest_plus_the_overhead() -> None:
-    assert launcher_requests(vmi({"guest": "2Gi"})["spec"], 256 * MI) == {"memory": "2304Mi", "cpu": "100m"}
+    assert launcher_requests(vmi({"guest": "2Gi"})["spec"], 256 * MI) == {
+        "memory": "2304Mi",
+        "cpu": "100m",
+        "ephemeral-storage": "50M",
+    }
 
 
 def test_an_explicit_request_wins_over_the_guest() -> None:
     spec = vmi({"guest": "4Gi"}, {"requests": {"memory": "3Gi"}})["spec"]
-    assert launcher_requests(spec, 0) == {"memory": "3Gi", "cpu": "100m"}
+    assert launcher_requests(spec, 0) == {"memory": "3Gi", "cpu": "100m", "ephemeral-storage": "50M"}
 
 
 def test_the_cpu_request_is_the_vms_or_its_vcpus_over_the_allocation_ratio() -> None:
@@ -41,7 +45,12 @@ def test_the_cpu_request_is_the_vms_or_its_vcpus_over_the_allocation_ratio() -> 
 
 def test_hugepages_carry_the_guest_and_memory_the_overhead() -> None:
     spec = vmi({"guest": "2Gi", "hugepages": {"pageSize": "2Mi"}})["spec"]
-    assert launcher_requests(spec, 200 * MI) == {"hugepages-2Mi": "2Gi", "memory": "200Mi", "cpu": "100m"}
+    assert launcher_requests(spec, 200 * MI) == {
+        "hugepages-2Mi": "2Gi",
+        "memory": "200Mi",
+        "cpu": "100m",
+        "ephemeral-storage": "50M",
+    }
 
 
 def test_a_first_pod_is_bound_to_its_start_node_without_a_selector() -> None:
@@ -73,7 +82,11 @@ def test_a_migration_target_keeps_off_the_source_and_takes_the_added_selector() 
         "topologyKey": "kubernetes.io/hostname",
     }
     assert pod["metadata"]["labels"]["kubevirt.io/migrationJobUID"] == "mig-uid"
-    assert pod["spec"]["containers"][0]["resources"]["requests"] == {"memory": "3Gi", "cpu": "100m"}
+    assert pod["spec"]["containers"][0]["resources"]["requests"] == {
+        "memory": "3Gi",
+        "cpu": "100m",
+        "ephemeral-storage": "50M",
+    }
     assert "nodeName" not in pod["spec"]
 
 
@@ -123,4 +136,5 @@ def test_a_scenario_vm_that_names_its_page_size_is_hugepage_backed_in_the_stand_
         "hugepages-1Gi": "1Gi",
         "memory": "200Mi",
         "cpu": "100m",
+        "ephemeral-storage": "50M",
     }

@@ -29,12 +29,20 @@ def test_no_host_model_label_on_the_source_node_makes_no_target() -> None:
     assert host_model_selector({}, {"kubernetes.io/hostname": "n1"}) is None
 
 
-def test_the_added_node_selector_of_the_migration_that_made_the_pod_is_not_passed_on() -> None:
-    pod = {"kubevirt.io/schedulable": "true", "kubernetes.io/hostname": "n2", "gpu": "a100", "zone": "z1"}
-    # the migration pinned n2; the VMI's own selector sets zone, which the added zone would not override
+def test_what_kubevirt_renders_is_passed_on_not_the_pin_nor_a_selector_the_vmi_dropped() -> None:
+    model = "cpu-model.node.kubevirt.io/Skylake"
+    pod = {
+        "kubevirt.io/schedulable": "true",
+        "kubernetes.io/hostname": "n2",
+        "gpu": "a100",
+        "zone": "z1",
+        model: "true",
+    }
+    # the migration pinned n2; the VMI's own selector sets zone, which the added zone would not override;
+    # gpu was the VMI's when the pod was made and is no longer
     added = {"kubernetes.io/hostname": "n2", "zone": "z9"}
     assert carried_selector(pod, added, {"zone": "z1"}) == {
         "kubevirt.io/schedulable": "true",
-        "gpu": "a100",
         "zone": "z1",
+        model: "true",
     }

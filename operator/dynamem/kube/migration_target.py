@@ -30,6 +30,7 @@ __all__ = [
     "MIGRATION_CPU_LABEL",
     "carried_selector",
     "host_model_selector",
+    "rendered",
 ]
 
 HOST_MODEL = "host-model"  # v1.CPUModeHostModel
@@ -63,10 +64,27 @@ def host_model_selector(
     return found
 
 
+def rendered(key: str) -> bool:
+    """Whether ``NewNodeSelectorRenderer`` or the host-model rule makes ``key``: ``kubevirt.io/*``
+    (schedulable, realtime, SEV, TDX, s390-pv), ``*.node.kubevirt.io/*`` (CPU model, feature and migration
+    model, machine type, Hyper-V, TSC frequency), ``cpumanager``, ``kubernetes.io/arch``."""
+    return key.startswith("kubevirt.io/") or ".node.kubevirt.io/" in key or key in _RENDERED
+
+
+_RENDERED = frozenset({"cpumanager", "kubernetes.io/arch"})
+
+
 def carried_selector(
     pod_selector: Mapping[str, str], added: Mapping[str, str], own: Mapping[str, str]
 ) -> dict[str, str]:
-    """The node selector of a VMI's launcher pod as its next target gets it: less each key the migration
-    that made the pod added (its ``addedNodeSelector``) that the VMI's ``own`` selector does not set (the
-    template's keys win over the added ones)."""
-    return {k: v for k, v in pod_selector.items() if not (k in added and k not in own and added[k] == v)}
+    """The node selector of a VMI's launcher pod as its next target gets it: the keys KubeVirt renders
+    (:func:`rendered`) and the VMI's ``own``, less each key the migration that made the pod added (its
+    ``addedNodeSelector``) that ``own`` does not set (the template's keys win over the added ones). Other
+    keys are the VMI's own of the time the pod was made, which a running VMI may since have dropped
+    (KubeVirt v1.7.0 updates a VMI's nodeSelector live, ``vm.go``), or the KubeVirt CR's cluster-wide
+    ``nodeSelectors``, which are not read: neither is passed on."""
+    return {
+        k: v
+        for k, v in pod_selector.items()
+        if (rendered(k) or k in own) and not (k in added and k not in own and added[k] == v)
+    }

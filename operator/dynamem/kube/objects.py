@@ -426,36 +426,67 @@ class PodView:
     migration: str | None = None
 
 
+def _amounts(resources: object) -> dict[str, int]:
+    """A resource list's ``memory`` and ``hugepages-*`` in bytes and ``cpu`` in millicores."""
+    found: dict[str, int] = {}
+    for name, value in resources.items() if isinstance(resources, Mapping) else ():
+        key = str(name)
+        amount = quantity_milli(value) if key == "cpu" else None
+        if key == "memory" or key.startswith(HUGEPAGES_PREFIX):
+            amount = quantity_bytes(value)
+        if amount is not None:
+            found[key] = amount
+    return found
+
+
+def pod_requests(spec: Body) -> dict[str, int]:
+    """A pod's requests of ``memory``, ``cpu`` and ``hugepages-*`` as the scheduler counts them
+    (``k8s.io/component-helpers/resource`` v0.34, ``PodRequests``, ``AggregateContainerRequests``): the sum
+    of its containers' and its restartable (sidecar) init containers', or more if an init container (with
+    the sidecars started before it) asks more; the pod-level ``resources.requests`` where set; plus the
+    pod's ``overhead``. An in-place resize in progress is read from the spec."""
+    total: dict[str, int] = {}
+    for container in spec.get("containers") or ():
+        for key, amount in _amounts(dig(container, "resources", "requests")).items():
+            total[key] = total.get(key, 0) + amount
+    sidecars: dict[str, int] = {}
+    init_peak: dict[str, int] = {}
+    for container in spec.get("initContainers") or ():
+        asked = _amounts(dig(container, "resources", "requests"))
+        if isinstance(container, Mapping) and container.get("restartPolicy") == "Always":
+            for key, amount in asked.items():
+                total[key] = total.get(key, 0) + amount
+                sidecars[key] = sidecars.get(key, 0) + amount
+            running = dict(sidecars)
+        else:
+            running = {key: asked.get(key, 0) + sidecars.get(key, 0) for key in {*asked, *sidecars}}
+        for key, amount in running.items():
+            init_peak[key] = max(init_peak.get(key, 0), amount)
+    for key, amount in init_peak.items():
+        total[key] = max(total.get(key, 0), amount)
+    total.update(_amounts(dig(spec, "resources", "requests")))  # PodLevelResources
+    for key, amount in _amounts(spec.get("overhead")).items():
+        total[key] = total.get(key, 0) + amount
+    return total
+
+
 def pod_view(body: Body) -> PodView:
     spec = dig(body, "spec") or {}
-    containers = list(spec.get("containers") or [])
-    init = list(spec.get("initContainers") or [])
-    regular = sum(quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in containers)
-    # Init containers run one at a time before the others: the pod needs the larger of the two.
-    init_peak = max((quantity_bytes(dig(c, "resources", "requests", "memory")) or 0 for c in init), default=0)
-    overhead = quantity_bytes(dig(spec, "overhead", "memory")) or 0
-    cpu = sum(quantity_milli(dig(c, "resources", "requests", "cpu")) or 0 for c in containers)
-    init_cpu = max((quantity_milli(dig(c, "resources", "requests", "cpu")) or 0 for c in init), default=0)
+    requests = pod_requests(spec)
     labels = dig(body, "metadata", "labels") or {}
     launcher = labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE
-    pages: dict[str, int] = {}
-    for name in {n for c in containers + init for n in hugepages_of(dig(c, "resources", "requests"))}:
-        regular_pages = sum(hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in containers)
-        init_pages = max(
-            (hugepages_of(dig(c, "resources", "requests")).get(name, 0) for c in init), default=0
-        )
-        pages[name] = max(regular_pages, init_pages)
+    pages = {k: v for k, v in requests.items() if k.startswith(HUGEPAGES_PREFIX)}
     return PodView(
         key=ObjectKey.of(body),
         node=spec.get("nodeName") or None,
-        request=max(regular, init_peak) + overhead,
+        request=requests.get("memory", 0),
         launcher=launcher,
         finished=dig(body, "status", "phase") in {"Succeeded", "Failed"},
         vmi=(dig(body, "metadata", "annotations") or {}).get(DOMAIN_ANNOTATION),
         hugepages=tuple(sorted(pages.items())),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         terminating=bool(dig(body, "metadata", "deletionTimestamp")),
-        cpu=max(cpu, init_cpu) + (quantity_milli(dig(spec, "overhead", "cpu")) or 0),
+        cpu=requests.get("cpu", 0),
         node_selector=tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
         if launcher
         else (),

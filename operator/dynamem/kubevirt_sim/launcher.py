@@ -77,10 +77,17 @@ def launcher_cpu(domain: Mapping[str, Any]) -> str:
     return f"{vcpus * 1000 // CPU_ALLOCATION_RATIO}m"
 
 
+# WithEphemeralStorageRequest (renderresources.go): added to the VMI's own ephemeral-storage request
+EPHEMERAL_STORAGE_OVERHEAD = 50_000_000
+
+
 def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, str]:
     """The compute container's requests for a VMI spec (``renderresources.go``: memory, overhead,
-    hugepages, CPU)."""
+    hugepages, CPU, ephemeral storage)."""
     domain = vmi_spec.get("domain") or {}
+    storage = quantity_bytes(dig(domain, "resources", "requests", "ephemeral-storage")) or 0
+    scratch = to_quantity(storage + EPHEMERAL_STORAGE_OVERHEAD) if storage else "50M"
+    common = {"cpu": launcher_cpu(domain), "ephemeral-storage": scratch}
     guest = quantity_bytes(dig(domain, "memory", "guest"))
     requested = quantity_bytes(dig(domain, "resources", "requests", "memory"))
     limit = quantity_bytes(dig(domain, "resources", "limits", "memory"))
@@ -92,9 +99,9 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, s
         return {
             f"hugepages-{page_size}": to_quantity(hugepages),
             "memory": to_quantity(above_guest + overhead),
-            "cpu": launcher_cpu(domain),
+            **common,
         }
-    return {"memory": to_quantity(memory + overhead), "cpu": launcher_cpu(domain)}
+    return {"memory": to_quantity(memory + overhead), **common}
 
 
 def launcher_pod(

@@ -35,7 +35,7 @@ POOL_LABEL = "dynamem.io/pool"
 
 
 def node_body(name: str, memory: int, cpu: str = "64", pool: str | None = None) -> dict[str, Any]:
-    resources = {"memory": to_quantity(memory), "cpu": cpu, "pods": "250"}
+    resources = {"memory": to_quantity(memory), "cpu": cpu, "pods": "250", "ephemeral-storage": "100Gi"}
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -507,6 +507,10 @@ _MINUTE = 60.0
 _ORDER = {"floor": 0, "maximum": 1, "needed": 2, "demand": 3, "buffer": 4, "idle": 5}
 
 
+PODS = "pods"
+_START: tuple[tuple[str, int], ...] = ((PODS, 1),)  # what any launcher waiting to start asks beyond memory
+
+
 class _Ask(NamedTuple):
     """What a launcher pod asks of a node: its ``memory`` request, its guest's ``hugepages-*`` (resource,
     bytes), and its requests of the other resources counted (``cpu``, ``pods``)."""
@@ -760,7 +764,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
     # for one migration of a VM that keeps its size.
     for request in sorted(state.pending, reverse=True):
-        ask = _Ask(request)
+        ask = _Ask(request, None, _START)
         node = room.best(ask, "")
         if node is None and plan.in_flight < plan.budget:
             made = _room_for_start(request, plan)
@@ -880,20 +884,30 @@ def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm
     if not stopped:
         return 0
     free = {n: room.free(n) for n in room.memory}
+    # a node without a pod slot left has no hole, where the plan is told the pods (ClusterNode.others)
+    slots = {n: room.free(n, PODS) for n in room.memory} if PODS in room.counted else {}
 
-    def hole(vm: StoppedVm, free: dict[str, int]) -> int:
+    def hole(vm: StoppedVm) -> int:
         return max(
-            (f for n, f in free.items() if vm.allowed_nodes is None or n in vm.allowed_nodes), default=0
+            (
+                f
+                for n, f in free.items()
+                if (vm.allowed_nodes is None or n in vm.allowed_nodes) and (not slots or slots[n] >= 1)
+            ),
+            default=0,
         )
 
-    fitting = [vm for vm in stopped if vm.request <= hole(vm, free)]
+    fitting = [vm for vm in stopped if vm.request <= hole(vm)]
     if not fitting:
         return 0
     start = max(fitting, key=lambda vm: vm.request)
     for source, target, ask, leaving in moves:
         free[target] -= ask[0]
         free[source] = free.get(source, 0) + leaving[0]
-    return start.request if hole(start, free) < start.request else 0
+        if slots:
+            slots[target] -= dict(ask.others).get(PODS, 0)
+            slots[source] += dict(leaving.others).get(PODS, 0)
+    return start.request if hole(start) < start.request else 0
 
 
 def _room_for_start(request: int, plan: _Placement) -> _Helper | None:

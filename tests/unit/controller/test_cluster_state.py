@@ -474,12 +474,13 @@ def _launcher(vmi: str, node: str, selector: dict[str, str], migration: str | No
 
 
 def test_a_vm_goes_only_where_its_launchers_selector_would_take_its_next_target() -> None:
-    """What KubeVirt put on the launcher pod beyond the VMI's spec (a cluster-wide selector, a CPU model) is
-    on its next target too; the hostname its last migration pinned is not. A host-model VM that never
-    migrated gets its node's host model: only nodes that can host it."""
+    """What KubeVirt rendered on the launcher pod beyond the VMI's spec (a CPU model) is on its next target
+    too; the hostname its last migration pinned is not, nor a pin the VMI has since dropped. A host-model VM
+    that never migrated gets its node's host model: only nodes that can host it."""
+    gold = "cpu-model.node.kubevirt.io/Gold"
     nodes = [
-        make_node_body("n1", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n1", "tier": "gold"}),
-        make_node_body("n2", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n2", "tier": "gold"}),
+        make_node_body("n1", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n1", gold: "true"}),
+        make_node_body("n2", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n2", gold: "true"}),
         make_node_body("n3", labels={**SCHEDULABLE, "kubernetes.io/hostname": "n3"}),
     ]
     host = make_node_body(
@@ -491,27 +492,29 @@ def test_a_vm_goes_only_where_its_launchers_selector_would_take_its_next_target(
         },
     )
     fits = make_node_body(
-        "h2", labels={**SCHEDULABLE, "cpu-model-migration.node.kubevirt.io/Skylake": "true", "tier": "gold"}
+        "h2", labels={**SCHEDULABLE, "cpu-model-migration.node.kubevirt.io/Skylake": "true", gold: "true"}
     )
     moved = migration_body("web-move", "web", added={"kubernetes.io/hostname": "n1"})
     db = make_vmi_body("db", node="h1")
     db["spec"]["domain"]["cpu"] = {"model": "host-model"}
+    names = ("web", "db", "app")
     seen = observed(
-        vmms=[make_vmm_body(n) for n in ("web", "db")],
-        vms=[make_vm_body(n) for n in ("web", "db")],
-        vmis=[make_vmi_body("web", node="n1"), db],
+        vmms=[make_vmm_body(n) for n in names],
+        vms=[make_vm_body(n) for n in names],
+        vmis=[make_vmi_body("web", node="n1"), db, make_vmi_body("app", node="n3")],
         pods=[
-            _launcher(
-                "web", "n1", {**SCHEDULABLE, "tier": "gold", "kubernetes.io/hostname": "n1"}, "web-move"
-            ),
+            _launcher("web", "n1", {**SCHEDULABLE, gold: "true", "kubernetes.io/hostname": "n1"}, "web-move"),
             _launcher("db", "h1", SCHEDULABLE),
+            # app started pinned to n3 by its own selector, which the running VMI has since dropped
+            _launcher("app", "n3", {**SCHEDULABLE, "kubernetes.io/hostname": "n3"}),
         ],
         nodes=[*nodes, host, fits],
         migrations=[moved],
     )
     vms = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
-    assert vms["web"].allowed_nodes == frozenset({"n1", "n2", "h2"})  # tier=gold, not pinned to n1
+    assert vms["web"].allowed_nodes == frozenset({"n1", "n2", "h2"})  # its CPU model, not pinned to n1
     assert vms["db"].allowed_nodes == frozenset({"h2"})
+    assert vms["app"].allowed_nodes == frozenset({"n1", "n2", "n3", "h1", "h2"})
 
 
 def test_a_term_that_matches_no_vm_ties_no_vms_together() -> None:

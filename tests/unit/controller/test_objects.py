@@ -13,6 +13,7 @@ from dynamem.kube.objects import (
     desired_running,
     hugepage_bytes,
     node_view,
+    pod_requests,
     pod_view,
     quantity_bytes,
     to_quantity,
@@ -313,3 +314,24 @@ def test_who_last_wrote_memory_guest_and_when() -> None:
     assert not vm_view(body).guest_from_others()
     del body["metadata"]["managedFields"]
     assert not vm_view(body).guest_from_others() and vm_view(body).guest_written_by_others is None
+
+
+def test_a_pods_requests_are_counted_as_the_scheduler_counts_them() -> None:
+    """``PodRequests``: containers and sidecars (restartable init containers) add up; a plain init container
+    runs with the sidecars started before it, and the larger wins; pod-level requests replace the sum of
+    what they name; the overhead is added."""
+
+    def container(cpu: str, memory: str, **extra: str) -> dict[str, object]:
+        return {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}, **extra}
+
+    spec: dict[str, object] = {
+        "containers": [container("500m", "1Gi"), container("250m", "512Mi")],
+        "initContainers": [
+            container("100m", "256Mi", restartPolicy="Always"),  # a sidecar: runs beside the others
+            container("1", "256Mi"),  # runs before them, beside the sidecar: 1100m
+        ],
+        "overhead": {"cpu": "10m", "memory": "64Mi"},
+    }
+    assert pod_requests(spec) == {"cpu": 1110, "memory": 1856 * MI}
+    spec["resources"] = {"requests": {"cpu": "2"}}  # pod-level: cpu from here, memory from the containers
+    assert pod_requests(spec) == {"cpu": 2010, "memory": 1856 * MI}
