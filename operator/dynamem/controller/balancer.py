@@ -94,6 +94,8 @@ class RoundOptions:
     # Prometheus at 10,000 VMs) would otherwise flip every VM's DemandKnown to False and back, two status
     # writes per VM. Memory is held from the first failed read all the same.
     demand_error_grace_s: float = 60.0
+    # the KubeVirt CR's developerConfiguration.nodeSelectors: every launcher pod, a target too, selects them
+    launcher_node_selectors: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -218,6 +220,7 @@ class Balancer:
             shrink_window_s=self.options.balance.shrink_window_s,
             cache=self.joins,
             promised={key: p.target for key, p in self.placements.items() if p.target},
+            launcher_node_selectors=self.options.launcher_node_selectors,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

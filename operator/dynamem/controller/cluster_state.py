@@ -183,6 +183,7 @@ def cluster_state(
     others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
     launcher_cpu: Mapping[ObjectKey, int] | None = None,
     carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
+    cluster_wide: tuple[tuple[str, str], ...] = (),
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
@@ -193,10 +194,10 @@ def cluster_state(
     node, its room in cpu and pods (:func:`node_others`); ``launcher_cpu``: the CPU request of each VMI's
     launcher pod on its node, which its migration target asks the same (none in view: not counted);
     ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
-    (:mod:`dynamem.kube.migration_target`)."""
+    (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector."""
     pages = page_requests or {}
     views = node_views or {}
-    eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed)
+    eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed, cluster_wide)
     tied = [vmi for vmi in vmis.values() if (vmi.affinity.terms or vmi.spread) and vmi.active]
     groups = affinity_groups(vmi for vmi in vmis.values() if vmi.active) if tied else {}
     cluster_nodes = tuple(

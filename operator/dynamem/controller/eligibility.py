@@ -21,12 +21,12 @@ domain to count and let any target break the spread. VMs that such terms or cons
 selector matches another's pods) form a group, and the plan moves one VM of a group per round: two targets
 placed in one round would each be judged without the other.
 
-The rest of the target's node selector, which KubeVirt renders from its configuration and the VMI's status
-(the cluster-wide ``nodeSelectors``, architecture, CPU model and features, machine type, SEV/TDX; a
-``host-model`` CPU's migration labels), is read from the VMI's launcher pod (:mod:`dynamem.kube.migration_
-target`, passed in as ``carried``). Not read: extended resources (room in memory, hugepages, CPU and pods
-is the plan's, :mod:`dynamem.controller.cluster_state`); a target they refuse still fails after the pending
-timeout and is taken back.
+The KubeVirt CR's cluster-wide ``developerConfiguration.nodeSelectors`` (read at start) go under every
+target's selector. The rest of it, which KubeVirt renders from the VMI and its status (architecture, CPU
+model and features, machine type, SEV/TDX; a ``host-model`` CPU's migration labels), is read from the VMI's
+launcher pod (:mod:`dynamem.kube.migration_target`, passed in as ``carried``). Not read: extended
+resources (room in memory, hugepages, CPU and pods is the plan's, :mod:`dynamem.controller.cluster_state`);
+a target they refuse still fails after the pending timeout and is taken back.
 """
 
 from __future__ import annotations
@@ -53,11 +53,14 @@ __all__ = [
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
 
 
-def target_pod_placement(vmi: VmiView, carried: tuple[tuple[str, str], ...] = ()) -> PodPlacement:
+def target_pod_placement(
+    vmi: VmiView, carried: tuple[tuple[str, str], ...] = (), cluster_wide: tuple[tuple[str, str], ...] = ()
+) -> PodPlacement:
     """What the filters read of a migration target pod of ``vmi``: KubeVirt's selector under the VMI's;
-    ``carried``: what else of its launcher pod's selector its next target gets (kube.migration_target)."""
+    ``carried``: what else of its launcher pod's selector its next target gets (kube.migration_target);
+    ``cluster_wide``: the KubeVirt CR's ``developerConfiguration.nodeSelectors``, under both."""
     own = vmi.placement
-    selector = {SCHEDULABLE_LABEL: "true", **dict(carried), **dict(own.node_selector)}
+    selector = {SCHEDULABLE_LABEL: "true", **dict(cluster_wide), **dict(carried), **dict(own.node_selector)}
     return PodPlacement(
         node_selector=tuple(sorted(selector.items())),
         tolerations=own.tolerations,
@@ -99,6 +102,7 @@ class EligibleNodes:
 
     nodes: Iterable[NodeView]
     pods: Iterable[PlacedPod] = ()  # the pods placed, for inter-pod affinity (none: not judged)
+    cluster_wide: tuple[tuple[str, str], ...] = ()  # the KubeVirt CR's launcher node selector
     _scheduling: list[SchedulingNode] = field(init=False)
     _known: dict[PodPlacement, frozenset[str]] = field(init=False, default_factory=dict)
     _pods: InterPodAffinity = field(init=False)
@@ -113,7 +117,8 @@ class EligibleNodes:
 
     def of(self, vmi: VmiView, carried: tuple[tuple[str, str], ...] = ()) -> frozenset[str]:
         """The nodes ``vmi``'s target may go to; ``carried``: the selector its launcher pod passes on."""
-        target = target_pod_placement(vmi, carried) if carried else None
+        extra = carried or self.cluster_wide
+        target = target_pod_placement(vmi, carried, self.cluster_wide) if extra else None
         placement = vmi.placement if target is None else target
         found = self._known.get(placement)
         if found is None:

@@ -29,7 +29,7 @@ from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leade
 from dynamem.controller.migrations import MIGRATION
 from dynamem.controller.ports import ClusterWriter
 from dynamem.controller.view import Kind
-from dynamem.kube.api import KubeApi
+from dynamem.kube.api import KubeApi, launcher_node_selectors_of, parallel_migrations_of
 
 logger = logging.getLogger("dynamem.operator")
 
@@ -103,14 +103,17 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         )
 
         round_options = options.round_options()
-        if not options.parallel_migrations_given:
-            per_cluster = await api.parallel_migrations_per_cluster()
-            if per_cluster is not None:
-                logger.info(
-                    "KubeVirt's parallelMigrationsPerCluster: %d migrations in flight at most", per_cluster
-                )
-                balance = replace(round_options.balance, max_parallel_migrations=per_cluster)
-                round_options = replace(round_options, balance=balance)
+        kubevirt = await api.kubevirt_configuration()
+        per_cluster = parallel_migrations_of(kubevirt)
+        if not options.parallel_migrations_given and per_cluster is not None:
+            logger.info(
+                "KubeVirt's parallelMigrationsPerCluster: %d migrations in flight at most", per_cluster
+            )
+            balance = replace(round_options.balance, max_parallel_migrations=per_cluster)
+            round_options = replace(round_options, balance=balance)
+        if selectors := launcher_node_selectors_of(kubevirt):
+            logger.info("KubeVirt's cluster-wide launcher node selectors: %s", selectors)
+            round_options = replace(round_options, launcher_node_selectors=tuple(sorted(selectors.items())))
 
         # read ahead of each round, so a round does not wait for Prometheus (demand_ahead.py)
         ahead = DemandAhead(demand, max_age_s=options.demand_max_age(), metrics=state.metrics)

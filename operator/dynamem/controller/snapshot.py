@@ -529,6 +529,7 @@ def build_snapshot(
     shrink_window_s: float = 3600.0,
     cache: JoinCache | None = None,
     promised: Mapping[ObjectKey, str] | None = None,
+    launcher_node_selectors: tuple[tuple[str, str], ...] = (),
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -536,6 +537,7 @@ def build_snapshot(
     ``cache``: the joins of earlier rounds (a balancer keeps one); without it every join is made afresh.
     ``promised``: the target node of each of dynamem's changes in flight: its target pod, once made, is
     scheduled there, and counts there for inter-pod affinity until it is bound (then it is a pod like any).
+    ``launcher_node_selectors``: the KubeVirt CR's cluster-wide selector, which every target selects.
     """
     joins = cache if cache is not None else JoinCache()
     held = held or {}
@@ -677,6 +679,7 @@ def build_snapshot(
     }
     cluster = cluster_state(
         carried=_carried_selectors(pod_list, vmis, migrations, node_views),
+        cluster_wide=launcher_node_selectors,
         nodes={name: node.allocatable for name, node in node_views.items()},
         requested=requested,
         page_requests=page_requests,

@@ -60,7 +60,9 @@ __all__ = [
     "FieldConflict",
     "KubeApi",
     "StaleObject",
+    "launcher_node_selectors_of",
     "now_rfc3339",
+    "parallel_migrations_of",
     "retryable",
 ]
 
@@ -246,6 +248,11 @@ class KubeApi:
         retried with backoff; if there is still no answer, None too, so that the operator starts anyway with
         that default rather than exit.
         """
+        return parallel_migrations_of(await self.kubevirt_configuration())
+
+    async def kubevirt_configuration(self) -> Mapping[str, Any]:
+        """The KubeVirt CR's ``spec.configuration`` (the first CR's), or empty when there is none or it is
+        unreadable (see :meth:`parallel_migrations_per_cluster`)."""
         try:
             listed = await self._retrying(
                 lambda: self.custom.list_cluster_custom_object(
@@ -254,19 +261,15 @@ class KubeApi:
                 "list the KubeVirt CR",
             )
         except ApiException:
-            return None
+            return {}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            logger.warning(
-                "the KubeVirt CR is unreadable (%s): KubeVirt's default migration budget is used", exc
-            )
-            return None
+            logger.warning("the KubeVirt CR is unreadable (%s): KubeVirt's defaults are used", exc)
+            return {}
         for item in cast(Mapping[str, Any], listed).get("items") or []:
-            value = (((item.get("spec") or {}).get("configuration") or {}).get("migrations") or {}).get(
-                "parallelMigrationsPerCluster"
-            )
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+            found = (item.get("spec") or {}).get("configuration")
+            if isinstance(found, Mapping):
+                return found
+        return {}
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self._retrying(
@@ -373,3 +376,17 @@ class KubeApi:
                 group, version, namespace, kind, _request_timeout=timeout
             )
         return cast(Mapping[str, Any], result)
+
+
+def parallel_migrations_of(config: Mapping[str, Any]) -> int | None:
+    """``migrations.parallelMigrationsPerCluster`` of a KubeVirt CR's ``spec.configuration``, if set."""
+    value = (config.get("migrations") or {}).get("parallelMigrationsPerCluster")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def launcher_node_selectors_of(config: Mapping[str, Any]) -> dict[str, str]:
+    """``developerConfiguration.nodeSelectors`` of a KubeVirt CR's ``spec.configuration``: the cluster-wide
+    selector every launcher pod gets under its VMI's own (``virt-config.go``, ``GetNodeSelectors``;
+    ``nodeselectorrenderer.go``)."""
+    found = (config.get("developerConfiguration") or {}).get("nodeSelectors") or {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}

@@ -12,6 +12,7 @@ from dynamem.controller.cluster_state import served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
+from dynamem.kube.api import launcher_node_selectors_of, parallel_migrations_of
 from dynamem.kube.objects import GI, MI, ObjectKey, pod_view, vmi_view
 from dynamem.policy.balance import vm_levels
 from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster
@@ -555,3 +556,21 @@ def test_the_target_pod_labels_are_kubevirts() -> None:
         dict(vmi_view(make_vmi_body(long)).pod_labels)["vmi.kubevirt.io/id"]
         == f"{'x' * 54}-" + (hashlib.sha1(long.encode()).hexdigest()[:8])
     )
+
+
+def test_the_kubevirt_crs_cluster_wide_selector_holds_for_every_target() -> None:
+    """developerConfiguration.nodeSelectors: every launcher pod selects them under its VMI's own."""
+    seen = observed(
+        vmms=[make_vmm_body("web")],
+        vms=[make_vm_body("web")],
+        vmis=[make_vmi_body("web", node="n1")],
+        nodes=[
+            make_node_body("n1", labels={**SCHEDULABLE, "pool": "vms"}),
+            make_node_body("n2", labels={**SCHEDULABLE, "pool": "vms"}),
+            make_node_body("n3", labels=SCHEDULABLE),
+        ],
+    )
+    (vm,) = build_snapshot(seen, DemandReading(), launcher_node_selectors=(("pool", "vms"),)).cluster.vms
+    assert vm.allowed_nodes == frozenset({"n1", "n2"})
+    config = {"developerConfiguration": {"nodeSelectors": {"pool": "vms"}}, "migrations": {}}
+    assert (launcher_node_selectors_of(config), parallel_migrations_of(config)) == ({"pool": "vms"}, None)
