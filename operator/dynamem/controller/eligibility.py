@@ -117,16 +117,21 @@ class EligibleNodes:
 
     def of(self, vmi: VmiView, carried: tuple[tuple[str, str], ...] = ()) -> frozenset[str]:
         """The nodes ``vmi``'s target may go to; ``carried``: the selector its launcher pod passes on."""
-        extra = carried or self.cluster_wide
-        target = target_pod_placement(vmi, carried, self.cluster_wide) if extra else None
+        # VMIs with nothing beyond their own spec share the answer of their own placement
+        target = (
+            target_pod_placement(vmi, carried, self.cluster_wide) if carried or self.cluster_wide else None
+        )
         placement = vmi.placement if target is None else target
         found = self._known.get(placement)
         if found is None:
-            pod = target if target is not None else target_pod_placement(vmi)
-            found = frozenset(node.name for node in self._scheduling if eligible(pod, node) is None)
+            target = target or target_pod_placement(vmi)
+            found = frozenset(node.name for node in self._scheduling if eligible(target, node) is None)
             self._known[placement] = found
+        if not (vmi.affinity.terms or vmi.spread or self._pods.any_anti):
+            return found
+        labels = dict(vmi.pod_labels)
         if vmi.affinity.terms or self._pods.any_anti:
-            refused = self._pods.refusals(vmi.key.namespace, dict(vmi.pod_labels), vmi.affinity)
+            refused = self._pods.refusals(vmi.key.namespace, labels, vmi.affinity)
             if refused:  # the same answer object for every VM it is the same for, kept for the round
                 key = (placement, id(refused))
                 narrowed = self._narrowed.get(key)
@@ -135,10 +140,8 @@ class EligibleNodes:
                 found = narrowed
         if vmi.spread:
             # judged without dynamem's pin, as KubeVirt's own migrations are (kube.topology_spread)
-            labels = dict(vmi.pod_labels)
-            pod = target if target is not None else target_pod_placement(vmi)
-            spread = self._spread.refusals(vmi.key.namespace, labels, vmi.spread, pod)
-            found = found.difference(spread)
+            target = target or target_pod_placement(vmi)
+            found = found.difference(self._spread.refusals(vmi.key.namespace, labels, vmi.spread, target))
         return found
 
 
