@@ -38,7 +38,7 @@ from dataclasses import replace
 from dynamem.controller.eligibility import EligibleNodes, affinity_groups
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
-from dynamem.kube.objects import NodeView, ObjectKey, VmiView
+from dynamem.kube.objects import PODS, NodeView, ObjectKey, VmiView
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.model import VmState
@@ -103,41 +103,33 @@ def node_requests(
     return requested
 
 
-CPU = "cpu"
-PODS = "pods"
-
-
 def node_others(
     nodes: Mapping[str, NodeView],
-    pods: Iterable[tuple[str, str | None, int, bool]],
+    pods: Iterable[tuple[str, str | None, tuple[tuple[str, int], ...], bool]],
     vmis: Mapping[ObjectKey, VmiView],
 ) -> dict[str, tuple[tuple[str, int, int], ...]]:
-    """Per node, (resource, allocatable, requested) of the other resources a launcher must fit in, as the
-    scheduler's ``NodeResourcesFit`` counts them: ``cpu`` (millicores requested by every unfinished pod bound
-    there) and ``pods`` (their number, plus a running VMI whose launcher is not in view), for the nodes that
-    report them. ``pods``: (node, namespace/VMI it launches or None, CPU request, finished)."""
-    cpu: dict[str, int] = defaultdict(int)
-    count: dict[str, int] = defaultdict(int)
+    """Per node, (resource, allocatable, requested) of every other resource it reports that a launcher must
+    fit in, as the scheduler's ``NodeResourcesFit`` counts them: ``cpu``, ``ephemeral-storage`` and extended
+    resources (``devices.kubevirt.io/kvm``...) requested by every unfinished pod bound there, and ``pods``,
+    their number plus each running VMI whose launcher is not in view. ``pods``: (node, namespace/VMI it
+    launches or None, its requests of those resources, finished)."""
+    requested: dict[tuple[str, str], int] = defaultdict(int)
     launched: set[tuple[str, str]] = set()
-    for node, launches, request, finished in pods:
+    for node, launches, asks, finished in pods:
         if finished:
             continue
-        cpu[node] += request
-        count[node] += 1
+        for resource, amount in asks:
+            requested[(node, resource)] += amount
+        requested[(node, PODS)] += 1
         if launches is not None:
             launched.add((node, launches))
     for key, instance in vmis.items():
         if instance.active and instance.node is not None and (instance.node, str(key)) not in launched:
-            count[instance.node] += 1
-    found: dict[str, tuple[tuple[str, int, int], ...]] = {}
-    for name, view in nodes.items():
-        entries = []
-        if view.cpu is not None:
-            entries.append((CPU, view.cpu, cpu[name]))
-        if view.pods is not None:
-            entries.append((PODS, view.pods, count[name]))
-        found[name] = tuple(entries)
-    return found
+            requested[(instance.node, PODS)] += 1
+    return {
+        name: tuple((resource, total, requested.get((name, resource), 0)) for resource, total in view.others)
+        for name, view in nodes.items()
+    }
 
 
 def node_page_requests(
@@ -181,7 +173,7 @@ def cluster_state(
     stopped: tuple[StoppedVm, ...] = (),
     placed: Iterable[PlacedPod] = (),
     others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
-    launcher_cpu: Mapping[ObjectKey, int] | None = None,
+    launcher_others: Mapping[ObjectKey, tuple[tuple[str, int], ...]] | None = None,
     carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
     cluster_wide: tuple[tuple[str, str], ...] = (),
 ) -> ClusterState:
@@ -191,8 +183,9 @@ def cluster_state(
     ``page_requests``: hugepages requested per (node, resource); ``pending``: the memory requests of launcher
     pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start;
     ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity; ``others``: per
-    node, its room in cpu and pods (:func:`node_others`); ``launcher_cpu``: the CPU request of each VMI's
-    launcher pod on its node, which its migration target asks the same (none in view: not counted);
+    node, its room in the other resources (:func:`node_others`); ``launcher_others``: the requests of each
+    VMI's launcher pod on its node beyond memory and hugepages (cpu, ephemeral storage, devices), which its
+    migration target asks the same (none in view: not counted);
     ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
     (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector."""
     pages = page_requests or {}
@@ -251,7 +244,7 @@ def cluster_state(
                     allowed_nodes=allowed,
                     pages=vmi.pages,
                     group=groups.get(str(key)),
-                    others=_launcher_others(key, launcher_cpu),
+                    others=(*(launcher_others or {}).get(key, ()), (PODS, 1)),
                 )
             )
     in_flight = tuple(
@@ -262,13 +255,6 @@ def cluster_state(
     return ClusterState(
         nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending, stopped=stopped
     )
-
-
-def _launcher_others(
-    key: ObjectKey, launcher_cpu: Mapping[ObjectKey, int] | None
-) -> tuple[tuple[str, int], ...]:
-    cpu = (launcher_cpu or {}).get(key)
-    return ((CPU, cpu), (PODS, 1)) if cpu is not None else ((PODS, 1),)
 
 
 def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str, int]]) -> ClusterState:
@@ -283,7 +269,7 @@ def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str
     """
     vms = {vm.name: vm for vm in state.vms}
     memory: dict[str, int] = defaultdict(int)
-    pages: dict[tuple[str, str], int] = defaultdict(int)  # also the other resources (cpu, pods)
+    pages: dict[tuple[str, str], int] = defaultdict(int)  # also the other resources (cpu, pods, devices)
     for name, target, size in promised:
         vm = vms.get(name)
         overhead = vm.overhead if vm is not None else 0

@@ -24,9 +24,10 @@ placed in one round would each be judged without the other.
 The KubeVirt CR's cluster-wide ``developerConfiguration.nodeSelectors`` (read at start) go under every
 target's selector. The rest of it, which KubeVirt renders from the VMI and its status (architecture, CPU
 model and features, machine type, SEV/TDX; a ``host-model`` CPU's migration labels), is read from the VMI's
-launcher pod (:mod:`dynamem.kube.migration_target`, passed in as ``carried``). Not read: extended
-resources (room in memory, hugepages, CPU and pods is the plan's, :mod:`dynamem.controller.cluster_state`);
-a target they refuse still fails after the pending timeout and is taken back.
+launcher pod (:mod:`dynamem.kube.migration_target`, passed in as ``carried``). Room in every resource
+(memory, hugepages, CPU, pods, ephemeral storage, devices) is the plan's
+(:mod:`dynamem.controller.cluster_state`). Not read: volumes' node affinity and zones, host ports, DRA
+claims; a target they refuse still fails after the pending timeout and is taken back.
 """
 
 from __future__ import annotations

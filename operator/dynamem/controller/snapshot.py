@@ -666,10 +666,10 @@ def build_snapshot(
         if moving is not None and moving.active and moving.node != target and (target, key) not in bound:
             placed.append(PlacedPod(target, key.namespace, dict(moving.pod_labels), moving.affinity.anti))
     others = node_others(
-        node_views, ((node, launches, pod.cpu, pod.finished) for pod, node, launches in bound_pods), vmis
+        node_views, ((node, launches, pod.others, pod.finished) for pod, node, launches in bound_pods), vmis
     )
-    launcher_cpu = {
-        key: pod.cpu
+    launcher_others = {
+        key: pod.others
         for pod in pod_list
         if pod.launcher
         and pod.vmi
@@ -698,7 +698,7 @@ def build_snapshot(
         stopped=stopped,
         placed=placed,
         others=others,
-        launcher_cpu=launcher_cpu,
+        launcher_others=launcher_others,
     )
     return Snapshot(
         nodes,

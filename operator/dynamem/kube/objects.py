@@ -381,8 +381,9 @@ class NodeView:
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: a VMI's nodeSelector matches these
     taints: tuple[Taint, ...] = ()
     hugepages: tuple[tuple[str, int], ...] = ()  # allocatable per hugepages-* resource, in bytes
-    cpu: int | None = None  # allocatable CPU in millicores (None: not reported)
-    pods: int | None = None  # allocatable pods (None: not reported)
+    # allocatable of the other resources the scheduler counts (counted_resources): cpu in millicores, pods,
+    # ephemeral-storage and extended resources (devices.kubevirt.io/kvm, SR-IOV VFs, GPUs) in units
+    others: tuple[tuple[str, int], ...] = ()
 
 
 def node_view(body: Body) -> NodeView:
@@ -396,14 +397,8 @@ def node_view(body: Body) -> NodeView:
         labels=tuple(sorted((str(k), str(v)) for k, v in (dig(body, "metadata", "labels") or {}).items())),
         taints=tuple(taint(t) for t in dig(body, "spec", "taints") or () if isinstance(t, Mapping)),
         hugepages=tuple(sorted(hugepages_of(dig(body, "status", "allocatable")).items())),
-        cpu=quantity_milli(dig(body, "status", "allocatable", "cpu")),
-        pods=_count(dig(body, "status", "allocatable", "pods")),
+        others=tuple(sorted(counted_resources(dig(body, "status", "allocatable"), PODS).items())),
     )
-
-
-def _count(value: object) -> int | None:
-    found = quantity_milli(value)
-    return None if found is None else found // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,27 +415,57 @@ class PodView:
     labels: tuple[tuple[str, str], ...] = ()
     anti: tuple[AffinityTerm, ...] = ()  # its required pod anti-affinity terms (kube.pod_affinity)
     terminating: bool = False  # deleted, waiting to be gone (metadata.deletionTimestamp)
-    cpu: int = 0  # its CPU request in millicores, as the scheduler counts it
+    # its requests of the other resources the scheduler counts (counted_resources), none of them zero
+    others: tuple[tuple[str, int], ...] = ()
     # a launcher's node selector, and the migration that made it when it is a target (its name)
     node_selector: tuple[tuple[str, str], ...] = ()
     migration: str | None = None
 
 
-def _amounts(resources: object) -> dict[str, int]:
-    """A resource list's ``memory`` and ``hugepages-*`` in bytes and ``cpu`` in millicores."""
+CPU = "cpu"
+PODS = "pods"
+EPHEMERAL_STORAGE = "ephemeral-storage"
+
+
+def _scheduled(name: str, *extra: str) -> bool:
+    """Whether the scheduler counts resource ``name`` (``framework.Resource.Add``: cpu, memory,
+    ephemeral-storage, and the scalar resources, ``IsScalarResourceName``: ``hugepages-*`` and every name
+    with a ``/``, extended or prefixed native; attachable volumes are the volume plugins' and no pod asks
+    them), or is one of ``extra``."""
+    return (
+        name in (CPU, "memory", EPHEMERAL_STORAGE, *extra) or name.startswith(HUGEPAGES_PREFIX) or "/" in name
+    )
+
+
+def _amounts(resources: object, *extra: str) -> dict[str, int]:
+    """A resource list's amounts of the resources the scheduler counts (:func:`_scheduled`), as it counts
+    them: ``cpu`` in millicores (``MilliValue``), the others in units rounded up (``Value``: bytes of
+    ``memory``, ``hugepages-*`` and ``ephemeral-storage``, devices of an extended resource)."""
     found: dict[str, int] = {}
     for name, value in resources.items() if isinstance(resources, Mapping) else ():
         key = str(name)
-        amount = quantity_milli(value) if key == "cpu" else None
-        if key == "memory" or key.startswith(HUGEPAGES_PREFIX):
-            amount = quantity_bytes(value)
+        if not _scheduled(key, *extra):
+            continue
+        amount = quantity_milli(value) if key == CPU else quantity_bytes(value)
         if amount is not None:
             found[key] = amount
     return found
 
 
+def counted_resources(resources: object, *extra: str) -> dict[str, int]:
+    """The amounts in a resource list (a node's allocatable, a pod's requests) of the resources a launcher
+    pod must fit in beyond its memory and hugepages (``NodeResourcesFit``, ``fitsRequest``): ``cpu``,
+    ``ephemeral-storage`` and extended resources (KubeVirt's ``devices.kubevirt.io/*``, SR-IOV, GPUs), and
+    ``extra`` (``pods``, for a node)."""
+    return {key: amount for key, amount in _amounts(resources, *extra).items() if _other(key)}
+
+
+def _other(resource: str) -> bool:
+    return resource != "memory" and not resource.startswith(HUGEPAGES_PREFIX)
+
+
 def pod_requests(spec: Body) -> dict[str, int]:
-    """A pod's requests of ``memory``, ``cpu`` and ``hugepages-*`` as the scheduler counts them
+    """A pod's requests of every resource the scheduler counts (:func:`_amounts`), as it counts them
     (``k8s.io/component-helpers/resource`` v0.34, ``PodRequests``, ``AggregateContainerRequests``): the sum
     of its containers' and its restartable (sidecar) init containers', or more if an init container (with
     the sidecars started before it) asks more; the pod-level ``resources.requests`` where set; plus the
@@ -486,7 +511,8 @@ def pod_view(body: Body) -> PodView:
         hugepages=tuple(sorted(pages.items())),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         terminating=bool(dig(body, "metadata", "deletionTimestamp")),
-        cpu=requests.get("cpu", 0),
+        # the scheduler checks no request of 0 (fitsRequest)
+        others=tuple(sorted((k, v) for k, v in requests.items() if v and _other(k))),
         node_selector=tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
         if launcher
         else (),

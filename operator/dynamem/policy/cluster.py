@@ -128,7 +128,8 @@ class ClusterVm:
     # its launcher's `memory` request is then its overhead only
     pages: str | None = None
     # what its launcher pod requests of other resources the scheduler counts, the same at any guest size:
-    # ("cpu", millicores), ("pods", 1); a node's room in each is ClusterNode.others
+    # ("cpu", millicores), ("pods", 1), ("ephemeral-storage", bytes), ("devices.kubevirt.io/kvm", 1)...;
+    # a node's room in each is ClusterNode.others
     others: tuple[tuple[str, int], ...] = ()
     # VMs that required pod (anti-)affinity ties together share a group: one of them moves per round, as
     # the nodes each may go to were judged without the others' new places (None: in no group)
@@ -149,7 +150,8 @@ class ClusterNode:
     """A node: its memory (allocatable) and the memory requests of every pod on it, as the scheduler
     counts; ``hugepages``: (resource, allocatable, requested) per ``hugepages-*`` resource it has;
     ``others``: the same for the other resources a launcher pod must fit in (``cpu`` in millicores,
-    ``pods``), which no change of size moves (a resource not listed: not counted)."""
+    ``pods``, ``ephemeral-storage``, devices), which no change of size moves (a resource listed on no node:
+    not counted; listed on some: a node without it has none)."""
 
     name: str
     memory: int
@@ -578,7 +580,8 @@ class _Room:
         leaving: tuple[tuple[str, int], ...] = (),
         real: bool = False,
     ) -> bool:
-        """Whether requests ``others`` (cpu, pods) fit on ``node``; a resource counted nowhere fits."""
+        """Whether requests ``others`` (cpu, pods, devices...) fit on ``node``; a resource counted nowhere
+        fits."""
         for resource, amount in others:
             if resource not in self.counted:
                 continue

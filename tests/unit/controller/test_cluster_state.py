@@ -82,6 +82,53 @@ def test_room_is_allocatable_less_every_unfinished_pod_request_terminating_ones_
     assert sales.others == (("pods", 1),)
 
 
+def test_room_in_devices_and_ephemeral_storage_is_counted_as_in_cpu() -> None:
+    """A node without KVM (virt-handler advertises no healthy ``devices.kubevirt.io/kvm``) has none to give,
+    however much memory it has; a node's ephemeral storage is what its pods did not request; the VM asks
+    what its launcher asks."""
+    launcher = make_pod_body("virt-launcher-web", launcher=True, requests=["1124Mi"], domain="web")
+    launcher["spec"]["containers"][0]["resources"]["requests"] |= {
+        "devices.kubevirt.io/kvm": "1",
+        "ephemeral-storage": "50M",
+    }
+    nodes = [make_node_body(name, allocatable="8Gi") for name in ("host", "nokvm")]
+    for node, kvm in zip(nodes, ("1k", "0"), strict=True):
+        node["status"]["allocatable"] |= {
+            "devices.kubevirt.io/kvm": kvm,
+            "ephemeral-storage": "1G",
+            "pods": "9",
+        }
+    seen = observed(
+        vmms=[make_vmm_body("web")],
+        vms=[make_vm_body("web")],
+        vmis=[make_vmi_body("web")],
+        nodes=nodes,
+        pods=[launcher],
+    )
+    cluster = build_snapshot(seen, DemandReading(by_vm={}), reserve=0).cluster
+    assert [node.others for node in cluster.nodes] == [
+        (
+            ("cpu", 8000, 100),
+            ("devices.kubevirt.io/kvm", 1000, 1),
+            ("ephemeral-storage", 10**9, 50_000_000),
+            ("pods", 9, 1),
+        ),
+        (
+            ("cpu", 8000, 0),
+            ("devices.kubevirt.io/kvm", 0, 0),
+            ("ephemeral-storage", 10**9, 0),
+            ("pods", 9, 0),
+        ),
+    ]
+    (web,) = cluster.vms
+    assert web.others == (
+        ("cpu", 100),
+        ("devices.kubevirt.io/kvm", 1),
+        ("ephemeral-storage", 50_000_000),
+        ("pods", 1),
+    )
+
+
 def test_unfinished_migrations_are_in_flight_from_their_vmis_node() -> None:
     def migration(name: str, vmi: str, phase: str | None) -> dict[str, object]:
         body: dict[str, object] = {

@@ -335,3 +335,38 @@ def test_a_pods_requests_are_counted_as_the_scheduler_counts_them() -> None:
     assert pod_requests(spec) == {"cpu": 1110, "memory": 1856 * MI}
     spec["resources"] = {"requests": {"cpu": "2"}}  # pod-level: cpu from here, memory from the containers
     assert pod_requests(spec) == {"cpu": 2010, "memory": 1856 * MI}
+
+
+def test_the_other_resources_are_those_the_scheduler_counts_each_in_its_unit() -> None:
+    """``fitsRequest``: cpu in millicores, pods, ephemeral-storage and every name with a ``/`` (extended
+    resources such as KubeVirt's device plugins, prefixed native ones) in units; memory and hugepages are
+    counted on their own; a name the scheduler does not count is left out. A node keeps a resource it has
+    none of (nothing asking it fits there); a pod's request of 0 is checked by no one."""
+    node = make_node_body("n1", allocatable="8Gi")
+    node["status"]["allocatable"] |= {
+        "pods": "110",
+        "ephemeral-storage": "100Gi",
+        "devices.kubevirt.io/kvm": "0",
+        "devices.kubevirt.io/tun": "1k",
+        "hugepages-2Mi": "1Gi",
+        "storage": "5",
+    }
+    assert node_view(node).others == (
+        ("cpu", 8000),
+        ("devices.kubevirt.io/kvm", 0),
+        ("devices.kubevirt.io/tun", 1000),
+        ("ephemeral-storage", 100 * GI),
+        ("pods", 110),
+    )
+    pod = make_pod_body("virt-launcher-a", requests=["1Gi"])
+    pod["spec"]["containers"][0]["resources"]["requests"] |= {
+        "ephemeral-storage": "50M",
+        "devices.kubevirt.io/kvm": "1",
+        "nvidia.com/gpu": "0",
+        "storage": "1",
+    }
+    assert pod_view(pod).others == (
+        ("cpu", 100),
+        ("devices.kubevirt.io/kvm", 1),
+        ("ephemeral-storage", 50_000_000),
+    )
