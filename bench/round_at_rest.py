@@ -14,8 +14,9 @@ reading's CPU time is printed on its own (``read_cpu_median_s``), not in the rou
 has each round read for itself, as rounds did before. The garbage collector is tuned as ``dynamem run``
 tunes it (:mod:`dynamem.controller.gc_tuning`) and, as the operator's loop does, paused during each round
 (collecting after it); ``--default-gc`` keeps CPython's defaults and collects during rounds.
-``--pods``: every VMI has its launcher pod in the view (labels, node selector, CPU request), as in a live
-cluster, so room in CPU and pods and the selector each launcher passes on are counted every round.
+``--pods``: every VMI has its launcher pod in the view (labels, node selector, requests of CPU, ephemeral
+storage and KubeVirt's devices), as in a live cluster, so room in each of them and in pods, and the selector
+each launcher passes on, are counted every round.
 ``--anti-affinity=K``: VMs in groups of K share an ``app`` label and have a required pod anti-affinity to it
 on the hostname (HA pairs at K=2), so every round judges inter-pod affinity for every VM
 (:mod:`dynamem.kube.pod_affinity`).
@@ -54,7 +55,13 @@ from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.gc_tuning import collector_paused, tune_for_large_heap
 from dynamem.controller.view import ClusterView, Kind
 from dynamem.kube.objects import GI
-from dynamem.kubevirt_sim.launcher import launcher_pod
+from dynamem.kubevirt_sim.launcher import (
+    DEVICES_PER_NODE,
+    KVM_DEVICE,
+    TUN_DEVICE,
+    VHOST_NET_DEVICE,
+    launcher_pod,
+)
 
 
 def prometheus_at_rest(names: list[str], namespace: str) -> httpx.MockTransport:
@@ -117,8 +124,14 @@ async def main(
             }
         vmis.append(vmi)
         if pods:  # its launcher pod, as KubeVirt renders it: the VMI's labels, selector and requests
-            pod_bodies.append(launcher_pod(vmi, overhead=0, node_name=f"node{i % nodes}"))
+            pod = launcher_pod(vmi, overhead=0, node_name=f"node{i % nodes}")
+            resources = pod["spec"]["containers"][0]["resources"]
+            resources["requests"] |= resources["limits"]  # the API server's defaulting of its device requests
+            pod_bodies.append(pod)
     node_bodies = [make_node_body(f"node{k}", allocatable="100Gi") for k in range(nodes)]
+    for node in node_bodies if pods else ():  # what virt-handler's device plugins and the kubelet report
+        devices = {d: str(DEVICES_PER_NODE) for d in (KVM_DEVICE, TUN_DEVICE, VHOST_NET_DEVICE)}
+        node["status"]["allocatable"] |= {"pods": "250", "ephemeral-storage": "100Gi", **devices}
     writer = FakeWriter()
     demand = PrometheusDemand(
         "http://prometheus.test",

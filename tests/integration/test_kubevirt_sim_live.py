@@ -112,6 +112,10 @@ def names(unique_name: Callable[[str], str], count: int) -> list[str]:
     return [unique_name(f"kv{i}") for i in range(count)]
 
 
+# getRequiredResources' device limits, which the API server made requests too (defaults.go, SetDefaults_Pod)
+DEVICES = {"devices.kubevirt.io/kvm": "1", "devices.kubevirt.io/tun": "1"}
+
+
 def test_a_vm_starts_in_a_launcher_pod_on_its_starting_node(
     live: Callable[..., Live], unique_name: Callable[[str], str]
 ) -> None:
@@ -129,6 +133,7 @@ def test_a_vm_starts_in_a_launcher_pod_on_its_starting_node(
         "memory": "1152Mi",
         "cpu": "100m",
         "ephemeral-storage": "50M",
+        **DEVICES,
     }
     # the start node is no selector; the pool is the VM's own selector
     assert pod.spec.node_selector == {"kubevirt.io/schedulable": "true", "dynamem.io/pool": ANY}
@@ -170,6 +175,7 @@ def test_a_memory_change_is_a_migration_to_another_node(
         "memory": "2176Mi",
         "cpu": "100m",
         "ephemeral-storage": "50M",
+        **DEVICES,
     }
     terms = pods[0].spec.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution
     assert terms[0].label_selector.match_labels == {"kubevirt.io/created-by": vmi["metadata"]["uid"]}

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s_client
 
+from dynamem.kube.objects import quantity_bytes
+
 from .operator_harness import Stack, first_node_stack, wait_until
 
 
@@ -53,30 +55,44 @@ def cpu_stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]
     )
 
 
-def test_a_node_with_memory_but_no_cpu_left_for_the_launcher_is_never_chosen(
-    cpu_stack: tuple[Stack, list[str]],
-) -> None:
-    """``near`` has the room a bin packer picks for web's grow, but a pod there requests all its CPU but
-    50m, and web's launcher requests 100m (KubeVirt: one vCPU over ``cpuAllocationRatio`` 10): the scheduler
-    refuses the target there (``NodeResourcesFit``: Insufficient cpu). dynamem counts CPU as it does memory
-    and sends web to ``far``."""
-    world, (_home, near, far) = cpu_stack
-    wait_until("web running", lambda: world.has("web"), timeout=60)
-    core = k8s_client.CoreV1Api(world.api)
-    allocatable = core.read_node(near).status.allocatable["cpu"]
-    hog = f"{int(allocatable) * 1000 - 50}m"
-    core.create_namespaced_pod(
+def _hog(world: Stack, node: str, requests: dict[str, str]) -> None:
+    k8s_client.CoreV1Api(world.api).create_namespaced_pod(
         world.namespace,
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "cpu-hog"},
+            "metadata": {"name": "hog"},
             "spec": {
-                "nodeName": near,
-                "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": hog}}}],
+                "nodeName": node,
+                "containers": [{"name": "c", "image": "busybox", "resources": {"requests": requests}}],
             },
         },
     )
+
+
+@pytest.mark.parametrize("resource", ["cpu", "ephemeral-storage", "devices.kubevirt.io/kvm"])
+def test_a_node_with_memory_but_not_the_launchers_other_requests_is_never_chosen(
+    cpu_stack: tuple[Stack, list[str]], resource: str
+) -> None:
+    """``near`` has the room a bin packer picks for web's grow, but not what else its launcher requests, and
+    the scheduler refuses the target there (``NodeResourcesFit``, ``fitsRequest``): ``cpu``, a pod requests
+    all of it but 50m, and web's launcher requests 100m (one vCPU over ``cpuAllocationRatio`` 10);
+    ``ephemeral-storage``, a pod requests all of it but 10M, and every launcher requests 50M
+    (``WithEphemeralStorageRequest``); ``devices.kubevirt.io/kvm``, the node has no KVM, so virt-handler's
+    device plugin advertises none healthy, and every launcher asks one (``getRequiredResources``): the
+    well-known "Insufficient devices.kubevirt.io/kvm". dynamem counts each as it does memory and sends web
+    to ``far``."""
+    world, (_home, near, far) = cpu_stack
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    core = k8s_client.CoreV1Api(world.api)
+    allocatable = core.read_node_status(near).status.allocatable
+    if resource == "cpu":
+        _hog(world, near, {"cpu": f"{int(allocatable['cpu']) * 1000 - 50}m"})
+    elif resource == "ephemeral-storage":
+        _hog(world, near, {"ephemeral-storage": f"{quantity_bytes(allocatable[resource]) - 10_000_000}"})
+    else:
+        core.patch_node_status(near, {"status": {"allocatable": {**allocatable, resource: "0"}}})
+        wait_until("no kvm", lambda: core.read_node_status(near).status.allocatable[resource] == "0")
     world.set_demand(web=1.2)
     world.start_operator()
 

@@ -3,8 +3,8 @@ and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
 
 - The operator's change of a VM's memory reaches the VM as a live migration to a pod that the scheduler
   placed on another node.
-- A change whose target the scheduler refuses (a node that takes no more pods, a filter dynamem does not
-  read) fails as KubeVirt's does (the target pod stays unschedulable, the migration fails after the pending
+- A change whose target the scheduler refuses (a node whose memory a pod dynamem does not see requests)
+  fails as KubeVirt's does (the target pod stays unschedulable, the migration fails after the pending
   timeout, the VMI keeps its node and size and ``HotMemoryChange=True``). That is no refusal: KubeVirt's
   workload-updater migrates the VMI again, and the operator leaves the change in flight until its deadline
   (``--change-deadline``); then it takes it back: it writes the old size back, holds the VM, and says so in
@@ -90,24 +90,34 @@ def test_the_operators_change_is_a_migration_to_a_node_the_scheduler_chose(
 
 
 def test_a_change_with_nowhere_to_go_is_retried_by_kubevirt_and_taken_back_at_its_deadline(
-    make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]],
+    make_stack: Callable[[Mapping[str, str]], tuple[Stack, list[str]]], request: pytest.FixtureRequest
 ) -> None:
     stack, (home, full) = make_stack({"home": "8Gi", "full": "8Gi"})
     wait_until("web running", lambda: stack.has("web"), timeout=60)
-    # a node with no ephemeral storage left: NodeResourcesFit refuses it for the 50M every launcher requests
-    # (KubeVirt's WithEphemeralStorageRequest), a resource dynamem does not read (it reads cordons, taints,
-    # node affinity, inter-pod rules, memory, hugepages, CPU and pod count)
+    # a node whose memory a pod of another namespace requests: the scheduler refuses the target there, and
+    # dynamem, watching one namespace (as the harness runs it: --namespace), does not see that pod (the
+    # README's Limits: watch all namespaces in production)
     core = k8s_client.CoreV1Api(stack.api)
-    status = core.read_node_status(full).status
-    allocatable = {**status.allocatable, "ephemeral-storage": "0"}
-    core.patch_node_status(full, {"status": {"allocatable": allocatable}})
-    wait_until(
-        "the node has no ephemeral storage",
-        lambda: core.read_node_status(full).status.allocatable["ephemeral-storage"] == "0",
+    hidden = core.create_namespaced_pod(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "hidden-hog-"},
+            "spec": {
+                "nodeName": full,
+                "containers": [
+                    {"name": "c", "image": "busybox", "resources": {"requests": {"memory": "7Gi"}}}
+                ],
+            },
+        },
+    )
+    request.addfinalizer(
+        lambda: core.delete_namespaced_pod(hidden.metadata.name, "default", grace_period_seconds=0)
     )
     stack.set_demand(web=1.2)
     stack.start_operator("--change-deadline", str(DEADLINE_S))
-    # the grow is written, the target pod fits neither node (not home: anti-affinity; not full: no storage)
+    # the grow is written, the target pod fits neither node (not home: anti-affinity; not full: no memory)
     wait_until("memory.guest raised", lambda: (stack.guest("web") or 0) > GI, timeout=60)
     wait_until(
         "the migration failed after the pending timeout",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dynamem.kube.objects import MI
-from dynamem.kubevirt_sim.launcher import launcher_pod, launcher_requests
+from dynamem.kubevirt_sim.launcher import launcher_devices, launcher_pod, launcher_requests
 from dynamem.kubevirt_sim.play import vm_body
 from dynamem.sim.scenario import parse_scenario
 
@@ -51,6 +51,24 @@ def test_hugepages_carry_the_guest_and_memory_the_overhead() -> None:
         "cpu": "100m",
         "ephemeral-storage": "50M",
     }
+
+
+def test_the_devices_are_kvm_and_those_of_its_interfaces() -> None:
+    """``getRequiredResources``: kvm always (no emulation), tun unless no pod interface is attached,
+    vhost-net for a virtio interface (no model is virtio), vhost-vsock when asked; as limits."""
+    kvm, tun, vhost = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun", "devices.kubevirt.io/vhost-net"
+    plain = vmi({"guest": "1Gi"})
+    assert launcher_devices(plain["spec"]) == {kvm: "1", tun: "1"}
+    assert launcher_pod(plain, overhead=0)["spec"]["containers"][0]["resources"]["limits"] == {
+        kvm: "1",
+        tun: "1",
+    }
+    plain["spec"]["domain"]["devices"] = {"interfaces": [{"name": "default", "masquerade": {}}]}
+    assert launcher_devices(plain["spec"]) == {kvm: "1", tun: "1", vhost: "1"}
+    plain["spec"]["domain"]["devices"] = {"interfaces": [{"name": "default", "model": "e1000"}]}
+    assert launcher_devices(plain["spec"]) == {kvm: "1", tun: "1"}
+    plain["spec"]["domain"]["devices"] = {"autoattachPodInterface": False, "autoattachVSOCK": True}
+    assert launcher_devices(plain["spec"]) == {kvm: "1", "devices.kubevirt.io/vhost-vsock": "1"}
 
 
 def test_a_first_pod_is_bound_to_its_start_node_without_a_selector() -> None:

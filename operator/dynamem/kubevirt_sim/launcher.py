@@ -10,6 +10,8 @@ is left out, since nothing here runs a container:
   annotation ``kubevirt.io/domain: <VMI name>``; owner: the VMI; ``generateName: virt-launcher-<name>-``;
 - node selector (``template.go``, ``newNodeSelectorRenderer``): the VMI's ``nodeSelector`` plus
   ``kubevirt.io/schedulable: "true"``, which virt-handler sets on the nodes it serves;
+- devices (``renderresources.go``, ``getRequiredResources``): ``devices.kubevirt.io/kvm``, ``tun`` and
+  ``vhost-net`` limits, which virt-handler's device plugins advertise on the nodes it serves;
 - memory (``services/renderresources.go``, ``WithMemoryRequests``, ``WithMemoryOverhead``,
   ``WithHugePages``): the VMI's memory request if it has one, else ``memory.guest``; plus the launcher
   overhead. With hugepages the guest memory is requested as ``hugepages-<size>`` and ``memory`` is the
@@ -47,8 +49,13 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 __all__ = [
     "APP_LABEL",
     "CREATED_BY_LABEL",
+    "DEVICES_PER_NODE",
+    "KVM_DEVICE",
     "LAUNCHER",
     "SCHEDULABLE_LABEL",
+    "TUN_DEVICE",
+    "VHOST_NET_DEVICE",
+    "launcher_devices",
     "launcher_pod",
     "launcher_requests",
 ]
@@ -104,6 +111,32 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, s
     return {"memory": to_quantity(memory + overhead), **common}
 
 
+KVM_DEVICE = "devices.kubevirt.io/kvm"
+TUN_DEVICE = "devices.kubevirt.io/tun"
+VHOST_NET_DEVICE = "devices.kubevirt.io/vhost-net"
+VHOST_VSOCK_DEVICE = "devices.kubevirt.io/vhost-vsock"
+# virt-handler's device plugins advertise each permanent device this many times (cmd/virt-handler, maxDevices)
+DEVICES_PER_NODE = 1000
+
+
+def launcher_devices(vmi_spec: Mapping[str, Any]) -> dict[str, str]:
+    """The compute container's device limits (``renderresources.go``, ``getRequiredResources``, put in its
+    limits by ``WithVirtualizationResources``; the API server defaults their requests to them): ``kvm``
+    (``allowEmulation`` is off by default), ``tun`` unless the pod interface is not attached
+    (``RequiresTunDevice``), ``vhost-net`` with a virtio interface (``hasVirtioIface``: no model is
+    virtio), ``vhost-vsock`` with ``autoattachVSOCK``. Every node virt-handler serves advertises them."""
+    devices = dig(vmi_spec, "domain", "devices") or {}
+    interfaces = devices.get("interfaces") or []
+    found = {KVM_DEVICE: "1"}
+    if interfaces or devices.get("autoattachPodInterface") in (None, True):
+        found[TUN_DEVICE] = "1"
+    if any(i.get("model") in (None, "", "virtio") for i in interfaces if isinstance(i, Mapping)):
+        found[VHOST_NET_DEVICE] = "1"
+    if devices.get("autoattachVSOCK") is True:
+        found[VHOST_VSOCK_DEVICE] = "1"
+    return dict(sorted(found.items()))
+
+
 def launcher_pod(
     vmi: Mapping[str, Any],
     *,
@@ -131,7 +164,10 @@ def launcher_pod(
                 "image": "quay.io/kubevirt/virt-launcher:v1.7.0",
                 "resources": {
                     "requests": resources,
-                    "limits": {k: v for k, v in resources.items() if k.startswith("hugepages-")},
+                    "limits": {
+                        **{k: v for k, v in resources.items() if k.startswith("hugepages-")},
+                        **launcher_devices(spec),
+                    },
                 },
             }
         ],

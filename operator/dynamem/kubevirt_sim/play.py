@@ -23,6 +23,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from dynamem.kube.api import DYNAMEM, KUBEVIRT, VMM_PLURAL
 from dynamem.kube.objects import ObjectKey, to_quantity
 from dynamem.kubevirt_sim.controller import START_NODE_ANNOTATION
+from dynamem.kubevirt_sim.launcher import DEVICES_PER_NODE, KVM_DEVICE, TUN_DEVICE, VHOST_NET_DEVICE
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.sim.scenario import Scenario, ScenarioVm
 
@@ -36,6 +37,8 @@ POOL_LABEL = "dynamem.io/pool"
 
 def node_body(name: str, memory: int, cpu: str = "64", pool: str | None = None) -> dict[str, Any]:
     resources = {"memory": to_quantity(memory), "cpu": cpu, "pods": "250", "ephemeral-storage": "100Gi"}
+    # virt-handler's device plugins (cmd/virt-handler maxDevices), which every launcher pod asks one of
+    resources |= {device: str(DEVICES_PER_NODE) for device in (KVM_DEVICE, TUN_DEVICE, VHOST_NET_DEVICE)}
     return {
         "apiVersion": "v1",
         "kind": "Node",
