@@ -81,7 +81,7 @@ def first_node_stack(
     """A fixture's body: a :class:`Stack` of ``vms`` starting on the first of ``nodes`` (role to memory;
     each named ``unique_name(role)``), on the session's control plane and Prometheus, in the test's
     namespace, yielded with the node names and closed afterwards. ``options``: the Stack's
-    (``hotplug_delay``)."""
+    (``hotplug_delay``, ``bandwidth_gib``: GiB a migration copies per second)."""
     unique_name: Callable[[str], str] = request.getfixturevalue("unique_name")
     names = [unique_name(role) for role in nodes]
     scenario = from_first_node(dict(zip(names, nodes.values(), strict=True)), vms)
@@ -159,6 +159,7 @@ class Stack(KubeVirtReads):
         scenario: Scenario,
         *,
         hotplug_delay: float = 0.3,
+        bandwidth_gib: float = 8.0,
     ) -> None:
         self.cp = control_plane
         self.total_memory = sum(node.memory for node in scenario.nodes)
@@ -172,7 +173,10 @@ class Stack(KubeVirtReads):
                 namespace=namespace,
                 poll_s=0.2,
                 migration=MigrationOptions(
-                    bandwidth=8 * GI, updater_delay_s=hotplug_delay, pending_timeout_s=5.0, backoff_s=2.0
+                    bandwidth=int(bandwidth_gib * GI),
+                    updater_delay_s=hotplug_delay,
+                    pending_timeout_s=5.0,
+                    backoff_s=2.0,
                 ),
             ),
             DemandFeed(speed=0.0),

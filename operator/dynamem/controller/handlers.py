@@ -16,7 +16,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -24,12 +23,13 @@ import kopf
 from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand import PrometheusDemand, signal_queries
 from dynamem.controller.demand_ahead import DemandAhead
+from dynamem.controller.kubevirt_follower import KubeVirtFollower
 from dynamem.controller.leadership import LeaderOnlyWriter, LeaseConfig, LeaseElector
 from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leadership
 from dynamem.controller.migrations import MIGRATION
 from dynamem.controller.ports import ClusterWriter
 from dynamem.controller.view import Kind
-from dynamem.kube.api import KubeApi, launcher_node_selectors_of, parallel_migrations_of
+from dynamem.kube.api import KubeApi
 
 logger = logging.getLogger("dynamem.operator")
 
@@ -102,27 +102,24 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             signals=signal_queries(options.balance.shrink_window_s),
         )
 
-        round_options = options.round_options()
-        kubevirt = await api.kubevirt_configuration()
-        per_cluster = parallel_migrations_of(kubevirt)
-        if not options.parallel_migrations_given and per_cluster is not None:
-            logger.info(
-                "KubeVirt's parallelMigrationsPerCluster: %d migrations in flight at most", per_cluster
-            )
-            balance = replace(round_options.balance, max_parallel_migrations=per_cluster)
-            round_options = replace(round_options, balance=balance)
-        if selectors := launcher_node_selectors_of(kubevirt):
-            logger.info("KubeVirt's cluster-wide launcher node selectors: %s", selectors)
-            round_options = replace(round_options, launcher_node_selectors=tuple(sorted(selectors.items())))
+        # the KubeVirt CR's migration limits and launcher selector, read now and with every periodic LIST
+        kubevirt = KubeVirtFollower(
+            api.kubevirt_configuration,
+            options.round_options(),
+            migrations_given=options.parallel_migrations_given,
+        )
+        await kubevirt.refresh()
 
         # read ahead of each round, so a round does not wait for Prometheus (demand_ahead.py)
         ahead = DemandAhead(demand, max_age_s=options.demand_max_age(), metrics=state.metrics)
 
         def make_balancer() -> Balancer:
-            return Balancer(writer, ahead, round_options, metrics=state.metrics)
+            return Balancer(writer, ahead, kubevirt.options, metrics=state.metrics)
 
         state.tasks.append(
-            asyncio.create_task(balancing_loop(state, make_balancer, api, ahead), name="dynamem-balancer")
+            asyncio.create_task(
+                balancing_loop(state, make_balancer, api, ahead, kubevirt), name="dynamem-balancer"
+            )
         )
         state.tasks.append(asyncio.create_task(_close_on_cancel(api, demand), name="dynamem-clients"))
 

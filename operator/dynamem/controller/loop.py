@@ -10,7 +10,8 @@ kopf's handlers (:mod:`dynamem.controller.handlers`) only feed the loop: they ke
   term or from standing by: what must survive lives in the VirtualMachineMemory status);
 - LISTs everything again when a round met an API error and every resync period (the periodic LIST right
   after the round before it is due, so that it delays no round), and a kind once after kopf re-listed it (a
-  broken or ended watch), so an object deleted while a watch was down never lingers as a ghost;
+  broken or ended watch), so an object deleted while a watch was down never lingers as a ghost; with every
+  LIST of everything it reads the KubeVirt CR again (:mod:`dynamem.controller.kubevirt_follower`);
 - has demand read ahead of the next round when given a :class:`~dynamem.controller.demand_ahead.DemandAhead`
   (the balancer's demand source): after each round it says when the next one is due, and a standby reads
   nothing.
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from dynamem.controller.balancer import Balancer
 from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.gc_tuning import collector_paused
+from dynamem.controller.kubevirt_follower import KubeVirtFollower
 from dynamem.controller.leadership import LeaseElector, NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.options import OperatorOptions
@@ -112,11 +114,13 @@ async def balancing_loop(
     make_balancer: Callable[[], Balancer],
     lister: ClusterLister,
     ahead: DemandAhead | None = None,
+    kubevirt: KubeVirtFollower | None = None,
 ) -> None:
     """Run a round every interval, or soon after a wake-up, while this replica leads; ``ahead``: the
-    balancer's demand source, read ahead of each round."""
+    balancer's demand source, read ahead of each round; ``kubevirt``: the KubeVirt CR's settings, read
+    again with every periodic LIST."""
     try:
-        await _balance(state, make_balancer, lister, ahead)
+        await _balance(state, make_balancer, lister, ahead, kubevirt)
     finally:
         if ahead is not None:
             await ahead.stop()
@@ -127,8 +131,15 @@ async def _balance(
     make_balancer: Callable[[], Balancer],
     lister: ClusterLister,
     ahead: DemandAhead | None,
+    kubevirt: KubeVirtFollower | None = None,
 ) -> None:
     options = state.options
+
+    async def follow_kubevirt() -> None:
+        """The KubeVirt CR read again with the periodic LIST; what changed applies from the next round."""
+        if kubevirt is not None and balancer is not None and await kubevirt.refresh():
+            balancer.options = kubevirt.options
+
     balancer: Balancer | None = None
     term = -1
     listed_after_round = False  # the periodic LIST ran after the last round: not again before the next
@@ -150,6 +161,8 @@ async def _balance(
                 kinds = state.view.kinds_to_list()
                 if kinds:
                     await resync(state, lister, kinds)
+                    if set(kinds) == set(Kind):
+                        await follow_kubevirt()
                 started = time.perf_counter()  # the round's duration counts making its view, too
                 with collector_paused():  # the garbage collector runs between rounds (gc_tuning.py)
                     result = await balancer.run_round(state.view.observed(), started=started)
@@ -160,6 +173,8 @@ async def _balance(
                     options.resync_period_s
                 ):
                     listed_after_round = await _list_between_rounds(state, lister)
+                    if listed_after_round:
+                        await follow_kubevirt()
                 logger.debug(
                     "round %d: %d memory writes, %d status writes, %d deferred, %.3fs",
                     state.rounds,

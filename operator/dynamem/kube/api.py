@@ -60,9 +60,7 @@ __all__ = [
     "FieldConflict",
     "KubeApi",
     "StaleObject",
-    "launcher_node_selectors_of",
     "now_rfc3339",
-    "parallel_migrations_of",
     "retryable",
 ]
 
@@ -239,20 +237,12 @@ class KubeApi:
         )
         return str(cast(Mapping[str, Any], created).get("metadata", {}).get("name") or "")
 
-    async def parallel_migrations_per_cluster(self) -> int | None:
-        """The KubeVirt CR's ``spec.configuration.migrations.parallelMigrationsPerCluster``, when readable.
-
-        None when there is no KubeVirt CR (or no CRD), the operator may not read it, or the field is unset
-        (KubeVirt's default, 5: ``pkg/virt-config/virt-config.go``, ``ParallelMigrationsPerClusterDefault``).
-        Transient failures (429, 5xx, no answer: the API server restarting while the operator starts) are
-        retried with backoff; if there is still no answer, None too, so that the operator starts anyway with
-        that default rather than exit.
-        """
-        return parallel_migrations_of(await self.kubevirt_configuration())
-
-    async def kubevirt_configuration(self) -> Mapping[str, Any]:
-        """The KubeVirt CR's ``spec.configuration`` (the first CR's), or empty when there is none or it is
-        unreadable (see :meth:`parallel_migrations_per_cluster`)."""
+    async def kubevirt_configuration(self) -> Mapping[str, Any] | None:
+        """The KubeVirt CR's ``spec.configuration`` (the first CR's): empty when there is no KubeVirt CR
+        (or no CRD), the operator may not read it, or it sets nothing, so KubeVirt's defaults apply; None
+        when it could not be read now. Transient failures (429, 5xx, no answer: the API server restarting)
+        are retried with backoff first; whoever asks goes on without it rather than stop
+        (:mod:`dynamem.kube.kubevirt_config`)."""
         try:
             listed = await self._retrying(
                 lambda: self.custom.list_cluster_custom_object(
@@ -260,11 +250,14 @@ class KubeApi:
                 ),
                 "list the KubeVirt CR",
             )
-        except ApiException:
+        except ApiException as exc:
+            if exc.status in RETRIED_STATUSES:
+                logger.warning("the KubeVirt CR is unreadable (%s %s)", exc.status, exc.reason)
+                return None
             return {}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            logger.warning("the KubeVirt CR is unreadable (%s): KubeVirt's defaults are used", exc)
-            return {}
+            logger.warning("the KubeVirt CR is unreadable (%s)", exc)
+            return None
         for item in cast(Mapping[str, Any], listed).get("items") or []:
             found = (item.get("spec") or {}).get("configuration")
             if isinstance(found, Mapping):
@@ -376,17 +369,3 @@ class KubeApi:
                 group, version, namespace, kind, _request_timeout=timeout
             )
         return cast(Mapping[str, Any], result)
-
-
-def parallel_migrations_of(config: Mapping[str, Any]) -> int | None:
-    """``migrations.parallelMigrationsPerCluster`` of a KubeVirt CR's ``spec.configuration``, if set."""
-    value = (config.get("migrations") or {}).get("parallelMigrationsPerCluster")
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def launcher_node_selectors_of(config: Mapping[str, Any]) -> dict[str, str]:
-    """``developerConfiguration.nodeSelectors`` of a KubeVirt CR's ``spec.configuration``: the cluster-wide
-    selector every launcher pod gets under its VMI's own (``virt-config.go``, ``GetNodeSelectors``;
-    ``nodeselectorrenderer.go``)."""
-    found = (config.get("developerConfiguration") or {}).get("nodeSelectors") or {}
-    return {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}

@@ -12,7 +12,7 @@ from dynamem.controller.cluster_state import served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
-from dynamem.kube.api import launcher_node_selectors_of, parallel_migrations_of
+from dynamem.kube.kubevirt_config import launcher_node_selectors_of, parallel_migrations_of
 from dynamem.kube.objects import GI, MI, ObjectKey, pod_view, vmi_view
 from dynamem.policy.balance import vm_levels
 from dynamem.policy.cluster import ClusterNode, InFlight, plan_cluster

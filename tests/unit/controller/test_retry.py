@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 
 import aiohttp
 import pytest
@@ -90,15 +91,20 @@ class KubeVirtCrList:
 
 
 def test_the_kubevirt_cr_is_read_through_an_api_server_restart_and_never_stops_the_operator() -> None:
-    """Read at start-up: an API server restarting then must neither crash the operator (kopf stops on a
-    failed start-up handler) nor lose the setting when it comes back within the retries."""
+    """Read at start-up and with every periodic LIST: an API server restarting then must neither crash the
+    operator (kopf stops on a failed start-up handler) nor lose the setting when it comes back within the
+    retries. Unreadable now: None (whoever asks keeps what it had); no CR or not allowed: empty (KubeVirt's
+    defaults)."""
 
-    def read(lister: KubeVirtCrList) -> int | None:
+    def read(lister: KubeVirtCrList) -> Mapping[str, object] | None:
         api = object.__new__(KubeApi)
         api.custom = lister  # type: ignore[assignment]
-        return asyncio.run(api.parallel_migrations_per_cluster())
+        return asyncio.run(api.kubevirt_configuration())
 
     refused = aiohttp.ClientConnectionError("Connect call failed")
-    assert read(KubeVirtCrList(refused, refused)) == 3  # back within the retries
-    assert read(KubeVirtCrList(*[refused] * 10)) is None  # never back: KubeVirt's default, and go on
-    assert read(KubeVirtCrList(ApiException(status=404, reason="Not Found"))) is None
+    three = {"migrations": {"parallelMigrationsPerCluster": 3}}
+    assert read(KubeVirtCrList(refused, refused)) == three  # back within the retries
+    assert read(KubeVirtCrList(*[refused] * 10)) is None  # never back: unknown now, and go on
+    assert read(KubeVirtCrList(*[ApiException(status=503, reason="Unavailable")] * 10)) is None
+    assert read(KubeVirtCrList(ApiException(status=404, reason="Not Found"))) == {}
+    assert read(KubeVirtCrList(ApiException(status=403, reason="Forbidden"))) == {}

@@ -1,0 +1,68 @@
+"""The KubeVirt CR's settings, followed while the operator runs.
+
+Read at start and again with every periodic LIST (``--resync-period``) on the leader: a change of the CR
+(``kubectl edit kubevirt``, or its operator's GitOps) applies from the next round, with no restart. What it
+sets and why: :mod:`dynamem.kube.kubevirt_config`. ``--max-parallel-migrations``, when given, wins over the
+CR's ``parallelMigrationsPerCluster``. A CR that cannot be read now (the API server restarting) leaves the
+settings as they were; one that is gone (or no longer readable) brings back KubeVirt's defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from dynamem.controller.balancer import RoundOptions
+from dynamem.kube.kubevirt_config import KubeVirtSettings, kubevirt_settings
+
+__all__ = ["KubeVirtFollower"]
+
+logger = logging.getLogger("dynamem.operator")
+
+
+class KubeVirtFollower:
+    """The round options as the KubeVirt CR last read says (``options``), from ``base``: the operator's
+    flags, which hold where the CR sets nothing."""
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[Mapping[str, Any] | None]],
+        base: RoundOptions,
+        *,
+        migrations_given: bool = False,
+    ) -> None:
+        self._read = read
+        self._base = base
+        self._migrations_given = migrations_given
+        self.settings = KubeVirtSettings()
+        self.options = base
+
+    async def refresh(self) -> bool:
+        """Read the CR again; whether the options changed."""
+        config = await self._read()
+        if config is None:
+            return False
+        settings = kubevirt_settings(config)
+        if settings == self.settings:
+            return False
+        logger.info(
+            "KubeVirt CR: parallelMigrationsPerCluster %s, parallelOutboundMigrationsPerNode %s, "
+            "launcher nodeSelectors %s",
+            settings.per_cluster or "unset",
+            settings.outbound_per_node or "unset",
+            dict(settings.node_selectors) or "none",
+        )
+        self.settings = settings
+        self.options = self.applied(settings)
+        return True
+
+    def applied(self, settings: KubeVirtSettings) -> RoundOptions:
+        """The base options under ``settings``."""
+        balance = self._base.balance
+        if settings.per_cluster is not None and not self._migrations_given:
+            balance = replace(balance, max_parallel_migrations=settings.per_cluster)
+        if settings.outbound_per_node is not None:
+            balance = replace(balance, max_outbound_migrations=settings.outbound_per_node)
+        return replace(self._base, balance=balance, launcher_node_selectors=settings.node_selectors)

@@ -1,0 +1,99 @@
+"""The KubeVirt CR's settings followed while the operator runs (:mod:`dynamem.controller.kubevirt_follower`,
+:mod:`dynamem.kube.kubevirt_config`): read at start and with every periodic LIST, applied from the next
+round, kept through a read that fails, KubeVirt's defaults back when the CR sets nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from dynamem.controller.balancer import Balancer, RoundResult
+from dynamem.controller.kubevirt_follower import KubeVirtFollower
+from dynamem.controller.loop import OperatorState, balancing_loop
+from dynamem.controller.options import OperatorOptions
+from dynamem.controller.snapshot import Observed
+from dynamem.kube.kubevirt_config import KubeVirtSettings, kubevirt_settings
+
+from .builders_k8s import FakeWriter
+from .test_balancer import NOW, OPTIONS, workday
+from .test_demand_ahead import EmptyCluster
+
+LIMITS = {"migrations": {"parallelMigrationsPerCluster": 1, "parallelOutboundMigrationsPerNode": 1}}
+POOL = {"developerConfiguration": {"nodeSelectors": {"pool": "vms"}}}
+
+
+def test_the_settings_of_a_kubevirt_cr() -> None:
+    assert kubevirt_settings({**LIMITS, **POOL}) == KubeVirtSettings(1, 1, (("pool", "vms"),))
+    assert kubevirt_settings({}) == KubeVirtSettings()
+    odd = {"migrations": {"parallelMigrationsPerCluster": 0, "parallelOutboundMigrationsPerNode": True}}
+    assert kubevirt_settings({**odd, "developerConfiguration": None}) == KubeVirtSettings()
+
+
+def test_a_change_of_the_cr_changes_the_options_a_failed_read_keeps_them() -> None:
+    answers: list[Mapping[str, Any] | None] = [{}, {**LIMITS, **POOL}, None, {}]
+
+    async def read() -> Mapping[str, Any] | None:
+        return answers.pop(0)
+
+    follower = KubeVirtFollower(read, OPTIONS)
+    defaults = OPTIONS.balance.max_parallel_migrations, OPTIONS.balance.max_outbound_migrations
+
+    def limits() -> tuple[int, int]:
+        return (
+            follower.options.balance.max_parallel_migrations,
+            follower.options.balance.max_outbound_migrations,
+        )
+
+    assert not asyncio.run(follower.refresh()) and follower.options == OPTIONS
+    assert asyncio.run(follower.refresh())
+    assert limits() == (1, 1) and follower.options.launcher_node_selectors == (("pool", "vms"),)
+    assert not asyncio.run(follower.refresh()) and limits() == (1, 1)  # unreadable now: kept
+    assert asyncio.run(follower.refresh()) and limits() == defaults  # set no more: KubeVirt's defaults
+    assert follower.options.launcher_node_selectors == ()
+
+
+def test_the_flag_wins_over_the_crs_parallel_migrations_per_cluster() -> None:
+    async def read() -> Mapping[str, Any] | None:
+        return LIMITS
+
+    flagged = replace(OPTIONS, balance=replace(OPTIONS.balance, max_parallel_migrations=7))
+    follower = KubeVirtFollower(read, flagged, migrations_given=True)
+    assert asyncio.run(follower.refresh())
+    assert follower.options.balance.max_parallel_migrations == 7
+    assert follower.options.balance.max_outbound_migrations == 1
+
+
+def test_the_loop_reads_the_cr_again_with_the_periodic_list_and_the_next_round_follows_it() -> None:
+    """The running balancer's options change between rounds, after the LIST of everything; a round never
+    sees them change under it."""
+    answers: list[Mapping[str, Any]] = [{}, {}, LIMITS]  # at start, before the first round, after it
+    seen: list[int] = []
+
+    async def read() -> Mapping[str, Any] | None:
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    class Watched(Balancer):
+        async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+            seen.append(self.options.balance.max_parallel_migrations)
+            return await super().run_round(observed, started=started)
+
+    async def scenario() -> None:
+        options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=0.01, standalone=True)
+        state = OperatorState(options=options, identity="test")
+        follower = KubeVirtFollower(read, OPTIONS)
+        await follower.refresh()
+        _, demand = workday()
+        balancer = Watched(FakeWriter(), demand, follower.options, clock=lambda: NOW)
+        loop = asyncio.create_task(balancing_loop(state, lambda: balancer, EmptyCluster(), None, follower))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if state.rounds >= 3:
+                break
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(scenario())
+    # the first round with KubeVirt's default; the LIST after it read the CR's 1, which every later round has
+    assert seen[0] == OPTIONS.balance.max_parallel_migrations != 1 and set(seen[1:]) == {1}, seen
