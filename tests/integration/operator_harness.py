@@ -81,7 +81,8 @@ def first_node_stack(
     """A fixture's body: a :class:`Stack` of ``vms`` starting on the first of ``nodes`` (role to memory;
     each named ``unique_name(role)``), on the session's control plane and Prometheus, in the test's
     namespace, yielded with the node names and closed afterwards. ``options``: the Stack's
-    (``hotplug_delay``, ``bandwidth_gib``: GiB a migration copies per second)."""
+    (``hotplug_delay``, ``bandwidth_gib``: GiB a migration copies per second, ``overhead_mib``: what every
+    launcher pod requests beyond its guest)."""
     unique_name: Callable[[str], str] = request.getfixturevalue("unique_name")
     names = [unique_name(role) for role in nodes]
     scenario = from_first_node(dict(zip(names, nodes.values(), strict=True)), vms)
@@ -160,6 +161,7 @@ class Stack(KubeVirtReads):
         *,
         hotplug_delay: float = 0.3,
         bandwidth_gib: float = 8.0,
+        overhead_mib: float = 0.0,
     ) -> None:
         self.cp = control_plane
         self.total_memory = sum(node.memory for node in scenario.nodes)
@@ -172,6 +174,7 @@ class Stack(KubeVirtReads):
             SimulatorOptions(
                 namespace=namespace,
                 poll_s=0.2,
+                overhead=int(overhead_mib * MI),
                 migration=MigrationOptions(
                     bandwidth=int(bandwidth_gib * GI),
                     updater_delay_s=hotplug_delay,

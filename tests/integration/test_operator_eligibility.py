@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s_client
 
-from dynamem.kube.objects import quantity_bytes
+from dynamem.kube.objects import GI, MI, quantity_bytes
 
 from .operator_harness import Stack, first_node_stack, wait_until
 
@@ -132,3 +132,42 @@ def test_a_host_model_vm_goes_only_where_its_cpu_model_can_migrate(
     )
     assert target.spec.node_selector["cpu-model-migration.node.kubevirt.io/Skylake"] == "true"
     assert target.spec.node_name == far and near != far
+
+
+@pytest.fixture
+def overhead_stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    yield from first_node_stack(
+        request,
+        {"home": "4Gi", "near": "3Gi", "far": "8Gi"},
+        {"web": {"startup": "1Gi", "maximum": "4Gi"}},
+        overhead_mib=512,
+    )
+
+
+def test_a_target_is_chosen_for_what_its_launcher_asks_beyond_the_guest(
+    overhead_stack: tuple[Stack, list[str]],
+) -> None:
+    """Every launcher asks 512Mi beyond its guest (KubeVirt's overhead: vCPUs, devices, graphics), which a
+    v1.7.0 VMI does not report and the operator is not told (``--default-overhead`` 0). dynamem reads it from
+    the launcher pod (its request less its guest): web's grow (to 2.75Gi: x1.5 and as far again into spare
+    memory) fits ``near`` (3Gi, the least room left, what a bin packer picks) as a guest, not with its
+    overhead, so it goes where guest and overhead fit and no migration fails. Taken for 0, the target pod
+    stays Pending on ``near`` (Insufficient memory) and KubeVirt fails the migration."""
+    world, (_home, near, far) = overhead_stack
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    world.set_demand(web=1.2)
+    world.start_operator()
+
+    world.grown_by_migration("web")
+    everything = world.migrations()
+    assert not [m for m in everything if m.get("status", {}).get("phase") == "Failed"], everything
+    node = world.vmi("web")["status"]["nodeName"]
+    launcher = (
+        k8s_client.CoreV1Api(world.api)
+        .list_namespaced_pod(world.namespace, field_selector=f"spec.nodeName={node}")
+        .items
+    )
+    (pod,) = launcher
+    asked = quantity_bytes(pod.spec.containers[0].resources.requests["memory"]) or 0
+    room = {near: 3 * GI, far: 8 * GI}[node]
+    assert asked == (world.has("web") or 0) + 512 * MI and asked <= room

@@ -38,13 +38,14 @@ from dataclasses import replace
 from dynamem.controller.eligibility import EligibleNodes, affinity_groups
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
-from dynamem.kube.objects import PODS, NodeView, ObjectKey, VmiView
+from dynamem.kube.objects import PODS, NodeView, ObjectKey, PodView, VmiView
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.model import VmState
 
 __all__ = [
     "cluster_state",
+    "launcher_overheads",
     "node_others",
     "node_page_requests",
     "node_requests",
@@ -132,6 +133,29 @@ def node_others(
     }
 
 
+def launcher_overheads(pods: Iterable[PodView], vmis: Mapping[ObjectKey, VmiView]) -> dict[ObjectKey, int]:
+    """The launcher overhead of each running VMI: what its VMI reports (``status.memory.memoryOverhead``,
+    newer KubeVirt), else what its launcher pod on its node requests beyond its guest. KubeVirt renders a
+    launcher's memory request as the guest plus its overhead (``renderresources.go``, ``WithMemoryRequests``,
+    ``WithMemoryOverhead``), and a change of size shifts a VMI's own memory request by the change
+    (``vm.go``, ``handleMemoryHotplugRequest``), so what a launcher asks beyond its guest is what the VM's
+    next target will ask beyond its new size. With hugepages the guest is requested as hugepages and the
+    ``memory`` request is all overhead. v1.7.0 reports no overhead, and it varies with the VM (vCPUs,
+    devices, graphics): without this reading a target chosen for size + ``--default-overhead`` may not fit
+    the node and fail after the pending timeout. Under ``memoryOvercommit`` above 100 a launcher asks less
+    than its guest: 0, and targets are judged at their full size (more than they ask)."""
+    found = {key: vmi.overhead for key, vmi in vmis.items() if vmi.overhead is not None}
+    for pod in pods:
+        if not pod.launcher or not pod.vmi or pod.finished or pod.node is None:
+            continue
+        key = ObjectKey(pod.key.namespace, pod.vmi)
+        vmi = vmis.get(key)
+        if vmi is None or key in found or not vmi.active or vmi.node != pod.node or vmi.current is None:
+            continue
+        found[key] = pod.request if vmi.pages else max(0, pod.request - vmi.current)
+    return found
+
+
 def node_page_requests(
     pods: list[tuple[str, str | None, Mapping[str, int], bool]], vmis: Mapping[ObjectKey, VmiView]
 ) -> dict[tuple[str, str], int]:
@@ -174,6 +198,7 @@ def cluster_state(
     placed: Iterable[PlacedPod] = (),
     others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
     launcher_others: Mapping[ObjectKey, tuple[tuple[str, int], ...]] | None = None,
+    overheads: Mapping[ObjectKey, int] | None = None,
     carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
     cluster_wide: tuple[tuple[str, str], ...] = (),
 ) -> ClusterState:
@@ -185,7 +210,8 @@ def cluster_state(
     ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity; ``others``: per
     node, its room in the other resources (:func:`node_others`); ``launcher_others``: the requests of each
     VMI's launcher pod on its node beyond memory and hugepages (cpu, ephemeral storage, devices), which its
-    migration target asks the same (none in view: not counted);
+    migration target asks the same (none in view: not counted); ``overheads``: each VMI's launcher overhead
+    where known (:func:`launcher_overheads`), else its VMI's or ``default_overhead``;
     ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
     (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector."""
     pages = page_requests or {}
@@ -212,7 +238,9 @@ def cluster_state(
         for state in node_states:
             key = keys[state.name]
             vmi = vmis[key]
-            overhead = vmi.overhead if vmi.overhead is not None else default_overhead
+            overhead = (overheads or {}).get(
+                key, vmi.overhead if vmi.overhead is not None else default_overhead
+            )
             signals = demand.signals.get(key, NO_SIGNALS)  # demand.signals_of, without a call per VM
             used = state.demand if sampled_at(signals, state.assigned) else None
             peak = signals.used_peak

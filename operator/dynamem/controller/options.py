@@ -131,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
     add("--reserve", default="0", help="memory per node kept back from the VMs (default 0)")
-    add("--default-overhead", default="0", help="launcher overhead to assume when a VMI reports none")
+    add(
+        "--default-overhead",
+        default="0",
+        help="launcher overhead to assume when a VMI reports none and its launcher pod is not in view "
+        "(else: what that pod requests beyond its guest)",
+    )
     add(
         "--policy",
         default="dynamem",

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from dynamem.controller.cluster_state import cluster_state, node_others, node_page_requests, node_requests
+from dynamem.controller.cluster_state import (
+    cluster_state,
+    launcher_overheads,
+    node_others,
+    node_page_requests,
+    node_requests,
+)
 from dynamem.controller.eligibility import SCHEDULABLE_LABEL
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.placement import decode
@@ -563,13 +569,14 @@ def build_snapshot(
             # takes its requests on this node until the VMI moves here
         pods[pod.node] += pod.request
 
+    overheads = launcher_overheads(pod_list, vmis)  # what each launcher asks beyond its guest
     overhead: dict[str, int] = defaultdict(int)
     unmanaged: dict[str, int] = defaultdict(int)
     states: dict[str, list[VmState]] = defaultdict(list)
     for vmi in vmis.values():
         if not vmi.active or vmi.node is None:
             continue
-        overhead[vmi.node] += vmi.overhead if vmi.overhead is not None else default_overhead
+        overhead[vmi.node] += overheads.get(vmi.key, default_overhead)
         item = managed.get(vmi.key)
         state = joins.state(item, held) if item is not None and item.phase is Phase.RUNNING else None
         if state is None or vmi.node not in node_views:
@@ -626,12 +633,10 @@ def build_snapshot(
     )
     # what the VMs defined but not running would ask to start, their launcher's memory request: the VM's
     # resources.requests.memory if set, else its memory.guest (set back to startup while stopped), plus the
-    # overhead of a launcher (the largest running VMIs report, at least --default-overhead). The plan keeps
+    # overhead of a launcher (the largest of the running VMIs', at least --default-overhead). The plan keeps
     # a hole for the largest. A hugepage VM's guest is requested as hugepages, not memory; a VM whose memory
     # comes from an instancetype has no size here to go by.
-    launcher_overhead = max(
-        (vmi.overhead for vmi in vmis.values() if vmi.overhead is not None), default=default_overhead
-    )
+    launcher_overhead = max(overheads.values(), default=default_overhead)
     stopped = tuple(
         StoppedVm(
             (item.vm.request or item.vm.guest or item.settings.startup)
@@ -699,6 +704,7 @@ def build_snapshot(
         placed=placed,
         others=others,
         launcher_others=launcher_others,
+        overheads=overheads,
     )
     return Snapshot(
         nodes,

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from dynamem.controller.cluster_state import served_use
+from dynamem.controller.cluster_state import launcher_overheads, served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
@@ -127,6 +127,47 @@ def test_room_in_devices_and_ephemeral_storage_is_counted_as_in_cpu() -> None:
         ("ephemeral-storage", 50_000_000),
         ("pods", 1),
     )
+
+
+def test_a_launchers_overhead_is_what_its_pod_asks_beyond_its_guest_where_the_vmi_reports_none() -> None:
+    """v1.7.0 reports no overhead: it is read from the launcher on the VMI's node (not from a migration
+    target elsewhere, nor a finished pod); a reported one wins; a launcher asking less than its guest
+    (``memoryOvercommit`` above 100) has none; with hugepages its whole ``memory`` request is overhead."""
+    vmis = {
+        ObjectKey(NS, name): vmi_view(make_vmi_body(name, guest=guest, current=guest, overhead=reported))
+        for name, guest, reported in (
+            ("web", "2Gi", None),
+            ("db", "1Gi", "300Mi"),
+            ("lean", "3Gi", None),
+            ("far", "1Gi", None),
+        )
+    }
+    pages = make_vmi_body("big", guest="4Gi", current="4Gi")
+    pages["spec"]["domain"]["memory"]["hugepages"] = {"pageSize": "2Mi"}
+    vmis[ObjectKey(NS, "big")] = vmi_view(pages)
+    pods = [
+        pod_view(make_pod_body("l-web", launcher=True, requests=["2432Mi"], domain="web")),
+        pod_view(make_pod_body("t-web", node="other", launcher=True, requests=["4Gi"], domain="web")),
+        pod_view(make_pod_body("l-db", launcher=True, requests=["2Gi"], domain="db")),
+        pod_view(make_pod_body("l-lean", launcher=True, requests=["2Gi"], domain="lean")),
+        pod_view(make_pod_body("l-far", launcher=True, requests=["2Gi"], domain="far", phase="Failed")),
+        pod_view(make_pod_body("l-big", launcher=True, requests=["200Mi"], domain="big")),
+    ]
+    assert launcher_overheads(pods, vmis) == {
+        ObjectKey(NS, "web"): 384 * MI,
+        ObjectKey(NS, "db"): 300 * MI,
+        ObjectKey(NS, "lean"): 0,
+        ObjectKey(NS, "big"): 200 * MI,
+    }
+    seen = observed(
+        vmms=[make_vmm_body("web")],
+        vms=[make_vm_body("web", guest="2Gi")],
+        vmis=[make_vmi_body("web", guest="2Gi", current="2Gi", at_boot="2Gi")],
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("other", allocatable="8Gi")],
+        pods=[make_pod_body("l-web", launcher=True, requests=["2432Mi"], domain="web")],
+    )
+    (web,) = build_snapshot(seen, DemandReading()).cluster.vms
+    assert web.request == 2432 * MI  # its next target asks its new size + 384Mi
 
 
 def test_unfinished_migrations_are_in_flight_from_their_vmis_node() -> None:
