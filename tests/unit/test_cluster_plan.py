@@ -8,6 +8,7 @@ second) when its true demand is above that.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -684,3 +685,32 @@ def test_a_vm_waiting_to_start_needs_a_pod_slot_as_well_as_memory() -> None:
     counted = replace(state, nodes=tuple(replace(n, others=room[n.name]) for n in state.nodes))
     (kept,) = plan_cluster(replace(counted, stopped=(StoppedVm(4 * GiB),)), GUESS, 0.0).decisions
     assert kept.assigned == GiB and "last hole a stopped VM needs" in kept.reason
+
+
+def test_a_vm_leaving_a_node_frees_what_its_launcher_asks_not_its_size() -> None:
+    """Under KubeVirt's ``memoryOvercommit`` (here 166 %: each launcher asks 60 % of its guest until its
+    first change) a VM's leaving frees less than its size. Credited with its size, later changes were placed
+    in room that never comes free: in random clusters of 2-4 nodes and 2-5 VMs, once they have all moved
+    and each source has given back what its launcher asked, no node holds more than its memory."""
+    rng = random.Random(7)
+    for _ in range(1500):
+        memory = {f"n{i}": rng.choice([3, 4, 5, 6, 8]) for i in range(rng.randint(2, 4))}
+        vms: list[ClusterVm] = []
+        used = dict.fromkeys(memory, 0.0)
+        for j in range(rng.randint(2, 5)):
+            node, size = rng.choice(list(memory)), rng.choice([1, 1.5, 2, 3, 4])
+            if used[node] + size <= memory[node]:
+                used[node] += size
+                demand = rng.choice([0.3, 0.5, 1, 2, 3, 5])
+                vms.append(make_vm(f"v{j}", node, size=size, demand=demand))
+        asks = {vm.name: vm.assigned * 6 // 10 for vm in vms}
+        vms = [replace(vm, launcher_memory=asks[vm.name]) for vm in vms]
+        requested = {n: sum(asks[vm.name] for vm in vms if vm.node == n) for n in memory}
+        state = make_state(memory, *vms)
+        state = replace(state, nodes=tuple(replace(n, requested=requested[n.name]) for n in state.nodes))
+        end, where = dict(requested), {vm.name: vm.node for vm in vms}
+        for change in plan_cluster(state, CONFIG, 0.0).changes:
+            assert change.target_node is not None
+            end[where[change.name]] -= asks[change.name]
+            end[change.target_node] += change.assigned
+        assert all(end[n] <= memory[n] * GiB for n in memory), (memory, vms, end)

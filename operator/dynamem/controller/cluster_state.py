@@ -199,6 +199,7 @@ def cluster_state(
     others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
     launcher_others: Mapping[ObjectKey, tuple[tuple[str, int], ...]] | None = None,
     overheads: Mapping[ObjectKey, int] | None = None,
+    launcher_memory: Mapping[ObjectKey, int] | None = None,
     carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
     cluster_wide: tuple[tuple[str, str], ...] = (),
 ) -> ClusterState:
@@ -211,7 +212,8 @@ def cluster_state(
     node, its room in the other resources (:func:`node_others`); ``launcher_others``: the requests of each
     VMI's launcher pod on its node beyond memory and hugepages (cpu, ephemeral storage, devices), which its
     migration target asks the same (none in view: not counted); ``overheads``: each VMI's launcher overhead
-    where known (:func:`launcher_overheads`), else its VMI's or ``default_overhead``;
+    where known (:func:`launcher_overheads`), else its VMI's or ``default_overhead``; ``launcher_memory``:
+    the memory request of each VMI's launcher pod on its node, what its leaving frees;
     ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
     (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector."""
     pages = page_requests or {}
@@ -273,6 +275,7 @@ def cluster_state(
                     pages=vmi.pages,
                     group=groups.get(str(key)),
                     others=(*(launcher_others or {}).get(key, ()), (PODS, 1)),
+                    launcher_memory=(launcher_memory or {}).get(key),
                 )
             )
     in_flight = tuple(

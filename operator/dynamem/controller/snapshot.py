@@ -673,8 +673,9 @@ def build_snapshot(
     others = node_others(
         node_views, ((node, launches, pod.others, pod.finished) for pod, node, launches in bound_pods), vmis
     )
-    launcher_others = {
-        key: pod.others
+    # each running VMI's launcher pod on its node: what its target asks beside memory, what its leaving frees
+    launchers = {
+        key: pod
         for pod in pod_list
         if pod.launcher
         and pod.vmi
@@ -703,7 +704,8 @@ def build_snapshot(
         stopped=stopped,
         placed=placed,
         others=others,
-        launcher_others=launcher_others,
+        launcher_others={key: pod.others for key, pod in launchers.items()},
+        launcher_memory={key: pod.request for key, pod in launchers.items()},
         overheads=overheads,
     )
     return Snapshot(

@@ -131,6 +131,9 @@ class ClusterVm:
     # ("cpu", millicores), ("pods", 1), ("ephemeral-storage", bytes), ("devices.kubevirt.io/kvm", 1)...;
     # a node's room in each is ClusterNode.others
     others: tuple[tuple[str, int], ...] = ()
+    # the memory request of its launcher pod on its node now, what its leaving frees there (None: request);
+    # under KubeVirt's memoryOvercommit a launcher asks less than its guest until its first change
+    launcher_memory: int | None = None
     # VMs that required pod (anti-)affinity ties together share a group: one of them moves per round, as
     # the nodes each may go to were judged without the others' new places (None: in no group)
     group: str | None = None
@@ -522,6 +525,13 @@ class _Ask(NamedTuple):
     others: tuple[tuple[str, int], ...] = ()
 
 
+def _held(vm: ClusterVm) -> _Ask:
+    """What ``vm``'s launcher asks of its node now, which its leaving frees: its launcher pod's requests
+    where known, else its request at its size."""
+    held = _ask(vm, vm.assigned)
+    return held if vm.launcher_memory is None else held._replace(memory=vm.launcher_memory)
+
+
 def _ask(vm: ClusterVm, size: int) -> _Ask:
     """The requests of ``vm``'s launcher at guest ``size``: a hugepage VM's guest is requested as its
     ``hugepages-*`` and its ``memory`` is the overhead (KubeVirt v1.7.0 ``renderresources.go``,
@@ -863,7 +873,7 @@ _Move = tuple[str, str, _Ask, _Ask]  # source, target, what the VM asks there, w
 
 def _move(vm: ClusterVm, target: str, size: int) -> _Move:
     """``vm`` moved to ``target`` at ``size``, as the room counts it."""
-    return vm.node, target, _ask(vm, size), _ask(vm, vm.assigned)
+    return vm.node, target, _ask(vm, size), _held(vm)
 
 
 def _place_beyond(r: VmPlan, room: _Room, stopped: tuple[StoppedVm, ...]) -> str | None:
@@ -926,7 +936,7 @@ def _room_for_start(request: int, plan: _Placement) -> _Helper | None:
             continue
         if plan.out_of(o.node) >= plan.per_node:
             continue
-        if room.free(o.node) + o.request < request:
+        if room.free(o.node) + _held(o).memory < request:
             continue
         size = other.want if other.want < o.assigned else o.assigned
         away = room.best(_ask(o, size), o.node, allowed=o.allowed_nodes, real=True)
@@ -964,7 +974,7 @@ def _make_room(r: VmPlan, size: int, plan: _Placement, config: BalanceConfig) ->
             moved = other.target
         if plan.out_of(o.node) >= plan.per_node:
             continue
-        if not room.fits(o.node, _ask(r.vm, size), leaving=_ask(o, o.assigned)):
+        if not room.fits(o.node, _ask(r.vm, size), leaving=_held(o)):
             continue
         if r.vm.allowed_nodes is not None and o.node not in r.vm.allowed_nodes:
             continue
