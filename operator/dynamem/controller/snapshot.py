@@ -679,6 +679,7 @@ def build_snapshot(
         for pod in pod_list
         if pod.launcher
         and pod.vmi
+        and pod.node
         and not pod.finished
         and (key := ObjectKey(pod.key.namespace, pod.vmi)) in vmis
         and vmis[key].node == pod.node

@@ -199,7 +199,8 @@ class ClusterView:
                 with_failed_migrations(self.stores[Kind.VMI].values(), self.stores[Kind.MIGRATION].values())
             ),
             nodes=self.stores[Kind.NODE].values(),
-            pods=tuple(pod for pod in self.stores[Kind.POD].values() if pod.node),
+            # every pod, those with no node too: a launcher waiting to start keeps a hole (snapshot ``pending``)
+            pods=self.stores[Kind.POD].values(),
             migrations=self.stores[Kind.MIGRATION].values(),
         )
         self._observed = (changes, found)

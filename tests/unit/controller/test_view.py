@@ -175,3 +175,17 @@ def test_a_list_that_changes_nothing_keeps_the_observed_even_with_newer_events_h
     first = view.observed()
     view.stores[Kind.POD].replace(5, [pod("a", 5)])
     assert view.observed() is first
+
+
+def test_a_pod_with_no_node_yet_is_observed() -> None:
+    """A launcher waiting to start (unschedulable while no node has room) has no node: a round must see it,
+    to keep or make the hole it needs (the operator once left such pods out, so it never made room)."""
+    view = ClusterView()
+    waiting = pod("virt-launcher-big", 1)
+    waiting["spec"] = {"containers": []}
+    view.apply_event(Kind.POD, "ADDED", waiting)
+    view.apply_event(Kind.POD, "ADDED", pod("virt-launcher-web", 2))
+    assert sorted((p.key.name, p.node) for p in view.observed().pods) == [
+        ("virt-launcher-big", None),
+        ("virt-launcher-web", "n1"),
+    ]
