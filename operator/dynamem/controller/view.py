@@ -199,7 +199,7 @@ class ClusterView:
                 with_failed_migrations(self.stores[Kind.VMI].values(), self.stores[Kind.MIGRATION].values())
             ),
             nodes=self.stores[Kind.NODE].values(),
-            # every pod, those with no node too: a launcher waiting to start keeps a hole (snapshot ``pending``)
+            # every pod, with no node too: a launcher waiting to start keeps a hole (snapshot ``pending``)
             pods=self.stores[Kind.POD].values(),
             migrations=self.stores[Kind.MIGRATION].values(),
         )
