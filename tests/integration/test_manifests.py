@@ -295,12 +295,16 @@ ALLOWED = [
     ("list", "kubevirt.io", "kubevirts", "", ""),
     ("list", "", "pods", "", ""),
     ("watch", "", "pods", "", ""),
+    ("list", "", "persistentvolumeclaims", "", ""),
+    ("watch", "", "persistentvolumeclaims", "", ""),
     ("create", "events.k8s.io", "events", "", ""),
     ("create", "", "events", "", ""),
 ]
 ALLOWED_CLUSTER = [
     ("list", "", "nodes", "", ""),
     ("watch", "", "nodes", "", ""),
+    ("list", "", "persistentvolumes", "", ""),
+    ("watch", "", "persistentvolumes", "", ""),
     ("list", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
 ]
@@ -325,6 +329,8 @@ DENIED = [
     ("create", "", "pods", "", ""),
     ("create", "", "pods", "eviction", "any"),
     ("get", "", "pods", "log", "any"),
+    ("patch", "", "persistentvolumeclaims", "", "any"),
+    ("delete", "", "persistentvolumeclaims", "", "any"),
     ("patch", "dynamem.io", "virtualmachinememories", "", "vm"),
     ("update", "dynamem.io", "virtualmachinememories", "", "vm"),
     ("delete", "dynamem.io", "virtualmachinememories", "", "vm"),

@@ -171,3 +171,75 @@ def test_a_target_is_chosen_for_what_its_launcher_asks_beyond_the_guest(
     asked = quantity_bytes(pod.spec.containers[0].resources.requests["memory"]) or 0
     room = {near: 3 * GI, far: 8 * GI}[node]
     assert asked == (world.has("web") or 0) + 512 * MI and asked <= room
+
+
+ZONE = "topology.kubernetes.io/zone"
+
+
+def test_a_vm_goes_only_to_a_zone_its_volume_reaches(
+    cpu_stack: tuple[Stack, list[str]], request: pytest.FixtureRequest
+) -> None:
+    """web's disk is a shared (ReadWriteMany) volume in zone a, as zonal storage is: bound to a
+    PersistentVolume whose node affinity and zone label say zone a. ``near`` (zone b) has the room a bin
+    packer picks; the scheduler refuses web's target there (``VolumeBinding``: the volume's node affinity;
+    ``VolumeZone``). dynamem reads the claim and its volume and sends web to ``far`` (zone a)."""
+    world, (home, near, far) = cpu_stack
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    core = k8s_client.CoreV1Api(world.api)
+    for node, zone in ((home, "a"), (near, "b"), (far, "a")):
+        core.patch_node(node, {"metadata": {"labels": {ZONE: zone}}})
+    volume_name = f"pv-{world.namespace}"[:63]
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume_name, "labels": {ZONE: "a"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "hostPath": {"path": "/var/lib/dynamem-test"},
+                "claimRef": {"namespace": world.namespace, "name": "web-disk"},
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": ZONE, "operator": "In", "values": ["a"]}]}
+                        ]
+                    }
+                },
+            },
+        }
+    )
+    request.addfinalizer(lambda: core.delete_persistent_volume(volume_name))
+    # bound as the PV controller binds a claim (no kube-controller-manager runs here)
+    core.create_namespaced_persistent_volume_claim(
+        world.namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "web-disk", "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "resources": {"requests": {"storage": "1Gi"}},
+                "volumeName": volume_name,
+            },
+        },
+    )
+    core.patch_namespaced_persistent_volume_claim_status(
+        "web-disk", world.namespace, {"status": {"phase": "Bound", "accessModes": ["ReadWriteMany"]}}
+    )
+    world.custom.patch_namespaced_custom_object(
+        "kubevirt.io",
+        "v1",
+        world.namespace,
+        "virtualmachineinstances",
+        "web",
+        {"spec": {"volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": "web-disk"}}]}},
+    )
+    world.set_demand(web=1.2)
+    world.start_operator()
+
+    world.grown_by_dynamem_to("web", far)
+    (target,) = core.list_namespaced_pod(world.namespace, label_selector="kubevirt.io/migrationJobUID").items
+    assert [v.persistent_volume_claim.claim_name for v in target.spec.volumes] == ["web-disk"]

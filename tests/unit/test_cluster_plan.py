@@ -462,7 +462,7 @@ def test_pending_starts_keep_their_room() -> None:
     state = make_state({"n1": 4, "n2": 4}, make_vm("a", "n1", size=2, demand=4, startup=1))
     (alone,) = plan_cluster(state, GUESS, 0.0).changes
     assert alone.assigned == 3840 * MiB
-    (waiting,) = plan_cluster(replace(state, pending=(5 * GiB,)), GUESS, 0.0).changes
+    (waiting,) = plan_cluster(replace(state, pending=(StoppedVm(5 * GiB),)), GUESS, 0.0).changes
     assert waiting.assigned == 3 * GiB
 
 
@@ -477,7 +477,7 @@ def test_a_grow_does_not_take_the_hole_a_vm_waiting_to_start_needs() -> None:
     state = make_state({"n1": 4, "n2": 4}, a, b)
     (grow,) = plan_cluster(state, CONFIG, 0.0).changes
     assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
-    waiting = plan_cluster(replace(state, pending=(3584 * MiB,)), CONFIG, 0.0)
+    waiting = plan_cluster(replace(state, pending=(StoppedVm(3584 * MiB),)), CONFIG, 0.0)
     assert waiting.changes == ()
     assert "no node has room" in waiting.decisions[0].reason
 
@@ -561,7 +561,7 @@ def test_room_is_made_for_a_vm_waiting_to_start_by_moving_a_smaller_vm() -> None
     d = make_vm("d", "n1", size=3, demand=1, startup=3, maximum=3)
     state = make_state({"n1": 4, "n2": 4, "n3": 2}, c, d)
     assert plan_cluster(state, CONFIG, 0.0).changes == ()
-    plan = plan_cluster(replace(state, pending=(3 * GiB,)), CONFIG, 0.0)
+    plan = plan_cluster(replace(state, pending=(StoppedVm(3 * GiB),)), CONFIG, 0.0)
     assert [(ch.name, ch.assigned, ch.target_node) for ch in plan.changes] == [("c", 2 * GiB, "n3")]
     assert "make room on n2 for a VM waiting to start" in plan.decisions[0].reason
 
@@ -678,7 +678,7 @@ def test_a_vm_waiting_to_start_needs_a_pod_slot_as_well_as_memory() -> None:
     state = make_state({"n1": 2, "n2": 5, "n3": 6}, make_vm("a", "n1", size=2, demand=4, others=(slot,)))
     room = {"n1": (("pods", 110, 1),), "n2": (("pods", 110, 110),), "n3": (("pods", 110, 0),)}
     counted = replace(state, nodes=tuple(replace(n, others=room[n.name]) for n in state.nodes))
-    assert plan_cluster(replace(counted, pending=(4 * GiB,)), GUESS, 0.0).changes == ()
+    assert plan_cluster(replace(counted, pending=(StoppedVm(4 * GiB),)), GUESS, 0.0).changes == ()
     assert [c.target_node for c in plan_cluster(counted, GUESS, 0.0).changes] == ["n3"]
     state = make_state({"n1": 1, "n2": 3, "n3": 6}, make_vm("a", "n1", size=1, demand=2, others=(slot,)))
     room = {"n1": (("pods", 110, 1),), "n2": (("pods", 110, 110),), "n3": (("pods", 110, 109),)}

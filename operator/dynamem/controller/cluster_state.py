@@ -40,6 +40,7 @@ from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
 from dynamem.kube.objects import PODS, NodeView, ObjectKey, PodView, VmiView
 from dynamem.kube.pod_affinity import PlacedPod
+from dynamem.kube.volumes import VolumeView
 from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.model import VmState
 
@@ -146,13 +147,17 @@ def launcher_overheads(pods: Iterable[PodView], vmis: Mapping[ObjectKey, VmiView
     than its guest: 0, and targets are judged at their full size (more than they ask)."""
     found = {key: vmi.overhead for key, vmi in vmis.items() if vmi.overhead is not None}
     for pod in pods:
-        if not pod.launcher or not pod.vmi or pod.finished or pod.node is None:
+        if not pod.launcher or not pod.vmi or pod.finished or pod.terminating or pod.node is None:
             continue
         key = ObjectKey(pod.key.namespace, pod.vmi)
         vmi = vmis.get(key)
-        if vmi is None or key in found or not vmi.active or vmi.node != pod.node or vmi.current is None:
+        # the guest its launcher was rendered for: after a migration the VMI moves to the new launcher and
+        # asks its new size (guestRequested) before the guest reports it (guestCurrent)
+        rendered = vmi.guest_requested if vmi is not None and vmi.guest_requested is not None else None
+        rendered = rendered if rendered is not None else (vmi.current if vmi is not None else None)
+        if vmi is None or key in found or not vmi.active or vmi.node != pod.node or rendered is None:
             continue
-        found[key] = pod.request if vmi.pages else max(0, pod.request - vmi.current)
+        found[key] = pod.request if vmi.pages else max(0, pod.request - rendered)
     return found
 
 
@@ -193,7 +198,7 @@ def cluster_state(
     default_overhead: int,
     now: float | None = None,
     shrink_window_s: float = 3600.0,
-    pending: tuple[int, ...] = (),
+    pending: Iterable[tuple[int, VmiView, tuple[tuple[str, int], ...]]] = (),
     stopped: tuple[StoppedVm, ...] = (),
     placed: Iterable[PlacedPod] = (),
     others: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
@@ -202,12 +207,14 @@ def cluster_state(
     launcher_memory: Mapping[ObjectKey, int] | None = None,
     carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
     cluster_wide: tuple[tuple[str, str], ...] = (),
+    volumes: Mapping[ObjectKey, VolumeView] | None = None,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
     ``node_views``: the nodes as observed, for where each VM may go (None: anywhere) and their hugepages;
-    ``page_requests``: hugepages requested per (node, resource); ``pending``: the memory requests of launcher
-    pods waiting to start; ``stopped``: those the VMs defined but not running would ask to start;
+    ``page_requests``: hugepages requested per (node, resource); ``pending``: (memory request, VMI, other
+    requests) of each launcher pod waiting to start (:func:`_waiting`); ``stopped``: those the VMs defined
+    but not running would ask to start;
     ``placed``: the pods on the nodes (and targets about to be), for inter-pod affinity; ``others``: per
     node, its room in the other resources (:func:`node_others`); ``launcher_others``: the requests of each
     VMI's launcher pod on its node beyond memory and hugepages (cpu, ephemeral storage, devices), which its
@@ -215,10 +222,15 @@ def cluster_state(
     where known (:func:`launcher_overheads`), else its VMI's or ``default_overhead``; ``launcher_memory``:
     the memory request of each VMI's launcher pod on its node, what its leaving frees;
     ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
-    (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector."""
+    (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector;
+    ``volumes``: the PersistentVolume each claim is bound to (:mod:`dynamem.kube.volumes`)."""
     pages = page_requests or {}
     views = node_views or {}
-    eligibility = None if node_views is None else EligibleNodes(node_views.values(), placed, cluster_wide)
+    eligibility = (
+        None
+        if node_views is None
+        else EligibleNodes(node_views.values(), placed, cluster_wide, volumes=volumes or {})
+    )
     tied = [vmi for vmi in vmis.values() if (vmi.affinity.terms or vmi.spread) and vmi.active]
     groups = affinity_groups(vmi for vmi in vmis.values() if vmi.active) if tied else {}
     cluster_nodes = tuple(
@@ -284,8 +296,33 @@ def cluster_state(
         if not m.final and m.vmi in vmis and vmis[m.vmi].node is not None
     )
     return ClusterState(
-        nodes=cluster_nodes, vms=tuple(vms), in_flight=in_flight, pending=pending, stopped=stopped
+        nodes=cluster_nodes,
+        vms=tuple(vms),
+        in_flight=in_flight,
+        pending=_waiting(pending, eligibility, cluster_nodes),
+        stopped=stopped,
     )
+
+
+def _waiting(
+    pending: Iterable[tuple[int, VmiView, tuple[tuple[str, int], ...]]],
+    eligibility: EligibleNodes | None,
+    nodes: tuple[ClusterNode, ...],
+) -> tuple[StoppedVm, ...]:
+    """The launchers waiting to start that memory could start: each with the nodes its VMI may go to and its
+    other requests. One that no node may take (its selector, affinity, taints, volumes), or that asks a
+    resource no node has (a GPU, an SR-IOV VF), waits for something no memory frees: the plan keeps no hole
+    for it and moves no VM for it."""
+    reported = {resource for node in nodes for resource, total, _ in node.others if total > 0}
+    found = []
+    for request, vmi, others in pending:
+        allowed = None if eligibility is None else eligibility.of(vmi)
+        if allowed is not None and not allowed:
+            continue
+        if reported and any(resource not in reported for resource, _ in others):
+            continue
+        found.append(StoppedVm(request, allowed, tuple(others)))
+    return tuple(found)
 
 
 def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str, int]]) -> ClusterState:

@@ -21,12 +21,14 @@ domain to count and let any target break the spread. VMs that such terms or cons
 selector matches another's pods) form a group, and the plan moves one VM of a group per round: two targets
 placed in one round would each be judged without the other.
 
-The KubeVirt CR's cluster-wide ``developerConfiguration.nodeSelectors`` (read at start) go under every
-target's selector. The rest of it, which KubeVirt renders from the VMI and its status (architecture, CPU
-model and features, machine type, SEV/TDX; a ``host-model`` CPU's migration labels), is read from the VMI's
-launcher pod (:mod:`dynamem.kube.migration_target`, passed in as ``carried``). Room in every resource
+The KubeVirt CR's cluster-wide ``developerConfiguration.nodeSelectors`` (read at start and with every
+periodic LIST) go under every target's selector. The rest of it, which KubeVirt renders from the VMI and its
+status (architecture, CPU model and features, machine type, SEV/TDX; a ``host-model`` CPU's migration
+labels), is read from the VMI's launcher pod (:mod:`dynamem.kube.migration_target`, passed in as
+``carried``). Room in every resource
 (memory, hugepages, CPU, pods, ephemeral storage, devices) is the plan's
-(:mod:`dynamem.controller.cluster_state`). Not read: volumes' node affinity and zones, host ports, DRA
+(:mod:`dynamem.controller.cluster_state`). The volumes of a VMI's claims narrow its nodes to those their
+node affinity and zone allow (:mod:`dynamem.kube.volumes`). Not read: CSI attach limits, host ports, DRA
 claims; a target they refuse still fails after the pending timeout and is taken back.
 """
 
@@ -36,10 +38,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from dynamem.kube.objects import NodeView, VmiView
+from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.kube.pod_affinity import AffinityTerm, InterPodAffinity, PlacedPod
 from dynamem.kube.scheduling import PodPlacement, SchedulingNode, eligible
 from dynamem.kube.topology_spread import TopologySpread
+from dynamem.kube.volumes import VolumeView, volumes_allow
 
 __all__ = [
     "SCHEDULABLE_LABEL",
@@ -104,11 +107,14 @@ class EligibleNodes:
     nodes: Iterable[NodeView]
     pods: Iterable[PlacedPod] = ()  # the pods placed, for inter-pod affinity (none: not judged)
     cluster_wide: tuple[tuple[str, str], ...] = ()  # the KubeVirt CR's launcher node selector
+    # the PersistentVolume each claim (namespace/name) is bound to, where both are in view (kube.volumes)
+    volumes: Mapping[ObjectKey, VolumeView] = field(default_factory=dict)
     _scheduling: list[SchedulingNode] = field(init=False)
     _known: dict[PodPlacement, frozenset[str]] = field(init=False, default_factory=dict)
     _pods: InterPodAffinity = field(init=False)
     _spread: TopologySpread = field(init=False)
     _narrowed: dict[tuple[PodPlacement, int], frozenset[str]] = field(init=False, default_factory=dict)
+    _by_volumes: dict[tuple[ObjectKey, ...], frozenset[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._scheduling = [_scheduling_node(node) for node in self.nodes]
@@ -128,6 +134,8 @@ class EligibleNodes:
             target = target or target_pod_placement(vmi)
             found = frozenset(node.name for node in self._scheduling if eligible(target, node) is None)
             self._known[placement] = found
+        if vmi.claims and self.volumes:
+            found = found.intersection(self._volumes_allow(vmi))
         if not (vmi.affinity.terms or vmi.spread or self._pods.any_anti):
             return found
         labels = dict(vmi.pod_labels)
@@ -144,6 +152,18 @@ class EligibleNodes:
             target = target or target_pod_placement(vmi)
             found = found.difference(self._spread.refusals(vmi.key.namespace, labels, vmi.spread, target))
         return found
+
+    def _volumes_allow(self, vmi: VmiView) -> frozenset[str]:
+        """The nodes the volumes of ``vmi``'s claims let its launcher go to (``VolumeBinding``'s node
+        affinity, ``VolumeZone``), judged once per set of volumes."""
+        claims = tuple(ObjectKey(vmi.key.namespace, claim) for claim in vmi.claims)
+        bound = tuple(sorted(self.volumes[c].key for c in claims if c in self.volumes))
+        allowed = self._by_volumes.get(bound)
+        if allowed is None:
+            volumes = [self.volumes[c] for c in claims if c in self.volumes]
+            allowed = frozenset(n.name for n in self._scheduling if volumes_allow(volumes, n.labels))
+            self._by_volumes[bound] = allowed
+        return allowed
 
 
 def affinity_groups(vmis: Iterable[VmiView]) -> dict[str, str]:

@@ -159,6 +159,8 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
     kopf.on.event(*MIGRATION, registry=registry)(feed(Kind.MIGRATION))
     kopf.on.event("nodes", registry=registry)(feed(Kind.NODE))
     kopf.on.event("pods", registry=registry)(feed(Kind.POD))
+    kopf.on.event("persistentvolumeclaims", registry=registry)(feed(Kind.CLAIM))
+    kopf.on.event("persistentvolumes", registry=registry)(feed(Kind.VOLUME))
     return registry
 
 

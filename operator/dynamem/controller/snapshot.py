@@ -33,6 +33,7 @@ from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.migration_target import carried_selector, host_model_selector
 from dynamem.kube.objects import HOSTNAME_LABEL, Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.kube.pod_affinity import PlacedPod
+from dynamem.kube.volumes import ClaimView, VolumeView
 from dynamem.policy.cluster import ClusterState, StoppedVm
 from dynamem.policy.model import NodeState, VmState
 from dynamem.records import frozen_record
@@ -196,6 +197,8 @@ class Observed:
     nodes: Iterable[NodeView]
     pods: Iterable[PodView]
     migrations: Iterable[MigrationView] = ()
+    claims: Iterable[ClaimView] = ()
+    volumes: Iterable[VolumeView] = ()
 
 
 # A VirtualMachineMemory's validated settings are kept by uid, generation and spec instead of being validated
@@ -622,7 +625,7 @@ def build_snapshot(
     # launcher pods of VMIs waiting to start (no node yet; unschedulable while no node has room): the plan
     # keeps a hole for each (KubeVirt's target pods of migrations belong to a VMI that has a node)
     pending = tuple(
-        pod.request
+        (pod.request, owner, pod.others)
         for pod in pod_list
         if pod.launcher
         and not pod.node
@@ -681,10 +684,18 @@ def build_snapshot(
         and pod.vmi
         and pod.node
         and not pod.finished
+        and not pod.terminating
         and (key := ObjectKey(pod.key.namespace, pod.vmi)) in vmis
         and vmis[key].node == pod.node
     }
+    by_name = {volume.key.name: volume for volume in observed.volumes}
+    bound_to = {
+        claim.key: by_name[claim.volume]
+        for claim in observed.claims
+        if claim.volume and claim.volume in by_name
+    }
     cluster = cluster_state(
+        volumes=bound_to,
         carried=_carried_selectors(pod_list, vmis, migrations, node_views),
         cluster_wide=launcher_node_selectors,
         nodes={name: node.allocatable for name, node in node_views.items()},

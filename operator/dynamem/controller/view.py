@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from dynamem.controller.migrations import migration_view, with_failed_migrations
 from dynamem.controller.snapshot import Observed, vmm_view
 from dynamem.kube.objects import Body, ObjectKey, dig, node_view, pod_view, vm_view, vmi_view
+from dynamem.kube.volumes import claim_view, volume_view
 
 V = TypeVar("V")
 
@@ -37,6 +38,8 @@ class Kind(StrEnum):
     NODE = "nodes"
     POD = "pods"
     MIGRATION = "virtualmachineinstancemigrations"
+    CLAIM = "persistentvolumeclaims"
+    VOLUME = "persistentvolumes"
 
 
 def resource_version(body: Body) -> int:
@@ -133,7 +136,7 @@ RELIST_GAP_S = 5.0
 
 @dataclass
 class ClusterView:
-    """The six resources a round reads, kept as small typed views.
+    """The eight resources a round reads, kept as small typed views.
 
     ``needs_resync``: every kind is to be listed afresh (at start, a new term, after an API error).
     ``relisted``: the kinds kopf re-listed since: each is listed afresh once per re-list, not once per
@@ -149,6 +152,8 @@ class ClusterView:
             Kind.NODE: Store(node_view),
             Kind.POD: Store(pod_view),
             Kind.MIGRATION: Store(migration_view),
+            Kind.CLAIM: Store(claim_view),
+            Kind.VOLUME: Store(volume_view),
         }
     )
     synced: bool = False  # a full LIST has been applied
@@ -202,6 +207,8 @@ class ClusterView:
             # every pod, with no node too: a launcher waiting to start keeps a hole (snapshot ``pending``)
             pods=self.stores[Kind.POD].values(),
             migrations=self.stores[Kind.MIGRATION].values(),
+            claims=self.stores[Kind.CLAIM].values(),
+            volumes=self.stores[Kind.VOLUME].values(),
         )
         self._observed = (changes, found)
         return found

@@ -239,10 +239,10 @@ class KubeApi:
 
     async def kubevirt_configuration(self) -> Mapping[str, Any] | None:
         """The KubeVirt CR's ``spec.configuration`` (the first CR's): empty when there is no KubeVirt CR
-        (or no CRD), the operator may not read it, or it sets nothing, so KubeVirt's defaults apply; None
-        when it could not be read now. Transient failures (429, 5xx, no answer: the API server restarting)
-        are retried with backoff first; whoever asks goes on without it rather than stop
-        (:mod:`dynamem.kube.kubevirt_config`)."""
+        (or no CRD) or it sets nothing, so KubeVirt's defaults apply; None when it could not be read now
+        (not allowed, or no answer: whoever asks keeps what it had, KubeVirt's defaults at start). Transient
+        failures (429, 5xx, no answer: the API server restarting) are retried with backoff first; whoever
+        asks goes on without it rather than stop (:mod:`dynamem.kube.kubevirt_config`)."""
         try:
             listed = await self._retrying(
                 lambda: self.custom.list_cluster_custom_object(
@@ -251,10 +251,10 @@ class KubeApi:
                 "list the KubeVirt CR",
             )
         except ApiException as exc:
-            if exc.status in RETRIED_STATUSES:
-                logger.warning("the KubeVirt CR is unreadable (%s %s)", exc.status, exc.reason)
-                return None
-            return {}
+            if exc.status == 404:  # no KubeVirt CRD: KubeVirt's defaults
+                return {}
+            logger.warning("the KubeVirt CR is unreadable (%s %s)", exc.status, exc.reason)
+            return None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             logger.warning("the KubeVirt CR is unreadable (%s)", exc)
             return None
@@ -322,12 +322,14 @@ class KubeApi:
         self, kind: str, namespaces: Sequence[str] = ()
     ) -> tuple[int, list[Mapping[str, Any]]]:
         """A fresh LIST of one kind (``virtualmachinememories``, ``virtualmachines``,
-        ``virtualmachineinstances``, ``nodes`` or ``pods``), in every namespace or in the given ones.
+        ``virtualmachineinstances``, ``virtualmachineinstancemigrations``, ``nodes``, ``pods``,
+        ``persistentvolumeclaims`` or ``persistentvolumes``), in every namespace or in the given ones.
 
         Returns the list's resourceVersion (the oldest, for several namespaces) and the raw items, each with
         ``apiVersion`` and ``kind`` filled in as a watch event carries them.
         """
-        scopes: Sequence[str | None] = list(namespaces) if namespaces and kind != "nodes" else [None]
+        cluster_scoped = kind in {"nodes", "persistentvolumes"}
+        scopes: Sequence[str | None] = list(namespaces) if namespaces and not cluster_scoped else [None]
         version: int | None = None
         items: list[Mapping[str, Any]] = []
         for namespace in scopes:
@@ -342,17 +344,33 @@ class KubeApi:
 
     async def _list_once(self, kind: str, namespace: str | None) -> Mapping[str, Any]:
         timeout = REQUEST_TIMEOUT_S * 6  # a LIST of ten thousand objects takes a few seconds
-        if kind in {"pods", "nodes"}:
-            if kind == "nodes":
-                response = await self.core.list_node_without_preload_content(_request_timeout=timeout)
-            elif namespace is None:
-                response = await self.core.list_pod_for_all_namespaces_without_preload_content(
+        core = self.core
+        listing: dict[str, Callable[[], Awaitable[Any]]] = {
+            "nodes": lambda: core.list_node_without_preload_content(_request_timeout=timeout),
+            "persistentvolumes": lambda: core.list_persistent_volume_without_preload_content(
+                _request_timeout=timeout
+            ),
+        }
+        if namespace is None:
+            listing["pods"] = lambda: core.list_pod_for_all_namespaces_without_preload_content(
+                _request_timeout=timeout
+            )
+            listing["persistentvolumeclaims"] = lambda: (
+                core.list_persistent_volume_claim_for_all_namespaces_without_preload_content(
                     _request_timeout=timeout
                 )
-            else:
-                response = await self.core.list_namespaced_pod_without_preload_content(
+            )
+        else:
+            listing["pods"] = lambda: core.list_namespaced_pod_without_preload_content(
+                namespace, _request_timeout=timeout
+            )
+            listing["persistentvolumeclaims"] = lambda: (
+                core.list_namespaced_persistent_volume_claim_without_preload_content(
                     namespace, _request_timeout=timeout
                 )
+            )
+        if kind in listing:
+            response = await listing[kind]()
             raw = await response.read()
             if not 200 <= response.status < 300:
                 raise ApiException(

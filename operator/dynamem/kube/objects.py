@@ -296,6 +296,7 @@ class VmiView:
     affinity: PodAffinity = field(default_factory=PodAffinity)
     spread: tuple[SpreadConstraint, ...] = ()  # its DoNotSchedule topology spread constraints
     host_model: bool = False  # spec.domain.cpu.model is host-model (kube.migration_target)
+    claims: tuple[str, ...] = ()  # the PersistentVolumeClaims its launcher pods mount (kube.volumes)
 
     @property
     def active(self) -> bool:
@@ -306,6 +307,26 @@ class VmiView:
     def current(self) -> int | None:
         """Memory the guest has now: what libvirt reports, else what the spec says."""
         return self.guest_current if self.guest_current is not None else self.spec_guest
+
+
+def vmi_claims(spec: Body) -> tuple[str, ...]:
+    """The claims a VMI's launcher pod mounts (``withVMIVolumes``): its ``persistentVolumeClaim`` volumes'
+    ``claimName``, its ``dataVolume`` volumes' ``name``, its ``ephemeral`` volumes' claim, less the
+    hotplugged ones."""
+    found: list[str] = []
+    for volume in spec.get("volumes") or ():
+        if not isinstance(volume, Mapping):
+            continue
+        claim = volume.get("persistentVolumeClaim")
+        data = volume.get("dataVolume")
+        ephemeral = dig(volume, "ephemeral", "persistentVolumeClaim")
+        if isinstance(claim, Mapping) and not claim.get("hotpluggable"):
+            found.append(str(claim.get("claimName") or ""))
+        elif isinstance(data, Mapping) and not data.get("hotpluggable"):
+            found.append(str(data.get("name") or ""))
+        elif isinstance(ephemeral, Mapping):
+            found.append(str(ephemeral.get("claimName") or ""))
+    return tuple(sorted(set(found) - {""}))
 
 
 def launcher_labels(body: Body) -> dict[str, str]:
@@ -352,6 +373,7 @@ def vmi_view(body: Body) -> VmiView:
         affinity=pod_affinity(dig(body, "spec") or {}, str(dig(body, "metadata", "namespace") or ""), labels),
         spread=spread_constraints(dig(body, "spec") or {}, labels),
         host_model=dig(body, "spec", "domain", "cpu", "model") == HOST_MODEL,
+        claims=vmi_claims(dig(body, "spec") or {}),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")

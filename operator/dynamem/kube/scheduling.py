@@ -49,6 +49,7 @@ __all__ = [
     "eligible",
     "node_affinity_refusal",
     "node_requirement",
+    "node_selector_term",
     "pod_placement",
     "taint",
     "toleration",
@@ -233,7 +234,7 @@ def node_requirement(body: Mapping[str, Any]) -> NodeRequirement:
     )
 
 
-def _term(body: Mapping[str, Any]) -> NodeSelectorTerm:
+def node_selector_term(body: Mapping[str, Any]) -> NodeSelectorTerm:
     return NodeSelectorTerm(
         match_expressions=tuple(
             node_requirement(r) for r in body.get("matchExpressions") or () if isinstance(r, Mapping)
@@ -256,7 +257,9 @@ def pod_placement(spec: Mapping[str, Any], extra_selector: Mapping[str, str] | N
     )
     terms = None
     if isinstance(required, Mapping):
-        terms = tuple(_term(t) for t in required.get("nodeSelectorTerms") or () if isinstance(t, Mapping))
+        terms = tuple(
+            node_selector_term(t) for t in required.get("nodeSelectorTerms") or () if isinstance(t, Mapping)
+        )
     return PodPlacement(
         node_selector=tuple(sorted(selector.items())),
         tolerations=tuple(toleration(t) for t in tolerations if isinstance(t, Mapping)),

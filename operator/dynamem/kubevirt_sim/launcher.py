@@ -10,6 +10,8 @@ is left out, since nothing here runs a container:
   annotation ``kubevirt.io/domain: <VMI name>``; owner: the VMI; ``generateName: virt-launcher-<name>-``;
 - node selector (``template.go``, ``newNodeSelectorRenderer``): the VMI's ``nodeSelector`` plus
   ``kubevirt.io/schedulable: "true"``, which virt-handler sets on the nodes it serves;
+- volumes (``rendervolumes.go``, ``withVMIVolumes``): the VMI's ``persistentVolumeClaim`` and
+  ``dataVolume`` claims;
 - devices (``renderresources.go``, ``getRequiredResources``): ``devices.kubevirt.io/kvm``, ``tun`` and
   ``vhost-net`` limits, which virt-handler's device plugins advertise on the nodes it serves;
 - memory (``services/renderresources.go``, ``WithMemoryRequests``, ``WithMemoryOverhead``,
@@ -58,6 +60,7 @@ __all__ = [
     "launcher_devices",
     "launcher_pod",
     "launcher_requests",
+    "launcher_volumes",
 ]
 
 
@@ -137,6 +140,20 @@ def launcher_devices(vmi_spec: Mapping[str, Any]) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+def launcher_volumes(vmi_spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The claims the launcher mounts (``rendervolumes.go``, ``withVMIVolumes``: ``handlePVCVolume``,
+    ``handleDataVolume``, a DataVolume's claim having its name), hotplugged ones left to their own pods. The
+    scheduler's volume filters read them (``VolumeBinding``, ``VolumeZone``)."""
+    found = []
+    for volume in vmi_spec.get("volumes") or ():
+        claim = volume.get("persistentVolumeClaim") or {}
+        data = volume.get("dataVolume") or {}
+        name = claim.get("claimName") or data.get("name")
+        if name and not (claim.get("hotpluggable") or data.get("hotpluggable")):
+            found.append({"name": str(volume.get("name")), "persistentVolumeClaim": {"claimName": str(name)}})
+    return found
+
+
 def launcher_pod(
     vmi: Mapping[str, Any],
     *,
@@ -189,6 +206,8 @@ def launcher_pod(
         pod_spec["affinity"] = affinity
     elif spec.get("affinity"):
         pod_spec["affinity"] = copy.deepcopy(spec["affinity"])
+    if volumes := launcher_volumes(spec):
+        pod_spec["volumes"] = volumes
     if node_name is not None:
         pod_spec["nodeName"] = node_name
     pod_spec["nodeSelector"] = selector

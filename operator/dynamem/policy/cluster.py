@@ -174,11 +174,13 @@ class InFlight:
 
 @dataclass(frozen=True, slots=True)
 class StoppedVm:
-    """A VM defined but not running: what its launcher would ask to start (``memory``), and the nodes it may
-    start on (its nodeSelector; None: any)."""
+    """A VM defined but not running, or one whose launcher waits to start: what its launcher asks of
+    ``memory`` (``request``), the nodes it may start on (None: any), and its requests of the other resources
+    counted beside its pod slot (``others``: cpu, devices)."""
 
     request: int
     allowed_nodes: frozenset[str] | None = None
+    others: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +193,7 @@ class ClusterState:
     nodes: tuple[ClusterNode, ...]
     vms: tuple[ClusterVm, ...]
     in_flight: tuple[InFlight, ...] = ()
-    pending: tuple[int, ...] = ()
+    pending: tuple[StoppedVm, ...] = ()
     stopped: tuple[StoppedVm, ...] = ()
 
 
@@ -350,7 +352,9 @@ def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig, res
     every launcher's overhead, or a ``hugepages-*``); returns whether it is short (some level shared)."""
     if resource == MEMORY:
         capacity = (
-            sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records) - sum(state.pending)
+            sum(n.memory for n in state.nodes)
+            - sum(r.vm.overhead for r in records)
+            - sum(p.request for p in state.pending)
         )
     else:
         capacity = sum(total for n in state.nodes for name, total, _ in n.hugepages if name == resource)
@@ -389,7 +393,11 @@ def _beyond_targets(records: list[VmPlan], state: ClusterState) -> tuple[int, in
     hole a VM needs to move or start at its floor. The cluster is tight when spare < hole: memory held above
     targets is then what keeps VMs from moving or starting (every change needs a hole of a VM's whole size on
     another node), so it is given back in dead-band steps, not only once it exceeds the wide shrink band."""
-    capacity = sum(n.memory for n in state.nodes) - sum(r.vm.overhead for r in records) - sum(state.pending)
+    capacity = (
+        sum(n.memory for n in state.nodes)
+        - sum(r.vm.overhead for r in records)
+        - sum(p.request for p in state.pending)
+    )
     in_memory = [r for r in records if r.vm.resource == MEMORY]  # a hugepage VM's guest is not in `memory`
     spare = capacity - sum(max(r.vm.assigned, r.target, r.vm.in_flight_to or 0) for r in in_memory)
     return spare, max((r.floor + r.vm.overhead for r in in_memory), default=0)
@@ -776,11 +784,11 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
     # no grow takes it. With no such hole, one is made by moving the smallest VM that frees it off a node
     # (at its planned size when that is a shrink), if it fits elsewhere: a start serves a whole VM's demand
     # for one migration of a VM that keeps its size.
-    for request in sorted(state.pending, reverse=True):
-        ask = _Ask(request, None, _START)
-        node = room.best(ask, "")
+    for waiting in sorted(state.pending, key=lambda p: p.request, reverse=True):
+        ask = _Ask(waiting.request, None, (*waiting.others, *_START))
+        node = room.best(ask, "", allowed=waiting.allowed_nodes)
         if node is None and plan.in_flight < plan.budget:
-            made = _room_for_start(request, plan)
+            made = _room_for_start(ask, waiting.allowed_nodes, plan)
             if made is not None:
                 helper = made.record
                 plan.commit(helper, made.target, made.size)
@@ -923,9 +931,9 @@ def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm
     return start.request if hole(start) < start.request else 0
 
 
-def _room_for_start(request: int, plan: _Placement) -> _Helper | None:
-    """The smallest VM to move off a node (at its planned size when that is a shrink) so that a launcher pod
-    of ``request`` waiting to start fits there."""
+def _room_for_start(ask: _Ask, allowed: frozenset[str] | None, plan: _Placement) -> _Helper | None:
+    """The smallest VM to move off a node (among ``allowed``, None: any; at its planned size when that is a
+    shrink) so that a launcher pod asking ``ask`` waiting to start fits there."""
     room = plan.room
     best: tuple[int, str, _Helper] | None = None
     for name, other in sorted(plan.movable.items()):
@@ -936,7 +944,7 @@ def _room_for_start(request: int, plan: _Placement) -> _Helper | None:
             continue
         if plan.out_of(o.node) >= plan.per_node:
             continue
-        if room.free(o.node) + _held(o).memory < request:
+        if (allowed is not None and o.node not in allowed) or not room.fits(o.node, ask, leaving=_held(o)):
             continue
         size = other.want if other.want < o.assigned else o.assigned
         away = room.best(_ask(o, size), o.node, allowed=o.allowed_nodes, real=True)

@@ -204,7 +204,7 @@ class _Cluster:
         now: float,
         *,
         truth: bool,
-        pending: tuple[int, ...],
+        pending: tuple[StoppedVm, ...],
         stopped: tuple[StoppedVm, ...] = (),
     ) -> ClusterState:
         """What the policy is given: nodes and their requests, each running VM as its guest shows it."""
@@ -502,7 +502,7 @@ def simulate_kubevirt(
                     cluster.events.append(f"{spec.name} did not start: request {request}: {why}")
                 not_started[spec.name] = why
             # launcher pods waiting to start, and those of the VMs that are off (defined, not running)
-            pending = tuple(limits[name].startup + overhead for name in not_started)
+            pending = tuple(StoppedVm(limits[name].startup + overhead) for name in not_started)
             stopped = tuple(StoppedVm(limits[name].startup + overhead) for name in off)
             state = cluster.state(demand_now, guest, at, truth=truth, pending=pending, stopped=stopped)
             for vm_state in state.vms:

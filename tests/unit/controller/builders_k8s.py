@@ -17,6 +17,7 @@ from dynamem.controller.migrations import migration_view, with_failed_migrations
 from dynamem.controller.snapshot import Observed, vmm_view
 from dynamem.kube.api import ApiException, FieldConflict, StaleObject
 from dynamem.kube.objects import node_view, pod_view, vm_view, vmi_view
+from dynamem.kube.volumes import claim_view, volume_view
 
 NS = "office"
 Body = dict[str, Any]
@@ -225,6 +226,8 @@ def observed(
     nodes: Iterable[Body] = (),
     pods: Iterable[Body] = (),
     migrations: Iterable[Body] = (),
+    claims: Iterable[Body] = (),
+    volumes: Iterable[Body] = (),
 ) -> Observed:
     """The views a round reads, built from bodies by the functions the kopf indices use."""
     migration_views = [migration_view(b) for b in migrations]
@@ -235,6 +238,8 @@ def observed(
         nodes=[node_view(b) for b in nodes],
         pods=[pod_view(b) for b in pods],
         migrations=migration_views,
+        claims=[claim_view(b) for b in claims],
+        volumes=[volume_view(b) for b in volumes],
     )
 
 

@@ -170,6 +170,54 @@ def test_a_launchers_overhead_is_what_its_pod_asks_beyond_its_guest_where_the_vm
     assert web.request == 2432 * MI  # its next target asks its new size + 384Mi
 
 
+def test_a_vm_goes_only_where_its_volumes_let_its_launcher_go() -> None:
+    """A VMI's claim bound to a volume in zone a: its target may go to the nodes of zone a (``VolumeZone``)
+    and of the volume's node affinity (``VolumeBinding``); a claim not bound or not in view is not judged."""
+    zone = "topology.kubernetes.io/zone"
+    web = make_vmi_body("web", node="n1")
+    web["spec"]["volumes"] = [
+        {"name": "root", "dataVolume": {"name": "root"}},
+        {"name": "new", "persistentVolumeClaim": {"claimName": "unbound"}},
+    ]
+    claims = [
+        {"metadata": {"name": "root", "namespace": NS}, "spec": {"volumeName": "pv-root"}},
+        {"metadata": {"name": "unbound", "namespace": NS}, "spec": {}},
+    ]
+    volume = {
+        "metadata": {"name": "pv-root", "labels": {zone: "a"}},
+        "spec": {
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "rack", "operator": "NotIn", "values": ["r9"]}]}
+                    ]
+                }
+            }
+        },
+    }
+    nodes = [
+        make_node_body("n1", labels={**SCHEDULABLE, zone: "a"}),
+        make_node_body("n2", labels={**SCHEDULABLE, zone: "b"}),
+        make_node_body("n3", labels={**SCHEDULABLE, zone: "a"}),
+        make_node_body("n4", labels={**SCHEDULABLE, zone: "a", "rack": "r9"}),
+    ]
+    seen = observed(
+        vmms=[make_vmm_body("web")],
+        vms=[make_vm_body("web")],
+        vmis=[web],
+        nodes=nodes,
+        claims=claims,
+        volumes=[volume],
+    )
+    (vm,) = build_snapshot(seen, DemandReading()).cluster.vms
+    assert vm.allowed_nodes == frozenset({"n1", "n3"})
+    unseen = observed(
+        vmms=[make_vmm_body("web")], vms=[make_vm_body("web")], vmis=[web], nodes=nodes, claims=claims
+    )
+    (vm,) = build_snapshot(unseen, DemandReading()).cluster.vms
+    assert vm.allowed_nodes == frozenset({"n1", "n2", "n3", "n4"})
+
+
 def test_unfinished_migrations_are_in_flight_from_their_vmis_node() -> None:
     def migration(name: str, vmi: str, phase: str | None) -> dict[str, object]:
         body: dict[str, object] = {
@@ -662,3 +710,24 @@ def test_the_kubevirt_crs_cluster_wide_selector_holds_for_every_target() -> None
     assert vm.allowed_nodes == frozenset({"n1", "n2"})
     config = {"developerConfiguration": {"nodeSelectors": {"pool": "vms"}}, "migrations": {}}
     assert (launcher_node_selectors_of(config), parallel_migrations_of(config)) == ({"pool": "vms"}, None)
+
+
+def test_a_launchers_overhead_right_after_its_migration_is_not_the_grow() -> None:
+    """Once a grow's migration completes the VMI is on the new launcher and asks the new size
+    (``guestRequested``) before its guest reports it (``guestCurrent``): the overhead is the pod's request
+    beyond the size it was rendered for. A launcher on its way out (terminating) is not read."""
+    body = make_vmi_body("web", guest="6Gi", current="2Gi", requested="6Gi", at_boot="2Gi")
+    vmis = {ObjectKey(NS, "web"): vmi_view(body)}
+    old = make_pod_body("l-old", launcher=True, requests=["9Gi"], domain="web")
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    pods = [pod_view(old), pod_view(make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web"))]
+    assert launcher_overheads(pods, vmis) == {ObjectKey(NS, "web"): 384 * MI}
+    seen = observed(
+        vmms=[make_vmm_body("web")],
+        vms=[make_vm_body("web", guest="6Gi")],
+        vmis=[body],
+        nodes=[make_node_body("host", allocatable="16Gi")],
+        pods=[old, make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web")],
+    )
+    (web,) = build_snapshot(seen, DemandReading()).cluster.vms
+    assert web.launcher_memory == 6528 * MI

@@ -312,7 +312,7 @@ async def lists_and_rounds(options: OperatorOptions, done: Callable[[OperatorSta
     return order
 
 
-KINDS = 6  # every kind the view keeps
+KINDS = 8  # every kind the view keeps
 
 
 def test_the_periodic_list_comes_right_after_a_round_not_at_the_start_of_the_next() -> None:

@@ -83,18 +83,27 @@ class KubeVirtCrList:
 
     def __init__(self, *failures: BaseException) -> None:
         self.failures = list(failures)
+        self.items: list[object] = [
+            {"spec": {"configuration": {"migrations": {"parallelMigrationsPerCluster": 3}}}}
+        ]
+
+    @classmethod
+    def empty(cls) -> KubeVirtCrList:
+        found = cls()
+        found.items = []
+        return found
 
     async def list_cluster_custom_object(self, *_: object, **__: object) -> dict[str, object]:
         if self.failures:
             raise self.failures.pop(0)
-        return {"items": [{"spec": {"configuration": {"migrations": {"parallelMigrationsPerCluster": 3}}}}]}
+        return {"items": self.items}
 
 
 def test_the_kubevirt_cr_is_read_through_an_api_server_restart_and_never_stops_the_operator() -> None:
     """Read at start-up and with every periodic LIST: an API server restarting then must neither crash the
     operator (kopf stops on a failed start-up handler) nor lose the setting when it comes back within the
-    retries. Unreadable now: None (whoever asks keeps what it had); no CR or not allowed: empty (KubeVirt's
-    defaults)."""
+    retries. Unreadable now or not allowed: None (whoever asks keeps what it had); no CRD or no CR: empty
+    (KubeVirt's defaults)."""
 
     def read(lister: KubeVirtCrList) -> Mapping[str, object] | None:
         api = object.__new__(KubeApi)
@@ -107,4 +116,5 @@ def test_the_kubevirt_cr_is_read_through_an_api_server_restart_and_never_stops_t
     assert read(KubeVirtCrList(*[refused] * 10)) is None  # never back: unknown now, and go on
     assert read(KubeVirtCrList(*[ApiException(status=503, reason="Unavailable")] * 10)) is None
     assert read(KubeVirtCrList(ApiException(status=404, reason="Not Found"))) == {}
-    assert read(KubeVirtCrList(ApiException(status=403, reason="Forbidden"))) == {}
+    assert read(KubeVirtCrList(ApiException(status=403, reason="Forbidden"))) is None  # kept, or defaults
+    assert read(KubeVirtCrList.empty()) == {}  # no KubeVirt CR: KubeVirt's defaults

@@ -10,7 +10,8 @@ from dynamem.controller.demand import DemandReading
 from dynamem.controller.placement import Placement, encode
 from dynamem.controller.snapshot import Phase, PoolBreakdown, build_snapshot
 from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
-from dynamem.policy.model import VmLimits
+from dynamem.policy.cluster import StoppedVm, plan_cluster
+from dynamem.policy.model import BalanceConfig, VmLimits
 
 from .builders_k8s import (
     NS,
@@ -323,7 +324,40 @@ def test_a_launcher_pod_waiting_to_start_is_given_to_the_plan_and_a_migration_ta
     )
     snapshot = build_snapshot(seen, NO_DEMAND)
     assert snapshot.cluster is not None
-    assert snapshot.cluster.pending == (3 * GI,)
+    # with the nodes its VMI may go to and what else its launcher asks
+    assert snapshot.cluster.pending == (StoppedVm(3 * GI, frozenset({"host"}), (("cpu", 100),)),)
+
+
+def test_a_launcher_waiting_for_what_no_memory_frees_gets_no_hole() -> None:
+    """A launcher Pending for a GPU no node has, or whose VMI no node may take, waits for something no
+    memory frees: no hole is kept and no VM is moved for it (the plan once moved one, and kept a hole on a
+    node it could not use)."""
+    gpu = make_pod_body("virt-launcher-big", node=None, launcher=True, requests=["3Gi"], domain="big")
+    gpu["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "1"
+    picky = make_vmi_body("picky", node=None, phase="Scheduling")
+    picky["spec"]["nodeSelector"] = {"pool": "gpu"}
+    seen = observed(
+        vmms=[make_vmm_body(n, startup="2Gi", maximum="2Gi") for n in ("c", "d")],
+        vms=[make_vm_body(n, guest="2Gi") for n in ("c", "d")],
+        vmis=[
+            make_vmi_body("c", node="n2", guest="2Gi", current="2Gi", at_boot="2Gi"),
+            make_vmi_body("d", node="n1", guest="2Gi", current="2Gi", at_boot="2Gi"),
+            make_vmi_body("big", node=None, phase="Scheduling", guest="3Gi", current="3Gi"),
+            picky,
+        ],
+        nodes=[make_node_body(n, allocatable="4Gi") for n in ("n1", "n2")],
+        pods=[
+            make_pod_body("l-c", node="n2", launcher=True, requests=["2Gi"], domain="c"),
+            make_pod_body("l-d", node="n1", launcher=True, requests=["2Gi"], domain="d"),
+            gpu,
+            make_pod_body("virt-launcher-picky", node=None, launcher=True, requests=["3Gi"], domain="picky"),
+        ],
+    )
+    cluster = build_snapshot(
+        seen, DemandReading(by_vm={ObjectKey(NS, "c"): GI, ObjectKey(NS, "d"): GI})
+    ).cluster
+    assert cluster is not None and cluster.pending == ()
+    assert plan_cluster(cluster, BalanceConfig(), 0.0).changes == ()
 
 
 def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_they_would_ask() -> None:
