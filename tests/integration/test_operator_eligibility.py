@@ -55,6 +55,13 @@ def cpu_stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]
     )
 
 
+def _patch_web_vmi(world: Stack, spec: dict[str, object]) -> None:
+    """A change of web's VMI spec, which its next migration target is rendered from (as the stand-in does)."""
+    world.custom.patch_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstances", "web", {"spec": spec}
+    )
+
+
 def _hog(world: Stack, node: str, requests: dict[str, str]) -> None:
     k8s_client.CoreV1Api(world.api).create_namespaced_pod(
         world.namespace,
@@ -111,14 +118,7 @@ def test_a_host_model_vm_goes_only_where_its_cpu_model_can_migrate(
     core = k8s_client.CoreV1Api(world.api)
     core.patch_node(home, {"metadata": {"labels": {"host-model-cpu.node.kubevirt.io/Skylake": "true"}}})
     core.patch_node(far, {"metadata": {"labels": {"cpu-model-migration.node.kubevirt.io/Skylake": "true"}}})
-    world.custom.patch_namespaced_custom_object(
-        "kubevirt.io",
-        "v1",
-        world.namespace,
-        "virtualmachineinstances",
-        "web",
-        {"spec": {"domain": {"cpu": {"model": "host-model"}}}},
-    )
+    _patch_web_vmi(world, {"domain": {"cpu": {"model": "host-model"}}})
     world.set_demand(web=1.2)
     world.start_operator()
 
@@ -229,14 +229,7 @@ def test_a_vm_goes_only_to_a_zone_its_volume_reaches(
     core.patch_namespaced_persistent_volume_claim_status(
         "web-disk", world.namespace, {"status": {"phase": "Bound", "accessModes": ["ReadWriteMany"]}}
     )
-    world.custom.patch_namespaced_custom_object(
-        "kubevirt.io",
-        "v1",
-        world.namespace,
-        "virtualmachineinstances",
-        "web",
-        {"spec": {"volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": "web-disk"}}]}},
-    )
+    _patch_web_vmi(world, {"volumes": [{"name": "disk", "persistentVolumeClaim": {"claimName": "web-disk"}}]})
     world.set_demand(web=1.2)
     world.start_operator()
 
