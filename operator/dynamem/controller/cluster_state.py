@@ -46,6 +46,7 @@ from dynamem.policy.model import VmState
 
 __all__ = [
     "cluster_state",
+    "current_launchers",
     "launcher_overheads",
     "node_others",
     "node_page_requests",
@@ -134,9 +135,28 @@ def node_others(
     }
 
 
-def launcher_overheads(pods: Iterable[PodView], vmis: Mapping[ObjectKey, VmiView]) -> dict[ObjectKey, int]:
+def current_launchers(pods: Iterable[PodView], vmis: Mapping[ObjectKey, VmiView]) -> dict[ObjectKey, PodView]:
+    """Each VMI's launcher pod on the VMI's node, unfinished and not on its way out: what its next target
+    asks beside memory, what its leaving frees, and what its overhead is read from."""
+    return {
+        key: pod
+        for pod in pods
+        if pod.launcher
+        and pod.vmi
+        and pod.node
+        and not pod.finished
+        and not pod.terminating
+        and (key := ObjectKey(pod.key.namespace, pod.vmi)) in vmis
+        and vmis[key].node == pod.node
+    }
+
+
+def launcher_overheads(
+    launchers: Mapping[ObjectKey, PodView], vmis: Mapping[ObjectKey, VmiView]
+) -> dict[ObjectKey, int]:
     """The launcher overhead of each running VMI: what its VMI reports (``status.memory.memoryOverhead``,
-    newer KubeVirt), else what its launcher pod on its node requests beyond its guest. KubeVirt renders a
+    newer KubeVirt), else what its launcher pod on its node (``launchers``: :func:`current_launchers`)
+    requests beyond its guest. KubeVirt renders a
     launcher's memory request as the guest plus its overhead (``renderresources.go``, ``WithMemoryRequests``,
     ``WithMemoryOverhead``), and a change of size shifts a VMI's own memory request by the change
     (``vm.go``, ``handleMemoryHotplugRequest``), so what a launcher asks beyond its guest is what the VM's
@@ -146,16 +166,12 @@ def launcher_overheads(pods: Iterable[PodView], vmis: Mapping[ObjectKey, VmiView
     the node and fail after the pending timeout. Under ``memoryOvercommit`` above 100 a launcher asks less
     than its guest: 0, and targets are judged at their full size (more than they ask)."""
     found = {key: vmi.overhead for key, vmi in vmis.items() if vmi.overhead is not None}
-    for pod in pods:
-        if not pod.launcher or not pod.vmi or pod.finished or pod.terminating or pod.node is None:
-            continue
-        key = ObjectKey(pod.key.namespace, pod.vmi)
-        vmi = vmis.get(key)
+    for key, pod in launchers.items():
+        vmi = vmis[key]
         # the guest its launcher was rendered for: after a migration the VMI moves to the new launcher and
         # asks its new size (guestRequested) before the guest reports it (guestCurrent)
-        rendered = vmi.guest_requested if vmi is not None and vmi.guest_requested is not None else None
-        rendered = rendered if rendered is not None else (vmi.current if vmi is not None else None)
-        if vmi is None or key in found or not vmi.active or vmi.node != pod.node or rendered is None:
+        rendered = vmi.guest_requested if vmi.guest_requested is not None else vmi.current
+        if key in found or not vmi.active or rendered is None:
             continue
         found[key] = pod.request if vmi.pages else max(0, pod.request - rendered)
     return found

@@ -20,6 +20,7 @@ from typing import Any
 
 from dynamem.controller.cluster_state import (
     cluster_state,
+    current_launchers,
     launcher_overheads,
     node_others,
     node_page_requests,
@@ -572,7 +573,8 @@ def build_snapshot(
             # takes its requests on this node until the VMI moves here
         pods[pod.node] += pod.request
 
-    overheads = launcher_overheads(pod_list, vmis)  # what each launcher asks beyond its guest
+    launchers = current_launchers(pod_list, vmis)  # each running VMI's launcher pod on its node
+    overheads = launcher_overheads(launchers, vmis)  # what each launcher asks beyond its guest
     overhead: dict[str, int] = defaultdict(int)
     unmanaged: dict[str, int] = defaultdict(int)
     states: dict[str, list[VmState]] = defaultdict(list)
@@ -676,18 +678,6 @@ def build_snapshot(
     others = node_others(
         node_views, ((node, launches, pod.others, pod.finished) for pod, node, launches in bound_pods), vmis
     )
-    # each running VMI's launcher pod on its node: what its target asks beside memory, what its leaving frees
-    launchers = {
-        key: pod
-        for pod in pod_list
-        if pod.launcher
-        and pod.vmi
-        and pod.node
-        and not pod.finished
-        and not pod.terminating
-        and (key := ObjectKey(pod.key.namespace, pod.vmi)) in vmis
-        and vmis[key].node == pod.node
-    }
     by_name = {volume.key.name: volume for volume in observed.volumes}
     bound_to = {
         claim.key: by_name[claim.volume]

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from dynamem.controller.cluster_state import launcher_overheads, served_use
+from dynamem.controller.cluster_state import current_launchers, launcher_overheads, served_use
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
@@ -153,7 +153,7 @@ def test_a_launchers_overhead_is_what_its_pod_asks_beyond_its_guest_where_the_vm
         pod_view(make_pod_body("l-far", launcher=True, requests=["2Gi"], domain="far", phase="Failed")),
         pod_view(make_pod_body("l-big", launcher=True, requests=["200Mi"], domain="big")),
     ]
-    assert launcher_overheads(pods, vmis) == {
+    assert launcher_overheads(current_launchers(pods, vmis), vmis) == {
         ObjectKey(NS, "web"): 384 * MI,
         ObjectKey(NS, "db"): 300 * MI,
         ObjectKey(NS, "lean"): 0,
@@ -721,7 +721,7 @@ def test_a_launchers_overhead_right_after_its_migration_is_not_the_grow() -> Non
     old = make_pod_body("l-old", launcher=True, requests=["9Gi"], domain="web")
     old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     pods = [pod_view(old), pod_view(make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web"))]
-    assert launcher_overheads(pods, vmis) == {ObjectKey(NS, "web"): 384 * MI}
+    assert launcher_overheads(current_launchers(pods, vmis), vmis) == {ObjectKey(NS, "web"): 384 * MI}
     seen = observed(
         vmms=[make_vmm_body("web")],
         vms=[make_vm_body("web", guest="6Gi")],
