@@ -29,6 +29,11 @@ def test_compare_runs_on_a_scenario(
     out = capsys.readouterr().out
     assert f"every policy decides {rounds}" in out
     assert re.search(r"workday-2nodes: dynamem unserved [0-9.]+ \(oracle", out)
+    # Seed 1's two-node workday: serving Finance and Engineering within 10 % of the oracle takes growing
+    # Finance (1Gi) and Engineering (1Gi) once each, where the descheduler migrates 1Gi in all.
+    assert "any policy within 10 % of the oracle migrates at least 2.0 GiB" in out
+    assert "no policy meets both" in out
+    assert "cannot both hold, for any policy, on 1 of 1 scenarios (workday-2nodes)" in out
     jump = re.search(r"jump 3\.5x .*: dynamem (\d+),", out)
     assert jump is not None and int(jump.group(1)) <= 3
 
