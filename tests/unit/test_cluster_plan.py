@@ -32,6 +32,8 @@ from dynamem.sim.simulate import simulate
 
 CONFIG = BalanceConfig()
 GUESS = BalanceConfig(paging_spare_percent=0)  # a paging VM grows by the guess alone, not into spare memory
+# idle VMs shrink even while the cluster has more to spare than any VM can grow by (cases about the window)
+WINDOW = BalanceConfig(idle_spare_ranges=None)
 
 
 def make_vm(
@@ -159,10 +161,32 @@ def test_shrink_only_on_use_low_for_the_window() -> None:
     # %). With a 5Gi peak in the window it is kept.
     idle = make_vm("a", "n1", size=6, demand=1)
     state = make_state({"n1": 16, "n2": 16}, idle)
-    (change,) = plan_cluster(state, CONFIG, 0.0).changes
+    (change,) = plan_cluster(state, WINDOW, 0.0).changes
     assert change.assigned == 1280 * MiB and change.target_node == "n2" and "low" in change.reason
     busy = make_state({"n1": 16, "n2": 16}, replace(idle, used_peak=5 * GiB))
-    assert plan_cluster(busy, CONFIG, 0.0).changes == ()
+    assert plan_cluster(busy, WINDOW, 0.0).changes == ()
+
+
+def test_an_idle_vm_keeps_its_memory_while_the_cluster_has_more_to_spare_than_any_vm_can_grow_by() -> None:
+    # The idle 6Gi guest above on 2 x 16Gi: the cluster has 32 - 6 = 26Gi beyond every target, 23Gi less
+    # three holes of 1Gi, more than any VM can still grow by (a: 8Gi - 1.25Gi). Its shrink, a migration, would
+    # free memory nobody can use: it is kept, and says why.
+    idle = make_vm("a", "n1", size=6, demand=1)
+    plan = plan_cluster(make_state({"n1": 16, "n2": 16}, idle), CONFIG, 0.0)
+    assert plan.changes == ()
+    assert (
+        "not shrunk for idleness: the cluster has 23Gi to spare, more than any VM can still grow by (6.75Gi)"
+        in (plan.decisions[0].reason)
+    )
+    # A VM on n2 that may grow to 32Gi (1Gi now, target 1Gi): the 22Gi to spare is less than its 31Gi, so the
+    # idle one gives its memory back.
+    wide = make_vm("b", "n2", size=1, demand=0.5, maximum=32)
+    (change,) = plan_cluster(make_state({"n1": 16, "n2": 16}, idle, wide), CONFIG, 0.0).changes
+    assert (change.name, change.assigned) == ("a", 1280 * MiB)
+    # The oracle (ideal sizes, free migrations) shrinks it at once.
+    truth = make_state({"n1": 16, "n2": 16}, replace(idle, demand=GiB))
+    (oracle_change,) = CLUSTER_POLICIES["oracle"](truth, CONFIG, 0.0).changes
+    assert oracle_change.assigned == 1280 * MiB
 
 
 def test_a_steady_rise_is_grown_ahead_of_and_noise_is_not() -> None:
@@ -198,10 +222,10 @@ def test_no_idle_shrink_within_the_window_after_a_change() -> None:
     # the next peak would be two migrations for nothing. The oracle (free migrations) shrinks at once.
     idle = make_vm("a", "n1", size=6, demand=1)
     settled = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=0.0))
-    (change,) = plan_cluster(settled, CONFIG, 3600.0).changes
+    (change,) = plan_cluster(settled, WINDOW, 3600.0).changes
     assert change.assigned == 1280 * MiB
     recent = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=3000.0))
-    plan = plan_cluster(recent, CONFIG, 3600.0)
+    plan = plan_cluster(recent, WINDOW, 3600.0)
     assert plan.changes == ()
     assert "not shrunk for idleness" in plan.decisions[0].reason
     truth = make_state({"n1": 16, "n2": 16}, replace(idle, last_change_at=3000.0, demand=GiB))

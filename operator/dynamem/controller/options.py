@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"grow past target by this %% of the shrink band (default {b.grow_headroom_percent})",
     )
     add(
+        "--shrink-idle-always",
+        action="store_true",
+        help="shrink a VM whose use stayed low even while the cluster has more memory to spare than any VM "
+        "can grow by (default: keep it there, a shrink being a migration)",
+    )
+    add(
         "--cooldown",
         type=float,
         default=b.cooldown_s,
@@ -248,6 +254,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         shrink_band_bytes=_bytes("--shrink-band", args.shrink_band),
         shrink_band_percent=args.shrink_band_percent,
         grow_headroom_percent=args.grow_headroom_percent,
+        idle_spare_ranges=None if args.shrink_idle_always else OPERATOR_BALANCE.idle_spare_ranges,
         cooldown_s=args.cooldown,
         max_changes_per_node=args.max_changes_per_node,
         max_parallel_migrations=args.max_parallel_migrations or OPERATOR_BALANCE.max_parallel_migrations,

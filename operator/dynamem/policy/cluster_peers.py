@@ -98,6 +98,7 @@ def plan_cluster_oracle(state: ClusterState, config: BalanceConfig, now: float) 
         cooldown_s=0.0,
         retry_after_s=0.0,
         shrink_window_s=0.0,
+        idle_spare_ranges=None,
         max_parallel_migrations=_UNBOUNDED,
         max_outbound_migrations=_UNBOUNDED,
     )

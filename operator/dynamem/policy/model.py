@@ -111,7 +111,10 @@ class BalanceConfig:
     its size x (100 + ``paging_growth_percent``) / 100; while the cluster has memory to spare
     (``cluster._spare``) that guessed grow is made ``paging_spare_percent`` larger (0 disables).
     ``shrink_window_s``: a VM shrinks only on the highest use seen over this window, and not for idleness
-    within this long of its last change.
+    within this long of its last change. ``idle_spare_ranges``: no VM is shrunk for idleness while the memory
+    the cluster has to spare (``cluster._spare``) is more than this many times the largest grow any VM could
+    still ask (its maximum less its target): that memory serves nobody, and its shrink is a migration (0:
+    whenever there is any to spare; None disables).
     ``trend_horizon_s``: a use that rose over the window by more than the dead band is grown ahead of by this
     long of its rise (0 disables). ``buffer_worth_percent``: a grow for buffer alone must restore at least
     this percent of the bytes it migrates. ``retry_base_s``/``retry_after_s``: a VM whose migration failed
@@ -144,6 +147,7 @@ class BalanceConfig:
     paging_spare_percent: int = 100
     trend_horizon_s: float = 3600.0
     shrink_window_s: float = 3600.0
+    idle_spare_ranges: int | None = 1
     buffer_worth_percent: int = 25
     retry_after_s: float = 900.0
     retry_base_s: float = 20.0

@@ -38,6 +38,7 @@ def test_every_flag() -> None:
         *("--dead-band", "64Mi", "--dead-band-percent", "0"),
         *("--shrink-band", "1Gi", "--shrink-band-percent", "100"),
         *("--grow-headroom-percent", "50", "--cooldown", "30", "--max-changes-per-node", "1"),
+        "--shrink-idle-always",
         *("--reserve", "1.5Gi", "--default-overhead", "200Mi"),
         *("--policy", "static", "--metrics-port", "0", "--metrics-address", "127.0.0.1"),
         *("--liveness", "http://0.0.0.0:8081/healthz", "--standalone", "--lease-name", "team"),
@@ -56,6 +57,7 @@ def test_every_flag() -> None:
         shrink_band_bytes=GI,
         shrink_band_percent=100,
         grow_headroom_percent=50,
+        idle_spare_ranges=None,
         cooldown_s=30.0,
         max_changes_per_node=1,
     )
