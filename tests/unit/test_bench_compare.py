@@ -3,29 +3,17 @@ verdict lines and the jump line come out, and bad ``--interval`` values stop wit
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _compare() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compare", BENCH / "compare.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import load_bench
 
 
 @pytest.mark.parametrize(("flags", "rounds"), [([], "once per step"), (["--interval", "1m"], "every 60 s")])
 def test_compare_runs_on_a_scenario(
     workday_2nodes_path: str, flags: list[str], rounds: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _compare().main([*flags, workday_2nodes_path]) == 0
+    assert load_bench("compare").main([*flags, workday_2nodes_path]) == 0
     out = capsys.readouterr().out
     assert f"every policy decides {rounds}" in out
     assert re.search(r"workday-2nodes: dynamem unserved [0-9.]+ \(oracle", out)
@@ -45,7 +33,7 @@ def test_compare_runs_on_a_scenario(
 
 def test_compare_refuses_a_bad_interval(workday_2nodes_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
-        _compare().main(["--interval", "never", workday_2nodes_path])
+        load_bench("compare").main(["--interval", "never", workday_2nodes_path])
     assert caught.value.code == 2
     assert "--interval: field 'interval': 'never' is not a duration" in capsys.readouterr().err
 
@@ -54,7 +42,7 @@ def test_compare_refuses_an_interval_longer_than_a_step(
     workday_2nodes_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as caught:
-        _compare().main(["--interval", "2h", workday_2nodes_path])
+        load_bench("compare").main(["--interval", "2h", workday_2nodes_path])
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "workday-2nodes: field '--interval': 7200s is not between 1s and the step (900s)" in err

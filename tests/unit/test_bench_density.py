@@ -3,26 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _density() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("density", BENCH / "density.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import load_bench
 
 
 def test_density_prints_a_bound_no_policy_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _density().main(["--policies", "dynamem,static,xen,oracle"]) == 0
+    assert load_bench("density").main(["--policies", "dynamem,static,xen,oracle"]) == 0
     out = capsys.readouterr().out
     held = {m[1]: int(m[2]) for m in re.finditer(r"^  (\w[\w-]*) +(\d+)$", out, re.MULTILINE)}
     assert set(held) == {"dynamem", "static", "xen", "oracle"}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bench_modules import load_bench
 
 from dynamem.cli import main as cli_main
 from dynamem.policy import (
@@ -360,46 +361,11 @@ def test_cli_model_flag_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
 # Invariants under random clusters (hypothesis): whatever the numbers, KubeVirt's rules hold at every step.
 
 from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-
-@st.composite
-def clusters(draw: st.DrawFn) -> tuple[Scenario, str]:
-    node_count = draw(st.integers(1, 4))
-    nodes = {f"n{i}": f"{draw(st.integers(4, 32)) * 512}Mi" for i in range(node_count)}
-    steps = draw(st.integers(2, 6))
-    vms: list[dict[str, object]] = []
-    demand: dict[str, list[str | None]] = {}
-    for i in range(draw(st.integers(1, 6))):
-        startup = draw(st.integers(2, 8)) * 512
-        maximum = startup * draw(st.integers(1, 4))
-        vms.append(vm(f"v{i}", f"n{draw(st.integers(0, node_count - 1))}", f"{startup}Mi", f"{maximum}Mi"))
-        demand[f"v{i}"] = [
-            draw(st.one_of(st.none(), st.integers(1, 12 * 1024).map(lambda m: f"{m}Mi")))
-            for _ in range(steps)
-        ]
-    migration = {
-        "bandwidth": f"{draw(st.sampled_from([1, 8, 64, 1024, 4096]))}Mi",
-        "per_cluster": draw(st.integers(1, 5)),
-        "outbound_per_node": draw(st.integers(1, 3)),
-        "pending_timeout": f"{draw(st.sampled_from([10, 60, 300, 1200]))}s",
-    }
-    step = draw(st.sampled_from([60, 300, 900]))
-    interval = draw(st.one_of(st.none(), st.sampled_from([10, 30, 60, 120, 300]).filter(lambda i: i <= step)))
-    s = scenario(
-        nodes,
-        vms,
-        demand,
-        step=f"{step}s",
-        overhead=f"{draw(st.integers(0, 300))}Mi" if draw(st.booleans()) else 0,
-        migration=migration,
-        **({} if interval is None else {"interval": f"{interval}s"}),
-    )
-    return s, draw(st.sampled_from(["dynamem", "node-local", "oracle", "proxmox", "xen", "descheduler"]))
+from random_clusters import clusters  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None)
-@given(clusters())
+@given(clusters(["dynamem", "node-local", "oracle", "proxmox", "xen", "descheduler"]))
 def test_kubevirt_rules_hold_at_every_step(case: tuple[Scenario, str]) -> None:
     s, policy = case
     result = simulate(s, policy)
@@ -446,13 +412,8 @@ def test_kubevirt_rules_hold_at_every_step(case: tuple[Scenario, str]) -> None:
 def test_every_generated_scenario_has_two_or_more_nodes(workday_path: str) -> None:
     # On KubeVirt a change needs another node: the generator's scenarios (and the files it wrote) have two or
     # more, and it refuses fewer. Only the seed's own workday keeps its single host (for --model hyperv).
-    import importlib.util
-
     folder = Path(workday_path).parent
-    spec = importlib.util.spec_from_file_location("generate", folder / "generate.py")
-    assert spec is not None and spec.loader is not None
-    generate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generate)
+    generate = load_bench("scenarios/generate")
     for name in generate.SHAPES:
         assert len(generate.generate(name, seed=1)["nodes"]) >= 2
         assert len(load_scenario(folder / f"{name}.yaml").nodes) >= 2
