@@ -422,11 +422,16 @@ class Stack(KubeVirtReads):
         try:
             return wait_until(f"at least {dict(at_least)}, and kept", check, timeout=timeout, every=0.3)
         except AssertionError:
-            logs = self.operator.logs()[-4000:] if self.operator else ""
-            raise AssertionError(
-                f"not reached {dict(at_least)}: has {[(n, self.has(n)) for n in at_least]}\n"
-                f"moves (VM, from, to, before, after): {self.moves}\n{self.reasons(at_least)}\n{logs}"
-            ) from None
+            raise AssertionError(f"not reached {dict(at_least)}: {self.diagnosis(at_least)}") from None
+
+    def diagnosis(self, names: Iterable[str]) -> str:
+        """For a failure: what each VM has, the moves so far, each VM's status reason, the operator's log."""
+        names = list(names)
+        logs = self.operator.logs()[-4000:] if self.operator else ""
+        return (
+            f"has {[(n, self.has(n)) for n in names]}\n"
+            f"moves (VM, from, to, before, after): {self.moves}\n{self.reasons(names)}\n{logs}"
+        )
 
     def reasons(self, names: Iterable[str]) -> str:
         """Each VM's node, size and the reason its VirtualMachineMemory's status gives, for a failure."""

@@ -78,7 +78,10 @@ def test_priority_edit_applies_at_the_next_round(make_stack: Callable[..., Stack
         stack.check_kubevirt_invariants()
         return all((stack.has(n) or 0) >= 1.5 * GI for n in ("gold", "lead"))
 
-    wait_until("both VMs above their demand", both_above_demand, timeout=90)
+    try:
+        wait_until("both VMs above their demand", both_above_demand, timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {stack.diagnosis(['gold', 'lead'])}") from None
     stack.patch_vmm("lead", {"priority": 0})
     generation = stack.vmm("lead")["metadata"]["generation"]
     wait_until(
