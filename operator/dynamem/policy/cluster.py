@@ -334,10 +334,10 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
     for resource in sorted({r.vm.resource for r in records}):
         short = _size(records, state, config, resource) or short
     spare, hole = _beyond_targets(records, state)
-    idle_kept = _idle_kept(records, config, short, _spare(spare, hole, state))
-    _worth(records, config, short, now, spare < hole, idle_kept)
+    free = _spare(spare, hole, state)
+    _worth(records, config, short, now, spare < hole, _idle_kept(records, config, short, free))
     if not short and spare >= hole:
-        _grow_into_spare(records, config, _spare(spare, hole, state))
+        _grow_into_spare(records, config, free)
     order = _place(records, state, config)
     decisions = tuple(_decision(r, config) for r in records)
     moving = sum(1 for d in decisions if not d.in_flight and d.assigned != d.current)

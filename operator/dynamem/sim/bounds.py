@@ -43,19 +43,10 @@ def least_unserved(scenario: Scenario) -> float:
             share = min(max(demand, settings.startup), settings.maximum) + scenario.overhead
             running.append((demand, share, max(0, demand - settings.maximum)))
         excess = sum(share for _, share, _ in running) - capacity
-        unserved = float(sum(beyond for _, _, beyond in running))
         # Leave off, in part, the VMs that cost the least demand per byte they free, while that is under 1
         # (one byte of demand lost per byte freed is what the excess costs anyway).
-        for demand, share, beyond in sorted(running, key=lambda r: ((r[0] - r[2]) / r[1], r[0])):
-            if excess <= 0 or demand - beyond >= share:
-                break
-            if excess <= share:  # the last one, in part
-                unserved += (demand - beyond) * excess / share
-                excess = 0
-                break
-            unserved += demand - beyond
-            excess -= share
-        total += unserved + max(0, excess)
+        lost, left = _cover(excess, [(demand - beyond, share) for demand, share, beyond in running], 1.0)
+        total += sum(beyond for _, _, beyond in running) + lost + left
     return total / GiB
 
 
@@ -73,12 +64,20 @@ def least_migrated(scenario: Scenario, unserved: float) -> float | None:
         if above > beyond:
             relief.append((settings.startup, above - beyond))
     need = forced + sum(r for _, r in relief) - unserved * GiB
-    copied = 0.0
-    for size, relieved in sorted(relief, key=lambda r: (-r[1] / r[0], r[0])):
-        if need <= 0:
+    copied, left = _cover(need, [(size, relieved) for size, relieved in relief])
+    return None if left > 0 else copied / GiB
+
+
+def _cover(need: float, items: list[tuple[int, int]], dearest: float = float("inf")) -> tuple[float, float]:
+    """The linear relaxation of a covering choice: items (cost, gain), cheapest per unit of gain first, the
+    last one in part, until their gains reach ``need``, none costing ``dearest`` or more per unit. Returns
+    (their cost, the need left uncovered)."""
+    cost = 0.0
+    for price, gain in sorted(items, key=lambda item: (item[0] / item[1], item[0])):
+        if need <= 0 or price >= dearest * gain:
             break
-        if need <= relieved:  # the last one, in part
-            return (copied + size * need / relieved) / GiB
-        copied += size
-        need -= relieved
-    return None if need > 0 else copied / GiB
+        if need <= gain:
+            return cost + price * need / gain, 0.0
+        cost += price
+        need -= gain
+    return cost, max(0.0, need)
