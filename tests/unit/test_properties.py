@@ -77,9 +77,13 @@ def test_more_priority_never_less_memory(node: NodeState, twin: VmState, p1: int
     a = replace(twin, name="a", limits=replace(twin.limits, priority=high))
     b = replace(twin, name="b", limits=replace(twin.limits, priority=low))
     both = replace(node, vms=(*node.vms, b, a))
+    unit = max(CONFIG.alignment, twin.hugepage)
     for plan_fn in POLICIES:
         decisions = plan_fn(both, CONFIG, 0.0).by_name()
-        assert decisions["a"].assigned >= decisions["b"].assigned
+        if high > low:
+            assert decisions["a"].assigned >= decisions["b"].assigned
+        else:  # equal twins: the water-fill's last unit goes to one of them (CI found p1 = p2 = 0 off by 2Mi)
+            assert abs(decisions["a"].assigned - decisions["b"].assigned) <= unit
 
 
 @settings(max_examples=200, deadline=None)
