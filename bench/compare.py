@@ -42,20 +42,25 @@ how many scenarios the oracle's own result moves by more than 10 % of its median
 The jump line: a 2Gi VM on two 32Gi nodes whose demand jumps to 7Gi (3.5 times its size), and the number of
 changes (each a live migration) each policy needs before the VM's memory reaches it (goal: at most 3).
 
-Usage: python bench/compare.py [--seeds 2,3] [--interval 1m] [--shifts 16,64] [SCENARIO.yaml ...].
+Usage: python bench/compare.py [--seeds 2,3] [--interval 1m] [--shifts 16,64] [--jobs N] [SCENARIO.yaml ...].
 ``--seeds`` adds the generated scenarios (bench/scenarios/generate.py) drawn with those seeds, so a result is
 not an accident of the bundled seed 1. ``--interval`` has every policy decide that often within each step on
 the kubevirt model, as the operator does every ``--interval`` (10 s by default), instead of once per step (a
 step's demand holds for all its rounds); the hyperv columns stay once per step. ``--shifts``: the shift lines.
+``--jobs`` plays that many scenarios at once, in processes of their own (default: one per CPU); the output
+is the same for any number.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -115,6 +120,34 @@ class Options(NamedTuple):
     cases: list[tuple[str, Scenario]]
     interval: float | None  # the kubevirt model's --interval in seconds (None: once per step)
     shifts: tuple[int, ...]  # MiB every node's memory is moved by, each up and down, for the shift lines
+    jobs: int  # scenarios played at once
+
+
+class Played(NamedTuple):
+    """What one scenario gives the tables: every policy on both models, the two bounds, the shifted runs."""
+
+    kubevirt: dict[str, Summary]
+    hyperv: dict[str, Summary | None]  # None: the descheduler, which has no per-node plan
+    least_migrated: float | None  # GiB any policy within 10 % of the oracle migrates at least
+    least_unserved: float  # what no policy goes under
+    runs: dict[str, list[float]]  # unserved demand per policy: the run as it is, then each shifted one
+
+
+def play(scenario: Scenario, interval: float | None, shifts: tuple[int, ...]) -> Played:
+    """Every policy on ``scenario``: the kubevirt model (rounds every ``interval``), the hyperv model, and
+    the kubevirt model again with every node's memory moved by each of ``shifts`` MiB, up and down."""
+    kubevirt = {name: simulate(scenario, name, interval_s=interval).summary for name in ORDER}
+    hyperv = {
+        name: simulate(scenario, name, model="hyperv").summary if name != "descheduler" else None
+        for name in ORDER
+    }
+    runs = {name: [unserved(s)] for name, s in kubevirt.items()}
+    for mib in (m for shift in shifts for m in (shift, -shift)):
+        moved = shifted(scenario, mib)
+        for name in ORDER:
+            runs[name].append(unserved(simulate(moved, name, interval_s=interval).summary))
+    oracle = unserved(kubevirt["oracle"])
+    return Played(kubevirt, hyperv, least_migrated(scenario, 1.1 * oracle), least_unserved(scenario), runs)
 
 
 def shift_list(value: str) -> tuple[int, ...]:
@@ -160,6 +193,13 @@ def scenarios(argv: list[str]) -> Options:
         help="also play each scenario with every node's memory moved by these MiB, up and down (default "
         "16,64); 'none': once",
     )
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="scenarios played at once, each in a process of its own (default: one per CPU)",
+    )
     parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
     interval = None
@@ -193,11 +233,22 @@ def scenarios(argv: list[str]) -> Options:
                 f"{stem}: field '--shifts': {max(args.shifts)}Mi is not below the smallest node's memory "
                 f"({smallest // MiB}Mi)"
             )
-    return Options(out, interval, args.shifts)
+    return Options(out, interval, args.shifts, args.jobs)
+
+
+def _jobs(value: str) -> int:
+    """``--jobs``: a whole number of 1 or more."""
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return jobs
 
 
 def main(argv: list[str]) -> int:
-    cases, interval, shifts = scenarios(argv)
+    cases, interval, shifts, jobs = scenarios(argv)
     console = Console(width=190)
     table = Table(
         title="policies x scenarios on the kubevirt model, hyperv beside (GiB-steps; lower is better)",
@@ -213,14 +264,15 @@ def main(argv: list[str]) -> int:
     on_medians: dict[str, int] = {}
     oracle_moves = 0  # scenarios where the oracle's shifted runs move by more than 10 % of their median
     began = time.perf_counter()
-    for stem, scenario in cases:
-        kubevirt: dict[str, Summary] = {
-            name: simulate(scenario, name, interval_s=interval).summary for name in ORDER
-        }
-        hyperv: dict[str, Summary | None] = {
-            name: simulate(scenario, name, model="hyperv").summary if name != "descheduler" else None
-            for name in ORDER
-        }
+    work = partial(play, interval=interval, shifts=shifts)
+    scenarios_only = [scenario for _, scenario in cases]
+    if jobs > 1 and len(cases) > 1:
+        with ProcessPoolExecutor(min(jobs, len(cases))) as pool:
+            played = list(pool.map(work, scenarios_only))
+    else:
+        played = [work(scenario) for scenario in scenarios_only]
+    for (stem, scenario), result in zip(cases, played, strict=True):
+        kubevirt, hyperv = result.kubevirt, result.hyperv
         oracle = unserved(kubevirt["oracle"])
         demand = total_demand(scenario)
         for name, s in kubevirt.items():
@@ -269,7 +321,7 @@ def main(argv: list[str]) -> int:
         # Whether 'within 10 % of the oracle' and 'fewer GiB than node-local / the descheduler' can hold
         # together at all: the least any policy within 10 % of the oracle must migrate (dynamem.sim.bounds)
         # against what each of them migrates.
-        least = least_migrated(scenario, 1.1 * oracle)
+        least = result.least_migrated
         out_of_reach = [
             peer
             for peer in FEWER_GIB_THAN
@@ -279,7 +331,7 @@ def main(argv: list[str]) -> int:
             impossible.setdefault(peer, []).append(stem)
         verdicts.append(
             f"{stem}: dynamem unserved {unserved(mine):.2f} (oracle {oracle:.2f}, "
-            f"{_gap(unserved(mine), oracle)}; no policy under {least_unserved(scenario):.2f}); "
+            f"{_gap(unserved(mine), oracle)}; no policy under {result.least_unserved:.2f}); "
             + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items())
             + f"; vs descheduler (never resizes): {unserved(desched) - unserved(mine):.2f} GiB-steps more "
             f"served for {(mine.migrated_bytes - desched.migrated_bytes) / GiB:+.1f} GiB migrated "
@@ -295,12 +347,7 @@ def main(argv: list[str]) -> int:
             )
         )
         if shifts:
-            runs = {name: [unserved(s)] for name, s in kubevirt.items()}
-            for mib in (m for shift in shifts for m in (shift, -shift)):
-                moved = shifted(scenario, mib)
-                for name in ORDER:
-                    runs[name].append(unserved(simulate(moved, name, interval_s=interval).summary))
-            line, medians_hold, oracle_moved = spread_line(stem, runs)
+            line, medians_hold, oracle_moved = spread_line(stem, result.runs)
             spread_lines.append(line)
             oracle_moves += oracle_moved
             for goal, ok in medians_hold.items():

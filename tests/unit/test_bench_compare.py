@@ -41,6 +41,19 @@ def test_compare_runs_on_a_scenario(
     assert "and 4 more with memory moved" in flat
 
 
+def test_compare_prints_the_same_with_any_number_of_jobs(
+    workday_2nodes_path: str, workday_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compare = load_bench("compare")
+    outputs = []
+    for jobs in ("1", "2"):
+        assert compare.main(["--jobs", jobs, "--shifts", "16", workday_2nodes_path, workday_path]) == 0
+        # all but the last line, which says how long it took
+        outputs.append(capsys.readouterr().out.rstrip().rsplit("\n", 1)[0])
+    assert outputs[0] == outputs[1]
+    assert "workday-2nodes: dynamem unserved" in outputs[0] and "workday: dynamem unserved" in outputs[0]
+
+
 def test_compare_plays_each_scenario_once_with_no_shifts(
     workday_2nodes_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,6 +89,16 @@ def test_compare_spreads_name_a_moving_oracle() -> None:
     assert hold == {"least unserved": False, "within 10 % of oracle": False}
     assert moved  # the oracle's runs span 4, 40 % of its median
     assert "oracle 8.00 to 12.00 (median 10.00, moves 40 %), best peer xen (median 11.00)" in line
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_compare_refuses_bad_jobs(
+    workday_2nodes_path: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        load_bench("compare").main(["--jobs", value, workday_2nodes_path])
+    assert caught.value.code == 2
+    assert f"argument --jobs: {value!r} is not a whole number of 1 or more" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
