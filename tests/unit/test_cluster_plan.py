@@ -8,6 +8,7 @@ second) when its true demand is above that.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
 
@@ -517,9 +518,9 @@ def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> No
     for stopped in ((), (StoppedVm(2 * GiB),)):
         (grow,) = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0).changes
         assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
-    # a stopped VM that fits nowhere today (16Gi) does not turn this off for the 3Gi one
-    for sizes in ((2, 3), (2, 3, 16)):
-        stopped = tuple(StoppedVm(size * GiB) for size in sizes)
+    # a stopped VM that fits nowhere today (16Gi) does not turn this off for the 3Gi one, parked or not
+    for sizes, parked in itertools.product(((2, 3), (2, 3, 16)), (False, True)):
+        stopped = tuple(StoppedVm(size * GiB, parked=parked) for size in sizes)
         kept = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0)
         assert kept.changes == ()
         assert "the last hole a stopped VM needs to start (3Gi)" in kept.decisions[0].reason
@@ -528,6 +529,24 @@ def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> No
         replace(state, stopped=(StoppedVm(3 * GiB, frozenset({"n1"})),)), CONFIG, 0.0
     ).changes
     assert grow.target_node == "n2"
+
+
+def test_every_vm_that_may_start_keeps_a_hole_and_the_parked_ones_share_one() -> None:
+    # n1 (4Gi) is full: a (1Gi, paging: target 1.875Gi) and b (3Gi at its floor); n2 (4Gi) is empty, room
+    # for two stopped VMs of 2Gi each. a's grow would leave n2 2.125Gi, a hole for one of them: it is not
+    # made while both may start at any moment. Parked (runStrategy Halted), they share one hole, and a grows;
+    # with one parked and one not, the one that may start keeps its hole and the parked one the other.
+    a = make_vm("a", "n1", size=1, demand=2, startup=1)
+    b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4}, a, b)
+    for parked in ((False, False), (False, True), (True, False)):
+        stopped = tuple(StoppedVm(2 * GiB, parked=p) for p in parked)
+        kept = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0)
+        assert kept.changes == ()
+        assert "the last hole a stopped VM needs to start (2Gi)" in kept.decisions[0].reason
+    stopped = (StoppedVm(2 * GiB, parked=True), StoppedVm(2 * GiB, parked=True))
+    (grow,) = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0).changes
+    assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
 
 
 def test_a_grow_whose_source_is_left_with_the_hole_a_stopped_vm_needs_is_made() -> None:

@@ -639,14 +639,17 @@ def build_snapshot(
     # what the VMs defined but not running would ask to start, their launcher's memory request: the VM's
     # resources.requests.memory if set, else its memory.guest (set back to startup while stopped), plus the
     # overhead of a launcher (the largest of the running VMIs', at least --default-overhead). The plan keeps
-    # a hole for the largest. A hugepage VM's guest is requested as hugepages, not memory; a VM whose memory
-    # comes from an instancetype has no size here to go by.
+    # a hole for each that may start at any moment (runStrategy Manual, Once, RerunOnFailure) and one for the
+    # largest of those Halted (parked: stopped by their owners, they may stay off for weeks). A hugepage VM's
+    # guest is requested as hugepages, not memory; a VM whose memory comes from an instancetype has no size
+    # here to go by.
     launcher_overhead = max(overheads.values(), default=default_overhead)
     stopped = tuple(
         StoppedVm(
             (item.vm.request or item.vm.guest or item.settings.startup)
             + max(default_overhead, launcher_overhead),
             _selected(item.vm.node_selector, node_views),
+            parked=item.phase == Phase.STOPPED,
         )
         for item in managed.values()
         if item.phase in (Phase.STOPPED, Phase.NOT_RUNNING)

@@ -51,9 +51,10 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    cluster is short for: a full cluster whose holes are all smaller than any VM's new size otherwise freezes).
    Launcher pods waiting to start (``pending``) are placed first: each keeps a hole it fits in, or one is made
    by moving the smallest VM that frees it off a node. VMs defined but not running (``stopped``) may be
-   started at any moment: no grow closes the last hole the largest of them fits in (its source, once left,
-   counts), since once every hole is smaller than the VMs the cluster is frozen (a start is refused, and each
-   shrink that would free memory is itself a migration that needs a hole of the VM's new size).
+   started at any moment: no grow closes the hole one of them needs (its source, once left, counts), since
+   once every hole is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that
+   would free memory is itself a migration that needs a hole of the VM's new size). Each keeps a hole of its
+   own, packed largest first; those parked by their owners (runStrategy Halted) share one, for the largest.
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (needed shrinks, which free the room the grows behind them take,
@@ -176,12 +177,16 @@ class InFlight:
 @dataclass(frozen=True, slots=True)
 class StoppedVm:
     """A VM defined but not running, or one whose launcher waits to start: what its launcher asks of
-    ``memory`` (``request``), the nodes it may start on (None: any), and its requests of the other resources
-    counted beside its pod slot (``others``: cpu, devices)."""
+    ``memory`` (``request``), the nodes it may start on (None: any), its requests of the other resources
+    counted beside its pod slot (``others``: cpu, devices), and whether it is parked: stopped by its owner
+    (KubeVirt's runStrategy Halted), it starts only when the spec is changed and may stay off for weeks, so
+    the parked VMs share one hole (for the largest that fits) where every other VM that is off keeps one of
+    its own."""
 
     request: int
     allowed_nodes: frozenset[str] | None = None
     others: tuple[tuple[str, int], ...] = ()
+    parked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +194,7 @@ class ClusterState:
     """Nodes, running VMs, migrations in flight, the requests of launcher pods waiting to start (``pending``:
     VMs that want to run and found no node with room; the plan keeps their memory free) and those the VMs
     defined but not running would ask to start (``stopped``: their launchers' memory requests; any may be
-    started at any moment, so no grow closes the last hole the largest that fits somewhere fits in)."""
+    started at any moment, so no grow closes the hole one needs to start, :func:`_closes_start_hole`)."""
 
     nodes: tuple[ClusterNode, ...]
     vms: tuple[ClusterVm, ...]
@@ -925,38 +930,57 @@ def _place_beyond(r: VmPlan, room: _Room, stopped: tuple[StoppedVm, ...]) -> str
 
 
 def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm, ...]) -> int:
-    """The launcher request of the largest stopped VM that has a hole to start in now and would have none
-    once ``moves`` are done (each source given back what its VM asked there), or 0. Without such a hole a
-    start is refused, and a cluster with every hole smaller than a VM is frozen: each later change is a
-    migration that needs a hole of a VM's whole size. A stopped VM that fits nowhere today does not turn
-    this off for the smaller ones."""
+    """The launcher request of a VM that is off and has a hole to start in now but would have none once
+    ``moves`` are done (each source given back what its VM asked there), or 0. Without such a hole a start is
+    refused, and a cluster with every hole smaller than a VM is frozen: each later change is a migration that
+    needs a hole of a VM's whole size. Every VM that may start at any moment keeps a hole of its own; those
+    parked (``StoppedVm.parked``) share one, for the largest of them that fits somewhere. The holes are
+    packed largest first, each into the fullest node it fits (:func:`_starts_fitting`); the moves close one
+    when fewer bytes of starts fit after them. A VM that fits nowhere today does not turn this off for the
+    smaller ones."""
     if not stopped:
         return 0
     free = {n: room.free(n) for n in room.memory}
     # a node without a pod slot left has no hole, where the plan is told the pods (ClusterNode.others)
     slots = {n: room.free(n, PODS) for n in room.memory} if PODS in room.counted else {}
-
-    def hole(vm: StoppedVm) -> int:
-        return max(
-            (
-                f
-                for n, f in free.items()
-                if (vm.allowed_nodes is None or n in vm.allowed_nodes) and (not slots or slots[n] >= 1)
-            ),
-            default=0,
-        )
-
-    fitting = [vm for vm in stopped if vm.request <= hole(vm)]
-    if not fitting:
+    parked = [vm for vm in stopped if vm.parked and _starts_fitting([vm], free, slots)]
+    kept = [vm for vm in stopped if not vm.parked] + sorted(parked, key=lambda vm: vm.request)[-1:]
+    kept.sort(key=lambda vm: vm.request, reverse=True)
+    before = _starts_fitting(kept, free, slots)
+    if not before:
         return 0
-    start = max(fitting, key=lambda vm: vm.request)
     for source, target, ask, leaving in moves:
         free[target] -= ask[0]
         free[source] = free.get(source, 0) + leaving[0]
         if slots:
             slots[target] -= dict(ask.others).get(PODS, 0)
             slots[source] += dict(leaving.others).get(PODS, 0)
-    return start.request if hole(start) < start.request else 0
+    after = _starts_fitting(kept, free, slots)
+    if sum(kept[i].request for i in after) >= sum(kept[i].request for i in before):
+        return 0
+    return max(kept[i].request for i in before if i not in after)
+
+
+def _starts_fitting(starts: list[StoppedVm], free: dict[str, int], slots: dict[str, int]) -> set[int]:
+    """The indexes of ``starts`` that get a hole each when placed in their order, each into the node with the
+    least ``memory`` free it fits (where ``slots`` counts pod slots, one left)."""
+    left, pods = dict(free), dict(slots)
+    placed = set()
+    for i, vm in enumerate(starts):
+        fits = [
+            n
+            for n, f in left.items()
+            if f >= vm.request
+            and (vm.allowed_nodes is None or n in vm.allowed_nodes)
+            and (not pods or pods[n] >= 1)
+        ]
+        if fits:
+            node = min(fits, key=lambda n: (left[n], n))
+            left[node] -= vm.request
+            if pods:
+                pods[node] -= 1
+            placed.add(i)
+    return placed
 
 
 def _room_for_start(ask: _Ask, allowed: frozenset[str] | None, plan: _Placement) -> _Helper | None:

@@ -361,9 +361,10 @@ def test_a_launcher_waiting_for_what_no_memory_frees_gets_no_hole() -> None:
 
 
 def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_they_would_ask() -> None:
-    # payroll is Halted (memory.guest 2Gi) and audit Manual without a VMI: each may be started at any moment
-    # and its launcher would ask its guest memory plus the overhead (256Mi here). finance runs; a stopped VM
-    # whose guest is backed by hugepages asks for hugepages, not memory; a stopped VM without a
+    # payroll is Halted (memory.guest 2Gi) and audit Manual without a VMI: each may be started, and its
+    # launcher would ask its guest memory plus the overhead (256Mi here). payroll is parked: Halted by its
+    # owner, it starts only when its spec changes; audit is started by hand at any moment. finance runs; a
+    # stopped VM whose guest is backed by hugepages asks for hugepages, not memory; a stopped VM without a
     # VirtualMachineMemory is not dynamem's.
     seen = observed(
         vmms=[make_vmm_body(n) for n in ("finance", "payroll", "audit", "paged")],
@@ -380,9 +381,9 @@ def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_the
     )
     snapshot = build_snapshot(seen, NO_DEMAND, default_overhead=256 * 2**20)
     assert snapshot.cluster is not None
-    assert sorted(vm.request for vm in snapshot.cluster.stopped) == [
-        2 * GI + 256 * 2**20,
-        3 * GI + 256 * 2**20,
+    assert sorted((vm.request, vm.parked) for vm in snapshot.cluster.stopped) == [
+        (2 * GI + 256 * 2**20, True),
+        (3 * GI + 256 * 2**20, False),
     ]
 
 
