@@ -6,6 +6,10 @@ kube-scheduler and kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operat
 spare 1.125Gi and home 1Gi: no node could take later's 2Gi launcher, and with every hole smaller than its VMs
 the cluster could change nothing more (a shrink is a migration too). The operator knows later by its
 VirtualMachineMemory, so busy is kept, and later starts when its owner starts it.
+
+With two VMs off (``early`` and ``late``, 2Gi each) and spare at 4Gi, each keeps a hole of its own while it
+has been off for less than ``--parked-after``, as KubeVirt's Ready condition tells: busy is kept. Parked
+(an operator with ``--parked-after 1``), they share one hole, and busy grows onto spare.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dynamem.kube.objects import GI
+from dynamem.kube.objects import GI, conditions
 from dynamem.sim.scenario import Scenario, parse_scenario
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
@@ -34,6 +38,22 @@ def stopped_vm_scenario(home: str, spare: str) -> Scenario:
                 {"name": "later", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
             ],
             "demand": {"busy": ["512Mi"], "filler": ["512Mi"], "later": [None]},
+        }
+    )
+
+
+def two_stopped_scenario(home: str, spare: str) -> Scenario:
+    return parse_scenario(
+        {
+            "step": "1m",
+            "nodes": [{"name": home, "memory": "3Gi"}, {"name": spare, "memory": "4Gi"}],
+            "vms": [
+                {"name": "busy", "node": home, "startup": "1Gi", "maximum": "4Gi"},
+                {"name": "filler", "node": home, "startup": "2Gi", "maximum": "2Gi"},
+                {"name": "early", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
+                {"name": "late", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
+            ],
+            "demand": {"busy": ["512Mi"], "filler": ["512Mi"], "early": [None], "late": [None]},
         }
     )
 
@@ -84,4 +104,44 @@ def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack: 
     world.set_demand(later=1.0)
     wait_until("later running", lambda: world.has("later"), timeout=60)
     assert world.vmi("later")["status"]["nodeName"] == spare
+    world.check_kubevirt_invariants()
+
+
+@pytest.fixture
+def two_stopped(
+    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
+) -> Iterator[tuple[Stack, str]]:
+    spare = unique_name("spare")
+    world = Stack(control_plane, prometheus, namespace, two_stopped_scenario(unique_name("home"), spare))
+    try:
+        yield world, spare
+    finally:
+        world.close()
+
+
+def test_vms_off_keep_a_hole_each_until_they_are_parked(two_stopped: tuple[Stack, str]) -> None:
+    world, spare = two_stopped
+    for vm in ("busy", "filler"):
+        wait_until(f"{vm} running", lambda vm=vm: world.has(vm), timeout=60)
+
+    def off(vm: str) -> str | None:  # the stand-in's Ready condition, as KubeVirt's VM controller writes it
+        ready = conditions(world.vm(vm)).get("Ready") or {}
+        return str(ready.get("lastTransitionTime")) if ready.get("reason") == "VMINotExists" else None
+
+    for vm in ("early", "late"):
+        wait_until(f"{vm}'s Ready condition: VMINotExists", lambda vm=vm: off(vm), timeout=30)
+    world.set_demand(busy=1.8)
+    first = world.start_operator()
+
+    def reason() -> str:
+        return str(world.vmm("busy").get("status", {}).get("reason", ""))
+
+    wait_until("busy kept for two holes", lambda: "a stopped VM needs to start (2Gi" in reason(), timeout=180)
+    rounds = world.rounds()
+    wait_until("a few more rounds", lambda: world.rounds() >= rounds + 3, timeout=60)
+    assert world.has("busy") == GI and not world.migrations(), reason()
+    first.stop()
+
+    world.start_operator("--parked-after", "1")
+    world.grown_by_dynamem_to("busy", spare)
     world.check_kubevirt_invariants()

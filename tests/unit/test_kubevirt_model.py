@@ -554,6 +554,26 @@ def test_a_migration_started_at_time_zero_reports_how_long_it_took() -> None:
     assert len(moved) == 1 and moved[0].endswith(" in 2s"), first.events
 
 
+def test_a_vm_off_for_longer_than_a_day_is_given_to_the_plan_as_parked() -> None:
+    # 12-hour steps. idle is off from the start (since t = 0), back runs in step 0 and is off from step 1
+    # (since 12 h). The plan sees each parked once it has been off for more than a day: idle from step 3
+    # (36 h off; 24 h at step 2 is not more), back from step 4 (36 h off; 24 h at step 3).
+    s = scenario(
+        {"n1": "8Gi", "n2": "8Gi"},
+        [vm("a", "n1"), vm("idle", "n2"), vm("back", "n2")],
+        {"a": ["1Gi"] * 6, "idle": [None] * 6, "back": ["1Gi"] + [None] * 5},
+        step="12h",
+    )
+    seen: list[tuple[bool, ...]] = []
+
+    def watching(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:
+        seen.append(tuple(vm.parked for vm in state.stopped))
+        return plan_cluster(state, config, now)
+
+    simulate_kubevirt(s, "dynamem", BalanceConfig(step_s=s.step_seconds), DEFAULT_GUEST, plan_fn=watching)
+    assert seen == [(False,), (False, False), (False, False), (True, False), (True, True), (True, True)]
+
+
 def test_a_stopped_vm_keeps_the_hole_it_needs_to_start() -> None:
     # Two 4Gi nodes. a (1Gi) pages for 2Gi next to b (3Gi) on n1; c (3Gi) is off until step 2, on n2, empty.
     # a's grow to n2 would leave n2 2.1Gi and n1 1Gi: no hole for c, which could then not start (and a

@@ -58,7 +58,7 @@ from dynamem.kube.api import (
 )
 from dynamem.kube.objects import ObjectKey, VmView, to_quantity
 from dynamem.policy import POLICIES
-from dynamem.policy.cluster import ClusterPlan, InFlight, plan_cluster
+from dynamem.policy.cluster import PARKED_AFTER_S, ClusterPlan, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
 
 logger = logging.getLogger("dynamem.balancer")
@@ -96,6 +96,8 @@ class RoundOptions:
     demand_error_grace_s: float = 60.0
     # the KubeVirt CR's developerConfiguration.nodeSelectors: every launcher pod, a target too, selects them
     launcher_node_selectors: tuple[tuple[str, str], ...] = ()
+    # a VM off for longer than this keeps no hole of its own to start in (StoppedVm.parked)
+    parked_after_s: float = PARKED_AFTER_S
 
 
 @dataclass(slots=True)
@@ -221,6 +223,7 @@ class Balancer:
             cache=self.joins,
             promised={key: p.target for key, p in self.placements.items() if p.target},
             launcher_node_selectors=self.options.launcher_node_selectors,
+            parked_after_s=self.options.parked_after_s,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
+from dynamem.policy.cluster import PARKED_AFTER_S
 from dynamem.policy.model import BalanceConfig, format_bytes
 from dynamem.settings import SettingsError, parse_bytes
 
@@ -51,6 +52,7 @@ class OperatorOptions:
     prometheus_ca_file: str | None = None
     status_writes_per_s: float = 20.0
     change_deadline_s: float = 360.0
+    parked_after_s: float = PARKED_AFTER_S
     demand_max_age_s: float | None = None  # None: the interval
     dry_run: bool = False
     kubeconfig: str | None = None
@@ -67,6 +69,7 @@ class OperatorOptions:
             force_ownership=self.force_ownership,
             status_writes_per_s=self.status_writes_per_s,
             change_deadline_s=self.change_deadline_s,
+            parked_after_s=self.parked_after_s,
         )
 
     def demand_max_age(self) -> float:
@@ -190,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         "by KubeVirt meanwhile)",
     )
     add(
+        "--parked-after",
+        type=float,
+        default=PARKED_AFTER_S,
+        help="seconds a VM may be off and still keep a hole of its own to start in (default 86400, a day: "
+        "one stopped last night starts this morning); VMs off for longer share one hole, for the largest",
+    )
+    add(
         "--demand-max-age",
         type=float,
         default=None,
@@ -283,6 +293,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         prometheus_ca_file=args.prometheus_ca_file,
         status_writes_per_s=_positive("--status-writes-per-second", args.status_writes_per_second),
         change_deadline_s=_positive("--change-deadline", args.change_deadline),
+        parked_after_s=_positive("--parked-after", args.parked_after),
         demand_max_age_s=args.demand_max_age,
         dry_run=args.dry_run,
         kubeconfig=args.kubeconfig,

@@ -35,7 +35,7 @@ from dynamem.kube.migration_target import carried_selector, host_model_selector
 from dynamem.kube.objects import HOSTNAME_LABEL, Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.kube.volumes import ClaimView, VolumeView
-from dynamem.policy.cluster import ClusterState, StoppedVm
+from dynamem.policy.cluster import PARKED_AFTER_S, ClusterState, StoppedVm
 from dynamem.policy.model import NodeState, VmState
 from dynamem.records import frozen_record
 from dynamem.settings import SettingsError, VmSettings
@@ -527,6 +527,13 @@ def _carried_selectors(
     return found
 
 
+def _parked(vm: VmView, now: float | None, parked_after_s: float) -> bool:
+    """A VM off for longer than ``parked_after_s`` (by KubeVirt's Ready condition, :func:`off_since`); one
+    whose time off is not known may start at any moment."""
+    since = parse_rfc3339(vm.off_since)
+    return now is not None and since is not None and now - since > parked_after_s
+
+
 def build_snapshot(
     observed: Observed,
     demand: DemandReading,
@@ -540,6 +547,7 @@ def build_snapshot(
     cache: JoinCache | None = None,
     promised: Mapping[ObjectKey, str] | None = None,
     launcher_node_selectors: tuple[tuple[str, str], ...] = (),
+    parked_after_s: float = PARKED_AFTER_S,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -548,6 +556,7 @@ def build_snapshot(
     ``promised``: the target node of each of dynamem's changes in flight: its target pod, once made, is
     scheduled there, and counts there for inter-pod affinity until it is bound (then it is a pod like any).
     ``launcher_node_selectors``: the KubeVirt CR's cluster-wide selector, which every target selects.
+    ``parked_after_s``: a VM off for longer than this is parked (``StoppedVm.parked``).
     """
     joins = cache if cache is not None else JoinCache()
     held = held or {}
@@ -639,17 +648,17 @@ def build_snapshot(
     # what the VMs defined but not running would ask to start, their launcher's memory request: the VM's
     # resources.requests.memory if set, else its memory.guest (set back to startup while stopped), plus the
     # overhead of a launcher (the largest of the running VMIs', at least --default-overhead). The plan keeps
-    # a hole for each that may start at any moment (runStrategy Manual, Once, RerunOnFailure) and one for the
-    # largest of those Halted (parked: stopped by their owners, they may stay off for weeks). A hugepage VM's
-    # guest is requested as hugepages, not memory; a VM whose memory comes from an instancetype has no size
-    # here to go by.
+    # a hole for each, and one for the largest of those parked: off for longer than --parked-after (a VM
+    # stopped last night is started this morning; one off for weeks may stay off). A hugepage VM's guest is
+    # requested as hugepages, not memory; a VM whose memory comes from an instancetype has no size here to
+    # go by.
     launcher_overhead = max(overheads.values(), default=default_overhead)
     stopped = tuple(
         StoppedVm(
             (item.vm.request or item.vm.guest or item.settings.startup)
             + max(default_overhead, launcher_overhead),
             _selected(item.vm.node_selector, node_views),
-            parked=item.phase == Phase.STOPPED,
+            parked=_parked(item.vm, now, parked_after_s),
         )
         for item in managed.values()
         if item.phase in (Phase.STOPPED, Phase.NOT_RUNNING)

@@ -40,7 +40,16 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
 from dynamem.kube.api import KUBEVIRT, now_rfc3339
-from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity, vm_view
+from dynamem.kube.objects import (
+    GI,
+    ObjectKey,
+    condition_is,
+    conditions,
+    dig,
+    quantity_bytes,
+    to_quantity,
+    vm_view,
+)
 from dynamem.kubevirt_sim.launcher import (
     APP_LABEL,
     CREATED_BY_LABEL,
@@ -207,7 +216,9 @@ class KubeVirtSimulator:
             elif not view.desired_running and vmi is not None:
                 await self._stop(key, vmi, pods)
                 vmis.pop(key)
-            elif vmi is not None:
+            elif vmi is None:
+                await self._ready_while_off(vm)
+            else:
                 await self._handle_memory_hotplug_request(vm, vmi)
         for key, vmi in list(vmis.items()):
             if key not in vms:  # an orphan VMI: KubeVirt's garbage collector would remove it
@@ -317,10 +328,21 @@ class KubeVirtSimulator:
                 await self.api.delete_pod(ObjectKey(key.namespace, str(dig(pod, "metadata", "name"))))
         with contextlib.suppress(ApiException):
             await self.api.patch_vm_status(
-                key, {"printableStatus": "Stopped", "ready": False, "created": False, "conditions": None}
+                key,
+                {"printableStatus": "Stopped", "ready": False, "created": False, "conditions": [_off_now()]},
             )
         self.guests.pop(key, None)
         logger.info("stopped %s", key)
+
+    async def _ready_while_off(self, vm: Mapping[str, Any]) -> None:
+        """``vm.go``, ``syncReadyConditionFromVMI`` without a VMI: Ready False, reason VMINotExists, its
+        lastTransitionTime kept while it stays so (``conditions.go``, ``UpdateCondition``)."""
+        ready = conditions(vm).get("Ready")
+        if ready is not None and ready.get("status") == "False" and ready.get("reason") == "VMINotExists":
+            return
+        others = [c for c in dig(vm, "status", "conditions") or [] if c.get("type") != "Ready"]
+        with contextlib.suppress(ApiException):  # deleted meanwhile
+            await self.api.patch_vm_status(ObjectKey.of(vm), {"conditions": [*others, _off_now()]})
 
     async def _handle_memory_hotplug_request(self, vm: Mapping[str, Any], vmi: Mapping[str, Any]) -> None:
         """``vm.go``, ``handleMemoryHotplugRequest`` (and ``setRestartRequired``), in its order of checks."""
@@ -481,5 +503,19 @@ class KubeVirtSimulator:
             ],
         }
         await self.api.patch_vmi(key, {"metadata": {"labels": {NODE_NAME_LABEL: node}}, "status": status})
-        await self.api.patch_vm_status(key, {"printableStatus": "Running", "ready": True, "created": True})
+        ready = {"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()}  # the VMI's, copied
+        others = [c for c in dig(vm, "status", "conditions") or [] if c.get("type") != "Ready"]
+        shown: dict[str, Any] = {"printableStatus": "Running", "ready": True, "created": True}
+        await self.api.patch_vm_status(key, {**shown, "conditions": [*others, ready]})
         logger.info("started %s on %s with %s", key, node, to_quantity(guest))
+
+
+def _off_now() -> dict[str, str]:
+    """The VM's Ready condition from the moment its VMI is gone (``syncReadyConditionFromVMI``)."""
+    return {
+        "type": "Ready",
+        "status": "False",
+        "reason": "VMINotExists",
+        "message": "VMI does not exist",
+        "lastTransitionTime": now_rfc3339(),
+    }

@@ -54,7 +54,7 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    started at any moment: no grow closes the hole one of them needs (its source, once left, counts), since
    once every hole is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that
    would free memory is itself a migration that needs a hole of the VM's new size). Each keeps a hole of its
-   own, packed largest first; those parked by their owners (runStrategy Halted) share one, for the largest.
+   own, packed largest first; those parked (off for longer than a day) share one, for the largest.
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (needed shrinks, which free the room the grows behind them take,
@@ -77,6 +77,7 @@ from dynamem.records import frozen_record
 
 __all__ = [
     "MEMORY",
+    "PARKED_AFTER_S",
     "ClusterNode",
     "ClusterPlan",
     "ClusterState",
@@ -174,14 +175,18 @@ class InFlight:
     target: str | None
 
 
+PARKED_AFTER_S = 86400.0
+"""A VM off for longer than a day is parked: one stopped last night is started this morning. The operator's
+``--parked-after`` default; the simulator's scenarios are a day long, so none of their VMs is parked."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoppedVm:
     """A VM defined but not running, or one whose launcher waits to start: what its launcher asks of
     ``memory`` (``request``), the nodes it may start on (None: any), its requests of the other resources
-    counted beside its pod slot (``others``: cpu, devices), and whether it is parked: stopped by its owner
-    (KubeVirt's runStrategy Halted), it starts only when the spec is changed and may stay off for weeks, so
-    the parked VMs share one hole (for the largest that fits) where every other VM that is off keeps one of
-    its own."""
+    counted beside its pod slot (``others``: cpu, devices), and whether it is parked: off for longer than
+    :data:`PARKED_AFTER_S` (the operator's ``--parked-after``), it may stay off for weeks, so the parked VMs
+    share one hole (for the largest that fits) where every other VM that is off keeps one of its own."""
 
     request: int
     allowed_nodes: frozenset[str] | None = None

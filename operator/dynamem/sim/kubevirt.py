@@ -35,7 +35,8 @@ and what this module plays:
   scenario or the caller sets an interval: rounds within a step, see :func:`simulate_kubevirt`).
 
 What the policy sees: only what KubeVirt's metrics show, and the VMs defined but off this step (``stopped``:
-the launcher request each would ask to start; the operator knows them by their VirtualMachineMemory). Each
+the launcher request each would ask to start, parked when it has been off for longer than a day as the
+operator reads KubeVirt's Ready condition; the operator knows them by their VirtualMachineMemory). Each
 running VM's demand is the guest's observed used memory (:class:`dynamem.sim.guest.GuestModel`: at most its
 size less a kernel reserve), never its true demand (plus the paging signals the cluster plan reads). The
 highest use and the rise over the window are read from the samples Prometheus would hold
@@ -57,7 +58,7 @@ from fractions import Fraction
 
 from dynamem.policy import BalanceConfig, GiB, VmDecision, VmLimits, VmState, format_bytes
 from dynamem.policy.balance import pressure_of, status_of, vm_levels
-from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
+from dynamem.policy.cluster import PARKED_AFTER_S, ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES, ORACLE, ClusterPolicy
 from dynamem.sim.guest import GuestModel
 from dynamem.sim.result import (
@@ -469,6 +470,7 @@ def simulate_kubevirt(
     steps: list[StepResult] = []
     one_node = len(scenario.nodes) == 1
 
+    off_since: dict[str, float] = {}  # as KubeVirt's Ready condition shows it (kube.objects.off_since)
     for step in range(scenario.steps):
         now = step * scenario.step_seconds
         cluster.begin_step()
@@ -480,6 +482,8 @@ def simulate_kubevirt(
             )
         demand_now = {vm.name: scenario.demand[vm.name][step] for vm in scenario.vms}
         off = [vm.name for vm in scenario.vms if demand_now[vm.name] is None]
+        # off since the step after the one it last ran in (a VM off from the start: since the start)
+        off_since.update({n: now + scenario.step_seconds for n, d in demand_now.items() if d is not None})
         for spec in scenario.vms:
             if demand_now[spec.name] is None and spec.name in cluster.vms:
                 cluster.stop(spec.name, now)
@@ -503,7 +507,12 @@ def simulate_kubevirt(
                 not_started[spec.name] = why
             # launcher pods waiting to start, and those of the VMs that are off (defined, not running)
             pending = tuple(StoppedVm(limits[name].startup + overhead) for name in not_started)
-            stopped = tuple(StoppedVm(limits[name].startup + overhead) for name in off)
+            stopped = tuple(
+                StoppedVm(
+                    limits[name].startup + overhead, parked=at - off_since.get(name, 0.0) > PARKED_AFTER_S
+                )
+                for name in off
+            )
             state = cluster.state(demand_now, guest, at, truth=truth, pending=pending, stopped=stopped)
             for vm_state in state.vms:
                 seen[vm_state.name] = vm_state.used if vm_state.used is not None else 0

@@ -43,6 +43,7 @@ def make_vm_body(
     request: str | None = None,
     node_selector: Mapping[str, str] | None = None,
     restart_required: bool = False,
+    off_since: str | None = None,
 ) -> Body:
     memory: Body = {}
     if guest is not None:
@@ -63,6 +64,10 @@ def make_vm_body(
     if running is not None:
         spec["running"] = running
     conditions = [{"type": "Ready", "status": "True"}]
+    if off_since is not None:  # KubeVirt's VM controller: no VMI since then (syncReadyConditionFromVMI)
+        conditions = [
+            {"type": "Ready", "status": "False", "reason": "VMINotExists", "lastTransitionTime": off_since}
+        ]
     if restart_required:
         conditions.append({"type": "RestartRequired", "status": "True"})
     return {

@@ -156,6 +156,22 @@ def test_vm_view_restart_required_false_is_not_required() -> None:
     assert vm_view(body).restart_required is False
 
 
+def test_a_vm_is_off_since_its_ready_condition_says_its_vmi_went_away() -> None:
+    # KubeVirt's VM controller: Ready False, reason VMINotExists, kept while the VM has no VMI
+    off = make_vm_body("payroll", run_strategy="Halted", off_since="2026-11-27T18:00:00Z")
+    assert vm_view(off).off_since == "2026-11-27T18:00:00Z"
+    # a VM whose VMI is there (or was a moment ago: Ready False for another reason) is not off
+    assert vm_view(make_vm_body("finance")).off_since is None
+    starting = make_vm_body("finance")
+    starting["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "GuestNotRunning"}]
+    assert vm_view(starting).off_since is None
+    # no Ready condition (not synced yet): off since it was made
+    made = make_vm_body("new", run_strategy="Halted")
+    made["status"] = {}
+    made["metadata"]["creationTimestamp"] = "2026-11-29T09:00:00Z"
+    assert vm_view(made).off_since == "2026-11-29T09:00:00Z"
+
+
 def test_vmi_view_reads_status_memory() -> None:
     body = make_vmi_body(
         "finance", guest="3Gi", at_boot="1Gi", current="2Gi", requested="3Gi", overhead="200M", hotplug="True"

@@ -118,6 +118,7 @@ def test_byte_flags(flag: str, value: str, expected: int) -> None:
         pytest.param(["--interval", "-2"], "--interval", "-2.0", id="interval-negative"),
         pytest.param(["--interval", "nan"], "--interval", "nan", id="interval-nan"),
         pytest.param(["--change-deadline", "0"], "--change-deadline", "0.0", id="change-deadline-zero"),
+        pytest.param(["--parked-after", "-1"], "--parked-after", "-1.0", id="parked-after-negative"),
         pytest.param(["--demand-max-age", "-1"], "--demand-max-age", "-1.0", id="demand-max-age-negative"),
         pytest.param(["--demand-max-age", "nan"], "--demand-max-age", "nan", id="demand-max-age-nan"),
     ],
@@ -163,6 +164,11 @@ def test_migration_budget_and_policy() -> None:
 def test_the_change_deadline_reaches_the_round() -> None:
     assert parse_options(["-A"]).round_options().change_deadline_s == 360.0
     assert parse_options(["-A", "--change-deadline", "40"]).round_options().change_deadline_s == 40.0
+
+
+def test_the_parked_after_reaches_the_round() -> None:
+    assert parse_options(["-A"]).round_options().parked_after_s == 86400.0
+    assert parse_options(["-A", "--parked-after", "259200"]).round_options().parked_after_s == 259200.0
 
 
 def test_the_demand_max_age_is_the_interval_unless_given() -> None:

@@ -9,6 +9,7 @@ import pytest
 from dynamem.controller.demand import DemandReading
 from dynamem.controller.placement import Placement, encode
 from dynamem.controller.snapshot import Phase, PoolBreakdown, build_snapshot
+from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
 from dynamem.policy.cluster import StoppedVm, plan_cluster
 from dynamem.policy.model import BalanceConfig, VmLimits
@@ -362,16 +363,16 @@ def test_a_launcher_waiting_for_what_no_memory_frees_gets_no_hole() -> None:
 
 def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_they_would_ask() -> None:
     # payroll is Halted (memory.guest 2Gi) and audit Manual without a VMI: each may be started, and its
-    # launcher would ask its guest memory plus the overhead (256Mi here). payroll is parked: Halted by its
-    # owner, it starts only when its spec changes; audit is started by hand at any moment. finance runs; a
+    # launcher would ask its guest memory plus the overhead (256Mi here). payroll has been off for two days
+    # (KubeVirt's Ready condition): parked, past the default day; audit for an hour. finance runs; a
     # stopped VM whose guest is backed by hugepages asks for hugepages, not memory; a stopped VM without a
     # VirtualMachineMemory is not dynamem's.
     seen = observed(
         vmms=[make_vmm_body(n) for n in ("finance", "payroll", "audit", "paged")],
         vms=[
             make_vm_body("finance"),
-            make_vm_body("payroll", guest="2Gi", run_strategy="Halted"),
-            make_vm_body("audit", guest="3Gi", run_strategy="Manual"),
+            make_vm_body("payroll", guest="2Gi", run_strategy="Halted", off_since="2026-11-27T08:00:00Z"),
+            make_vm_body("audit", guest="3Gi", run_strategy="Manual", off_since="2026-11-29T07:00:00Z"),
             make_vm_body("paged", guest="2Gi", run_strategy="Halted", page_size="2Mi"),
             make_vm_body("other", guest="6Gi", run_strategy="Halted"),
         ],
@@ -379,12 +380,17 @@ def test_the_vms_defined_but_not_running_are_given_to_the_plan_as_the_starts_the
         nodes=[make_node_body("host", allocatable="8Gi")],
         pods=[make_pod_body("virt-launcher-finance-a", launcher=True, requests=["1Gi"], domain="finance")],
     )
-    snapshot = build_snapshot(seen, NO_DEMAND, default_overhead=256 * 2**20)
+    now = parse_rfc3339("2026-11-29T08:00:00Z")
+    snapshot = build_snapshot(seen, NO_DEMAND, default_overhead=256 * 2**20, now=now)
     assert snapshot.cluster is not None
     assert sorted((vm.request, vm.parked) for vm in snapshot.cluster.stopped) == [
         (2 * GI + 256 * 2**20, True),
         (3 * GI + 256 * 2**20, False),
     ]
+    # with --parked-after at three days, neither is parked; at half an hour, both
+    for after, parked in ((3 * 86400.0, [False, False]), (1800.0, [True, True])):
+        again = build_snapshot(seen, NO_DEMAND, now=now, parked_after_s=after).cluster
+        assert again is not None and [vm.parked for vm in again.stopped] == parked
 
 
 def test_a_stopped_vm_asks_its_memory_request_and_the_overhead_running_launchers_report() -> None:
