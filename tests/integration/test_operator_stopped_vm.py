@@ -27,53 +27,50 @@ from dynamem.testing.prometheus import Prometheus
 from .operator_harness import Stack, wait_until
 
 
-def stopped_vm_scenario(home: str, spare: str) -> Scenario:
+def stopped_vm_scenario(home: str, spare: str, spare_memory: str, off: tuple[str, ...]) -> Scenario:
+    """busy and filler fill ``home`` (3Gi); each VM named in ``off`` (2Gi) is defined but off."""
     return parse_scenario(
         {
             "step": "1m",
-            "nodes": [{"name": home, "memory": "3Gi"}, {"name": spare, "memory": "3Gi"}],
+            "nodes": [{"name": home, "memory": "3Gi"}, {"name": spare, "memory": spare_memory}],
             "vms": [
                 {"name": "busy", "node": home, "startup": "1Gi", "maximum": "4Gi"},
                 {"name": "filler", "node": home, "startup": "2Gi", "maximum": "2Gi"},
-                {"name": "later", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
+                *({"name": name, "node": spare, "startup": "2Gi", "maximum": "2Gi"} for name in off),
             ],
-            "demand": {"busy": ["512Mi"], "filler": ["512Mi"], "later": [None]},
+            "demand": {"busy": ["512Mi"], "filler": ["512Mi"], **{name: [None] for name in off}},
         }
     )
 
 
-def two_stopped_scenario(home: str, spare: str) -> Scenario:
-    return parse_scenario(
-        {
-            "step": "1m",
-            "nodes": [{"name": home, "memory": "3Gi"}, {"name": spare, "memory": "4Gi"}],
-            "vms": [
-                {"name": "busy", "node": home, "startup": "1Gi", "maximum": "4Gi"},
-                {"name": "filler", "node": home, "startup": "2Gi", "maximum": "2Gi"},
-                {"name": "early", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
-                {"name": "late", "node": spare, "startup": "2Gi", "maximum": "2Gi"},
-            ],
-            "demand": {"busy": ["512Mi"], "filler": ["512Mi"], "early": [None], "late": [None]},
-        }
-    )
+StackWith = Callable[[str, tuple[str, ...]], tuple[Stack, str]]
 
 
 @pytest.fixture
-def stack(
+def stack_with(
     control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[tuple[Stack, str]]:
-    spare = unique_name("spare")
-    world = Stack(control_plane, prometheus, namespace, stopped_vm_scenario(unique_name("home"), spare))
+) -> Iterator[StackWith]:
+    """Makes the scenario's stack (spare's memory, the VMs off) with busy and filler running; returns it
+    and spare's name."""
+    made: list[Stack] = []
+
+    def make(spare_memory: str, off: tuple[str, ...]) -> tuple[Stack, str]:
+        spare = unique_name("spare")
+        scenario = stopped_vm_scenario(unique_name("home"), spare, spare_memory, off)
+        made.append(world := Stack(control_plane, prometheus, namespace, scenario))
+        for vm in ("busy", "filler"):
+            wait_until(f"{vm} running", lambda vm=vm: world.has(vm), timeout=60)
+        return world, spare
+
     try:
-        yield world, spare
+        yield make
     finally:
-        world.close()
+        for world in made:
+            world.close()
 
 
-def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack: tuple[Stack, str]) -> None:
-    world, spare = stack
-    for vm in ("busy", "filler"):
-        wait_until(f"{vm} running", lambda vm=vm: world.has(vm), timeout=60)
+def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack_with: StackWith) -> None:
+    world, spare = stack_with("3Gi", ("later",))
     assert world.vm("later")["spec"]["runStrategy"] == "Halted"
     world.set_demand(busy=1.8)
     world.start_operator()
@@ -83,7 +80,7 @@ def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack: 
     def kept() -> str | None:
         reason = str(world.vmm("busy").get("status", {}).get("reason", ""))
         seen.append(reason)
-        return reason if "the last hole a stopped VM needs to start" in reason else None
+        return reason if "the hole a stopped VM needs to start" in reason else None
 
     try:
         reason = wait_until("busy kept for the stopped VM's hole", kept, timeout=180)
@@ -107,22 +104,8 @@ def test_a_stopped_vm_keeps_its_hole_and_starts_when_its_owner_starts_it(stack: 
     world.check_kubevirt_invariants()
 
 
-@pytest.fixture
-def two_stopped(
-    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[tuple[Stack, str]]:
-    spare = unique_name("spare")
-    world = Stack(control_plane, prometheus, namespace, two_stopped_scenario(unique_name("home"), spare))
-    try:
-        yield world, spare
-    finally:
-        world.close()
-
-
-def test_vms_off_keep_a_hole_each_until_they_are_parked(two_stopped: tuple[Stack, str]) -> None:
-    world, spare = two_stopped
-    for vm in ("busy", "filler"):
-        wait_until(f"{vm} running", lambda vm=vm: world.has(vm), timeout=60)
+def test_vms_off_keep_a_hole_each_until_they_are_parked(stack_with: StackWith) -> None:
+    world, spare = stack_with("4Gi", ("early", "late"))
 
     def off(vm: str) -> str | None:  # the stand-in's Ready condition, as KubeVirt's VM controller writes it
         ready = conditions(world.vm(vm)).get("Ready") or {}

@@ -319,12 +319,12 @@ def test_room_is_made_for_a_shrink_the_cluster_needs_by_moving_a_smaller_vm_onto
         ("x", 3410 * MiB, "n4"),
     ]
     assert "moved to make room on n4 for x" in plan.decisions[3].reason
-    # ... but not when that takes the last hole a stopped VM needs: one that may start on n4 only fits in
+    # ... but not when that takes the hole a stopped VM needs: one that may start on n4 only fits in
     # its 2.5Gi free now, and n4 keeps 3584Mi - 3410Mi = 174Mi once s has left and x has come
     state = make_state({"n1": 4.75, "n2": 2, "n3": 3, "n4": 3.5}, x, y, z, s)
     kept = plan_cluster(replace(state, stopped=(StoppedVm(2560 * MiB, frozenset({"n4"})),)), CONFIG, 0.0)
     assert [d.name for d in kept.changes if d.name in ("s", "x")] == []
-    assert "not shrunk with a VM moved for it: it would take the last hole" in kept.decisions[0].reason
+    assert "not shrunk with a VM moved for it: it would take the hole" in kept.decisions[0].reason
 
 
 def test_an_idle_shrink_gets_no_vm_moved_for_it() -> None:
@@ -417,6 +417,10 @@ def test_memory_to_spare_keeps_room_for_stopped_vms_and_three_holes() -> None:
     (change,) = plan_cluster(full, CONFIG, 0.0).changes
     assert change.assigned == 1920 * MiB
     assert "memory to spare" not in change.reason
+    # parked, the same VMs count as the largest of them alone (2.5Gi): 1664Mi to spare, the 896Mi given
+    parked = replace(state, stopped=(StoppedVm(2 * GiB, parked=True), StoppedVm(2560 * MiB, parked=True)))
+    (change,) = plan_cluster(parked, CONFIG, 0.0).changes
+    assert change.assigned == 2816 * MiB
 
 
 def test_the_extra_is_dropped_rather_than_the_grow_when_it_would_take_a_stopped_vms_last_hole() -> None:
@@ -523,7 +527,7 @@ def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> No
         stopped = tuple(StoppedVm(size * GiB, parked=parked) for size in sizes)
         kept = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0)
         assert kept.changes == ()
-        assert "the last hole a stopped VM needs to start (3Gi)" in kept.decisions[0].reason
+        assert "the hole a stopped VM needs to start (3Gi)" in kept.decisions[0].reason
     # a stopped VM that may start only on n1 (its nodeSelector) has no hole today: a grows
     (grow,) = plan_cluster(
         replace(state, stopped=(StoppedVm(3 * GiB, frozenset({"n1"})),)), CONFIG, 0.0
@@ -534,7 +538,7 @@ def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> No
 def test_every_vm_that_may_start_keeps_a_hole_and_the_parked_ones_share_one() -> None:
     # n1 (4Gi) is full: a (1Gi, paging: target 1.875Gi) and b (3Gi at its floor); n2 (4Gi) is empty, room
     # for two stopped VMs of 2Gi each. a's grow would leave n2 2.125Gi, a hole for one of them: it is not
-    # made while both may start at any moment. Parked (runStrategy Halted), they share one hole, and a grows;
+    # made while both may start at any moment. Parked (off for over a day), they share one hole, and a grows;
     # with one parked and one not, the one that may start keeps its hole and the parked one the other.
     a = make_vm("a", "n1", size=1, demand=2, startup=1)
     b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
@@ -543,7 +547,7 @@ def test_every_vm_that_may_start_keeps_a_hole_and_the_parked_ones_share_one() ->
         stopped = tuple(StoppedVm(2 * GiB, parked=p) for p in parked)
         kept = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0)
         assert kept.changes == ()
-        assert "the last hole a stopped VM needs to start (2Gi)" in kept.decisions[0].reason
+        assert "the hole a stopped VM needs to start (2Gi)" in kept.decisions[0].reason
     stopped = (StoppedVm(2 * GiB, parked=True), StoppedVm(2 * GiB, parked=True))
     (grow,) = plan_cluster(replace(state, stopped=stopped), CONFIG, 0.0).changes
     assert (grow.name, grow.assigned, grow.target_node) == ("a", 1920 * MiB, "n2")
@@ -727,7 +731,7 @@ def test_a_vm_waiting_to_start_needs_a_pod_slot_as_well_as_memory() -> None:
     room = {"n1": (("pods", 110, 1),), "n2": (("pods", 110, 110),), "n3": (("pods", 110, 109),)}
     counted = replace(state, nodes=tuple(replace(n, others=room[n.name]) for n in state.nodes))
     (kept,) = plan_cluster(replace(counted, stopped=(StoppedVm(4 * GiB),)), GUESS, 0.0).decisions
-    assert kept.assigned == GiB and "last hole a stopped VM needs" in kept.reason
+    assert kept.assigned == GiB and "the hole a stopped VM needs" in kept.reason
 
 
 def test_a_vm_leaving_a_node_frees_what_its_launcher_asks_not_its_size() -> None:

@@ -586,7 +586,7 @@ def test_a_stopped_vm_keeps_the_hole_it_needs_to_start() -> None:
     )
     kept = simulate(s, "dynamem")
     assert kept.steps[0].vms["a"].assigned == GiB
-    assert "the last hole a stopped VM needs to start (3Gi)" in kept.steps[0].vms["a"].reason
+    assert "the hole a stopped VM needs to start (3Gi)" in kept.steps[0].vms["a"].reason
     assert kept.steps[2].vms["c"].node == "n2" and kept.summary.unstarted_demand == 0.0
 
     def blind(state: ClusterState, config: BalanceConfig, now: float) -> ClusterPlan:

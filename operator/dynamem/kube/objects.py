@@ -272,14 +272,10 @@ def off_since(body: Body) -> str | None:
     with reason ``VMINotExists``, keeps the time its VMI went away (or the VM was made), since the condition
     is replaced only when its status or reason changes (v1.7.0 ``pkg/virt-controller/watch/vm/vm.go``,
     ``syncReadyConditionFromVMI``; ``pkg/controller/conditions.go``,
-    ``VirtualMachineConditionManager.UpdateCondition``). A VM without a Ready condition (not synced yet, or
-    a KubeVirt that reports none) has been off since it was made; one whose condition says otherwise had a
-    VMI a moment ago: None."""
+    ``VirtualMachineConditionManager.UpdateCondition``). None when the condition says otherwise (a VMI
+    is there, or was a moment ago) or is not there (not synced yet): not known to be off for long."""
     ready = conditions(body).get("Ready")
-    if ready is None:
-        made = dig(body, "metadata", "creationTimestamp")
-        return str(made) if made else None
-    if str(ready.get("status")) == "False" and ready.get("reason") == "VMINotExists":
+    if ready is not None and str(ready.get("status")) == "False" and ready.get("reason") == "VMINotExists":
         return str(ready.get("lastTransitionTime") or "") or None
     return None
 
@@ -311,8 +307,6 @@ class VmiView:
     placement: PodPlacement = field(default_factory=PodPlacement)
     # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
     pages: str | None = None
-    # since when it has had no VMI (RFC 3339), or None: see :func:`off_since`
-    off_since: str | None = None
     # the labels its launcher pods get (launcher_labels) and the required pod (anti-)affinity of its spec
     pod_labels: tuple[tuple[str, str], ...] = ()
     affinity: PodAffinity = field(default_factory=PodAffinity)

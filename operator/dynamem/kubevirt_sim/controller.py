@@ -314,9 +314,16 @@ class KubeVirtSimulator:
         created = await self.custom.create_namespaced_custom_object(
             *KUBEVIRT, namespace=view.key.namespace, plural="virtualmachineinstances", body=body
         )
-        await self.api.patch_vm_status(
-            view.key, {"printableStatus": "Starting", "created": True, "ready": False}
-        )
+        # syncReadyConditionFromVMI with a VMI that has no Ready condition yet
+        ready = {
+            "type": "Ready",
+            "status": "False",
+            "reason": "VMIConditionMissing",
+            "lastTransitionTime": now_rfc3339(),
+        }
+        others = [c for c in dig(vm, "status", "conditions") or [] if c.get("type") != "Ready"]
+        shown: dict[str, Any] = {"printableStatus": "Starting", "created": True, "ready": False}
+        await self.api.patch_vm_status(view.key, {**shown, "conditions": [*others, ready]})
         logger.info("created VMI %s", view.key)
         return cast(Mapping[str, Any], created)
 

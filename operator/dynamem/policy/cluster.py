@@ -32,13 +32,13 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    be two migrations for nothing), nor while the cluster has more memory to spare than any VM can still
    grow by (:func:`_idle_kept`: that memory serves nobody yet). A paging VM whose demand is the multiplicative
    guess (not a peak or a rise it showed; not a hugepage VM) grows ``paging_spare_percent`` further while
-   the cluster has memory to spare beyond every VM's target, the starts of every stopped VM and three times
-   the largest VM's hole (:func:`_spare`), highest priority first: an undershoot costs a step short and one
-   more migration, an overshoot memory nobody needs yet and, after the shrink window, a shrink. Placement
-   drops the extra rather than cut the grow or take a stopped VM's last hole for it. When the cluster has
-   less memory to spare beyond every VM's target than the largest VM needs to move or start at
-   its floor, a VM above its target is shrunk in dead-band steps rather than only past the wide shrink
-   band: memory held above targets is then what keeps other VMs from moving or starting.
+   the cluster has memory to spare beyond every VM's target, the starts of every stopped VM (one for the
+   parked) and three times the largest VM's hole (:func:`_spare`), highest priority first: an undershoot
+   costs a step short and one more migration, an overshoot memory nobody needs yet and, after the shrink
+   window, a shrink. Placement drops the extra rather than cut the grow or take a hole a stopped VM needs
+   for it. When the cluster has less memory to spare beyond every VM's target than the largest VM needs to
+   move or start at its floor, a VM above its target is shrunk in dead-band steps rather than only past the
+   wide shrink band: memory held above targets is then what keeps other VMs from moving or starting.
 4. **place**: each change names its target node (never the source): the new launcher request (size +
    overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
    request on it, in-flight migration targets included, and the targets this plan already chose); among those,
@@ -53,8 +53,9 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    by moving the smallest VM that frees it off a node. VMs defined but not running (``stopped``) may be
    started at any moment: no grow closes the hole one of them needs (its source, once left, counts), since
    once every hole is smaller than the VMs the cluster is frozen (a start is refused, and each shrink that
-   would free memory is itself a migration that needs a hole of the VM's new size). Each keeps a hole of its
-   own, packed largest first; those parked (off for longer than a day) share one, for the largest.
+   would free memory is itself a migration that needs a hole of the VM's new size). The holes are packed
+   largest first, one each, and no grow lowers the bytes of starts that fit; those parked (off for longer
+   than ``--parked-after``) share one, for the largest that fits somewhere today.
 5. **budget**: at most ``max_parallel_migrations`` in flight in the cluster (KubeVirt's
    ``parallelMigrationsPerCluster``) and ``max_outbound_migrations`` out of a node, counting the ones already
    running; the most urgent changes first (needed shrinks, which free the room the grows behind them take,
@@ -416,12 +417,15 @@ def _beyond_targets(records: list[VmPlan], state: ClusterState) -> tuple[int, in
 
 
 def _spare(spare: int, hole: int, state: ClusterState) -> int:
-    """What paging VMs may take beyond their guessed grows (``paging_spare_percent``): the memory beyond
-    every target less the starts of every stopped VM and three of the largest holes, so that what is handed
-    out keeps room for those starts and for the moves behind them. Measured (bench/compare.py, 27 scenarios,
-    docs/cluster-plan.md): one hole has lower totals but wins fewer scenarios and migrates more GiB; not
-    counting every stopped VM leaves late VMs no room to start."""
-    return max(0, spare - _SPARE_HOLES * hole - sum(s.request for s in state.stopped))
+    """What paging VMs may take beyond their guessed grows (``paging_spare_percent``): the memory beyond every
+    target less the starts of every stopped VM (of the parked, the largest) and three of the largest
+    holes, so that what is handed out keeps room for those starts and for the moves behind them.
+    Measured (bench/compare.py, 27 scenarios, docs/cluster-plan.md): one hole has lower totals but wins
+    fewer scenarios and migrates more GiB; not counting every stopped VM leaves late VMs no room to
+    start."""
+    starts = sum(s.request for s in state.stopped if not s.parked)
+    starts += max((s.request for s in state.stopped if s.parked), default=0)
+    return max(0, spare - _SPARE_HOLES * hole - starts)
 
 
 _SPARE_HOLES = 3
@@ -893,13 +897,13 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
         moves = [_move(vm, node, size)]
         if helped is not None:
             moves.insert(0, helped.move())
-        # a grow, or a shrink whose helper takes free room: neither may close a stopped VM's last hole
+        # a grow, or a shrink whose helper takes free room: neither may close a hole a stopped VM needs
         if (size > vm.assigned or helped is not None) and (
             hole := _closes_start_hole(room, moves, state.stopped)
         ):
             done = "grown" if size > vm.assigned else "shrunk with a VM moved for it"
             r.notes.append(
-                f"not {done}: it would take the last hole a stopped VM needs to start ({format_bytes(hole)})"
+                f"not {done}: it would take the hole a stopped VM needs to start ({format_bytes(hole)})"
             )
             continue
         if helped is not None:  # made only with the grow it is for
@@ -924,7 +928,7 @@ def _move(vm: ClusterVm, target: str, size: int) -> _Move:
 
 def _place_beyond(r: VmPlan, room: _Room, stopped: tuple[StoppedVm, ...]) -> str | None:
     """The node for a grow with memory to spare beyond its guess, whole; or None, and the extra dropped, when
-    it fits nowhere or would take the last hole a stopped VM needs: the guess is then placed as any grow."""
+    it fits nowhere or would take the hole a stopped VM needs: the guess is then placed as any grow."""
     vm = r.vm
     node = room.best(_ask(vm, r.want), vm.node, allowed=vm.allowed_nodes)
     if node is not None and not _closes_start_hole(room, [_move(vm, node, r.want)], stopped):
