@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from dynamem.policy import BalanceConfig, MiB, NodeState, VmLimits, VmState, plan_node, plan_oracle
 from dynamem.policy.balance import vm_levels
+from dynamem.policy.cluster import StoppedVm, _starts_fitting
 
 ALIGN = 2 * MiB
 CONFIG = BalanceConfig()
@@ -95,3 +96,45 @@ def test_plan_keeps_vm_order_and_is_deterministic(node: NodeState) -> None:
     changes = plan.changes
     shrinks = [d for d in changes if d.change < 0]
     assert list(changes[: len(shrinks)]) == shrinks  # shrinks first
+
+
+def _starts_fitting_by_scan(starts: list[StoppedVm], free: dict[str, int], slots: dict[str, int]) -> set[int]:
+    """What the bisection in ``_starts_fitting`` must give: each start, in order, into the node with the least
+    memory free it fits (ties by name), scanning every node."""
+    left, pods, placed = dict(free), dict(slots), set()
+    for i, vm in enumerate(starts):
+        fits = [
+            n
+            for n, f in left.items()
+            if f >= vm.request
+            and (vm.allowed_nodes is None or n in vm.allowed_nodes)
+            and (not pods or pods[n] >= 1)
+        ]
+        if fits:
+            node = min(fits, key=lambda n: (left[n], n))
+            left[node] -= vm.request
+            if pods:
+                pods[node] -= 1
+            placed.add(i)
+    return placed
+
+
+NODE_NAMES = [f"n{i}" for i in range(6)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(NODE_NAMES), st.integers(0, 8), min_size=1),
+    st.lists(
+        st.tuples(st.integers(1, 6), st.none() | st.frozensets(st.sampled_from(NODE_NAMES))), max_size=8
+    ),
+    st.booleans(),
+    st.integers(0, 2),
+)
+def test_starts_are_packed_as_a_scan_of_every_node_would(
+    free: dict[str, int], starts: list[tuple[int, frozenset[str] | None]], counted: bool, slot: int
+) -> None:
+    room = {n: f * 512 * MiB for n, f in free.items()}
+    slots = {n: slot for n in room} if counted else {}
+    vms = [StoppedVm(size * 512 * MiB, allowed) for size, allowed in starts]
+    assert _starts_fitting(vms, room, slots) == _starts_fitting_by_scan(vms, room, slots)

@@ -69,6 +69,7 @@ ago is held where it is. Bytes are ints; no I/O; ``now`` is passed in.
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -972,23 +973,22 @@ def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm
 
 def _starts_fitting(starts: list[StoppedVm], free: dict[str, int], slots: dict[str, int]) -> set[int]:
     """The indexes of ``starts`` that get a hole each when placed in their order, each into the node with the
-    least ``memory`` free it fits (where ``slots`` counts pod slots, one left)."""
-    left, pods = dict(free), dict(slots)
+    least ``memory`` free it fits (ties by name; where ``slots`` counts pod slots, one left). The nodes are
+    kept sorted by what they have free, so a start finds its node by bisection, not by a scan of every node
+    (one that may start on a few nodes only scans from there)."""
+    left = sorted((f, n) for n, f in free.items())
+    pods = dict(slots)
     placed = set()
     for i, vm in enumerate(starts):
-        fits = [
-            n
-            for n, f in left.items()
-            if f >= vm.request
-            and (vm.allowed_nodes is None or n in vm.allowed_nodes)
-            and (not pods or pods[n] >= 1)
-        ]
-        if fits:
-            node = min(fits, key=lambda n: (left[n], n))
-            left[node] -= vm.request
-            if pods:
-                pods[node] -= 1
-            placed.add(i)
+        for at in range(bisect_left(left, (vm.request, "")), len(left)):
+            room, node = left[at]
+            if (vm.allowed_nodes is None or node in vm.allowed_nodes) and (not pods or pods[node] >= 1):
+                del left[at]
+                insort(left, (room - vm.request, node))
+                if pods:
+                    pods[node] -= 1
+                placed.add(i)
+                break
     return placed
 
 
