@@ -7,6 +7,7 @@ and offers the waits the tests need.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
 
 T = TypeVar("T")
+QUIET_ROUND = re.compile(r"round \d+: 0 memory writes, 0 status writes, 0 deferred")
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.25) -> T:
@@ -239,7 +241,7 @@ class Stack(KubeVirtReads):
         try:
             return wait_until(f"{name} grown by a migration", moved, timeout=timeout, every=0.5)
         except AssertionError:
-            logs = self.operator.logs()[-6000:] if self.operator else ""
+            logs = self.log_tail(6000)
             raise AssertionError(f"not grown: {self.migrations()}\n{logs}") from None
 
     def vmm(self, name: str) -> Mapping[str, Any]:
@@ -330,7 +332,7 @@ class Stack(KubeVirtReads):
         try:
             return wait_until(f"VMs near their demand {dict(demand)}", check, timeout=timeout, every=0.3)
         except AssertionError:
-            logs = self.operator.logs()[-4000:] if self.operator else ""
+            logs = self.log_tail()
             raise AssertionError(
                 f"not near {dict(demand)}: has {[(n, self.has(n)) for n in demand]}\n{logs}"
             ) from None
@@ -381,7 +383,7 @@ class Stack(KubeVirtReads):
         try:
             wait_until(f"assignments {dict(expected)}", check, timeout=timeout, every=0.3)
         except AssertionError:
-            logs = self.operator.logs()[-4000:] if self.operator else ""
+            logs = self.log_tail()
             raise AssertionError(
                 f"not converged to {dict(expected)}: has {[(n, self.has(n)) for n in expected]}\n{logs}"
             ) from None
@@ -427,11 +429,19 @@ class Stack(KubeVirtReads):
     def diagnosis(self, names: Iterable[str]) -> str:
         """For a failure: what each VM has, the moves so far, each VM's status reason, the operator's log."""
         names = list(names)
-        logs = self.operator.logs()[-4000:] if self.operator else ""
+        logs = self.log_tail()
         return (
             f"has {[(n, self.has(n)) for n in names]}\n"
             f"moves (VM, from, to, before, after): {self.moves}\n{self.reasons(names)}\n{logs}"
         )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the operator's log for a failure, without the rounds that wrote nothing: a minute of
+        quiet rounds would push the changes and their reasons out of the tail."""
+        if self.operator is None:
+            return ""
+        lines = self.operator.logs().splitlines(keepends=True)
+        return "".join(line for line in lines if not QUIET_ROUND.search(line))[-chars:]
 
     def reasons(self, names: Iterable[str]) -> str:
         """Each VM's node, size and the reason its VirtualMachineMemory's status gives, for a failure."""
