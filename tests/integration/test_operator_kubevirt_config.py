@@ -1,21 +1,26 @@
-"""The KubeVirt CR changed while the operator runs, end to end: the real API server, kube-scheduler and
-kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process.
+"""The KubeVirt CR's settings, end to end: the real API server, kube-scheduler and kwok, the KubeVirt v1.7.0
+stand-in, Prometheus and the operator process.
 
 Three paging VMs on one node, two idle nodes to grow onto. By default dynamem would move two at once
 (KubeVirt's ``parallelOutboundMigrationsPerNode`` 2). The cluster admin sets the KubeVirt CR's
 ``parallelMigrationsPerCluster`` to 1 after the operator started: dynamem reads the CR again with its next
 periodic LIST (``controller/kubevirt_follower.py``) and from then on has one change in flight at a time,
 with no restart.
+
+Under the CR's ``developerConfiguration.memoryOvercommit`` a launcher asks its guest x 100 / memoryOvercommit:
+dynamem judges a target as the scheduler will, and grows a VM onto a node that could not hold its guest whole.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from kubernetes import client as k8s_client
 
-from dynamem.kube.objects import GI, quantity_bytes
+from dynamem.kube.objects import GI, MI, quantity_bytes
 
 from .operator_harness import Stack, first_node_stack, wait_until
 
@@ -24,6 +29,22 @@ VMS = ("web", "db", "app")
 
 def current(world: Stack, name: str) -> int | None:
     return quantity_bytes(world.vmi(name)["status"]["memory"]["guestCurrent"])
+
+
+def kubevirt_cr(world: Stack, request: pytest.FixtureRequest, configuration: dict[str, Any]) -> None:
+    """The cluster's KubeVirt CR with ``configuration``, deleted after the test."""
+    kubevirt = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt"},
+        "spec": {"configuration": configuration},
+    }
+    world.custom.create_namespaced_custom_object("kubevirt.io", "v1", world.namespace, "kubevirts", kubevirt)
+    request.addfinalizer(
+        lambda: world.custom.delete_namespaced_custom_object(
+            "kubevirt.io", "v1", world.namespace, "kubevirts", "kubevirt"
+        )
+    )
 
 
 @pytest.fixture
@@ -44,18 +65,7 @@ def test_a_lower_parallel_migration_limit_set_while_dynamem_runs_is_followed_fro
     operator = world.start_operator("--resync-period", "2")
     # it read the KubeVirt CR at start (there was none) and balances before the admin sets the limit
     wait_until("the operator balancing", lambda: operator.gauge("dynamem_balancer_active") == 1.0, timeout=30)
-    kubevirt = {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "KubeVirt",
-        "metadata": {"name": "kubevirt"},
-        "spec": {"configuration": {"migrations": {"parallelMigrationsPerCluster": 1}}},
-    }
-    world.custom.create_namespaced_custom_object("kubevirt.io", "v1", world.namespace, "kubevirts", kubevirt)
-    request.addfinalizer(
-        lambda: world.custom.delete_namespaced_custom_object(
-            "kubevirt.io", "v1", world.namespace, "kubevirts", "kubevirt"
-        )
-    )
+    kubevirt_cr(world, request, {"migrations": {"parallelMigrationsPerCluster": 1}})
     wait_until(
         "the operator read the CR again",
         lambda: "KubeVirt CR: parallelMigrationsPerCluster 1" in operator.logs(),
@@ -78,3 +88,41 @@ def test_a_lower_parallel_migration_limit_set_while_dynamem_runs_is_followed_fro
     done = [m for m in world.migrations() if m.get("status", {}).get("phase") == "Succeeded"]
     assert len(done) >= 3
     assert not [m for m in world.migrations() if m.get("status", {}).get("phase") == "Failed"]
+
+
+@pytest.fixture
+def overcommitted(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    """web (2Gi, up to 4Gi) on an 8Gi node, and a 2.5Gi node, under memoryOvercommit 200: each launcher asks
+    half its guest and 100Mi of overhead."""
+    yield from first_node_stack(
+        request,
+        {"home": "8Gi", "small": "2560Mi"},
+        {"web": {"startup": "2Gi", "maximum": "4Gi"}},
+        overhead_mib=100,
+        memory_overcommit=200,
+    )
+
+
+def test_under_memory_overcommit_a_vm_grows_onto_a_node_that_only_the_schedulers_count_has_room_on(
+    overcommitted: tuple[Stack, list[str]], request: pytest.FixtureRequest
+) -> None:
+    world, (_home, small) = overcommitted
+    kubevirt_cr(world, request, {"developerConfiguration": {"memoryOvercommit": 200}})
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    world.set_demand(web=3.2)  # pages at 2Gi; served by a 4Gi guest, which small cannot hold whole
+    operator = world.start_operator()
+    wait_until("the operator read the CR", lambda: "memoryOvercommit 200" in operator.logs(), timeout=30)
+    sizes = world.reach({"web": 3.2})
+    assert sizes["web"] > 2560 * MI and world.vmi("web")["status"]["nodeName"] == small
+    # dynamem's migration pinned small; the real scheduler bound its target pod there, asking half the guest
+    (moved,) = [m for m in world.migrations() if m.get("status", {}).get("phase") == "Succeeded"]
+    assert moved["spec"]["addedNodeSelector"] == {"kubernetes.io/hostname": small}
+    pods = world.cp.api_client()
+    target = [
+        pod
+        for pod in k8s_client.CoreV1Api(pods).list_namespaced_pod(world.namespace).items
+        if pod.spec.node_name == small
+    ]
+    assert len(target) == 1
+    asked = quantity_bytes(target[0].spec.containers[0].resources.requests["memory"])
+    assert asked == sizes["web"] // 2 + 100 * MI

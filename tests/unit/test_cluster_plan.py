@@ -287,6 +287,29 @@ def test_a_shortage_takes_buffer_not_demand() -> None:
     assert "cluster short: kept, not cut below its demand" in at_demand.decisions[0].reason
 
 
+def test_under_memory_overcommit_a_target_is_judged_at_what_its_launcher_asks() -> None:
+    """KubeVirt's memoryOvercommit 200: a launcher asks half its guest plus its overhead, so the 3840Mi guest
+    a paging 2Gi VM's guess (3Gi, and its buffer) calls for fits a node with 2.25Gi free, and as much as
+    fits on a 1.5Gi node is twice its room less the overhead. At 100 the same node takes only what its room
+    holds whole."""
+    overhead = round(0.1 * GiB)
+    paging = make_vm("a", "n1", size=2, demand=3.5, maximum=4, overhead=0.1)
+    halved = replace(paging, overcommit=200, request=GiB + overhead)
+    (change,) = plan_cluster(make_state({"n1": 4, "n2": 2.25}, halved), GUESS, 0.0).changes
+    assert (change.assigned, change.target_node) == (3840 * MiB, "n2")
+    (whole,) = plan_cluster(make_state({"n1": 4, "n2": 2.25}, paging), GUESS, 0.0).changes
+    assert whole.assigned + overhead <= 2.25 * GiB and "as much as fits" in whole.reason
+    (most,) = plan_cluster(make_state({"n1": 4, "n2": 1.5}, halved), GUESS, 0.0).changes
+    assert most.target_node == "n2" and "as much as fits" in most.reason
+    assert 2.7 * GiB < most.assigned and halved.guest_request(most.assigned) + overhead <= 1.5 * GiB
+    rng = random.Random(7)
+    for _ in range(2000):  # guest_fitting is the inverse of guest_request
+        vm = replace(halved, overcommit=rng.randint(100, 400))
+        asked = rng.randint(0, 64 * GiB)
+        most_guest = vm.guest_fitting(asked)
+        assert vm.guest_request(most_guest) <= asked < vm.guest_request(most_guest + 1)
+
+
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:
     # big (3Gi) pages on n1: demand taken as 4.5Gi, target 5.625Gi. No node has room for it, nor even for
     # 3Gi + 5 % (n2 has 3Gi free, n3 2.75Gi). small (2.75Gi, at its floor) can go from n2 to n3; then n2 has

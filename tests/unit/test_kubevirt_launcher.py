@@ -33,6 +33,19 @@ def test_an_explicit_request_wins_over_the_guest() -> None:
     assert launcher_requests(spec, 0) == {"memory": "3Gi", "cpu": "100m", "ephemeral-storage": "50M"}
 
 
+def test_under_memory_overcommit_a_vmi_without_a_request_asks_its_guest_over_the_ratio() -> None:
+    """``WithMemoryRequests``: memory.guest x 100 / memoryOvercommit, then the overhead; a VMI's own request
+    or limit is asked as it is."""
+    assert launcher_requests(vmi({"guest": "4Gi"})["spec"], 100 * MI, overcommit=200)["memory"] == "2148Mi"
+    assert launcher_requests(vmi({"guest": "3Gi"})["spec"], 0, overcommit=150)["memory"] == "2Gi"
+    asked = vmi({"guest": "4Gi"}, {"requests": {"memory": "3Gi"}})["spec"]
+    assert launcher_requests(asked, 0, overcommit=200)["memory"] == "3Gi"
+    capped = vmi({"guest": "4Gi"}, {"limits": {"memory": "4Gi"}})["spec"]
+    assert launcher_requests(capped, 0, overcommit=200)["memory"] == "4Gi"
+    target = launcher_pod(vmi({"guest": "4Gi"}), overhead=0, overcommit=200, migration={"metadata": {}})
+    assert target["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
+
+
 def test_the_cpu_request_is_the_vms_or_its_vcpus_over_the_allocation_ratio() -> None:
     """``WithoutDedicatedCPU``: vCPUs / cpuAllocationRatio (10); an explicit request wins."""
     assert launcher_requests(vmi({"guest": "1Gi"})["spec"], 0)["cpu"] == "100m"

@@ -98,6 +98,8 @@ class RoundOptions:
     launcher_node_selectors: tuple[tuple[str, str], ...] = ()
     # a VM off for longer than this keeps no hole of its own to start in (StoppedVm.parked)
     parked_after_s: float = PARKED_AFTER_S
+    # the KubeVirt CR's developerConfiguration.memoryOvercommit: a launcher asks its guest x 100 / this
+    memory_overcommit: int = 100
 
 
 @dataclass(slots=True)
@@ -224,6 +226,7 @@ class Balancer:
             promised={key: p.target for key, p in self.placements.items() if p.target},
             launcher_node_selectors=self.options.launcher_node_selectors,
             parked_after_s=self.options.parked_after_s,
+            memory_overcommit=self.options.memory_overcommit,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

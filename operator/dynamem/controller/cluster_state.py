@@ -41,12 +41,13 @@ from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
 from dynamem.kube.objects import PODS, NodeView, ObjectKey, PodView, VmiView
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.kube.volumes import VolumeView
-from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm
+from dynamem.policy.cluster import ClusterNode, ClusterState, ClusterVm, InFlight, StoppedVm, guest_request
 from dynamem.policy.model import VmState
 
 __all__ = [
     "cluster_state",
     "current_launchers",
+    "launcher_overcommit",
     "launcher_overheads",
     "node_others",
     "node_page_requests",
@@ -83,11 +84,24 @@ def served_use(size: int, buffer_percent: int) -> int:
     return -(-size * (100 - buffer_percent) // 100)
 
 
+def launcher_overcommit(vmi: VmiView, overcommit: int) -> int:
+    """The memoryOvercommit (percent) ``vmi``'s launchers are rendered under: the KubeVirt CR's
+    ``overcommit`` for a VMI with no memory request or limit of its own, else 100 (KubeVirt v1.7.0
+    ``services/renderresources.go``, ``WithMemoryRequests``: the request, else the limit, else
+    ``memory.guest`` x 100 / memoryOvercommit; a request moves with each change of size, ``vm.go``,
+    ``handleMemoryHotplugRequest``). A hugepage VM is taken at 100: its guest is requested as hugepages."""
+    return 100 if vmi.own_request or vmi.pages else overcommit
+
+
 def node_requests(
-    pods: list[tuple[str, str | None, int, bool]], vmis: Mapping[ObjectKey, VmiView], default_overhead: int
+    pods: list[tuple[str, str | None, int, bool]],
+    vmis: Mapping[ObjectKey, VmiView],
+    default_overhead: int,
+    overcommit: int = 100,
 ) -> dict[str, int]:
     """Memory requested per node: every unfinished pod bound there; a VMI without a launcher pod in the view
-    at its guest memory plus overhead. ``pods``: (node, namespace/VMI it launches or None, request, finished).
+    at what its launcher asks for its guest memory (``overcommit``: the KubeVirt CR's memoryOvercommit) plus
+    overhead. ``pods``: (node, namespace/VMI it launches or None, request, finished).
     """
     requested: dict[str, int] = defaultdict(int)
     launched: set[tuple[str, str]] = set()
@@ -102,7 +116,8 @@ def node_requests(
             continue
         overhead = instance.overhead if instance.overhead is not None else default_overhead
         # with hugepages its guest is requested as hugepages-* (node_page_requests), memory is the overhead
-        requested[instance.node] += (0 if instance.pages else instance.current or 0) + overhead
+        guest = 0 if instance.pages else instance.current or 0
+        requested[instance.node] += guest_request(guest, launcher_overcommit(instance, overcommit)) + overhead
     return requested
 
 
@@ -152,7 +167,7 @@ def current_launchers(pods: Iterable[PodView], vmis: Mapping[ObjectKey, VmiView]
 
 
 def launcher_overheads(
-    launchers: Mapping[ObjectKey, PodView], vmis: Mapping[ObjectKey, VmiView]
+    launchers: Mapping[ObjectKey, PodView], vmis: Mapping[ObjectKey, VmiView], overcommit: int = 100
 ) -> dict[ObjectKey, int]:
     """The launcher overhead of each running VMI: what its VMI reports (``status.memory.memoryOverhead``,
     newer KubeVirt), else what its launcher pod on its node (``launchers``: :func:`current_launchers`)
@@ -163,8 +178,11 @@ def launcher_overheads(
     next target will ask beyond its new size. With hugepages the guest is requested as hugepages and the
     ``memory`` request is all overhead. v1.7.0 reports no overhead, and it varies with the VM (vCPUs,
     devices, graphics): without this reading a target chosen for size + ``--default-overhead`` may not fit
-    the node and fail after the pending timeout. Under ``memoryOvercommit`` above 100 a launcher asks less
-    than its guest: 0, and targets are judged at their full size (more than they ask)."""
+    the node and fail after the pending timeout. Under the KubeVirt CR's ``memoryOvercommit``
+    (``overcommit``) a launcher of a VMI without a memory request of its own asks its guest x 100 /
+    overcommit (:func:`launcher_overheads`), and its overhead is what it asks beyond that. A launcher that
+    asks less than its guest otherwise (a request below ``memory.guest`` set by hand) is taken at 0 overhead:
+    its next target asks at least its new size (``handleMemoryHotplugRequest``)."""
     found = {key: vmi.overhead for key, vmi in vmis.items() if vmi.overhead is not None}
     for key, pod in launchers.items():
         vmi = vmis[key]
@@ -173,7 +191,8 @@ def launcher_overheads(
         rendered = vmi.guest_requested if vmi.guest_requested is not None else vmi.current
         if key in found or not vmi.active or rendered is None:
             continue
-        found[key] = pod.request if vmi.pages else max(0, pod.request - rendered)
+        asked = guest_request(rendered, launcher_overcommit(vmi, overcommit))
+        found[key] = pod.request if vmi.pages else max(0, pod.request - asked)
     return found
 
 
@@ -224,6 +243,7 @@ def cluster_state(
     carried: Mapping[ObjectKey, tuple[tuple[str, str], ...]] | None = None,
     cluster_wide: tuple[tuple[str, str], ...] = (),
     volumes: Mapping[ObjectKey, VolumeView] | None = None,
+    overcommit: int = 100,
 ) -> ClusterState:
     """The plan's input. ``nodes``: allocatable per node; ``states``: the per-node policy inputs of the
     managed running VMs (their limits, size, change in flight); ``keys``: a VM's name in those to its key;
@@ -239,7 +259,8 @@ def cluster_state(
     the memory request of each VMI's launcher pod on its node, what its leaving frees;
     ``carried``: the node selector each VMI's launcher passes on to its next target beyond the VMI's own
     (:mod:`dynamem.kube.migration_target`); ``cluster_wide``: the KubeVirt CR's launcher node selector;
-    ``volumes``: the PersistentVolume each claim is bound to (:mod:`dynamem.kube.volumes`)."""
+    ``volumes``: the PersistentVolume each claim is bound to (:mod:`dynamem.kube.volumes`); ``overcommit``:
+    the KubeVirt CR's memoryOvercommit (:func:`launcher_overcommit`)."""
     pages = page_requests or {}
     views = node_views or {}
     eligibility = (
@@ -285,7 +306,7 @@ def cluster_state(
                     node=node,
                     limits=state.limits,
                     assigned=state.assigned,
-                    request=state.assigned + overhead,
+                    request=guest_request(state.assigned, launcher_overcommit(vmi, overcommit)) + overhead,
                     boot_memory=state.boot_memory or state.assigned,
                     used=used,
                     available=signals.available,
@@ -304,6 +325,7 @@ def cluster_state(
                     group=groups.get(str(key)),
                     others=(*(launcher_others or {}).get(key, ()), (PODS, 1)),
                     launcher_memory=(launcher_memory or {}).get(key),
+                    overcommit=launcher_overcommit(vmi, overcommit),
                 )
             )
     in_flight = tuple(
@@ -361,7 +383,7 @@ def with_promised_targets(state: ClusterState, promised: Iterable[tuple[str, str
             memory[target] += overhead
             pages[(target, vm.pages)] += size
         else:
-            memory[target] += size + overhead
+            memory[target] += (vm.guest_request(size) if vm is not None else size) + overhead
         for resource, amount in vm.others if vm is not None else ():
             pages[(target, resource)] += amount
     if not memory:

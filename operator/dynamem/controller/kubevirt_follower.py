@@ -49,10 +49,11 @@ class KubeVirtFollower:
             return False
         logger.info(
             "KubeVirt CR: parallelMigrationsPerCluster %s, parallelOutboundMigrationsPerNode %s, "
-            "launcher nodeSelectors %s",
+            "launcher nodeSelectors %s, memoryOvercommit %s",
             settings.per_cluster or "unset",
             settings.outbound_per_node or "unset",
             dict(settings.node_selectors) or "none",
+            settings.memory_overcommit or "unset",
         )
         self.settings = settings
         self.options = self.applied(settings)
@@ -65,4 +66,9 @@ class KubeVirtFollower:
             balance = replace(balance, max_parallel_migrations=settings.per_cluster)
         if settings.outbound_per_node is not None:
             balance = replace(balance, max_outbound_migrations=settings.outbound_per_node)
-        return replace(self._base, balance=balance, launcher_node_selectors=settings.node_selectors)
+        return replace(
+            self._base,
+            balance=balance,
+            launcher_node_selectors=settings.node_selectors,
+            memory_overcommit=settings.memory_overcommit or 100,
+        )

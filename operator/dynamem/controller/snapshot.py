@@ -35,7 +35,7 @@ from dynamem.kube.migration_target import carried_selector, host_model_selector
 from dynamem.kube.objects import HOSTNAME_LABEL, Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.kube.volumes import ClaimView, VolumeView
-from dynamem.policy.cluster import PARKED_AFTER_S, ClusterState, StoppedVm
+from dynamem.policy.cluster import PARKED_AFTER_S, ClusterState, StoppedVm, guest_request
 from dynamem.policy.model import NodeState, VmState
 from dynamem.records import frozen_record
 from dynamem.settings import SettingsError, VmSettings
@@ -548,6 +548,7 @@ def build_snapshot(
     promised: Mapping[ObjectKey, str] | None = None,
     launcher_node_selectors: tuple[tuple[str, str], ...] = (),
     parked_after_s: float = PARKED_AFTER_S,
+    memory_overcommit: int = 100,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -557,6 +558,8 @@ def build_snapshot(
     scheduled there, and counts there for inter-pod affinity until it is bound (then it is a pod like any).
     ``launcher_node_selectors``: the KubeVirt CR's cluster-wide selector, which every target selects.
     ``parked_after_s``: a VM off for longer than this is parked (``StoppedVm.parked``).
+    ``memory_overcommit``: the KubeVirt CR's ``developerConfiguration.memoryOvercommit``: a launcher of a VMI
+    with no memory request of its own asks its guest x 100 / that (:func:`launcher_overcommit`).
     """
     joins = cache if cache is not None else JoinCache()
     held = held or {}
@@ -583,7 +586,7 @@ def build_snapshot(
         pods[pod.node] += pod.request
 
     launchers = current_launchers(pod_list, vmis)  # each running VMI's launcher pod on its node
-    overheads = launcher_overheads(launchers, vmis)  # what each launcher asks beyond its guest
+    overheads = launcher_overheads(launchers, vmis, memory_overcommit)  # what each asks beyond its guest
     overhead: dict[str, int] = defaultdict(int)
     unmanaged: dict[str, int] = defaultdict(int)
     states: dict[str, list[VmState]] = defaultdict(list)
@@ -629,6 +632,7 @@ def build_snapshot(
         [(node, launches, pod.request, pod.finished) for pod, node, launches in bound_pods],
         vmis,
         default_overhead,
+        memory_overcommit,
     )
     page_requests = node_page_requests(
         [(node, launches, dict(pod.hugepages), pod.finished) for pod, node, launches in bound_pods], vmis
@@ -646,7 +650,8 @@ def build_snapshot(
         and owner.node is None
     )
     # what the VMs defined but not running would ask to start, their launcher's memory request: the VM's
-    # resources.requests.memory if set, else its memory.guest (set back to startup while stopped), plus the
+    # resources.requests.memory if set, else its memory.guest (set back to startup while stopped) x 100 /
+    # the KubeVirt CR's memoryOvercommit, plus the
     # overhead of a launcher (the largest of the running VMIs', at least --default-overhead). The plan keeps
     # a hole for each, and one for the largest of those parked: off for longer than --parked-after (a VM
     # stopped last night is started this morning; one off for weeks may stay off). A hugepage VM's guest is
@@ -655,7 +660,7 @@ def build_snapshot(
     launcher_overhead = max(overheads.values(), default=default_overhead)
     stopped = tuple(
         StoppedVm(
-            (item.vm.request or item.vm.guest or item.settings.startup)
+            (item.vm.request or guest_request(item.vm.guest or item.settings.startup, memory_overcommit))
             + max(default_overhead, launcher_overhead),
             _selected(item.vm.node_selector, node_views),
             parked=_parked(item.vm, now, parked_after_s),
@@ -721,6 +726,7 @@ def build_snapshot(
         launcher_others={key: pod.others for key, pod in launchers.items()},
         launcher_memory={key: pod.request for key, pod in launchers.items()},
         overheads=overheads,
+        overcommit=memory_overcommit,
     )
     return Snapshot(
         nodes,

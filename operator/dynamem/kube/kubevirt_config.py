@@ -6,7 +6,12 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   KubeVirt holds back every target pod beyond them (``watch/migration/migration.go``,
   ``handleTargetPodCreation``), so the plan keeps its migrations in flight within them;
 - ``developerConfiguration.nodeSelectors``: the selector every launcher pod gets under its VMI's own
-  (``GetNodeSelectors``; ``services/nodeselectorrenderer.go``), so a target must match it too.
+  (``GetNodeSelectors``; ``services/nodeselectorrenderer.go``), so a target must match it too;
+- ``developerConfiguration.memoryOvercommit`` (percent, default 100, ``DefaultMemoryOvercommit``): a VMI with
+  no memory request (or limit) of its own has its launcher ask ``memory.guest`` x 100 / memoryOvercommit
+  (``services/renderresources.go``, ``WithMemoryRequests``, run by ``services/template.go``
+  ``VMIResourcePredicates`` for every launcher, a migration's target included), so a target of a given size
+  asks that of the node the scheduler counts.
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
 every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`).
@@ -22,6 +27,7 @@ __all__ = [
     "KubeVirtSettings",
     "kubevirt_settings",
     "launcher_node_selectors_of",
+    "memory_overcommit_of",
     "parallel_migrations_of",
     "parallel_outbound_migrations_of",
 ]
@@ -34,6 +40,7 @@ class KubeVirtSettings:
     per_cluster: int | None = None
     outbound_per_node: int | None = None
     node_selectors: tuple[tuple[str, str], ...] = ()
+    memory_overcommit: int | None = None
 
 
 def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
@@ -42,6 +49,7 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         per_cluster=parallel_migrations_of(config),
         outbound_per_node=parallel_outbound_migrations_of(config),
         node_selectors=tuple(sorted(launcher_node_selectors_of(config).items())),
+        memory_overcommit=memory_overcommit_of(config),
     )
 
 
@@ -68,3 +76,10 @@ def launcher_node_selectors_of(config: Mapping[str, Any]) -> dict[str, str]:
     developer = config.get("developerConfiguration")
     found = developer.get("nodeSelectors") if isinstance(developer, Mapping) else None
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
+
+
+def memory_overcommit_of(config: Mapping[str, Any]) -> int | None:
+    """``developerConfiguration.memoryOvercommit`` of a KubeVirt CR's ``spec.configuration``, if set: the
+    percent of a launcher's request its guest may have (KubeVirt refuses a value of 0 or less,
+    ``configuration.go``, ``validateConfig``, so such a value is not taken)."""
+    return _positive(config, "developerConfiguration", "memoryOvercommit")

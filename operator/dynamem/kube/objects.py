@@ -313,6 +313,9 @@ class VmiView:
     spread: tuple[SpreadConstraint, ...] = ()  # its DoNotSchedule topology spread constraints
     host_model: bool = False  # spec.domain.cpu.model is host-model (kube.migration_target)
     claims: tuple[str, ...] = ()  # the PersistentVolumeClaims its launcher pods mount (kube.volumes)
+    # spec.domain.resources sets a memory request or limit: its launchers ask that (moved by each change of
+    # size), not memory.guest x 100 / memoryOvercommit (renderresources.go, WithMemoryRequests)
+    own_request: bool = False
 
     @property
     def active(self) -> bool:
@@ -390,6 +393,10 @@ def vmi_view(body: Body) -> VmiView:
         spread=spread_constraints(dig(body, "spec") or {}, labels),
         host_model=dig(body, "spec", "domain", "cpu", "model") == HOST_MODEL,
         claims=vmi_claims(dig(body, "spec") or {}),
+        own_request=bool(
+            quantity_bytes(dig(body, "spec", "domain", "resources", "requests", "memory"))
+            or quantity_bytes(dig(body, "spec", "domain", "resources", "limits", "memory"))
+        ),
         live_migratable=_condition_status(body, "LiveMigratable"),
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")

@@ -88,13 +88,20 @@ class GuestState:
 @dataclass
 class SimulatorOptions:
     """``overhead``: launcher overhead per VMI (bytes). ``failing``: names of VMs whose memory change fails on
-    the target node as KubeVirt reports it. ``migration``: KubeVirt's migration settings."""
+    the target node as KubeVirt reports it. ``migration``: KubeVirt's migration settings.
+    ``memory_overcommit``: the KubeVirt CR's ``developerConfiguration.memoryOvercommit`` (percent) every
+    launcher is rendered under (:func:`.launcher.launcher_requests`)."""
 
     namespace: str | None = None
     poll_s: float = 0.25
     overhead: int = 0
     failing: set[str] = field(default_factory=set)
     migration: MigrationOptions = field(default_factory=MigrationOptions)
+    memory_overcommit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
+            raise ValueError(f"memory_overcommit: {self.memory_overcommit!r} must be greater than 0")
 
 
 class _Api:
@@ -170,7 +177,12 @@ class KubeVirtSimulator:
         self.custom = self.api.custom
         self.core = self.api.core
         self.migrations = MigrationController(
-            self.api, self.options.migration, self.options.overhead, self.options.failing, self.clock
+            self.api,
+            self.options.migration,
+            self.options.overhead,
+            self.options.failing,
+            self.clock,
+            overcommit=self.options.memory_overcommit,
         )
 
     @property
@@ -460,9 +472,12 @@ class KubeVirtSimulator:
         if phase in ("Pending", "Scheduling"):
             if not mine:
                 start = (dig(vmi, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)
-                pod = launcher_pod(vmi, overhead=self.options.overhead)
+                overcommit = self.options.memory_overcommit
+                pod = launcher_pod(vmi, overhead=self.options.overhead, overcommit=overcommit)
                 if start and await self._fits_on(start, pod):
-                    pod = launcher_pod(vmi, overhead=self.options.overhead, node_name=start)
+                    pod = launcher_pod(
+                        vmi, overhead=self.options.overhead, overcommit=overcommit, node_name=start
+                    )
                 else:
                     start = None  # no room there: the scheduler places it, as it does every VMI's pod
                 created = await self.api.create_pod(key.namespace, pod)

@@ -91,9 +91,12 @@ def launcher_cpu(domain: Mapping[str, Any]) -> str:
 EPHEMERAL_STORAGE_OVERHEAD = 50_000_000
 
 
-def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, str]:
+def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int, overcommit: int = 100) -> dict[str, str]:
     """The compute container's requests for a VMI spec (``renderresources.go``: memory, overhead,
-    hugepages, CPU, ephemeral storage)."""
+    hugepages, CPU, ephemeral storage). ``overcommit``: the KubeVirt CR's
+    ``developerConfiguration.memoryOvercommit``, which virt-controller renders every launcher under
+    (``services/template.go``, ``VMIResourcePredicates``; ``WithMemoryRequests``: a VMI with no memory request
+    or limit asks ``memory.guest`` x 100 / memoryOvercommit). Not played for hugepages."""
     domain = vmi_spec.get("domain") or {}
     storage = quantity_bytes(dig(domain, "resources", "requests", "ephemeral-storage")) or 0
     scratch = to_quantity(storage + EPHEMERAL_STORAGE_OVERHEAD) if storage else "50M"
@@ -103,6 +106,8 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int) -> dict[str, s
     limit = quantity_bytes(dig(domain, "resources", "limits", "memory"))
     memory = requested or limit or guest or GI  # WithMemoryRequests: request, else limit, else guest
     page_size = dig(domain, "memory", "hugepages", "pageSize")
+    if not (requested or limit or page_size) and overcommit != 100:
+        memory = memory * 100 // overcommit
     if page_size:
         hugepages = min(memory, guest) if guest else memory
         above_guest = max(0, memory - guest) if guest else 0
@@ -158,12 +163,13 @@ def launcher_pod(
     vmi: Mapping[str, Any],
     *,
     overhead: int,
+    overcommit: int = 100,
     node_name: str | None = None,
     migration: Mapping[str, Any] | None = None,
     host_model: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The virt-launcher pod for ``vmi``: its first one (optionally bound to ``node_name``), or the target of
-    ``migration``."""
+    ``migration``; ``overcommit``: KubeVirt's memoryOvercommit (:func:`launcher_requests`)."""
     meta = vmi.get("metadata") or {}
     spec = vmi.get("spec") or {}
     name, uid = str(meta.get("name")), str(meta.get("uid"))
@@ -171,7 +177,7 @@ def launcher_pod(
     annotations = {DOMAIN_ANNOTATION: name}
     selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
     selector[SCHEDULABLE_LABEL] = "true"
-    resources = launcher_requests(spec, overhead)
+    resources = launcher_requests(spec, overhead, overcommit)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 30,

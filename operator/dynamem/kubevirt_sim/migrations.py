@@ -193,6 +193,7 @@ class MigrationController:
     timers: _Timers = field(default_factory=_Timers)
     succeeded: int = 0
     failed: int = 0
+    overcommit: int = 100  # KubeVirt's memoryOvercommit, which target pods are rendered under
 
     # -- workload-updater ----------------------------------------------------------------------------------
 
@@ -278,7 +279,13 @@ class MigrationController:
             if host_model is None:  # createTargetPod fails, the migration is requeued and stays Pending
                 logger.warning("%s: unable to locate host cpu model on %s", migration_vmi(migration), source)
                 return False
-        pod = launcher_pod(vmi, overhead=self.overhead, migration=migration, host_model=host_model)
+        pod = launcher_pod(
+            vmi,
+            overhead=self.overhead,
+            overcommit=self.overcommit,
+            migration=migration,
+            host_model=host_model,
+        )
         created = await self.api.create_pod(str(dig(vmi, "metadata", "namespace")), pod)
         self.timers.target_created[str(dig(migration, "metadata", "uid"))] = self.clock()
         await self._set_phase(migration, SCHEDULING, {"migrationState": {"sourceNode": source}})

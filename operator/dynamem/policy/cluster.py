@@ -40,8 +40,9 @@ record (:class:`VmPlan`), each step leaving its reason on the record:
    move or start at its floor, a VM above its target is shrunk in dead-band steps rather than only past the
    wide shrink band: memory held above targets is then what keeps other VMs from moving or starting.
 4. **place**: each change names its target node (never the source): the new launcher request (size +
-   overhead) must fit the node's free requests as the kube-scheduler counts them (memory less every launcher
-   request on it, in-flight migration targets included, and the targets this plan already chose); among those,
+   overhead; under KubeVirt's memoryOvercommit, size x 100 / memoryOvercommit + overhead) must fit the
+   node's free requests as the kube-scheduler counts them (memory less every launcher request on it,
+   in-flight migration targets included, and the targets this plan already chose); among those,
    the node with the least room left (best fit, the scheduler's ``MostAllocated`` score): every change is a
    migration that needs a hole of the VM's whole new size on another node, so filling the small holes first
    keeps the large ones whole for the next large change (spreading, least allocated, leaves every node a
@@ -88,6 +89,7 @@ __all__ = [
     "StoppedVm",
     "VmPlan",
     "estimate_demand",
+    "guest_request",
     "is_paging",
     "plan_cluster",
     "retry_delay",
@@ -95,6 +97,12 @@ __all__ = [
 
 
 MEMORY = "memory"
+
+
+def guest_request(size: int, overcommit: int) -> int:
+    """What a launcher asks of ``memory`` for a guest of ``size`` under KubeVirt's memoryOvercommit
+    (percent), before its overhead (v1.7.0 ``services/renderresources.go``, ``WithMemoryRequests``)."""
+    return size if overcommit == 100 else size * 100 // overcommit
 
 
 @frozen_record
@@ -142,10 +150,25 @@ class ClusterVm:
     # VMs that required pod (anti-)affinity ties together share a group: one of them moves per round, as
     # the nodes each may go to were judged without the others' new places (None: in no group)
     group: str | None = None
+    # KubeVirt's memoryOvercommit (percent) for its launchers: a VMI with no memory request of its own asks
+    # its guest x 100 / overcommit (renderresources.go, WithMemoryRequests); 100 for one that has (its
+    # request moves with each change, vm.go handleMemoryHotplugRequest) and for a hugepage VM
+    overcommit: int = 100
+
+    def guest_request(self, size: int) -> int:
+        """What its launcher asks of ``memory`` for a guest of ``size``, before the overhead."""
+        return guest_request(size, self.overcommit)
+
+    def guest_fitting(self, request: int) -> int:
+        """The largest guest whose :meth:`guest_request` is at most ``request``."""
+        if self.overcommit == 100 or request < 0:
+            return request
+        return ((request + 1) * self.overcommit - 1) // 100
 
     @property
     def overhead(self) -> int:
-        return self.request - self.assigned
+        """What its launcher asks beyond its guest's request."""
+        return self.request - self.guest_request(self.assigned)
 
     @property
     def resource(self) -> str:
@@ -365,10 +388,11 @@ def _size(records: list[VmPlan], state: ClusterState, config: BalanceConfig, res
     """Levels of the VMs whose guests take ``resource``, against the cluster's ``resource`` (``memory`` less
     every launcher's overhead, or a ``hugepages-*``); returns whether it is short (some level shared)."""
     if resource == MEMORY:
-        capacity = (
+        capacity = _in_guest_bytes(
             sum(n.memory for n in state.nodes)
             - sum(r.vm.overhead for r in records)
-            - sum(p.request for p in state.pending)
+            - sum(p.request for p in state.pending),
+            records,
         )
     else:
         capacity = sum(total for n in state.nodes for name, total, _ in n.hugepages if name == resource)
@@ -413,8 +437,20 @@ def _beyond_targets(records: list[VmPlan], state: ClusterState) -> tuple[int, in
         - sum(p.request for p in state.pending)
     )
     in_memory = [r for r in records if r.vm.resource == MEMORY]  # a hugepage VM's guest is not in `memory`
-    spare = capacity - sum(max(r.vm.assigned, r.target, r.vm.in_flight_to or 0) for r in in_memory)
-    return spare, max((r.floor + r.vm.overhead for r in in_memory), default=0)
+    spare = capacity - sum(
+        r.vm.guest_request(max(r.vm.assigned, r.target, r.vm.in_flight_to or 0)) for r in in_memory
+    )
+    return spare, max((_ask(r.vm, r.floor).memory for r in in_memory), default=0)
+
+
+def _in_guest_bytes(requests: int, records: list[VmPlan]) -> int:
+    """``requests`` of ``memory`` as the guest memory they hold: more under KubeVirt's memoryOvercommit,
+    where a launcher asks less than its guest, at the ratio of the running guests to what they ask."""
+    if all(r.vm.overcommit == 100 for r in records):
+        return requests
+    guests = sum(r.vm.assigned for r in records if r.vm.resource == MEMORY)
+    asked = sum(r.vm.guest_request(r.vm.assigned) for r in records if r.vm.resource == MEMORY)
+    return requests * guests // asked if asked > 0 else requests
 
 
 def _spare(spare: int, hole: int, state: ClusterState) -> int:
@@ -588,7 +624,7 @@ def _ask(vm: ClusterVm, size: int) -> _Ask:
     ``hugepages-*`` and its ``memory`` is the overhead (KubeVirt v1.7.0 ``renderresources.go``,
     ``WithHugePages``)."""
     if vm.pages is None:
-        return _Ask(size + vm.overhead, None, vm.others)
+        return _Ask(vm.guest_request(size) + vm.overhead, None, vm.others)
     return _Ask(vm.overhead, (vm.pages, size), vm.others)
 
 
@@ -656,7 +692,7 @@ class _Room:
         if not self._others_fit(node, vm.others):
             return 0
         if vm.pages is None:
-            return self.free(node) - vm.overhead
+            return vm.guest_fitting(self.free(node) - vm.overhead)
         return self.free(node, vm.pages) if self.free(node) >= vm.overhead else 0
 
     def best(
@@ -893,7 +929,7 @@ def _place(records: list[VmPlan], state: ClusterState, config: BalanceConfig) ->
             if helped is not None:
                 node = helped.freed
         if node is None:
-            r.notes.append(f"no node has room for {format_bytes(size + vm.overhead)}")
+            r.notes.append(f"no node has room for {format_bytes(_ask(vm, size).memory)}")
             continue
         moves = [_move(vm, node, size)]
         if helped is not None:

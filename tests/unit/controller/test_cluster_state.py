@@ -29,6 +29,47 @@ from .builders_k8s import (
 )
 
 
+def test_under_memory_overcommit_a_launcher_asks_its_guest_over_the_ratio_and_the_plan_counts_so() -> None:
+    """The KubeVirt CR's memoryOvercommit 200: a VMI without a memory request of its own asks half its guest
+    plus its overhead (renderresources.go, WithMemoryRequests), now and at its next size; one with a request
+    asks that, moved by each change; a VMI without a launcher in view and a stopped VM's start are counted at
+    half their guest too."""
+    own = make_vmi_body("fixed", guest="2Gi", current="2Gi", at_boot="2Gi")
+    own["spec"]["domain"]["resources"] = {"requests": {"memory": "2Gi"}}
+    seen = observed(
+        vmms=[make_vmm_body(n) for n in ("web", "fixed", "away", "off")],
+        vms=[
+            make_vm_body("web", guest="2Gi"),
+            make_vm_body("fixed", guest="2Gi", request="2Gi"),
+            make_vm_body("away", guest="4Gi"),
+            make_vm_body("off", guest="2Gi", run_strategy="Halted"),
+        ],
+        vmis=[
+            make_vmi_body("web", guest="2Gi", current="2Gi", at_boot="2Gi"),
+            own,
+            make_vmi_body("away", node="other", guest="4Gi", current="4Gi", at_boot="4Gi", overhead="100Mi"),
+        ],
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("other", allocatable="8Gi")],
+        pods=[
+            make_pod_body("l-web", launcher=True, requests=["1408Mi"], domain="web"),
+            make_pod_body("l-fixed", launcher=True, requests=["2148Mi"], domain="fixed"),
+        ],
+    )
+    cluster = build_snapshot(seen, DemandReading(), memory_overcommit=200).cluster
+    vms = {vm.name.split("/")[1]: vm for vm in cluster.vms}
+    web, fixed = vms["web"], vms["fixed"]
+    assert (web.overcommit, web.request, web.overhead) == (200, 1408 * MI, 384 * MI)
+    assert web.guest_request(4 * GI) + web.overhead == 2 * GI + 384 * MI  # what its target at 4Gi asks
+    assert (fixed.overcommit, fixed.request, fixed.overhead) == (100, 2148 * MI, 100 * MI)
+    other = next(n for n in cluster.nodes if n.name == "other")
+    assert other.requested == 2 * GI + 100 * MI  # away: no launcher in view, half its guest and its overhead
+    (off,) = cluster.stopped
+    assert off.request == GI + 384 * MI  # half its startup, and the largest launcher overhead
+    # at KubeVirt's default of 100 the same launcher asks less than its guest: no overhead is read from it
+    plain = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
+    assert (plain["web"].overcommit, plain["web"].overhead) == (100, 0)
+
+
 def test_room_is_allocatable_less_every_unfinished_pod_request_terminating_ones_included() -> None:
     seen = observed(
         vmms=[make_vmm_body("finance"), make_vmm_body("sales")],
@@ -132,7 +173,8 @@ def test_room_in_devices_and_ephemeral_storage_is_counted_as_in_cpu() -> None:
 def test_a_launchers_overhead_is_what_its_pod_asks_beyond_its_guest_where_the_vmi_reports_none() -> None:
     """v1.7.0 reports no overhead: it is read from the launcher on the VMI's node (not from a migration
     target elsewhere, nor a finished pod); a reported one wins; a launcher asking less than its guest
-    (``memoryOvercommit`` above 100) has none; with hugepages its whole ``memory`` request is overhead."""
+    where no ``memoryOvercommit`` says why has none; with hugepages its whole ``memory`` request is
+    overhead."""
     vmis = {
         ObjectKey(NS, name): vmi_view(make_vmi_body(name, guest=guest, current=guest, overhead=reported))
         for name, guest, reported in (
