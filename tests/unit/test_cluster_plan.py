@@ -558,6 +558,23 @@ def test_a_grow_does_not_close_the_last_hole_a_stopped_vm_needs_to_start() -> No
     assert grow.target_node == "n2"
 
 
+def test_a_stopped_vms_hole_is_where_its_launcher_also_has_the_cpu_to_start() -> None:
+    """n1 (4Gi) is full: a (paging, target 1.875Gi) and b (3Gi); n2 and n3 (4Gi) are empty, but all of n3's
+    CPU is taken. A 3Gi VM that is off asks a CPU to start, so its hole is n2, the node a's grow would go
+    to (best fit, the tie by name): a is kept from it. Where the start's CPU is not counted, n3 looked like
+    its hole and a grew onto n2, after which the VM could start nowhere."""
+    a = make_vm("a", "n1", size=1, demand=2, startup=1)
+    b = make_vm("b", "n1", size=3, demand=1, startup=3, maximum=3)
+    state = make_state({"n1": 4, "n2": 4, "n3": 4}, a, b)
+    cpu = {"n1": ("cpu", 4000, 0), "n2": ("cpu", 4000, 0), "n3": ("cpu", 4000, 4000)}
+    state = replace(state, nodes=tuple(replace(n, others=(cpu[n.name],)) for n in state.nodes))
+    kept = plan_cluster(replace(state, stopped=(StoppedVm(3 * GiB, others=(("cpu", 1000),)),)), CONFIG, 0.0)
+    assert kept.changes == ()
+    assert "the hole a stopped VM needs to start (3Gi)" in kept.decisions[0].reason
+    (grow,) = plan_cluster(replace(state, stopped=(StoppedVm(3 * GiB),)), CONFIG, 0.0).changes
+    assert (grow.name, grow.target_node) == ("a", "n2")
+
+
 def test_every_vm_that_may_start_keeps_a_hole_and_the_parked_ones_share_one() -> None:
     # n1 (4Gi) is full: a (1Gi, paging: target 1.875Gi) and b (3Gi at its floor); n2 (4Gi) is empty, room
     # for two stopped VMs of 2Gi each. a's grow would leave n2 2.125Gi, a hole for one of them: it is not

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dynamem.kube.objects import MI
+from dynamem.kube.launcher_resources import start_requests
+from dynamem.kube.objects import MI, counted_resources
 from dynamem.kubevirt_sim.launcher import launcher_devices, launcher_pod, launcher_requests
 from dynamem.kubevirt_sim.play import vm_body
 from dynamem.sim.scenario import parse_scenario
@@ -63,6 +64,24 @@ def test_hugepages_carry_the_guest_and_memory_the_overhead() -> None:
         "memory": "200Mi",
         "cpu": "100m",
         "ephemeral-storage": "50M",
+    }
+
+
+def test_a_vm_that_is_off_asks_to_start_what_its_first_launcher_will() -> None:
+    """``start_requests``: what the operator counts for a VM with no launcher yet, in the scheduler's units:
+    CPU as vCPUs over the KubeVirt CR's cpuAllocationRatio (or the VM's own request), 50M of ephemeral
+    storage, one of each device; the same as the stand-in's launcher asks."""
+    four = vmi({"guest": "1Gi"})
+    four["spec"]["domain"]["cpu"] = {"cores": 2, "sockets": 2}
+    kvm, tun = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun"
+    scratch = ("ephemeral-storage", 50_000_000)
+    assert start_requests(four["spec"]) == (("cpu", 400), (kvm, 1), (tun, 1), scratch)
+    assert dict(start_requests(four["spec"], ratio=4))["cpu"] == 1000
+    asked = vmi({"guest": "1Gi"}, {"requests": {"cpu": "1500m"}})
+    assert dict(start_requests(asked["spec"], ratio=4))["cpu"] == 1500
+    rendered = launcher_pod(four, overhead=0)["spec"]["containers"][0]["resources"]
+    assert dict(start_requests(four["spec"])) == {
+        k: v for k, v in counted_resources({**rendered["requests"], **rendered["limits"]}).items()
     }
 
 

@@ -98,23 +98,30 @@ def test_plan_keeps_vm_order_and_is_deterministic(node: NodeState) -> None:
     assert list(changes[: len(shrinks)]) == shrinks  # shrinks first
 
 
-def _starts_fitting_by_scan(starts: list[StoppedVm], free: dict[str, int], slots: dict[str, int]) -> set[int]:
+def _starts_fitting_by_scan(
+    starts: list[StoppedVm], free: dict[str, int], slots: dict[str, int], cores: dict[str, int]
+) -> set[int]:
     """What the bisection in ``_starts_fitting`` must give: each start, in order, into the node with the least
-    memory free it fits (ties by name), scanning every node."""
-    left, pods, placed = dict(free), dict(slots), set()
+    memory free it fits (ties by name) with a pod slot and its CPU where those are counted, scanning every
+    node."""
+    left, pods, cpu, placed = dict(free), dict(slots), dict(cores), set()
     for i, vm in enumerate(starts):
+        asks = dict(vm.others)
         fits = [
             n
             for n, f in left.items()
             if f >= vm.request
             and (vm.allowed_nodes is None or n in vm.allowed_nodes)
             and (not pods or pods[n] >= 1)
+            and (not cpu or cpu[n] >= asks.get("cpu", 0))
         ]
         if fits:
             node = min(fits, key=lambda n: (left[n], n))
             left[node] -= vm.request
             if pods:
                 pods[node] -= 1
+            if cpu:
+                cpu[node] -= asks.get("cpu", 0)
             placed.add(i)
     return placed
 
@@ -126,15 +133,25 @@ NODE_NAMES = [f"n{i}" for i in range(6)]
 @given(
     st.dictionaries(st.sampled_from(NODE_NAMES), st.integers(0, 8), min_size=1),
     st.lists(
-        st.tuples(st.integers(1, 6), st.none() | st.frozensets(st.sampled_from(NODE_NAMES))), max_size=8
+        st.tuples(
+            st.integers(1, 6), st.none() | st.frozensets(st.sampled_from(NODE_NAMES)), st.integers(0, 3)
+        ),
+        max_size=8,
     ),
     st.booleans(),
     st.integers(0, 2),
+    st.none() | st.integers(0, 4),
 )
 def test_starts_are_packed_as_a_scan_of_every_node_would(
-    free: dict[str, int], starts: list[tuple[int, frozenset[str] | None]], counted: bool, slot: int
+    free: dict[str, int],
+    starts: list[tuple[int, frozenset[str] | None, int]],
+    counted: bool,
+    slot: int,
+    cores: int | None,
 ) -> None:
     room = {n: f * 512 * MiB for n, f in free.items()}
     slots = {n: slot for n in room} if counted else {}
-    vms = [StoppedVm(size * 512 * MiB, allowed) for size, allowed in starts]
-    assert _starts_fitting(vms, room, slots) == _starts_fitting_by_scan(vms, room, slots)
+    cpu = {n: cores * 1000 for n in room} if cores is not None else {}
+    others = {name: left for name, left in (("pods", slots), ("cpu", cpu)) if left}
+    vms = [StoppedVm(size * 512 * MiB, allowed, (("cpu", m * 500),)) for size, allowed, m in starts]
+    assert _starts_fitting(vms, room, others) == _starts_fitting_by_scan(vms, room, slots, cpu)

@@ -56,6 +56,7 @@ from dynamem.kube.api import (
     now_rfc3339,
     parse_rfc3339,
 )
+from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO
 from dynamem.kube.objects import ObjectKey, VmView, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.cluster import PARKED_AFTER_S, ClusterPlan, InFlight, plan_cluster
@@ -100,6 +101,8 @@ class RoundOptions:
     parked_after_s: float = PARKED_AFTER_S
     # the KubeVirt CR's developerConfiguration.memoryOvercommit: a launcher asks its guest x 100 / this
     memory_overcommit: int = 100
+    # the KubeVirt CR's developerConfiguration.cpuAllocationRatio: a launcher asks its vCPUs / this of CPU
+    cpu_allocation_ratio: int = CPU_ALLOCATION_RATIO
 
 
 @dataclass(slots=True)
@@ -227,6 +230,7 @@ class Balancer:
             launcher_node_selectors=self.options.launcher_node_selectors,
             parked_after_s=self.options.parked_after_s,
             memory_overcommit=self.options.memory_overcommit,
+            cpu_allocation_ratio=self.options.cpu_allocation_ratio,
         )
         result = RoundResult(snapshot=snapshot)
         changes: list[MemoryChange] = []

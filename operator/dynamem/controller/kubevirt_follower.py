@@ -16,6 +16,7 @@ from typing import Any
 
 from dynamem.controller.balancer import RoundOptions
 from dynamem.kube.kubevirt_config import KubeVirtSettings, kubevirt_settings
+from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO
 
 __all__ = ["KubeVirtFollower"]
 
@@ -49,11 +50,12 @@ class KubeVirtFollower:
             return False
         logger.info(
             "KubeVirt CR: parallelMigrationsPerCluster %s, parallelOutboundMigrationsPerNode %s, "
-            "launcher nodeSelectors %s, memoryOvercommit %s",
+            "launcher nodeSelectors %s, memoryOvercommit %s, cpuAllocationRatio %s",
             settings.per_cluster or "unset",
             settings.outbound_per_node or "unset",
             dict(settings.node_selectors) or "none",
             settings.memory_overcommit or "unset",
+            settings.cpu_allocation_ratio or "unset",
         )
         self.settings = settings
         self.options = self.applied(settings)
@@ -71,4 +73,5 @@ class KubeVirtFollower:
             balance=balance,
             launcher_node_selectors=settings.node_selectors,
             memory_overcommit=settings.memory_overcommit or 100,
+            cpu_allocation_ratio=settings.cpu_allocation_ratio or CPU_ALLOCATION_RATIO,
         )

@@ -31,6 +31,7 @@ from dynamem.controller.migrations import MigrationView
 from dynamem.controller.placement import decode
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
+from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO, start_requests
 from dynamem.kube.migration_target import carried_selector, host_model_selector
 from dynamem.kube.objects import HOSTNAME_LABEL, Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.kube.pod_affinity import PlacedPod
@@ -549,6 +550,7 @@ def build_snapshot(
     launcher_node_selectors: tuple[tuple[str, str], ...] = (),
     parked_after_s: float = PARKED_AFTER_S,
     memory_overcommit: int = 100,
+    cpu_allocation_ratio: int = CPU_ALLOCATION_RATIO,
 ) -> Snapshot:
     """Join the observed objects and demand into per-node policy inputs.
 
@@ -560,6 +562,8 @@ def build_snapshot(
     ``parked_after_s``: a VM off for longer than this is parked (``StoppedVm.parked``).
     ``memory_overcommit``: the KubeVirt CR's ``developerConfiguration.memoryOvercommit``: a launcher of a VMI
     with no memory request of its own asks its guest x 100 / that (:func:`launcher_overcommit`).
+    ``cpu_allocation_ratio``: the CR's ``developerConfiguration.cpuAllocationRatio``: a VM that is off asks
+    its vCPUs / that of CPU to start (:func:`dynamem.kube.launcher_resources.start_requests`).
     """
     joins = cache if cache is not None else JoinCache()
     held = held or {}
@@ -654,15 +658,17 @@ def build_snapshot(
     # the KubeVirt CR's memoryOvercommit, plus the
     # overhead of a launcher (the largest of the running VMIs', at least --default-overhead). The plan keeps
     # a hole for each, and one for the largest of those parked: off for longer than --parked-after (a VM
-    # stopped last night is started this morning; one off for weeks may stay off). A hugepage VM's guest is
-    # requested as hugepages, not memory; a VM whose memory comes from an instancetype has no size here to
-    # go by.
+    # stopped last night is started this morning; one off for weeks may stay off); the hole must have room
+    # for what its launcher asks beside memory too (CPU, ephemeral storage, devices). A hugepage VM's guest
+    # is requested as hugepages, not memory; a VM whose memory comes from an instancetype has no size here
+    # to go by.
     launcher_overhead = max(overheads.values(), default=default_overhead)
     stopped = tuple(
         StoppedVm(
             (item.vm.request or guest_request(item.vm.guest or item.settings.startup, memory_overcommit))
             + max(default_overhead, launcher_overhead),
             _selected(item.vm.node_selector, node_views),
+            others=start_requests(item.vm.launcher_spec, cpu_allocation_ratio),
             parked=_parked(item.vm, now, parked_after_s),
         )
         for item in managed.values()

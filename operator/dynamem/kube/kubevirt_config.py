@@ -11,7 +11,9 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   no memory request (or limit) of its own has its launcher ask ``memory.guest`` x 100 / memoryOvercommit
   (``services/renderresources.go``, ``WithMemoryRequests``, run by ``services/template.go``
   ``VMIResourcePredicates`` for every launcher, a migration's target included), so a target of a given size
-  asks that of the node the scheduler counts.
+  asks that of the node the scheduler counts;
+- ``developerConfiguration.cpuAllocationRatio`` (default 10, ``DefaultCPUAllocationRatio``): a launcher asks
+  its vCPUs / that of CPU (``WithoutDedicatedCPU``), which a VM that is off needs free to start.
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
 every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`).
@@ -25,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "KubeVirtSettings",
+    "cpu_allocation_ratio_of",
     "kubevirt_settings",
     "launcher_node_selectors_of",
     "memory_overcommit_of",
@@ -41,6 +44,7 @@ class KubeVirtSettings:
     outbound_per_node: int | None = None
     node_selectors: tuple[tuple[str, str], ...] = ()
     memory_overcommit: int | None = None
+    cpu_allocation_ratio: int | None = None
 
 
 def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
@@ -50,6 +54,7 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         outbound_per_node=parallel_outbound_migrations_of(config),
         node_selectors=tuple(sorted(launcher_node_selectors_of(config).items())),
         memory_overcommit=memory_overcommit_of(config),
+        cpu_allocation_ratio=cpu_allocation_ratio_of(config),
     )
 
 
@@ -83,3 +88,9 @@ def memory_overcommit_of(config: Mapping[str, Any]) -> int | None:
     percent of a launcher's request its guest may have (KubeVirt refuses a value of 0 or less,
     ``configuration.go``, ``validateConfig``, so such a value is not taken)."""
     return _positive(config, "developerConfiguration", "memoryOvercommit")
+
+
+def cpu_allocation_ratio_of(config: Mapping[str, Any]) -> int | None:
+    """``developerConfiguration.cpuAllocationRatio`` of a KubeVirt CR's ``spec.configuration``, if set
+    (KubeVirt refuses 0 and below, ``validateConfig``)."""
+    return _positive(config, "developerConfiguration", "cpuAllocationRatio")

@@ -137,6 +137,9 @@ class VmView:
     pages: str | None = None
     # since when it has had no VMI (RFC 3339), or None: see :func:`off_since`
     off_since: str | None = None
+    # what of its template decides its launcher's requests beside memory: spec.domain's cpu, resources and
+    # devices (kube.launcher_resources.start_requests)
+    launcher_spec: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def stopped_for_good(self) -> bool:
@@ -264,6 +267,7 @@ def vm_view(body: Body) -> VmView:
         guest_written_by_others=guest_written_by_others(body),
         placement=(dig(body, "metadata", "annotations") or {}).get(PLACEMENT_ANNOTATION) or None,
         off_since=off_since(body),
+        launcher_spec={"domain": {k: domain[k] for k in ("cpu", "resources", "devices") if k in domain}},
     )
 
 

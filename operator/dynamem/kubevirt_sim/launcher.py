@@ -36,6 +36,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from dynamem.kube.launcher_resources import (
+    KVM_DEVICE,
+    TUN_DEVICE,
+    VHOST_NET_DEVICE,
+    launcher_cpu,
+    launcher_devices,
+    launcher_storage,
+)
 from dynamem.kube.objects import GI, dig, launcher_labels, quantity_bytes, to_quantity
 
 APP_LABEL = "kubevirt.io"
@@ -64,33 +72,6 @@ __all__ = [
 ]
 
 
-# KubeVirt's default cpuAllocationRatio (spec.configuration.developerConfiguration.cpuAllocationRatio)
-CPU_ALLOCATION_RATIO = 10
-
-
-def launcher_cpu(domain: Mapping[str, Any]) -> str:
-    """The compute container's CPU request (``renderresources.go``: the VMI's ``resources.requests.cpu``
-    when set, ``ResourceRenderer.Requests`` letting it win; else ``WithoutDedicatedCPU``: its vCPUs
-    (``calcVCPUs``: cores x sockets x threads, 1 without a topology) over ``cpuAllocationRatio``). Dedicated
-    CPUs (``WithCPUPinning``) are not played."""
-    requested = dig(domain, "resources", "requests", "cpu")
-    if requested is not None:
-        return str(requested)
-    topology = domain.get("cpu") or {}
-    vcpus = 1
-    if topology:
-        vcpus = (
-            int(topology.get("cores") or 1)
-            * int(topology.get("sockets") or 1)
-            * int(topology.get("threads") or 1)
-        )
-    return f"{vcpus * 1000 // CPU_ALLOCATION_RATIO}m"
-
-
-# WithEphemeralStorageRequest (renderresources.go): added to the VMI's own ephemeral-storage request
-EPHEMERAL_STORAGE_OVERHEAD = 50_000_000
-
-
 def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int, overcommit: int = 100) -> dict[str, str]:
     """The compute container's requests for a VMI spec (``renderresources.go``: memory, overhead,
     hugepages, CPU, ephemeral storage). ``overcommit``: the KubeVirt CR's
@@ -98,9 +79,7 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int, overcommit: in
     (``services/template.go``, ``VMIResourcePredicates``; ``WithMemoryRequests``: a VMI with no memory request
     or limit asks ``memory.guest`` x 100 / memoryOvercommit). Not played for hugepages."""
     domain = vmi_spec.get("domain") or {}
-    storage = quantity_bytes(dig(domain, "resources", "requests", "ephemeral-storage")) or 0
-    scratch = to_quantity(storage + EPHEMERAL_STORAGE_OVERHEAD) if storage else "50M"
-    common = {"cpu": launcher_cpu(domain), "ephemeral-storage": scratch}
+    common = {"cpu": launcher_cpu(domain), "ephemeral-storage": launcher_storage(domain)}
     guest = quantity_bytes(dig(domain, "memory", "guest"))
     requested = quantity_bytes(dig(domain, "resources", "requests", "memory"))
     limit = quantity_bytes(dig(domain, "resources", "limits", "memory"))
@@ -119,30 +98,8 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int, overcommit: in
     return {"memory": to_quantity(memory + overhead), **common}
 
 
-KVM_DEVICE = "devices.kubevirt.io/kvm"
-TUN_DEVICE = "devices.kubevirt.io/tun"
-VHOST_NET_DEVICE = "devices.kubevirt.io/vhost-net"
-VHOST_VSOCK_DEVICE = "devices.kubevirt.io/vhost-vsock"
 # virt-handler's device plugins advertise each permanent device this many times (cmd/virt-handler, maxDevices)
 DEVICES_PER_NODE = 1000
-
-
-def launcher_devices(vmi_spec: Mapping[str, Any]) -> dict[str, str]:
-    """The compute container's device limits (``renderresources.go``, ``getRequiredResources``, put in its
-    limits by ``WithVirtualizationResources``; the API server defaults their requests to them): ``kvm``
-    (``allowEmulation`` is off by default), ``tun`` unless the pod interface is not attached
-    (``RequiresTunDevice``), ``vhost-net`` with a virtio interface (``hasVirtioIface``: no model is
-    virtio), ``vhost-vsock`` with ``autoattachVSOCK``. Every node virt-handler serves advertises them."""
-    devices = dig(vmi_spec, "domain", "devices") or {}
-    interfaces = devices.get("interfaces") or []
-    found = {KVM_DEVICE: "1"}
-    if interfaces or devices.get("autoattachPodInterface") in (None, True):
-        found[TUN_DEVICE] = "1"
-    if any(i.get("model") in (None, "", "virtio") for i in interfaces if isinstance(i, Mapping)):
-        found[VHOST_NET_DEVICE] = "1"
-    if devices.get("autoattachVSOCK") is True:
-        found[VHOST_VSOCK_DEVICE] = "1"
-    return dict(sorted(found.items()))
 
 
 def launcher_volumes(vmi_spec: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left, insort
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -987,42 +988,49 @@ def _closes_start_hole(room: _Room, moves: list[_Move], stopped: tuple[StoppedVm
     if not stopped:
         return 0
     free = {n: room.free(n) for n in room.memory}
-    # a node without a pod slot left has no hole, where the plan is told the pods (ClusterNode.others)
-    slots = {n: room.free(n, PODS) for n in room.memory} if PODS in room.counted else {}
-    parked = [vm for vm in stopped if vm.parked and _starts_fitting([vm], free, slots)]
+    # a node without a pod slot, CPU or a device left for a start has no hole for it, where the plan is told
+    # the node's room in those (ClusterNode.others)
+    others = {r: {n: room.free(n, r) for n in room.memory} for r in sorted(room.counted)}
+    parked = [vm for vm in stopped if vm.parked and _starts_fitting([vm], free, others)]
     kept = [vm for vm in stopped if not vm.parked] + sorted(parked, key=lambda vm: vm.request)[-1:]
     kept.sort(key=lambda vm: vm.request, reverse=True)
-    before = _starts_fitting(kept, free, slots)
+    before = _starts_fitting(kept, free, others)
     if not before:
         return 0
     for source, target, ask, leaving in moves:
         free[target] -= ask[0]
         free[source] = free.get(source, 0) + leaving[0]
-        if slots:
-            slots[target] -= dict(ask.others).get(PODS, 0)
-            slots[source] += dict(leaving.others).get(PODS, 0)
-    after = _starts_fitting(kept, free, slots)
+        for resource, left in others.items():
+            left[target] -= dict(ask.others).get(resource, 0)
+            left[source] = left.get(source, 0) + dict(leaving.others).get(resource, 0)
+    after = _starts_fitting(kept, free, others)
     if sum(kept[i].request for i in after) >= sum(kept[i].request for i in before):
         return 0
     return max(kept[i].request for i in before if i not in after)
 
 
-def _starts_fitting(starts: list[StoppedVm], free: dict[str, int], slots: dict[str, int]) -> set[int]:
+def _starts_fitting(
+    starts: list[StoppedVm], free: dict[str, int], others: Mapping[str, Mapping[str, int]]
+) -> set[int]:
     """The indexes of ``starts`` that get a hole each when placed in their order, each into the node with the
-    least ``memory`` free it fits (ties by name; where ``slots`` counts pod slots, one left). The nodes are
-    kept sorted by what they have free, so a start finds its node by bisection, not by a scan of every node
-    (one that may start on a few nodes only scans from there)."""
+    least ``memory`` free it fits (ties by name) that also has what it asks of each resource in ``others``
+    (resource to free per node: ``pods``, one slot each; ``cpu``, devices...; a resource not there is not
+    counted). The nodes are kept sorted by what they have free, so a start finds its node by bisection, not
+    by a scan of every node (one that may start on a few nodes only scans from there)."""
     left = sorted((f, n) for n, f in free.items())
-    pods = dict(slots)
+    rest = {resource: dict(by_node) for resource, by_node in others.items()}
     placed = set()
     for i, vm in enumerate(starts):
+        asks = [(r, a) for r, a in (*vm.others, *_START) if r in rest]
         for at in range(bisect_left(left, (vm.request, "")), len(left)):
             room, node = left[at]
-            if (vm.allowed_nodes is None or node in vm.allowed_nodes) and (not pods or pods[node] >= 1):
+            if (vm.allowed_nodes is None or node in vm.allowed_nodes) and all(
+                rest[r].get(node, 0) >= a for r, a in asks
+            ):
                 del left[at]
                 insort(left, (room - vm.request, node))
-                if pods:
-                    pods[node] -= 1
+                for r, a in asks:
+                    rest[r][node] -= a
                 placed.add(i)
                 break
     return placed

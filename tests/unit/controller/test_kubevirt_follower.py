@@ -29,24 +29,29 @@ def test_the_settings_of_a_kubevirt_cr() -> None:
     assert kubevirt_settings({}) == KubeVirtSettings()
     odd = {"migrations": {"parallelMigrationsPerCluster": 0, "parallelOutboundMigrationsPerNode": True}}
     assert kubevirt_settings({**odd, "developerConfiguration": None}) == KubeVirtSettings()
-    over = {"developerConfiguration": {"memoryOvercommit": 150}}
-    assert kubevirt_settings(over) == KubeVirtSettings(memory_overcommit=150)
+    over = {"developerConfiguration": {"memoryOvercommit": 150, "cpuAllocationRatio": 5}}
+    assert kubevirt_settings(over) == KubeVirtSettings(memory_overcommit=150, cpu_allocation_ratio=5)
     for bad in (0, -10, "150", True, None):  # KubeVirt refuses 0 and below (validateConfig)
-        assert kubevirt_settings({"developerConfiguration": {"memoryOvercommit": bad}}) == KubeVirtSettings()
+        for key in ("memoryOvercommit", "cpuAllocationRatio"):
+            assert kubevirt_settings({"developerConfiguration": {key: bad}}) == KubeVirtSettings()
 
 
-def test_the_crs_memory_overcommit_reaches_the_round_and_goes_back_to_100_when_unset() -> None:
-    halved = {"developerConfiguration": {"memoryOvercommit": 200}}
+def test_the_crs_memory_overcommit_and_cpu_ratio_reach_the_round_and_go_back_to_defaults_when_unset() -> None:
+    halved = {"developerConfiguration": {"memoryOvercommit": 200, "cpuAllocationRatio": 4}}
     answers: list[Mapping[str, Any] | None] = [halved, None, {}]
 
     async def read() -> Mapping[str, Any] | None:
         return answers.pop(0)
 
     follower = KubeVirtFollower(read, OPTIONS)
-    assert OPTIONS.memory_overcommit == 100
-    assert asyncio.run(follower.refresh()) and follower.options.memory_overcommit == 200
-    assert not asyncio.run(follower.refresh()) and follower.options.memory_overcommit == 200  # unreadable
-    assert asyncio.run(follower.refresh()) and follower.options.memory_overcommit == 100
+
+    def ratios() -> tuple[int, int]:
+        return follower.options.memory_overcommit, follower.options.cpu_allocation_ratio
+
+    assert (OPTIONS.memory_overcommit, OPTIONS.cpu_allocation_ratio) == (100, 10)
+    assert asyncio.run(follower.refresh()) and ratios() == (200, 4)
+    assert not asyncio.run(follower.refresh()) and ratios() == (200, 4)  # unreadable now: kept
+    assert asyncio.run(follower.refresh()) and ratios() == (100, 10)
 
 
 def test_a_change_of_the_cr_changes_the_options_a_failed_read_keeps_them() -> None:

@@ -409,6 +409,13 @@ def test_a_stopped_vm_asks_its_memory_request_and_the_overhead_running_launchers
     snapshot = build_snapshot(seen, NO_DEMAND)
     assert snapshot.cluster is not None
     assert [vm.request for vm in snapshot.cluster.stopped] == [3 * GI + 300 * 2**20]
+    # beside memory, what its first launcher will ask: a vCPU over the CR's cpuAllocationRatio (10 unless the
+    # CR says), 50M of ephemeral storage, KVM and the pod network's tun
+    (payroll,) = snapshot.cluster.stopped
+    kvm, tun = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun"
+    assert payroll.others == (("cpu", 100), (kvm, 1), (tun, 1), ("ephemeral-storage", 50_000_000))
+    (quarter,) = build_snapshot(seen, NO_DEMAND, cpu_allocation_ratio=4).cluster.stopped
+    assert dict(quarter.others)["cpu"] == 250
 
 
 def test_a_stopped_vm_with_a_node_selector_may_start_only_on_the_nodes_it_selects() -> None:
