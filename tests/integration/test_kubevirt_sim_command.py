@@ -122,3 +122,19 @@ def test_kubevirt_sim_bad_scenario_exits_2_with_one_line(tmp_path: Path) -> None
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "'a'" in lines[0], result.stderr
+
+
+def test_kubevirt_sim_refuses_a_memory_overcommit_kubevirt_would_refuse(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "step: 1m\nnodes: [{name: n, memory: 8Gi}]\nvms: [{name: a, node: n, startup: 1Gi, maximum: 2Gi}]\n"
+        "demand: {a: [1Gi]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", str(good), "--memory-overcommit", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dynamem kubevirt-sim: --memory-overcommit 0: must be greater than 0"

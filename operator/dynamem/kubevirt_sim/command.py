@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--updater-delay", type=float, default=5.0, help="seconds before the workload-updater migrates a VMI"
     )
     parser.add_argument("--overhead", default="0", help="launcher overhead each VMI reports (default 0)")
+    parser.add_argument(
+        "--memory-overcommit",
+        type=int,
+        default=100,
+        help="percent, as the KubeVirt CR's developerConfiguration.memoryOvercommit: a launcher asks its"
+        " guest x 100 / this (default 100; set the CR to the same for the operator)",
+    )
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG)")
     parser.add_argument("--exit-at-end", action="store_true", help="stop after the trace's last step")
     return parser
@@ -46,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
+        message = f"--memory-overcommit {args.memory_overcommit}: must be greater than 0"
+        print(f"dynamem kubevirt-sim: {message}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         scenario = load_scenario(args.scenario)
@@ -57,6 +68,9 @@ def main(argv: list[str]) -> int:
             pending_timeout_s=args.pending_timeout,
             updater_delay_s=args.updater_delay,
         )
+        options = SimulatorOptions(
+            overhead=overhead, migration=migration, memory_overcommit=args.memory_overcommit
+        )
     except (ScenarioError, SettingsError, ValueError) as exc:
         print(f"dynamem kubevirt-sim: {exc}", file=sys.stderr)
         return 2
@@ -65,7 +79,7 @@ def main(argv: list[str]) -> int:
         return 2
     runner = SimulatorRunner(
         args.kubeconfig,
-        SimulatorOptions(overhead=overhead, migration=migration),
+        options,
         DemandFeed(speed=args.speed),
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
