@@ -22,6 +22,7 @@ from dynamem.policy.cluster import (
     InFlight,
     StoppedVm,
     estimate_demand,
+    guest_request,
     is_paging,
     plan_cluster,
     retry_delay,
@@ -308,6 +309,21 @@ def test_under_memory_overcommit_a_target_is_judged_at_what_its_launcher_asks() 
         asked = rng.randint(0, 64 * GiB)
         most_guest = vm.guest_fitting(asked)
         assert vm.guest_request(most_guest) <= asked < vm.guest_request(most_guest + 1)
+
+
+def test_under_memory_overcommit_the_cluster_holds_more_guest_memory_at_the_ratio_its_vms_ask() -> None:
+    """Two 4Gi nodes; two VMs of 2Gi whose true demand is 5Gi (targets 6.25Gi each, 12.5Gi in all). At
+    memoryOvercommit 100 the cluster is short; at 200, where each asks half its guest, 8Gi of requests hold
+    16Gi of guests and it fits; with one VM asking its own request (taken at 100), 8Gi holds 8 x 4/3."""
+
+    def vm(name: str, node: str, overcommit: int) -> ClusterVm:
+        made = make_vm(name, node, size=2, demand=5, maximum=8, truth=True)
+        return replace(made, overcommit=overcommit, request=guest_request(made.assigned, overcommit))
+
+    for ratios, short in (((100, 100), True), ((200, 200), False), ((200, 100), True)):
+        state = make_state({"n1": 4, "n2": 4}, vm("a", "n1", ratios[0]), vm("b", "n2", ratios[1]))
+        plan = plan_cluster(state, CONFIG, 0.0)
+        assert plan.reason.startswith("cluster short" if short else "cluster fits"), (ratios, plan.reason)
 
 
 def test_room_is_made_by_moving_a_smaller_idle_vm() -> None:

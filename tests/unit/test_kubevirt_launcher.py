@@ -67,6 +67,19 @@ def test_hugepages_carry_the_guest_and_memory_the_overhead() -> None:
     }
 
 
+def test_the_cpu_request_of_dedicated_cpus_of_a_limit_and_of_a_ratio_that_does_not_divide() -> None:
+    """``WithCPUPinning``: a whole CPU per vCPU, one more for an isolated emulator thread; a limit alone is
+    the request; vCPUs over the ratio round up to the millicore, as a quantity does."""
+    pinned = vmi({"guest": "1Gi"})
+    pinned["spec"]["domain"]["cpu"] = {"cores": 2, "sockets": 2, "dedicatedCpuPlacement": True}
+    assert launcher_requests(pinned["spec"], 0)["cpu"] == "4"
+    pinned["spec"]["domain"]["cpu"]["isolateEmulatorThread"] = True
+    assert launcher_requests(pinned["spec"], 0)["cpu"] == "5"
+    capped = vmi({"guest": "1Gi"}, {"limits": {"cpu": "2"}})
+    assert launcher_requests(capped["spec"], 0)["cpu"] == "2"
+    assert dict(start_requests(vmi({"guest": "1Gi"})["spec"], ratio=3))["cpu"] == 334
+
+
 def test_a_vm_that_is_off_asks_to_start_what_its_first_launcher_will() -> None:
     """``start_requests``: what the operator counts for a VM with no launcher yet, in the scheduler's units:
     CPU as vCPUs over the KubeVirt CR's cpuAllocationRatio (or the VM's own request), 50M of ephemeral

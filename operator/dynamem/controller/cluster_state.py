@@ -15,7 +15,8 @@ plan chooses among those nodes only.
 
 Each running VM dynamem may change becomes a :class:`ClusterVm` carrying what its guest shows (used, usable,
 available, peak use, paging rates; :class:`dynamem.controller.ports.GuestSignals`), its launcher request
-(guest + overhead), and what it is doing: a VM held for any reason (a hold, a blocked precondition, a change
+(what it asks for its guest, x 100 / the KubeVirt CR's memoryOvercommit where it has no memory request of its
+own, + overhead), and what it is doing: a VM held for any reason (a hold, a blocked precondition, a change
 or migration in flight) is marked in flight at its size, so the plan keeps it where and as it is. Migrations
 not yet final are the plan's in-flight budget. A hugepage-backed VM's guest counts against its ``hugepages-*``
 resource, its launcher's ``memory`` request being its overhead only (KubeVirt v1.7.0
@@ -180,9 +181,11 @@ def launcher_overheads(
     devices, graphics): without this reading a target chosen for size + ``--default-overhead`` may not fit
     the node and fail after the pending timeout. Under the KubeVirt CR's ``memoryOvercommit``
     (``overcommit``) a launcher of a VMI without a memory request of its own asks its guest x 100 /
-    overcommit (:func:`launcher_overheads`), and its overhead is what it asks beyond that. A launcher that
-    asks less than its guest otherwise (a request below ``memory.guest`` set by hand) is taken at 0 overhead:
-    its next target asks at least its new size (``handleMemoryHotplugRequest``)."""
+    overcommit (:func:`launcher_overcommit`), and its overhead is what it asks beyond that. A launcher that
+    asks less than its guest otherwise (a request below ``memory.guest`` set by hand, or a launcher rendered
+    before the CR's ratio was raised) is taken at 0 overhead: its next target asks at least its new size
+    (``handleMemoryHotplugRequest``). One rendered before the ratio was lowered is read with a larger
+    overhead than it has, which its next target over-asks by (safe) until the VM has moved."""
     found = {key: vmi.overhead for key, vmi in vmis.items() if vmi.overhead is not None}
     for key, pod in launchers.items():
         vmi = vmis[key]

@@ -31,12 +31,12 @@ from dynamem.controller.migrations import MigrationView
 from dynamem.controller.placement import decode
 from dynamem.controller.ports import DemandReading
 from dynamem.kube.api import parse_rfc3339
-from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO, start_requests
+from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO, memory_request, start_requests
 from dynamem.kube.migration_target import carried_selector, host_model_selector
 from dynamem.kube.objects import HOSTNAME_LABEL, Body, NodeView, ObjectKey, PodView, VmiView, VmView, dig
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.kube.volumes import ClaimView, VolumeView
-from dynamem.policy.cluster import PARKED_AFTER_S, ClusterState, StoppedVm, guest_request
+from dynamem.policy.cluster import PARKED_AFTER_S, ClusterState, StoppedVm
 from dynamem.policy.model import NodeState, VmState
 from dynamem.records import frozen_record
 from dynamem.settings import SettingsError, VmSettings
@@ -654,9 +654,9 @@ def build_snapshot(
         and owner.node is None
     )
     # what the VMs defined but not running would ask to start, their launcher's memory request: the VM's
-    # resources.requests.memory if set, else its memory.guest (set back to startup while stopped) x 100 /
-    # the KubeVirt CR's memoryOvercommit, plus the
-    # overhead of a launcher (the largest of the running VMIs', at least --default-overhead). The plan keeps
+    # resources.requests.memory, else its limits.memory, else its memory.guest (set back to startup while
+    # stopped) x 100 / the KubeVirt CR's memoryOvercommit, plus the overhead of a launcher (the largest of
+    # the running VMIs', at least --default-overhead). The plan keeps
     # a hole for each, and one for the largest of those parked: off for longer than --parked-after (a VM
     # stopped last night is started this morning; one off for weeks may stay off); the hole must have room
     # for what its launcher asks beside memory too (CPU, ephemeral storage, devices). A hugepage VM's guest
@@ -665,7 +665,14 @@ def build_snapshot(
     launcher_overhead = max(overheads.values(), default=default_overhead)
     stopped = tuple(
         StoppedVm(
-            (item.vm.request or guest_request(item.vm.guest or item.settings.startup, memory_overcommit))
+            (
+                memory_request(
+                    item.vm.launcher_spec.get("domain") or {},
+                    item.vm.guest or item.settings.startup,
+                    memory_overcommit,
+                )
+                or 0
+            )
             + max(default_overhead, launcher_overhead),
             _selected(item.vm.node_selector, node_views),
             others=start_requests(item.vm.launcher_spec, cpu_allocation_ratio),

@@ -1,6 +1,6 @@
-"""What a virt-launcher pod asks beside memory, as KubeVirt v1.7.0 renders it
-(``pkg/virt-controller/services/renderresources.go``): its CPU, its ephemeral storage and the devices
-virt-handler's device plugins serve.
+"""What a virt-launcher pod asks, as KubeVirt v1.7.0 renders it (``pkg/virt-controller/services/
+renderresources.go``): memory for its guest, its CPU, its ephemeral storage and the devices virt-handler's
+device plugins serve.
 
 Pure: the KubeVirt stand-in renders its launcher pods with it (:mod:`dynamem.kubevirt_sim.launcher`), and the
 operator counts with it what a VM that is off would ask to start (``StoppedVm.others``), where no launcher pod
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dynamem.kube.objects import counted_resources, dig, quantity_bytes, to_quantity
+from dynamem.policy.cluster import guest_request
 
 __all__ = [
     "CPU_ALLOCATION_RATIO",
@@ -24,6 +25,7 @@ __all__ = [
     "launcher_cpu",
     "launcher_devices",
     "launcher_storage",
+    "memory_request",
     "start_requests",
 ]
 
@@ -39,11 +41,16 @@ VHOST_VSOCK_DEVICE = "devices.kubevirt.io/vhost-vsock"
 
 
 def launcher_cpu(domain: Mapping[str, Any], ratio: int = CPU_ALLOCATION_RATIO) -> str:
-    """The compute container's CPU request (``renderresources.go``: the VMI's ``resources.requests.cpu``
-    when set, ``ResourceRenderer.Requests`` letting it win; else ``WithoutDedicatedCPU``: its vCPUs
-    (``calcVCPUs``: cores x sockets x threads, 1 without a topology) over ``cpuAllocationRatio``). Dedicated
-    CPUs (``WithCPUPinning``) are not played."""
+    """The compute container's CPU request (``renderresources.go``): the VMI's ``resources.requests.cpu``
+    when set (``ResourceRenderer.Requests`` letting it win), else its ``limits.cpu`` (the VMI's defaulting
+    sets a request to its limit); with ``dedicatedCpuPlacement`` (``WithCPUPinning``) a whole CPU per vCPU,
+    one more for ``isolateEmulatorThread``; else (``WithoutDedicatedCPU``) its vCPUs (``calcVCPUs``: cores x
+    sockets x threads, 1 without a topology) over ``cpuAllocationRatio``, as a quantity rounds it: up to
+    the millicore. Not played: I/O thread pools, the emulator thread's even-parity annotation, and CPUs an
+    instancetype gives."""
     requested = dig(domain, "resources", "requests", "cpu")
+    if requested is None:
+        requested = dig(domain, "resources", "limits", "cpu")
     if requested is not None:
         return str(requested)
     topology = domain.get("cpu") or {}
@@ -54,7 +61,21 @@ def launcher_cpu(domain: Mapping[str, Any], ratio: int = CPU_ALLOCATION_RATIO) -
             * int(topology.get("sockets") or 1)
             * int(topology.get("threads") or 1)
         )
-    return f"{vcpus * 1000 // ratio}m"
+    if topology.get("dedicatedCpuPlacement") is True:
+        return str(vcpus + (1 if topology.get("isolateEmulatorThread") is True else 0))
+    return f"{-(-vcpus * 1000 // ratio)}m"
+
+
+def memory_request(domain: Mapping[str, Any], guest: int | None, overcommit: int = 100) -> int | None:
+    """The compute container's memory request for the guest, before the overhead (``WithMemoryRequests``):
+    the VMI's ``resources.requests.memory``, else its ``limits.memory``, else ``memory.guest`` x 100 /
+    memoryOvercommit (:func:`dynamem.policy.cluster.guest_request`); None without any of them."""
+    own = quantity_bytes(dig(domain, "resources", "requests", "memory")) or quantity_bytes(
+        dig(domain, "resources", "limits", "memory")
+    )
+    if own:
+        return own
+    return None if guest is None else guest_request(guest, overcommit)
 
 
 def launcher_storage(domain: Mapping[str, Any]) -> str:

@@ -43,6 +43,7 @@ from dynamem.kube.launcher_resources import (
     launcher_cpu,
     launcher_devices,
     launcher_storage,
+    memory_request,
 )
 from dynamem.kube.objects import GI, dig, launcher_labels, quantity_bytes, to_quantity
 
@@ -81,12 +82,8 @@ def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int, overcommit: in
     domain = vmi_spec.get("domain") or {}
     common = {"cpu": launcher_cpu(domain), "ephemeral-storage": launcher_storage(domain)}
     guest = quantity_bytes(dig(domain, "memory", "guest"))
-    requested = quantity_bytes(dig(domain, "resources", "requests", "memory"))
-    limit = quantity_bytes(dig(domain, "resources", "limits", "memory"))
-    memory = requested or limit or guest or GI  # WithMemoryRequests: request, else limit, else guest
     page_size = dig(domain, "memory", "hugepages", "pageSize")
-    if not (requested or limit or page_size) and overcommit != 100:
-        memory = memory * 100 // overcommit
+    memory = memory_request(domain, guest, 100 if page_size else overcommit) or GI
     if page_size:
         hugepages = min(memory, guest) if guest else memory
         above_guest = max(0, memory - guest) if guest else 0

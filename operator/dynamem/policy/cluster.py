@@ -110,7 +110,8 @@ def guest_request(size: int, overcommit: int) -> int:
 class ClusterVm:
     """One running VM as KubeVirt shows it.
 
-    ``assigned``: guest memory now; ``request``: its launcher pod's memory request (assigned + overhead).
+    ``assigned``: guest memory now; ``request``: its launcher pod's memory request (what it asks for its
+    guest, :meth:`guest_request`, + overhead).
     ``used``/``available``/``usable``: the guest's used memory, MemTotal and MemAvailable (None: unknown).
     ``used_peak``: the highest ``used`` over the last ``shrink_window_s``.
     ``swap_in_bps``/``major_faults_ps``: paging rates. ``demand``: the true demand when the caller knows it
@@ -146,7 +147,8 @@ class ClusterVm:
     # a node's room in each is ClusterNode.others
     others: tuple[tuple[str, int], ...] = ()
     # the memory request of its launcher pod on its node now, what its leaving frees there (None: request);
-    # under KubeVirt's memoryOvercommit a launcher asks less than its guest until its first change
+    # it may differ from ``request`` (a launcher rendered under an earlier memoryOvercommit, or with a
+    # memory request set below its guest by hand)
     launcher_memory: int | None = None
     # VMs that required pod (anti-)affinity ties together share a group: one of them moves per round, as
     # the nodes each may go to were judged without the others' new places (None: in no group)

@@ -8,7 +8,12 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from dynamem.controller.cluster_state import current_launchers, launcher_overheads, served_use
+from dynamem.controller.cluster_state import (
+    current_launchers,
+    launcher_overheads,
+    served_use,
+    with_promised_targets,
+)
 from dynamem.controller.migrations import migration_view
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.snapshot import build_snapshot
@@ -36,13 +41,16 @@ def test_under_memory_overcommit_a_launcher_asks_its_guest_over_the_ratio_and_th
     half their guest too."""
     own = make_vmi_body("fixed", guest="2Gi", current="2Gi", at_boot="2Gi")
     own["spec"]["domain"]["resources"] = {"requests": {"memory": "2Gi"}}
+    capped = make_vm_body("capped", guest="2Gi", run_strategy="Halted")  # a limit and no request: asks that
+    capped["spec"]["template"]["spec"]["domain"]["resources"] = {"limits": {"memory": "3Gi"}}
     seen = observed(
-        vmms=[make_vmm_body(n) for n in ("web", "fixed", "away", "off")],
+        vmms=[make_vmm_body(n) for n in ("web", "fixed", "away", "off", "capped")],
         vms=[
             make_vm_body("web", guest="2Gi"),
             make_vm_body("fixed", guest="2Gi", request="2Gi"),
             make_vm_body("away", guest="4Gi"),
             make_vm_body("off", guest="2Gi", run_strategy="Halted"),
+            capped,
         ],
         vmis=[
             make_vmi_body("web", guest="2Gi", current="2Gi", at_boot="2Gi"),
@@ -63,8 +71,15 @@ def test_under_memory_overcommit_a_launcher_asks_its_guest_over_the_ratio_and_th
     assert (fixed.overcommit, fixed.request, fixed.overhead) == (100, 2148 * MI, 100 * MI)
     other = next(n for n in cluster.nodes if n.name == "other")
     assert other.requested == 2 * GI + 100 * MI  # away: no launcher in view, half its guest and its overhead
-    (off,) = cluster.stopped
-    assert off.request == GI + 384 * MI  # half its startup, and the largest launcher overhead
+    assert sorted(vm.request for vm in cluster.stopped) == [
+        GI + 384 * MI,  # off: half its guest, and the largest launcher overhead
+        3 * GI + 384 * MI,  # capped: its limit, whole
+    ]
+    # a change in flight whose target pod is not bound yet counts on its target at what that pod will ask
+    promised = with_promised_targets(cluster, [(web.name, "other", 4 * GI)])
+    assert (
+        next(n for n in promised.nodes if n.name == "other").requested == other.requested + 2 * GI + 384 * MI
+    )
     # at KubeVirt's default of 100 the same launcher asks less than its guest: no overhead is read from it
     plain = {vm.name.split("/")[1]: vm for vm in build_snapshot(seen, DemandReading()).cluster.vms}
     assert (plain["web"].overcommit, plain["web"].overhead) == (100, 0)
