@@ -107,34 +107,30 @@ def test_kubevirt_sim_plays_a_scenario(
     assert running["web"]["memory"]["guestAtBoot"] == "1Gi"
 
 
-def test_kubevirt_sim_bad_scenario_exits_2_with_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        "step: 1m\nnodes: [{name: n, memory: 8Gi}]\nvms: [{name: a, node: m, startup: 1Gi, maximum: 2Gi}]\n"
-        "demand: {a: [1Gi]}\n"
+def _sim_refusing(tmp_path: Path, vm_node: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``dynamem kubevirt-sim`` on a one-VM scenario whose VM starts on ``vm_node`` (the node is ``n``),
+    with ``extra`` arguments; it must refuse before connecting anywhere."""
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(
+        f"step: 1m\nnodes: [{{name: n, memory: 8Gi}}]\n"
+        f"vms: [{{name: a, node: {vm_node}, startup: 1Gi, maximum: 2Gi}}]\ndemand: {{a: [1Gi]}}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", str(bad)],
+        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", str(scenario), *extra],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 2, result
+    return result
+
+
+def test_kubevirt_sim_bad_scenario_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = _sim_refusing(tmp_path, "m")
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(bad) in lines[0] and "'a'" in lines[0], result.stderr
+    assert len(lines) == 1 and "scenario.yaml" in lines[0] and "'a'" in lines[0], result.stderr
 
 
 def test_kubevirt_sim_refuses_a_memory_overcommit_kubevirt_would_refuse(tmp_path: Path) -> None:
-    good = tmp_path / "good.yaml"
-    good.write_text(
-        "step: 1m\nnodes: [{name: n, memory: 8Gi}]\nvms: [{name: a, node: n, startup: 1Gi, maximum: 2Gi}]\n"
-        "demand: {a: [1Gi]}\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", str(good), "--memory-overcommit", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
+    result = _sim_refusing(tmp_path, "n", "--memory-overcommit", "0")
     assert result.stderr.strip() == "dynamem kubevirt-sim: --memory-overcommit 0: must be greater than 0"
