@@ -27,7 +27,19 @@ from dynamem.testing.operator import OperatorProcess
 from dynamem.testing.prometheus import Prometheus
 
 T = TypeVar("T")
-QUIET_ROUND = re.compile(r"round \d+: 0 memory writes, 0 status writes, 0 deferred")
+QUIET_ROUND = re.compile(r"round \d+: 0 memory writes, \d+ status writes, 0 deferred")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\S+) (\S+) ")
+
+
+def _telling(line: str) -> bool:
+    """Whether an operator log line says something about a failure (:meth:`Stack.log_tail`)."""
+    found = LOG_LINE.match(line)
+    if found is None:
+        return True  # a traceback's or a message's continuation
+    logger, level = found.groups()
+    if level in ("WARNING", "ERROR", "CRITICAL"):
+        return True
+    return logger.startswith("dynamem") and not QUIET_ROUND.search(line)
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.25) -> T:
@@ -439,12 +451,13 @@ class Stack(KubeVirtReads):
         )
 
     def log_tail(self, chars: int = 4000) -> str:
-        """The end of the operator's log for a failure, without the rounds that wrote nothing: a minute of
-        quiet rounds would push the changes and their reasons out of the tail."""
+        """The end of the operator's log for a failure: dynamem's own lines (its changes and their reasons)
+        but the rounds that wrote nothing, every warning and error, and tracebacks; a minute of quiet rounds
+        and kopf's handler lines would push the changes out of the tail."""
         if self.operator is None:
             return ""
         lines = self.operator.logs().splitlines(keepends=True)
-        return "".join(line for line in lines if not QUIET_ROUND.search(line))[-chars:]
+        return "".join(line for line in lines if _telling(line))[-chars:]
 
     def reasons(self, names: Iterable[str]) -> str:
         """Each VM's node, size and the reason its VirtualMachineMemory's status gives, for a failure."""
