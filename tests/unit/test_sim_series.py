@@ -1,6 +1,5 @@
 """The simulator's Prometheus series (:mod:`dynamem.sim.series`): per node, a window holding its left edge,
-the rise bounded and taken from the series of the node the VM runs on, each checked against the textbook
-formulas."""
+the rise bounded and taken as the highest of the series, each checked against the textbook formulas."""
 
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ def test_runs_of_equal_samples_give_the_least_squares_slope_bounded_by_their_spr
     add(series, "n1", 3600.0, 1, 1400 * MiB)
     series.trim(3600.0)
     samples = [(30.0 * i, float((1000 + 100 * min(i // 30, 4)) * MiB)) for i in range(121)]
-    assert series.rise(3600.0, "n1") == pytest.approx(textbook_rise(samples), rel=1e-9)
+    assert series.rise(3600.0) == pytest.approx(textbook_rise(samples), rel=1e-9)
     assert series.peak() == 1400 * MiB
 
 
@@ -47,34 +46,31 @@ def test_a_young_series_rise_is_cut_to_what_its_samples_show() -> None:
     series = MemorySeries(WINDOW)
     add(series, "n1", 0.0, 1, 1000 * MiB)
     add(series, "n1", 30.0, 1, 1010 * MiB)
-    assert series.rise(30.0, "n1") == pytest.approx(math.sqrt(12) * 5 * MiB / WINDOW)
+    assert series.rise(30.0) == pytest.approx(math.sqrt(12) * 5 * MiB / WINDOW)
 
 
-def test_each_node_is_a_series_and_the_rise_is_the_current_nodes() -> None:
+def test_each_node_is_a_series_and_the_rise_is_the_highest_of_them() -> None:
     # n1: 60 samples rising 1Mi each; then the VM moved to n2 at a higher use, flat there. The jump between
-    # the two is in neither series, and n1's rise is of the guest at its old size: the rise is n2's, none.
-    # The peak is of every series in the window. Back on n1, n1's own samples are its rise again.
+    # the two is in neither series: the rise is n1's own (bounded), until its samples leave the window.
     series = MemorySeries(WINDOW)
     for i in range(60):
         add(series, "n1", 30.0 * i, 1, (1000 + i) * MiB)
     add(series, "n2", 1800.0, 60, 3000 * MiB)
     series.trim(3570.0)
     n1 = [(30.0 * i, float((1000 + i) * MiB)) for i in range(60)]
-    assert series.rise(3570.0, "n2") == 0.0
-    assert series.rise(3570.0, "n1") == pytest.approx(textbook_rise(n1), rel=1e-9)
-    assert series.rise(3570.0, "n3") == 0.0  # no sample there yet
+    assert series.rise(3570.0) == pytest.approx(textbook_rise(n1), rel=1e-9)
     assert series.peak() == 3000 * MiB
-    # more than an hour after its last sample n1 has left the window
+    # more than an hour after its last sample n1 has left the window: n2 is flat, no rise
     series.trim(1800.0 + WINDOW)
-    assert set(series.runs) == {"n2"} and series.rise(1800.0 + WINDOW, "n1") == 0.0
+    assert set(series.runs) == {"n2"} and series.rise(1800.0 + WINDOW) == 0.0
 
 
 def test_a_falling_use_is_no_rise_and_one_sample_has_none() -> None:
     series = MemorySeries(WINDOW)
     add(series, "n1", 0.0, 1, 2000 * MiB)
-    assert series.rise(0.0, "n1") == 0.0
+    assert series.rise(0.0) == 0.0
     add(series, "n1", 30.0, 30, 1500 * MiB)
-    assert series.rise(900.0, "n1") == 0.0
+    assert series.rise(900.0) == 0.0
 
 
 def test_the_window_holds_its_left_edge() -> None:
@@ -107,5 +103,5 @@ def test_samples_that_continue_a_run_with_the_same_values_join_it() -> None:
     for now in (3600.0, 3700.0, 4000.0):
         joined.trim(now)
         apart.trim(now)
-        assert joined.rise(now, "n1") == pytest.approx(apart.rise(now, "n1"), rel=1e-9)
+        assert joined.rise(now) == pytest.approx(apart.rise(now), rel=1e-9)
         assert joined.peak() == apart.peak()

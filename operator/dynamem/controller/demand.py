@@ -128,20 +128,13 @@ def _rise(window: str, seconds: int) -> str:
     steady ramp over the whole window rises by exactly that, so only what the window has not seen is cut. The
     standard deviation of used memory is at most the sum of those of ``available`` and ``usable`` (raw
     samples again). Only rises: a VM left out has none.
-
-    Only from the series still scraped now, the VM's node's, as :func:`_fresh_rate`: a series the VM left
-    with a migration (every change is one) is of its guest at its old size, and a guest short of memory
-    there showed its use climbing to what that size holds, a step the multiplicative grow has answered, not
-    a trend to grow ahead of again (the seed's workday: finance moved twice, 2816Mi -> 3772Mi, for a 2.4Gi
-    demand its first move served).
     """
     used = ("kubevirt_vmi_memory_available_bytes", "kubevirt_vmi_memory_usable_bytes")
     slope = f"(deriv({used[0]}[{window}]) - deriv({used[1]}[{window}]))"
     spread = f"(stddev_over_time({used[0]}[{window}]) + stddev_over_time({used[1]}[{window}]))"
     bound = f"({spread} * {math.sqrt(12) / seconds:.9g})"
-    # per series the smaller of the two: the slope where it is below the bound, else the bound; of the series
-    # with a sample now
-    return f"max by (namespace, name) ((({slope} < {bound}) or {bound}) and {used[1]}) > 0"
+    # per series the smaller of the two: the slope where it is below the bound, else the bound
+    return f"max by (namespace, name) (({slope} < {bound}) or {bound}) > 0"
 
 
 def _step(window_s: int) -> str:

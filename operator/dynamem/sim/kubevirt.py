@@ -233,7 +233,7 @@ class _Cluster:
                     available=seen.available,
                     usable=seen.usable,
                     used_peak=vm.series.peak(),
-                    used_rise_bps=vm.series.rise(now, vm.node),
+                    used_rise_bps=vm.series.rise(now),
                     swap_in_bps=seen.swap_in_bps,
                     major_faults_ps=seen.major_faults_ps,
                     demand=true if truth else None,

@@ -9,10 +9,10 @@ samples it had until they leave the window. Prometheus scrapes each series every
 The operator reads, over the window (``shrink_window_s``):
 
 - ``used_peak``: the highest ``available - usable`` of any of the VM's series;
-- ``used_rise_bps``: of the series of the node the VM runs on now (the one still scraped), the least-squares
-  slope of ``available - usable`` (``deriv``), bounded by ``sqrt(12) x (stddev(available) + stddev(usable)) /
-  window`` (population standard deviations, ``stddev_over_time``), the rise a least-squares line can show
-  over evenly spaced samples; 0 unless it is above 0 (``controller/demand.py``, ``_rise``).
+- ``used_rise_bps``: per series, the least-squares slope of ``available - usable`` (``deriv``), bounded by
+  ``sqrt(12) x (stddev(available) + stddev(usable)) / window`` (population standard deviations,
+  ``stddev_over_time``), the rise a least-squares line can show over evenly spaced samples; the highest of the
+  series, and 0 unless it is above 0 (``controller/demand.py``, ``_rise``).
 
 The simulator samples a step's demand as held for the step, so a series is runs of equal samples; each run is
 summed in closed form. Floats of seconds and bytes; no I/O.
@@ -130,13 +130,13 @@ class MemorySeries:
         """The highest used memory (``available - usable``) of any series in the window."""
         return max((r.available - r.usable for runs in self.runs.values() for r in runs), default=None)
 
-    def rise(self, now: float, node: str) -> float:
-        """How fast used memory rose, bytes/s, as the operator's ``used_rise_bps`` reads it: of ``node``'s
-        series (where the VM runs now) the least-squares slope of ``available - usable`` (``deriv(available) -
-        deriv(usable)``), at most ``sqrt(12) x (stddev(available) + stddev(usable)) / window``; 0 unless above
-        0."""
+    def rise(self, now: float) -> float:
+        """How fast used memory rose, bytes/s, as the operator's ``used_rise_bps`` reads it: per series the
+        least-squares slope of ``available - usable`` (``deriv(available) - deriv(usable)``), at most
+        ``sqrt(12) x (stddev(available) + stddev(usable)) / window``; the highest of the series, 0 unless
+        above 0."""
         best = 0.0
-        for runs in [self.runs[node]] if node in self.runs else []:
+        for runs in self.runs.values():
             first = runs[0]
             sums = _Sums(origin=now, base=(first.available, first.usable))
             for run in runs:
