@@ -41,6 +41,13 @@ def test_seed_workday_ends_each_step_near_demand(stack: Stack) -> None:
     # Step 0: three VMs at their startup memory; nothing to change (0.5 GiB in use needs 0.625 < 1 GiB).
     stack.converge({"finance": 1, "sales": 1, "engineering": 1})
     assert not stack.moves
+    # A step holds for 15 minutes: Prometheus has a history of it when the next one comes. Without one (a
+    # series seconds old) the step up in use that paging shows before finance's first move is, to the
+    # bounded least-squares rise, as steep as an hour's ramp, and finance is grown an hour ahead of it
+    # (README, "A step up in use reads as a rise"). Two minutes of 1 s scrapes keep that under what
+    # makes finance grow again (the demand it shows after its move plus that rise fits in its new size).
+    finance = f'kubevirt_vmi_memory_usable_bytes{{namespace="{stack.namespace}", name="finance"}}'
+    stack.prometheus.wait_for(f"count_over_time({finance}[1h]) >= 120", timeout=150)
 
     # Step 1 (15 minutes later): Finance runs reports, Engineering an analysis job. The seed: 3 and 2 GiB.
     stack.set_demand(finance=2.4, engineering=1.6)
