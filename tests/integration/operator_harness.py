@@ -96,8 +96,8 @@ def first_node_stack(
     each named ``unique_name(role)``), on the session's control plane and Prometheus, in the test's
     namespace, yielded with the node names and closed afterwards. ``options``: the Stack's
     (``hotplug_delay``, ``bandwidth_gib``: GiB a migration copies per second, ``overhead_mib``: what every
-    launcher pod requests beyond its guest, ``memory_overcommit``: the KubeVirt CR's, which the stand-in
-    renders launchers under)."""
+    launcher pod requests beyond its guest; the stand-in renders launchers under the cluster's KubeVirt CR, as
+    KubeVirt does)."""
     unique_name: Callable[[str], str] = request.getfixturevalue("unique_name")
     names = [unique_name(role) for role in nodes]
     scenario = from_first_node(dict(zip(names, nodes.values(), strict=True)), vms)
@@ -177,7 +177,6 @@ class Stack(KubeVirtReads):
         hotplug_delay: float = 0.3,
         bandwidth_gib: float = 8.0,
         overhead_mib: float = 0.0,
-        memory_overcommit: float = 100,
     ) -> None:
         self.cp = control_plane
         self.total_memory = sum(node.memory for node in scenario.nodes)
@@ -191,7 +190,6 @@ class Stack(KubeVirtReads):
                 namespace=namespace,
                 poll_s=0.2,
                 overhead=int(overhead_mib * MI),
-                memory_overcommit=int(memory_overcommit),
                 migration=MigrationOptions(
                     bandwidth=int(bandwidth_gib * GI),
                     updater_delay_s=hotplug_delay,

@@ -85,6 +85,11 @@ class Live(KubeVirtReads):
         status = vmi.get("status", {})
         return status.get("nodeName") if status.get("phase") == "Running" else None
 
+    def vm(self, name: str) -> Mapping[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            "kubevirt.io", "v1", self.namespace, "virtualmachines", name
+        )
+
     def set_guest(self, name: str, guest: str) -> None:
         self.custom.patch_namespaced_custom_object(
             "kubevirt.io", "v1", self.namespace, "virtualmachines", name,
@@ -289,6 +294,79 @@ def test_limits_hold_migrations_back(live: Callable[..., Live], unique_name: Cal
         time.sleep(0.1)
     assert all(world.running_on(n) == b for n in vms)
     assert peak == 2  # parallelOutboundMigrationsPerNode: 2 out of node a at once
+
+
+@pytest.fixture
+def kubevirt_cr(control_plane: ControlPlane, namespace: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Sets the cluster's KubeVirt CR's ``spec.configuration`` (created in the test's namespace on first use,
+    deleted after the test)."""
+    api = control_plane.api_client()
+    custom = k8s_client.CustomObjectsApi(api)
+    made = False
+
+    def configure(configuration: dict[str, Any]) -> None:
+        nonlocal made
+        body = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"}}
+        if not made:
+            custom.create_namespaced_custom_object(
+                "kubevirt.io",
+                "v1",
+                namespace,
+                "kubevirts",
+                {**body, "spec": {"configuration": configuration}},
+            )
+            made = True
+            return
+        current = custom.get_namespaced_custom_object("kubevirt.io", "v1", namespace, "kubevirts", "kubevirt")
+        current["spec"] = {"configuration": configuration}
+        custom.replace_namespaced_custom_object(
+            "kubevirt.io", "v1", namespace, "kubevirts", "kubevirt", current
+        )
+
+    yield configure
+    if made:
+        custom.delete_namespaced_custom_object("kubevirt.io", "v1", namespace, "kubevirts", "kubevirt")
+    api.close()
+
+
+def test_launchers_are_rendered_under_the_kubevirt_cr_and_a_change_of_it_holds_for_the_next_ones(
+    live: Callable[..., Live],
+    unique_name: Callable[[str], str],
+    kubevirt_cr: Callable[[dict[str, Any]], None],
+) -> None:
+    """virt-controller renders every launcher under the CR's memoryOvercommit, cpuAllocationRatio and
+    nodeSelectors (the VMI's own selector wins a key), as the operator reads them."""
+    kubevirt_cr(
+        {
+            "developerConfiguration": {
+                "memoryOvercommit": 200,
+                "cpuAllocationRatio": 4,
+                "nodeSelectors": {"dynamem.io/simulated": "true", "dynamem.io/pool": "elsewhere"},
+            }
+        }
+    )
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "2Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    (first,) = world.pods()
+    assert first.spec.containers[0].resources.requests == {
+        "memory": "1152Mi",  # half the guest, and the overhead whole
+        "cpu": "250m",
+        "ephemeral-storage": "50M",
+        **DEVICES,
+    }
+    pool = world.vm("web")["spec"]["template"]["spec"]["nodeSelector"]["dynamem.io/pool"]
+    assert first.spec.node_selector == {
+        "kubevirt.io/schedulable": "true",
+        "dynamem.io/simulated": "true",
+        "dynamem.io/pool": pool,
+    }
+    kubevirt_cr({})  # back to KubeVirt's defaults: the running launcher keeps what it asked
+    world.set_guest("web", "3Gi")
+    wait("web on the other node", lambda: world.running_on("web") == b and len(world.pods()) == 1)
+    (target,) = world.pods()
+    assert target.spec.containers[0].resources.requests["memory"] == "3200Mi"
+    assert target.spec.containers[0].resources.requests["cpu"] == "100m"
 
 
 def test_guest_metrics_follow_the_guest_model(

@@ -31,20 +31,25 @@ def current(world: Stack, name: str) -> int | None:
     return quantity_bytes(world.vmi(name)["status"]["memory"]["guestCurrent"])
 
 
-def kubevirt_cr(world: Stack, request: pytest.FixtureRequest, configuration: dict[str, Any]) -> None:
-    """The cluster's KubeVirt CR with ``configuration``, deleted after the test."""
+def kubevirt_cr(request: pytest.FixtureRequest, configuration: dict[str, Any]) -> None:
+    """The cluster's KubeVirt CR with ``configuration`` (in the test's namespace, where KubeVirt's install
+    has its own), deleted after the test. The operator and the KubeVirt stand-in both follow it."""
+    namespace: str = request.getfixturevalue("namespace")
+    api = request.getfixturevalue("control_plane").api_client()
+    custom = k8s_client.CustomObjectsApi(api)
     kubevirt = {
         "apiVersion": "kubevirt.io/v1",
         "kind": "KubeVirt",
         "metadata": {"name": "kubevirt"},
         "spec": {"configuration": configuration},
     }
-    world.custom.create_namespaced_custom_object("kubevirt.io", "v1", world.namespace, "kubevirts", kubevirt)
-    request.addfinalizer(
-        lambda: world.custom.delete_namespaced_custom_object(
-            "kubevirt.io", "v1", world.namespace, "kubevirts", "kubevirt"
-        )
-    )
+    custom.create_namespaced_custom_object("kubevirt.io", "v1", namespace, "kubevirts", kubevirt)
+
+    def delete() -> None:
+        custom.delete_namespaced_custom_object("kubevirt.io", "v1", namespace, "kubevirts", "kubevirt")
+        api.close()
+
+    request.addfinalizer(delete)
 
 
 @pytest.fixture
@@ -65,7 +70,7 @@ def test_a_lower_parallel_migration_limit_set_while_dynamem_runs_is_followed_fro
     operator = world.start_operator("--resync-period", "2")
     # it read the KubeVirt CR at start (there was none) and balances before the admin sets the limit
     wait_until("the operator balancing", lambda: operator.gauge("dynamem_balancer_active") == 1.0, timeout=30)
-    kubevirt_cr(world, request, {"migrations": {"parallelMigrationsPerCluster": 1}})
+    kubevirt_cr(request, {"migrations": {"parallelMigrationsPerCluster": 1}})
     wait_until(
         "the operator read the CR again",
         lambda: "KubeVirt CR: parallelMigrationsPerCluster 1" in operator.logs(),
@@ -92,23 +97,23 @@ def test_a_lower_parallel_migration_limit_set_while_dynamem_runs_is_followed_fro
 
 @pytest.fixture
 def overcommitted(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
-    """web (2Gi, up to 4Gi) on an 8Gi node, and a 2.5Gi node, under memoryOvercommit 200: each launcher asks
-    half its guest and 100Mi of overhead."""
+    """web (2Gi, up to 4Gi) on an 8Gi node, and a 2.5Gi node, under the KubeVirt CR's memoryOvercommit 200
+    (set before KubeVirt renders any launcher): each launcher asks half its guest and 100Mi of overhead."""
+    kubevirt_cr(request, {"developerConfiguration": {"memoryOvercommit": 200}})
     yield from first_node_stack(
         request,
         {"home": "8Gi", "small": "2560Mi"},
         {"web": {"startup": "2Gi", "maximum": "4Gi"}},
         overhead_mib=100,
-        memory_overcommit=200,
     )
 
 
 def test_under_memory_overcommit_a_vm_grows_onto_a_node_that_only_the_schedulers_count_has_room_on(
-    overcommitted: tuple[Stack, list[str]], request: pytest.FixtureRequest
+    overcommitted: tuple[Stack, list[str]],
 ) -> None:
-    world, (_home, small) = overcommitted
-    kubevirt_cr(world, request, {"developerConfiguration": {"memoryOvercommit": 200}})
+    world, (home, small) = overcommitted
     wait_until("web running", lambda: world.has("web"), timeout=60)
+    assert [asked(pod) for pod in pods_on(world, home)] == [GI + 100 * MI]  # the stand-in follows the CR
     world.set_demand(web=3.2)  # pages at 2Gi; served by a 4Gi guest, which small cannot hold whole
     operator = world.start_operator()
     wait_until("the operator read the CR", lambda: "memoryOvercommit 200" in operator.logs(), timeout=30)
@@ -117,12 +122,15 @@ def test_under_memory_overcommit_a_vm_grows_onto_a_node_that_only_the_schedulers
     # dynamem's migration pinned small; the real scheduler bound its target pod there, asking half the guest
     (moved,) = [m for m in world.migrations() if m.get("status", {}).get("phase") == "Succeeded"]
     assert moved["spec"]["addedNodeSelector"] == {"kubernetes.io/hostname": small}
-    pods = world.cp.api_client()
-    target = [
-        pod
-        for pod in k8s_client.CoreV1Api(pods).list_namespaced_pod(world.namespace).items
-        if pod.spec.node_name == small
-    ]
-    assert len(target) == 1
-    asked = quantity_bytes(target[0].spec.containers[0].resources.requests["memory"])
-    assert asked == sizes["web"] // 2 + 100 * MI
+    assert [asked(pod) for pod in pods_on(world, small)] == [sizes["web"] // 2 + 100 * MI]
+
+
+def pods_on(world: Stack, node: str) -> list[Any]:
+    """The pods of the test's namespace bound to ``node``."""
+    pods = k8s_client.CoreV1Api(world.cp.api_client()).list_namespaced_pod(world.namespace).items
+    return [pod for pod in pods if pod.spec.node_name == node]
+
+
+def asked(pod: Any) -> int | None:
+    """The memory a launcher pod asks."""
+    return quantity_bytes(pod.spec.containers[0].resources.requests["memory"])

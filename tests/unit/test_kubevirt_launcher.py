@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from dynamem.kube.launcher_resources import start_requests
 from dynamem.kube.objects import MI, counted_resources
-from dynamem.kubevirt_sim.launcher import launcher_devices, launcher_pod, launcher_requests
+from dynamem.kubevirt_sim.launcher import Rendering, launcher_devices, launcher_pod, launcher_requests
 from dynamem.kubevirt_sim.play import vm_body
 from dynamem.sim.scenario import parse_scenario
 
@@ -37,13 +39,24 @@ def test_an_explicit_request_wins_over_the_guest() -> None:
 def test_under_memory_overcommit_a_vmi_without_a_request_asks_its_guest_over_the_ratio() -> None:
     """``WithMemoryRequests``: memory.guest x 100 / memoryOvercommit, then the overhead; a VMI's own request
     or limit is asked as it is."""
-    assert launcher_requests(vmi({"guest": "4Gi"})["spec"], 100 * MI, overcommit=200)["memory"] == "2148Mi"
-    assert launcher_requests(vmi({"guest": "3Gi"})["spec"], 0, overcommit=150)["memory"] == "2Gi"
+    assert (
+        launcher_requests(vmi({"guest": "4Gi"})["spec"], 100 * MI, Rendering(memory_overcommit=200))["memory"]
+        == "2148Mi"
+    )
+    assert (
+        launcher_requests(vmi({"guest": "3Gi"})["spec"], 0, Rendering(memory_overcommit=150))["memory"]
+        == "2Gi"
+    )
     asked = vmi({"guest": "4Gi"}, {"requests": {"memory": "3Gi"}})["spec"]
-    assert launcher_requests(asked, 0, overcommit=200)["memory"] == "3Gi"
+    assert launcher_requests(asked, 0, Rendering(memory_overcommit=200))["memory"] == "3Gi"
     capped = vmi({"guest": "4Gi"}, {"limits": {"memory": "4Gi"}})["spec"]
-    assert launcher_requests(capped, 0, overcommit=200)["memory"] == "4Gi"
-    target = launcher_pod(vmi({"guest": "4Gi"}), overhead=0, overcommit=200, migration={"metadata": {}})
+    assert launcher_requests(capped, 0, Rendering(memory_overcommit=200))["memory"] == "4Gi"
+    target = launcher_pod(
+        vmi({"guest": "4Gi"}),
+        overhead=0,
+        rendering=Rendering(memory_overcommit=200),
+        migration={"metadata": {}},
+    )
     assert target["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2Gi"
 
 
@@ -53,8 +66,15 @@ def test_the_cpu_request_is_the_vms_or_its_vcpus_over_the_allocation_ratio() -> 
     four = vmi({"guest": "1Gi"})
     four["spec"]["domain"]["cpu"] = {"cores": 2, "sockets": 2}
     assert launcher_requests(four["spec"], 0)["cpu"] == "400m"
+    assert launcher_requests(four["spec"], 0, Rendering(cpu_allocation_ratio=3))["cpu"] == "1334m"
     asked = vmi({"guest": "1Gi"}, {"requests": {"cpu": "2"}})
     assert launcher_requests(asked["spec"], 0)["cpu"] == "2"
+
+
+def test_kubevirt_refuses_a_ratio_of_zero_and_so_does_the_rendering() -> None:
+    for field in ("memory_overcommit", "cpu_allocation_ratio"):
+        with pytest.raises(ValueError, match=f"{field}: 0 must be greater than 0"):
+            Rendering(**{field: 0})
 
 
 def test_hugepages_carry_the_guest_and_memory_the_overhead() -> None:

@@ -27,6 +27,7 @@ import aiohttp
 from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
+from dynamem.kube.kubevirt_config import configuration_of
 from dynamem.kube.objects import HOSTNAME_LABEL, PLACEMENT_ANNOTATION
 from dynamem.kube.retry import RETRIED_STATUSES, retry_after_of, with_backoff
 
@@ -258,11 +259,7 @@ class KubeApi:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             logger.warning("the KubeVirt CR is unreadable (%s)", exc)
             return None
-        for item in cast(Mapping[str, Any], listed).get("items") or []:
-            found = (item.get("spec") or {}).get("configuration")
-            if isinstance(found, Mapping):
-                return found
-        return {}
+        return configuration_of(cast(Mapping[str, Any], listed))
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self._retrying(

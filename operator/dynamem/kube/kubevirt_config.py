@@ -16,7 +16,9 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   its vCPUs / that of CPU (``WithoutDedicatedCPU``), which a VM that is off needs free to start.
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
-every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`).
+every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`);
+the KubeVirt stand-in renders its launchers and holds its migrations by it too
+(:meth:`dynamem.kubevirt_sim.controller.KubeVirtSimulator.follow_kubevirt_cr`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "KubeVirtSettings",
+    "configuration_of",
     "cpu_allocation_ratio_of",
     "kubevirt_settings",
     "launcher_node_selectors_of",
@@ -56,6 +59,16 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         memory_overcommit=memory_overcommit_of(config),
         cpu_allocation_ratio=cpu_allocation_ratio_of(config),
     )
+
+
+def configuration_of(listed: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``spec.configuration`` of the first KubeVirt CR in a LIST of them (a cluster has one), or empty:
+    KubeVirt's defaults."""
+    for item in listed.get("items") or []:
+        found = (item.get("spec") or {}).get("configuration") if isinstance(item, Mapping) else None
+        if isinstance(found, Mapping):
+            return found
+    return {}
 
 
 def _positive(config: Mapping[str, Any], section: str, key: str) -> int | None:

@@ -15,6 +15,7 @@ import threading
 import time
 
 from dynamem.kubevirt_sim.controller import SimulatorOptions
+from dynamem.kubevirt_sim.launcher import Rendering
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-overcommit",
         type=int,
         default=100,
-        help="percent, as the KubeVirt CR's developerConfiguration.memoryOvercommit: a launcher asks its"
-        " guest x 100 / this (default 100; set the CR to the same for the operator)",
+        help="percent: a launcher asks its guest x 100 / this, where the cluster's KubeVirt CR sets no"
+        " developerConfiguration.memoryOvercommit (the CR wins, as it does for the operator; default 100)",
     )
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG)")
     parser.add_argument("--exit-at-end", action="store_true", help="stop after the trace's last step")
@@ -53,10 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
-        message = f"--memory-overcommit {args.memory_overcommit}: must be greater than 0"
-        print(f"dynamem kubevirt-sim: {message}", file=sys.stderr)
-        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         scenario = load_scenario(args.scenario)
@@ -68,8 +65,12 @@ def main(argv: list[str]) -> int:
             pending_timeout_s=args.pending_timeout,
             updater_delay_s=args.updater_delay,
         )
+        if args.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
+            raise ValueError(f"--memory-overcommit {args.memory_overcommit}: must be greater than 0")
         options = SimulatorOptions(
-            overhead=overhead, migration=migration, memory_overcommit=args.memory_overcommit
+            overhead=overhead,
+            migration=migration,
+            rendering=Rendering(memory_overcommit=args.memory_overcommit),
         )
     except (ScenarioError, SettingsError, ValueError) as exc:
         print(f"dynamem kubevirt-sim: {exc}", file=sys.stderr)

@@ -13,6 +13,12 @@ kwok (the control plane's kubelet) runs and removes them.
   virt-handler reports it (v1.7.0's ``MemoryStatus`` has no ``memoryOverhead``; the CRD schema prunes it).
   A VM that should not run loses its VMI and its pods.
 - virt-handler labels every Ready node ``kubevirt.io/schedulable=true`` (launcher pods select it).
+- The KubeVirt CR's ``spec.configuration`` is followed as virt-controller's ``ClusterConfig`` follows it
+  (``pkg/virt-config``, fed by an informer on the CR): read every tick, a change applies to the launchers and
+  migration targets rendered from then on (``memoryOvercommit``, ``cpuAllocationRatio``, ``nodeSelectors``)
+  and to the migration limits (``parallelMigrationsPerCluster``, ``parallelOutboundMigrationsPerNode``).
+  What the CR does not set, or a cluster without one, takes :class:`SimulatorOptions`' values (by default
+  KubeVirt's).
 - A change of a running VM's ``memory.guest`` goes the way v1.7.0 takes it: the VM controller
   (``vm.go``, ``handleMemoryHotplugRequest``) copies it to the VMI spec, shifting the VMI's memory request and
   limit by the difference when it has them; it refuses while ``HotMemoryChange`` is True ("another memory
@@ -33,13 +39,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
 from dynamem.kube.api import KUBEVIRT, now_rfc3339
+from dynamem.kube.kubevirt_config import KubeVirtSettings, configuration_of, kubevirt_settings
 from dynamem.kube.objects import (
     GI,
     ObjectKey,
@@ -53,8 +60,10 @@ from dynamem.kube.objects import (
 from dynamem.kubevirt_sim.launcher import (
     APP_LABEL,
     CREATED_BY_LABEL,
+    KUBEVIRT_DEFAULTS,
     LAUNCHER,
     SCHEDULABLE_LABEL,
+    Rendering,
     launcher_pod,
 )
 from dynamem.kubevirt_sim.migrations import (
@@ -88,20 +97,16 @@ class GuestState:
 @dataclass
 class SimulatorOptions:
     """``overhead``: launcher overhead per VMI (bytes). ``failing``: names of VMs whose memory change fails on
-    the target node as KubeVirt reports it. ``migration``: KubeVirt's migration settings.
-    ``memory_overcommit``: the KubeVirt CR's ``developerConfiguration.memoryOvercommit`` (percent) every
-    launcher is rendered under (:func:`.launcher.launcher_requests`)."""
+    the target node as KubeVirt reports it. ``migration``: KubeVirt's migration settings; ``rendering``: the
+    KubeVirt CR's settings launchers are rendered under. The cluster's KubeVirt CR wins over both where it
+    sets a value (:meth:`KubeVirtSimulator.follow_kubevirt_cr`)."""
 
     namespace: str | None = None
     poll_s: float = 0.25
     overhead: int = 0
     failing: set[str] = field(default_factory=set)
     migration: MigrationOptions = field(default_factory=MigrationOptions)
-    memory_overcommit: int = 100
-
-    def __post_init__(self) -> None:
-        if self.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
-            raise ValueError(f"memory_overcommit: {self.memory_overcommit!r} must be greater than 0")
+    rendering: Rendering = KUBEVIRT_DEFAULTS
 
 
 class _Api:
@@ -182,8 +187,10 @@ class KubeVirtSimulator:
             self.options.overhead,
             self.options.failing,
             self.clock,
-            overcommit=self.options.memory_overcommit,
+            rendering=self.options.rendering,
         )
+        self.kubevirt = KubeVirtSettings()
+        self._unreadable: int | None = None  # the status the last read of the CR failed with
 
     @property
     def migrations_done(self) -> int:
@@ -215,7 +222,45 @@ class KubeVirtSimulator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.options.poll_s)
 
+    @property
+    def rendering(self) -> Rendering:
+        """What launchers are rendered under now (the KubeVirt CR's settings, else the options')."""
+        return self.migrations.rendering
+
+    async def follow_kubevirt_cr(self) -> None:
+        """Read the KubeVirt CR's ``spec.configuration`` (the first CR's; no CRD or no CR: KubeVirt's
+        defaults, that is the options'), and render and migrate by it from now on. A CR that cannot be read
+        (not allowed, the API server restarting) leaves the settings as they were."""
+        try:
+            listed = await self.custom.list_cluster_custom_object(*KUBEVIRT, plural="kubevirts")
+            config = configuration_of(cast(Mapping[str, Any], listed))
+        except ApiException as exc:
+            if exc.status != 404:  # not allowed, or no answer now: what it had (the tick goes on)
+                if exc.status != self._unreadable:
+                    logger.warning("the KubeVirt CR is unreadable (%s %s)", exc.status, exc.reason)
+                self._unreadable = exc.status
+                return
+            config = {}  # no KubeVirt CRD
+        self._unreadable = None
+        settings = kubevirt_settings(config)
+        if settings == self.kubevirt:
+            return
+        self.kubevirt = settings
+        base, limits = self.options.rendering, self.options.migration
+        self.migrations.rendering = Rendering(
+            memory_overcommit=settings.memory_overcommit or base.memory_overcommit,
+            cpu_allocation_ratio=settings.cpu_allocation_ratio or base.cpu_allocation_ratio,
+            node_selectors=settings.node_selectors or base.node_selectors,
+        )
+        self.migrations.options = replace(
+            limits,
+            per_cluster=settings.per_cluster or limits.per_cluster,
+            outbound_per_node=settings.outbound_per_node or limits.outbound_per_node,
+        )
+        logger.info("KubeVirt CR followed: %s; %s", self.migrations.rendering, self.migrations.options)
+
     async def tick(self) -> None:
+        await self.follow_kubevirt_cr()
         node_labels = await self._label_nodes()
         vms = {ObjectKey.of(b): b for b in await self._list("virtualmachines")}
         vmis = {ObjectKey.of(b): b for b in await self._list("virtualmachineinstances")}
@@ -472,11 +517,11 @@ class KubeVirtSimulator:
         if phase in ("Pending", "Scheduling"):
             if not mine:
                 start = (dig(vmi, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)
-                overcommit = self.options.memory_overcommit
-                pod = launcher_pod(vmi, overhead=self.options.overhead, overcommit=overcommit)
+                rendering = self.rendering
+                pod = launcher_pod(vmi, overhead=self.options.overhead, rendering=rendering)
                 if start and await self._fits_on(start, pod):
                     pod = launcher_pod(
-                        vmi, overhead=self.options.overhead, overcommit=overcommit, node_name=start
+                        vmi, overhead=self.options.overhead, rendering=rendering, node_name=start
                     )
                 else:
                     start = None  # no room there: the scheduler places it, as it does every VMI's pod

@@ -8,8 +8,10 @@ is left out, since nothing here runs a container:
   the VMI's own labels, then ``kubevirt.io: virt-launcher``, ``kubevirt.io/created-by: <VMI uid>``,
   ``vm.kubevirt.io/name`` and ``vmi.kubevirt.io/id``;
   annotation ``kubevirt.io/domain: <VMI name>``; owner: the VMI; ``generateName: virt-launcher-<name>-``;
-- node selector (``template.go``, ``newNodeSelectorRenderer``): the VMI's ``nodeSelector`` plus
-  ``kubevirt.io/schedulable: "true"``, which virt-handler sets on the nodes it serves;
+- node selector (``template.go``, ``newNodeSelectorRenderer``; ``nodeselectorrenderer.go``,
+  ``NewNodeSelectorRenderer``): ``kubevirt.io/schedulable: "true"``, which virt-handler sets on the nodes it
+  serves, then the KubeVirt CR's ``developerConfiguration.nodeSelectors``, then the VMI's ``nodeSelector``
+  (each later one wins a key);
 - volumes (``rendervolumes.go``, ``withVMIVolumes``): the VMI's ``persistentVolumeClaim`` and
   ``dataVolume`` claims;
 - devices (``renderresources.go``, ``getRequiredResources``): ``devices.kubevirt.io/kvm``, ``tun`` and
@@ -34,9 +36,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dynamem.kube.launcher_resources import (
+    CPU_ALLOCATION_RATIO,
     KVM_DEVICE,
     TUN_DEVICE,
     VHOST_NET_DEVICE,
@@ -61,11 +65,13 @@ __all__ = [
     "APP_LABEL",
     "CREATED_BY_LABEL",
     "DEVICES_PER_NODE",
+    "KUBEVIRT_DEFAULTS",
     "KVM_DEVICE",
     "LAUNCHER",
     "SCHEDULABLE_LABEL",
     "TUN_DEVICE",
     "VHOST_NET_DEVICE",
+    "Rendering",
     "launcher_devices",
     "launcher_pod",
     "launcher_requests",
@@ -73,17 +79,42 @@ __all__ = [
 ]
 
 
-def launcher_requests(vmi_spec: Mapping[str, Any], overhead: int, overcommit: int = 100) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """The KubeVirt CR's settings a launcher pod is rendered under (``pkg/virt-config``): its
+    ``developerConfiguration`` ``memoryOvercommit`` (percent: a VMI with no memory request or limit of its own
+    asks ``memory.guest`` x 100 / this; ``services/template.go``, ``VMIResourcePredicates``;
+    ``renderresources.go``, ``WithMemoryRequests``), ``cpuAllocationRatio`` (vCPUs over this, as CPU;
+    ``WithoutDedicatedCPU``) and ``nodeSelectors`` (every launcher's, under its VMI's own)."""
+
+    memory_overcommit: int = 100
+    cpu_allocation_ratio: int = CPU_ALLOCATION_RATIO
+    node_selectors: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # KubeVirt refuses both at 0 and below (configuration.go, validateConfig)
+        for name in ("memory_overcommit", "cpu_allocation_ratio"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r} must be greater than 0")
+
+
+KUBEVIRT_DEFAULTS = Rendering()  # a cluster whose KubeVirt CR sets none of them
+
+
+def launcher_requests(
+    vmi_spec: Mapping[str, Any], overhead: int, rendering: Rendering = KUBEVIRT_DEFAULTS
+) -> dict[str, str]:
     """The compute container's requests for a VMI spec (``renderresources.go``: memory, overhead,
-    hugepages, CPU, ephemeral storage). ``overcommit``: the KubeVirt CR's
-    ``developerConfiguration.memoryOvercommit``, which virt-controller renders every launcher under
-    (``services/template.go``, ``VMIResourcePredicates``; ``WithMemoryRequests``: a VMI with no memory request
-    or limit asks ``memory.guest`` x 100 / memoryOvercommit). Not played for hugepages."""
+    hugepages, CPU, ephemeral storage), under the KubeVirt CR's ``rendering``. ``memoryOvercommit`` is not
+    played for hugepages."""
     domain = vmi_spec.get("domain") or {}
-    common = {"cpu": launcher_cpu(domain), "ephemeral-storage": launcher_storage(domain)}
+    common = {
+        "cpu": launcher_cpu(domain, rendering.cpu_allocation_ratio),
+        "ephemeral-storage": launcher_storage(domain),
+    }
     guest = quantity_bytes(dig(domain, "memory", "guest"))
     page_size = dig(domain, "memory", "hugepages", "pageSize")
-    memory = memory_request(domain, guest, 100 if page_size else overcommit) or GI
+    memory = memory_request(domain, guest, 100 if page_size else rendering.memory_overcommit) or GI
     if page_size:
         hugepages = min(memory, guest) if guest else memory
         above_guest = max(0, memory - guest) if guest else 0
@@ -117,21 +148,24 @@ def launcher_pod(
     vmi: Mapping[str, Any],
     *,
     overhead: int,
-    overcommit: int = 100,
+    rendering: Rendering = KUBEVIRT_DEFAULTS,
     node_name: str | None = None,
     migration: Mapping[str, Any] | None = None,
     host_model: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The virt-launcher pod for ``vmi``: its first one (optionally bound to ``node_name``), or the target of
-    ``migration``; ``overcommit``: KubeVirt's memoryOvercommit (:func:`launcher_requests`)."""
+    ``migration``, under the KubeVirt CR's ``rendering``."""
     meta = vmi.get("metadata") or {}
     spec = vmi.get("spec") or {}
     name, uid = str(meta.get("name")), str(meta.get("uid"))
     labels = launcher_labels(vmi)
     annotations = {DOMAIN_ANNOTATION: name}
-    selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
-    selector[SCHEDULABLE_LABEL] = "true"
-    resources = launcher_requests(spec, overhead, overcommit)
+    selector = {
+        SCHEDULABLE_LABEL: "true",
+        **dict(rendering.node_selectors),
+        **{str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
+    }
+    resources = launcher_requests(spec, overhead, rendering)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 30,

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from dynamem.kube.api import now_rfc3339
 from dynamem.kube.migration_target import HOST_MODEL, host_model_selector
 from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity
-from dynamem.kubevirt_sim.launcher import launcher_pod
+from dynamem.kubevirt_sim.launcher import KUBEVIRT_DEFAULTS, Rendering, launcher_pod
 
 logger = logging.getLogger("dynamem.kubevirt_sim.migrations")
 
@@ -193,7 +193,7 @@ class MigrationController:
     timers: _Timers = field(default_factory=_Timers)
     succeeded: int = 0
     failed: int = 0
-    overcommit: int = 100  # KubeVirt's memoryOvercommit, which target pods are rendered under
+    rendering: Rendering = KUBEVIRT_DEFAULTS  # the KubeVirt CR's settings target pods are rendered under
 
     # -- workload-updater ----------------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class MigrationController:
         pod = launcher_pod(
             vmi,
             overhead=self.overhead,
-            overcommit=self.overcommit,
+            rendering=self.rendering,
             migration=migration,
             host_model=host_model,
         )

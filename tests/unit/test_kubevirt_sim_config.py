@@ -1,0 +1,84 @@
+"""The KubeVirt stand-in follows the cluster's KubeVirt CR as virt-controller's ClusterConfig does: what the
+CR does not set takes the stand-in's options, and a CR it cannot read leaves what it had (the tick goes on)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.aio import client
+from kubernetes.aio.client.exceptions import ApiException
+
+from dynamem.kubevirt_sim.controller import KubeVirtSimulator, SimulatorOptions
+from dynamem.kubevirt_sim.launcher import Rendering
+from dynamem.kubevirt_sim.migrations import MigrationOptions
+
+
+def listing(configuration: dict[str, Any]) -> dict[str, Any]:
+    return {"items": [{"spec": {"configuration": configuration}}]}
+
+
+@pytest.fixture
+def simulator() -> Iterator[KubeVirtSimulator]:
+    options = SimulatorOptions(
+        migration=MigrationOptions(per_cluster=3), rendering=Rendering(memory_overcommit=150)
+    )
+    api_client = client.ApiClient()  # never reached: the CR's reads are answered below
+    yield KubeVirtSimulator(api_client, options)
+    asyncio.run(api_client.close())
+
+
+def answer(simulator: KubeVirtSimulator, *answers: dict[str, Any] | ApiException) -> None:
+    queue = list(answers)
+
+    async def list_cluster_custom_object(*_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        found = queue.pop(0)
+        if isinstance(found, ApiException):
+            raise found
+        return found
+
+    simulator.custom.list_cluster_custom_object = list_cluster_custom_object  # type: ignore[method-assign]
+
+
+def test_the_crs_values_win_and_the_options_stand_where_it_sets_none(simulator: KubeVirtSimulator) -> None:
+    answer(
+        simulator,
+        listing(
+            {
+                "developerConfiguration": {"cpuAllocationRatio": 4},
+                "migrations": {"parallelMigrationsPerCluster": 1},
+            }
+        ),
+        listing({"developerConfiguration": {"memoryOvercommit": 0}}),  # refused by KubeVirt: not taken
+        ApiException(status=404),  # no KubeVirt CRD
+    )
+    asyncio.run(simulator.follow_kubevirt_cr())
+    assert simulator.rendering == Rendering(memory_overcommit=150, cpu_allocation_ratio=4)
+    assert (simulator.migrations.options.per_cluster, simulator.migrations.options.outbound_per_node) == (
+        1,
+        2,
+    )
+    asyncio.run(simulator.follow_kubevirt_cr())
+    assert simulator.rendering == Rendering(memory_overcommit=150)
+    assert simulator.migrations.options.per_cluster == 3
+    asyncio.run(simulator.follow_kubevirt_cr())
+    assert simulator.rendering == Rendering(memory_overcommit=150)
+
+
+def test_a_cr_it_cannot_read_leaves_what_it_had_and_is_told_once(
+    simulator: KubeVirtSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer(
+        simulator,
+        listing({"developerConfiguration": {"memoryOvercommit": 200}}),
+        ApiException(status=403, reason="Forbidden"),
+        ApiException(status=403, reason="Forbidden"),
+    )
+    with caplog.at_level(logging.WARNING, logger="dynamem.kubevirt_sim"):
+        for _ in range(3):
+            asyncio.run(simulator.follow_kubevirt_cr())
+    assert simulator.rendering.memory_overcommit == 200
+    assert [r.getMessage() for r in caplog.records] == ["the KubeVirt CR is unreadable (403 Forbidden)"]
