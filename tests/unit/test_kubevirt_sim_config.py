@@ -1,5 +1,5 @@
 """The KubeVirt stand-in follows the cluster's KubeVirt CR as virt-controller's ClusterConfig does: what the
-CR does not set takes the stand-in's options, and a CR it cannot read leaves what it had (the tick goes on)."""
+CR does not set takes the stand-in's options, and a CR it cannot read leaves what it had."""
 
 from __future__ import annotations
 
