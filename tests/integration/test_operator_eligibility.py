@@ -1,10 +1,11 @@
 """Where a VM may go, end to end: the real API server, kube-scheduler and kwok, the KubeVirt v1.7.0 stand-in,
 Prometheus and the operator process with its default policy (the cluster plan).
 
-A paging VM on its node and three others it could move to: a large idle node with a ``NoSchedule`` taint it
-does not tolerate, a large idle node that is cordoned, and a smaller one the scheduler would take. The plan
-prefers the node with the most room, so without reading the scheduler's filters it would pick a large one,
-whose target pod would stay Pending until KubeVirt fails the migration. dynamem reads them
+A paging VM on its node and three others it could move to: a small idle node with a ``NoSchedule`` taint
+it does not tolerate, a small idle node that is cordoned, and a large one the scheduler would take. The plan
+fills the node with the least room left that fits (best fit, the scheduler's ``MostAllocated``), so without
+reading the scheduler's filters it would pick a small one, whose target pod would stay Pending until KubeVirt
+fails the migration. dynamem reads them
 (``controller/eligibility.py``): its only migration is pinned to the eligible node, the scheduler binds the
 target pod there, and no migration fails.
 """
@@ -25,7 +26,7 @@ from .operator_harness import Stack, first_node_stack, wait_until
 def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
     yield from first_node_stack(
         request,
-        {"home": "8Gi", "tainted": "32Gi", "cordoned": "32Gi", "eligible": "6Gi"},
+        {"home": "8Gi", "tainted": "4Gi", "cordoned": "4Gi", "eligible": "16Gi"},
         {"web": {"startup": "1Gi", "maximum": "4Gi"}},
     )
 

@@ -9,6 +9,10 @@ with no restart.
 
 Under the CR's ``developerConfiguration.memoryOvercommit`` a launcher asks its guest x 100 / memoryOvercommit:
 dynamem judges a target as the scheduler will, and grows a VM onto a node that could not hold its guest whole.
+Under its ``nodeSelectors`` every launcher selects them: dynamem pins only nodes they select.
+
+The KubeVirt stand-in follows the same CR, as virt-controller does (``kubevirt_sim/controller.py``,
+``follow_kubevirt_cr``).
 """
 
 from __future__ import annotations
@@ -134,3 +138,44 @@ def pods_on(world: Stack, node: str) -> list[Any]:
 def asked(pod: Any) -> int | None:
     """The memory a launcher pod asks."""
     return quantity_bytes(pod.spec.containers[0].resources.requests["memory"])
+
+
+VMS_LABEL = "dynamem.io/vms"
+
+
+@pytest.fixture
+def pooled(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
+    """web (1Gi, up to 4Gi) on ``home``, a small node ``outside`` and a large one ``inside``, under the
+    KubeVirt CR's ``developerConfiguration.nodeSelectors`` {dynamem.io/vms: yes}: every launcher
+    selects it."""
+    kubevirt_cr(request, {"developerConfiguration": {"nodeSelectors": {VMS_LABEL: "yes"}}})
+    yield from first_node_stack(
+        request,
+        {"home": "8Gi", "outside": "4Gi", "inside": "16Gi"},
+        {"web": {"startup": "1Gi", "maximum": "4Gi"}},
+    )
+
+
+def test_the_crs_launcher_node_selector_keeps_every_target_on_the_nodes_it_selects(
+    pooled: tuple[Stack, list[str]],
+) -> None:
+    """KubeVirt renders the CR's ``nodeSelectors`` on every launcher (``NewNodeSelectorRenderer``), a
+    migration's target included. ``outside`` has the room a bin packer picks for web's grow but not the
+    label: the scheduler would leave the target Pending there until KubeVirt fails the migration. dynamem
+    reads the selector from the CR and pins ``inside``."""
+    world, (home, _outside, inside) = pooled
+    core = k8s_client.CoreV1Api(world.api)
+    for node in (home, inside):
+        core.patch_node(node, {"metadata": {"labels": {VMS_LABEL: "yes"}}})
+    wait_until("web running", lambda: world.has("web"), timeout=60)
+    world.set_demand(web=1.2)  # one multiplicative step (1.5Gi) covers it
+    operator = world.start_operator()
+    wait_until(
+        "the operator read the CR",
+        lambda: f"launcher nodeSelectors {{'{VMS_LABEL}': 'yes'}}" in operator.logs(),
+        timeout=30,
+    )
+
+    world.grown_by_dynamem_to("web", inside)
+    (target,) = core.list_namespaced_pod(world.namespace, label_selector="kubevirt.io/migrationJobUID").items
+    assert target.spec.node_selector[VMS_LABEL] == "yes"
