@@ -3,9 +3,10 @@ kwok, the KubeVirt v1.7.0 stand-in, Prometheus and the operator process (the clu
 
 KubeVirt v1.7.0 requests a hugepage VM's guest as ``hugepages-<pageSize>`` and only the overhead as
 ``memory`` (``pkg/virt-controller/services/renderresources.go``, ``WithHugePages``); the scheduler fits each
-against the node's own allocatable. A paging 2Mi-hugepage VM and two nodes to move to: "wide", with much
-memory and no hugepages, and "paged", with little memory and hugepages to spare. Counted against ``memory``
-the plan would pick "wide", where the target pod never fits; counted per resource it picks "paged".
+against the node's own allocatable. A paging 2Mi-hugepage VM and two nodes to move to: "bare", with some
+memory and no hugepages, and "paged", with more memory and hugepages to spare. Counted against ``memory``
+the plan would pick "bare" (the fuller node, as a best fit does), where the target pod never fits; counted
+per resource it picks "paged".
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PAGES = "hugepages-2Mi"
 def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, list[str]]]:
     yield from first_node_stack(
         request,
-        {"home": "8Gi", "wide": "32Gi", "paged": "3Gi"},
+        {"home": "8Gi", "bare": "4Gi", "paged": "16Gi"},
         {"web": {"startup": "1Gi", "maximum": "4Gi", "hugepage": "2Mi"}},
     )
 
@@ -52,7 +53,7 @@ def give_hugepages(core: k8s_client.CoreV1Api, node: str, amount: str) -> None:
 def test_a_hugepage_vm_grows_on_the_node_with_hugepages_not_the_one_with_memory(
     stack: tuple[Stack, list[str]],
 ) -> None:
-    world, (home, _wide, paged) = stack
+    world, (home, _bare, paged) = stack
     core = k8s_client.CoreV1Api(world.api)
     give_hugepages(core, home, "2Gi")
     give_hugepages(core, paged, "8Gi")
