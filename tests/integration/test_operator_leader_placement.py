@@ -8,7 +8,9 @@ The workload-updater waits 30 s here (KubeVirt: 5 s) so that the survivor, which
 Lease, has the time to make the migration first; without the placement it would not know where the change
 goes and the updater's migration (no node selector) would carry it out. Either way the test freezes the
 leader, the change ends as the dead leader planned it: every migration of the VM is dynamem's, pinned to
-the recorded node, exactly one of them, the VM runs there at its new size, nothing is taken back.
+the recorded node, exactly one of them, the VM runs there at its new size, nothing is taken back. Once the
+leader is frozen a pod fills half of the other idle node, so a survivor that planned the change afresh
+(best fit: the fuller node) would pin that node instead of the recorded one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI, quantity_bytes
 
@@ -47,7 +50,7 @@ def placement_of(stack: Stack) -> dict[str, Any] | None:
 def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_placed_it(
     stack: tuple[Stack, list[str]],
 ) -> None:
-    world, (home, *_) = stack
+    world, (home, *idle) = stack
     wait_until("web running", lambda: world.has("web"), timeout=60)
     world.set_demand(web=1.2)
     replicas = world.start_replicas(LEASE_S)
@@ -60,6 +63,21 @@ def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_p
     leader.process.send_signal(signal.SIGSTOP)  # frozen: it renews no Lease and writes nothing more
     made_before = [m["metadata"]["name"] for m in world.migrations()]
     print(f"leader frozen {'after' if made_before else 'before'} its migration")
+    (other,) = [node for node in idle if node != placed["target"]]
+    k8s_client.CoreV1Api(world.api).create_namespaced_pod(
+        world.namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "half-of-the-other-node"},
+            "spec": {
+                "nodeName": other,
+                "containers": [
+                    {"name": "c", "image": "busybox", "resources": {"requests": {"memory": "4Gi"}}}
+                ],
+            },
+        },
+    )
     try:
         wait_until("the survivor leads", lambda: survivor.gauge("dynamem_balancer_active") == 1.0, timeout=60)
     finally:
