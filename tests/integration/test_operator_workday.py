@@ -48,6 +48,7 @@ def test_seed_workday_ends_each_step_near_demand(stack: Stack) -> None:
     # makes finance grow again (the demand it shows after its move plus that rise fits in its new size).
     finance = f'kubevirt_vmi_memory_usable_bytes{{namespace="{stack.namespace}", name="finance"}}'
     stack.prometheus.wait_for(f"count_over_time({finance}[1h]) >= 120", timeout=150)
+    assert stack.rounds() >= 3 and not stack.migrations()  # two minutes of step 0's rounds: nothing moved
 
     # Step 1 (15 minutes later): Finance runs reports, Engineering an analysis job. The seed: 3 and 2 GiB.
     stack.set_demand(finance=2.4, engineering=1.6)
