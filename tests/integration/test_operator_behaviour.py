@@ -55,7 +55,9 @@ def test_buffer_edit_applies_at_the_next_round(make_stack: Callable[..., Stack])
 
     wait_until("the new target", lambda: abs(target() - 3.2 * GI) <= 4 * MI, 90)
     assert stack.vmm("web")["status"]["observedGeneration"] == stack.vmm("web")["metadata"]["generation"]
-    assert stack.has("web") == 2816 * MI
+    rounds = stack.rounds()
+    wait_until("three more rounds", lambda: stack.rounds() >= rounds + 3, timeout=30)
+    assert stack.guest("web") == stack.has("web") == 2816 * MI  # not worth a move: none asked
     stack.patch_vmm("web", {"buffer": 65})
     stack.reach({"web": 4.0}, tolerance=0)
     assert stack.vmm("web")["status"]["observedGeneration"] == stack.vmm("web")["metadata"]["generation"]
