@@ -110,11 +110,12 @@ def test_paging_is_read_like_kubevirts_alert() -> None:
 
 
 def test_a_change_names_a_target_other_than_its_node_where_it_fits() -> None:
-    # a pages on n1 (full); n2 has 2Gi free, n3 6Gi, n4 1.5Gi: a's new size 1.5Gi/0.8 = 1920Mi does not fit
-    # n4 and goes to n2, the best fit (most allocated: (2Gi - 1920Mi) / 2Gi = 6 % left against
-    # (6Gi - 1920Mi) / 6Gi = 68 %): n3's 6Gi hole stays whole for a larger change.
+    # a pages on n1 (3Gi, 2Gi free); n0 has 6Gi free, n2 2Gi, n4 1.5Gi: a's new size 1.5Gi/0.8 = 1920Mi does
+    # not fit n4, and n1 is its source (else the best fit: (2Gi - 1920Mi) / 3Gi = 4 % left); it goes to n2,
+    # the best fit of the others (6 % left against (6Gi - 1920Mi) / 6Gi = 68 % on n0, the first by name): n0's
+    # 6Gi hole stays whole for a larger change.
     state = make_state(
-        {"n1": 1, "n2": 2, "n3": 6, "n4": 1.5},
+        {"n0": 6, "n1": 3, "n2": 2, "n4": 1.5},
         make_vm("a", "n1", size=1, demand=2),
     )
     plan = plan_cluster(state, GUESS, 0.0)
@@ -495,13 +496,15 @@ def test_a_demand_seen_in_the_window_is_no_guess_and_gets_no_extra() -> None:
 
 
 def test_memory_to_spare_goes_to_the_higher_priority_first() -> None:
-    # lo (priority 10) and hi (90), 1Gi each, page on n1; n2 has 6Gi. Spare: 8Gi - 2 x 1920Mi - 3 x 1Gi =
-    # 1280Mi: hi takes its 896Mi further, lo the 384Mi left, whatever the order they are listed in.
-    lo = make_vm("lo", "n1", demand=2.5, priority=10)
-    hi = make_vm("hi", "n1", demand=2.5, priority=90)
-    plan = plan_cluster(make_state({"n1": 2, "n2": 6}, lo, hi), CONFIG, 0.0)
-    sizes = {d.name: d.assigned for d in plan.decisions}
-    assert sizes == {"hi": 2816 * MiB, "lo": 1920 * MiB + 384 * MiB}
+    # a-lo (priority 10) and b-hi (90), 1Gi each, page on n1; n2 has 6Gi. Spare: 8Gi - 2 x 1920Mi - 3 x 1Gi
+    # = 1280Mi: b-hi takes its 896Mi further, a-lo the 384Mi left, whatever the order they are listed in and
+    # though a-lo comes first by name.
+    lo = make_vm("a-lo", "n1", demand=2.5, priority=10)
+    hi = make_vm("b-hi", "n1", demand=2.5, priority=90)
+    for vms in ((lo, hi), (hi, lo)):
+        plan = plan_cluster(make_state({"n1": 2, "n2": 6}, *vms), CONFIG, 0.0)
+        sizes = {d.name: d.assigned for d in plan.decisions}
+        assert sizes == {"b-hi": 2816 * MiB, "a-lo": 1920 * MiB + 384 * MiB}
 
 
 def test_a_hugepage_vm_takes_no_memory_to_spare() -> None:
@@ -658,11 +661,12 @@ def test_a_vm_moved_to_make_room_goes_where_there_is_room_now() -> None:
 
 
 def test_room_is_made_for_a_vm_waiting_to_start_by_moving_a_smaller_vm() -> None:
-    # A 3Gi launcher pod waits; no node has 3Gi free (n1 1Gi, n2 2Gi, n3 2Gi). Moving c (2Gi, at its floor)
-    # from n2 to n3 leaves n2 4Gi free for it; moving d (3Gi) off n1 would need a 3Gi hole too.
+    # A 3Gi launcher pod waits; no node has 3Gi free (n1 1.5Gi, n2 2Gi, n3 2.5Gi). Moving c (2Gi, at its
+    # floor) from n2 to n3 leaves n2 4Gi free for it; moving a (2.5Gi, first by name) from n1 to n3 would
+    # too, but c is the smaller move.
     c = make_vm("c", "n2", size=2, demand=1, startup=2, maximum=2)
-    d = make_vm("d", "n1", size=3, demand=1, startup=3, maximum=3)
-    state = make_state({"n1": 4, "n2": 4, "n3": 2}, c, d)
+    d = make_vm("a", "n1", size=2.5, demand=1, startup=2.5, maximum=2.5)
+    state = make_state({"n1": 4, "n2": 4, "n3": 2.5}, c, d)
     assert plan_cluster(state, CONFIG, 0.0).changes == ()
     plan = plan_cluster(replace(state, pending=(StoppedVm(3 * GiB),)), CONFIG, 0.0)
     assert [(ch.name, ch.assigned, ch.target_node) for ch in plan.changes] == [("c", 2 * GiB, "n3")]
@@ -710,9 +714,10 @@ def test_a_change_goes_only_to_a_node_the_vm_may_run_on() -> None:
         demand=2 * GiB,
         allowed_nodes=frozenset({"c"}),
     )
-    nodes = (ClusterNode("a", 8 * GiB, GiB), ClusterNode("b", 16 * GiB, 0), ClusterNode("c", 8 * GiB, 0))
+    nodes = (ClusterNode("a", 8 * GiB, GiB), ClusterNode("b", 4 * GiB, 0), ClusterNode("c", 16 * GiB, 0))
     (decision,) = plan_cluster(ClusterState(nodes, (vm,)), BalanceConfig(), 0.0).decisions
-    assert decision.target_node == "c"  # b has more room, but the VM's nodeSelector rules it out
+    # b is the fuller node a best fit picks (38 % left against 84 %), but the VM's nodeSelector rules it out
+    assert decision.target_node == "c"
 
 
 def test_a_vm_whose_migration_failed_is_retried_after_a_bounded_backoff_with_jitter() -> None:
