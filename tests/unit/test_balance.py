@@ -211,25 +211,26 @@ def test_holds(vm: VmState, assigned: float, reason: str, in_changes: bool) -> N
 
 
 def test_held_vms_count_in_the_pool() -> None:
-    # Unknown-demand VM holds 5 of 8; b wants 2.4 / 0.8 = 3 and gets the 3 left.
-    plan = plan_node(
-        make_node(make_vm("a", demand=None, assigned=5, maximum=6), make_vm("b", demand=2.4)), CONFIG, 0
-    )
-    assert gib(plan) == {"a": 5, "b": 3}
+    # Unknown-demand VM holds 5 of 7; b wants 2.4 / 0.8 = 3 and gets the 2 left.
+    vms = (make_vm("a", demand=None, assigned=5, maximum=6), make_vm("b", demand=2.4))
+    plan = plan_node(make_node(*vms, pool=7), CONFIG, 0)
+    assert gib(plan) == {"a": 5, "b": 2}
 
 
 def test_change_limit_keeps_shrinks_first_and_fits() -> None:
-    # Ideal: a 3 -> 1.25 (shrink), b 1 -> 3, c 1 -> 3 (grows). Limit 2: the shrink and one grow.
+    # Ideal: a 3 -> 1.25 (shrink), b 1 -> 3, c 1 -> 3 (grows of the same size). Limit 2: the shrink and one
+    # grow, c's for its priority though b comes first by name.
     vms = [
         make_vm("a", demand=1, assigned=3),
         make_vm("b", demand=2.4),
         make_vm("c", demand=2.4, priority=75),
     ]
-    plan = plan_node(make_node(*vms, pool=6), BalanceConfig(max_changes_per_node=2), 0)
+    plan = plan_node(make_node(*vms, pool=8), BalanceConfig(max_changes_per_node=2), 0)
     d = plan.by_name()
     assert [x.name for x in plan.changes] == ["a", "c"]  # c first: higher priority
+    assert d["c"].assigned == 3 * GiB
     assert d["b"].reason == "deferred: change limit reached" and d["b"].assigned == GiB
-    assert plan.assigned_total <= 6 * GiB
+    assert plan.assigned_total <= 8 * GiB
 
 
 @pytest.mark.parametrize(
