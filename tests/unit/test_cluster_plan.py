@@ -383,14 +383,17 @@ def test_a_vm_above_its_target_is_shrunk_to_it_and_moved_to_make_room_for_a_pagi
     # which has 1.625Gi free. finance (3.625Gi, its use fell from 2.4Gi) is above its 3Gi target by less than
     # the shrink band, so nothing else would ever move it; sales and service (1Gi) are too small to free the
     # hole. finance goes to a at its target (room free there now) and engineering takes its place.
-    def cluster(finance_size: float) -> ClusterState:
+    def cluster(finance_size: float, nodes: dict[str, float] | None = None) -> ClusterState:
+        allowed = frozenset({"a", "b"})
         vms = (
-            make_vm("engineering", "a", size=2.75, demand=2.8, maximum=4, overhead=0.25),
+            make_vm(
+                "engineering", "a", size=2.75, demand=2.8, maximum=4, overhead=0.25, allowed_nodes=allowed
+            ),
             make_vm("finance", "b", size=finance_size, demand=1.6, peak=2.4, maximum=4, overhead=0.25),
             make_vm("sales", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
             make_vm("service", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
         )
-        return make_state({"a": 8, "b": 8}, *vms)
+        return make_state(nodes or {"a": 8, "b": 8}, *vms)
 
     plan = plan_cluster(cluster(3.625), CONFIG, 0.0)
     assert [(d.name, d.assigned, d.target_node) for d in plan.changes] == [
@@ -399,8 +402,9 @@ def test_a_vm_above_its_target_is_shrunk_to_it_and_moved_to_make_room_for_a_pagi
     ]
     finance = plan.decisions[1].reason
     assert finance == "shrunk to its target and moved to make room on b for engineering; to a"
-    # at its target finance is not moved for engineering (a larger VM moves only to shrink): engineering waits
-    kept = plan_cluster(cluster(3), CONFIG, 0.0)
+    # at its target finance is not moved for engineering (a larger VM moves only to shrink), though node c
+    # (3.5Gi, where engineering may not go) could take it: engineering waits
+    kept = plan_cluster(cluster(3, {"a": 8, "b": 8, "c": 3.5}), CONFIG, 0.0)
     assert kept.changes == ()
     assert "no node has room for 4.25Gi" in kept.decisions[0].reason
 
