@@ -104,6 +104,7 @@ def test_the_status_says_where_each_change_goes() -> None:
     balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
     round_of(balancer, world)
     reasons = {name: status.get("reason", "") for name, status in writer.statuses}
+    assert len(balancer.placements) == 2  # two out of a node at once
     for key, placement in balancer.placements.items():
         assert f"to {placement.target}" in reasons[key.name]
         assert "paging" in reasons[key.name]

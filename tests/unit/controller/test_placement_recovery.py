@@ -119,6 +119,8 @@ def test_a_new_leader_counts_a_change_without_its_migration_in_the_budget() -> N
     round_at(leader(writer, at=NOW + 3), world)
     (third,) = set(world.vms) - set(targets)
     assert third not in {a.name for a in writer.applies}
+    reasons = {name: status.get("reason", "") for name, status in writer.statuses}
+    assert "deferred: 2 migrations already out of host" in reasons[third], reasons
 
 
 def test_a_new_leader_takes_the_change_back_at_the_recorded_deadline_without_a_status() -> None:
