@@ -85,14 +85,16 @@ def test_a_plain_vm_does_not_take_hugepage_room() -> None:
 
 def test_a_hugepage_vm_is_sized_against_the_clusters_hugepages_and_grown_as_far_as_they_go() -> None:
     # db wants 6Gi (+ buffer); the cluster's other node has 3Gi of hugepages free and plenty of memory:
-    # it grows to 3Gi there, the most that fits; its guest never counts against the 64Gi of memory
+    # it is sized against the cluster's 5Gi of hugepages (against its memory it would want 6.67Gi) and grows
+    # to 3Gi there, the most that fits; its guest never counts against the 64Gi of memory
     db = make_vm("db", "home", demand=6)
     state = ClusterState(
         nodes=(node("home", 8, 0.25, pages=(2, 2)), node("other", 64, 0, pages=(3, 0))),
         vms=(db,),
     )
-    target, size = target_of(state, "db")
-    assert target == "other" and size == 3 * GiB
+    (decision,) = plan_cluster(state, CONFIG, now=0.0).decisions
+    assert decision.target_node == "other" and decision.assigned == 3 * GiB
+    assert "as much as fits: 3Gi of 5Gi" in decision.reason
 
 
 def test_memory_vms_and_hugepage_vms_are_sized_apart() -> None:
