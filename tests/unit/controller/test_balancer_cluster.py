@@ -45,7 +45,7 @@ def three_busy_on_one_node() -> World:
     world = World(
         nodes=[
             make_node_body("host", allocatable="8Gi"),
-            make_node_body("b", allocatable="8Gi"),
+            make_node_body("b", allocatable="16Gi"),
             make_node_body("c", allocatable="8Gi"),
         ]
     )
@@ -76,8 +76,9 @@ def test_paging_guests_grow_and_dynamem_migrates_each_to_the_node_its_plan_chose
     assert writer.migrations == []  # the VMI's spec does not show the change yet
     targets = {key.name: p.target for key, p in balancer.placements.items()}
     assert set(targets) == set(grown)
-    # packed (best fit) on one idle node, never the source: both fit on b, c's hole stays whole
-    assert set(targets.values()) == {"b"}
+    # packed (best fit) on one idle node, never the source: both fit on c, the fuller one (b comes first by
+    # name), and b's hole stays whole
+    assert set(targets.values()) == {"c"}
     world.apply(writer.applies, hotplug_done=False)  # KubeVirt copies the new guest into the VMI's spec
     writer.clear()
     round_of(balancer, world)
