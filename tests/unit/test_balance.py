@@ -81,6 +81,15 @@ def test_floor_and_target(vm: VmState, expected: float) -> None:
         pytest.param(
             [make_vm("a", demand=3), make_vm("b", demand=3)], 6, {"a": 3, "b": 3}, id="demand-before-buffer"
         ),
+        # Demand levels 3 + 1.5 fit 5.5 with 1 to spare; buffers need 0.75 (a) and 1.5 (b): water-filled, 0.5
+        # each. One fill straight to the targets (3.75 and 3) would give each floor 1.75 more: a 2.75, below
+        # its demand.
+        pytest.param(
+            [make_vm("a", demand=3), make_vm("b", demand=1.5, buffer=50)],
+            5.5,
+            {"a": 3.5, "b": 2},
+            id="demand-before-buffer-unequal",
+        ),
         # Buffer level short: room after demand = 7 - 6 = 1, needs 0.75 + 0.75: equal priority, 0.5 each.
         pytest.param(
             [make_vm("a", demand=3), make_vm("b", demand=3)],

@@ -516,10 +516,10 @@ def test_memory_to_spare_goes_to_the_higher_priority_first() -> None:
 
 
 def test_a_hugepage_vm_takes_no_memory_to_spare() -> None:
-    # a's guest is 1Gi of hugepages-2Mi (its memory request: no overhead here, so 0); n2 has 8Gi of each. Its
-    # grow is the guess alone: the memory spare is not its resource.
+    # a's guest is 1Gi of hugepages-2Mi (no overhead in memory here); n2 has 8Gi of each. Its grow is the
+    # guess alone: the memory spare is not its resource.
     pages = "hugepages-2Mi"
-    a = replace(make_vm("a", "n1", demand=2.5), pages=pages, request=0)
+    a = replace(make_vm("a", "n1", demand=2.5), pages=pages)
     nodes = (
         ClusterNode("n1", 4 * GiB, 0, ((pages, GiB, GiB),)),
         ClusterNode("n2", 8 * GiB, 0, ((pages, 8 * GiB, 0),)),
