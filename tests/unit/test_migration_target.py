@@ -46,3 +46,7 @@ def test_what_kubevirt_renders_is_passed_on_not_the_pin_nor_a_selector_the_vmi_d
         "zone": "z1",
         model: "true",
     }
+    # a key KubeVirt renders that the migration added too, with the pod's value, was the migration's: dropped;
+    # the VMI's own zone, added with the same value, stays (the template's keys win)
+    added = {model: "true", "zone": "z1"}
+    assert carried_selector(pod, added, {"zone": "z1"}) == {"kubevirt.io/schedulable": "true", "zone": "z1"}
