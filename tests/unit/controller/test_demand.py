@@ -31,34 +31,48 @@ def success(*samples: dict[str, Any]) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "vector", "result": list(samples)}}
 
 
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        # 2.4Gi = 2576980377.6 bytes: truncated to 2576980377
-        pytest.param(
-            success(sample("office", "finance", "2576980377.6"), sample("office", "sales", "536870912")),
-            {ObjectKey("office", "finance"): 2576980377, ObjectKey("office", "sales"): GI // 2},
-            id="two-vms",
-        ),
-        pytest.param(success(), {}, id="empty-vector"),
-        pytest.param(success(sample("office", "a", "0")), {ObjectKey("office", "a"): 0}, id="zero"),
-        pytest.param(success(sample("office", "a", "1e9")), {ObjectKey("office", "a"): 10**9}, id="exponent"),
-        pytest.param(success(sample("office", "a", "NaN")), {}, id="nan-dropped"),
-        pytest.param(success(sample("office", "a", "-4096")), {}, id="negative-dropped"),
-        pytest.param(success(sample("office", "a", "lots")), {}, id="not-a-number-dropped"),
-        pytest.param(success(sample(None, "a", "1")), {}, id="no-namespace-dropped"),
-        pytest.param(success(sample("office", None, "1")), {}, id="no-name-dropped"),
-        pytest.param(success(sample("", "a", "1")), {}, id="empty-namespace-dropped"),
-        # the good sample survives the bad ones next to it
-        pytest.param(
-            success(sample("office", "a", "NaN"), sample(None, "b", "5"), sample("office", "c", "7")),
-            {ObjectKey("office", "c"): 7},
-            id="good-among-bad",
-        ),
-    ],
-)
+SUCCESSES = [
+    # 2.4Gi = 2576980377.6 bytes: truncated to 2576980377
+    pytest.param(
+        success(sample("office", "finance", "2576980377.6"), sample("office", "sales", "536870912")),
+        {ObjectKey("office", "finance"): 2576980377, ObjectKey("office", "sales"): GI // 2},
+        id="two-vms",
+    ),
+    pytest.param(success(), {}, id="empty-vector"),
+    pytest.param(success(sample("office", "a", "0")), {ObjectKey("office", "a"): 0}, id="zero"),
+    pytest.param(success(sample("office", "a", "1e9")), {ObjectKey("office", "a"): 10**9}, id="exponent"),
+    pytest.param(success(sample("office", "a", "NaN")), {}, id="nan-dropped"),
+    pytest.param(success(sample("office", "a", "-4096")), {}, id="negative-dropped"),
+    pytest.param(success(sample("office", "a", "lots")), {}, id="not-a-number-dropped"),
+    pytest.param(success(sample(None, "a", "1")), {}, id="no-namespace-dropped"),
+    pytest.param(success(sample("office", None, "1")), {}, id="no-name-dropped"),
+    pytest.param(success(sample("", "a", "1")), {}, id="empty-namespace-dropped"),
+    # the good sample survives the bad ones next to it
+    pytest.param(
+        success(sample("office", "a", "NaN"), sample(None, "b", "5"), sample("office", "c", "7")),
+        {ObjectKey("office", "c"): 7},
+        id="good-among-bad",
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), SUCCESSES)
 def test_parse_response_success(payload: dict[str, Any], expected: dict[ObjectKey, int]) -> None:
     reading = parse_response(payload)
+    assert reading.error is None
+    assert dict(reading.by_vm) == expected
+
+
+@pytest.mark.parametrize(("payload", "expected"), SUCCESSES)
+def test_parse_response_success_sample_by_sample(
+    payload: dict[str, Any], expected: dict[ObjectKey, int]
+) -> None:
+    """The same answers with a sample without a value beside them: not well formed as a whole, they are read
+    sample by sample (``_values``), which drops the same samples."""
+    broken = {"metric": {"namespace": "office", "name": "broken"}}
+    reading = parse_response(
+        {**payload, "data": {**payload["data"], "result": [*payload["data"]["result"], broken]}}
+    )
     assert reading.error is None
     assert dict(reading.by_vm) == expected
 
