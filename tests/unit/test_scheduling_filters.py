@@ -37,6 +37,12 @@ GPU = Taint("dedicated", "gpu", "NoSchedule")
         pytest.param(
             Toleration("dedicated", "Gt", "1"), Taint("dedicated", "2", "NoSchedule"), False, id="bad-op"
         ),
+        # an operator Kubernetes does not know tolerates nothing, not even a taint of the same value
+        pytest.param(
+            Toleration("dedicated", "Gt", "2"), Taint("dedicated", "2", "NoSchedule"), False, id="bad-op-same"
+        ),
+        # an empty operator is Equal, not Exists
+        pytest.param(Toleration("dedicated", "", "db"), GPU, False, id="empty-operator-other-value"),
     ],
 )
 def test_a_toleration_tolerates_a_taint_as_kubernetes_says(
@@ -79,6 +85,12 @@ def node(
             node(cordoned=True),
             None,
             id="cordon-tolerated",
+        ),
+        pytest.param(
+            PodPlacement(tolerations=(Toleration("dedicated", "Exists"),)),
+            node(cordoned=True),
+            "NodeUnschedulable",
+            id="cordon-not-tolerated-by-another",
         ),
         pytest.param(
             PodPlacement(node_selector=(("pool", "x"),)),
@@ -128,6 +140,9 @@ LABELS = {"zone": "a", "cores": "16", "gen": "x"}
         pytest.param(NodeRequirement("absent", "Lt", ("1",)), False, id="lt-absent"),
         pytest.param(NodeRequirement("cores", "Gt", ("1", "2")), False, id="gt-two-values-unparsable"),
         pytest.param(NodeRequirement("zone", "Near", ("a",)), False, id="unknown-operator"),
+        # a requirement the scheduler cannot parse matches nothing, even where its operator alone would match
+        pytest.param(NodeRequirement("absent", "NotIn", ()), False, id="notin-no-values-unparsable"),
+        pytest.param(NodeRequirement("zone", "Exists", ("a",)), False, id="exists-with-values-unparsable"),
     ],
 )
 def test_a_match_expression_on_node_labels(requirement: NodeRequirement, matches: bool) -> None:
