@@ -65,6 +65,20 @@ def test_each_node_is_a_series_and_the_rise_is_the_highest_of_them() -> None:
     assert set(series.runs) == {"n2"} and series.rise(1800.0 + WINDOW) == 0.0
 
 
+def test_the_rise_is_the_highest_of_the_series_not_the_first_nor_their_sum() -> None:
+    # n1 rose 59Mi over half an hour, then the VM moved to n2, where it rose 87Mi over 15 minutes: each
+    # bounded by what its samples show over the window, the rise is n2's, added second
+    series = MemorySeries(WINDOW)
+    n1 = [(30.0 * i, float((1000 + i) * MiB)) for i in range(60)]
+    n2 = [(1800.0 + 30.0 * i, float((3000 + 3 * i) * MiB)) for i in range(30)]
+    for node, samples in (("n1", n1), ("n2", n2)):
+        for t, used in samples:
+            add(series, node, t, 1, int(used))
+    now = n2[-1][0]
+    assert textbook_rise(n2) > textbook_rise(n1) > 0
+    assert series.rise(now) == pytest.approx(textbook_rise(n2), rel=1e-9)
+
+
 def test_a_falling_use_is_no_rise_and_one_sample_has_none() -> None:
     series = MemorySeries(WINDOW)
     add(series, "n1", 0.0, 1, 2000 * MiB)
