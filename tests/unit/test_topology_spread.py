@@ -67,6 +67,8 @@ def test_a_node_without_the_key_is_refused_and_its_pods_not_counted() -> None:
     nodes = [*NODES, node("bare")]
     # bare has no zone: refused, and its two web pods count nowhere
     assert refused([web("bare"), web("bare"), web("n3")], constraint(ZONE), nodes=nodes) == {"bare", "n3"}
+    # and is no domain: an empty bare would otherwise make the minimum 0, and refuse every zone that has one
+    assert refused([web("n1"), web("n3")], constraint(ZONE), nodes=nodes) == {"bare"}
 
 
 def test_fewer_domains_than_min_domains_make_the_minimum_zero() -> None:
