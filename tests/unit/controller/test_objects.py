@@ -314,15 +314,16 @@ def test_hugepages_are_read_per_resource_from_pods_nodes_and_vmis() -> None:
 def test_who_last_wrote_memory_guest_and_when() -> None:
     guest = {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}}
     body = make_vm_body("x")
+    # the latest writer of the field listed before an earlier one: the time decides, not the order
     body["metadata"]["managedFields"] = [
         {"manager": "dynamem", "operation": "Apply", "time": "2026-11-28T10:00:00Z", "fieldsV1": {}},
-        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-28T09:00:00Z", "fieldsV1": guest},
         {
             "manager": "my-controller",
             "operation": "Update",
             "time": "2026-11-28T11:30:00Z",
             "fieldsV1": guest,
         },
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-28T09:00:00Z", "fieldsV1": guest},
     ]
     vm = vm_view(body)
     assert vm.guest_from_others() and vm.guest_written_by_others == "2026-11-28T11:30:00Z"
