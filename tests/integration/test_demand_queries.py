@@ -124,13 +124,14 @@ def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_th
 
 
 class VirtHandler(Collector):
-    """virt-handler on ``node``, exporting the guest ``flaky`` (using 600 MiB) at ``size`` bytes while it runs
-    there (``size`` None: it does not); while ``failing``, every scrape fails (the exporter answers 500), as a
-    virt-handler that times out does."""
+    """virt-handler on ``node``, exporting the guest ``flaky`` (using ``used`` bytes) at ``size`` bytes while it
+    runs there (``size`` None: it does not); while ``failing``, every scrape fails (the exporter answers 500),
+    as a virt-handler that times out does."""
 
-    def __init__(self, node: str, size: int | None) -> None:
+    def __init__(self, node: str, size: int | None, used: int = 600 * MI) -> None:
         self.node = node
         self.size = size
+        self.used = used
         self.failing = False
 
     def collect(self) -> Iterable[Any]:
@@ -140,7 +141,7 @@ class VirtHandler(Collector):
         usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=LABELS)
         if self.size is not None:
             available.add_metric([self.node, "scrapes", "flaky"], self.size)
-            usable.add_metric([self.node, "scrapes", "flaky"], self.size - 600 * MI)
+            usable.add_metric([self.node, "scrapes", "flaky"], self.size - self.used)
         yield from (available, usable)
 
 
@@ -148,7 +149,8 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
     prometheus: Prometheus,
 ) -> None:
     """Two virt-handlers, two targets (two ``instance`` labels), as on two nodes."""
-    handlers = {"a": VirtHandler("host-a", 2 * GI), "b": VirtHandler("host-b", None)}
+    # on B the guest uses less than on A: what is read after the move says which node it came from
+    handlers = {"a": VirtHandler("host-a", 2 * GI), "b": VirtHandler("host-b", None, used=500 * MI)}
     servers = []
     for handler in handlers.values():
         registry = CollectorRegistry()
@@ -194,8 +196,8 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
         prometheus.wait_for('kubevirt_vmi_memory_available_bytes{name="flaky", node="host-b"}', timeout=15)
         assert [s.value for s in prometheus.query(f'up{{instance="{instance["a"]}"}}')] == [0]
         assert read(queries["available"]) == GI  # never A's 2 GiB, though it is the larger
-        assert read(queries["usable"]) == GI - 600 * MI
-        assert read(DEMAND_QUERY) == 600 * MI
+        assert read(queries["usable"]) == GI - 500 * MI
+        assert read(DEMAND_QUERY) == 500 * MI  # never A's last 600 MiB, though it is the larger
 
         # A answers again (without the guest), and B, healthy, stops reporting it: no demand at once
         handlers["a"].failing = False
