@@ -124,9 +124,9 @@ def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_th
 
 
 class VirtHandler(Collector):
-    """virt-handler on ``node``, exporting the guest ``flaky`` (using ``used`` bytes) at ``size`` bytes while it
-    runs there (``size`` None: it does not); while ``failing``, every scrape fails (the exporter answers 500),
-    as a virt-handler that times out does."""
+    """virt-handler on ``node``, exporting the guest ``flaky`` (using ``used`` bytes) at ``size`` bytes while
+    it runs there (``size`` None: it does not); while ``failing``, every scrape fails (the exporter answers
+    500), as a virt-handler that times out does."""
 
     def __init__(self, node: str, size: int | None, used: int = 600 * MI) -> None:
         self.node = node
