@@ -121,6 +121,24 @@ def scenario_stack(request: pytest.FixtureRequest, scenario: Scenario, **options
         stack.close()
 
 
+def hog(
+    api: k8s_client.ApiClient, namespace: str, node: str, requests: Mapping[str, str], name: str = "hog"
+) -> Any:
+    """A pod of another workload bound to ``node`` and asking ``requests`` (kwok runs it); returns it."""
+    return k8s_client.CoreV1Api(api).create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": f"{name}-"},
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "c", "image": "busybox", "resources": {"requests": dict(requests)}}],
+            },
+        },
+    )
+
+
 def the_leader(replicas: Sequence[OperatorProcess], timeout: float = 60.0) -> OperatorProcess:
     """Wait until exactly one replica balances (``dynamem_balancer_active`` 1) and every other is idle."""
 

@@ -19,7 +19,7 @@ from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI, MI, quantity_bytes
 
-from .operator_harness import Stack, first_node_stack, wait_until
+from .operator_harness import Stack, first_node_stack, hog, wait_until
 
 
 @pytest.fixture
@@ -63,21 +63,6 @@ def _patch_web_vmi(world: Stack, spec: dict[str, object]) -> None:
     )
 
 
-def _hog(world: Stack, node: str, requests: dict[str, str]) -> None:
-    k8s_client.CoreV1Api(world.api).create_namespaced_pod(
-        world.namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "hog"},
-            "spec": {
-                "nodeName": node,
-                "containers": [{"name": "c", "image": "busybox", "resources": {"requests": requests}}],
-            },
-        },
-    )
-
-
 @pytest.mark.parametrize("resource", ["cpu", "ephemeral-storage", "devices.kubevirt.io/kvm"])
 def test_a_node_with_memory_but_not_the_launchers_other_requests_is_never_chosen(
     cpu_stack: tuple[Stack, list[str]], resource: str
@@ -95,9 +80,14 @@ def test_a_node_with_memory_but_not_the_launchers_other_requests_is_never_chosen
     core = k8s_client.CoreV1Api(world.api)
     allocatable = core.read_node_status(near).status.allocatable
     if resource == "cpu":
-        _hog(world, near, {"cpu": f"{int(allocatable['cpu']) * 1000 - 50}m"})
+        hog(world.api, world.namespace, near, {"cpu": f"{int(allocatable['cpu']) * 1000 - 50}m"})
     elif resource == "ephemeral-storage":
-        _hog(world, near, {"ephemeral-storage": f"{quantity_bytes(allocatable[resource]) - 10_000_000}"})
+        hog(
+            world.api,
+            world.namespace,
+            near,
+            {"ephemeral-storage": f"{quantity_bytes(allocatable[resource]) - 10_000_000}"},
+        )
     else:
         core.patch_node_status(near, {"status": {"allocatable": {**allocatable, resource: "0"}}})
         wait_until("no kvm", lambda: core.read_node_status(near).status.allocatable[resource] == "0")

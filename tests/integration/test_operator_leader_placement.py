@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s_client
 
 from dynamem.kube.objects import GI, quantity_bytes
 
-from .operator_harness import Stack, first_node_stack, the_leader, wait_until
+from .operator_harness import Stack, first_node_stack, hog, the_leader, wait_until
 
 LEASE_S = "6"
 HOSTNAME = "kubernetes.io/hostname"
@@ -64,20 +63,7 @@ def test_a_change_in_flight_is_carried_out_by_the_new_leader_where_the_old_one_p
     made_before = [m["metadata"]["name"] for m in world.migrations()]
     print(f"leader frozen {'after' if made_before else 'before'} its migration")
     (other,) = [node for node in idle if node != placed["target"]]
-    k8s_client.CoreV1Api(world.api).create_namespaced_pod(
-        world.namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "half-of-the-other-node"},
-            "spec": {
-                "nodeName": other,
-                "containers": [
-                    {"name": "c", "image": "busybox", "resources": {"requests": {"memory": "4Gi"}}}
-                ],
-            },
-        },
-    )
+    hog(world.api, world.namespace, other, {"memory": "4Gi"}, name="half-of-the-other-node")
     try:
         wait_until("the survivor leads", lambda: survivor.gauge("dynamem_balancer_active") == 1.0, timeout=60)
     finally:

@@ -28,7 +28,7 @@ from dynamem.sim.scenario import parse_scenario
 from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, wait_until
+from .operator_harness import Stack, hog, wait_until
 
 DEADLINE_S = 40
 
@@ -98,20 +98,7 @@ def test_a_change_with_nowhere_to_go_is_retried_by_kubevirt_and_taken_back_at_it
     # dynamem, watching one namespace (as the harness runs it: --namespace), does not see that pod (the
     # README's Limits: watch all namespaces in production)
     core = k8s_client.CoreV1Api(stack.api)
-    hidden = core.create_namespaced_pod(
-        "default",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"generateName": "hidden-hog-"},
-            "spec": {
-                "nodeName": full,
-                "containers": [
-                    {"name": "c", "image": "busybox", "resources": {"requests": {"memory": "7Gi"}}}
-                ],
-            },
-        },
-    )
+    hidden = hog(stack.api, "default", full, {"memory": "7Gi"}, name="hidden-hog")
     request.addfinalizer(
         lambda: core.delete_namespaced_pod(hidden.metadata.name, "default", grace_period_seconds=0)
     )
