@@ -71,6 +71,14 @@ def test_a_node_without_the_key_is_refused_and_its_pods_not_counted() -> None:
     assert refused([web("n1"), web("n3")], constraint(ZONE), nodes=nodes) == {"bare"}
 
 
+def test_with_two_constraints_a_node_without_either_key_is_no_domain_of_the_other() -> None:
+    # a web pod on each zoned node; zoneless has a hostname but no zone: refused, and no host domain either
+    # (nodeLabelsMatchSpreadConstraints), else its 0 pods would make every zoned host's 1 a skew of 2
+    nodes = [*NODES, node("zoneless")]
+    pods = [web("n1"), web("n2"), web("n3")]
+    assert refused(pods, constraint(ZONE), constraint(), nodes=nodes) == {"n1", "n2", "zoneless"}
+
+
 def test_fewer_domains_than_min_domains_make_the_minimum_zero() -> None:
     one_zone = [node("n1", "z1"), node("n2", "z1")]
     assert refused([web("n1")], constraint(ZONE), nodes=one_zone) == set()  # one domain, its own minimum
