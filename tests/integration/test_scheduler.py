@@ -137,7 +137,10 @@ def test_required_anti_affinity_keeps_a_pod_off_a_node(
     pod = wait_for(core_v1, namespace, "pinned-target", unschedulable)
     message = next(c.message for c in pod.status.conditions if c.type == "PodScheduled")
     assert "anti-affinity" in message
-    # Free to go anywhere in the pool, it goes to the other node.
+    # Free to go anywhere in the pool, it goes to the other node, though half of it is taken (the scheduler's
+    # LeastAllocated score alone would pick the source's node, 7/8 free against 2/4)
+    core_v1.create_namespaced_pod(namespace, pod_body("filler", "2Gi", {**label, HOSTNAME: small}))
+    wait_for(core_v1, namespace, "filler", running)
     core_v1.create_namespaced_pod(
         namespace, pod_body("target", "1Gi", label, labels=mark, anti_affinity_to=mark)
     )
