@@ -194,6 +194,21 @@ def test_oracle_has_no_dead_band() -> None:
     [
         # No metrics: hold at 2, never shrink blind.
         pytest.param(make_vm(demand=None, assigned=2), 2, "held: demand unknown", False, id="unknown-demand"),
+        # ... but within its limits: a minimum raised above it, a maximum lowered below it
+        pytest.param(
+            make_vm(demand=None, assigned=1, startup=1.5, boot=1),
+            1.5,
+            "held: demand unknown; grown to its floor",
+            True,
+            id="unknown-demand-below-floor",
+        ),
+        pytest.param(
+            make_vm(demand=None, assigned=3, maximum=2),
+            2,
+            "held: demand unknown; shrunk to its maximum",
+            True,
+            id="unknown-demand-above-maximum",
+        ),
         # A grow to 3 is in flight: counted at 3, not re-issued.
         pytest.param(
             make_vm(demand=3, assigned=2, in_flight_to=3), 3, "held: change in flight", False, id="flight"

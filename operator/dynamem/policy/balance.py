@@ -59,6 +59,16 @@ _LOW = MemoryStatus.LOW
 _WARNING = MemoryStatus.WARNING
 
 
+def _held_within(reason: str, current: int, hold: int) -> str:
+    """The reason of a held VM, which is still brought within its floor and maximum (a minimum or boot size
+    raised above it, a maximum lowered below it: limits hold whatever the demand)."""
+    if hold > current:
+        return f"{reason}; grown to its floor"
+    if hold < current:
+        return f"{reason}; shrunk to its maximum"
+    return reason
+
+
 def vm_levels(vm: VmState, config: BalanceConfig) -> tuple[int, int, int, int, int, int]:
     """(alignment, floor, maximum, demand level, target, raw target) of one VM, aligned, in bytes.
 
@@ -222,12 +232,14 @@ def _plan(node: NodeState, config: BalanceConfig, now: float, *, churn_control: 
             hold = cur if cur > floor else floor
             if hold > top:
                 hold = top
-            held[i] = "held: demand unknown"
+            held[i] = _held_within("held: demand unknown", cur, hold)
         elif cooldown > 0.0 and vm.last_change_at is not None and now - vm.last_change_at < cooldown:
             hold = cur if cur > floor else floor
             if hold > top:
                 hold = top
-            held[i] = f"held: cooldown ({cooldown - (now - vm.last_change_at):.0f}s left)"
+            held[i] = _held_within(
+                f"held: cooldown ({cooldown - (now - vm.last_change_at):.0f}s left)", cur, hold
+            )
         else:
             plannable.append(i)
             continue
