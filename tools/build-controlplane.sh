@@ -61,7 +61,7 @@ echo "build-controlplane: generating KubeVirt ${KUBEVIRT_VERSION} CRDs"
 
 "$tmp/kube-apiserver" --version
 "$tmp/kube-scheduler" --version
-"$tmp/etcd" --version | head -1
+"$tmp/etcd" --version | sed -n 1p  # sed reads it all: head would end the pipe early, and etcd's SIGPIPE fails the script (pipefail)
 "$tmp/kwok" --version
 
 mv -f "$tmp/kube-apiserver" "$tmp/kube-scheduler" "$tmp/etcd" "$tmp/kwok" "$tmp/kubevirt-crds.yaml" "$out/"

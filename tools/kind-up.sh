@@ -30,7 +30,7 @@ done
 docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (is it running, may you use it?)"
 [[ "$(uname -m)" == "x86_64" ]] || log "warning: $(uname -m): KubeVirt memory hotplug works on amd64 only"
 
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+if kind get clusters 2>/dev/null | grep -x "$CLUSTER" >/dev/null; then
     log "kind cluster ${CLUSTER} exists; reusing it"
 else
     log "creating kind cluster ${CLUSTER} (1 control plane, 2 workers)"
