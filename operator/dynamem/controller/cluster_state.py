@@ -26,8 +26,10 @@ guest).
 A VM changed less than the shrink window ago is not shrunk for idleness: its use at this size has not stayed
 low for a window yet, so its peak is taken as the use its size is the target of (its size less its buffer,
 :func:`served_use`), never as the size itself, which would call for a buffer on top and grow it again after
-every change. A VM whose last sample was taken at another size than it has now (the scrape before its last
-change) has unknown demand: the plan holds it until a sample of its new size comes.
+every change. So is a VM whose highest use over the window is not known (Prometheus did not answer that
+query, or left the VM out of its answer): one sample of low use is no window of it. A VM whose last sample
+was taken at another size than it has now (the scrape before its last change) has unknown demand: the plan
+holds it until a sample of its new size comes.
 """
 
 from __future__ import annotations
@@ -299,8 +301,10 @@ def cluster_state(
             used = state.demand if sampled_at(signals, state.assigned) else None
             peak = signals.used_peak
             changed = state.last_change_at
-            if now is not None and changed is not None and now - changed < shrink_window_s:
-                # at this size for less than the window: its use has not stayed low for a window yet
+            recent = now is not None and changed is not None and now - changed < shrink_window_s
+            if recent or (peak is None and used is not None):
+                # at this size for less than the window, or its highest use over the window not read (the
+                # peak query failed or left it out): its use has not been seen to stay low for a window
                 peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
             allowed = None if eligibility is None else eligibility.of(vmi, (carried or {}).get(key, ()))
             vms.append(

@@ -21,6 +21,7 @@ malformed sample, sample by sample.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import ssl
 import time
@@ -34,6 +35,8 @@ from pydantic import BaseModel, ValidationError
 from dynamem.controller.ports import DemandReading, DemandSource, GuestSignals
 from dynamem.kube.objects import ObjectKey
 from dynamem.kube.retry import RETRIED_STATUSES, Backoff, retry_after_of, with_backoff
+
+logger = logging.getLogger("dynamem.demand")
 
 __all__ = [
     "DEMAND_QUERY",
@@ -342,7 +345,7 @@ class PrometheusDemand:
             for name in self.signals
             if name not in self.kept or now - self.kept[name][0] >= SLOW_SIGNALS.get(name, 0.0)
         ]
-        signals = asyncio.gather(*(self._signal(self.signals[n]) for n in names))
+        signals = asyncio.gather(*(self._signal(n, self.signals[n]) for n in names))
         demand, answers = await asyncio.gather(self._demand(), signals)
         if isinstance(demand, str):
             return DemandReading(error=demand)
@@ -363,13 +366,18 @@ class PrometheusDemand:
         except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
             return f"Prometheus at {self.url} unreachable: {exc!r}"
 
-    async def _signal(self, query: str) -> dict[ObjectKey, float] | None:
-        """One signal query (they go out together); None when Prometheus cannot give it."""
+    async def _signal(self, name: str, query: str) -> dict[ObjectKey, float] | None:
+        """One signal query (they go out together); None when Prometheus cannot give it (no paging is then
+        seen through it, and without the peak no VM shrinks for idleness)."""
         try:
             found = parse_series(await self._ask(query))
-        except (httpx.HTTPError, ValueError, ArithmeticError, OSError):
-            return None  # this signal unknown: no paging seen through it
-        return None if isinstance(found, str) else found
+        except (httpx.HTTPError, ValueError, ArithmeticError, OSError) as exc:
+            logger.warning("signal %s unknown this round: Prometheus at %s: %r", name, self.url, exc)
+            return None
+        if isinstance(found, str):
+            logger.warning("signal %s unknown this round: %s", name, found)
+            return None
+        return found
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -790,3 +790,33 @@ def test_a_launchers_overhead_right_after_its_migration_is_not_the_grow() -> Non
     )
     (web,) = build_snapshot(seen, DemandReading()).cluster.vms
     assert web.launcher_memory == 6528 * MI
+
+
+def test_a_vm_whose_peak_prometheus_did_not_give_is_not_shrunk_on_one_sample() -> None:
+    """The peak query (the dearest: a subquery over the window) failed or left the VM out while the use query
+    answered: a guest at 8Gi using 1Gi right now may have used 7Gi a minute ago, so it keeps its size. With
+    the peak read, use that stayed low for the window shrinks it."""
+
+    now = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()
+    seen = observed(
+        vmms=[make_vmm_body("db", buffer=20, maximum="16Gi")],
+        vms=[make_vm_body("db", guest="8Gi")],
+        vmis=[make_vmi_body("db", guest="8Gi", current="8Gi", overhead="200Mi")],
+        nodes=[make_node_body("host", allocatable="32Gi"), make_node_body("other", allocatable="32Gi")],
+        pods=[make_pod_body("virt-launcher-db", launcher=True, requests=["8392Mi"], domain="db")],
+    )
+    config = BalanceConfig(grow_headroom_percent=0, idle_spare_ranges=None)
+    key = ObjectKey(NS, "db")
+
+    def plan(peak: int | None) -> tuple[int | None, int]:
+        signals = GuestSignals(available=8000 * MI, usable=7000 * MI, used_peak=peak)
+        demand = DemandReading(by_vm={key: 1 * GI}, signals={key: signals})
+        cluster = build_snapshot(seen, demand, now=now, shrink_window_s=3600).cluster
+        (vm,) = cluster.vms
+        (decision,) = plan_cluster(cluster, config, now).decisions
+        return vm.used_peak, decision.assigned
+
+    peak, assigned = plan(None)
+    assert (peak, assigned) == (served_use(8 * GI, 20), 8 * GI)
+    peak, assigned = plan(1 * GI)  # the window's peak read: it stayed low, so it shrinks
+    assert peak == 1 * GI and assigned < 8 * GI
