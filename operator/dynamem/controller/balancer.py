@@ -734,9 +734,18 @@ def overdue(item: Managed, now: float, deadline_s: float) -> bool:
     deadline in the cluster). A request of another manager (``kubectl edit``) was asked when that manager
     last wrote the VM (its managedFields entry's time, which any field it writes moves), whenever dynamem
     last changed the VM: it is not taken back the round it is seen. An entry without a time falls back to
-    dynamem's times."""
+    dynamem's times.
+
+    Never while a live migration of the VMI is copying (its ``status.migrationState`` has a start and no
+    end): a large guest may take longer than the deadline to copy, and KubeVirt bounds that itself (v1.7.0
+    ``pkg/virt-config/virt-config.go``: ``MigrationProgressTimeout`` 150 s without progress,
+    ``MigrationCompletionTimeoutPerGiB`` 150 s a GiB). Taken back mid-copy, the change would land all the
+    same and then need a second migration to undo, with the VM held. The deadline is for a change whose
+    migration cannot start (a target pod that stays unschedulable, migrations that keep failing)."""
     vm, vmi = item.vm, item.vmi
     if vm is None or vmi is None or vmi.current is None or vm.guest is None or vm.guest == vmi.current:
+        return False
+    if vmi.migrating:
         return False
     written = parse_rfc3339(vm.guest_written_by_others) if vm.guest_from_others() else None
     asked = written if written is not None else item.asked_at()

@@ -190,6 +190,28 @@ def test_a_change_within_its_deadline_is_left_in_flight() -> None:
     assert applied(writer) == []
 
 
+def test_a_change_whose_migration_is_copying_is_not_taken_back_at_its_deadline() -> None:
+    """A 16Gi guest grown to 32Gi may copy for longer than the deadline (KubeVirt allows 150 s a GiB):
+    taken back mid-copy, the grow would land all the same and a second migration would undo it. Once the
+    copy ended without the change, the deadline holds again."""
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 900)}
+    state = {"startTimestamp": now_rfc3339(NOW - 600), "sourceNode": "host", "targetNode": "other"}
+    world.vmis["finance"]["status"]["migrationState"] = state
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []
+    assert not (dict(writer.statuses).get("finance") or {}).get("hold")
+
+    state.update(endTimestamp=now_rfc3339(NOW - 5), completed=True, failed=True)  # ended without it
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
+
+
 def edited_by_hand(world: World, guest: str, written: float) -> None:
     """``kubectl edit`` of finance's memory.guest: the field is kubectl's (managedFields), not dynamem's."""
     world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = guest
