@@ -374,10 +374,16 @@ class Balancer:
         """
         state = snapshot.cluster
         self._recover_placements(snapshot, now)
+        deadline = self.options.change_deadline_s
         for key, placement in list(self.placements.items()):  # carried out or gone since the last round
             item = snapshot.managed.get(key)
             step = step_of(placement, item.vmi if item is not None else None, snapshot.migrations)
             if step in {Step.DONE, Step.GONE}:
+                self._release(key)
+            elif placement.migration is None and now - placement.asked_at > deadline:
+                # its VMI never showed the change (memory.guest put back before KubeVirt copied it, say): the
+                # reverts take back a change still asked at its deadline; one no longer asked is let go here,
+                # or it would keep a migration slot and its target's room for ever
                 self._release(key)
         migrating = {m.vm for m in state.in_flight}
         waiting = tuple(

@@ -152,3 +152,25 @@ def test_a_target_promised_to_a_change_in_flight_is_not_promised_again_in_a_late
     round_of(balancer, world)  # the migrations to b are made; their target pods are not bound yet
     assert sorted(node for _, _, node, _ in writer.migrations) == ["b", "b"]
     assert balancer.placements[ObjectKey(NS, "engineering")].target == "c"
+
+
+def test_a_change_whose_vm_no_longer_asks_it_is_let_go_at_its_deadline() -> None:
+    """dynamem wrote two grows; before KubeVirt copied them into the VMIs, someone put memory.guest back (a
+    GitOps sync, ``kubectl edit``), so the VMIs never show them and no migration is ever made. Remembered for
+    ever, each would keep a migration slot and its target's room; at the change deadline they are let go and
+    the VMs, still paging, are planned afresh."""
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    clock = [NOW]
+    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: clock[0])
+    round_of(balancer, world)
+    first = set(balancer.placements)
+    assert len(first) == 2 and writer.applies  # the grows written; the world keeps memory.guest at 1Gi
+    clock[0] = NOW + 60
+    writer.clear()
+    round_of(balancer, world)
+    assert set(balancer.placements) == first and not writer.applies  # waiting for KubeVirt, within deadline
+    clock[0] = NOW + CLUSTER.change_deadline_s + 1
+    writer.clear()
+    round_of(balancer, world)
+    assert writer.applies  # planned afresh
+    assert all(p.asked_at == clock[0] for p in balancer.placements.values())
