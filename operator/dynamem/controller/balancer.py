@@ -187,7 +187,11 @@ class Balancer:
         self.conflicts: dict[ObjectKey, Conflict] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
-        self.unrecorded: dict[ObjectKey, float] = {}  # asked_at of a change taken over that no status records
+        # asked_at of a change that no status records yet (taken over from another leader, or its status
+        # write deferred by the rate or failed): written with the next status of that VM
+        self.unrecorded: dict[ObjectKey, float] = {}
+        # holds made whose status write was deferred or failed: in force, and written, until one is written
+        self.unwritten_holds: dict[ObjectKey, Hold] = {}
         # the VMI uid of the last request of another manager taken back without a hold, per VM
         self.foreign_taken_back: dict[ObjectKey, str] = {}
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
@@ -212,6 +216,9 @@ class Balancer:
             and now - self.demand_failing_since < self.options.demand_error_grace_s
         )
         held = {key: why for key, (until, why) in self.backoff.items() if until > now}
+        held.update(
+            {key: f"held until its VMI restarts: {hold.reason}" for key, hold in self.unwritten_holds.items()}
+        )
         observed = replace(observed, vms=tuple(observed.vms))
         if self.conflicts:
             self._end_conflicts({vm.key: vm for vm in observed.vms})
@@ -240,7 +247,7 @@ class Balancer:
             self._plan_cluster(snapshot, now, result, changes, moves, decisions)
         else:
             self._plan_nodes(snapshot, now, result, changes, decisions)
-        changes.extend(reverts(snapshot, now, self.options.change_deadline_s))
+        changes.extend(reverts(snapshot, now, self.options.change_deadline_s, self.unrecorded))
         changes.extend(stopped_resets(snapshot))
         for change in changes:
             if change.revert:
@@ -292,6 +299,12 @@ class Balancer:
             )
         result.migrations_created = await self._carry_out_placements(snapshot)
 
+        for key, hold in list(self.unwritten_holds.items()):
+            held_item = snapshot.managed.get(key)
+            if held_item is None or not hold.applies(held_item.vm, held_item.vmi) or held_item.hold == hold:
+                del self.unwritten_holds[key]  # its VMI restarted, or a status says it now
+            elif key not in holds:
+                holds[key] = hold
         pending = []
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
@@ -324,7 +337,18 @@ class Balancer:
             self.book.write(self.writer, item, status, now=now, checked=True)
             for _, _, item, status in pending
         ]
-        result.status_writes = sum(await gather_limited(writes, limit=STATUS_WRITES_IN_FLIGHT))
+        written = await gather_limited(writes, limit=STATUS_WRITES_IN_FLIGHT)
+        result.status_writes = sum(written)
+        for (_, _, item, _), done in zip(pending, written, strict=True):
+            key = item.key
+            if done:
+                self.unwritten_holds.pop(key, None)
+                continue
+            # deferred by the rate or failed: what this round decided must survive until a status says it
+            if key in holds and holds[key] != item.hold:
+                self.unwritten_holds[key] = holds[key]
+            if key in changed_at:
+                self.unrecorded[key] = changed_at[key]
         self._forget_all_but(snapshot, now)
 
         result.duration_s = time.perf_counter() - started
@@ -555,6 +579,8 @@ class Balancer:
                 self.placements,
                 self.released,
                 self.foreign_taken_back,
+                self.unwritten_holds,
+                self.unrecorded,
             ):
                 for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
                     del memory[key]
@@ -733,14 +759,15 @@ def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
     return found
 
 
-def overdue(item: Managed, now: float, deadline_s: float) -> bool:
+def overdue(item: Managed, now: float, deadline_s: float, unrecorded: float | None = None) -> bool:
     """A change asked for more than ``deadline_s`` ago that the guest still does not have.
 
     When it was asked: :meth:`Managed.asked_at` (so a leader lost before its status write still leaves the
     deadline in the cluster). A request of another manager (``kubectl edit``) was asked when that manager
     last wrote the VM (its managedFields entry's time, which any field it writes moves), whenever dynamem
     last changed the VM: it is not taken back the round it is seen. An entry without a time falls back to
-    dynamem's times.
+    dynamem's times. ``unrecorded``: when dynamem asked a change that no status records yet (its status write
+    deferred or failed), which counts as dynamem's time too.
 
     Never while a live migration of the VMI is copying (its ``status.migrationState`` has a start and no
     end): a large guest may take longer than the deadline to copy, and KubeVirt bounds that itself (v1.7.0
@@ -754,11 +781,14 @@ def overdue(item: Managed, now: float, deadline_s: float) -> bool:
     if vmi.migrating:
         return False
     written = parse_rfc3339(vm.guest_written_by_others) if vm.guest_from_others() else None
-    asked = written if written is not None else item.asked_at()
+    ours = max((t for t in (item.asked_at(), unrecorded) if t is not None), default=None)
+    asked = written if written is not None else ours
     return asked is not None and now - asked > deadline_s
 
 
-def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryChange]:
+def reverts(
+    snapshot: Snapshot, now: float, deadline_s: float, unrecorded: Mapping[ObjectKey, float] | None = None
+) -> list[MemoryChange]:
     """Take back requests KubeVirt refused (hotplug failed, restart required) or did not carry out by the
     deadline (its migrations failing meanwhile, retried by KubeVirt): memory.guest back to what the guest
     has; the VM is then held until its VMI restarts, so that dynamem does not ask for the same again.
@@ -766,7 +796,8 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
     Another manager's request (``kubectl edit`` of memory.guest to less than the guest booted with, which
     KubeVirt answers with RestartRequired) is taken back too, since dynamem keeps the field, but holds
     nothing: dynamem did not ask for it, and balancing the VM goes on once KubeVirt has cleared its refusal.
-    A manager that applies memory.guest declaratively blocks the VM instead and is never taken back."""
+    A manager that applies memory.guest declaratively blocks the VM instead and is never taken back.
+    ``unrecorded``: per VM, when dynamem asked a change whose status is not written yet."""
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.RUNNING or item.vmi is None or not item.vmi.current:
@@ -783,7 +814,7 @@ def reverts(snapshot: Snapshot, now: float, deadline_s: float) -> list[MemoryCha
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "
                 "(its hotplug failed, or a restart is required)"
             )
-        elif overdue(item, now, deadline_s):
+        elif overdue(item, now, deadline_s, (unrecorded or {}).get(item.key)):
             reason = f"{to_quantity(requested or 0)} not carried out within {deadline_s:.0f}s"
         else:
             continue

@@ -212,6 +212,52 @@ def test_a_change_whose_migration_is_copying_is_not_taken_back_at_its_deadline()
     assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
 
 
+def test_a_hold_whose_status_write_failed_stays_in_force_until_one_is_written() -> None:
+    """The change taken back at its deadline holds the VM, but its status write fails (a conflict, the API
+    server busy): the hold must not be lost with the round, or the next round asks for the same 3Gi again."""
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 361)}
+    writer = FakeWriter(fail_status={"finance"})
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    world.apply(writer.applies, hotplug_done=False)
+    world.vmis["finance"]["status"]["conditions"] = []  # KubeVirt: nothing left to hotplug
+    for _ in range(2):  # its status still failing, then written
+        writer.applies.clear()
+        run(balancer, world)
+        assert applied(writer) == []  # held: not grown to 3Gi again
+        writer.fail_status.clear()
+    world.store(writer.statuses)
+    assert world.status("finance")["hold"]["reason"] == "3Gi not carried out within 360s"
+    writer.applies.clear()
+    run(balancer, world)
+    assert applied(writer) == []  # and from the status on
+
+
+def test_a_change_whose_status_write_failed_is_not_taken_back_by_an_older_change_time() -> None:
+    """node-local writes no placement annotation, so a change's time lives in its status alone: when that
+    write fails, the deadline must count from the change, not from the last one a status recorded."""
+    world, demand = workday(finance=2.4)
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 7200)}
+    writer = FakeWriter(fail_status={"finance"})
+    clock = [NOW]
+    balancer = Balancer(writer, demand, OPTIONS, clock=lambda: clock[0])
+    run(balancer, world)
+    grown = applied(writer)
+    assert [name for name, _, _ in grown] == ["finance"]
+    world.apply(writer.applies, hotplug_done=False)  # KubeVirt's migration of it under way
+    clock[0] = NOW + 60
+    writer.applies.clear()
+    writer.fail_status.clear()
+    run(balancer, world)
+    assert applied(writer) == []  # not taken back: asked a minute ago
+    world.store(writer.statuses)
+    assert world.status("finance")["lastChangeTime"] == now_rfc3339(NOW)
+
+
 def edited_by_hand(world: World, guest: str, written: float) -> None:
     """``kubectl edit`` of finance's memory.guest: the field is kubectl's (managedFields), not dynamem's."""
     world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = guest
