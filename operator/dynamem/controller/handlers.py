@@ -92,7 +92,9 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
                 options.lease_duration_s,
             )
             state.elector = LeaseElector(api.coordination, lease)
-            writer = LeaderOnlyWriter(api, state.elector)
+            guarded = LeaderOnlyWriter(api, state.elector)
+            api.guard_writes(guarded.check)  # each retry of a write checks again, not only the first try
+            writer = guarded
             state.tasks.append(asyncio.create_task(state.elector.run(), name="dynamem-lease"))
             state.tasks.append(asyncio.create_task(wake_on_leadership(state), name="dynamem-lease-wake"))
         demand = PrometheusDemand(

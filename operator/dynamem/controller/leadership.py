@@ -265,7 +265,8 @@ class LeaderOnlyWriter:
         self.writer = writer
         self.elector = elector
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise :class:`NotLeading` unless the Lease was renewed recently enough to write now."""
         if not self.elector.may_write():
             raise NotLeading(f"{self.elector.config.identity} does not hold a freshly renewed lease")
 
@@ -281,7 +282,7 @@ class LeaderOnlyWriter:
         dry_run: bool = False,
         placement: str | None = None,
     ) -> Mapping[str, Any]:
-        self._check()
+        self.check()
         return await self.writer.apply_vm_memory(
             namespace,
             name,
@@ -296,11 +297,11 @@ class LeaderOnlyWriter:
     async def create_migration(
         self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
     ) -> str:
-        self._check()
+        self.check()
         return await self.writer.create_migration(namespace, vmi, node, reason=reason, dry_run=dry_run)
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._check()
+        self.check()
         await self.writer.patch_vmm_status(namespace, name, status)
 
     async def create_event(
@@ -313,7 +314,7 @@ class LeaderOnlyWriter:
         action: str,
         now: float | None = None,
     ) -> None:
-        self._check()
+        self.check()
         await self.writer.create_event(
             regarding, type_=type_, reason=reason, note=note, action=action, now=now
         )

@@ -123,9 +123,26 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self._write_guard: Callable[[], None] | None = None
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        return await with_backoff(call, retryable=retryable, what=what)
+    def guard_writes(self, check: Callable[[], None]) -> None:
+        """Call ``check`` right before every attempt of a retried write (memory applies, status patches); it
+        raises to stop them. A replica whose Lease lapses while the API server is slow (its renewals failing
+        as its writes are retried, for up to a minute) then sends no attempt after it may no longer write,
+        where a check before the first attempt alone would let the retries land after another replica
+        took over (:class:`dynamem.controller.leadership.LeaderOnlyWriter`)."""
+        self._write_guard = check
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str, *, write: bool = False) -> T:
+        guard = self._write_guard if write else None
+        if guard is None:
+            return await with_backoff(call, retryable=retryable, what=what)
+
+        async def attempt() -> T:
+            guard()
+            return await call()
+
+        return await with_backoff(attempt, retryable=retryable, what=what)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeApi:
@@ -198,6 +215,7 @@ class KubeApi:
                     _request_timeout=REQUEST_TIMEOUT_S,
                 ),
                 f"apply memory of {namespace}/{name}",
+                write=True,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -274,6 +292,7 @@ class KubeApi:
                 _request_timeout=REQUEST_TIMEOUT_S,
             ),
             f"status of {namespace}/{name}",
+            write=True,
         )
 
     async def create_event(

@@ -118,3 +118,43 @@ def test_the_kubevirt_cr_is_read_through_an_api_server_restart_and_never_stops_t
     assert read(KubeVirtCrList(ApiException(status=404, reason="Not Found"))) == {}
     assert read(KubeVirtCrList(ApiException(status=403, reason="Forbidden"))) is None  # kept, or defaults
     assert read(KubeVirtCrList.empty()) == {}  # no KubeVirt CR: KubeVirt's defaults
+
+
+class SlowStatus:
+    """The status subresource of an API server too busy to answer: every patch a 503 (Retry-After 0)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def patch_namespaced_custom_object_status(self, *_: object, **__: object) -> None:
+        self.calls += 1
+        exc = ApiException(status=503, reason="Service Unavailable")
+        exc.headers = {"Retry-After": "0"}
+        raise exc
+
+
+def test_a_write_retried_after_the_lease_lapsed_is_not_sent_again() -> None:
+    """The leader's renewals fail while its status patch is retried: once it may no longer write, no further
+    attempt goes out (another replica may lead by then, and a merge patch would overwrite its status)."""
+    from dynamem.controller.leadership import NotLeading
+
+    status = SlowStatus()
+    api = object.__new__(KubeApi)
+    api.custom = status  # type: ignore[assignment]
+    leading = [True, True]  # may write for the first two attempts, then the Lease lapses
+
+    def check() -> None:
+        if not (leading.pop(0) if leading else False):
+            raise NotLeading("the lease lapsed")
+
+    api.guard_writes(check)
+    with pytest.raises(NotLeading):
+        asyncio.run(api.patch_vmm_status("ns", "finance", {"reason": "x"}))
+    assert status.calls == 2
+
+    unguarded = object.__new__(KubeApi)  # reads and a standalone operator: no guard, every retry made
+    unguarded.custom = status = SlowStatus()  # type: ignore[assignment]
+    unguarded._write_guard = None
+    with pytest.raises(ApiException):
+        asyncio.run(unguarded.patch_vmm_status("ns", "finance", {"reason": "x"}))
+    assert status.calls == 5
