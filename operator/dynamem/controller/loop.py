@@ -147,9 +147,13 @@ async def _balance(
         try:
             if not state.leading():
                 state.metrics.standby()
-                balancer = None
-                if ahead is not None:
-                    await ahead.stop()
+                if state.elector is None or not state.elector.leading:
+                    # the term ended: the next one starts afresh (a new balancer, a fresh list)
+                    balancer = None
+                    if ahead is not None:
+                        await ahead.stop()
+                # else one renewal failed within the term: no round until one succeeds, and what the
+                # balancer remembers (backoffs, plain moves, lost races told) is kept
             else:
                 current = state.elector.term if state.elector is not None else 0
                 if current != term or balancer is None:
