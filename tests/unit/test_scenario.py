@@ -92,6 +92,33 @@ def test_optional_settings(tmp_path: Path) -> None:
             id="unknown-field",
         ),
         pytest.param("step: 15m\n", "", "field 'step': missing", id="missing-step"),
+        pytest.param(
+            "  b: [null, 0]\n",
+            "  b: [null, 0]\n  a: [3Gi, 3Gi]\n",
+            "not valid YAML at line 10: key 'a' given twice in one mapping",
+            id="demand-given-twice",
+        ),
+        pytest.param(
+            "buffer: 30", "buffer: 30, buffer: 10", "key 'buffer' given twice in one mapping", id="key-twice"
+        ),
+        pytest.param(
+            "{name: host, memory: 8Gi}",
+            "{name: host, memory: 8Gi, reserve: 2Gi}",
+            "node 'host': field 'reserve': unknown (expected name, memory)",
+            id="unknown-node-field",
+        ),
+        pytest.param(
+            "node: host, startup: 1Gi, maximum: 4Gi}\n  - {name: b",
+            "node: [host], startup: 1Gi, maximum: 4Gi}\n  - {name: b",
+            "vm 'a': field 'node': ['host'] is not a node of this scenario",
+            id="node-a-list",
+        ),
+        pytest.param(
+            "maximum: 4Gi}\n  - {name: b",
+            "maximum: 4Gi, hugepage: 3Mi}\n  - {name: b",
+            "vm 'a': field 'hugepage': '3Mi' is not a page size (expected 2Mi or 1Gi)",
+            id="hugepage-size",
+        ),
         pytest.param("nodes:\n", "nodes: [\n", "not valid YAML at line", id="yaml"),
     ],
 )
@@ -105,6 +132,14 @@ def test_bad_input_names_file_vm_and_field(tmp_path: Path, old: str, new: str, m
     assert text.startswith(f"{path}: ")
     assert message in text
     assert "\n" not in text
+
+
+def test_a_file_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("step: 15m", "description: café\nstep: 15m").encode("latin-1"))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(f"{path}: not UTF-8 text (byte 0xe9 at offset")
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

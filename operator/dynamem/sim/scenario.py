@@ -63,6 +63,29 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _VM_KEYS = frozenset({"name", "node", "startup", "minimum", "maximum", "buffer", "priority", "hugepage"})
 _TOP_KEYS = ("step", "nodes", "vms", "demand", "description", "overhead", "migration", "interval")
+_NODE_KEYS = ("name", "memory")
+# the page sizes KubeVirt backs a guest with (``spec.domain.memory.hugepages.pageSize``) on x86_64
+_HUGEPAGE_SIZES = {"2Mi": 2 * MiB, "1Gi": 1024 * MiB}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last value and
+    drops the first without a word, and a scenario must lose nothing it was given."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key may not be a list or mapping: {key!r}", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 _MIGRATION_KEYS = ("bandwidth", "per_cluster", "outbound_per_node", "pending_timeout")
 _BANDWIDTH = re.compile(r"^(.*?)\s*/\s*s\s*$")
 
@@ -135,8 +158,11 @@ def load_scenario(path: str | Path) -> Scenario:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ScenarioError(f"{source}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        bad = f"byte {err.object[err.start]:#04x} at offset {err.start}"
+        raise ScenarioError(f"{source}: not UTF-8 text ({bad})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -185,6 +211,10 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
             raise fail(f"node #{index + 1}: field 'name': missing")
         if any(n.name == name for n in nodes):
             raise fail(f"node {name!r}: field 'name': defined twice")
+        assert isinstance(raw, Mapping)
+        extra = sorted(str(k) for k in raw if k not in _NODE_KEYS)
+        if extra:
+            raise fail(f"node {name!r}: field {extra[0]!r}: unknown (expected {', '.join(_NODE_KEYS)})")
         try:
             memory = parse_bytes(name, "memory", raw.get("memory"))
         except SettingsError as err:
@@ -209,15 +239,16 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         node = raw.get("node")
         if node is None:
             raise fail(f"vm {name!r}: field 'node': missing")
-        if node not in node_names:
+        if not isinstance(node, str) or node not in node_names:
             raise fail(f"vm {name!r}: field 'node': {node!r} is not a node of this scenario")
         try:
             settings = VmSettings.from_spec(name, raw)
-            hugepage = (
-                2 * MiB if raw.get("hugepage") is None else parse_bytes(name, "hugepage", raw["hugepage"])
-            )
         except SettingsError as err:
             raise fail(str(err)) from None
+        page = raw.get("hugepage")
+        hugepage = 2 * MiB if page is None else _HUGEPAGE_SIZES.get(str(page).strip(), 0)
+        if not hugepage:
+            raise fail(f"vm {name!r}: field 'hugepage': {page!r} is not a page size (expected 2Mi or 1Gi)")
         vms.append(
             ScenarioVm(
                 name=name,
