@@ -9,24 +9,12 @@ import sys
 import uuid
 
 import kopf
-from kubernetes import config
 
 from dynamem.controller.gc_tuning import tune_for_large_heap
 from dynamem.controller.handlers import register
 from dynamem.controller.loop import OperatorState
 from dynamem.controller.options import OptionError, parse_options
-
-
-def credentials_problem(kubeconfig: str | None) -> str | None:
-    """Why no cluster credentials can be loaded, or None: checked before kopf starts, for a clear message."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return None  # in a pod: the service account's token
-    try:
-        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError, ValueError) as exc:
-        where = f"--kubeconfig {kubeconfig!r}" if kubeconfig else "$KUBECONFIG / ~/.kube/config"
-        return f"{where}: no usable cluster credentials ({exc})"
-    return None
+from dynamem.kube.credentials import credentials_problem
 
 
 def main(argv: list[str]) -> int:

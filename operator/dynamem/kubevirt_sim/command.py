@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
+import socket
 import sys
 import threading
 import time
 
+from dynamem.kube.credentials import credentials_problem
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.launcher import Rendering
 from dynamem.kubevirt_sim.metrics import DemandFeed
@@ -52,31 +55,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class FlagError(ValueError):
+    def __init__(self, flag: str, value: object, problem: str) -> None:
+        super().__init__(f"{flag} {value!r}: {problem}")
+
+
+def _bytes(flag: str, value: str) -> int:
+    try:
+        return parse_bytes("kubevirt-sim", flag, value)
+    except SettingsError as exc:
+        raise FlagError(flag, value, exc.problem) from None
+
+
+def _checked(args: argparse.Namespace) -> None:
+    """Every flag's value, checked before anything is created in the cluster."""
+    if not (math.isfinite(args.speed) and args.speed > 0):
+        raise FlagError("--speed", args.speed, "must be a number greater than 0")
+    for flag, seconds in (
+        ("--pending-timeout", args.pending_timeout),
+        ("--updater-delay", args.updater_delay),
+    ):
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise FlagError(flag, seconds, "must be a number of seconds, 0 or more")
+    if args.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
+        raise FlagError("--memory-overcommit", args.memory_overcommit, "must be greater than 0")
+    if not 0 <= args.metrics_port <= 65535:
+        raise FlagError("--metrics-port", args.metrics_port, "must be 0 to 65535")
+    try:
+        socket.getaddrinfo(args.metrics_address, args.metrics_port)
+    except (OSError, UnicodeError) as exc:
+        raise FlagError(
+            "--metrics-address", args.metrics_address, f"not an address to serve on ({exc})"
+        ) from None
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        _checked(args)
         scenario = load_scenario(args.scenario)
-        overhead = (
-            0 if args.overhead.strip() == "0" else parse_bytes("kubevirt-sim", "--overhead", args.overhead)
-        )
+        overhead = 0 if args.overhead.strip() == "0" else _bytes("--overhead", args.overhead)
         migration = MigrationOptions(
-            bandwidth=parse_bytes("kubevirt-sim", "--bandwidth", args.bandwidth),
+            bandwidth=_bytes("--bandwidth", args.bandwidth),
             pending_timeout_s=args.pending_timeout,
             updater_delay_s=args.updater_delay,
         )
-        if args.memory_overcommit <= 0:  # KubeVirt refuses it too (configuration.go, validateConfig)
-            raise ValueError(f"--memory-overcommit {args.memory_overcommit}: must be greater than 0")
         options = SimulatorOptions(
             overhead=overhead,
             migration=migration,
             rendering=Rendering(memory_overcommit=args.memory_overcommit),
         )
-    except (ScenarioError, SettingsError, ValueError) as exc:
+    except (ScenarioError, ValueError) as exc:
         print(f"dynamem kubevirt-sim: {exc}", file=sys.stderr)
         return 2
-    if args.speed <= 0:
-        print(f"dynamem kubevirt-sim: --speed {args.speed}: must be greater than 0", file=sys.stderr)
+    problem = credentials_problem(args.kubeconfig)
+    if problem is not None:
+        print(f"dynamem kubevirt-sim: {problem}", file=sys.stderr)
         return 2
     runner = SimulatorRunner(
         args.kubeconfig,

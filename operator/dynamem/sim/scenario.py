@@ -86,6 +86,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
 _MIGRATION_KEYS = ("bandwidth", "per_cluster", "outbound_per_node", "pending_timeout")
 _BANDWIDTH = re.compile(r"^(.*?)\s*/\s*s\s*$")
 
