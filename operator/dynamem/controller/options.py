@@ -7,8 +7,15 @@ the value (exit code 2), like every other bad input dynamem sees.
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
+
+from kubernetes.utils.quantity import parse_quantity
 
 from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
 from dynamem.policy.cluster import PARKED_AFTER_S
@@ -23,6 +30,19 @@ OPERATOR_BALANCE = BalanceConfig()
 class OptionError(ValueError):
     def __init__(self, flag: str, value: object, problem: str) -> None:
         super().__init__(f"dynamem run: {flag} {value!r}: {problem}")
+
+
+# Kubernetes' names (apimachinery's validation: IsDNS1123Label, IsDNS1123Subdomain)
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _name_problem(value: str, label: bool) -> str | None:
+    pattern, most = (_DNS_LABEL, 63) if label else (_DNS_SUBDOMAIN, 253)
+    if len(value) > most or not pattern.fullmatch(value):
+        kind = "DNS-1123 label" if label else "DNS-1123 subdomain"
+        return f"not a Kubernetes name (a {kind}: lower-case letters, digits and '-', at most {most})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -213,12 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bytes(flag: str, value: str, *, allow_zero: bool = True) -> int:
-    if allow_zero and value.strip() in {"0", ""}:
+    if allow_zero and _is_zero(value):
         return 0
     try:
         return parse_bytes("operator", flag, value)
     except SettingsError as exc:
         raise OptionError(flag, value, exc.problem) from None
+
+
+def _is_zero(value: str) -> bool:
+    """``0``, ``0Gi``, ``0Mi``...: none (the empty string too)."""
+    if not value.strip():
+        return True
+    try:
+        return bool(parse_quantity(value.strip()) == 0)  # type: ignore[no-untyped-call]
+    except (ValueError, ArithmeticError, TypeError):
+        return False
 
 
 def _positive(flag: str, value: float) -> float:
@@ -229,7 +259,12 @@ def _positive(flag: str, value: float) -> float:
 
 def parse_options(argv: list[str]) -> OperatorOptions:
     """Parse and validate; raises OptionError (argparse itself exits 2 on unknown flags)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for action in parser._actions:  # NaN and infinities are no number of seconds, writes or ratios
+        value = getattr(args, action.dest, None)
+        if action.type is float and isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(action.option_strings[-1], value, "must be a finite number")
     if not 0 <= args.dead_band_percent <= 100:
         raise OptionError("--dead-band-percent", args.dead_band_percent, "must be 0 to 100")
     for flag, value in (
@@ -256,8 +291,39 @@ def parse_options(argv: list[str]) -> OperatorOptions:
             raise OptionError(flag, path, "no such file")
     if args.demand_max_age is not None and not args.demand_max_age >= 0:  # also refuses NaN
         raise OptionError("--demand-max-age", args.demand_max_age, "must not be negative")
-    if not args.prometheus_url.startswith(("http://", "https://")):
+    url = urlparse(args.prometheus_url)
+    if url.scheme not in {"http", "https"} or not url.hostname:
         raise OptionError("--prometheus-url", args.prometheus_url, "must be an http:// or https:// URL")
+    if not args.min_gap >= 0:
+        raise OptionError("--min-gap", args.min_gap, "must not be negative")
+    for flag, name, label in (
+        ("--lease-name", args.lease_name, False),
+        ("--lease-namespace", args.lease_namespace, True),
+        *(("--namespace", namespace, True) for namespace in args.namespace or ()),
+    ):
+        problem = None if name is None else _name_problem(name, label)
+        if problem is not None:
+            raise OptionError(flag, name, problem)
+    if args.prometheus_ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=args.prometheus_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise OptionError(
+                "--prometheus-ca-file", args.prometheus_ca_file, f"no CA certificate ({exc})"
+            ) from None
+    if args.liveness is not None:
+        live = urlparse(args.liveness)
+        if live.scheme != "http" or not live.hostname:
+            raise OptionError(
+                "--liveness", args.liveness, "must be an http:// URL, e.g. http://0.0.0.0:8081/healthz"
+            )
+    if args.metrics_port:
+        try:
+            socket.getaddrinfo(args.metrics_address, args.metrics_port)
+        except (OSError, UnicodeError) as exc:
+            raise OptionError(
+                "--metrics-address", args.metrics_address, f"not an address to serve on ({exc})"
+            ) from None
     balance = BalanceConfig(
         dead_band_bytes=_bytes("--dead-band", args.dead_band),
         dead_band_percent=args.dead_band_percent,
@@ -274,7 +340,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         all_namespaces=bool(args.all_namespaces),
         prometheus_url=args.prometheus_url,
         interval_s=_positive("--interval", args.interval),
-        min_gap_s=max(0.0, args.min_gap),
+        min_gap_s=args.min_gap,
         balance=balance,
         policy=args.policy,
         parallel_migrations_given=args.max_parallel_migrations is not None,
