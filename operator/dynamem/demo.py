@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
-from dynamem.sim.plot import PlotUnavailable, pyplot
+from dynamem.sim.plot import PlotUnavailable, chart_problem, pyplot
 from dynamem.sim.scenario import Scenario, parse_scenario
 from dynamem.testing.controlplane import ControlPlane, free_port
 from dynamem.testing.operator import OperatorProcess
@@ -241,10 +242,19 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     console = Console()
-    try:
-        pyplot()  # fail before starting anything if the chart cannot be drawn
-    except PlotUnavailable as exc:
-        console.print(f"dynamem demo: {exc}")
+    problem = None
+    if not (math.isfinite(args.step_seconds) and args.step_seconds > 0):
+        problem = f"--step-seconds {args.step_seconds}: must be a number of seconds greater than 0"
+    elif not (math.isfinite(args.settle_seconds) and args.settle_seconds >= 0):
+        problem = f"--settle-seconds {args.settle_seconds}: must be a number of seconds, 0 or more"
+    else:
+        try:  # fail before starting anything if the chart cannot be drawn
+            found = chart_problem(args.out)
+        except PlotUnavailable as exc:
+            found = str(exc)
+        problem = None if found is None else f"--out {args.out!r}: {found}"
+    if problem is not None:
+        console.print(f"dynamem demo: {problem}", markup=False)
         return 2
     timeline = Timeline()
     ends: dict[int, dict[str, tuple[int, int | None]]] = {}

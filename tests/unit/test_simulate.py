@@ -139,3 +139,43 @@ def test_hysteresis_never_costs_paging_on_the_bench_scenarios(workday_path: str,
     assert mine.unmet_demand <= oracle.unmet_demand + 1e-9
     assert mine.over_capacity_steps == 0 and mine.refused_changes == 0
     assert mine.changes < oracle.changes * 3 // 4
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("chart.txt", "'.txt' is no chart format (e.g. .png, .svg, .pdf)"),
+        ("chart", "no format named (e.g. .png, .svg, .pdf)"),  # matplotlib would quietly write chart.png
+        ("missing/chart.png", "no such directory"),
+    ],
+)
+def test_a_chart_that_cannot_be_written_is_refused_before_the_run(
+    workday_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    out = tmp_path / name
+    assert cli_main(["simulate", workday_path, "--plot", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"dynamem simulate: --plot {str(out)!r}: ") and problem in captured.err
+    assert captured.out == ""  # nothing run: no table printed and then lost
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--out", "chart.txt"], "--out 'chart.txt': '.txt' is no chart format"),
+        (["--step-seconds", "0"], "--step-seconds 0.0: must be a number of seconds greater than 0"),
+        (["--step-seconds", "nan"], "--step-seconds nan: must be"),
+        (["--settle-seconds", "-1"], "--settle-seconds -1.0: must be a number of seconds, 0 or more"),
+    ],
+)
+def test_the_demo_refuses_a_bad_flag_before_starting_anything(
+    flags: list[str], problem: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dynamem import demo
+
+    def no_stack(*_: object) -> None:
+        raise AssertionError("the control plane was started")
+
+    monkeypatch.setattr(demo, "stack", no_stack)
+    assert cli_main(["demo", *flags]) == 2
+    assert f"dynamem demo: {problem}" in capsys.readouterr().out

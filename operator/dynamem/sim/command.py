@@ -57,6 +57,16 @@ def main(argv: list[str]) -> int:
     from dynamem.sim.simulate import simulate
 
     interval: float | None = None
+    if args.plot:
+        from dynamem.sim.plot import chart_problem
+
+        try:
+            problem = chart_problem(args.plot)
+        except RuntimeError as err:  # PlotUnavailable: matplotlib is an optional extra
+            problem = str(err)
+        if problem is not None:
+            print(f"dynamem simulate: --plot {args.plot!r}: {problem}", file=sys.stderr)
+            return 2
     try:
         scenario = load_scenario(args.scenario)
         if args.interval is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from dynamem.policy import GiB
 from dynamem.sim.simulate import SimResult
 
-__all__ = ["PlotUnavailable", "plot_result", "pyplot"]
+__all__ = ["PlotUnavailable", "chart_problem", "plot_result", "pyplot"]
 
 
 class PlotUnavailable(RuntimeError):
@@ -34,6 +34,24 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def chart_problem(path: str | Path) -> str | None:
+    """Why a chart cannot be written to ``path``, or None: told before a run, not after it (a demo's
+    minutes, or a simulation's table, would be lost to a name matplotlib has no format for)."""
+    pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    target = Path(path)
+    suffix = target.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        named = f"'.{suffix}' is no chart format" if suffix else "no format named"
+        return f"{named} (e.g. .png, .svg, .pdf)"
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        return f"no such directory {str(parent)!r}"
+    return None
 
 
 def plot_result(result: SimResult, path: str | Path) -> None:
