@@ -34,7 +34,7 @@ def scenario(tmp_path: Path) -> str:
         (["--updater-delay", "inf"], "--updater-delay inf: must be a number of seconds, 0 or more"),
         (["--metrics-port", "70000"], "--metrics-port 70000: must be 0 to 65535"),
         (["--metrics-address", "no such host.invalid"], "--metrics-address 'no such host.invalid': not an"),
-        (["--bandwidth", "1Gbps"], "--bandwidth '1Gbps': is not a quantity (e.g. 1Gi, 512Mi)"),
+        (["--bandwidth", "1Gbps"], "--bandwidth '1Gbps': is not a positive quantity per second"),
         (["--overhead", "200MB"], "--overhead '200MB': is not a quantity"),
         (["--memory-overcommit", "0"], "--memory-overcommit 0: must be greater than 0"),
     ],
@@ -57,3 +57,9 @@ def test_no_credentials_is_one_line_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith(f"dynamem kubevirt-sim: --kubeconfig {missing!r}: no usable cluster credentials")
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_bandwidth_is_written_as_in_a_scenario_file() -> None:
+    from dynamem.kubevirt_sim.command import _bandwidth
+
+    assert _bandwidth("500Mi/s") == _bandwidth("500Mi") == 500 << 20

@@ -23,7 +23,7 @@ from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.settings import SettingsError, parse_bytes
-from dynamem.sim.scenario import ScenarioError, load_scenario
+from dynamem.sim.scenario import BANDWIDTH_PROBLEM, ScenarioError, bandwidth_bytes, load_scenario
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=9101, help="port of the guests' metrics")
     parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the guests' metrics")
     parser.add_argument(
-        "--bandwidth", default="1Gi", help="bytes per second a live migration copies (default 1Gi: 10 GbE)"
+        "--bandwidth",
+        default="1Gi",
+        help="bytes per second a live migration copies, e.g. 500Mi/s (default 1Gi: 10 GbE)",
     )
     parser.add_argument(
         "--pending-timeout", type=float, default=300.0, help="seconds an unschedulable migration target waits"
@@ -67,6 +69,13 @@ def _bytes(flag: str, value: str) -> int:
         raise FlagError(flag, value, exc.problem) from None
 
 
+def _bandwidth(value: str) -> int:
+    try:
+        return bandwidth_bytes(value)
+    except SettingsError:
+        raise FlagError("--bandwidth", value, BANDWIDTH_PROBLEM) from None
+
+
 def _checked(args: argparse.Namespace) -> None:
     """Every flag's value, checked before anything is created in the cluster."""
     if not (math.isfinite(args.speed) and args.speed > 0):
@@ -97,7 +106,7 @@ def main(argv: list[str]) -> int:
         scenario = load_scenario(args.scenario)
         overhead = 0 if args.overhead.strip() == "0" else _bytes("--overhead", args.overhead)
         migration = MigrationOptions(
-            bandwidth=_bytes("--bandwidth", args.bandwidth),
+            bandwidth=_bandwidth(args.bandwidth),
             pending_timeout_s=args.pending_timeout,
             updater_delay_s=args.updater_delay,
         )

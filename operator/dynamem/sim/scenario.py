@@ -321,6 +321,19 @@ def interval_option(value: str, step: float) -> float:
     return check_interval(parse_duration(value, "--interval", "interval"), step, "--interval")
 
 
+BANDWIDTH_PROBLEM = "is not a positive quantity per second (e.g. 1Gi, 500Mi/s)"
+
+
+def bandwidth_bytes(value: object) -> int:
+    """Bytes a second of a live migration's bandwidth written as a quantity, with or without ``/s``
+    (``1Gi``, ``500Mi/s``); :class:`SettingsError` when it is none."""
+    text = value
+    if isinstance(value, str):
+        per_second = _BANDWIDTH.match(value)
+        text = per_second.group(1) if per_second else value
+    return parse_bytes("scenario", "migration.bandwidth", text)
+
+
 def _migration(raw: object, source: str) -> MigrationSettings:
     """The optional ``migration`` mapping; every bad value names ``migration.<field>`` and the value."""
     if raw is None:
@@ -337,16 +350,11 @@ def _migration(raw: object, source: str) -> MigrationSettings:
     values: dict[str, object] = {}
     if raw.get("bandwidth") is not None:
         value = raw["bandwidth"]
-        text = value
-        if isinstance(value, str):
-            per_second = _BANDWIDTH.match(value)
-            text = per_second.group(1) if per_second else value
         try:
-            values["bandwidth"] = parse_bytes("scenario", "migration.bandwidth", text)
+            values["bandwidth"] = bandwidth_bytes(value)
         except SettingsError:
             raise ScenarioError(
-                f"{source}: field 'migration.bandwidth': {value!r} is not a positive quantity per second "
-                "(e.g. 1Gi, 500Mi/s)"
+                f"{source}: field 'migration.bandwidth': {value!r} {BANDWIDTH_PROBLEM}"
             ) from None
     for key in ("per_cluster", "outbound_per_node"):
         if raw.get(key) is not None:
