@@ -102,6 +102,7 @@ class LeaseElector:
         self._observed_at = float("-inf")
         self._resource_version: str | None = None
         self._peer_expires_at: float | None = None  # clock() at which a live peer's Lease expires
+        self._took_over = False  # the last successful attempt acquired the Lease (not a renewal of ours)
 
     def may_write(self) -> bool:
         """Leader, the last renewal succeeded, and it is younger than the renew deadline."""
@@ -134,6 +135,13 @@ class LeaseElector:
         self._last_attempt_ok = ok
         if ok:
             self._renewed_at = self.clock()
+            if self.leading and self._took_over:
+                # another replica held the Lease between two of our attempts (this one stalled for a Lease's
+                # length): what this replica knew of its last term may be stale, so a new term starts
+                logger.warning(
+                    "%s took the lease %s back from another holder", self.config.identity, self._lease_name
+                )
+                self.leading = False
             if not self.leading:
                 self.leading = True
                 self.term += 1
@@ -156,6 +164,7 @@ class LeaseElector:
         cfg = self.config
         now_wall = self.wall()
         self._peer_expires_at = None
+        self._took_over = False
         try:
             lease = await self.leases.read_namespaced_lease(cfg.name, cfg.namespace, _request_timeout=5)
         except ApiException as exc:
@@ -168,6 +177,7 @@ class LeaseElector:
             except Exception as create_exc:
                 logger.info("lease %s not created: %s", self._lease_name, create_exc)
                 return False
+            self._took_over = True
             return True
         except Exception as exc:
             logger.warning("lease %s unreadable: %s", self._lease_name, exc)
@@ -196,6 +206,7 @@ class LeaseElector:
         except Exception as exc:
             logger.info("lease %s not %s: %s", self._lease_name, "renewed" if mine else "taken", exc)
             return False
+        self._took_over = not mine
         return True
 
     def _body(self, lease: Any, now_wall: float, *, acquire: bool, transitions: int) -> dict[str, Any]:

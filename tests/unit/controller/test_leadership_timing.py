@@ -99,3 +99,36 @@ def test_a_standby_takes_a_dead_leaders_lease_when_it_expires_not_a_retry_later(
     last_seen = elector._observed_at  # when the standby first saw the peer's last renewal
     assert last_seen <= dies_at + 0.8
     assert last_seen + 6.0 <= took_at < last_seen + 6.0 + 0.05, (last_seen, took_at)
+
+
+def test_a_lease_taken_back_from_another_holder_starts_a_new_term() -> None:
+    """This replica stalled for longer than its Lease (no attempt at all meanwhile): a peer took the Lease and
+    released it between two of its attempts. Its next attempt acquires the Lease rather than renewing it, and
+    that is a new term: what it knew of its last term (the balancer's memory) may be stale. A plain renewal
+    keeps the term."""
+    clock = [0.0]
+    lease = PeerLease(clock, renew_every=1.0, dies_at=0.0, duration=3)  # the first holder is long gone
+    elector = LeaseElector(
+        lease,
+        LeaseConfig.from_duration("ns", "dynamem", "me", 15.0),
+        clock=lambda: clock[0],
+        wall=lambda: 0.0,
+    )
+
+    def attempt_at(moment: float) -> None:
+        async def attempt() -> None:
+            elector._after_attempt(await elector._try_acquire_or_renew())
+
+        clock[0] = moment
+        asyncio.run(attempt())
+
+    attempt_at(0.0)  # the first holder's Lease seen
+    attempt_at(4.0)  # and taken once it expired
+    assert (elector.leading, elector.term) == (True, 1)
+    attempt_at(5.0)  # renewed: the same term
+    assert (elector.leading, elector.term) == (True, 1)
+    assert lease.taken is not None
+    lease.taken["spec"]["holderIdentity"] = None  # a peer's term came and went, its release the last word
+    lease.version += 1
+    attempt_at(30.0)
+    assert (elector.leading, elector.term) == (True, 2)
