@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -247,14 +247,16 @@ class Balancer:
             self._plan_cluster(snapshot, now, result, changes, moves, decisions)
         else:
             self._plan_nodes(snapshot, now, result, changes, decisions)
-        changes.extend(reverts(snapshot, now, self.options.change_deadline_s, self.unrecorded))
-        changes.extend(stopped_resets(snapshot))
+        unwritten = self.unwritten_holds
+        changes.extend(reverts(snapshot, now, self.options.change_deadline_s, self.unrecorded, unwritten))
+        changes.extend(stopped_resets(snapshot, unwritten))
         for change in changes:
             if change.revert:
                 self._release(change.key)
 
+        # A change's time and a hold are kept in self.unrecorded and self.unwritten_holds from the moment they
+        # are made until a status write records them: a round stopped midway (NotLeading) loses neither.
         changed_at: dict[ObjectKey, float] = dict(self.unrecorded)  # recorded with this round's changes
-        self.unrecorded.clear()
         holds: dict[ObjectKey, Hold] = {}
         for change in changes:
             item = snapshot.managed[change.key]
@@ -271,13 +273,12 @@ class Balancer:
             if outcome is Outcome.WRITTEN:
                 result.memory_writes += 1
                 if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
-                    changed_at[change.key] = now
+                    changed_at[change.key] = self.unrecorded[change.key] = now
                 if change.revert and not self.options.dry_run and self._holds_after(change, item):
-                    holds[change.key] = hold_for(item, change.reason, now)
+                    holds[change.key] = self.unwritten_holds[change.key] = hold_for(item, change.reason, now)
             elif outcome is Outcome.REFUSED:
-                holds[change.key] = hold_for(
-                    item, f"KubeVirt refused memory.guest {to_quantity(change.guest)}", now
-                )
+                refused = f"KubeVirt refused memory.guest {to_quantity(change.guest)}"
+                holds[change.key] = self.unwritten_holds[change.key] = hold_for(item, refused, now)
             elif outcome is Outcome.STALE:
                 result.stale += 1
             elif outcome is Outcome.FAILED:
@@ -305,6 +306,13 @@ class Balancer:
                 del self.unwritten_holds[key]  # its VMI restarted, or a status says it now
             elif key not in holds:
                 holds[key] = hold
+        for key, asked in list(self.unrecorded.items()):
+            recorded_item = snapshot.managed.get(key)
+            recorded = (
+                parse_rfc3339(recorded_item.vmm.status.get("lastChangeTime")) if recorded_item else None
+            )
+            if recorded_item is None or (recorded is not None and recorded >= asked):
+                del self.unrecorded[key]  # a status says it now
         pending = []
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
@@ -340,15 +348,9 @@ class Balancer:
         written = await gather_limited(writes, limit=STATUS_WRITES_IN_FLIGHT)
         result.status_writes = sum(written)
         for (_, _, item, _), done in zip(pending, written, strict=True):
-            key = item.key
-            if done:
-                self.unwritten_holds.pop(key, None)
-                continue
-            # deferred by the rate or failed: what this round decided must survive until a status says it
-            if key in holds and holds[key] != item.hold:
-                self.unwritten_holds[key] = holds[key]
-            if key in changed_at:
-                self.unrecorded[key] = changed_at[key]
+            if done:  # else deferred by the rate or failed: kept until a status says it
+                self.unwritten_holds.pop(item.key, None)
+                self.unrecorded.pop(item.key, None)
         self._forget_all_but(snapshot, now)
 
         result.duration_s = time.perf_counter() - started
@@ -667,8 +669,8 @@ class Balancer:
             await self.writer.create_event(
                 item.vmm.body, type_=type_, reason=reason, note=note, action="Balance"
             )
-        except NotLeading:
-            raise
+        except NotLeading as exc:  # the next write stops the round; what was done is recorded first
+            logger.debug("event for %s not posted: %s", item.key, exc)
         except Exception as exc:  # events are best effort
             logger.debug("event for %s not posted: %s", item.key, exc)
 
@@ -737,19 +739,19 @@ def _deferred(decision: VmDecision) -> VmDecision:
     return replace(decision, assigned=decision.current, reason=f"{decision.reason}; waiting for room")
 
 
-def stopped_resets(snapshot: Snapshot) -> list[MemoryChange]:
+def stopped_resets(snapshot: Snapshot, unwritten: Collection[ObjectKey] = ()) -> list[MemoryChange]:
     """Stopped VMs whose memory.guest or maxGuest is not startup / maximum yet.
 
     Only VMs stopped for good (runStrategy Halted, no VMI): a VM that is starting, or may be started at any
     moment (Manual, Once, RerunOnFailure), keeps its maxGuest, since changing it sets RestartRequired and
     blocks hotplug. KubeVirt wants both aligned (2Mi, 1Gi with 1Gi hugepages): startup is rounded up,
-    maximum down (never below startup).
+    maximum down (never below startup). ``unwritten``: VMs held by a hold no status records yet.
     """
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.STOPPED or item.vm is None or item.settings is None:
             continue
-        if item.hold is not None or item.blocked is not None:
+        if item.hold is not None or item.blocked is not None or item.key in unwritten:
             continue
         unit = item.vm.hugepage
         startup = -(-item.settings.startup // unit) * unit
@@ -787,7 +789,11 @@ def overdue(item: Managed, now: float, deadline_s: float, unrecorded: float | No
 
 
 def reverts(
-    snapshot: Snapshot, now: float, deadline_s: float, unrecorded: Mapping[ObjectKey, float] | None = None
+    snapshot: Snapshot,
+    now: float,
+    deadline_s: float,
+    unrecorded: Mapping[ObjectKey, float] | None = None,
+    unwritten: Collection[ObjectKey] = (),
 ) -> list[MemoryChange]:
     """Take back requests KubeVirt refused (hotplug failed, restart required) or did not carry out by the
     deadline (its migrations failing meanwhile, retried by KubeVirt): memory.guest back to what the guest
@@ -797,14 +803,15 @@ def reverts(
     KubeVirt answers with RestartRequired) is taken back too, since dynamem keeps the field, but holds
     nothing: dynamem did not ask for it, and balancing the VM goes on once KubeVirt has cleared its refusal.
     A manager that applies memory.guest declaratively blocks the VM instead and is never taken back.
-    ``unrecorded``: per VM, when dynamem asked a change whose status is not written yet."""
+    ``unrecorded``: per VM, when dynamem asked a change whose status is not written yet; ``unwritten``: VMs
+    held by a hold no status records yet."""
     found: list[MemoryChange] = []
     for item in snapshot.managed.values():
         if item.phase is not Phase.RUNNING or item.vmi is None or not item.vmi.current:
             continue
         if item.blocked is not None and item.owners:
             continue  # another manager owns memory.guest: not ours to take back
-        if item.hold is not None:
+        if item.hold is not None or item.key in unwritten:
             continue  # taken back (or refused) already: held until the VMI restarts, not retried
         requested = item.vm.guest if item.vm is not None else None
         if requested is None or requested == item.vmi.current:

@@ -7,7 +7,11 @@ changes one thing the way the API server or KubeVirt would.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from dynamem.controller.balancer import Balancer
 from dynamem.kube.api import now_rfc3339
@@ -256,6 +260,51 @@ def test_a_change_whose_status_write_failed_is_not_taken_back_by_an_older_change
     assert applied(writer) == []  # not taken back: asked a minute ago
     world.store(writer.statuses)
     assert world.status("finance")["lastChangeTime"] == now_rfc3339(NOW)
+
+
+def test_a_round_stopped_by_a_lapsed_lease_loses_no_hold_it_made() -> None:
+    """The change is taken back at its deadline, then the Lease lapses before the round's status write
+    (NotLeading): the round stops, the balancer is kept (one failed renewal is no new term), and once the
+    Lease is renewed the hold must still be in force, and written."""
+    from dynamem.controller.leadership import NotLeading
+
+    class LapsingWriter(FakeWriter):
+        lapsed = True
+
+        async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+            if self.lapsed:
+                raise NotLeading("the lease lapsed")
+            await super().patch_vmm_status(namespace, name, status)
+
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 361)}
+    writer = LapsingWriter()
+    balancer = balancer_for(demand, writer)
+    with pytest.raises(NotLeading):
+        run(balancer, world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    world.apply(writer.applies, hotplug_done=False)
+    world.vmis["finance"]["status"]["conditions"] = []
+    writer.applies.clear()
+    writer.lapsed = False
+    run(balancer, world)
+    assert applied(writer) == []  # not grown to 3Gi again
+    assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
+
+
+def test_a_refused_reset_whose_status_write_failed_is_not_sent_again() -> None:
+    world, demand = workday()
+    world.add("service", "2Gi", running=False)
+    writer = FakeWriter(fail_apply={"service"}, fail_status={"service"})
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)  # the reset to startup refused by KubeVirt (422); its hold's status write fails
+    assert [e.name for e in writer.events if e.reason == "MemoryChangeRefused"] == ["service"]
+    for _ in range(2):
+        writer.clear()
+        run(balancer, world)
+        assert not [e for e in writer.events if e.reason == "MemoryChangeRefused"]  # not sent again
 
 
 def edited_by_hand(world: World, guest: str, written: float) -> None:
