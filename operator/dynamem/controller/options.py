@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from kubernetes.utils.quantity import parse_quantity
 from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
 from dynamem.policy.cluster import PARKED_AFTER_S
 from dynamem.policy.model import BalanceConfig, format_bytes
+from dynamem.serving import address_problem
 from dynamem.settings import SettingsError, parse_bytes
 
 # One set of defaults for the operator and both simulators: BalanceConfig's own (its grow headroom is 0, the
@@ -317,13 +317,9 @@ def parse_options(argv: list[str]) -> OperatorOptions:
             raise OptionError(
                 "--liveness", args.liveness, "must be an http:// URL, e.g. http://0.0.0.0:8081/healthz"
             )
-    if args.metrics_port:
-        try:
-            socket.getaddrinfo(args.metrics_address, args.metrics_port)
-        except (OSError, UnicodeError) as exc:
-            raise OptionError(
-                "--metrics-address", args.metrics_address, f"not an address to serve on ({exc})"
-            ) from None
+    serving = address_problem(args.metrics_address, args.metrics_port) if args.metrics_port else None
+    if serving is not None:
+        raise OptionError("--metrics-address", args.metrics_address, serving)
     balance = BalanceConfig(
         dead_band_bytes=_bytes("--dead-band", args.dead_band),
         dead_band_percent=args.dead_band_percent,

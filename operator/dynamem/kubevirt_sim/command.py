@@ -11,7 +11,6 @@ import argparse
 import logging
 import math
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from dynamem.kubevirt_sim.launcher import Rendering
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
+from dynamem.serving import address_problem
 from dynamem.settings import SettingsError, parse_bytes
 from dynamem.sim.scenario import BANDWIDTH_PROBLEM, ScenarioError, bandwidth_bytes, load_scenario
 
@@ -90,12 +90,9 @@ def _checked(args: argparse.Namespace) -> None:
         raise FlagError("--memory-overcommit", args.memory_overcommit, "must be greater than 0")
     if not 0 <= args.metrics_port <= 65535:
         raise FlagError("--metrics-port", args.metrics_port, "must be 0 to 65535")
-    try:
-        socket.getaddrinfo(args.metrics_address, args.metrics_port)
-    except (OSError, UnicodeError) as exc:
-        raise FlagError(
-            "--metrics-address", args.metrics_address, f"not an address to serve on ({exc})"
-        ) from None
+    serving = address_problem(args.metrics_address, args.metrics_port)
+    if serving is not None:
+        raise FlagError("--metrics-address", args.metrics_address, serving)
 
 
 def main(argv: list[str]) -> int:
