@@ -245,6 +245,8 @@ def test_service_monitor_points_at_the_metrics_service() -> None:
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
     port_names = {port["name"] for port in service["spec"]["ports"]}
     assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
+    # the per-VM series' own namespace label is the VM's, not the scrape target's (dynamem-system)
+    assert [endpoint.get("honorLabels") for endpoint in monitor["spec"]["endpoints"]] == [True]
     assert "metrics" in port_names
 
 

@@ -1,7 +1,7 @@
 """kopf registrations only: the watches that feed the operator's view, wake-ups, and the loop's life.
 
-kopf watches the six resources a round reads (VirtualMachineMemories, KubeVirt VMs, VMIs and their
-VirtualMachineInstanceMigrations, Nodes, Pods)
+kopf watches the eight resources a round reads (VirtualMachineMemories, KubeVirt VMs, VMIs and their
+VirtualMachineInstanceMigrations, Nodes, Pods, PersistentVolumeClaims and PersistentVolumes)
 and hands each event to the :class:`~dynamem.controller.view.ClusterView`, which keeps small typed views and
 is reconciled with fresh LISTs by the loop. Events wake the loop early (a spec edit, a VM start or stop, a
 node change); otherwise it runs every ``--interval`` seconds. kopf runs standalone: which replica balances is
