@@ -21,6 +21,7 @@ from dynamem.policy.cluster import PARKED_AFTER_S
 from dynamem.policy.model import BalanceConfig, format_bytes
 from dynamem.serving import address_problem
 from dynamem.settings import SettingsError, parse_bytes
+from dynamem.sim.scenario import duration_seconds
 
 # One set of defaults for the operator and both simulators: BalanceConfig's own (its grow headroom is 0, the
 # value the operator always had, so the seed's workday keeps its exact numbers end to end).
@@ -35,6 +36,20 @@ class OptionError(ValueError):
 # Kubernetes' names (apimachinery's validation: IsDNS1123Label, IsDNS1123Subdomain)
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _seconds(text: str) -> float:
+    """A time flag's value: a number of seconds or a duration as scenario files write it (30s, 5m, 1h)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    seconds = duration_seconds(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds or a duration (e.g. 30, 30s, 5m)"
+        )
+    return seconds
 
 
 def _name_problem(value: str, label: bool) -> str | None:
@@ -116,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
     add = parser.add_argument
     add("--prometheus-url", default=OperatorOptions.prometheus_url, help="Prometheus with KubeVirt's metrics")
-    add("--interval", type=float, default=10.0, help="seconds between balancing rounds (default 10)")
-    add("--min-gap", type=float, default=1.0, help="least seconds between two rounds woken by changes")
+    add("--interval", type=_seconds, default=10.0, help="seconds between balancing rounds (default 10)")
+    add("--min-gap", type=_seconds, default=1.0, help="least seconds between two rounds woken by changes")
     b = OPERATOR_BALANCE
     dead_band, shrink_band = format_bytes(b.dead_band_bytes), format_bytes(b.shrink_band_bytes)
     add(
@@ -154,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--cooldown",
-        type=float,
+        type=_seconds,
         default=b.cooldown_s,
         help=f"seconds a VM is held after a change (default {b.cooldown_s:g})",
     )
@@ -189,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="namespace of the Lease (default: $POD_NAMESPACE, else the first -n namespace, else default)",
     )
-    add("--lease-duration", type=float, default=15.0, help="seconds a Lease lasts unrenewed (default 15)")
-    add("--resync-period", type=float, default=300.0, help="seconds between fresh LISTs (default 300)")
+    add("--lease-duration", type=_seconds, default=15.0, help="seconds a Lease lasts unrenewed (default 15)")
+    add("--resync-period", type=_seconds, default=300.0, help="seconds between fresh LISTs (default 300)")
     add(
         "--force-ownership",
         action="store_true",
@@ -206,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--change-deadline",
-        type=float,
+        type=_seconds,
         default=360.0,
         help="seconds a memory change may take before it is taken back and the VM held (default 360: "
         "KubeVirt's 300 s unschedulable-target timeout plus a margin; its failed migrations are retried "
@@ -214,14 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--parked-after",
-        type=float,
+        type=_seconds,
         default=PARKED_AFTER_S,
         help="seconds a VM may be off and still keep a hole of its own to start in (default 86400, a day: "
         "one stopped last night starts this morning); VMs off for longer share one hole, for the largest",
     )
     add(
         "--demand-max-age",
-        type=float,
+        type=_seconds,
         default=None,
         help="seconds a demand reading, read ahead of the round, may be old when a round uses it; older, "
         "the round reads afresh and waits (default: the interval; 0: every round waits for its own reading)",
@@ -263,7 +278,7 @@ def parse_options(argv: list[str]) -> OperatorOptions:
     args = parser.parse_args(argv)
     for action in parser._actions:  # NaN and infinities are no number of seconds, writes or ratios
         value = getattr(args, action.dest, None)
-        if action.type is float and isinstance(value, float) and not math.isfinite(value):
+        if action.type in (float, _seconds) and isinstance(value, float) and not math.isfinite(value):
             raise OptionError(action.option_strings[-1], value, "must be a finite number")
     if not 0 <= args.dead_band_percent <= 100:
         raise OptionError("--dead-band-percent", args.dead_band_percent, "must be 0 to 100")

@@ -387,12 +387,19 @@ def _problem(err: SettingsError) -> str:
     return str(err).split(": ", 2)[-1]
 
 
+def duration_seconds(text: str) -> float | None:
+    """Seconds of a duration written as scenario files and flags write it (``30``, ``30s``, ``15m``, ``1h``,
+    ``1d``, ``500ms``), or None when ``text`` is none; 0 and up."""
+    match = _DURATION.match(text)
+    return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 def parse_duration(value: object, source: str, field: str = "step") -> float:
     """Seconds from a number or a duration such as ``15m``, ``30s``, ``1h``; else a :class:`ScenarioError`
     naming ``source``, ``field`` and the value."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
         return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None or float(match.group(1)) <= 0:
+    seconds = duration_seconds(value) if isinstance(value, str) else None
+    if seconds is None or seconds <= 0:
         raise ScenarioError(f"{source}: field {field!r}: {value!r} is not a duration (e.g. 15m, 30s, 1h)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return seconds

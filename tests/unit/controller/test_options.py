@@ -175,3 +175,12 @@ def test_the_demand_max_age_is_the_interval_unless_given() -> None:
     assert parse_options(["-A"]).demand_max_age() == 10.0
     assert parse_options(["-A", "--interval", "30"]).demand_max_age() == 30.0
     assert parse_options(["-A", "--demand-max-age", "0"]).demand_max_age() == 0.0
+
+
+def test_time_flags_take_durations_as_scenario_files_write_them() -> None:
+    options = parse_options(
+        ["-A", "--interval", "1m", "--change-deadline", "10m", "--parked-after", "2d", "--min-gap", "500ms"]
+    )
+    assert (options.interval_s, options.change_deadline_s, options.parked_after_s) == (60.0, 600.0, 172800.0)
+    assert options.min_gap_s == 0.5
+    assert parse_options(["-A", "--interval", "2.5"]).interval_s == 2.5  # plain seconds as before
