@@ -114,6 +114,12 @@ def test_optional_settings(tmp_path: Path) -> None:
             id="node-a-list",
         ),
         pytest.param(
+            "{name: host, memory: 8Gi}", "host", "node #1: 'host' is not a mapping of name, memory", id="row"
+        ),
+        pytest.param(
+            "{name: a, node: host", "{name: 1, node: host", "vm #1: field 'name': 1 is not a name", id="name"
+        ),
+        pytest.param(
             "maximum: 4Gi}\n  - {name: b",
             "maximum: 4Gi, hugepage: 3Mi}\n  - {name: b",
             "vm 'a': field 'hugepage': '3Mi' is not a page size (expected 2Mi or 1Gi)",

@@ -208,9 +208,12 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         raise fail("field 'nodes': expected a non-empty list of {name, memory}")
     nodes: list[ScenarioNode] = []
     for index, raw in enumerate(raw_nodes):
-        name = raw.get("name") if isinstance(raw, Mapping) else None
+        if not isinstance(raw, Mapping):
+            raise fail(f"node #{index + 1}: {raw!r} is not a mapping of {', '.join(_NODE_KEYS)}")
+        name = raw.get("name")
         if not isinstance(name, str) or not name:
-            raise fail(f"node #{index + 1}: field 'name': missing")
+            got = "missing" if name is None else f"{name!r} is not a name"
+            raise fail(f"node #{index + 1}: field 'name': {got}")
         if any(n.name == name for n in nodes):
             raise fail(f"node {name!r}: field 'name': defined twice")
         assert isinstance(raw, Mapping)
@@ -229,9 +232,12 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         raise fail("field 'vms': expected a non-empty list of {name, node, startup, maximum, ...}")
     vms: list[ScenarioVm] = []
     for index, raw in enumerate(raw_vms):
-        name = raw.get("name") if isinstance(raw, Mapping) else None
+        if not isinstance(raw, Mapping):
+            raise fail(f"vm #{index + 1}: {raw!r} is not a mapping of name, node, startup, maximum, ...")
+        name = raw.get("name")
         if not isinstance(name, str) or not name:
-            raise fail(f"vm #{index + 1}: field 'name': missing")
+            got = "missing" if name is None else f"{name!r} is not a name"
+            raise fail(f"vm #{index + 1}: field 'name': {got}")
         if any(v.name == name for v in vms):
             raise fail(f"vm {name!r}: field 'name': defined twice")
         assert isinstance(raw, Mapping)
