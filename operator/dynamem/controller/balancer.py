@@ -300,19 +300,7 @@ class Balancer:
             )
         result.migrations_created = await self._carry_out_placements(snapshot)
 
-        for key, hold in list(self.unwritten_holds.items()):
-            held_item = snapshot.managed.get(key)
-            if held_item is None or not hold.applies(held_item.vm, held_item.vmi) or held_item.hold == hold:
-                del self.unwritten_holds[key]  # its VMI restarted, or a status says it now
-            elif key not in holds:
-                holds[key] = hold
-        for key, asked in list(self.unrecorded.items()):
-            recorded_item = snapshot.managed.get(key)
-            recorded = (
-                parse_rfc3339(recorded_item.vmm.status.get("lastChangeTime")) if recorded_item else None
-            )
-            if recorded_item is None or (recorded is not None and recorded >= asked):
-                del self.unrecorded[key]  # a status says it now
+        self._carry_unwritten(snapshot, holds)
         pending = []
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
@@ -473,6 +461,21 @@ class Balancer:
             return False
         self.planned[change.key] = change.guest
         return True
+
+    def _carry_unwritten(self, snapshot: Snapshot, holds: dict[ObjectKey, Hold]) -> None:
+        """Forget the holds and change times a status now records (or whose VMI restarted, or whose VM went);
+        add the holds still unwritten to this round's ``holds``, so its statuses carry them."""
+        for key, hold in list(self.unwritten_holds.items()):
+            item = snapshot.managed.get(key)
+            if item is None or not hold.applies(item.vm, item.vmi) or item.hold == hold:
+                del self.unwritten_holds[key]
+            else:
+                holds.setdefault(key, hold)
+        for key, asked in list(self.unrecorded.items()):
+            item = snapshot.managed.get(key)
+            recorded = parse_rfc3339(item.vmm.status.get("lastChangeTime")) if item is not None else None
+            if item is None or (recorded is not None and recorded >= asked):
+                del self.unrecorded[key]
 
     def _holds_after(self, change: MemoryChange, item: Managed) -> bool:
         """Whether taking ``change`` back holds the VM: always for dynamem's own request; for another
@@ -669,9 +672,9 @@ class Balancer:
             await self.writer.create_event(
                 item.vmm.body, type_=type_, reason=reason, note=note, action="Balance"
             )
-        except NotLeading as exc:  # the next write stops the round; what was done is recorded first
-            logger.debug("event for %s not posted: %s", item.key, exc)
-        except Exception as exc:  # events are best effort
+        except (
+            Exception
+        ) as exc:  # best effort; a lapsed Lease (NotLeading) too: the next write stops the round
             logger.debug("event for %s not posted: %s", item.key, exc)
 
 
