@@ -60,9 +60,11 @@ cluster-down: $(STAMP) ## Stop the local control plane started by 'make cluster'
 demo: $(STAMP) controlplane prometheus ## Play the seed's workday on a local control plane with the operator; writes demo.png
 	$(BIN)/dynamem demo --out demo.png
 
-bench: $(STAMP) ## Policy comparison and speed benchmarks
+bench: $(STAMP) ## Policy comparison, density and speed benchmarks
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/compare.py --interval 1m
+	$(BIN)/python bench/density.py
+	$(BIN)/python bench/cluster_speed.py
 	$(BIN)/python bench/policy_speed.py
 
 clean: ## Remove the virtualenv and build outputs (not the control-plane cache)
