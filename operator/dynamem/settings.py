@@ -32,6 +32,7 @@ __all__ = [
     "SettingsError",
     "VmSettings",
     "format_bytes",
+    "is_zero_quantity",
     "parse_bytes",
 ]
 
@@ -51,6 +52,20 @@ class SettingsError(ValueError):
         self.problem = problem
         shown = "" if value is None else f"{value!r} " if isinstance(value, str) else f"{value} "
         super().__init__(f"vm {vm!r}: field {field!r}: {shown}{problem}")
+
+
+def is_zero_quantity(value: object) -> bool:
+    """0, "0" or a zero quantity such as "0Mi" (:func:`parse_bytes` wants a positive quantity)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, str):
+        try:
+            return bool(parse_quantity(value.strip()) == 0)  # type: ignore[no-untyped-call]
+        except (ValueError, ArithmeticError, TypeError):
+            return False
+    return False
 
 
 def parse_bytes(vm: str, field: str, value: object) -> int:

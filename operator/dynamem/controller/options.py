@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kubernetes.utils.quantity import parse_quantity
-
 from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
 from dynamem.policy.cluster import PARKED_AFTER_S
 from dynamem.policy.model import BalanceConfig, format_bytes
 from dynamem.serving import address_problem
-from dynamem.settings import SettingsError, parse_bytes
+from dynamem.settings import SettingsError, is_zero_quantity, parse_bytes
 from dynamem.sim.scenario import duration_seconds
 
 # One set of defaults for the operator and both simulators: BalanceConfig's own (its grow headroom is 0, the
@@ -248,22 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bytes(flag: str, value: str, *, allow_zero: bool = True) -> int:
-    if allow_zero and _is_zero(value):
+    if allow_zero and (not value.strip() or is_zero_quantity(value)):
         return 0
     try:
         return parse_bytes("operator", flag, value)
     except SettingsError as exc:
         raise OptionError(flag, value, exc.problem) from None
-
-
-def _is_zero(value: str) -> bool:
-    """``0``, ``0Gi``, ``0Mi``...: none (the empty string too)."""
-    if not value.strip():
-        return True
-    try:
-        return bool(parse_quantity(value.strip()) == 0)  # type: ignore[no-untyped-call]
-    except (ValueError, ArithmeticError, TypeError):
-        return False
 
 
 def _positive(flag: str, value: float) -> float:

@@ -22,7 +22,7 @@ from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.serving import address_problem
-from dynamem.settings import SettingsError, parse_bytes
+from dynamem.settings import SettingsError, is_zero_quantity, parse_bytes
 from dynamem.sim.scenario import BANDWIDTH_PROBLEM, ScenarioError, bandwidth_bytes, load_scenario
 
 
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     try:
         _checked(args)
         scenario = load_scenario(args.scenario)
-        overhead = 0 if args.overhead.strip() == "0" else _bytes("--overhead", args.overhead)
+        overhead = 0 if is_zero_quantity(args.overhead) else _bytes("--overhead", args.overhead)
         migration = MigrationOptions(
             bandwidth=_bandwidth(args.bandwidth),
             pending_timeout_s=args.pending_timeout,

@@ -41,10 +41,9 @@ from pathlib import Path
 
 import pydantic
 import yaml
-from kubernetes.utils import parse_quantity
 
 from dynamem.policy.model import MiB
-from dynamem.settings import SettingsError, VmSettings, parse_bytes
+from dynamem.settings import SettingsError, VmSettings, is_zero_quantity, parse_bytes
 
 __all__ = [
     "MigrationSettings",
@@ -196,7 +195,7 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         )
     overhead = 0
     raw_overhead = data.get("overhead")
-    if raw_overhead is not None and not _is_zero(raw_overhead):
+    if raw_overhead is not None and not is_zero_quantity(raw_overhead):
         try:
             overhead = parse_bytes("scenario", "overhead", raw_overhead)
         except SettingsError as err:
@@ -373,20 +372,6 @@ def _migration(raw: object, source: str) -> MigrationSettings:
             raw["pending_timeout"], source, "migration.pending_timeout"
         )
     return MigrationSettings.model_validate(values)
-
-
-def _is_zero(value: object) -> bool:
-    """0, "0" or a zero quantity such as "0Mi" (parse_bytes wants a positive quantity)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return value == 0
-    if isinstance(value, str):
-        try:
-            return bool(parse_quantity(value.strip()) == 0)  # type: ignore[no-untyped-call]
-        except (ValueError, ArithmeticError):
-            return False
-    return False
 
 
 def _problem(err: SettingsError) -> str:
