@@ -159,7 +159,7 @@ def test_a_change_whose_migration_copies_past_the_deadline_is_not_taken_back(
 
     def copying() -> bool:
         state = stack.vmi("web")["status"].get("migrationState") or {}
-        return bool(state.get("startTimestamp")) and not state.get("completed")
+        return bool(state.get("startTimestamp")) and not state.get("endTimestamp")
 
     wait_until("web's migration copying", copying, timeout=60)
     started = time.monotonic()

@@ -418,8 +418,16 @@ def _condition_status(body: Body, kind: str) -> bool | None:
 
 
 def _migrating(state: object) -> bool:
-    """A live migration has started and not ended (KubeVirt refuses hotplug meanwhile)."""
-    return isinstance(state, Mapping) and bool(state.get("startTimestamp")) and not state.get("completed")
+    """A live migration has started and not ended (KubeVirt refuses hotplug meanwhile).
+
+    As KubeVirt v1.7.0 reads it (``pkg/util/migrations/migrations.go``, ``IsMigrating``): a start and no
+    ``endTimestamp``. A migration that fails mid-copy gets ``failed`` and ``endTimestamp`` but never
+    ``completed`` (``pkg/virt-handler/migration-source.go``, the ``migrationMetadata.Failed`` branch), so
+    ``completed`` alone would keep it migrating until the next migration's handoff.
+    """
+    if not isinstance(state, Mapping) or not state.get("startTimestamp"):
+        return False
+    return not (state.get("endTimestamp") or state.get("completed") or state.get("failed"))
 
 
 @dataclass(frozen=True, slots=True)
