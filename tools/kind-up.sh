@@ -84,6 +84,7 @@ if k -n dynamem-demo get virtualmachine finance >/dev/null 2>&1; then
     log "example VMs exist in dynamem-demo; not applied again (dynamem owns their memory.guest now)"
 else
     log "creating the example VMs in namespace dynamem-demo"
+    # kubectl keeps owning the memory.guest it applies: manifests/kind runs dynamem with --force-ownership.
     k apply --server-side -k "$ROOT/manifests/examples"
 fi
 

@@ -4,17 +4,22 @@ field are refused as such; a fresh LIST drops what a watch missed (issue 10, ite
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s_client
 
 from dynamem.controller.loop import OperatorState, resync
 from dynamem.controller.options import OperatorOptions
+from dynamem.controller.snapshot import precondition_problem
 from dynamem.controller.view import Kind
 from dynamem.kube.api import FieldConflict, KubeApi, StaleObject
-from dynamem.testing.controlplane import ControlPlane
+from dynamem.kube.objects import vm_view
+from dynamem.testing.controlplane import ControlPlane, repo_root
 
 
 def run(control_plane: ControlPlane, body: Callable[[KubeApi], Awaitable[Any]]) -> Any:
@@ -111,6 +116,65 @@ def test_memory_guest_of_a_created_vm_needs_taking_over(
         assert raised.value.managers == ("kubectl-create",)
 
     run(control_plane, body)
+
+
+def test_an_example_vm_applied_by_kubectl_is_held_unless_forced_as_the_kind_overlay_does(
+    control_plane: ControlPlane, namespace: str, custom_objects: k8s_client.CustomObjectsApi
+) -> None:
+    """The kind guide creates manifests/examples with `kubectl apply --server-side`: kubectl then owns each
+    VM's memory.guest as a declarative manager, so dynamem's default holds the VM (FieldOwnedByOtherManager)
+    and the kind overlay runs dynamem with --force-ownership, which takes the field. Real kubectl, real API
+    server; without the flag in the overlay the try-out never resizes a VM."""
+    kind = yaml.safe_load_all(
+        subprocess.run(
+            [shutil.which("kubectl") or "kubectl", "kustomize", str(repo_root() / "manifests" / "kind")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+    )
+    (container,) = next(
+        doc for doc in kind if doc and doc["kind"] == "Deployment" and doc["metadata"]["name"] == "dynamem"
+    )["spec"]["template"]["spec"]["containers"]
+    assert "--force-ownership" in container["args"]
+    finance = yaml.safe_load_all((repo_root() / "manifests" / "examples" / "finance.yaml").read_text())
+    vm = next(doc for doc in finance if doc and doc["kind"] == "VirtualMachine")
+    vm["metadata"]["namespace"] = namespace
+    subprocess.run(
+        [
+            shutil.which("kubectl") or "kubectl",
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "apply",
+            "--server-side",
+            "-f",
+            "-",
+        ],
+        input=yaml.safe_dump(vm),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    name = vm["metadata"]["name"]
+    body = custom_objects.get_namespaced_custom_object(
+        "kubevirt.io", "v1", namespace, "virtualmachines", name
+    )
+    view = vm_view(body)
+    assert view.applied_by_others() == ("kubectl",)
+    assert precondition_problem(view, None, view.applied_by_others()) == (
+        "memory.guest is owned by field manager kubectl: not taken (--force-ownership)"
+    )
+    version = body["metadata"]["resourceVersion"]
+
+    async def resize(api: KubeApi) -> None:
+        with pytest.raises(FieldConflict):
+            await api.apply_vm_memory(namespace, name, "2Gi", None, resource_version=version)
+        await api.apply_vm_memory(namespace, name, "2Gi", None, resource_version=version, force=True)
+
+    run(control_plane, resize)
+    assert guest(custom_objects, namespace, name) == "2Gi"
 
 
 def test_a_fresh_list_drops_a_ghost_the_watch_never_reported(

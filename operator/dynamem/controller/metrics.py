@@ -39,7 +39,10 @@ VM_WARNING = _Series("dynamem_vm_warning", "1 while the VM has less memory than 
 NODE_POOL = _Series("dynamem_node_pool_bytes", "Memory the node's managed VMs may share", ("node",))
 NODE_ASSIGNED = _Series("dynamem_node_assigned_bytes", "Memory assigned to the node's managed VMs", ("node",))
 NODE_OVER = _Series(
-    "dynamem_node_over_subscribed", "1 while the floors of the node's VMs exceed its pool", ("node",)
+    "dynamem_node_over_subscribed",
+    "1 while the node is over-subscribed: its pods' memory requests exceed its memory (policy dynamem), "
+    "or its VMs' floors exceed its pool (policy node-local)",
+    ("node",),
 )
 ROUND_SERIES = (VM_ASSIGNED, VM_DEMAND, VM_PRESSURE, VM_WARNING, NODE_POOL, NODE_ASSIGNED, NODE_OVER)
 

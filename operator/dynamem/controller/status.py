@@ -189,7 +189,7 @@ def desired_status(
             "NodeOverSubscribed",
             "True" if over is not None else "False",
             "FloorsExceedPool" if over is not None else "Fits",
-            over if over is not None else "the floors of the node's VMs fit its pool",
+            over if over is not None else "the node is not over-subscribed",
         ),
         _condition(
             "FieldOwnedByOtherManager",
