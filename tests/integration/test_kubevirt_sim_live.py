@@ -26,6 +26,7 @@ from dynamem.testing.controlplane import ControlPlane
 
 from .operator_harness import KubeVirtReads
 
+LIVE_MIGRATE = {"workloadUpdateMethods": ["LiveMigrate"]}  # as docs/install.md patches KubeVirt's CR
 FAST = MigrationOptions(bandwidth=8 * GI, updater_delay_s=0.3, pending_timeout_s=2.0, backoff_s=30.0)
 
 
@@ -297,14 +298,14 @@ def test_limits_hold_migrations_back(live: Callable[..., Live], unique_name: Cal
 
 
 @pytest.fixture
-def kubevirt_cr(control_plane: ControlPlane, namespace: str) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Sets the cluster's KubeVirt CR's ``spec.configuration`` (created in the test's namespace on first use,
-    deleted after the test)."""
+def kubevirt_cr(control_plane: ControlPlane, namespace: str) -> Iterator[Callable[..., None]]:
+    """Sets the cluster's KubeVirt CR's ``spec.configuration`` and its ``workloadUpdateStrategy`` (LiveMigrate
+    unless given; created in the test's namespace on first use, deleted after the test)."""
     api = control_plane.api_client()
     custom = k8s_client.CustomObjectsApi(api)
     made = False
 
-    def configure(configuration: dict[str, Any]) -> None:
+    def configure(configuration: dict[str, Any], updates: dict[str, Any] = LIVE_MIGRATE) -> None:
         nonlocal made
         body = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"}}
         if not made:
@@ -313,12 +314,12 @@ def kubevirt_cr(control_plane: ControlPlane, namespace: str) -> Iterator[Callabl
                 "v1",
                 namespace,
                 "kubevirts",
-                {**body, "spec": {"configuration": configuration}},
+                {**body, "spec": {"configuration": configuration, "workloadUpdateStrategy": updates}},
             )
             made = True
             return
         current = custom.get_namespaced_custom_object("kubevirt.io", "v1", namespace, "kubevirts", "kubevirt")
-        current["spec"] = {"configuration": configuration}
+        current["spec"] = {"configuration": configuration, "workloadUpdateStrategy": updates}
         custom.replace_namespaced_custom_object(
             "kubevirt.io", "v1", namespace, "kubevirts", "kubevirt", current
         )
@@ -406,3 +407,40 @@ def test_guest_metrics_follow_the_guest_model(
     )
     assert "# TYPE kubevirt_vmi_memory_swap_in_traffic_bytes gauge" in text
     assert "# TYPE kubevirt_vmi_memory_pgmajfault_total counter" in text
+
+
+def test_a_cr_that_lists_evict_without_live_migrate_restarts_a_vm_to_change_its_memory(
+    live: Callable[..., Live], unique_name: Callable[[str], str], kubevirt_cr: Callable[..., None]
+) -> None:
+    """KubeVirt's workload-updater (workload-updater.go, getUpdateData): with Evict and no LiveMigrate, a
+    VMI whose memory changed and has no migration is evicted, and the VM controller starts a new one at the
+    new size: the change costs a restart. With neither method, nothing carries the change out."""
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    kubevirt_cr({}, {"workloadUpdateMethods": []})
+    first = world.vmi("web")["metadata"]["uid"]
+    world.set_guest("web", "2Gi")
+    wait("the VMI showing the change", lambda: world.vmi("web")["spec"]["domain"]["memory"]["guest"] == "2Gi")
+    time.sleep(1.5)  # five updater delays: no migration, no eviction
+    vmi = world.vmi("web")
+    assert vmi["metadata"]["uid"] == first and vmi["status"]["memory"]["guestCurrent"] == "1Gi"
+    assert not world.custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
+    )["items"]
+
+    kubevirt_cr({}, {"workloadUpdateMethods": ["Evict"]})
+
+    def restarted() -> Mapping[str, Any] | None:
+        try:
+            vmi = world.vmi("web")
+        except k8s_client.ApiException:
+            return None
+        running = vmi.get("status", {}).get("phase") == "Running"
+        return vmi if vmi["metadata"]["uid"] != first and running else None
+
+    vmi = wait("web restarted", restarted)
+    assert vmi["status"]["memory"]["guestAtBoot"] == "2Gi"
+    assert not world.custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
+    )["items"]

@@ -79,6 +79,12 @@ NODE_LOCAL_POLICY = "node-local"
 OPERATOR_POLICIES = (*sorted(POLICIES), NODE_LOCAL_POLICY)
 
 
+EVICT_HELD = (
+    "held: the KubeVirt CR's workloadUpdateMethods have Evict without LiveMigrate, so KubeVirt would carry "
+    "out a memory change by evicting the VM (a restart)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RoundOptions:
     balance: BalanceConfig = field(default_factory=lambda: BalanceConfig(grow_headroom_percent=0))
@@ -103,6 +109,9 @@ class RoundOptions:
     memory_overcommit: int = 100
     # the KubeVirt CR's developerConfiguration.cpuAllocationRatio: a launcher asks its vCPUs / this of CPU
     cpu_allocation_ratio: int = CPU_ALLOCATION_RATIO
+    # the KubeVirt CR's workloadUpdateMethods have Evict without LiveMigrate: KubeVirt would carry out a
+    # running VM's memory change by evicting it (a restart), so none is made (kube/kubevirt_config.py)
+    evict_updates: bool = False
 
 
 @dataclass(slots=True)
@@ -223,6 +232,10 @@ class Balancer:
         if self.conflicts:
             self._end_conflicts({vm.key: vm for vm in observed.vms})
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
+        if self.options.evict_updates:
+            for vmi in observed.vmis:
+                if vmi.active:
+                    held.setdefault(vmi.key, EVICT_HELD)
         snapshot = build_snapshot(
             observed,
             reading,

@@ -50,13 +50,21 @@ class KubeVirtFollower:
             return False
         logger.info(
             "KubeVirt CR: parallelMigrationsPerCluster %s, parallelOutboundMigrationsPerNode %s, "
-            "launcher nodeSelectors %s, memoryOvercommit %s, cpuAllocationRatio %s",
+            "launcher nodeSelectors %s, memoryOvercommit %s, cpuAllocationRatio %s, workloadUpdateMethods %s",
             settings.per_cluster or "unset",
             settings.outbound_per_node or "unset",
             dict(settings.node_selectors) or "none",
             settings.memory_overcommit or "unset",
             settings.cpu_allocation_ratio or "unset",
+            list(settings.update_methods) or "unset",
         )
+        if settings.evicts:
+            logger.warning(
+                "the KubeVirt CR's workloadUpdateMethods %s have Evict without LiveMigrate: KubeVirt would "
+                "restart a VM to carry out its memory change, so dynamem changes no running VM until the CR "
+                "lists LiveMigrate",
+                list(settings.update_methods),
+            )
         self.settings = settings
         self.options = self.applied(settings)
         return True
@@ -74,4 +82,5 @@ class KubeVirtFollower:
             launcher_node_selectors=settings.node_selectors,
             memory_overcommit=settings.memory_overcommit or 100,
             cpu_allocation_ratio=settings.cpu_allocation_ratio or CPU_ALLOCATION_RATIO,
+            evict_updates=settings.evicts,
         )

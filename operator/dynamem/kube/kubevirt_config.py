@@ -13,7 +13,14 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   ``VMIResourcePredicates`` for every launcher, a migration's target included), so a target of a given size
   asks that of the node the scheduler counts;
 - ``developerConfiguration.cpuAllocationRatio`` (default 10, ``DefaultCPUAllocationRatio``): a launcher asks
-  its vCPUs / that of CPU (``WithoutDedicatedCPU``), which a VM that is off needs free to start.
+  its vCPUs / that of CPU (``WithoutDedicatedCPU``), which a VM that is off needs free to start;
+- ``spec.workloadUpdateStrategy.workloadUpdateMethods`` (beside ``configuration`` in the CR's spec; unset in
+  KubeVirt's own CR, ``manifests/generated/kubevirt-cr.yaml.in``): KubeVirt's workload-updater carries out a
+  VMI's memory hotplug by a migration only when the list has ``LiveMigrate``; with ``Evict`` and without
+  ``LiveMigrate`` it EVICTS the VMI instead, a restart (``watch/workload-updater/workload-updater.go``,
+  ``getUpdateData``: ``migratableOutdatedVMIs`` / ``evictOutdatedVMIs``). It does so for any VMI whose
+  hotplug has no unfinished migration: in the seconds before dynamem's own migration exists, and after that
+  migration failed. So under such a CR dynamem changes no running VM (:attr:`KubeVirtSettings.evicts`).
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
 every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`);
@@ -36,6 +43,7 @@ __all__ = [
     "memory_overcommit_of",
     "parallel_migrations_of",
     "parallel_outbound_migrations_of",
+    "update_methods_of",
 ]
 
 
@@ -48,6 +56,12 @@ class KubeVirtSettings:
     node_selectors: tuple[tuple[str, str], ...] = ()
     memory_overcommit: int | None = None
     cpu_allocation_ratio: int | None = None
+    update_methods: tuple[str, ...] = ()  # spec.workloadUpdateStrategy.workloadUpdateMethods
+
+    @property
+    def evicts(self) -> bool:
+        """KubeVirt's workload-updater would evict (restart) a VMI whose memory change it carries out."""
+        return "Evict" in self.update_methods and "LiveMigrate" not in self.update_methods
 
 
 def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
@@ -58,17 +72,35 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         node_selectors=tuple(sorted(launcher_node_selectors_of(config).items())),
         memory_overcommit=memory_overcommit_of(config),
         cpu_allocation_ratio=cpu_allocation_ratio_of(config),
+        update_methods=update_methods_of(config),
     )
+
+
+WORKLOAD_UPDATE_STRATEGY = "workloadUpdateStrategy"
 
 
 def configuration_of(listed: Mapping[str, Any]) -> Mapping[str, Any]:
     """The ``spec.configuration`` of the first KubeVirt CR in a LIST of them (a cluster has one), or empty:
-    KubeVirt's defaults."""
+    KubeVirt's defaults; with the spec's ``workloadUpdateStrategy`` beside its keys (KubeVirt's configuration
+    has no key of that name), the one other part of the spec dynamem follows."""
     for item in listed.get("items") or []:
-        found = (item.get("spec") or {}).get("configuration") if isinstance(item, Mapping) else None
-        if isinstance(found, Mapping):
-            return found
+        spec = item.get("spec") if isinstance(item, Mapping) else None
+        if not isinstance(spec, Mapping):
+            continue
+        found = spec.get("configuration")
+        config = dict(found) if isinstance(found, Mapping) else {}
+        strategy = spec.get(WORKLOAD_UPDATE_STRATEGY)
+        if isinstance(strategy, Mapping):
+            config[WORKLOAD_UPDATE_STRATEGY] = strategy
+        return config
     return {}
+
+
+def update_methods_of(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``spec.workloadUpdateStrategy.workloadUpdateMethods``, as :func:`configuration_of` carries it."""
+    strategy = config.get(WORKLOAD_UPDATE_STRATEGY)
+    methods = strategy.get("workloadUpdateMethods") if isinstance(strategy, Mapping) else None
+    return tuple(sorted({str(m) for m in methods})) if isinstance(methods, list) else ()
 
 
 def _positive(config: Mapping[str, Any], section: str, key: str) -> int | None:

@@ -232,17 +232,22 @@ class KubeVirtSimulator:
         defaults, that is the options'), and render and migrate by it from now on. A CR that cannot be read
         (not allowed, the API server restarting) leaves the settings as they were."""
         try:
-            listed = await self.custom.list_cluster_custom_object(*KUBEVIRT, plural="kubevirts")
-            config = configuration_of(cast(Mapping[str, Any], listed))
+            listed = cast(
+                Mapping[str, Any], await self.custom.list_cluster_custom_object(*KUBEVIRT, plural="kubevirts")
+            )
+            config = configuration_of(listed)
         except ApiException as exc:
             if exc.status != 404:  # not allowed, or no answer now: what it had (the tick goes on)
                 if exc.status != self._unreadable:
                     logger.warning("the KubeVirt CR is unreadable (%s %s)", exc.status, exc.reason)
                 self._unreadable = exc.status
                 return
-            config = {}  # no KubeVirt CRD
+            listed, config = {}, {}  # no KubeVirt CRD
         self._unreadable = None
         settings = kubevirt_settings(config)
+        # a CR that lists no workloadUpdateMethods makes no automated updates (KubeVirt's own CR sets none);
+        # without a CR the stand-in plays the documented install's, LiveMigrate
+        self.migrations.update_methods = settings.update_methods if listed.get("items") else ("LiveMigrate",)
         if settings == self.kubevirt:
             return
         self.kubevirt = settings

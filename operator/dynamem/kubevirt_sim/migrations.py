@@ -10,7 +10,11 @@ kubevirt/kubevirt v1.7.0 do:
   made it) gets a ``VirtualMachineInstanceMigration`` named ``kubevirt-workload-update-*`` with annotation
   ``kubevirt.io/workloadUpdateMigration``, no earlier than ``updater_delay_s`` (KubeVirt's
   ``defaultThrottleInterval``, 5 s) after the VMI showed the change or its last migration ended; it creates at
-  most ``per_cluster`` minus the running migrations at once.
+  most ``per_cluster`` minus the running migrations at once. It does so only while the KubeVirt CR's
+  ``workloadUpdateMethods`` list ``LiveMigrate`` (``update_methods``; with no CR, as the documented install
+  sets it); with ``Evict`` and without ``LiveMigrate`` it evicts the VMI instead (the launcher pod's eviction
+  ends the VMI, and the VM controller starts a new one: a restart, ``evictOutdatedVMIs``); with neither, it
+  does nothing.
 - :meth:`MigrationController.sync` is the migration controller (``watch/migration/migration.go``):
   ``handleTargetPodCreation`` holds a new target while running migrations >= ``per_cluster`` (5) or outbound
   migrations from the source node >= ``outbound_per_node`` (2), counting every migration whoever made it;
@@ -44,7 +48,7 @@ from typing import Any, Protocol
 from dynamem.kube.api import now_rfc3339
 from dynamem.kube.migration_target import HOST_MODEL, host_model_selector
 from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity
-from dynamem.kubevirt_sim.launcher import KUBEVIRT_DEFAULTS, Rendering, launcher_pod
+from dynamem.kubevirt_sim.launcher import CREATED_BY_LABEL, KUBEVIRT_DEFAULTS, Rendering, launcher_pod
 
 logger = logging.getLogger("dynamem.kubevirt_sim.migrations")
 
@@ -103,6 +107,8 @@ class KubeVirtWrites(Protocol):
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Mapping[str, Any]: ...
 
     async def delete_pod(self, key: ObjectKey) -> None: ...
+
+    async def delete_vmi(self, key: ObjectKey) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,9 @@ class MigrationController:
     succeeded: int = 0
     failed: int = 0
     rendering: Rendering = KUBEVIRT_DEFAULTS  # the KubeVirt CR's settings target pods are rendered under
+    # the KubeVirt CR's spec.workloadUpdateStrategy.workloadUpdateMethods (no CR: the documented install's)
+    update_methods: tuple[str, ...] = ("LiveMigrate",)
+    evicted: int = 0
 
     # -- workload-updater ----------------------------------------------------------------------------------
 
@@ -213,6 +222,10 @@ class MigrationController:
             since = max(seen, self.timers.last_ended.get(key, seen))
             if now - since < self.options.updater_delay_s:
                 continue
+            if "LiveMigrate" not in self.update_methods:
+                if "Evict" in self.update_methods:
+                    await self._evict(key, vmi, world)
+                continue
             body = {
                 "apiVersion": "kubevirt.io/v1",
                 "kind": "VirtualMachineInstanceMigration",
@@ -226,6 +239,20 @@ class MigrationController:
             created = await self.api.create_migration(key.namespace, body)
             room -= 1
             logger.info("%s: workload-updater created migration %s", key, dig(created, "metadata", "name"))
+
+    async def _evict(self, key: ObjectKey, vmi: Mapping[str, Any], world: World) -> None:
+        """``evictOutdatedVMIs``: the launcher pod is evicted, which ends the VMI; the VM controller starts a
+        new one (runStrategy Always) at the VM's memory: the change is carried out by a restart."""
+        uid = dig(vmi, "metadata", "uid")
+        for pod in world.pods:
+            if (dig(pod, "metadata", "labels") or {}).get(CREATED_BY_LABEL) == uid:
+                await self.api.delete_pod(ObjectKey(key.namespace, str(dig(pod, "metadata", "name"))))
+        await self.api.delete_vmi(key)
+        self.timers.change_seen.pop(key, None)
+        self.evicted += 1
+        logger.info(
+            "%s: workload-updater evicted the VMI (workloadUpdateMethods %s)", key, self.update_methods
+        )
 
     # -- migration controller ------------------------------------------------------------------------------
 

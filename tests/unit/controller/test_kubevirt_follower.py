@@ -14,10 +14,10 @@ from dynamem.controller.kubevirt_follower import KubeVirtFollower
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.snapshot import Observed
-from dynamem.kube.kubevirt_config import KubeVirtSettings, kubevirt_settings
+from dynamem.kube.kubevirt_config import KubeVirtSettings, configuration_of, kubevirt_settings
 
 from .builders_k8s import FakeWriter
-from .test_balancer import NOW, OPTIONS, workday
+from .test_balancer import NOW, OPTIONS, applied, run, workday
 from .test_demand_ahead import EmptyCluster
 
 LIMITS = {"migrations": {"parallelMigrationsPerCluster": 1, "parallelOutboundMigrationsPerNode": 1}}
@@ -120,3 +120,49 @@ def test_the_loop_reads_the_cr_again_with_the_periodic_list_and_the_next_round_f
     asyncio.run(scenario())
     # the first round with KubeVirt's default; the LIST after it read the CR's 1, which every later round has
     assert seen[0] == OPTIONS.balance.max_parallel_migrations != 1 and set(seen[1:]) == {1}, seen
+
+
+def listed(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {"items": [{"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "spec": spec}]}
+
+
+def test_workload_update_methods_come_from_the_crs_spec_beside_its_configuration() -> None:
+    evict = {"workloadUpdateStrategy": {"workloadUpdateMethods": ["Evict"]}}
+    assert kubevirt_settings(
+        configuration_of(listed({**evict, "configuration": LIMITS}))
+    ) == KubeVirtSettings(1, 1, update_methods=("Evict",))
+    assert kubevirt_settings(configuration_of(listed(evict))).evicts
+    both = {"workloadUpdateStrategy": {"workloadUpdateMethods": ["Evict", "LiveMigrate"]}}
+    assert not kubevirt_settings(configuration_of(listed(both))).evicts  # migratable VMIs are migrated
+    for unset in (
+        {},
+        {"workloadUpdateStrategy": {}},
+        {"workloadUpdateStrategy": {"workloadUpdateMethods": None}},
+    ):
+        assert kubevirt_settings(configuration_of(listed(unset))) == KubeVirtSettings()  # KubeVirt's own CR
+
+
+def test_a_cr_that_would_evict_for_a_memory_change_holds_every_running_vm_until_it_lists_live_migrate() -> (
+    None
+):
+    """KubeVirt's workload-updater evicts (restarts) a VMI whose hotplug has no migration when its CR lists
+    Evict without LiveMigrate (workload-updater.go, getUpdateData): no running VM is changed then, and its
+    status says why; once the CR lists LiveMigrate the paging VM is grown."""
+    evict = configuration_of(listed({"workloadUpdateStrategy": {"workloadUpdateMethods": ["Evict"]}}))
+    live = configuration_of(listed({"workloadUpdateStrategy": {"workloadUpdateMethods": ["LiveMigrate"]}}))
+    answers: list[Mapping[str, Any] | None] = [evict, live]
+
+    async def read() -> Mapping[str, Any] | None:
+        return answers.pop(0)
+
+    follower = KubeVirtFollower(read, OPTIONS)
+    assert asyncio.run(follower.refresh()) and follower.options.evict_updates
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter()
+    run(Balancer(writer, demand, follower.options, clock=lambda: NOW), world)
+    assert applied(writer) == []
+    assert "Evict without LiveMigrate" in str(dict(writer.statuses)["finance"])
+    assert asyncio.run(follower.refresh()) and not follower.options.evict_updates
+    writer = FakeWriter()
+    run(Balancer(writer, demand, follower.options, clock=lambda: NOW), world)
+    assert [name for name, _, _ in applied(writer)] == ["finance"]
