@@ -321,6 +321,12 @@ class Stack(KubeVirtReads):
         for name, gib in demand.items():
             self.sim.set_demand(self.namespace, name, int(gib * GI))
 
+    def set_run_strategy(self, name: str, strategy: str) -> None:
+        """Stop (``Halted``) or start (``Always``) a VM, as its owner would (``virtctl stop/start``)."""
+        self.custom.patch_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachines", name, {"spec": {"runStrategy": strategy}}
+        )
+
     def check_kubevirt_invariants(self) -> None:
         """What KubeVirt guarantees, checked on the live cluster at this moment (call it often):
 

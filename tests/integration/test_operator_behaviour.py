@@ -208,26 +208,39 @@ def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., St
         {"spec": {"template": {"spec": {"domain": {"memory": {"guest": "512Mi"}}}}}},
     )
     # dynamem mirrors the condition in the round that sees it, and in that round takes the refused value back
-    # (memory.guest to what the guest has), upon which KubeVirt clears the condition and the next round
-    # mirrors that: True lasts a fraction of a second, so every status write is watched, none polled.
+    # (memory.guest to what the guest has); KubeVirt keeps RestartRequired until the VM restarts (vm.go,
+    # cleanupRestartRequired only from startVMI/stopVMI) and handles no memory change meanwhile.
     seen = stack.watch_vmm("legacy", since, lambda body: condition_is(body, "RestartRequired"), 30)
     assert conditions(seen)["RestartRequired"]["reason"] == "KubeVirt"
     wait_until("memory.guest back at what the guest has", lambda: stack.guest("legacy") == GI, 30)
-    wait_until(
-        "RestartRequired cleared by KubeVirt, mirrored",
-        lambda: stack.conditions("legacy").get("RestartRequired") == "False",
-        30,
-    )
     reverted = [e for e in stack.events("legacy") if e["reason"] == "MemoryChangeReverted"]
     assert reverted and "not dynamem" in reverted[0]["note"], reverted
-    # the refused value was the hand edit's, not dynamem's: nothing is held, and the VM is still balanced
-    assert stack.vmm("legacy").get("status", {}).get("hold") is None
+    # the refused value was the hand edit's, not dynamem's: nothing is held, but KubeVirt's refusal stands
     stack.set_demand(legacy=1.6)
+    wait_until(
+        "the status saying KubeVirt wants a restart",
+        lambda: "KubeVirt wants a restart" in str(stack.vmm("legacy").get("status")),
+        30,
+    )
+    time.sleep(3)  # rounds go by: no change asked while KubeVirt refuses every one
+    assert stack.guest("legacy") == GI and stack.conditions("legacy").get("RestartRequired") == "True"
+    assert stack.vmm("legacy").get("status", {}).get("hold") is None
+    # the VM restarted (its owner stops and starts it): the refusal is gone, and the VM is balanced again
+    first = stack.vmi("legacy")["metadata"]["uid"]
+    stack.set_run_strategy("legacy", "Halted")
+    wait_until("legacy stopped", lambda: not stack.has("legacy"), 30)
+    stack.set_run_strategy("legacy", "Always")
+    wait_until(
+        "RestartRequired cleared by the restart, mirrored",
+        lambda: stack.conditions("legacy").get("RestartRequired") == "False",
+        60,
+    )
     wait_until(
         "a grow carried out",
         lambda: (stack.has("legacy") or 0) > GI and stack.guest("legacy") == stack.has("legacy"),
         90,
     )
+    assert stack.vmi("legacy")["metadata"]["uid"] != first
     assert stack.vmm("legacy").get("status", {}).get("hold") is None
 
 

@@ -817,7 +817,8 @@ def reverts(
 
     Another manager's request (``kubectl edit`` of memory.guest to less than the guest booted with, which
     KubeVirt answers with RestartRequired) is taken back too, since dynamem keeps the field, but holds
-    nothing: dynamem did not ask for it, and balancing the VM goes on once KubeVirt has cleared its refusal.
+    nothing: dynamem did not ask for it, and balancing the VM goes on once KubeVirt has cleared its refusal
+    (v1.7.0 keeps ``RestartRequired`` until the VM restarts, ``vm.go`` ``cleanupRestartRequired``).
     A manager that applies memory.guest declaratively blocks the VM instead and is never taken back.
     ``unrecorded``: per VM, when dynamem asked a change whose status is not written yet; ``unwritten``: VMs
     held by a hold no status records yet."""

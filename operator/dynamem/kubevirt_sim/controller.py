@@ -23,7 +23,10 @@ kwok (the control plane's kubelet) runs and removes them.
   (``vm.go``, ``handleMemoryHotplugRequest``) copies it to the VMI spec, shifting the VMI's memory request and
   limit by the difference when it has them; it refuses while ``HotMemoryChange`` is True ("another memory
   hotplug is in progress") or the VMI is migrating, and sets ``RestartRequired`` on the VM below
-  ``guestAtBoot``, above ``maxGuest`` or once ``HotMemoryChange`` is False. The VMI controller
+  ``guestAtBoot``, above ``maxGuest`` or once ``HotMemoryChange`` is False. ``RestartRequired`` stays until
+  the VMI stops or a new one starts (``cleanupRestartRequired``, from ``startVMI`` and ``stopVMI`` only), and
+  while the VM has it no memory change is handled at all (``sync``: the live-update handlers run only without
+  it), even one back to the running size. The VMI controller
   (``watch/vmi/lifecycle.go``, ``requireMemoryHotplug``) sets ``HotMemoryChange=True`` while the spec's guest
   differs from ``status.memory.guestRequested``. The workload-updater and migration controller
   (:mod:`.migrations`) carry it out as a live migration to another node.
@@ -383,7 +386,12 @@ class KubeVirtSimulator:
             "reason": "VMIConditionMissing",
             "lastTransitionTime": now_rfc3339(),
         }
-        others = [c for c in dig(vm, "status", "conditions") or [] if c.get("type") != "Ready"]
+        # startVMI -> cleanupRestartRequired: the new VMI is rendered from the VM's spec as it is now
+        others = [
+            c
+            for c in dig(vm, "status", "conditions") or []
+            if c.get("type") not in {"Ready", "RestartRequired"}
+        ]
         shown: dict[str, Any] = {"printableStatus": "Starting", "created": True, "ready": False}
         await self.api.patch_vm_status(view.key, {**shown, "conditions": [*others, ready]})
         logger.info("created VMI %s", view.key)
@@ -414,7 +422,10 @@ class KubeVirtSimulator:
             await self.api.patch_vm_status(ObjectKey.of(vm), {"conditions": [*others, _off_now()]})
 
     async def _handle_memory_hotplug_request(self, vm: Mapping[str, Any], vmi: Mapping[str, Any]) -> None:
-        """``vm.go``, ``handleMemoryHotplugRequest`` (and ``setRestartRequired``), in its order of checks."""
+        """``vm.go``, ``handleMemoryHotplugRequest`` (and ``setRestartRequired``), in its order of checks;
+        not at all while the VM has ``RestartRequired`` (``sync`` skips every live update then)."""
+        if condition_is(vm, "RestartRequired"):
+            return
         key = ObjectKey.of(vm)
         wanted = vm_view(vm).guest
         spec_guest = quantity_bytes(dig(vmi, "spec", "domain", "memory", "guest"))
@@ -433,7 +444,6 @@ class KubeVirtSimulator:
                 "memory updated in template spec. Memory-hotplug failed and is not available for this VM"
             )
         elif wanted == spec_guest:
-            await self._set_restart_required(vm, None)
             return
         else:
             at_boot = quantity_bytes(memory.get("guestAtBoot"))
@@ -447,8 +457,8 @@ class KubeVirtSimulator:
                 restart = "memory updated in template spec to a value lower than what the VM started with"
             elif wanted > ceiling:
                 restart = "memory updated in template spec to a value higher than what's available"
-        await self._set_restart_required(vm, restart)
         if restart is not None:
+            await self._set_restart_required(vm, restart)
             return
         delta = wanted - current
         domain: dict[str, Any] = {"memory": {"guest": to_quantity(wanted)}}
@@ -464,23 +474,21 @@ class KubeVirtSimulator:
         await self.api.patch_vmi(key, {"spec": {"domain": domain}})
         logger.info("%s: hotplugging memory to %s", key, to_quantity(wanted))
 
-    async def _set_restart_required(self, vm: Mapping[str, Any], message: str | None) -> None:
-        has = condition_is(vm, "RestartRequired")
-        if (message is not None) == has:
-            return
+    async def _set_restart_required(self, vm: Mapping[str, Any], message: str) -> None:
+        """``setRestartRequired``: the condition is only ever added here (its removal is the VMI's start or
+        stop, :meth:`_create_vmi`, :meth:`_stop`)."""
         conditions: list[dict[str, str]] = [
             c for c in dig(vm, "status", "conditions") or [] if c.get("type") != "RestartRequired"
         ]
-        if message is not None:
-            conditions.append(
-                {
-                    "type": "RestartRequired",
-                    "status": "True",
-                    "reason": "RestartRequired",
-                    "message": message,
-                    "lastTransitionTime": now_rfc3339(),
-                }
-            )
+        conditions.append(
+            {
+                "type": "RestartRequired",
+                "status": "True",
+                "reason": "RestartRequired",
+                "message": message,
+                "lastTransitionTime": now_rfc3339(),
+            }
+        )
         await self.api.patch_vm_status(ObjectKey.of(vm), {"conditions": conditions})
 
     # -- VMI controller and virt-handler -----------------------------------------------------------------
