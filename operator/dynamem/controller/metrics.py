@@ -33,7 +33,11 @@ class _Series:
 
 VM_LABELS = ("namespace", "name", "node")
 VM_ASSIGNED = _Series("dynamem_vm_assigned_bytes", "Memory dynamem assigned to the VM", VM_LABELS)
-VM_DEMAND = _Series("dynamem_vm_demand_bytes", "Memory in use in the guest, as measured", VM_LABELS)
+VM_DEMAND = _Series(
+    "dynamem_vm_demand_bytes",
+    "Memory the VM needs as dynamem estimates it: its use, more while it pages or its use rises",
+    VM_LABELS,
+)
 VM_PRESSURE = _Series("dynamem_vm_pressure_percent", "Demand as a percent of assigned memory", VM_LABELS)
 VM_WARNING = _Series("dynamem_vm_warning", "1 while the VM has less memory than it uses", VM_LABELS)
 NODE_POOL = _Series("dynamem_node_pool_bytes", "Memory the node's managed VMs may share", ("node",))

@@ -131,10 +131,19 @@ def decided(
     )
 
 
+def shown_demand(item: Managed, decision: VmDecision | None) -> int | None:
+    """The demand a status shows: the plan's (the window's peak use, more while the guest pages or its use
+    rises), which pressure and memoryStatus are judged on; the measured use where the plan made none."""
+    if decision is not None and decision.demand is not None:
+        return decision.demand
+    return item.demand
+
+
 def measured(item: Managed, decision: VmDecision | None) -> Status:
     """The measurements of the status this round calls for: demand, target, pressure (as written)."""
+    demand = shown_demand(item, decision)
     return {
-        "demand": human_bytes(item.demand) if item.demand is not None else None,
+        "demand": human_bytes(demand) if demand is not None else None,
         "target": to_quantity(decision.target) if decision is not None else None,
         "pressure": decision.pressure if decision is not None else None,
     }
@@ -263,7 +272,7 @@ def _measures(status: Mapping[str, Any]) -> Measures | None:
 
 def _measures_of(item: Managed, decision: VmDecision | None) -> Measures:
     """:func:`measured` in numbers: demand as written (to the MiB, :func:`human_bytes`), target, pressure."""
-    demand = item.demand
+    demand = shown_demand(item, decision)
     if demand is not None and demand % MI:
         demand = round(demand / MI) * MI
     if decision is None:

@@ -174,3 +174,15 @@ def test_a_change_whose_vm_no_longer_asks_it_is_let_go_at_its_deadline() -> None
     round_of(balancer, world)
     assert writer.applies  # planned afresh
     assert all(p.asked_at == clock[0] for p in balancer.placements.values())
+
+
+def test_a_paging_vms_status_shows_the_demand_its_pressure_is_judged_on() -> None:
+    """`kubectl get vmmem`: DEMAND and PRESSURE on one row agree. A guest paging at 1Gi shows 886Mi used; the
+    plan takes its demand as a guess above its size, and the status shows that guess, not the capped use."""
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    round_of(Balancer(writer, PagingGuests(busy={"finance"}), CLUSTER, clock=lambda: NOW), world)
+    status = dict(writer.statuses)["finance"]
+    shown, assigned = quantity_bytes(status["demand"]), quantity_bytes(status["assigned"])
+    assert shown is not None and assigned is not None
+    assert shown > GI - 138 * MI  # the plan's demand, not the capped use the guest shows
+    assert status["pressure"] == round(100 * shown / assigned)
