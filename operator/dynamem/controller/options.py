@@ -24,6 +24,7 @@ from dynamem.sim.scenario import duration_seconds
 # One set of defaults for the operator and both simulators: BalanceConfig's own (its grow headroom is 0, the
 # value the operator always had, so the seed's workday keeps its exact numbers end to end).
 OPERATOR_BALANCE = BalanceConfig()
+MIN_SHRINK_WINDOW_S = 60.0  # Prometheus is asked for a minute at least (controller/demand.py, signal_queries)
 
 
 class OptionError(ValueError):
@@ -171,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=b.cooldown_s,
         help=f"seconds a VM is held after a change (default {b.cooldown_s:g})",
     )
+    add(
+        "--shrink-window",
+        type=_seconds,
+        default=b.shrink_window_s,
+        help=f"a VM shrinks only on use that stayed low this long, the window its peak use and rise are read "
+        f"over, and a rising use is grown ahead of by as long (default {b.shrink_window_s:g} s, at least "
+        f"{MIN_SHRINK_WINDOW_S:g}; shorter for a scenario played faster than real time)",
+    )
     add("--max-changes-per-node", type=int, default=None, help="at most this many changes per node per round")
     add("--reserve", default="0", help="memory per node kept back from the VMs (default 0)")
     add(
@@ -278,6 +287,10 @@ def parse_options(argv: list[str]) -> OperatorOptions:
             raise OptionError(flag, value, "must be 0 to 100")
     if not args.cooldown >= 0:  # also refuses NaN
         raise OptionError("--cooldown", args.cooldown, "must not be negative")
+    if not args.shrink_window >= MIN_SHRINK_WINDOW_S:  # also refuses NaN
+        raise OptionError(
+            "--shrink-window", args.shrink_window, f"must be at least {MIN_SHRINK_WINDOW_S:g} s"
+        )
     if args.max_changes_per_node is not None and args.max_changes_per_node < 1:
         raise OptionError("--max-changes-per-node", args.max_changes_per_node, "must be at least 1")
     if args.max_parallel_migrations is not None and args.max_parallel_migrations < 1:
@@ -331,6 +344,8 @@ def parse_options(argv: list[str]) -> OperatorOptions:
         grow_headroom_percent=args.grow_headroom_percent,
         idle_spare_ranges=None if args.shrink_idle_always else OPERATOR_BALANCE.idle_spare_ranges,
         cooldown_s=args.cooldown,
+        shrink_window_s=args.shrink_window,
+        trend_horizon_s=args.shrink_window,
         max_changes_per_node=args.max_changes_per_node,
         max_parallel_migrations=args.max_parallel_migrations or OPERATOR_BALANCE.max_parallel_migrations,
     )

@@ -38,7 +38,7 @@ def test_every_flag() -> None:
         *("--dead-band", "64Mi", "--dead-band-percent", "0"),
         *("--shrink-band", "1Gi", "--shrink-band-percent", "100"),
         *("--grow-headroom-percent", "50", "--cooldown", "30", "--max-changes-per-node", "1"),
-        "--shrink-idle-always",
+        *("--shrink-idle-always", "--shrink-window", "2m"),
         *("--reserve", "1.5Gi", "--default-overhead", "200Mi"),
         *("--policy", "static", "--metrics-port", "0", "--metrics-address", "127.0.0.1"),
         *("--liveness", "http://0.0.0.0:8081/healthz", "--standalone", "--lease-name", "team"),
@@ -60,6 +60,8 @@ def test_every_flag() -> None:
         idle_spare_ranges=None,
         cooldown_s=30.0,
         max_changes_per_node=1,
+        shrink_window_s=120.0,
+        trend_horizon_s=120.0,
     )
     assert options.reserve == 1536 * MI  # 1.5 x 1024
     assert options.default_overhead == 200 * MI
@@ -104,6 +106,8 @@ def test_byte_flags(flag: str, value: str, expected: int) -> None:
         pytest.param(["--shrink-band-percent", "101"], "--shrink-band-percent", "101", id="shrink-percent"),
         pytest.param(["--grow-headroom-percent", "-5"], "--grow-headroom-percent", "-5", id="headroom"),
         pytest.param(["--cooldown", "-1"], "--cooldown", "-1.0", id="cooldown-negative"),
+        pytest.param(["--shrink-window", "30s"], "--shrink-window", "30.0", id="shrink-window-short"),
+        pytest.param(["--shrink-window", "nan"], "--shrink-window", "nan", id="shrink-window-nan"),
         pytest.param(["--max-changes-per-node", "0"], "--max-changes-per-node", "0", id="max-changes-zero"),
         pytest.param(
             ["--prometheus-url", "prom:9090"], "--prometheus-url", "'prom:9090'", id="url-no-scheme"
