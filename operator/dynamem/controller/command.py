@@ -17,6 +17,18 @@ from dynamem.controller.options import OptionError, parse_options
 from dynamem.kube.credentials import credentials_problem
 
 
+def configure_logging(level: str) -> None:
+    """The operator's log: the balancer's decisions at INFO, not buried under the libraries' chatter.
+
+    kopf logs each watch event's handler at INFO ("Handler ... succeeded", one line per event of every VM,
+    VMI, pod and node): shown from ``--log-level DEBUG`` only; its failures are WARNING and ERROR."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    wanted = logging.getLevelNamesMapping()[level]
+    for noisy in ("httpx", "httpcore", "kubernetes", "aiohttp"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, wanted))
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if wanted <= logging.DEBUG else logging.WARNING)
+
+
 def main(argv: list[str]) -> int:
     try:
         options = parse_options(argv)
@@ -27,9 +39,7 @@ def main(argv: list[str]) -> int:
     if problem is not None:
         print(f"dynamem run: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=options.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "httpcore", "kubernetes", "aiohttp"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(options.log_level)
     if options.kubeconfig:
         os.environ["KUBECONFIG"] = options.kubeconfig  # kopf's own login reads it too
     tune_for_large_heap()
