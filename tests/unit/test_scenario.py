@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dynamem.policy import GiB, MiB
-from dynamem.sim.scenario import ScenarioError, load_scenario
+from dynamem.sim.scenario import ScenarioError, load_scenario, parse_scenario
 
 GOOD = """\
 step: 15m
@@ -77,7 +77,10 @@ def test_optional_settings(tmp_path: Path) -> None:
             "step: 15m", "step: soon", "field 'step': 'soon' is not a duration (e.g. 15m, 30s, 1h)", id="step"
         ),
         pytest.param(
-            "b: [null, 0]", "b: [null]", "vm 'b': field 'demand': 1 values, the first VM has 2", id="length"
+            "b: [null, 0]",
+            "b: [null]",
+            "field 'demand': one value per step for every VM, but vm 'a' has 2, vm 'b' has 1",
+            id="length",
         ),
         pytest.param(
             "  b: [null, 0]\n",
@@ -228,3 +231,17 @@ def test_bad_kubevirt_keys_name_the_field(tmp_path: Path, extra: str, message: s
         load_scenario(path)
     text = str(caught.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+def test_the_vm_whose_demand_has_a_step_too_few_is_the_one_named() -> None:
+    """Of three VMs, the first has one value too few: it is named, not the two that agree."""
+    data = {
+        "step": "15m",
+        "nodes": [{"name": "host", "memory": "8Gi"}],
+        "vms": [{"name": n, "node": "host", "startup": "1Gi", "maximum": "4Gi"} for n in ("a", "b", "c")],
+        "demand": {"a": ["1Gi", "1Gi"], "b": ["1Gi"] * 3, "c": ["1Gi"] * 3},
+    }
+    with pytest.raises(
+        ScenarioError, match=r"^<scenario>: vm 'a': field 'demand': 2 values, the other VMs have 3$"
+    ):
+        parse_scenario(data)

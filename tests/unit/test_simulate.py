@@ -160,6 +160,19 @@ def test_a_chart_that_cannot_be_written_is_refused_before_the_run(
 
 
 @pytest.mark.parametrize(
+    ("name", "problem"), [("missing/steps.json", "no such directory"), ("", "is a directory")]
+)
+def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(
+    workday_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    out = tmp_path / name
+    assert cli_main(["simulate", workday_path, "--json", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"dynamem simulate: --json {str(out)!r}: ") and problem in captured.err
+    assert captured.out == ""  # nothing run: no table printed and then lost
+
+
+@pytest.mark.parametrize(
     ("flags", "problem"),
     [
         (["--out", "chart.txt"], "--out 'chart.txt': '.txt' is no chart format"),

@@ -57,6 +57,18 @@ def main(argv: list[str]) -> int:
     from dynamem.sim.simulate import simulate
 
     interval: float | None = None
+    if args.json:  # told before the run, not after its table, as --plot is
+        target = Path(args.json)
+        problem = (
+            "is a directory"
+            if target.is_dir()
+            else None
+            if target.parent.is_dir()
+            else f"no such directory {str(target.parent)!r}"
+        )
+        if problem is not None:
+            print(f"dynamem simulate: --json {args.json!r}: {problem}", file=sys.stderr)
+            return 2
     if args.plot:
         from dynamem.sim.plot import chart_problem
 

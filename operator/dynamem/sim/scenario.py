@@ -36,6 +36,7 @@ matter there (``--model hyperv`` resizes in place). The defaults are KubeVirt v1
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -172,6 +173,20 @@ def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(data, source)
 
 
+def _steps_problem(lengths: dict[str, int]) -> str | None:
+    """Every VM's demand has one value per step: the VM whose count differs from most VMs' is named (of two
+    that differ, both)."""
+    counts = Counter(lengths.values())
+    if len(counts) < 2:
+        return None
+    (usual, times), (_, next_times) = counts.most_common(2)
+    if times == next_times:
+        shown = ", ".join(f"vm {name!r} has {count}" for name, count in lengths.items())
+        return f"field 'demand': one value per step for every VM, but {shown}"
+    odd = next(name for name, count in lengths.items() if count != usual)
+    return f"vm {odd!r}: field 'demand': {lengths[odd]} values, the other VMs have {usual}"
+
+
 def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
     """Check an already parsed scenario (a mapping as YAML gives it)."""
 
@@ -274,17 +289,17 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
         if key not in vm_names:
             raise fail(f"vm {key!r}: field 'demand': not a VM of this scenario")
     demand: dict[str, tuple[int | None, ...]] = {}
-    length: int | None = None
     for name in vm_names:
         series = raw_demand.get(name)
         if series is None:
             raise fail(f"vm {name!r}: field 'demand': missing")
         if not isinstance(series, list) or not series:
             raise fail(f"vm {name!r}: field 'demand': expected a non-empty list of quantities or null")
-        if length is None:
-            length = len(series)
-        elif len(series) != length:
-            raise fail(f"vm {name!r}: field 'demand': {len(series)} values, the first VM has {length}")
+    steps_problem = _steps_problem({name: len(raw_demand[name]) for name in vm_names})
+    if steps_problem is not None:
+        raise fail(steps_problem)
+    for name in vm_names:
+        series = raw_demand[name]
         values: list[int | None] = []
         for step, value in enumerate(series):
             if value is None:
