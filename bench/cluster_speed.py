@@ -10,6 +10,7 @@ made. The last line is machine-readable: ``cluster_speed: vms=<n> nodes=<m> medi
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import sys
@@ -78,7 +79,9 @@ def measure(nodes: int, vms_per_node: int, cpu: bool = False) -> float:
 
 
 def main() -> int:
-    cpu = "--cpu" in sys.argv
+    parser = argparse.ArgumentParser(prog="bench/cluster_speed.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="launchers ask CPU and pod slots too")
+    cpu = parser.parse_args().cpu
     measure(1000, 10, cpu)
     median = measure(3000, 10, cpu)
     print(f"cluster_speed: vms=30000 nodes=3000 cpu={cpu} median_s={median:.4f}")

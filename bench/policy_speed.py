@@ -9,6 +9,7 @@ The last line is machine-readable: ``policy_speed: vms=100000 nodes=10000 median
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import sys
@@ -70,6 +71,7 @@ def plan_cost(nodes: list[NodeState], config: BalanceConfig) -> float:
 
 
 def main() -> int:
+    argparse.ArgumentParser(prog="bench/policy_speed.py", description=__doc__.splitlines()[0]).parse_args()
     config = BalanceConfig()
     last = ""
     for vms, node_count in ((10_000, 1_000), (100_000, 10_000)):

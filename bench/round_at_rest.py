@@ -21,11 +21,12 @@ each launcher passes on, are counted every round.
 on the hostname (HA pairs at K=2), so every round judges inter-pod affinity for every VM
 (:mod:`dynamem.kube.pod_affinity`).
 Run: ``.venv/bin/python bench/round_at_rest.py [N [POLICY]] [--default-gc] [--read-in-round]
-[--anti-affinity=K] [--pods]`` (default 10000, the operator's default policy).
+[--anti-affinity K] [--pods]`` (default 10000, the operator's default policy).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -184,25 +185,32 @@ async def main(
     )
 
 
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/round_at_rest.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "vms", nargs="?", type=int, default=10_000, help="VMs, on VMS/20 nodes (default 10000)"
+    )
+    parser.add_argument("policy", nargs="?", default=CLUSTER_POLICY, help=f"default {CLUSTER_POLICY}")
+    parser.add_argument("--default-gc", action="store_true", help="CPython's collector, collecting in rounds")
+    parser.add_argument("--read-in-round", action="store_true", help="each round reads demand for itself")
+    parser.add_argument(
+        "--anti-affinity", type=int, default=0, metavar="K", help="VMs in anti-affine groups of K"
+    )
+    parser.add_argument("--pods", action="store_true", help="every VMI's launcher pod in the view")
+    return parser.parse_args()
+
+
 if __name__ == "__main__":
-    tuned = "--default-gc" not in sys.argv
-    if tuned:
+    arguments = _arguments()
+    if not arguments.default_gc:
         tune_for_large_heap()  # as ``dynamem run`` does
-    in_round = "--read-in-round" in sys.argv
-    anti = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--anti-affinity=")), 0)
-    with_pods = "--pods" in sys.argv
-    sys.argv = [
-        a
-        for a in sys.argv
-        if a not in {"--default-gc", "--read-in-round", "--pods"} and not a.startswith("--anti")
-    ]
     asyncio.run(
         main(
-            int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
-            sys.argv[2] if len(sys.argv) > 2 else CLUSTER_POLICY,
-            pause_gc=tuned,
-            read_in_round=in_round,
-            anti_affinity=anti,
-            pods=with_pods,
+            arguments.vms,
+            arguments.policy,
+            pause_gc=not arguments.default_gc,
+            read_in_round=arguments.read_in_round,
+            anti_affinity=arguments.anti_affinity,
+            pods=arguments.pods,
         )
     )
