@@ -12,6 +12,26 @@ import httpx
 
 from dynamem.testing.controlplane import free_port
 
+LOG_DIR = Path(tempfile.gettempdir()) / "dynamem-operator-logs"
+KEPT_LOGS = 60  # the newest; a test run starts some fifty replicas, a demo one
+
+
+def _age(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run
+        return 0.0
+
+
+def new_log() -> Path:
+    """A fresh log file in :data:`LOG_DIR`, the oldest beyond :data:`KEPT_LOGS` removed: the logs of the
+    latest runs stay for reading after a failure, and runs do not pile them up for ever."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    logs = sorted(LOG_DIR.glob("dynamem-operator-*.log"), key=_age, reverse=True)
+    for old in logs[KEPT_LOGS - 1 :]:
+        old.unlink(missing_ok=True)
+    return Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log", dir=LOG_DIR)[1])
+
 
 class OperatorProcess:
     """``dynamem run --namespace NS [--standalone]`` against a kubeconfig, logging to a temporary file."""
@@ -27,7 +47,7 @@ class OperatorProcess:
         standalone: bool = True,
     ) -> None:
         self.metrics_port = metrics_port or free_port()
-        self.log = Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log")[1])
+        self.log = new_log()
         self.args = [
             sys.executable,
             "-m",
