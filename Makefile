@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DYNAMEM_CACHE ?= $(HOME)/.cache/dynamem
 
-.PHONY: help venv lint typecheck unit integration test controlplane prometheus guestlab cluster cluster-down demo bench image-lint clean kind
+.PHONY: help venv lint typecheck unit integration test controlplane prometheus guestlab cluster cluster-down demo bench clean kind
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
