@@ -46,10 +46,12 @@ REFUSED = [
     pytest.param({"buffer": 96}, "spec.buffer", id="buffer-above-95"),
     pytest.param({"buffer": "20%"}, "spec.buffer", id="buffer-not-an-integer"),
     pytest.param(
-        {"priority": 101}, "spec.priority must be an integer from 0 to 100", id="priority-above-100"
+        {"priority": 101},
+        "spec.priority must be an integer from 0 to 100, or low, medium or high, not 101",
+        id="priority-above-100",
     ),
     pytest.param({"priority": -1}, "spec.priority must be an integer from 0 to 100", id="priority-negative"),
-    pytest.param({"priority": "urgent"}, "low, medium or high", id="priority-unknown-word"),
+    pytest.param({"priority": "urgent"}, "low, medium or high, not urgent", id="priority-unknown-word"),
     pytest.param({"startup": None}, "spec.startup: Required value", id="startup-missing"),
     pytest.param({"maximum": None}, "spec.maximum: Required value", id="maximum-missing"),
 ]
