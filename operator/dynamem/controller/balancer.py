@@ -565,7 +565,7 @@ class Balancer:
                 raise
             except ApiException as exc:
                 self._release(key)
-                if exc.status in {409, 422}:  # KubeVirt's admission: a migration of this VMI exists
+                if _race_lost(exc):  # KubeVirt's admission: a migration of this VMI exists
                     note = f"migration to {placement.target} refused ({_message(exc)}): another came first"
                     await self._event(item, "Normal", "MigrationRaceLost", note)
                 else:
@@ -713,6 +713,15 @@ def _message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:500]
     except (TypeError, ValueError):
         return str(exc.reason)
+
+
+def _race_lost(exc: ApiException) -> bool:
+    """A migration refused because another of the VMI is under way: KubeVirt's webhook answers 400 ("in-flight
+    migration detected", ``migration-create-admitter.go`` through ``webhooks.go``
+    ``ToAdmissionResponseError``), which the API server relays; 409 and 422 are read the same."""
+    if exc.status in {409, 422}:
+        return True
+    return exc.status == 400 and "in-flight migration" in _message(exc)
 
 
 def take_over(item: Managed, change: MemoryChange) -> bool:

@@ -231,8 +231,9 @@ class KubeApi:
         ``spec.addedNodeSelector`` ``{kubernetes.io/hostname: node}`` is merged into the target pod's node
         selector by KubeVirt's migration controller (``pkg/virt-controller/watch/migration/migration.go``,
         ``createTargetPod``), so the kube-scheduler may only bind it there. Not retried (a retry could make a
-        second migration, which KubeVirt's admission refuses anyway); 409/422 (a migration of this VMI exists,
-        KubeVirt's ``pkg/virt-api/webhooks/validating-webhook/admitters/migration-create-admitter.go``) raise
+        second migration, which KubeVirt's admission refuses anyway); its refusal (400 "in-flight migration
+        detected": a migration of this VMI exists, KubeVirt's
+        ``pkg/virt-api/webhooks/validating-webhook/admitters/migration-create-admitter.go``) raises
         :class:`ApiException` for the caller to read as a lost race.
         """
         body = {

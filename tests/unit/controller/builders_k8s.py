@@ -287,14 +287,18 @@ class FakeWriter:
     down_apply: set[str] = field(default_factory=set)
     fail_status: set[str] = field(default_factory=set)
     migrations: list[tuple[str, str, str, str]] = field(default_factory=list)  # namespace, vmi, node, reason
-    refuse_migration: set[str] = field(default_factory=set)  # VMIs with a migration already (admission 409)
+    refuse_migration: set[str] = field(default_factory=set)  # VMIs with a migration already (admission 400)
 
     async def create_migration(
         self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
     ) -> str:
-        if vmi in self.refuse_migration:
-            body = json.dumps({"message": f"in-flight migration detected for {vmi}"})
-            raise ApiException(status=409, reason="Conflict", body=body)
+        if vmi in self.refuse_migration:  # as the API server relays KubeVirt's webhook (webhooks.go: 400)
+            message = (
+                'admission webhook "migration-create-validator.kubevirt.io" denied the request: in-flight '
+                "migration detected. Active migration job (1234) is currently already in progress for VMI "
+                f"{vmi}."
+            )
+            raise ApiException(status=400, reason="Bad Request", body=json.dumps({"message": message}))
         self.migrations.append((namespace, vmi, node, reason))
         return f"{vmi}-dynamem-{len(self.migrations)}"
 
