@@ -14,6 +14,8 @@ def credentials_problem(kubeconfig: str | None) -> str | None:
     kubeconfig (``kubeconfig``, else ``$KUBECONFIG`` or ``~/.kube/config``)."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         return None  # in a pod: the service account's token
+    if kubeconfig is not None and not os.path.isfile(kubeconfig):
+        return f"--kubeconfig {kubeconfig!r}: no such file"
     try:
         config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     except (config.ConfigException, OSError, ValueError) as exc:

@@ -14,7 +14,7 @@ from dynamem.controller.command import configure_logging, credentials_problem, m
 def test_missing_kubeconfig_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     problem = credentials_problem("/nonexistent/kubeconfig")
-    assert problem is not None and problem.startswith("--kubeconfig '/nonexistent/kubeconfig': ")
+    assert problem == "--kubeconfig '/nonexistent/kubeconfig': no such file"
 
 
 def test_usable_kubeconfig_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
