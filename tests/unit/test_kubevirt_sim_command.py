@@ -55,7 +55,7 @@ def test_no_credentials_is_one_line_not_a_traceback(
     missing = str(tmp_path / "nowhere" / "kubeconfig")
     assert main([scenario, "--kubeconfig", missing]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"dynamem kubevirt-sim: --kubeconfig {missing!r}: no usable cluster credentials")
+    assert err.startswith(f"dynamem kubevirt-sim: --kubeconfig {missing!r}: no such file")
     assert "Traceback" not in err and err.count("\n") == 1
 
 
