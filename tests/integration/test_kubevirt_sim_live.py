@@ -444,3 +444,30 @@ def test_a_cr_that_lists_evict_without_live_migrate_restarts_a_vm_to_change_its_
     assert not world.custom.list_namespaced_custom_object(
         "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
     )["items"]
+
+
+def test_only_the_newest_five_finished_migrations_of_a_vmi_are_kept(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    """KubeVirt's migration controller deletes all but the newest five finished migrations of a VMI
+    (migration.go, garbageCollectFinalizedMigrations), so whoever counts failures sees at most five."""
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+
+    def migrations() -> list[Mapping[str, Any]]:
+        listed = world.custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
+        )
+        return [m for m in listed["items"] if not m["metadata"].get("deletionTimestamp")]
+
+    def done(size: str) -> bool:
+        status = world.vmi("web")["status"]
+        settled = all(m.get("status", {}).get("phase") == "Succeeded" for m in migrations())
+        return status["memory"]["guestCurrent"] == size and settled
+
+    for step, size in enumerate(["2Gi", "1Gi", "2Gi", "1Gi", "2Gi", "1Gi", "2Gi"]):
+        world.set_guest("web", size)
+        wait(f"change {step + 1} to {size} done", lambda size=size: done(size), timeout=60)
+    wait("the older migrations collected", lambda: len(migrations()) == 5)
+    assert all(m["status"]["phase"] == "Succeeded" for m in migrations())

@@ -131,6 +131,15 @@ class _Api:
             body={"status": dict(status)}, _content_type=MERGE,
         )  # fmt: skip
 
+    async def delete_migration(self, key: ObjectKey) -> None:
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                *KUBEVIRT, namespace=key.namespace, plural=MIGRATIONS, name=key.name
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # gone already: as KubeVirt, nothing to do
+                raise
+
     async def patch_vmi(self, key: ObjectKey, patch: Mapping[str, Any]) -> None:
         """KubeVirt's VMI CRD has no status subresource: status goes with the object."""
         await self.custom.patch_namespaced_custom_object(

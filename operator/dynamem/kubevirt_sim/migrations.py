@@ -110,6 +110,11 @@ class KubeVirtWrites(Protocol):
 
     async def delete_vmi(self, key: ObjectKey) -> None: ...
 
+    async def delete_migration(self, key: ObjectKey) -> None: ...
+
+
+KEPT_FINISHED = 5  # migration.go, defaultFinalizedMigrationGarbageCollectionBuffer
+
 
 @dataclass(frozen=True)
 class World:
@@ -257,6 +262,7 @@ class MigrationController:
     # -- migration controller ------------------------------------------------------------------------------
 
     async def sync(self, world: World) -> None:
+        await self._collect_finished(world)
         running = [m for m in world.migrations if is_running(m)]
         for migration in sorted(world.migrations, key=lambda m: str(dig(m, "metadata", "creationTimestamp"))):
             phase = migration_phase(migration)
@@ -279,6 +285,20 @@ class MigrationController:
                 await self._follow_target(world, migration, vmi)
             elif phase == RUNNING:
                 await self._finish_if_copied(world, migration, vmi)
+
+    async def _collect_finished(self, world: World) -> None:
+        """``garbageCollectFinalizedMigrations``: of a VMI's finished migrations only the newest
+        :data:`KEPT_FINISHED` stay (by creation time); KubeVirt deletes older ones as each one finishes."""
+        finished: dict[ObjectKey, list[Mapping[str, Any]]] = {}
+        for migration in world.migrations:
+            if migration_phase(migration) in FINAL and not dig(migration, "metadata", "deletionTimestamp"):
+                finished.setdefault(migration_vmi(migration), []).append(migration)
+        for key, done in finished.items():
+            done.sort(
+                key=lambda m: (str(dig(m, "metadata", "creationTimestamp")), str(dig(m, "metadata", "name")))
+            )
+            for old in done[: max(0, len(done) - KEPT_FINISHED)]:
+                await self.api.delete_migration(ObjectKey(key.namespace, str(dig(old, "metadata", "name"))))
 
     async def _start_target(
         self,
