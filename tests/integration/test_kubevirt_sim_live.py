@@ -471,3 +471,39 @@ def test_only_the_newest_five_finished_migrations_of_a_vmi_are_kept(
         wait(f"change {step + 1} to {size} done", lambda size=size: done(size), timeout=60)
     wait("the older migrations collected", lambda: len(migrations()) == 5)
     assert all(m["status"]["phase"] == "Succeeded" for m in migrations())
+
+
+def test_a_failed_migration_of_someone_else_delays_no_retry_of_the_updater(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    """handleMigrationBackoff counts workload-update and evacuation migrations only
+    (listBackoffEligibleMigrations): after dynamem's pinned migration fails, the updater's retry goes at
+    once, not after the backoff (30 s here)."""
+    a, b, c = names(unique_name, 3)
+    world = live({a: "8Gi", b: "8Gi", c: "1Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    world.custom.create_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations",
+        {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+         "metadata": {"name": "dynamem-web"},
+         "spec": {"vmiName": "web", "addedNodeSelector": {"kubernetes.io/hostname": c}}},
+    )  # fmt: skip
+    world.set_guest("web", "3Gi")  # the updater waits: a migration of web is under way
+    wait(
+        "dynamem's migration failed (nowhere to go on c)",
+        lambda: any(
+            m["metadata"]["name"] == "dynamem-web" and m.get("status", {}).get("phase") == "Failed"
+            for m in world.migrations()
+        ),
+    )
+    failed = time.monotonic()
+    wait(
+        "web grown on b by the updater's retry",
+        lambda: (
+            world.running_on("web") == b and world.vmi("web")["status"]["memory"]["guestCurrent"] == "3Gi"
+        ),
+        timeout=20,
+    )
+    assert time.monotonic() - failed < FAST.backoff_s
+    retries = [m for m in world.migrations() if m["metadata"]["name"] != "dynamem-web"]
+    assert [m["metadata"]["annotations"].get("kubevirt.io/workloadUpdateMigration") for m in retries] == [""]

@@ -180,13 +180,26 @@ def pod_running_on(pod: Mapping[str, Any]) -> str | None:
     return str(node) if node and dig(pod, "status", "phase") == "Running" else None
 
 
+def _workload_update(migration: Mapping[str, Any]) -> bool:
+    return WORKLOAD_UPDATE_ANNOTATION in (dig(migration, "metadata", "annotations") or {})
+
+
+def _uid(migration: Mapping[str, Any]) -> str:
+    return str(dig(migration, "metadata", "uid"))
+
+
+def _created(migration: Mapping[str, Any]) -> tuple[str, str]:
+    """Creation order as KubeVirt sorts migrations (``vmimCollection``: by creation time), then name."""
+    return str(dig(migration, "metadata", "creationTimestamp")), str(dig(migration, "metadata", "name"))
+
+
 @dataclass
 class _Timers:
     """What KubeVirt reads from timestamps with one-second resolution, kept here to the millisecond."""
 
     change_seen: dict[ObjectKey, float] = field(default_factory=dict)
     last_ended: dict[ObjectKey, float] = field(default_factory=dict)
-    failures: dict[ObjectKey, list[float]] = field(default_factory=dict)
+    failed_at: dict[str, float] = field(default_factory=dict)  # by migration uid
     target_created: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
 
@@ -294,9 +307,7 @@ class MigrationController:
             if migration_phase(migration) in FINAL and not dig(migration, "metadata", "deletionTimestamp"):
                 finished.setdefault(migration_vmi(migration), []).append(migration)
         for key, done in finished.items():
-            done.sort(
-                key=lambda m: (str(dig(m, "metadata", "creationTimestamp")), str(dig(m, "metadata", "name")))
-            )
+            done.sort(key=_created)
             for old in done[: max(0, len(done) - KEPT_FINISHED)]:
                 await self.api.delete_migration(ObjectKey(key.namespace, str(dig(old, "metadata", "name"))))
 
@@ -363,14 +374,28 @@ class MigrationController:
         return str(dig(vmi, "status", "nodeName")) if vmi is not None else None
 
     def _backing_off(self, world: World, migration: Mapping[str, Any]) -> bool:
-        """``handleMigrationBackoff``: after failed workload-update migrations, wait 20 s, 40 s, ..."""
-        if WORKLOAD_UPDATE_ANNOTATION not in (dig(migration, "metadata", "annotations") or {}):
+        """``handleMigrationBackoff``: the newest of a VMI's workload-update migrations waits 20 s after the
+        failure of the one before it, doubling with each failed one since the last that succeeded. Only
+        workload-update (and evacuation, not played) migrations count (``listBackoffEligibleMigrations``):
+        a failed migration of dynamem's delays no retry."""
+        if not _workload_update(migration):
             return False
-        failures = self.timers.failures.get(migration_vmi(migration), [])
-        if not failures:
+        key = migration_vmi(migration)
+        eligible = [m for m in world.migrations if migration_vmi(m) == key and _workload_update(m)]
+        if len(eligible) < 2:
             return False
-        backoff = self.options.backoff_s * 2.0 ** (len(failures) - 1)
-        return bool(self.clock() - failures[-1] < backoff)
+        eligible.sort(key=_created, reverse=True)
+        if _uid(eligible[0]) != _uid(migration):
+            return False
+        backoff = 0.0
+        for older in eligible[1:]:
+            phase = migration_phase(older)
+            if phase == SUCCEEDED:
+                break
+            if phase == FAILED and not dig(older, "metadata", "deletionTimestamp"):
+                backoff = backoff * 2 if backoff else self.options.backoff_s
+        failed_at = self.timers.failed_at.get(_uid(eligible[1]))
+        return bool(backoff and failed_at is not None and self.clock() - failed_at < backoff)
 
     async def _follow_target(
         self, world: World, migration: Mapping[str, Any], vmi: Mapping[str, Any]
@@ -457,7 +482,6 @@ class MigrationController:
             await self.api.delete_pod(ObjectKey(key.namespace, str(source)))
         await self._set_phase(migration, SUCCEEDED, {"migrationState": state})
         self.timers.last_ended[key] = self.clock()
-        self.timers.failures.pop(key, None)
         self.succeeded += 1
         logger.info("%s: migrated to %s with %s", key, target, memory.get("guestCurrent"))
 
@@ -475,7 +499,7 @@ class MigrationController:
         if count:
             now = self.clock()
             self.timers.last_ended[key] = now
-            self.timers.failures.setdefault(key, []).append(now)
+            self.timers.failed_at[_uid(migration)] = now
             self.failed += 1
         logger.info("%s: migration %s failed: %s", key, dig(migration, "metadata", "name"), message)
 
