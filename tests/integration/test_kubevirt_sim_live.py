@@ -445,6 +445,23 @@ def test_a_cr_that_lists_evict_without_live_migrate_restarts_a_vm_to_change_its_
         "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
     )["items"]
 
+    # an eviction strategy that migrates: KubeVirt's eviction webhook refuses the eviction and the
+    # evacuation controller migrates the VMI instead (pod-eviction-admitter.go, watch/drain/evacuation)
+    kubevirt_cr({"evictionStrategy": "LiveMigrate"}, {"workloadUpdateMethods": ["Evict"]})
+    second = vmi["metadata"]["uid"]
+    home = vmi["status"]["nodeName"]
+    world.set_guest("web", "3Gi")
+    moved = wait(
+        "web grown by an evacuation migration",
+        lambda: ((v := world.vmi("web"))["status"]["memory"]["guestCurrent"] == "3Gi" and v) or None,
+    )
+    assert moved["metadata"]["uid"] == second and moved["status"]["nodeName"] != home
+    (evacuation,) = world.custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
+    )["items"]
+    assert evacuation["metadata"]["name"].startswith("kubevirt-evacuation-")
+    assert evacuation["metadata"]["annotations"]["kubevirt.io/evacuationMigration"] == home
+
 
 def test_only_the_newest_five_finished_migrations_of_a_vmi_are_kept(
     live: Callable[..., Live], unique_name: Callable[[str], str]

@@ -57,7 +57,7 @@ from dynamem.kube.api import (
     parse_rfc3339,
 )
 from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO
-from dynamem.kube.objects import ObjectKey, VmView, to_quantity
+from dynamem.kube.objects import ObjectKey, VmiView, VmView, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.cluster import PARKED_AFTER_S, ClusterPlan, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
@@ -79,10 +79,28 @@ NODE_LOCAL_POLICY = "node-local"
 OPERATOR_POLICIES = (*sorted(POLICIES), NODE_LOCAL_POLICY)
 
 
-EVICT_HELD = (
-    "held: the KubeVirt CR's workloadUpdateMethods have Evict without LiveMigrate, so KubeVirt would carry "
-    "out a memory change by evicting the VM (a restart)"
-)
+MIGRATING_EVICTIONS = frozenset({"LiveMigrate", "LiveMigrateIfPossible"})  # the webhook migrates instead
+
+
+def update_hold(options: RoundOptions, vmi: VmiView) -> str | None:
+    """Why no memory change of this running VM may be asked now, from what the KubeVirt CR says (or could
+    not say): KubeVirt's workload-updater would carry it out by evicting the VM, and its eviction strategy
+    would let the eviction stop it (kube/kubevirt_config.py)."""
+    if options.kubevirt_unread:
+        return (
+            "held: the KubeVirt CR could not be read yet, so whether KubeVirt would carry out a memory "
+            "change by evicting the VM is not known"
+        )
+    if not options.evict_updates:
+        return None
+    strategy = vmi.eviction_strategy or options.eviction_strategy or "None"
+    if strategy in MIGRATING_EVICTIONS:
+        return None
+    return (
+        "held: the KubeVirt CR's workloadUpdateMethods have Evict without LiveMigrate, so KubeVirt would "
+        f"carry out a memory change by evicting the VM, and its eviction strategy {strategy} "
+        + ("lets that stop it (a restart)" if strategy == "None" else "leaves it to another controller")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +128,11 @@ class RoundOptions:
     # the KubeVirt CR's developerConfiguration.cpuAllocationRatio: a launcher asks its vCPUs / this of CPU
     cpu_allocation_ratio: int = CPU_ALLOCATION_RATIO
     # the KubeVirt CR's workloadUpdateMethods have Evict without LiveMigrate: KubeVirt would carry out a
-    # running VM's memory change by evicting it (a restart), so none is made (kube/kubevirt_config.py)
+    # running VM's memory change by evicting it, so none is made unless its eviction strategy migrates
+    # (update_hold, kube/kubevirt_config.py); the CR's evictionStrategy, for VMIs that set none
     evict_updates: bool = False
+    eviction_strategy: str | None = None
+    kubevirt_unread: bool = False  # the KubeVirt CR has not been read yet: as if it evicted
 
 
 @dataclass(slots=True)
@@ -232,10 +253,11 @@ class Balancer:
         if self.conflicts:
             self._end_conflicts({vm.key: vm for vm in observed.vms})
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
-        if self.options.evict_updates:
+        if self.options.evict_updates or self.options.kubevirt_unread:
             for vmi in observed.vmis:
-                if vmi.active:
-                    held.setdefault(vmi.key, EVICT_HELD)
+                why = update_hold(self.options, vmi) if vmi.active else None
+                if why is not None:
+                    held.setdefault(vmi.key, why)
         snapshot = build_snapshot(
             observed,
             reading,

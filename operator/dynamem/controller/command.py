@@ -26,7 +26,9 @@ def configure_logging(level: str) -> None:
     wanted = logging.getLevelNamesMapping()[level]
     for noisy in ("httpx", "httpcore", "kubernetes", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, wanted))
-    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if wanted <= logging.DEBUG else logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(
+        wanted if wanted <= logging.DEBUG else max(logging.WARNING, wanted)
+    )
 
 
 def main(argv: list[str]) -> int:

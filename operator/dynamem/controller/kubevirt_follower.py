@@ -3,8 +3,10 @@
 Read at start and again with every periodic LIST (``--resync-period``) on the leader: a change of the CR
 (``kubectl edit kubevirt``, or its operator's GitOps) applies from the next round, with no restart. What it
 sets and why: :mod:`dynamem.kube.kubevirt_config`. ``--max-parallel-migrations``, when given, wins over the
-CR's ``parallelMigrationsPerCluster``. A CR that cannot be read now (the API server restarting) leaves the
-settings as they were; one that is gone (or no longer readable) brings back KubeVirt's defaults.
+CR's ``parallelMigrationsPerCluster``. A CR that cannot be read now (the API server restarting, not allowed)
+leaves the settings as they were; one that is gone (or has no CRD) brings back KubeVirt's defaults. Until
+the CR has been read once, no running VM's memory is changed (``RoundOptions.kubevirt_unread``: whether
+KubeVirt would evict a VM to carry a change out is not known yet), and the loop reads it before each round.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class KubeVirtFollower:
         self._base = base
         self._migrations_given = migrations_given
         self.settings = KubeVirtSettings()
-        self.options = base
+        self.options = replace(base, kubevirt_unread=True)
+        self.read_once = False
 
     async def refresh(self) -> bool:
         """Read the CR again; whether the options changed."""
@@ -46,23 +49,26 @@ class KubeVirtFollower:
         if config is None:
             return False
         settings = kubevirt_settings(config)
-        if settings == self.settings:
+        first, self.read_once = not self.read_once, True
+        if settings == self.settings and not first:
             return False
         logger.info(
             "KubeVirt CR: parallelMigrationsPerCluster %s, parallelOutboundMigrationsPerNode %s, "
-            "launcher nodeSelectors %s, memoryOvercommit %s, cpuAllocationRatio %s, workloadUpdateMethods %s",
+            "launcher nodeSelectors %s, memoryOvercommit %s, cpuAllocationRatio %s, "
+            "workloadUpdateMethods %s, evictionStrategy %s",
             settings.per_cluster or "unset",
             settings.outbound_per_node or "unset",
             dict(settings.node_selectors) or "none",
             settings.memory_overcommit or "unset",
             settings.cpu_allocation_ratio or "unset",
             list(settings.update_methods) or "unset",
+            settings.eviction_strategy or "unset",
         )
         if settings.evicts:
             logger.warning(
                 "the KubeVirt CR's workloadUpdateMethods %s have Evict without LiveMigrate: KubeVirt would "
-                "restart a VM to carry out its memory change, so dynamem changes no running VM until the CR "
-                "lists LiveMigrate",
+                "evict a VM to carry out its memory change, so dynamem changes no running VM whose eviction "
+                "strategy is not LiveMigrate or LiveMigrateIfPossible until the CR lists LiveMigrate",
                 list(settings.update_methods),
             )
         self.settings = settings
@@ -83,4 +89,6 @@ class KubeVirtFollower:
             memory_overcommit=settings.memory_overcommit or 100,
             cpu_allocation_ratio=settings.cpu_allocation_ratio or CPU_ALLOCATION_RATIO,
             evict_updates=settings.evicts,
+            eviction_strategy=settings.eviction_strategy,
+            kubevirt_unread=False,
         )

@@ -35,7 +35,7 @@ VM_LABELS = ("namespace", "name", "node")
 VM_ASSIGNED = _Series("dynamem_vm_assigned_bytes", "Memory dynamem assigned to the VM", VM_LABELS)
 VM_DEMAND = _Series(
     "dynamem_vm_demand_bytes",
-    "Memory the VM needs as dynamem estimates it: its use, more while it pages or its use rises",
+    "Memory the VM needs as dynamem estimates it: its peak use over the window, more while it pages or rises",
     VM_LABELS,
 )
 VM_PRESSURE = _Series("dynamem_vm_pressure_percent", "Demand as a percent of assigned memory", VM_LABELS)

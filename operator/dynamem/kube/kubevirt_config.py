@@ -18,9 +18,16 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   KubeVirt's own CR, ``manifests/generated/kubevirt-cr.yaml.in``): KubeVirt's workload-updater carries out a
   VMI's memory hotplug by a migration only when the list has ``LiveMigrate``; with ``Evict`` and without
   ``LiveMigrate`` it EVICTS the VMI instead, a restart (``watch/workload-updater/workload-updater.go``,
-  ``getUpdateData``: ``migratableOutdatedVMIs`` / ``evictOutdatedVMIs``). It does so for any VMI whose
-  hotplug has no unfinished migration: in the seconds before dynamem's own migration exists, and after that
-  migration failed. So under such a CR dynamem changes no running VM (:attr:`KubeVirtSettings.evicts`).
+  ``getUpdateData``: ``migratableOutdatedVMIs`` / ``evictOutdatedVMIs``), through the Eviction API, for
+  any VMI whose hotplug has no unfinished migration (in the seconds before dynamem's own migration exists,
+  and after that migration failed). KubeVirt's eviction webhook (``pod-eviction-admitter.go``,
+  ``admitLauncherPod``) then decides by the VMI's eviction strategy (``spec.evictionStrategy``, else
+  ``configuration.evictionStrategy``, else ``None``, ``virt-config/configuration.go``): ``LiveMigrate``,
+  and ``LiveMigrateIfPossible`` for a migratable VMI, refuse the eviction and migrate the VMI instead;
+  ``External`` leaves it to another controller; ``None`` lets the launcher pod go, which stops the VM (a
+  restart under runStrategy Always). So under such a CR dynamem changes no running VM whose strategy is not
+  one of the two that migrate (:attr:`KubeVirtSettings.evicts`, ``controller/balancer.py`` ``update_hold``);
+- ``configuration.evictionStrategy``: the eviction strategy of a VMI that sets none.
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
 every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`);
@@ -57,10 +64,11 @@ class KubeVirtSettings:
     memory_overcommit: int | None = None
     cpu_allocation_ratio: int | None = None
     update_methods: tuple[str, ...] = ()  # spec.workloadUpdateStrategy.workloadUpdateMethods
+    eviction_strategy: str | None = None  # configuration.evictionStrategy
 
     @property
     def evicts(self) -> bool:
-        """KubeVirt's workload-updater would evict (restart) a VMI whose memory change it carries out."""
+        """KubeVirt's workload-updater would carry out a VMI's memory change by evicting it."""
         return "Evict" in self.update_methods and "LiveMigrate" not in self.update_methods
 
 
@@ -73,6 +81,7 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         memory_overcommit=memory_overcommit_of(config),
         cpu_allocation_ratio=cpu_allocation_ratio_of(config),
         update_methods=update_methods_of(config),
+        eviction_strategy=str(config.get("evictionStrategy") or "") or None,
     )
 
 

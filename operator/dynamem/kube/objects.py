@@ -320,6 +320,7 @@ class VmiView:
     # spec.domain.resources sets a memory request or limit: its launchers ask that (moved by each change of
     # size), not memory.guest x 100 / memoryOvercommit (renderresources.go, WithMemoryRequests)
     own_request: bool = False
+    eviction_strategy: str | None = None  # spec.evictionStrategy; None: the KubeVirt CR's decides
 
     @property
     def active(self) -> bool:
@@ -402,6 +403,7 @@ def vmi_view(body: Body) -> VmiView:
             or quantity_bytes(dig(body, "spec", "domain", "resources", "limits", "memory"))
         ),
         live_migratable=_condition_status(body, "LiveMigratable"),
+        eviction_strategy=str(dig(body, "spec", "evictionStrategy") or "") or None,
         not_migratable_why=str(
             conditions(body).get("LiveMigratable", {}).get("message")
             or conditions(body).get("LiveMigratable", {}).get("reason")

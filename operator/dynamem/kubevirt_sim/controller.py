@@ -260,6 +260,7 @@ class KubeVirtSimulator:
         # a CR that lists no workloadUpdateMethods makes no automated updates (KubeVirt's own CR sets none);
         # without a CR the stand-in plays the documented install's, LiveMigrate
         self.migrations.update_methods = settings.update_methods if listed.get("items") else ("LiveMigrate",)
+        self.migrations.eviction_strategy = settings.eviction_strategy
         if settings == self.kubevirt:
             return
         self.kubevirt = settings

@@ -14,7 +14,11 @@ kubevirt/kubevirt v1.7.0 do:
   ``workloadUpdateMethods`` list ``LiveMigrate`` (``update_methods``; with no CR, as the documented install
   sets it); with ``Evict`` and without ``LiveMigrate`` it evicts the VMI instead (the launcher pod's eviction
   ends the VMI, and the VM controller starts a new one: a restart, ``evictOutdatedVMIs``); with neither, it
-  does nothing.
+  does nothing. An eviction goes as KubeVirt's eviction webhook lets it (``pod-eviction-admitter.go``,
+  ``admitLauncherPod``) by the VMI's eviction strategy (its own, else the CR's, else ``None``):
+  ``LiveMigrate``/``LiveMigrateIfPossible`` refuse it and the evacuation controller migrates the VMI
+  (``watch/drain/evacuation``, a ``kubevirt-evacuation-*`` migration); ``External`` leaves it to another
+  controller (nothing here); ``None`` lets the pod go. At most 10 evictions a minute (``batchEvictionSize``).
 - :meth:`MigrationController.sync` is the migration controller (``watch/migration/migration.go``):
   ``handleTargetPodCreation`` holds a new target while running migrations >= ``per_cluster`` (5) or outbound
   migrations from the source node >= ``outbound_per_node`` (2), counting every migration whoever made it;
@@ -53,6 +57,10 @@ from dynamem.kubevirt_sim.launcher import CREATED_BY_LABEL, KUBEVIRT_DEFAULTS, R
 logger = logging.getLogger("dynamem.kubevirt_sim.migrations")
 
 WORKLOAD_UPDATE_ANNOTATION = "kubevirt.io/workloadUpdateMigration"
+EVACUATION_ANNOTATION = "kubevirt.io/evacuationMigration"
+MIGRATING_EVICTIONS = frozenset({"LiveMigrate", "LiveMigrateIfPossible"})
+EVICTION_BATCH = 10  # workload-updater.go: defaultBatchDeletionCount per defaultBatchDeletionIntervalSeconds
+EVICTION_BATCH_S = 60.0
 UNSCHEDULABLE_TIMEOUT_ANNOTATION = "kubevirt.io/migrationUnschedulablePodTimeoutSeconds"
 MIGRATION_JOB_LABEL = "kubevirt.io/migrationJobUID"
 TARGET_NODE_LABEL = "kubevirt.io/migrationTargetNodeName"
@@ -180,8 +188,10 @@ def pod_running_on(pod: Mapping[str, Any]) -> str | None:
     return str(node) if node and dig(pod, "status", "phase") == "Running" else None
 
 
-def _workload_update(migration: Mapping[str, Any]) -> bool:
-    return WORKLOAD_UPDATE_ANNOTATION in (dig(migration, "metadata", "annotations") or {})
+def _backoff_eligible(migration: Mapping[str, Any]) -> bool:
+    """A migration handleMigrationBackoff counts: the workload-updater's or the evacuation controller's."""
+    annotations = dig(migration, "metadata", "annotations") or {}
+    return WORKLOAD_UPDATE_ANNOTATION in annotations or EVACUATION_ANNOTATION in annotations
 
 
 def _uid(migration: Mapping[str, Any]) -> str:
@@ -200,6 +210,8 @@ class _Timers:
     change_seen: dict[ObjectKey, float] = field(default_factory=dict)
     last_ended: dict[ObjectKey, float] = field(default_factory=dict)
     failed_at: dict[str, float] = field(default_factory=dict)  # by migration uid
+    batch_started: float = float("-inf")  # the workload-updater's current eviction batch
+    batch_left: int = 0
     target_created: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
 
@@ -220,6 +232,7 @@ class MigrationController:
     rendering: Rendering = KUBEVIRT_DEFAULTS  # the KubeVirt CR's settings target pods are rendered under
     # the KubeVirt CR's spec.workloadUpdateStrategy.workloadUpdateMethods (no CR: the documented install's)
     update_methods: tuple[str, ...] = ("LiveMigrate",)
+    eviction_strategy: str | None = None  # the KubeVirt CR's configuration.evictionStrategy
     evicted: int = 0
 
     # -- workload-updater ----------------------------------------------------------------------------------
@@ -235,14 +248,16 @@ class MigrationController:
                 self.timers.change_seen.pop(key, None)
                 continue
             seen = self.timers.change_seen.setdefault(key, now)
-            if key in busy or vmi_migrating(vmi) or room <= 0:
+            if key in busy or vmi_migrating(vmi):
                 continue
             since = max(seen, self.timers.last_ended.get(key, seen))
             if now - since < self.options.updater_delay_s:
                 continue
             if "LiveMigrate" not in self.update_methods:
-                if "Evict" in self.update_methods:
+                if "Evict" in self.update_methods and self._eviction_allowed(now):
                     await self._evict(key, vmi, world)
+                continue
+            if room <= 0:
                 continue
             body = {
                 "apiVersion": "kubevirt.io/v1",
@@ -258,9 +273,39 @@ class MigrationController:
             room -= 1
             logger.info("%s: workload-updater created migration %s", key, dig(created, "metadata", "name"))
 
+    def _eviction_allowed(self, now: float) -> bool:
+        """``batchEvictionSize`` evictions per ``batchEvictionInterval`` (10 a minute by default)."""
+        if now - self.timers.batch_started >= EVICTION_BATCH_S:
+            self.timers.batch_started, self.timers.batch_left = now, EVICTION_BATCH
+        if self.timers.batch_left <= 0:
+            return False
+        self.timers.batch_left -= 1
+        return True
+
     async def _evict(self, key: ObjectKey, vmi: Mapping[str, Any], world: World) -> None:
-        """``evictOutdatedVMIs``: the launcher pod is evicted, which ends the VMI; the VM controller starts a
-        new one (runStrategy Always) at the VM's memory: the change is carried out by a restart."""
+        """``evictOutdatedVMIs``, through the eviction webhook: a strategy that migrates has the evacuation
+        controller migrate the VMI; ``External`` leaves it; ``None`` lets the launcher pod go, which ends the
+        VMI, and the VM controller starts a new one (runStrategy Always) at the VM's memory: a restart."""
+        strategy = str(dig(vmi, "spec", "evictionStrategy") or self.eviction_strategy or "None")
+        if strategy in MIGRATING_EVICTIONS:
+            body = {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstanceMigration",
+                "metadata": {
+                    "generateName": "kubevirt-evacuation-",
+                    "namespace": key.namespace,
+                    "annotations": {EVACUATION_ANNOTATION: str(dig(vmi, "status", "nodeName") or "")},
+                },
+                "spec": {"vmiName": key.name},
+            }
+            created = await self.api.create_migration(key.namespace, body)
+            logger.info(
+                "%s: eviction refused (%s): evacuation %s", key, strategy, dig(created, "metadata", "name")
+            )
+            return
+        if strategy != "None":
+            logger.info("%s: eviction refused (%s): left to another controller", key, strategy)
+            return
         uid = dig(vmi, "metadata", "uid")
         for pod in world.pods:
             if (dig(pod, "metadata", "labels") or {}).get(CREATED_BY_LABEL) == uid:
@@ -378,10 +423,10 @@ class MigrationController:
         failure of the one before it, doubling with each failed one since the last that succeeded. Only
         workload-update (and evacuation, not played) migrations count (``listBackoffEligibleMigrations``):
         a failed migration of dynamem's delays no retry."""
-        if not _workload_update(migration):
+        if not _backoff_eligible(migration):
             return False
         key = migration_vmi(migration)
-        eligible = [m for m in world.migrations if migration_vmi(m) == key and _workload_update(m)]
+        eligible = [m for m in world.migrations if migration_vmi(m) == key and _backoff_eligible(m)]
         if len(eligible) < 2:
             return False
         eligible.sort(key=_created, reverse=True)

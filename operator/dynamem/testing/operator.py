@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from dynamem.testing.controlplane import free_port
 
 LOG_DIR = Path(tempfile.gettempdir()) / "dynamem-operator-logs"
 KEPT_LOGS = 60  # the newest; a test run starts some fifty replicas, a demo one
+KEPT_FOR_S = 3600.0  # and any younger than this: another run going on meanwhile may still read its own
 
 
 def _age(path: Path) -> float:
@@ -24,12 +26,14 @@ def _age(path: Path) -> float:
 
 
 def new_log() -> Path:
-    """A fresh log file in :data:`LOG_DIR`, the oldest beyond :data:`KEPT_LOGS` removed: the logs of the
-    latest runs stay for reading after a failure, and runs do not pile them up for ever."""
+    """A fresh log file in :data:`LOG_DIR`, the oldest beyond :data:`KEPT_LOGS` removed once older than
+    :data:`KEPT_FOR_S`: the logs of the latest runs stay for reading after a failure (runs going on at once
+    share the folder), and runs do not pile them up for ever."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     logs = sorted(LOG_DIR.glob("dynamem-operator-*.log"), key=_age, reverse=True)
     for old in logs[KEPT_LOGS - 1 :]:
-        old.unlink(missing_ok=True)
+        if time.time() - _age(old) > KEPT_FOR_S:
+            old.unlink(missing_ok=True)
     return Path(tempfile.mkstemp(prefix="dynamem-operator-", suffix=".log", dir=LOG_DIR)[1])
 
 
@@ -94,7 +98,10 @@ class OperatorProcess:
         return values[0] if values else None
 
     def logs(self) -> str:
-        return self.log.read_text(errors="replace")
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:  # removed by another run's pruning (new_log): nothing to show, no new error
+            return ""
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

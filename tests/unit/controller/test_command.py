@@ -59,6 +59,8 @@ def test_kopfs_per_event_handler_lines_show_from_debug_only() -> None:
         assert logging.getLogger("httpx").level == logging.WARNING
         configure_logging("DEBUG")
         assert kopf_objects.level == logging.DEBUG
+        configure_logging("ERROR")
+        assert kopf_objects.level == logging.ERROR
     finally:
         kopf_objects.setLevel(logging.NOTSET)
         logging.getLogger("httpx").setLevel(logging.NOTSET)

@@ -5,19 +5,21 @@ round, kept through a read that fails, KubeVirt's defaults back when the CR sets
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from dynamem.controller.balancer import Balancer, RoundResult
+from dynamem.controller.balancer import Balancer, RoundResult, update_hold
 from dynamem.controller.kubevirt_follower import KubeVirtFollower
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.snapshot import Observed
+from dynamem.controller.view import Kind
 from dynamem.kube.kubevirt_config import KubeVirtSettings, configuration_of, kubevirt_settings
+from dynamem.kube.objects import vmi_view
 
-from .builders_k8s import FakeWriter
-from .test_balancer import NOW, OPTIONS, applied, run, workday
+from .builders_k8s import FakeWriter, make_vmi_body
+from .test_balancer import NOW, OPTIONS, World, applied, run, workday
 from .test_demand_ahead import EmptyCluster
 
 LIMITS = {"migrations": {"parallelMigrationsPerCluster": 1, "parallelOutboundMigrationsPerNode": 1}}
@@ -69,7 +71,8 @@ def test_a_change_of_the_cr_changes_the_options_a_failed_read_keeps_them() -> No
             follower.options.balance.max_outbound_migrations,
         )
 
-    assert not asyncio.run(follower.refresh()) and follower.options == OPTIONS
+    assert follower.options.kubevirt_unread  # not read yet: no running VM changed (update_hold)
+    assert asyncio.run(follower.refresh()) and follower.options == OPTIONS  # read: KubeVirt's defaults
     assert asyncio.run(follower.refresh())
     assert limits() == (1, 1) and follower.options.launcher_node_selectors == (("pool", "vms"),)
     assert not asyncio.run(follower.refresh()) and limits() == (1, 1)  # unreadable now: kept
@@ -166,3 +169,81 @@ def test_a_cr_that_would_evict_for_a_memory_change_holds_every_running_vm_until_
     writer = FakeWriter()
     run(Balancer(writer, demand, follower.options, clock=lambda: NOW), world)
     assert [name for name, _, _ in applied(writer)] == ["finance"]
+
+
+def test_under_evict_a_vm_whose_eviction_strategy_migrates_is_changed_others_are_held() -> None:
+    """KubeVirt's eviction webhook migrates a VMI whose strategy is LiveMigrate or LiveMigrateIfPossible
+    instead of evicting it (pod-eviction-admitter.go, admitLauncherPod); None lets the eviction stop it,
+    External leaves it to another controller. The VMI's own strategy wins over the CR's."""
+    evicting = replace(OPTIONS, evict_updates=True)
+    vmi = make_vmi_body("finance")
+    assert "eviction strategy None lets that stop it" in str(update_hold(evicting, vmi_view(vmi)))
+    for strategy in ("LiveMigrate", "LiveMigrateIfPossible"):
+        assert update_hold(replace(evicting, eviction_strategy=strategy), vmi_view(vmi)) is None
+        assert (
+            update_hold(evicting, vmi_view({**vmi, "spec": {**vmi["spec"], "evictionStrategy": strategy}}))
+            is None
+        )
+    own_none = vmi_view({**vmi, "spec": {**vmi["spec"], "evictionStrategy": "None"}})
+    assert update_hold(replace(evicting, eviction_strategy="LiveMigrate"), own_none) is not None
+    external = update_hold(replace(evicting, eviction_strategy="External"), vmi_view(vmi))
+    assert external is not None and "leaves it to another controller" in external
+    assert update_hold(OPTIONS, vmi_view(vmi)) is None  # LiveMigrate listed, or no automated updates
+
+
+@dataclass
+class Listed:
+    """The unit tests' World as the loop's LISTs see it."""
+
+    world: World
+
+    async def list_objects(
+        self, kind: str, namespaces: Sequence[str] = ()
+    ) -> tuple[int, list[Mapping[str, Any]]]:
+        by_kind = {
+            Kind.VMM: self.world.vmms.values(),
+            Kind.VM: self.world.vms.values(),
+            Kind.VMI: self.world.vmis.values(),
+            Kind.NODE: self.world.nodes,
+            Kind.MIGRATION: self.world.migrations,
+        }
+        return 1, list(by_kind.get(Kind(kind), []))
+
+
+def test_until_the_cr_is_read_no_running_vm_is_changed_and_each_round_reads_it_again() -> None:
+    """An unreadable CR at start (not allowed, the API server down past the retries) leaves it unknown
+    whether KubeVirt would evict a VM to change it: running VMs are held, and the loop reads the CR before
+    each round (not only with the periodic LIST) until it answers."""
+    answers: list[Mapping[str, Any] | None] = [None, None, None, {}]  # at start, with the LIST, before rounds
+    applied_per_round: list[int] = []
+
+    async def read() -> Mapping[str, Any] | None:
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    class Watched(Balancer):
+        async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
+            result = await super().run_round(observed, started=started)
+            applied_per_round.append(result.memory_writes)
+            return result
+
+    async def scenario() -> None:
+        options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=3600, standalone=True)
+        state = OperatorState(options=options, identity="test")
+        follower = KubeVirtFollower(read, OPTIONS)
+        assert not await follower.refresh() and follower.options.kubevirt_unread
+        world, demand = workday(finance=2.4)
+        writer = FakeWriter()
+        balancer = Watched(writer, demand, follower.options, clock=lambda: NOW)
+        # the round held finance while unread; once read, the next round grows it
+        loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listed(world), None, follower))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if writer.applies:
+                break
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        assert [a.name for a in writer.applies] == ["finance"]
+        assert not follower.options.kubevirt_unread and not answers[1:]
+
+    asyncio.run(scenario())
+    assert applied_per_round[0] == 0 and applied_per_round[-1] == 1, applied_per_round
