@@ -91,6 +91,15 @@ class Live(KubeVirtReads):
             "kubevirt.io", "v1", self.namespace, "virtualmachines", name
         )
 
+    def pin_migration(self, name: str, vmi: str, node: str) -> None:
+        """A migration of ``vmi`` pinned to ``node``, as dynamem makes one (spec.addedNodeSelector)."""
+        self.custom.create_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachineinstancemigrations",
+            {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+             "metadata": {"name": name},
+             "spec": {"vmiName": vmi, "addedNodeSelector": {"kubernetes.io/hostname": node}}},
+        )  # fmt: skip
+
     def set_guest(self, name: str, guest: str) -> None:
         self.custom.patch_namespaced_custom_object(
             "kubevirt.io", "v1", self.namespace, "virtualmachines", name,
@@ -200,12 +209,7 @@ def test_a_migration_made_by_someone_else_carries_the_change_where_it_says(
         lambda: any(x["type"] == "HotMemoryChange" for x in world.vmi("web")["status"].get("conditions", [])),
     )
     # the least-allocated choice would be b (8Gi); the selector sends it to c
-    world.custom.create_namespaced_custom_object(
-        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations",
-        {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-         "metadata": {"name": "dynamem-web"},
-         "spec": {"vmiName": "web", "addedNodeSelector": {"kubernetes.io/hostname": c}}},
-    )  # fmt: skip
+    world.pin_migration("dynamem-web", "web", c)
     wait(
         "web on c",
         lambda: (
@@ -499,12 +503,7 @@ def test_a_failed_migration_of_someone_else_delays_no_retry_of_the_updater(
     a, b, c = names(unique_name, 3)
     world = live({a: "8Gi", b: "8Gi", c: "1Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
     wait("web running", lambda: world.running_on("web"))
-    world.custom.create_namespaced_custom_object(
-        "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations",
-        {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-         "metadata": {"name": "dynamem-web"},
-         "spec": {"vmiName": "web", "addedNodeSelector": {"kubernetes.io/hostname": c}}},
-    )  # fmt: skip
+    world.pin_migration("dynamem-web", "web", c)
     world.set_guest("web", "3Gi")  # the updater waits: a migration of web is under way
     wait(
         "dynamem's migration failed (nowhere to go on c)",

@@ -142,33 +142,22 @@ def test_hysteresis_never_costs_paging_on_the_bench_scenarios(workday_path: str,
 
 
 @pytest.mark.parametrize(
-    ("name", "problem"),
+    ("flag", "name", "problem"),
     [
-        ("chart.txt", "'.txt' is no chart format (e.g. .png, .svg, .pdf)"),
-        ("chart", "no format named (e.g. .png, .svg, .pdf)"),  # matplotlib would quietly write chart.png
-        ("missing/chart.png", "no such directory"),
+        ("--plot", "chart.txt", "'.txt' is no chart format (e.g. .png, .svg, .pdf)"),
+        ("--plot", "chart", "no format named (e.g. .png, .svg, .pdf)"),  # matplotlib would write chart.png
+        ("--plot", "missing/chart.png", "no such directory"),
+        ("--json", "missing/steps.json", "no such directory"),
+        ("--json", "", "is a directory"),
     ],
 )
-def test_a_chart_that_cannot_be_written_is_refused_before_the_run(
-    workday_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(
+    workday_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, name: str, problem: str
 ) -> None:
     out = tmp_path / name
-    assert cli_main(["simulate", workday_path, "--plot", str(out)]) == 2
+    assert cli_main(["simulate", workday_path, flag, str(out)]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith(f"dynamem simulate: --plot {str(out)!r}: ") and problem in captured.err
-    assert captured.out == ""  # nothing run: no table printed and then lost
-
-
-@pytest.mark.parametrize(
-    ("name", "problem"), [("missing/steps.json", "no such directory"), ("", "is a directory")]
-)
-def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(
-    workday_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
-) -> None:
-    out = tmp_path / name
-    assert cli_main(["simulate", workday_path, "--json", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert captured.err.startswith(f"dynamem simulate: --json {str(out)!r}: ") and problem in captured.err
+    assert captured.err.startswith(f"dynamem simulate: {flag} {str(out)!r}: ") and problem in captured.err
     assert captured.out == ""  # nothing run: no table printed and then lost
 
 
