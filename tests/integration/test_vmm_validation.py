@@ -107,3 +107,15 @@ def test_printer_columns(
     ).stdout
     header = out.splitlines()[0].split()
     assert header == ["NAME", "VM", "NODE", "ASSIGNED", "DEMAND", "PRESSURE", "STATUS", "AGE"]
+
+
+@pytest.mark.parametrize("spec", [{"maximum": "4GB"}, {"startup": "1 Gi"}, {"minimum": "lots"}])
+def test_a_malformed_quantity_gets_its_fields_message_alone(
+    custom_objects: k8s_client.CustomObjectsApi, namespace: str, spec: dict[str, Any]
+) -> None:
+    """The cross-field rules are judged only on quantities: no "evaluating rule" error next to the field's."""
+    with pytest.raises(ApiException) as refused:
+        create(custom_objects, namespace, vmm("bad", **spec))
+    body = str(refused.value.body)
+    (field,) = spec
+    assert f"spec.{field} must be a Kubernetes quantity" in body and "evaluating rule" not in body, body
