@@ -409,6 +409,35 @@ def test_a_vm_above_its_target_is_shrunk_to_it_and_moved_to_make_room_for_a_pagi
     assert "no node has room for 4.25Gi" in kept.decisions[0].reason
 
 
+def test_a_vm_counted_at_its_size_after_a_change_still_makes_room_by_its_measured_peak() -> None:
+    # The same workday, finance grown to 3.75Gi minutes ago. The operator counts a VM changed within the
+    # window as using what its size serves (controller/cluster_state.served_use): 3.75Gi x 0.8 = 3Gi, whose
+    # target is 3.75Gi, so finance is at its target and would keep engineering from its room for the rest of
+    # the hour. Its peak as measured (2.4Gi, used_peak_seen) still sets the target a needed shrink goes to,
+    # 3Gi: finance makes room as above.
+    def cluster(seen: float | None) -> ClusterState:
+        vms = (
+            make_vm("engineering", "a", size=2.75, demand=2.8, maximum=4, overhead=0.25),
+            make_vm(
+                "finance", "b", size=3.75, demand=1.6, peak=3, maximum=4, overhead=0.25,
+                used_peak_seen=None if seen is None else round(seen * GiB),
+            ),
+            make_vm("sales", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
+            make_vm("service", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
+        )  # fmt: skip
+        return make_state({"a": 8, "b": 8}, *vms)
+
+    plan = plan_cluster(cluster(2.4), CONFIG, 0.0)
+    assert [(d.name, d.assigned, d.target_node) for d in plan.changes] == [
+        ("finance", 3 * GiB, "a"),
+        ("engineering", 4 * GiB, "b"),
+    ]
+    assert plan.decisions[1].target == round(3.75 * GiB)  # not shrunk for idleness: only to make room
+    kept = plan_cluster(cluster(None), CONFIG, 0.0)  # its peak as counted is all there is
+    assert kept.changes == ()
+    assert "no node has room for 4.25Gi" in kept.decisions[0].reason
+
+
 @pytest.mark.parametrize("guess_alone", [False, True], ids=["default", "guess-alone"])
 def test_demand_that_jumps_to_three_and_a_half_times_is_reached_in_three_changes(guess_alone: bool) -> None:
     # A 2Gi VM whose demand jumps to 7Gi (3.5 x): each change while paging grows it x1.5 plus its buffer

@@ -299,12 +299,13 @@ def cluster_state(
             )
             signals = demand.signals.get(key, NO_SIGNALS)  # demand.signals_of, without a call per VM
             used = state.demand if sampled_at(signals, state.assigned) else None
-            peak = signals.used_peak
+            peak = seen = signals.used_peak
             changed = state.last_change_at
             recent = now is not None and changed is not None and now - changed < shrink_window_s
             if recent or (peak is None and used is not None):
                 # at this size for less than the window, or its highest use over the window not read (the
-                # peak query failed or left it out): its use has not been seen to stay low for a window
+                # peak query failed or left it out): its use has not been seen to stay low for a window; a
+                # needed shrink (room for a paging VM) still goes by the peak measured (used_peak_seen)
                 peak = max(peak or 0, served_use(state.assigned, state.limits.buffer))
             allowed = None if eligibility is None else eligibility.of(vmi, (carried or {}).get(key, ()))
             vms.append(
@@ -319,6 +320,7 @@ def cluster_state(
                     available=signals.available,
                     usable=signals.usable,
                     used_peak=peak,
+                    used_peak_seen=seen if seen is not None and peak is not None and seen < peak else None,
                     swap_in_bps=signals.swap_in_bps,
                     major_faults_ps=signals.major_faults_ps,
                     used_rise_bps=signals.used_rise_bps,

@@ -72,7 +72,7 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_left, insort
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from dynamem.policy.balance import levels_of, pressure_of, status_of, water_fill
@@ -113,7 +113,11 @@ class ClusterVm:
     ``assigned``: guest memory now; ``request``: its launcher pod's memory request (what it asks for its
     guest, :meth:`guest_request`, + overhead).
     ``used``/``available``/``usable``: the guest's used memory, MemTotal and MemAvailable (None: unknown).
-    ``used_peak``: the highest ``used`` over the last ``shrink_window_s``.
+    ``used_peak``: the highest ``used`` over the last ``shrink_window_s``. ``used_peak_seen``: that peak as
+    measured, when the caller raised ``used_peak`` above it for a VM changed within the window (the
+    operator counts such a VM as using what its size serves, ``controller/cluster_state.served_use``, so it
+    is neither shrunk for idleness nor grown ahead of a rise its move uncovered); a needed shrink, the one a
+    VM makes to make room for another (``_make_room``), goes by it. None: ``used_peak`` is the measured one.
     ``swap_in_bps``/``major_faults_ps``: paging rates. ``demand``: the true demand when the caller knows it
     (the oracle), else None. ``in_flight_to``: size of a change under way. ``last_failed_at``: when its last
     change failed.
@@ -129,6 +133,7 @@ class ClusterVm:
     available: int | None = None
     usable: int | None = None
     used_peak: int | None = None
+    used_peak_seen: int | None = None
     swap_in_bps: float = 0.0
     major_faults_ps: float = 0.0
     used_rise_bps: float = 0.0
@@ -274,6 +279,7 @@ class VmPlan:
     demand: int | None = None
     level: int = 0
     target: int = 0
+    room_target: int = 0  # the target a needed shrink goes to (ClusterVm.used_peak_seen), else target
     paging: bool = False
     held: str | None = None
     want: int = 0
@@ -336,6 +342,18 @@ def _guess(vm: ClusterVm, config: BalanceConfig) -> int:
     return vm.assigned * (100 + config.paging_growth_percent) // 100
 
 
+def _room_target(record: VmPlan, config: BalanceConfig) -> int:
+    """The target of a VM whose peak the caller raised, by its measured peak (``used_peak_seen``): what it
+    keeps when it makes room for another VM (``_make_room``), a needed shrink; else its target."""
+    vm = record.vm
+    if vm.used_peak_seen is None or vm.used_peak is None or vm.used_peak_seen >= vm.used_peak:
+        return record.target
+    seen, paging, _ = _estimate(replace(vm, used_peak=vm.used_peak_seen), config)
+    if seen is None or paging:
+        return record.target
+    return min(record.target, levels_of(vm.limits, vm.boot_memory, vm.hugepage, seen, config)[4])
+
+
 def _levels(record: VmPlan, config: BalanceConfig) -> None:
     vm = record.vm
     record.unit, record.floor, record.top, record.level, record.target, _ = levels_of(
@@ -353,6 +371,7 @@ def plan_cluster(state: ClusterState, config: BalanceConfig, now: float) -> Clus
         if ahead and vm.used is not None and record.demand == vm.used + ahead:
             record.notes.append(f"use rising: demand taken {ahead // MiB}Mi above use, an hour ahead")
         _levels(record, config)
+        record.room_target = _room_target(record, config)
         record.size = vm.assigned
         if vm.in_flight_to is not None:
             record.held = "held: change in flight"
@@ -1066,7 +1085,8 @@ def _make_room(r: VmPlan, size: int, plan: _Placement, config: BalanceConfig) ->
     """A VM to move off a node so that ``r`` fits there at ``size``.
 
     A VM smaller than ``r`` moves at its size. A larger one only when it is above its target by the dead band
-    or more (kept there by the shrink band or window): it moves at its target, the shrink it would make
+    or more (kept there by the shrink band or window; the target by its measured peak, ``room_target``, for
+    a VM the operator counts at its size after a change): it moves at that target, the shrink it would make
     anyway, so that a paging VM is not kept from its memory for as long as a VM above its target stays put
     (two 8Gi nodes: a paging 2.75Gi VM fits nowhere at 4Gi while a 3.6Gi VM sits at a 3Gi target beside two
     small ones, 7.6Gi free in all). For a grow, a smaller VM goes anywhere but ``r``'s node (measured: letting
@@ -1084,9 +1104,9 @@ def _make_room(r: VmPlan, size: int, plan: _Placement, config: BalanceConfig) ->
         moved = o.assigned
         if o.assigned >= r.vm.assigned:
             band = max(config.dead_band_bytes, o.assigned * config.dead_band_percent // 100)
-            if o.pages is not None or not 0 < other.target <= o.assigned - band:
+            if o.pages is not None or not 0 < other.room_target <= o.assigned - band:
                 continue
-            moved = other.target
+            moved = other.room_target
         if plan.out_of(o.node) >= plan.per_node:
             continue
         if not room.fits(o.node, _ask(r.vm, size), leaving=_held(o)):

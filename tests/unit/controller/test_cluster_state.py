@@ -509,6 +509,7 @@ def test_a_vm_changed_within_the_shrink_window_is_neither_shrunk_nor_grown_again
     cluster = build_snapshot(seen, demand, now=now, shrink_window_s=3600).cluster
     (finance,) = cluster.vms
     assert finance.used_peak == served_use(1920 * MI, 20) == 1536 * MI
+    assert finance.used_peak_seen == 960 * MI  # what a needed shrink (room for a paging VM) goes by
     (decision,) = plan_cluster(cluster, BalanceConfig(grow_headroom_percent=0), now).decisions
     assert (decision.current, decision.assigned, decision.target_node) == (1920 * MI, 1920 * MI, None)
 
@@ -817,6 +818,6 @@ def test_a_vm_whose_peak_prometheus_did_not_give_is_not_shrunk_on_one_sample() -
         return vm.used_peak, decision.assigned
 
     peak, assigned = plan(None)
-    assert (peak, assigned) == (served_use(8 * GI, 20), 8 * GI)
+    assert (peak, assigned) == (served_use(8 * GI, 20), 8 * GI)  # no peak measured: none to go by either
     peak, assigned = plan(1 * GI)  # the window's peak read: it stayed low, so it shrinks
     assert peak == 1 * GI and assigned < 8 * GI
