@@ -523,3 +523,27 @@ def test_a_failed_migration_of_someone_else_delays_no_retry_of_the_updater(
     assert time.monotonic() - failed < FAST.backoff_s
     retries = [m for m in world.migrations() if m["metadata"]["name"] != "dynamem-web"]
     assert [m["metadata"]["annotations"].get("kubevirt.io/workloadUpdateMigration") for m in retries] == [""]
+
+
+def test_a_size_kubevirt_cannot_hotplug_asks_a_restart(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    """vm.go, handleMemoryHotplugRequest -> ValidateLiveUpdateMemory (liveupdate/memory/memory.go): a guest
+    size not 2Mi aligned gets RestartRequired, and nothing is migrated."""
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+    world.set_guest("web", "1025Mi")
+
+    def restart() -> str | None:
+        found = [
+            c
+            for c in world.vm("web").get("status", {}).get("conditions", [])
+            if c["type"] == "RestartRequired"
+        ]
+        return found[0]["message"] if found else None
+
+    assert (
+        wait("RestartRequired", restart) == "memory hotplug not supported, Guest memory must be 2Mi aligned"
+    )
+    assert world.vmi("web")["spec"]["domain"]["memory"]["guest"] == "1Gi" and not world.migrations()

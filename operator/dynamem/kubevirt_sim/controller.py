@@ -52,6 +52,7 @@ from dynamem.kube.api import KUBEVIRT, now_rfc3339
 from dynamem.kube.kubevirt_config import KubeVirtSettings, configuration_of, kubevirt_settings
 from dynamem.kube.objects import (
     GI,
+    MI,
     ObjectKey,
     condition_is,
     conditions,
@@ -84,6 +85,28 @@ logger = logging.getLogger("dynamem.kubevirt_sim")
 MERGE = "application/merge-patch+json"
 START_NODE_ANNOTATION = "kubevirt-sim.dynamem.io/start-node"
 MIGRATIONS = "virtualmachineinstancemigrations"
+
+
+def _live_update_problem(vmi: Mapping[str, Any], guest: int, max_guest: int | None) -> str | None:
+    """``pkg/liveupdate/memory/memory.go``, ``ValidateLiveUpdateMemory``, as far as the stand-in's VMIs can
+    fail it: the guest above maxGuest, either not aligned to 2Mi (1Gi with 1Gi hugepages), under 1Gi."""
+    domain = dig(vmi, "spec", "domain") or {}
+    if dig(domain, "cpu", "realtime") is not None:
+        return "Memory hotplug is not compatible with realtime VMs"
+    if dig(domain, "launchSecurity") is not None:
+        return "Memory hotplug is not compatible with encrypted VMs"
+    if max_guest is None:
+        return None  # the caller's "not available for this VM configuration"
+    block = GI if dig(domain, "memory", "hugepages", "pageSize") == "1Gi" else 2 * MI
+    if guest > max_guest:
+        return "Guest memory is greater than the configured maxGuest memory"
+    if guest % block:
+        return f"Guest memory must be {to_quantity(block)} aligned"
+    if max_guest % block:
+        return f"MaxGuest must be {to_quantity(block)} aligned"
+    if guest < GI:
+        return "Memory hotplug is only available for VMs with at least 1Gi of guest memory"
+    return None
 
 
 @dataclass
@@ -451,18 +474,29 @@ class KubeVirtSimulator:
         restart: str | None = None
         if condition_is(vmi, MEMORY_CHANGE, "False"):
             restart = (
-                "memory updated in template spec. Memory-hotplug failed and is not available for this VM"
+                "memory updated in template spec. Memory-hotplug failed and is not available for this VM "
+                "configuration"
             )
         elif wanted == spec_guest:
             return
         else:
             at_boot = quantity_bytes(memory.get("guestAtBoot"))
             ceiling = quantity_bytes(dig(vmi, "spec", "domain", "memory", "maxGuest"))
-            if ceiling is None:
-                restart = "memory updated in template spec. Memory-hotplug is not available for this VM"
+            unsupported = _live_update_problem(vmi, wanted, ceiling)
+            if condition_is(vmi, "LiveMigratable", "False"):
+                restart = (
+                    "memory updated in template spec. Memory-hotplug is only available for migratable VMs"
+                )
+            elif ceiling is None:
+                restart = (
+                    "memory updated in template spec. Memory-hotplug is not available for this VM "
+                    "configuration"
+                )
             elif condition_is(vmi, MEMORY_CHANGE, "True") or vmi_migrating(vmi):
                 # "another memory hotplug is in progress" / "not allowed while VMI is migrating": retried
                 return
+            elif unsupported is not None:
+                restart = f"memory hotplug not supported, {unsupported}"
             elif at_boot is not None and wanted < at_boot:
                 restart = "memory updated in template spec to a value lower than what the VM started with"
             elif wanted > ceiling:
