@@ -100,6 +100,11 @@ class Live(KubeVirtReads):
              "spec": {"vmiName": vmi, "addedNodeSelector": {"kubernetes.io/hostname": node}}},
         )  # fmt: skip
 
+    def set_run_strategy(self, name: str, strategy: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachines", name, {"spec": {"runStrategy": strategy}}
+        )
+
     def set_guest(self, name: str, guest: str) -> None:
         self.custom.patch_namespaced_custom_object(
             "kubevirt.io", "v1", self.namespace, "virtualmachines", name,
@@ -452,12 +457,19 @@ def test_a_cr_that_lists_evict_without_live_migrate_restarts_a_vm_to_change_its_
     # an eviction strategy that migrates: KubeVirt's eviction webhook refuses the eviction and the
     # evacuation controller migrates the VMI instead (pod-eviction-admitter.go, watch/drain/evacuation)
     kubevirt_cr({"evictionStrategy": "LiveMigrate"}, {"workloadUpdateMethods": ["Evict"]})
+    assert world.vmi("web")["spec"]["evictionStrategy"] == "None"  # stamped at its creation, kept
+    world.set_run_strategy("web", "Halted")  # a VMI created from now on gets the CR's LiveMigrate
+    wait("web stopped", lambda: world.running_on("web") is None)
+    world.set_run_strategy("web", "Always")
+    vmi = wait("web started again", lambda: world.running_on("web") and world.vmi("web"))
+    assert vmi["spec"]["evictionStrategy"] == "LiveMigrate"
     second = vmi["metadata"]["uid"]
     home = vmi["status"]["nodeName"]
     world.set_guest("web", "3Gi")
-    moved = wait(
+    moved = wait(  # the updater's next batch of evictions comes a minute after the last (workload-updater.go)
         "web grown by an evacuation migration",
         lambda: ((v := world.vmi("web"))["status"]["memory"]["guestCurrent"] == "3Gi" and v) or None,
+        timeout=90,
     )
     assert moved["metadata"]["uid"] == second and moved["status"]["nodeName"] != home
     (evacuation,) = world.custom.list_namespaced_custom_object(

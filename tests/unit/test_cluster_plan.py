@@ -415,11 +415,11 @@ def test_a_vm_counted_at_its_size_after_a_change_still_makes_room_by_its_measure
     # target is 3.75Gi, so finance is at its target and would keep engineering from its room for the rest of
     # the hour. Its peak as measured (2.4Gi, used_peak_seen) still sets the target a needed shrink goes to,
     # 3Gi: finance makes room as above.
-    def cluster(seen: float | None) -> ClusterState:
+    def cluster(seen: float | None, use: float = 1.6) -> ClusterState:
         vms = (
             make_vm("engineering", "a", size=2.75, demand=2.8, maximum=4, overhead=0.25),
             make_vm(
-                "finance", "b", size=3.75, demand=1.6, peak=3, maximum=4, overhead=0.25,
+                "finance", "b", size=3.75, demand=use, peak=3, maximum=4, overhead=0.25,
                 used_peak_seen=None if seen is None else round(seen * GiB),
             ),
             make_vm("sales", "b", size=1, demand=0.5, maximum=4, overhead=0.25),
@@ -436,6 +436,10 @@ def test_a_vm_counted_at_its_size_after_a_change_still_makes_room_by_its_measure
     kept = plan_cluster(cluster(None), CONFIG, 0.0)  # its peak as counted is all there is
     assert kept.changes == ()
     assert "no node has room for 4.25Gi" in kept.decisions[0].reason
+    # its use at its measured peak: still filling what it was just given (a paging grow's measured peak is
+    # what its old size capped), not a VM whose use came down: it keeps its room
+    filling = plan_cluster(cluster(2.4, use=2.4), CONFIG, 0.0)
+    assert filling.changes == ()
 
 
 @pytest.mark.parametrize("guess_alone", [False, True], ids=["default", "guess-alone"])

@@ -88,8 +88,9 @@ def update_hold(options: RoundOptions, vmi: VmiView) -> str | None:
     would let the eviction stop it (kube/kubevirt_config.py)."""
     if options.kubevirt_unread:
         return (
-            "held: the KubeVirt CR could not be read yet, so whether KubeVirt would carry out a memory "
-            "change by evicting the VM is not known"
+            "held: the KubeVirt CR could not be read yet (see the operator's log; dynamem needs list on "
+            "kubevirts.kubevirt.io), so whether KubeVirt would carry out a memory change by evicting the VM "
+            "is not known"
         )
     if not options.evict_updates:
         return None

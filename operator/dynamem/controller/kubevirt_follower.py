@@ -12,6 +12,7 @@ KubeVirt would evict a VM to carry a change out is not known yet), and the loop 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -24,6 +25,8 @@ __all__ = ["KubeVirtFollower"]
 
 logger = logging.getLogger("dynamem.operator")
 
+MAX_RETRY_S = 300.0  # the default --resync-period: the periodic LIST reads the CR as often anyway
+
 
 class KubeVirtFollower:
     """The round options as the KubeVirt CR last read says (``options``), from ``base``: the operator's
@@ -35,6 +38,8 @@ class KubeVirtFollower:
         base: RoundOptions,
         *,
         migrations_given: bool = False,
+        retry_base_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._read = read
         self._base = base
@@ -42,11 +47,23 @@ class KubeVirtFollower:
         self.settings = KubeVirtSettings()
         self.options = replace(base, kubevirt_unread=True)
         self.read_once = False
+        self._retry_base_s, self._clock = retry_base_s, clock
+        self._retry_s = 0.0
+        self._next_try = float("-inf")
+
+    def due(self) -> bool:
+        """Whether the loop should try to read a CR not read yet before this round: each failed read waits
+        twice as long as the one before (from ``retry_base_s``, at most :data:`MAX_RETRY_S`), so a CR that
+        stays unreadable (403: no list on kubevirts) is not asked, and warned of, every round."""
+        return not self.read_once and self._clock() >= self._next_try
 
     async def refresh(self) -> bool:
         """Read the CR again; whether the options changed."""
         config = await self._read()
         if config is None:
+            if not self.read_once:
+                self._retry_s = min(max(self._retry_s * 2, self._retry_base_s), MAX_RETRY_S)
+                self._next_try = self._clock() + self._retry_s
             return False
         settings = kubevirt_settings(config)
         first, self.read_once = not self.read_once, True

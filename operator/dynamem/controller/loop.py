@@ -167,7 +167,7 @@ async def _balance(
                     await resync(state, lister, kinds)
                     if set(kinds) == set(Kind):
                         await follow_kubevirt()
-                if kubevirt is not None and not kubevirt.read_once:  # read before each round until it is
+                if kubevirt is not None and kubevirt.due():  # not read yet: read before rounds, backing off
                     await follow_kubevirt()
                 started = time.perf_counter()  # the round's duration counts making its view, too
                 with collector_paused():  # the garbage collector runs between rounds (gc_tuning.py)

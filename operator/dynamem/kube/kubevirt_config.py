@@ -27,7 +27,9 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   ``External`` leaves it to another controller; ``None`` lets the launcher pod go, which stops the VM (a
   restart under runStrategy Always). So under such a CR dynamem changes no running VM whose strategy is not
   one of the two that migrate (:attr:`KubeVirtSettings.evicts`, ``controller/balancer.py`` ``update_hold``);
-- ``configuration.evictionStrategy``: the eviction strategy of a VMI that sets none.
+- ``configuration.evictionStrategy``: the eviction strategy KubeVirt stamps on a VMI that sets none when
+  it is created (``pkg/defaults/defaults.go``, ``setDefaultEvictionStrategy``); dynamem reads it for a VMI
+  whose spec shows none.
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
 every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`);

@@ -383,6 +383,9 @@ class KubeVirtSimulator:
     async def _create_vmi(self, vm: Mapping[str, Any]) -> Mapping[str, Any]:
         view = vm_view(vm)
         template = dict(dig(vm, "spec", "template", "spec") or {})
+        # the VMI mutator stamps the CR's eviction strategy on a VMI that sets none (defaults.go,
+        # setDefaultEvictionStrategy; KubeVirt's default is None): a later change of the CR leaves it be
+        template.setdefault("evictionStrategy", self.kubevirt.eviction_strategy or "None")
         labels = dict(dig(vm, "spec", "template", "metadata", "labels") or {})
         annotations = {}
         start = (dig(vm, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)

@@ -210,8 +210,8 @@ class _Timers:
     change_seen: dict[ObjectKey, float] = field(default_factory=dict)
     last_ended: dict[ObjectKey, float] = field(default_factory=dict)
     failed_at: dict[str, float] = field(default_factory=dict)  # by migration uid
-    batch_started: float = float("-inf")  # the workload-updater's current eviction batch
-    batch_left: int = 0
+    batch_started: float = float("-inf")  # the workload-updater's last eviction batch
+    refused: set[str] = field(default_factory=set)  # migrations the webhook would have refused (by uid)
     target_created: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
 
@@ -242,6 +242,7 @@ class MigrationController:
         unfinished = [m for m in world.migrations if migration_phase(m) not in FINAL]
         busy = {migration_vmi(m) for m in unfinished}
         room = self.options.per_cluster - sum(1 for m in unfinished if is_running(m))
+        evictions: list[tuple[ObjectKey, Mapping[str, Any]]] = []
         for key, vmi in sorted(world.vmis.items(), key=lambda kv: str(kv[0])):
             wants = dig(vmi, "status", "phase") == "Running" and condition_is(vmi, MEMORY_CHANGE, "True")
             if not wants:
@@ -254,8 +255,8 @@ class MigrationController:
             if now - since < self.options.updater_delay_s:
                 continue
             if "LiveMigrate" not in self.update_methods:
-                if "Evict" in self.update_methods and self._eviction_allowed(now):
-                    await self._evict(key, vmi, world)
+                if "Evict" in self.update_methods:
+                    evictions.append((key, vmi))
                 continue
             if room <= 0:
                 continue
@@ -272,22 +273,22 @@ class MigrationController:
             created = await self.api.create_migration(key.namespace, body)
             room -= 1
             logger.info("%s: workload-updater created migration %s", key, dig(created, "metadata", "name"))
-
-    def _eviction_allowed(self, now: float) -> bool:
-        """``batchEvictionSize`` evictions per ``batchEvictionInterval`` (10 a minute by default)."""
-        if now - self.timers.batch_started >= EVICTION_BATCH_S:
-            self.timers.batch_started, self.timers.batch_left = now, EVICTION_BATCH
-        if self.timers.batch_left <= 0:
-            return False
-        self.timers.batch_left -= 1
-        return True
+        # sync: one batch of evictions, then none until the batch interval has passed
+        if evictions and now - self.timers.batch_started >= EVICTION_BATCH_S:
+            self.timers.batch_started = now
+            for key, vmi in evictions[:EVICTION_BATCH]:
+                await self._evict(key, vmi, world)
 
     async def _evict(self, key: ObjectKey, vmi: Mapping[str, Any], world: World) -> None:
         """``evictOutdatedVMIs``, through the eviction webhook: a strategy that migrates has the evacuation
         controller migrate the VMI; ``External`` leaves it; ``None`` lets the launcher pod go, which ends the
         VMI, and the VM controller starts a new one (runStrategy Always) at the VM's memory: a restart."""
         strategy = str(dig(vmi, "spec", "evictionStrategy") or self.eviction_strategy or "None")
-        if strategy in MIGRATING_EVICTIONS:
+        migratable = not condition_is(vmi, "LiveMigratable", "False")
+        if strategy == "LiveMigrate" and not migratable:
+            logger.info("%s: eviction refused: LiveMigrate, but the VMI is not live-migratable", key)
+            return
+        if strategy in MIGRATING_EVICTIONS and migratable:
             body = {
                 "apiVersion": "kubevirt.io/v1",
                 "kind": "VirtualMachineInstanceMigration",
@@ -303,7 +304,7 @@ class MigrationController:
                 "%s: eviction refused (%s): evacuation %s", key, strategy, dig(created, "metadata", "name")
             )
             return
-        if strategy != "None":
+        if strategy == "External":
             logger.info("%s: eviction refused (%s): left to another controller", key, strategy)
             return
         uid = dig(vmi, "metadata", "uid")
@@ -355,6 +356,8 @@ class MigrationController:
             done.sort(key=_created)
             for old in done[: max(0, len(done) - KEPT_FINISHED)]:
                 await self.api.delete_migration(ObjectKey(key.namespace, str(dig(old, "metadata", "name"))))
+                self.timers.failed_at.pop(_uid(old), None)
+                self.timers.refused.discard(_uid(old))
 
     async def _start_target(
         self,
@@ -421,12 +424,17 @@ class MigrationController:
     def _backing_off(self, world: World, migration: Mapping[str, Any]) -> bool:
         """``handleMigrationBackoff``: the newest of a VMI's workload-update migrations waits 20 s after the
         failure of the one before it, doubling with each failed one since the last that succeeded. Only
-        workload-update (and evacuation, not played) migrations count (``listBackoffEligibleMigrations``):
-        a failed migration of dynamem's delays no retry."""
+        workload-update and evacuation migrations count (``listBackoffEligibleMigrations``): a failed
+        migration of dynamem's delays no retry, nor does one the webhook would have refused (it would not
+        exist)."""
         if not _backoff_eligible(migration):
             return False
         key = migration_vmi(migration)
-        eligible = [m for m in world.migrations if migration_vmi(m) == key and _backoff_eligible(m)]
+        eligible = [
+            m
+            for m in world.migrations
+            if migration_vmi(m) == key and _backoff_eligible(m) and _uid(m) not in self.timers.refused
+        ]
         if len(eligible) < 2:
             return False
         eligible.sort(key=_created, reverse=True)
@@ -540,6 +548,8 @@ class MigrationController:
     async def _fail(
         self, migration: Mapping[str, Any], key: ObjectKey, message: str, *, count: bool = True
     ) -> None:
+        if not count:
+            self.timers.refused.add(_uid(migration))
         await self._set_phase(migration, FAILED, {})
         if count:
             now = self.clock()

@@ -343,10 +343,16 @@ def _guess(vm: ClusterVm, config: BalanceConfig) -> int:
 
 
 def _room_target(record: VmPlan, config: BalanceConfig) -> int:
-    """The target of a VM whose peak the caller raised, by its measured peak (``used_peak_seen``): what it
-    keeps when it makes room for another VM (``_make_room``), a needed shrink; else its target."""
+    """The target of a VM whose peak the caller raised, by its measured peak (``used_peak_seen``), once its
+    use has come down from that peak: what it keeps when it makes room for another VM (``_make_room``), a
+    needed shrink; else its target."""
     vm = record.vm
     if vm.used_peak_seen is None or vm.used_peak is None or vm.used_peak_seen >= vm.used_peak:
+        return record.target
+    band = max(config.dead_band_bytes, vm.assigned * config.dead_band_percent // 100)
+    if vm.used is None or vm.used > vm.used_peak_seen - band:
+        # its use is at its measured peak or above: still filling the size it was just given (a paging
+        # grow's peak is the use its old size capped), not a VM whose use came down: no shrink for room
         return record.target
     seen, paging, _ = _estimate(replace(vm, used_peak=vm.used_peak_seen), config)
     if seen is None or paging:

@@ -229,7 +229,7 @@ def test_until_the_cr_is_read_no_running_vm_is_changed_and_each_round_reads_it_a
     async def scenario() -> None:
         options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=3600, standalone=True)
         state = OperatorState(options=options, identity="test")
-        follower = KubeVirtFollower(read, OPTIONS)
+        follower = KubeVirtFollower(read, OPTIONS, retry_base_s=0.001)
         assert not await follower.refresh() and follower.options.kubevirt_unread
         world, demand = workday(finance=2.4)
         writer = FakeWriter()
@@ -247,3 +247,23 @@ def test_until_the_cr_is_read_no_running_vm_is_changed_and_each_round_reads_it_a
 
     asyncio.run(scenario())
     assert applied_per_round[0] == 0 and applied_per_round[-1] == 1, applied_per_round
+
+
+def test_an_unreadable_cr_is_asked_again_less_and_less_often() -> None:
+    """A CR that stays unreadable (403) is not read, and warned of, every round: each failed read waits twice
+    as long as the one before, up to the periodic LIST's default."""
+    now = [0.0]
+
+    async def read() -> Mapping[str, Any] | None:
+        return None
+
+    follower = KubeVirtFollower(read, OPTIONS, clock=lambda: now[0])
+    waits = []
+    for _ in range(12):
+        assert follower.due()
+        asyncio.run(follower.refresh())
+        start = now[0]
+        while not follower.due():
+            now[0] += 0.5
+        waits.append(now[0] - start)
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0] and waits[-1] == 300.0
