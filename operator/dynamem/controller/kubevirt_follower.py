@@ -6,7 +6,8 @@ sets and why: :mod:`dynamem.kube.kubevirt_config`. ``--max-parallel-migrations``
 CR's ``parallelMigrationsPerCluster``. A CR that cannot be read now (the API server restarting, not allowed)
 leaves the settings as they were; one that is gone (or has no CRD) brings back KubeVirt's defaults. Until
 the CR has been read once, no running VM's memory is changed (``RoundOptions.kubevirt_unread``: whether
-KubeVirt would evict a VM to carry a change out is not known yet), and the loop reads it before each round.
+KubeVirt would evict a VM to carry a change out is not known yet), and the loop reads it before rounds,
+each failed read waiting twice as long as the one before (:meth:`KubeVirtFollower.due`).
 """
 
 from __future__ import annotations
