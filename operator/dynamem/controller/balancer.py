@@ -56,6 +56,7 @@ from dynamem.kube.api import (
     now_rfc3339,
     parse_rfc3339,
 )
+from dynamem.kube.kubevirt_config import MIGRATING_EVICTIONS
 from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO
 from dynamem.kube.objects import ObjectKey, VmiView, VmView, to_quantity
 from dynamem.policy import POLICIES
@@ -77,9 +78,6 @@ TRANSIENT_BACKOFF_S = 30.0
 CLUSTER_POLICY = "dynamem"
 NODE_LOCAL_POLICY = "node-local"
 OPERATOR_POLICIES = (*sorted(POLICIES), NODE_LOCAL_POLICY)
-
-
-MIGRATING_EVICTIONS = frozenset({"LiveMigrate", "LiveMigrateIfPossible"})  # the webhook migrates instead
 
 
 def update_hold(options: RoundOptions, vmi: VmiView) -> str | None:

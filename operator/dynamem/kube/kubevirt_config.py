@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "MIGRATING_EVICTIONS",
     "KubeVirtSettings",
     "configuration_of",
     "cpu_allocation_ratio_of",
@@ -54,6 +55,10 @@ __all__ = [
     "parallel_outbound_migrations_of",
     "update_methods_of",
 ]
+
+
+# eviction strategies whose eviction KubeVirt's webhook turns into a migration (pod-eviction-admitter.go)
+MIGRATING_EVICTIONS = frozenset({"LiveMigrate", "LiveMigrateIfPossible"})
 
 
 @dataclass(frozen=True, slots=True)

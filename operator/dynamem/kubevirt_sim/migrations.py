@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dynamem.kube.api import now_rfc3339
+from dynamem.kube.kubevirt_config import MIGRATING_EVICTIONS
 from dynamem.kube.migration_target import HOST_MODEL, host_model_selector
 from dynamem.kube.objects import GI, ObjectKey, condition_is, dig, quantity_bytes, to_quantity
 from dynamem.kubevirt_sim.launcher import CREATED_BY_LABEL, KUBEVIRT_DEFAULTS, Rendering, launcher_pod
@@ -58,7 +59,6 @@ logger = logging.getLogger("dynamem.kubevirt_sim.migrations")
 
 WORKLOAD_UPDATE_ANNOTATION = "kubevirt.io/workloadUpdateMigration"
 EVACUATION_ANNOTATION = "kubevirt.io/evacuationMigration"
-MIGRATING_EVICTIONS = frozenset({"LiveMigrate", "LiveMigrateIfPossible"})
 EVICTION_BATCH = 10  # workload-updater.go: defaultBatchDeletionCount per defaultBatchDeletionIntervalSeconds
 EVICTION_BATCH_S = 60.0
 UNSCHEDULABLE_TIMEOUT_ANNOTATION = "kubevirt.io/migrationUnschedulablePodTimeoutSeconds"
