@@ -9,8 +9,10 @@ sees "vm 'ns/web': field 'buffer': 120 is out of range 5..95" instead of a stack
 Quantities are parsed with the Kubernetes client's own parser (``kubernetes.utils.parse_quantity``), which
 gives exact Decimals. A quantity that is not a whole number of bytes (``2.4Gi`` is 2576980377.6 bytes) is
 rounded *up* to the next byte: for demand that is the conservative side, and every later step (targets,
-alignment) works in integers. This is the only place in dynamem that imports the Kubernetes client for
-settings; the policy underneath sees plain ints (see :class:`dynamem.policy.model.VmLimits`).
+alignment) works in integers. A number without a unit is bytes, as in Kubernetes; one under 1Mi is refused
+as a unit left out ("startup: 2048" would be a 2 KiB VM). This is the only place in dynamem that imports the
+Kubernetes client for settings; the policy underneath sees plain ints (see
+:class:`dynamem.policy.model.VmLimits`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_BUFFER",
     "DEFAULT_PRIORITY",
     "PRIORITY_NAMES",
+    "SMALLEST_QUANTITY",
     "SettingsError",
     "VmSettings",
     "format_bytes",
@@ -40,6 +43,8 @@ BUFFER_RANGE = (5, 95)
 DEFAULT_BUFFER = 20
 PRIORITY_NAMES: Mapping[str, int] = {"low": 25, "medium": 50, "high": 75}
 DEFAULT_PRIORITY = PRIORITY_NAMES["medium"]
+SMALLEST_QUANTITY = 1 << 20
+"""Bytes below which a quantity is taken for a missing unit: no memory size, demand or rate is that small."""
 
 
 class SettingsError(ValueError):
@@ -69,7 +74,7 @@ def is_zero_quantity(value: object) -> bool:
 
 
 def parse_bytes(vm: str, field: str, value: object) -> int:
-    """A Kubernetes quantity or an int as a positive whole number of bytes (fractions round up)."""
+    """A Kubernetes quantity or an int as a whole number of bytes, at least 1Mi (fractions round up)."""
     if isinstance(value, bool) or value is None:
         raise SettingsError(vm, field, value, "is not a quantity" if value is not None else "is missing")
     exact: Decimal
@@ -84,6 +89,10 @@ def parse_bytes(vm: str, field: str, value: object) -> int:
         raise SettingsError(vm, field, value, "is not a quantity (e.g. 1Gi, 512Mi)")
     if not exact.is_finite() or exact <= 0:
         raise SettingsError(vm, field, value, "must be a positive quantity")
+    if exact < SMALLEST_QUANTITY:
+        # A bare number is bytes (Kubernetes' reading): "startup: 2048" is 2 KiB, almost surely meant as Mi.
+        shown = f"is {math.ceil(exact)} bytes, under 1Mi: give a unit (e.g. 1Gi, 512Mi)"
+        raise SettingsError(vm, field, value, shown)
     return math.ceil(exact)
 
 

@@ -15,12 +15,28 @@ from dynamem.settings import SettingsError, VmSettings, parse_bytes
         pytest.param("0.5Gi", 512 * MiB, id="fraction-exact"),  # 0.5 x 2^30 = 2^29
         pytest.param("2.4Gi", 2576980378, id="fraction-rounds-up"),  # 2.4 x 2^30 = 2576980377.6 -> ceil
         pytest.param("1G", 10**9, id="decimal-suffix"),
-        pytest.param(4096, 4096, id="int-bytes"),
+        pytest.param(4 * GiB, 4 * GiB, id="int-bytes"),
+        pytest.param("1Mi", MiB, id="smallest"),
         pytest.param(" 512Mi ", 512 * MiB, id="spaces"),
     ],
 )
 def test_parse_bytes(value: object, expected: int) -> None:
     assert parse_bytes("vm", "startup", value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(2048, "vm 'vm': field 'startup': 2048 is 2048 bytes, under 1Mi", id="bare-int"),
+        pytest.param("512", "vm 'vm': field 'startup': '512' is 512 bytes, under 1Mi", id="bare-string"),
+        pytest.param("0.5Ki", "vm 'vm': field 'startup': '0.5Ki' is 512 bytes, under 1Mi", id="tiny-unit"),
+    ],
+)
+def test_a_quantity_without_its_unit_is_refused(value: object, message: str) -> None:
+    # A bare number is bytes, as in Kubernetes; "startup: 2048" meant 2048Mi, and a 2 KiB VM is no VM.
+    with pytest.raises(SettingsError, match="give a unit") as caught:
+        parse_bytes("vm", "startup", value)
+    assert str(caught.value).startswith(message)
 
 
 def test_defaults_follow_the_seed() -> None:

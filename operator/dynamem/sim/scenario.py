@@ -24,9 +24,10 @@ Format::
       outbound_per_node: 2                     # parallelOutboundMigrationsPerNode (default 2)
       pending_timeout: 5m                      # an unschedulable target pod fails after this (default 5m)
 
-``vms[].node`` is where a VM starts. Under ``dynamem simulate --model kubevirt`` (the default) the VM leaves
-it at its first memory change, since every change is a live migration; ``overhead`` and ``migration`` only
-matter there (``--model hyperv`` resizes in place). The defaults are KubeVirt v1.7.0's
+Sizes are Kubernetes quantities; a number without a unit is bytes, and one under 1Mi is refused as a missing
+unit. ``vms[].node`` is where a VM starts. Under ``dynamem simulate --model kubevirt`` (the default) the VM
+leaves it at its first memory change, since every change is a live migration; ``overhead`` and ``migration``
+only matter there (``--model hyperv`` resizes in place). The defaults are KubeVirt v1.7.0's
 (``pkg/virt-config/virt-config.go``: ``ParallelMigrationsPerClusterDefault`` 5,
 ``ParallelOutboundMigrationsPerNodeDefault`` 2; ``pkg/virt-controller/watch/migration/migration.go``:
 ``defaultUnschedulablePendingTimeoutSeconds`` 300), except the bandwidth: KubeVirt's default is unlimited
