@@ -13,12 +13,14 @@ import pytest
 import yaml
 from kubernetes import client as k8s_client
 
+from dynamem.controller.contests import Written, fought_back, written_at
 from dynamem.controller.loop import OperatorState, resync
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.snapshot import precondition_problem
 from dynamem.controller.view import Kind
 from dynamem.kube.api import FieldConflict, KubeApi, StaleObject
 from dynamem.kube.objects import vm_view
+from dynamem.policy import GiB as GI
 from dynamem.testing.controlplane import ControlPlane, repo_root
 
 
@@ -197,3 +199,97 @@ def test_a_fresh_list_drops_a_ghost_the_watch_never_reported(
         return {vm.key.name for vm in state.view.stores[Kind.VM].values()}
 
     assert run(control_plane, body) == {"kept"}
+
+
+def test_a_tool_that_applies_memory_guest_back_is_seen_fighting(
+    control_plane: ControlPlane, namespace: str, custom_objects: k8s_client.CustomObjectsApi
+) -> None:
+    """A GitOps tool applies memory.guest; dynamem takes it (--force-ownership) and the tool applies its own
+    value again: the view after the tool's apply shows the fight, with the API server's own managedFields
+    (owners, times); the views before it (the one dynamem decided on, dynamem's own) show none."""
+
+    def tool_applies(size: str) -> dict[str, Any]:
+        manifest = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "vm", "namespace": namespace},
+            "spec": {"template": {"spec": {"domain": {"memory": {"guest": size}}}}},
+        }
+        return custom_objects.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+            "kubevirt.io",
+            "v1",
+            namespace,
+            "virtualmachines",
+            "vm",
+            manifest,
+            field_manager="argocd-controller",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    make_vm(custom_objects, namespace, "vm")
+    decided_on = tool_applies("1Gi")
+
+    async def take(api: KubeApi) -> Written:
+        version = decided_on["metadata"]["resourceVersion"]
+        answer = await api.apply_vm_memory(namespace, "vm", "2Gi", None, resource_version=version, force=True)
+        return Written(2 * GI, version, written_at(answer, "dynamem"))
+
+    written = run(control_plane, take)
+    assert written.at is not None
+    ours = vm_view(
+        custom_objects.get_namespaced_custom_object("kubevirt.io", "v1", namespace, "virtualmachines", "vm")
+    )
+    assert ours.guest == 2 * GI
+    assert fought_back(vm_view(decided_on), written) == ()  # the view dynamem decided on: before its write
+    assert fought_back(ours, written) == ()
+    back = vm_view(tool_applies("1Gi"))
+    assert back.guest == GI
+    assert fought_back(back, written) == ("argocd-controller",)
+
+
+def test_a_client_side_apply_that_sets_memory_guest_is_a_declarative_owner(
+    control_plane: ControlPlane, namespace: str, custom_objects: k8s_client.CustomObjectsApi
+) -> None:
+    """Argo CD's default sync is a client-side apply under its own manager name (an Update, not an Apply):
+    what tells it from a one-off write is the last-applied-configuration annotation it leaves, naming
+    memory.guest. Real kubectl, real API server."""
+    manifest = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": "vm", "namespace": namespace},
+        "spec": {
+            "runStrategy": "Halted",
+            "template": {"spec": {"domain": {"memory": {"guest": "1Gi"}, "devices": {}}}},
+        },
+    }
+    subprocess.run(
+        [
+            shutil.which("kubectl") or "kubectl",
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "apply",
+            "--field-manager",
+            "argocd-controller",
+            "-f",
+            "-",
+        ],
+        input=yaml.safe_dump(manifest),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    body = custom_objects.get_namespaced_custom_object(
+        "kubevirt.io", "v1", namespace, "virtualmachines", "vm"
+    )
+    view = vm_view(body)
+    assert view.guest_owners == (("argocd-controller", "Update"),)
+    assert view.guest_declared
+    assert view.applied_by_others() == ("argocd-controller",)
+    # the same write without the annotation (kubectl create under that name) is a one-off: taken over
+    custom_objects.delete_namespaced_custom_object("kubevirt.io", "v1", namespace, "virtualmachines", "vm")
+    body = custom_objects.create_namespaced_custom_object(
+        "kubevirt.io", "v1", namespace, "virtualmachines", manifest, field_manager="argocd-controller"
+    )
+    assert vm_view(body).applied_by_others() == ()

@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from dynamem.controller.cluster_state import with_promised_targets
+from dynamem.controller.contests import Contests, Written, written_at
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.placement import Placement, Step, encode, recovered, step_of
@@ -223,6 +224,7 @@ class Balancer:
         self.unwritten_holds: dict[ObjectKey, Hold] = {}
         # the VMI uid of the last request of another manager taken back without a hold, per VM
         self.foreign_taken_back: dict[ObjectKey, str] = {}
+        self.contests = Contests()  # --force-ownership: sizes written, and VMs held off after a fight
         self.joins = JoinCache()  # each VM's join, remade only when one of its views changed
         self.forgotten = 0  # the join cache's count of VirtualMachineMemories gone, when last forgotten here
         self.demand_failing_since: float | None = None  # when Prometheus stopped answering
@@ -249,8 +251,10 @@ class Balancer:
             {key: f"held until its VMI restarts: {hold.reason}" for key, hold in self.unwritten_holds.items()}
         )
         observed = replace(observed, vms=tuple(observed.vms))
+        vms = {vm.key: vm for vm in observed.vms} if self.conflicts or self.contests.keys() else {}
         if self.conflicts:
-            self._end_conflicts({vm.key: vm for vm in observed.vms})
+            self._end_conflicts(vms)
+        fights = self.contests.find(vms, now)
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
         if self.options.evict_updates or self.options.kubevirt_unread:
             for vmi in observed.vmis:
@@ -264,6 +268,7 @@ class Balancer:
             default_overhead=self.options.default_overhead,
             held=held,
             force_ownership=self.options.force_ownership,
+            contested=self.contests.messages(),
             now=now,
             shrink_window_s=self.options.balance.shrink_window_s,
             cache=self.joins,
@@ -274,6 +279,8 @@ class Balancer:
             cpu_allocation_ratio=self.options.cpu_allocation_ratio,
         )
         result = RoundResult(snapshot=snapshot)
+        for key, contest in fights:  # the status says so too, with a Warning Event (MemoryFieldContested)
+            logger.warning("%s: %s", key, contest.message())
         changes: list[MemoryChange] = []
         moves: list[MemoryChange] = []
         decisions: dict[ObjectKey, tuple[VmDecision, NodePlan]] = {}
@@ -345,6 +352,7 @@ class Balancer:
                 plan,
                 hold=holds.get(key, item.hold),
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
+                contest=self.contests.held[key].message() if key in self.contests.held else None,
             )
             if key not in changed_at and self.book.quiet(item, part, decision, now):
                 continue  # its status says this decision already, and nothing measured moved enough
@@ -623,6 +631,7 @@ class Balancer:
             ):
                 for key in memory.keys() - keys:  # a set difference: no Python loop over every VM
                     del memory[key]
+            self.contests.forget(self.contests.keys() - keys)
             self.book.forget_all_but(keys)
         for key in [k for k, (until, _) in self.backoff.items() if until <= now]:
             del self.backoff[key]
@@ -646,7 +655,7 @@ class Balancer:
         max_guest = to_quantity(change.max_guest) if change.max_guest is not None else None
         version = item.vm.resource_version if item.vm is not None else None
         try:
-            await self.writer.apply_vm_memory(
+            answer = await self.writer.apply_vm_memory(
                 ns,
                 name,
                 guest,
@@ -677,6 +686,10 @@ class Balancer:
             return self._failed(change, guest, exc, now)
         except Exception as exc:  # a dropped connection, a timeout: this VM waits, the others go on
             return self._failed(change, guest, exc, now)
+        if not self.options.dry_run and max_guest is None:  # a running VM's size: fought over?
+            self.contests.wrote(
+                change.key, Written(change.guest, version or "", written_at(answer, FIELD_MANAGER))
+            )
         if change.revert:
             note = f"memory.guest -> {guest}: {change.reason}"
             if not self.options.dry_run:

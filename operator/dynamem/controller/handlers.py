@@ -6,8 +6,9 @@ and hands each event to the :class:`~dynamem.controller.view.ClusterView`, which
 is reconciled with fresh LISTs by the loop. Events wake the loop early (a spec edit, a VM start or stop, a
 node change); otherwise it runs every ``--interval`` seconds. kopf runs standalone: which replica balances is
 decided by a Lease (:mod:`dynamem.controller.leadership`), and every replica keeps watching, so a standby's
-view is live, not paused. The operator adds no finalizer and no annotation to any object: deleting a
-VirtualMachineMemory never waits for the operator, and leaves its VM as it is.
+view is live, not paused. The operator adds no finalizer to any object (kopf has only event handlers here and
+stores nothing on objects; dynamem writes a VM's ``dynamem.io/placement`` with a change): deleting a
+VirtualMachineMemory never waits for the operator, and leaves its VM with the memory it has.
 """
 
 from __future__ import annotations

@@ -230,8 +230,13 @@ def settings_of(vmm: VmmView) -> VmSettings | SettingsError:
     return found
 
 
-def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, force_ownership: bool) -> Managed:
-    """The join of one VirtualMachineMemory with its VM and VMI, without demand (see :class:`JoinCache`)."""
+def _join(
+    vmm: VmmView, vm: VmView | None, vmi: VmiView | None, force_ownership: bool, contest: str | None = None
+) -> Managed:
+    """The join of one VirtualMachineMemory with its VM and VMI, without demand (see :class:`JoinCache`).
+
+    ``contest``: why memory.guest is left to its other owners for now, whatever ``force_ownership`` says
+    (they fought dynamem over it: :mod:`dynamem.controller.contests`)."""
     settings = settings_of(vmm)
     if isinstance(settings, SettingsError):
         return Managed(vmm, Phase.INVALID, error=str(settings), vm=vm, vmi=vmi)
@@ -239,7 +244,8 @@ def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, force_ownership:
         return Managed(vmm, Phase.MISSING, settings=settings)
     hold = Hold.from_status(vmm.status.get("hold"))
     hold = hold if hold is not None and hold.applies(vm, vmi) else None
-    owners = () if force_ownership else vm.applied_by_others()
+    # those that fought dynamem for memory.guest keep it for now, whatever --force-ownership says
+    owners = vm.foreign_owners() if contest is not None else () if force_ownership else vm.applied_by_others()
     if vmi is not None and vmi.active:
         phase = Phase.RUNNING
     elif vm.stopped_for_good and (vmi is None or not vmi.active) and (vmi is None or vmi.phase in FINAL):
@@ -255,7 +261,7 @@ def _join(vmm: VmmView, vm: VmView | None, vmi: VmiView | None, force_ownership:
         vm=vm,
         vmi=vmi,
         hold=hold,
-        blocked=precondition_problem(vm, vmi if phase is Phase.RUNNING else None, owners),
+        blocked=precondition_problem(vm, vmi if phase is Phase.RUNNING else None, owners, contest),
         owners=owners,
     )
 
@@ -267,7 +273,7 @@ def _same(a: object, b: object) -> bool:
 
 
 def _same_views(
-    held: tuple[VmmView, VmView | None, VmiView | None, bool, Managed],
+    held: tuple[VmmView, VmView | None, VmiView | None, tuple[bool, str | None], Managed],
     vmm: VmmView,
     vm: VmView | None,
     vmi: VmiView | None,
@@ -287,9 +293,9 @@ class JoinCache:
     :func:`vm_state` give; the cache only skips recomputing it.
     """
 
-    joins: dict[ObjectKey, tuple[VmmView, VmView | None, VmiView | None, bool, Managed]] = field(
-        default_factory=dict
-    )
+    joins: dict[
+        ObjectKey, tuple[VmmView, VmView | None, VmiView | None, tuple[bool, str | None], Managed]
+    ] = field(default_factory=dict)
     states: dict[ObjectKey, tuple[Managed, bool, VmState | None]] = field(default_factory=dict)
     dropped: int = 0  # VirtualMachineMemories gone, all told: what is remembered of them elsewhere can go too
     _names: dict[str, ObjectKey] | None = (
@@ -303,21 +309,23 @@ class JoinCache:
         vmi: VmiView | None,
         demand: DemandReading,
         force_ownership: bool,
+        contest: str | None = None,
     ) -> Managed:
         key = vmm.key
         held = self.joins.get(key)
+        ownership = (force_ownership, contest)
         if (
             held is not None
-            and held[3] == force_ownership
+            and held[3] == ownership
             # the same view objects (a round at rest), else equal ones
             and ((held[0] is vmm and held[1] is vm and held[2] is vmi) or _same_views(held, vmm, vm, vmi))
         ):
             base = held[4]
         else:
-            base = _join(vmm, vm, vmi, force_ownership)
+            base = _join(vmm, vm, vmi, force_ownership, contest)
             if held is None:
                 self._names = None
-            self.joins[key] = (vmm, vm, vmi, force_ownership, base)
+            self.joins[key] = (vmm, vm, vmi, ownership, base)
         if base.phase is not Phase.RUNNING:
             return base
         measured = demand.by_vm.get(key)
@@ -388,17 +396,22 @@ class JoinCache:
 FINAL = frozenset({"Succeeded", "Failed"})
 
 
-def precondition_problem(vm: VmView, vmi: VmiView | None, owners: tuple[str, ...]) -> str | None:
+def precondition_problem(
+    vm: VmView, vmi: VmiView | None, owners: tuple[str, ...], contest: str | None = None
+) -> str | None:
     """Why KubeVirt (or another owner) forbids dynamem to change this VM's memory now, or None.
 
     KubeVirt's VM controller (``pkg/virt-controller/watch/vm/vm.go``, ``handleMemoryHotplugRequest``) and its
     admission webhook refuse a memory change of a VMI that is not live-migratable (every change is a
     migration), of a VM that waits for a restart (``RestartRequired``), and of a VM whose memory comes from an
-    instancetype (the webhook refuses ``domain.memory`` next to an instancetype).
+    instancetype (the webhook refuses ``domain.memory`` next to an instancetype). ``contest``: why the
+    other owners keep memory.guest for now (they fought dynamem over it).
     """
     if vm.instancetype:
         return f"memory comes from instancetype {vm.instancetype}: dynamem does not change it"
     if owners:
+        if contest is not None:
+            return contest
         return f"memory.guest is owned by field manager {', '.join(owners)}: not taken (--force-ownership)"
     if vmi is None:
         return None
@@ -543,6 +556,7 @@ def build_snapshot(
     default_overhead: int = 0,
     held: Mapping[ObjectKey, str] | None = None,
     force_ownership: bool = False,
+    contested: Mapping[ObjectKey, str] | None = None,
     now: float | None = None,
     shrink_window_s: float = 3600.0,
     cache: JoinCache | None = None,
@@ -555,6 +569,7 @@ def build_snapshot(
     """Join the observed objects and demand into per-node policy inputs.
 
     ``held``: VMs to keep as they are this round, with the reason (e.g. backing off after a refused change).
+    ``contested``: VMs whose memory.guest is left to its other owners for now, with why (they fought back).
     ``cache``: the joins of earlier rounds (a balancer keeps one); without it every join is made afresh.
     ``promised``: the target node of each of dynamem's changes in flight: its target pod, once made, is
     scheduled there, and counts there for inter-pod affinity until it is bound (then it is a pod like any).
@@ -570,8 +585,11 @@ def build_snapshot(
     vms = {vm.key: vm for vm in observed.vms}
     vmis = {vmi.key: vmi for vmi in observed.vmis}
     node_views = {node.name: node for node in observed.nodes}
+    contested = contested or {}
     managed = {
-        vmm.key: joins.join(vmm, vms.get(vmm.key), vmis.get(vmm.key), demand, force_ownership)
+        vmm.key: joins.join(
+            vmm, vms.get(vmm.key), vmis.get(vmm.key), demand, force_ownership, contested.get(vmm.key)
+        )
         for vmm in observed.vmms
     }
     joins.keep_only(managed)

@@ -85,6 +85,7 @@ class Decided(NamedTuple):
     over: str | None
     owners: tuple[str, ...]
     judged: bool
+    contest: str | None
 
 
 def decided(
@@ -94,8 +95,12 @@ def decided(
     *,
     hold: Hold | None = None,
     owners: tuple[str, ...] = (),
+    contest: str | None = None,
 ) -> Decided:
-    """The decided part of the status this round calls for (see :func:`desired_status`)."""
+    """The decided part of the status this round calls for (see :func:`desired_status`).
+
+    ``contest``: why a tool that fought dynamem over memory.guest owns it for now
+    (:mod:`dynamem.controller.contests`)."""
     if item.phase is Phase.INVALID:
         ready = ("False", "InvalidSettings", item.error or "invalid settings")
     elif decision is None and item.phase is Phase.RUNNING:
@@ -128,6 +133,7 @@ def decided(
         judged=decision.demand is not None
         if decision is not None
         else item.phase is Phase.STOPPED and item.settings is not None,
+        contest=contest if owners else None,
     )
 
 
@@ -184,7 +190,7 @@ def desired_status(
         status["reason"] = decision.reason
     if note is not None:
         status["reason"] = note
-    restart, over, owners = part.restart, part.over, part.owners
+    restart, over, owners, contest = part.restart, part.over, part.owners, part.contest
     status["conditions"] = [
         _condition("Ready", *part.ready),
         _condition("DemandKnown", *part.demand_known),
@@ -203,8 +209,9 @@ def desired_status(
         _condition(
             "FieldOwnedByOtherManager",
             "True" if owners else "False",
-            "Conflict" if owners else "Owned",
-            (
+            ("Contested" if contest else "Conflict") if owners else "Owned",
+            contest
+            or (
                 f"memory.guest is owned by {', '.join(owners)}: dynamem writes nothing to this VM until that "
                 "manager lets go of it, or the operator runs with --force-ownership"
                 if owners
@@ -454,7 +461,9 @@ class StatusBook:
             if kind != "Ready" and kind not in before and state == "False":
                 continue  # a VM that never was over-subscribed (or in conflict) needs no "all fine" Event
             warn = (kind == "Ready" and state == "False") or (kind != "Ready" and state == "True")
-            reason = "FieldOwnedByOtherManager" if kind == "FieldOwnedByOtherManager" and warn else None
+            reason = None
+            if kind == "FieldOwnedByOtherManager" and warn:  # "Contested": another manager fought back
+                reason = "MemoryFieldContested" if condition["reason"] == "Contested" else kind
             try:
                 await writer.create_event(
                     item.vmm.body,

@@ -10,6 +10,7 @@ the VirtualMachineInstance.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,9 +43,14 @@ RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
 # The runStrategy under which a VM without a VMI is stopped for good (until someone changes the VM); under
 # Manual, Once and RerunOnFailure a VM without a VMI may be started (or have ended) by KubeVirt or a user.
 STOPPED_STRATEGY = "Halted"
-GUEST_FIELD = ("f:spec", "f:template", "f:spec", "f:domain", "f:memory", "f:guest")
+GUEST_PATH = ("spec", "template", "spec", "domain", "memory", "guest")
+GUEST_FIELD = tuple(f"f:{part}" for part in GUEST_PATH)  # the same, in managedFields' fieldsV1
 DYNAMEM_MANAGERS = frozenset({"dynamem", "dynamem-stopped"})
-DECLARATIVE_UPDATERS = frozenset({"kubectl-client-side-apply"})
+# Managers that write with an update (not server-side apply) but re-assert their manifest at every sync:
+# kubectl's client-side apply, and Helm (a three-way merge with the live object at every upgrade). Any other
+# client-side apply (Argo CD's default sync) is told by the annotation it leaves (LAST_APPLIED_ANNOTATION).
+DECLARATIVE_UPDATERS = frozenset({"kubectl-client-side-apply", "helm"})
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
 Body = Mapping[str, Any]
 
@@ -130,6 +136,7 @@ class VmView:
     run_strategy: str = ""  # the VM's runStrategy, or what ``running`` means: Always / Halted
     instancetype: str | None = None  # memory comes from this instancetype: not dynamem's to change
     guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
+    guest_declared: bool = False  # the last client-side apply's manifest (its annotation) sets memory.guest
     placement: str | None = None  # the PLACEMENT_ANNOTATION dynamem wrote with its last change, as written
     # when another manager last wrote memory.guest (its managedFields entry's time, RFC 3339), or None
     guest_written_by_others: str | None = None
@@ -149,16 +156,19 @@ class VmView:
     def applied_by_others(self) -> tuple[str, ...]:
         """Managers that claim memory.guest declaratively: a GitOps tool, say.
 
-        Server-side apply (operation ``Apply``), and kubectl's client-side apply, which records itself as an
-        ``Update`` by ``kubectl-client-side-apply`` but re-applies its manifest like any GitOps tool. Others
-        (``kubectl create``/``edit``, a controller's update) only wrote the field once.
+        Server-side apply (operation ``Apply``); a client-side apply, which records itself as an ``Update``
+        (``kubectl-client-side-apply``, ``argocd-controller`` in Argo CD's default sync) but re-applies its
+        manifest like any GitOps tool, told by its ``last-applied-configuration`` annotation setting
+        memory.guest; and Helm, whose upgrades merge the chart's value back. Others (``kubectl create`` or
+        ``edit``, a controller's update) only wrote the field once.
         """
         return tuple(
             sorted(
                 {
                     m
                     for m, op in self.guest_owners
-                    if m not in DYNAMEM_MANAGERS and (op == "Apply" or m in DECLARATIVE_UPDATERS)
+                    if m not in DYNAMEM_MANAGERS
+                    and (op == "Apply" or m in DECLARATIVE_UPDATERS or self.guest_declared)
                 }
             )
         )
@@ -227,6 +237,20 @@ def guest_owners(body: Body) -> tuple[tuple[str, str], ...]:
     return tuple((str(entry.get("manager")), str(entry.get("operation"))) for entry in _guest_entries(body))
 
 
+def guest_declared(body: Body) -> bool:
+    """The manifest of the last client-side apply (``kubectl apply``, Argo CD's default sync), kept in the
+    ``kubectl.kubernetes.io/last-applied-configuration`` annotation, sets memory.guest: the next apply of
+    it sets the field back."""
+    text = (dig(body, "metadata", "annotations") or {}).get(LAST_APPLIED_ANNOTATION)
+    if not isinstance(text, str) or '"guest"' not in text:
+        return False
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(manifest, Mapping) and dig(manifest, *GUEST_PATH) is not None
+
+
 def guest_written_by_others(body: Body) -> str | None:
     """The latest ``time`` of a managedFields entry of another manager than dynamem's owning memory.guest."""
     times = [
@@ -265,6 +289,7 @@ def vm_view(body: Body) -> VmView:
         instancetype=(dig(body, "spec", "instancetype", "name") or None),
         guest_owners=guest_owners(body),
         guest_written_by_others=guest_written_by_others(body),
+        guest_declared=guest_declared(body),
         placement=(dig(body, "metadata", "annotations") or {}).get(PLACEMENT_ANNOTATION) or None,
         off_since=off_since(body),
         launcher_spec={"domain": {k: domain[k] for k in ("cpu", "resources", "devices") if k in domain}},

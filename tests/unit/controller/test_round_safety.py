@@ -610,3 +610,64 @@ def test_a_stopped_reset_takes_memory_guest_from_dynamems_running_manager() -> N
     assert [(a.name, a.guest, a.max_guest, a.force) for a in writer.applies] == [
         ("service", "1Gi", "4Gi", True)
     ]
+
+
+def test_a_tool_that_sets_memory_guest_back_is_left_to_it_for_an_hour_then_two() -> None:
+    """--force-ownership takes memory.guest from a GitOps tool; the tool applies its value again (self-heal
+    without ignoreDifferences): each turn would be two live migrations, so dynamem leaves the VM to the tool,
+    says so, and tries once more an hour later (two hours after a second fight)."""
+    world, demand = workday(finance=2.4)
+    vm = world.vms["finance"]["metadata"]
+    vm["managedFields"] = [{"manager": "argocd-controller", "operation": "Apply", "fieldsV1": GUEST_FIELDS}]
+    clock = [NOW]
+    writer = FakeWriter()
+    balancer = Balancer(writer, demand, replace(OPTIONS, force_ownership=True), clock=lambda: clock[0])
+
+    def round_at(minutes: float) -> list[tuple[str, str, bool]]:
+        clock[0] = NOW + minutes * 60
+        writer.clear()
+        run(balancer, world)
+        world.store(writer.statuses)
+        return [(a.name, a.guest, a.force) for a in writer.applies]
+
+    assert round_at(0) == [("finance", "3Gi", True)]
+    assert round_at(0.2) == [("finance", "3Gi", True)]  # the view dynamem decided on: no answer yet
+    vm["resourceVersion"] = "8"  # the tool applied its 1Gi again (the world kept it: nothing was applied)
+    assert round_at(0.5) == []
+    assert [(e.type_, e.reason) for e in writer.events if e.name == "finance"] == [
+        ("Warning", "MemoryFieldContested")
+    ]
+    status = dict(writer.statuses)["finance"]
+    [owned] = [c for c in status["conditions"] if c["type"] == "FieldOwnedByOtherManager"]
+    assert (owned["status"], owned["reason"]) == ("True", "Contested")
+    assert owned["message"].startswith(
+        "argocd-controller set memory.guest to 1Gi after dynamem set 3Gi (fight 1"
+    )
+    assert status["heldBecause"] == owned["message"]
+    assert round_at(59) == []
+    assert round_at(61) == [("finance", "3Gi", True)]  # an hour on: dynamem takes the field once more
+    vm["resourceVersion"] = "9"  # and the tool sets it back again
+    assert round_at(61.5) == []
+    assert "(fight 2" in dict(writer.statuses)["finance"]["heldBecause"]
+    assert round_at(61.5 + 119) == []
+    assert round_at(61.5 + 121) == [("finance", "3Gi", True)]
+
+
+def test_a_vm_left_to_its_manager_after_a_fight_is_forgotten_with_it() -> None:
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["metadata"]["managedFields"] = [
+        {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": GUEST_FIELDS}
+    ]
+    writer = FakeWriter()
+    balancer = balancer_for(demand, writer)
+    run(balancer, world)
+    assert applied(writer) == [("finance", "3Gi", None)]  # a one-off writer: taken over, no flag needed
+    world.vms["finance"]["metadata"]["resourceVersion"] = "8"  # someone edits memory.guest again
+    run(balancer, world)
+    assert applied(writer) == [("finance", "3Gi", None)]  # only the first round's: left to the editor now
+    assert [(key.name, c.managers) for key, c in balancer.contests.held.items()] == [
+        ("finance", ("kubectl-edit",))
+    ]
+    del world.vmms["finance"]
+    run(balancer, world)
+    assert balancer.contests.keys() == set()
