@@ -256,6 +256,8 @@ class Balancer:
             self._end_conflicts(vms)
         fights = self.contests.find(vms, now)
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
+        for key, why in unstarted_migrations(observed).items():
+            held.setdefault(key, why)
         if self.options.evict_updates or self.options.kubevirt_unread:
             for vmi in observed.vmis:
                 why = update_hold(self.options, vmi) if vmi.active else None
@@ -756,6 +758,32 @@ def _race_lost(exc: ApiException) -> bool:
     if exc.status in {409, 422}:
         return True
     return exc.status == 400 and "in-flight migration" in _message(exc)
+
+
+def unstarted_migrations(observed: Observed) -> dict[ObjectKey, str]:
+    """VMs to hold as they are while a migration of their VMI is made but not copying yet.
+
+    KubeVirt v1.7.0 renders a migration's target pod when the migration is made, at the VMI's size then
+    (``pkg/virt-controller/watch/migration/migration.go``, ``createTargetPod``), but its VM controller takes a
+    change of memory.guest as long as the VMI is not migrating by its ``migrationState`` (``vm.go``,
+    ``handleMemoryHotplugRequest`` -> ``migrations.IsMigrating``: a start and no end), which a migration
+    gets only once its target is ready. A change written in between is copied into the VMI and hotplugged
+    at the end of that migration (``migration-target.go``, ``hotplugMemory``, whose check of the pod's
+    request passes for a VM without a memory request): the guest would have more than its launcher asks, and
+    the node more in use than the scheduler counts. So a VM whose size is not changing (a plain move, an
+    evacuation) is held until its migration copies or ends; one whose change is in flight is held by it."""
+    unfinished = {m.vmi for m in observed.migrations if not m.final}
+    if not unfinished:
+        return {}
+    asks = {vm.key: vm.guest for vm in observed.vms if vm.key in unfinished}
+    return {
+        vmi.key: "held: a migration of its VMI is starting (its target pod is made at the size it has)"
+        for vmi in observed.vmis
+        if vmi.key in unfinished
+        and vmi.active
+        and not vmi.migrating
+        and asks.get(vmi.key) in {None, vmi.current}
+    }
 
 
 def take_over(item: Managed, change: MemoryChange) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
 from dynamem.controller.balancer import Balancer, RoundOptions
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
@@ -186,3 +188,35 @@ def test_a_paging_vms_status_shows_the_demand_its_pressure_is_judged_on() -> Non
     assert shown is not None and assigned is not None
     assert shown > GI - 138 * MI  # the plan's demand, not the capped use the guest shows
     assert status["pressure"] == round(100 * shown / assigned)
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady"])
+def test_no_change_while_a_migration_of_the_vmi_is_made_but_not_copying(phase: str) -> None:
+    """KubeVirt made the target pod at the size the VMI had; a change written now would be hotplugged when
+    that migration ends, into a pod that asks for less (KubeVirt v1.7.0 takes the change, since the VMI is
+    not migrating by its migrationState yet). finance pages but is held; another grows."""
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    world.migrations.append(
+        {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstanceMigration",
+            "metadata": {
+                "name": "kubevirt-evacuation-finance",
+                "namespace": NS,
+                "creationTimestamp": "2026-03-02T11:59:00Z",
+                "uid": "m-finance",
+            },
+            "spec": {"vmiName": "finance"},
+            "status": {"phase": phase},
+        }
+    )
+    round_of(Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW), world)
+    grown = {a.name for a in writer.applies}
+    assert "finance" not in grown and grown  # another grows (the migration takes one of host's 2 out)
+    assert dict(writer.statuses)["finance"]["reason"] == (
+        "held: a migration of its VMI is starting (its target pod is made at the size it has)"
+    )
+    world.migrations[0]["status"]["phase"] = "Failed"  # over: finance may change again
+    writer.clear()
+    round_of(Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW), world)
+    assert "finance" in {a.name for a in writer.applies}
