@@ -256,8 +256,8 @@ class Balancer:
             self._end_conflicts(vms)
         fights = self.contests.find(vms, now)
         held.update({key: "held: memory.guest is owned by another field manager" for key in self.conflicts})
-        for key, why in unstarted_migrations(observed).items():
-            held.setdefault(key, why)
+        for key, starting in unstarted_migrations(observed).items():
+            held.setdefault(key, starting)
         if self.options.evict_updates or self.options.kubevirt_unread:
             for vmi in observed.vmis:
                 why = update_hold(self.options, vmi) if vmi.active else None
