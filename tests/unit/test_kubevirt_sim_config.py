@@ -82,3 +82,32 @@ def test_a_cr_it_cannot_read_leaves_what_it_had_and_is_told_once(
             asyncio.run(simulator.follow_kubevirt_cr())
     assert simulator.rendering.memory_overcommit == 200
     assert [r.getMessage() for r in caplog.records] == ["the KubeVirt CR is unreadable (403 Forbidden)"]
+
+
+@pytest.mark.parametrize(
+    ("configuration", "memory", "expected"),
+    [
+        pytest.param({}, {"guest": "1Gi"}, "4Gi", id="guest-x-4"),
+        pytest.param(
+            {"liveUpdateConfiguration": {"maxHotplugRatio": 2}}, {"guest": "3Gi"}, "6Gi", id="ratio"
+        ),
+        pytest.param(
+            {"liveUpdateConfiguration": {"maxGuest": "16Gi"}}, {"guest": "1Gi"}, "16Gi", id="cr-max"
+        ),
+        pytest.param({}, {"guest": "2Gi", "maxGuest": "3Gi"}, "3Gi", id="its-own"),
+        pytest.param({"vmRolloutStrategy": "Stage"}, {"guest": "1Gi"}, None, id="stage"),
+        pytest.param({}, {"guest": "1000M"}, None, id="not-2Mi-aligned"),
+        pytest.param({}, {"guest": "512Mi"}, None, id="under-1Gi"),
+        pytest.param({}, {}, None, id="no-guest"),
+    ],
+)
+def test_a_new_vmi_gets_the_max_guest_kubevirt_defaults_it_to(
+    simulator: KubeVirtSimulator, configuration: dict[str, Any], memory: dict[str, str], expected: str | None
+) -> None:
+    """``defaults.go`` ``setupMemoryHotplug``: the CR's maxGuest, else guest x maxHotplugRatio (4), none
+    under Stage or when ValidateLiveUpdateMemory refuses it (then the VMI's memory cannot change live)."""
+    answer(simulator, listing(configuration))
+    asyncio.run(simulator.follow_kubevirt_cr())
+    template: dict[str, Any] = {"domain": {"memory": dict(memory)}}
+    simulator._default_max_guest(template)
+    assert template["domain"]["memory"].get("maxGuest") == expected

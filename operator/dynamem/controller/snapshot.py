@@ -403,7 +403,8 @@ def precondition_problem(
 
     KubeVirt's VM controller (``pkg/virt-controller/watch/vm/vm.go``, ``handleMemoryHotplugRequest``) and its
     admission webhook refuse a memory change of a VMI that is not live-migratable (every change is a
-    migration), of a VM that waits for a restart (``RestartRequired``), and of a VM whose memory comes from an
+    migration; ``types.go`` ``IsMigratable`` wants the ``LiveMigratable`` condition True, so a VMI that has
+    none yet is not), of a VMI without ``maxGuest`` (hotplug not set up at its start), of a VM that waits for a restart (``RestartRequired``), and of a VM whose memory comes from an
     instancetype (the webhook refuses ``domain.memory`` next to an instancetype). ``contest``: why the
     other owners keep memory.guest for now (they fought dynamem over it).
     """
@@ -418,6 +419,13 @@ def precondition_problem(
     if vmi.live_migratable is False:
         why = f" ({vmi.not_migratable_why})" if vmi.not_migratable_why else ""
         return f"not live-migratable{why}: KubeVirt cannot carry out a memory change"
+    if vmi.live_migratable is None:  # virt-handler has not reported yet; KubeVirt's IsMigratable is False
+        return "KubeVirt has not said yet whether it can live-migrate (no LiveMigratable condition)"
+    if vmi.max_guest is None:
+        return (
+            "no maxGuest on its VMI: KubeVirt set up no memory hotplug at its start (vmRolloutStrategy "
+            "Stage, or a size it cannot hotplug), so a change needs a restart"
+        )
     if vm.restart_required and (vm.guest is None or vm.guest == vmi.current):
         return "KubeVirt wants a restart (RestartRequired): no memory change until the VM restarts"
     return None

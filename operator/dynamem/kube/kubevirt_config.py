@@ -29,7 +29,12 @@ KubeVirt CR, KubeVirt v1.7.0 ``pkg/virt-config/virt-config.go``):
   one of the two that migrate (:attr:`KubeVirtSettings.evicts`, ``controller/balancer.py`` ``update_hold``);
 - ``configuration.evictionStrategy``: the eviction strategy KubeVirt stamps on a VMI that sets none when
   it is created (``pkg/defaults/defaults.go``, ``setDefaultEvictionStrategy``); dynamem reads it for a VMI
-  whose spec shows none.
+  whose spec shows none;
+- ``configuration.vmRolloutStrategy`` (default ``LiveUpdate``) and ``liveUpdateConfiguration.maxGuest`` and
+  ``maxHotplugRatio`` (default 4, ``DefaultMaxHotplugRatio``): the ``maxGuest`` KubeVirt gives a VMI whose
+  spec has none when it is created (``defaults.go``, ``setupMemoryHotplug``: the CR's ``maxGuest``, else the
+  guest x the ratio; none under ``Stage``, nor when ``ValidateLiveUpdateMemory`` refuses it). A VMI without
+  ``maxGuest`` cannot have its memory changed while it runs; the stand-in stamps it as KubeVirt does.
 
 Pure: the operator reads the CR (:meth:`dynamem.kube.api.KubeApi.kubevirt_configuration`) at start and with
 every periodic LIST, and follows what this module makes of it (:mod:`dynamem.controller.kubevirt_follower`);
@@ -43,7 +48,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dynamem.kube.objects import quantity_bytes
+
 __all__ = [
+    "DEFAULT_MAX_HOTPLUG_RATIO",
     "MIGRATING_EVICTIONS",
     "KubeVirtSettings",
     "configuration_of",
@@ -59,6 +67,7 @@ __all__ = [
 
 # eviction strategies whose eviction KubeVirt's webhook turns into a migration (pod-eviction-admitter.go)
 MIGRATING_EVICTIONS = frozenset({"LiveMigrate", "LiveMigrateIfPossible"})
+DEFAULT_MAX_HOTPLUG_RATIO = 4  # virt-config.go DefaultMaxHotplugRatio
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,18 @@ class KubeVirtSettings:
     cpu_allocation_ratio: int | None = None
     update_methods: tuple[str, ...] = ()  # spec.workloadUpdateStrategy.workloadUpdateMethods
     eviction_strategy: str | None = None  # configuration.evictionStrategy
+    rollout_strategy: str | None = None  # configuration.vmRolloutStrategy (LiveUpdate or Stage)
+    max_guest: int | None = None  # configuration.liveUpdateConfiguration.maxGuest, bytes
+    max_hotplug_ratio: int | None = None  # configuration.liveUpdateConfiguration.maxHotplugRatio
+
+    def default_max_guest(self, guest: int | None) -> int | None:
+        """The ``maxGuest`` KubeVirt gives a new VMI of ``guest`` bytes whose spec sets none, before its
+        ``ValidateLiveUpdateMemory`` check (``defaults.go``, ``setupMemoryHotplug``); None under ``Stage``."""
+        if self.rollout_strategy not in {None, "LiveUpdate"}:
+            return None
+        if self.max_guest is not None:
+            return self.max_guest
+        return guest * (self.max_hotplug_ratio or DEFAULT_MAX_HOTPLUG_RATIO) if guest else None
 
     @property
     def evicts(self) -> bool:
@@ -89,7 +110,15 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         cpu_allocation_ratio=cpu_allocation_ratio_of(config),
         update_methods=update_methods_of(config),
         eviction_strategy=str(config.get("evictionStrategy") or "") or None,
+        rollout_strategy=str(config.get("vmRolloutStrategy") or "") or None,
+        max_guest=_live_update(config, "maxGuest"),
+        max_hotplug_ratio=_positive(config, "liveUpdateConfiguration", "maxHotplugRatio"),
     )
+
+
+def _live_update(config: Mapping[str, Any], key: str) -> int | None:
+    found = config.get("liveUpdateConfiguration")
+    return quantity_bytes(found.get(key)) if isinstance(found, Mapping) else None
 
 
 WORKLOAD_UPDATE_STRATEGY = "workloadUpdateStrategy"

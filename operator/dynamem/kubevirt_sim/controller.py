@@ -386,6 +386,7 @@ class KubeVirtSimulator:
         # the VMI mutator stamps the CR's eviction strategy on a VMI that sets none (defaults.go,
         # setDefaultEvictionStrategy; KubeVirt's default is None): a later change of the CR leaves it be
         template.setdefault("evictionStrategy", self.kubevirt.eviction_strategy or "None")
+        self._default_max_guest(template)
         labels = dict(dig(vm, "spec", "template", "metadata", "labels") or {})
         annotations = {}
         start = (dig(vm, "metadata", "annotations") or {}).get(START_NODE_ANNOTATION)
@@ -432,6 +433,23 @@ class KubeVirtSimulator:
         await self.api.patch_vm_status(view.key, {**shown, "conditions": [*others, ready]})
         logger.info("created VMI %s", view.key)
         return cast(Mapping[str, Any], created)
+
+    def _default_max_guest(self, template: dict[str, Any]) -> None:
+        """``pkg/defaults/defaults.go``, ``setupMemoryHotplug``, run by the VMI mutator: a VMI whose spec sets
+        no ``maxGuest`` gets the CR's ``liveUpdateConfiguration.maxGuest``, else its guest x
+        ``maxHotplugRatio`` (4), unless ``vmRolloutStrategy`` is ``Stage`` or ``ValidateLiveUpdateMemory``
+        refuses that ceiling; without one its memory cannot change while it runs."""
+        domain = dict(template.get("domain") or {})
+        memory = dict(domain.get("memory") or {})
+        if memory.get("maxGuest") is not None:
+            return
+        guest = quantity_bytes(memory.get("guest"))
+        ceiling = self.kubevirt.default_max_guest(guest)
+        if guest is None or ceiling is None or _live_update_problem({"spec": template}, guest, ceiling):
+            return
+        memory["maxGuest"] = to_quantity(ceiling)
+        domain["memory"] = memory
+        template["domain"] = domain
 
     async def _stop(self, key: ObjectKey, vmi: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> None:
         uid = dig(vmi, "metadata", "uid")

@@ -91,8 +91,14 @@ def make_vmi_body(
     requested: str | None = None,
     overhead: str | None = None,
     hotplug: str | None = None,
+    max_guest: str | None = "4Gi",
+    migratable: str | None = "True",
 ) -> Body:
-    """A VMI; ``hotplug`` is the status of its HotMemoryChange condition ("True", "False" or None: absent)."""
+    """A VMI; ``hotplug`` is the status of its HotMemoryChange condition ("True", "False" or None: absent).
+
+    As KubeVirt v1.7.0 makes a running one: ``maxGuest`` set (``defaults.go``, ``setupMemoryHotplug``, 4Gi
+    here as a 1Gi guest x ``maxHotplugRatio`` 4) and ``LiveMigratable`` reported (``migratable``; None:
+    absent, as before virt-handler's first sync)."""
     memory = {
         k: v
         for k, v in (
@@ -110,11 +116,14 @@ def make_vmi_body(
         status["phase"] = phase
     if hotplug is not None:
         status["conditions"].append({"type": "HotMemoryChange", "status": hotplug})
+    if migratable is not None:
+        status["conditions"].append({"type": "LiveMigratable", "status": migratable})
+    memory = {k: v for k, v in (("guest", guest), ("maxGuest", max_guest)) if v is not None}
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance",
         "metadata": _meta(name, namespace),
-        "spec": {"domain": {"memory": {"guest": guest} if guest is not None else {}}},
+        "spec": {"domain": {"memory": memory}},
         "status": status,
     }
 

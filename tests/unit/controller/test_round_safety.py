@@ -671,3 +671,33 @@ def test_a_vm_left_to_its_manager_after_a_fight_is_forgotten_with_it() -> None:
     del world.vmms["finance"]
     run(balancer, world)
     assert balancer.contests.keys() == set()
+
+
+@pytest.mark.parametrize(
+    ("change", "held_because"),
+    [
+        pytest.param(
+            {"migratable": None},
+            "KubeVirt has not said yet whether it can live-migrate (no LiveMigratable condition)",
+            id="no-LiveMigratable-yet",
+        ),
+        pytest.param(
+            {"max_guest": None},
+            "no maxGuest on its VMI: KubeVirt set up no memory hotplug at its start (vmRolloutStrategy "
+            "Stage, or a size it cannot hotplug), so a change needs a restart",
+            id="no-maxGuest",
+        ),
+    ],
+)
+def test_no_change_for_a_vmi_kubevirt_would_answer_with_restart_required(
+    change: dict[str, Any], held_because: str
+) -> None:
+    """KubeVirt v1.7.0 ``vm.go`` ``handleMemoryHotplugRequest``: "Memory-hotplug is only available for
+    migratable VMs" (``IsMigratable`` wants LiveMigratable True) and "not available for this VM configuration"
+    (no maxGuest): a change would leave the VM RestartRequired until it restarts."""
+    world, demand = workday(finance=2.4)
+    world.vmis["finance"] = make_vmi_body("finance", **change)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert "finance" not in {a.name for a in writer.applies}
+    assert dict(writer.statuses)["finance"]["heldBecause"] == held_because
