@@ -404,9 +404,10 @@ def precondition_problem(
     KubeVirt's VM controller (``pkg/virt-controller/watch/vm/vm.go``, ``handleMemoryHotplugRequest``) and its
     admission webhook refuse a memory change of a VMI that is not live-migratable (every change is a
     migration; ``types.go`` ``IsMigratable`` wants the ``LiveMigratable`` condition True, so a VMI that has
-    none yet is not), of a VMI without ``maxGuest`` (hotplug not set up at its start), of a VM that waits for a restart (``RestartRequired``), and of a VM whose memory comes from an
-    instancetype (the webhook refuses ``domain.memory`` next to an instancetype). ``contest``: why the
-    other owners keep memory.guest for now (they fought dynamem over it).
+    none yet is not), of a VMI without ``maxGuest`` (hotplug not set up at its start), of a VM that waits for
+    a restart (``RestartRequired``), and of a VM whose memory comes from an instancetype (the webhook refuses
+    ``domain.memory`` next to an instancetype). ``contest``: why the other owners keep memory.guest for now
+    (they fought dynamem over it).
     """
     if vm.instancetype:
         return f"memory comes from instancetype {vm.instancetype}: dynamem does not change it"

@@ -53,6 +53,9 @@ def _key(body: Body) -> ObjectKey:
     return ObjectKey.of(body)
 
 
+MAX_TOMBSTONES = 20_000  # deletions remembered per kind between LISTs (:meth:`Store.delete`)
+
+
 @dataclass
 class Store(Generic[V]):
     """Views of one resource by key, each with the resourceVersion it was made from, and recent deletions."""
@@ -89,8 +92,18 @@ class Store(Generic[V]):
         if dropped:
             self.items.pop(key, None)
             self.changes += 1
-        self.deleted[key] = max(version, self.deleted.get(key, -1))
+        self.deleted[key] = max(version, self.deleted.pop(key, -1))  # re-inserted: the newest last
+        if len(self.deleted) > MAX_TOMBSTONES:
+            self._drop_oldest_tombstones()
         return dropped
+
+    def _drop_oldest_tombstones(self) -> None:
+        """Keep the newer half of the tombstones. A LIST (:meth:`replace`) drops the tombstones it covers,
+        but a standby replica lists only when it leads, while every pod of a busy cluster that goes leaves
+        one: without a bound they would grow for ever. A copy older than a dropped tombstone could come back
+        only from a re-list replay, which a leader's periodic LIST corrects, and a new leader lists first."""
+        keep = list(self.deleted.items())[len(self.deleted) // 2 :]
+        self.deleted = dict(keep)
 
     def replace(self, list_version: int, bodies: Iterable[Body]) -> int:
         """Make a LIST taken at ``list_version`` the truth; returns how many ghosts were dropped."""
