@@ -387,7 +387,14 @@ class Balancer:
 
         result.duration_s = time.perf_counter() - started
         self.metrics.observe_round(
-            snapshot, result.plans, result.duration_s, result.memory_writes, result.status_writes
+            snapshot,
+            result.plans,
+            result.duration_s,
+            result.memory_writes,
+            result.status_writes,
+            demand_failed=bool(reading.error),
+            write_failures=result.api_errors,
+            contests=len(fights),
         )
         return result
 

@@ -137,6 +137,26 @@ class OperatorMetrics:
         self.active = Gauge(
             "dynamem_balancer_active", "1 on the balancing replica, 0 on a standby", registry=self.registry
         )
+        self.demand_failed = Gauge(
+            "dynamem_demand_reading_failed",
+            "1 while the last round had no demand reading (Prometheus unreachable or erring): memory is held",
+            registry=self.registry,
+        )
+        self.demand_unknown = Gauge(
+            "dynamem_vms_demand_unknown",
+            "Running managed VMs the last round had no fresh guest memory samples of (held as they are)",
+            registry=self.registry,
+        )
+        self.write_failures = Counter(
+            "dynamem_api_write_failures",
+            "memory.guest writes that failed (no answer, 429 or 5xx after retries): the VM backs off",
+            registry=self.registry,
+        )
+        self.contests = Counter(
+            "dynamem_field_contests",
+            "Fights over memory.guest: another manager set a size of dynamem's to another value",
+            registry=self.registry,
+        )
 
     def standby(self) -> None:
         """A replica that does not balance exports no VM or node series: alerts follow the active one."""
@@ -150,10 +170,24 @@ class OperatorMetrics:
         duration_s: float,
         memory_writes: int,
         status_writes: int,
+        *,
+        demand_failed: bool = False,
+        write_failures: int = 0,
+        contests: int = 0,
     ) -> None:
         """This round's counters; its per-VM and per-node series are made from its plans when scraped."""
         self.active.set(1)
         self.rounds.inc()
+        self.demand_failed.set(1 if demand_failed else 0)
+        self.demand_unknown.set(
+            sum(
+                1
+                for item in snapshot.managed.values()
+                if item.demand is None and item.vmi is not None and item.vmi.active
+            )
+        )
+        self.write_failures.inc(write_failures)
+        self.contests.inc(contests)
         self.writes.labels(kind="memory").inc(memory_writes)
         self.writes.labels(kind="status").inc(status_writes)
         self.round_seconds.observe(duration_s)

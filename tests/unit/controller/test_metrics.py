@@ -78,3 +78,28 @@ def test_a_scrape_restricted_to_round_counters_leaves_the_vm_series_out() -> Non
     assert samples["dynamem_balance_rounds_total"] == 1
     assert samples['dynamem_api_writes_total{kind="status"}'] == 1
     assert not [s for s in samples if s.startswith(("dynamem_vm_", "dynamem_node_"))]
+
+
+def test_what_an_alert_needs_when_demand_or_writes_fail_is_exported() -> None:
+    """A Prometheus that does not answer, a VM without samples, a write that fails: memory is held in each
+    case, and each shows in a series an alert can watch (the per-VM series of such a VM are left out)."""
+    metrics = OperatorMetrics()
+    names = ["finance", "sales"]
+    bodies = observed(
+        vmms=[make_vmm_body(n) for n in names],
+        vms=[make_vm_body(n) for n in names],
+        vmis=[make_vmi_body(n) for n in names],
+        nodes=[make_node_body("host", allocatable="8Gi")],
+    )
+    writer = FakeWriter(down_apply={"finance"})
+    demand = FakeDemand({"finance": 2.4})  # no samples of sales
+    asyncio.run(Balancer(writer, demand, OPTIONS, metrics=metrics).run_round(bodies))
+    samples = scrape(metrics)
+    assert samples["dynamem_demand_reading_failed"] == 0
+    assert samples["dynamem_vms_demand_unknown"] == 1
+    assert samples["dynamem_api_write_failures_total"] == 1
+    demand.error = "Prometheus: connection refused"
+    asyncio.run(Balancer(FakeWriter(), demand, OPTIONS, metrics=metrics).run_round(bodies))
+    samples = scrape(metrics)
+    assert samples["dynamem_demand_reading_failed"] == 1
+    assert samples["dynamem_vms_demand_unknown"] == 2

@@ -644,6 +644,7 @@ def test_a_tool_that_sets_memory_guest_back_is_left_to_it_for_an_hour_then_two()
         "argocd-controller set memory.guest to 1Gi after dynamem set 3Gi (fight 1"
     )
     assert status["heldBecause"] == owned["message"]
+    assert balancer.metrics.registry.get_sample_value("dynamem_field_contests_total") == 1
     assert round_at(59) == []
     assert round_at(61) == [("finance", "3Gi", True)]  # an hour on: dynamem takes the field once more
     vm["resourceVersion"] = "9"  # and the tool sets it back again
