@@ -38,6 +38,9 @@ from dynamem.controller.view import ClusterView, Kind
 
 logger = logging.getLogger("dynamem.operator")
 
+# After a round with failed writes the next lists everything again, unless it listed less than this ago.
+ERROR_RESYNC_AFTER_S = 60.0
+
 
 class ClusterLister(Protocol):
     async def list_objects(
@@ -173,7 +176,10 @@ async def _balance(
                 with collector_paused():  # the garbage collector runs between rounds (gc_tuning.py)
                     result = await balancer.run_round(state.view.observed(), started=started)
                 state.rounds += 1
-                if result.api_errors:
+                since_list = time.monotonic() - state.last_resync
+                if result.api_errors and since_list >= min(ERROR_RESYNC_AFTER_S, options.resync_period_s):
+                    # a write failed: perhaps on a view the watch left behind; but not a LIST of everything
+                    # every round while the API server is throttling or failing (429, 5xx)
                     state.view.needs_resync = True
                 elif time.monotonic() + options.min_gap_s + options.interval_s - state.last_resync >= (
                     options.resync_period_s

@@ -283,8 +283,11 @@ def test_a_reading_read_ahead_at_the_longest_lead_is_still_fresh_at_its_round() 
     assert waited == 1  # the first round only
 
 
-async def lists_and_rounds(options: OperatorOptions, done: Callable[[OperatorState], bool]) -> list[str]:
-    """Run the loop until ``done``: the order of its LISTs (one entry per kind) and rounds."""
+async def lists_and_rounds(
+    options: OperatorOptions, done: Callable[[OperatorState], bool], *, failing: bool = False
+) -> list[str]:
+    """Run the loop until ``done``: the order of its LISTs (one entry per kind) and rounds; ``failing``:
+    every round has a failed write."""
     state = OperatorState(options=options, identity="test")
     _, demand = workday()
     order: list[str] = []
@@ -299,7 +302,9 @@ async def lists_and_rounds(options: OperatorOptions, done: Callable[[OperatorSta
     class Watched(Balancer):
         async def run_round(self, observed: Observed, *, started: float | None = None) -> RoundResult:
             order.append("round")
-            return await super().run_round(observed, started=started)
+            result = await super().run_round(observed, started=started)
+            result.api_errors += 1 if failing else 0
+            return result
 
     balancer = Watched(FakeWriter(), demand, OPTIONS, clock=lambda: NOW)
     loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listing()))
@@ -361,3 +366,11 @@ def test_no_list_between_rounds_once_the_lease_is_lost_and_a_failed_one_asks_the
     assert leader.view.needs_resync
     assert asyncio.run(_list_between_rounds(leader, EmptyCluster()))
     assert leader.resyncs == 1
+
+
+def test_failed_writes_ask_for_a_list_of_everything_at_most_once_a_minute() -> None:
+    """A write that fails (429, 5xx) may have been decided on a view the watch left behind: the next round
+    lists everything. Not every round while the API server is struggling: that only adds to its load."""
+    options = OperatorOptions(interval_s=0.02, min_gap_s=0.0, resync_period_s=3600.0, standalone=True)
+    order = asyncio.run(lists_and_rounds(options, lambda state: state.rounds >= 4, failing=True))
+    assert order[: KINDS + 4] == ["list"] * KINDS + ["round"] * 4
