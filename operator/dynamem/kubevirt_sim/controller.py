@@ -287,6 +287,7 @@ class KubeVirtSimulator:
         if settings == self.kubevirt:
             return
         self.kubevirt = settings
+        self.migrations.kubevirt_changed()  # workload-updater.go updateKubeVirt: its pass is queued
         base, limits = self.options.rendering, self.options.migration
         self.migrations.rendering = Rendering(
             memory_overcommit=settings.memory_overcommit or base.memory_overcommit,

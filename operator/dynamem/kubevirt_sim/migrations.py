@@ -8,11 +8,16 @@ kubevirt/kubevirt v1.7.0 do:
   (``pkg/virt-controller/watch/workload-updater/workload-updater.go``, ``getUpdateData`` and ``sync``): a
   running VMI with ``HotMemoryChange=True`` that is not migrating and has no unfinished migration (whoever
   made it) gets a ``VirtualMachineInstanceMigration`` named ``kubevirt-workload-update-*`` with annotation
-  ``kubevirt.io/workloadUpdateMigration``, no earlier than ``updater_delay_s`` (KubeVirt's
-  ``defaultThrottleInterval``, 5 s) after the VMI showed the change or its last migration ended; it creates at
-  most ``per_cluster`` minus the running migrations at once. It does so only while the KubeVirt CR's
-  ``workloadUpdateMethods`` list ``LiveMigrate`` (``update_methods``; with no CR, as the documented install
-  sets it); with ``Evict`` and without ``LiveMigrate`` it evicts the VMI instead (the launcher pod's eviction
+  ``kubevirt.io/workloadUpdateMigration``. Its work queue holds one key (the KubeVirt CR's): every update of a
+  VMI whose hotplug is in progress and that is not migrating, and every migration added, updated or deleted,
+  and every change of the KubeVirt CR, adds it ``updater_delay_s`` ahead (KubeVirt's
+  ``defaultThrottleInterval``, 5 s; ``AddAfter``, and the delaying queue keeps the earliest time), so a pass
+  comes within 5 s of a VMI showing its change, sooner while other migrations move; a pass that found VMIs to
+  update adds the key again at once (``periodicReEnqueueIntervalSeconds`` is 30 as a ``time.Duration``: 30
+  ns). A pass creates at most ``per_cluster`` minus the running migrations, for VMIs that are live-migratable
+  (``LiveMigratable`` True), while the KubeVirt CR's ``workloadUpdateMethods`` list ``LiveMigrate``
+  (``update_methods``; with no CR, as the documented install sets it); with ``Evict`` (and without
+  ``LiveMigrate``, or for a VMI that is not migratable) it evicts the VMI instead (the launcher pod's eviction
   ends the VMI, and the VM controller starts a new one: a restart, ``evictOutdatedVMIs``); with neither, it
   does nothing. An eviction goes as KubeVirt's eviction webhook lets it (``pod-eviction-admitter.go``,
   ``admitLauncherPod``) by the VMI's eviction strategy (its own, else the CR's, else ``None``):
@@ -167,6 +172,13 @@ def is_running(migration: Mapping[str, Any]) -> bool:
     return migration_phase(migration) not in FINAL | {PENDING}
 
 
+def _hotplug_in_progress(vmi: Mapping[str, Any]) -> bool:
+    """``workload-updater.go`` ``isHotplugInProgress`` (memory): ``HotMemoryChange`` True, VMI not final."""
+    return dig(vmi, "status", "phase") not in {"Succeeded", "Failed"} and condition_is(
+        vmi, MEMORY_CHANGE, "True"
+    )
+
+
 def vmi_migrating(vmi: Mapping[str, Any]) -> bool:
     """``migrations.IsMigrating``: the VMI's migration has started and not ended."""
     state = dig(vmi, "status", "migrationState") or {}
@@ -207,8 +219,8 @@ def _created(migration: Mapping[str, Any]) -> tuple[str, str]:
 class _Timers:
     """What KubeVirt reads from timestamps with one-second resolution, kept here to the millisecond."""
 
-    change_seen: dict[ObjectKey, float] = field(default_factory=dict)
-    last_ended: dict[ObjectKey, float] = field(default_factory=dict)
+    queue_ready: float | None = None  # when the workload-updater's queued key is due (None: not queued)
+    seen_versions: dict[tuple[str, str, str], str] = field(default_factory=dict)  # what its handlers saw
     failed_at: dict[str, float] = field(default_factory=dict)  # by migration uid
     batch_started: float = float("-inf")  # the workload-updater's last eviction batch
     refused: set[str] = field(default_factory=set)  # migrations the webhook would have refused (by uid)
@@ -237,29 +249,55 @@ class MigrationController:
 
     # -- workload-updater ----------------------------------------------------------------------------------
 
+    def _enqueue_on_events(self, world: World, now: float) -> None:
+        """The workload-updater's event handlers (``updateVmi``, ``addMigration``, ``updateMigration``,
+        ``deleteMigration``), from what changed since the last tick: each adds the key
+        ``updater_delay_s`` ahead, and the delaying queue keeps the earliest."""
+        versions: dict[tuple[str, str, str], str] = {}
+        for m in world.migrations:
+            key = ObjectKey.of(m)
+            versions[("migration", key.namespace, key.name)] = str(dig(m, "metadata", "resourceVersion"))
+        for key, vmi in world.vmis.items():
+            if _hotplug_in_progress(vmi) and not vmi_migrating(vmi):
+                versions[("vmi", key.namespace, key.name)] = str(dig(vmi, "metadata", "resourceVersion"))
+        seen = self.timers.seen_versions
+        gone = any(k[0] == "migration" and k not in versions for k in seen)
+        if gone or any(seen.get(k) != v for k, v in versions.items()):
+            self._queue(now + self.options.updater_delay_s)
+        self.timers.seen_versions = versions
+
+    def kubevirt_changed(self) -> None:
+        """The KubeVirt CR changed (``updateKubeVirt``): the workload-updater's pass is queued 5 s ahead."""
+        self._queue(self.clock() + self.options.updater_delay_s)
+
+    def _queue(self, due: float) -> None:
+        ready = self.timers.queue_ready
+        self.timers.queue_ready = due if ready is None else min(ready, due)
+
     async def run_updater(self, world: World) -> None:
+        """One pass of the workload-updater when its queued key is due (``execute`` -> ``sync``)."""
         now = self.clock()
+        self._enqueue_on_events(world, now)
+        ready = self.timers.queue_ready
+        if ready is None or now < ready:
+            return
+        self.timers.queue_ready = None
         unfinished = [m for m in world.migrations if migration_phase(m) not in FINAL]
         busy = {migration_vmi(m) for m in unfinished}
         room = self.options.per_cluster - sum(1 for m in unfinished if is_running(m))
+        migratable: list[ObjectKey] = []
         evictions: list[tuple[ObjectKey, Mapping[str, Any]]] = []
         for key, vmi in sorted(world.vmis.items(), key=lambda kv: str(kv[0])):
-            wants = dig(vmi, "status", "phase") == "Running" and condition_is(vmi, MEMORY_CHANGE, "True")
-            if not wants:
-                self.timers.change_seen.pop(key, None)
+            running = dig(vmi, "status", "phase") == "Running"
+            if not running or not condition_is(vmi, MEMORY_CHANGE, "True"):
                 continue
-            seen = self.timers.change_seen.setdefault(key, now)
             if key in busy or vmi_migrating(vmi):
                 continue
-            since = max(seen, self.timers.last_ended.get(key, seen))
-            if now - since < self.options.updater_delay_s:
-                continue
-            if "LiveMigrate" not in self.update_methods:
-                if "Evict" in self.update_methods:
-                    evictions.append((key, vmi))
-                continue
-            if room <= 0:
-                continue
+            if "LiveMigrate" in self.update_methods and condition_is(vmi, "LiveMigratable", "True"):
+                migratable.append(key)
+            elif "Evict" in self.update_methods:
+                evictions.append((key, vmi))
+        for key in migratable[: max(room, 0)]:
             body = {
                 "apiVersion": "kubevirt.io/v1",
                 "kind": "VirtualMachineInstanceMigration",
@@ -271,13 +309,14 @@ class MigrationController:
                 "spec": {"vmiName": key.name},
             }
             created = await self.api.create_migration(key.namespace, body)
-            room -= 1
             logger.info("%s: workload-updater created migration %s", key, dig(created, "metadata", "name"))
-        # sync: one batch of evictions, then none until the batch interval has passed
+        # one batch of evictions, then none until the batch interval has passed
         if evictions and now - self.timers.batch_started >= EVICTION_BATCH_S:
             self.timers.batch_started = now
             for key, vmi in evictions[:EVICTION_BATCH]:
                 await self._evict(key, vmi, world)
+        if migratable or evictions:
+            self.timers.queue_ready = now  # periodicReEnqueueIntervalSeconds: 30 ns, the next tick
 
     async def _evict(self, key: ObjectKey, vmi: Mapping[str, Any], world: World) -> None:
         """``evictOutdatedVMIs``, through the eviction webhook: a strategy that migrates has the evacuation
@@ -312,7 +351,6 @@ class MigrationController:
             if (dig(pod, "metadata", "labels") or {}).get(CREATED_BY_LABEL) == uid:
                 await self.api.delete_pod(ObjectKey(key.namespace, str(dig(pod, "metadata", "name"))))
         await self.api.delete_vmi(key)
-        self.timers.change_seen.pop(key, None)
         self.evicted += 1
         logger.info(
             "%s: workload-updater evicted the VMI (workloadUpdateMethods %s)", key, self.update_methods
@@ -534,7 +572,6 @@ class MigrationController:
         if source:
             await self.api.delete_pod(ObjectKey(key.namespace, str(source)))
         await self._set_phase(migration, SUCCEEDED, {"migrationState": state})
-        self.timers.last_ended[key] = self.clock()
         self.succeeded += 1
         logger.info("%s: migrated to %s with %s", key, target, memory.get("guestCurrent"))
 
@@ -552,9 +589,7 @@ class MigrationController:
             self.timers.refused.add(_uid(migration))
         await self._set_phase(migration, FAILED, {})
         if count:
-            now = self.clock()
-            self.timers.last_ended[key] = now
-            self.timers.failed_at[_uid(migration)] = now
+            self.timers.failed_at[_uid(migration)] = self.clock()
             self.failed += 1
         logger.info("%s: migration %s failed: %s", key, dig(migration, "metadata", "name"), message)
 
