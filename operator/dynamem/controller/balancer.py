@@ -43,6 +43,7 @@ from dynamem.controller.snapshot import (
     Observed,
     Phase,
     Snapshot,
+    VmmView,
     build_snapshot,
     hold_reason,
     stuck,
@@ -451,10 +452,12 @@ class Balancer:
                 # or it would keep a migration slot and its target's room for ever
                 self._release(key)
         migrating = {m.vm for m in state.in_flight}
-        waiting = tuple(
+        visible = {m.key for m in snapshot.migrations}
+        waiting = tuple(  # not made yet, or made (between rounds, say) and not in the view yet
             InFlight(vm=str(key), source=p.source, target=p.target)
             for key, p in self.placements.items()
-            if p.migration is None and str(key) not in migrating
+            if str(key) not in migrating
+            and (p.migration is None or ObjectKey(key.namespace, p.migration) not in visible)
         )
         if waiting:
             state = replace(state, in_flight=(*state.in_flight, *waiting))
@@ -595,30 +598,60 @@ class Balancer:
                 elif step is Step.DONE and vmi is not None and vmi.node and vmi.node != placement.target:
                     logger.info("%s landed on %s, not %s", key, vmi.node, placement.target)
                 continue
-            try:
-                name = await self.writer.create_migration(
-                    key.namespace, key.name, placement.target, reason=placement.reason
-                )
-            except NotLeading:
-                raise
-            except ApiException as exc:
-                self._release(key)
-                if _race_lost(exc):  # KubeVirt's admission: a migration of this VMI exists
-                    note = f"migration to {placement.target} refused ({_message(exc)}): another came first"
-                    await self._event(item, "Normal", "MigrationRaceLost", note)
-                else:
-                    logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
-                continue
-            except Exception as exc:  # no answer: the workload-updater carries the change out anyway
-                self._release(key)
-                logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
-                continue
-            created += 1
-            self.placements[key] = replace(placement, migration=name)
-            await self._event(
-                item, "Normal", "MigrationCreated", f"{name} to {placement.target}: {placement.reason}"
-            )
+            created += await self._create_migration(key, placement, item.vmm)
         return created
+
+    async def carry_out_ready(self, observed: Observed) -> int:
+        """Between rounds: make dynamem's migration of each placed change whose VMI shows it now.
+
+        KubeVirt's workload-updater makes its own migration of such a VMI within 5 s of its showing the
+        change, sooner while other migrations move (every migration event queues its next pass 5 s ahead, and
+        the earliest wins), so the loop calls this as VMI events come in during its gap between rounds rather
+        than leaving the migration to the next round. Only migrations are made here; what else a placement's
+        step calls for (done, lost, gone) is the next round's."""
+        waiting = {key: p for key, p in self.placements.items() if p.migration is None}
+        if not waiting:
+            return 0
+        vmis = {vmi.key: vmi for vmi in observed.vmis if vmi.key in waiting}
+        vmms = {vmm.key: vmm for vmm in observed.vmms if vmm.key in waiting}
+        created = 0
+        for key, placement in waiting.items():
+            vmm = vmms.get(key)
+            if vmm is None or step_of(placement, vmis.get(key), observed.migrations) is not Step.CREATE:
+                continue
+            created += await self._create_migration(key, placement, vmm)
+        return created
+
+    def waiting_placements(self) -> bool:
+        """Some change of dynamem's waits for its VMI to show it before dynamem makes its migration."""
+        return any(p.migration is None for p in self.placements.values())
+
+    async def _create_migration(self, key: ObjectKey, placement: Placement, vmm: VmmView) -> int:
+        """Make dynamem's migration of ``key`` pinned to the placement's node: 1 if made, else 0 (the
+        placement is then let go: the race is lost, or the workload-updater carries the change out)."""
+        try:
+            name = await self.writer.create_migration(
+                key.namespace, key.name, placement.target, reason=placement.reason
+            )
+        except NotLeading:
+            raise
+        except ApiException as exc:
+            self._release(key)
+            if _race_lost(exc):  # KubeVirt's admission: a migration of this VMI exists
+                note = f"migration to {placement.target} refused ({_message(exc)}): another came first"
+                await self._vmm_event(vmm, "Normal", "MigrationRaceLost", note)
+            else:
+                logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
+            return 0
+        except Exception as exc:  # no answer: the workload-updater carries the change out anyway
+            self._release(key)
+            logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
+            return 0
+        self.placements[key] = replace(placement, migration=name)
+        await self._vmm_event(
+            vmm, "Normal", "MigrationCreated", f"{name} to {placement.target}: {placement.reason}"
+        )
+        return 1
 
     def _forget_all_but(self, snapshot: Snapshot, now: float) -> None:
         """Drop what is remembered of VMs that are gone, backoffs that ran out, conflicts that ended.
@@ -724,14 +757,15 @@ class Balancer:
         return Outcome.FAILED
 
     async def _event(self, item: Managed, type_: str, reason: str, note: str) -> None:
+        await self._vmm_event(item.vmm, type_, reason, note)
+
+    async def _vmm_event(self, vmm: VmmView, type_: str, reason: str, note: str) -> None:
         try:
-            await self.writer.create_event(
-                item.vmm.body, type_=type_, reason=reason, note=note, action="Balance"
-            )
+            await self.writer.create_event(vmm.body, type_=type_, reason=reason, note=note, action="Balance")
         except (
             Exception
         ) as exc:  # best effort; a lapsed Lease (NotLeading) too: the next write stops the round
-            logger.debug("event for %s not posted: %s", item.key, exc)
+            logger.debug("event for %s not posted: %s", vmm.key, exc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,8 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
                 # only what a round reads: a node's status heartbeat (every node, every few seconds with
                 # kwok or a kubelet) changes nothing dynamem uses
                 state.wake.set()
+                if kind is Kind.VMI:  # may show a change whose migration waits for it (loop._between_rounds)
+                    state.vmi_changed.set()
 
         return on_event
 

@@ -10,12 +10,16 @@ from dataclasses import dataclass, field
 import pytest
 
 from dynamem.controller.balancer import Balancer, RoundOptions
+from dynamem.controller.loop import OperatorState, balancing_loop
+from dynamem.controller.options import OperatorOptions
 from dynamem.controller.ports import DemandReading, GuestSignals
+from dynamem.controller.view import Kind
 from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
 from dynamem.policy.model import BalanceConfig
 
 from .builders_k8s import NS, FakeWriter, make_node_body
 from .test_balancer import NOW, World
+from .test_kubevirt_follower import Listed
 
 BUSY = ("finance", "sales", "engineering")
 CLUSTER = RoundOptions(balance=BalanceConfig(grow_headroom_percent=0))  # policy dynamem: the cluster plan
@@ -220,3 +224,67 @@ def test_no_change_while_a_migration_of_the_vmi_is_made_but_not_copying(phase: s
     writer.clear()
     round_of(Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW), world)
     assert "finance" in {a.name for a in writer.applies}
+
+
+def test_between_rounds_a_change_s_migration_is_made_as_soon_as_its_vmi_shows_it() -> None:
+    """KubeVirt's workload-updater may take a VMI within 5 s of its showing the change, sooner while other
+    migrations move: the loop has the balancer make dynamem's migration on the VMI's event, not at the next
+    round. Nothing else is done there: one migration per change, no write."""
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
+    round_of(balancer, world)
+    applies = {a.name: a for a in writer.applies}
+    targets = {key.name: p.target for key, p in balancer.placements.items()}
+    assert balancer.waiting_placements() and len(targets) == 2
+    writer.clear()
+    assert asyncio.run(balancer.carry_out_ready(world.observed())) == 0  # no VMI shows its change yet
+    first, second = sorted(targets)
+    world.apply([applies[first]], hotplug_done=False)  # KubeVirt copies one change into its VMI
+    assert asyncio.run(balancer.carry_out_ready(world.observed())) == 1
+    assert [(vmi, node) for _, vmi, node, _ in writer.migrations] == [(first, targets[first])]
+    assert [e.reason for e in writer.events] == ["MigrationCreated"] and writer.applies == []
+    assert asyncio.run(balancer.carry_out_ready(world.observed())) == 0  # made once
+    assert balancer.waiting_placements()
+    world.apply([applies[second]], hotplug_done=False)
+    assert asyncio.run(balancer.carry_out_ready(world.observed())) == 1
+    assert not balancer.waiting_placements()
+    writer.clear()
+    round_of(balancer, world)  # the migrations are not in the view yet: still counted, none made again
+    assert writer.migrations == [] and writer.applies == []  # the third waits: two out of its node
+
+
+def test_the_loop_makes_the_migration_on_the_vmi_s_event_not_at_the_next_round() -> None:
+    """With a gap of 10 s between rounds, the change written by the first round has its migration made as
+    soon as the VMI's event shows the change (kopf's handler sets ``vmi_changed``), long before a second
+    round."""
+
+    async def scenario() -> tuple[int, list[tuple[str, str]]]:
+        options = OperatorOptions(interval_s=30.0, min_gap_s=10.0, resync_period_s=3600, standalone=True)
+        state = OperatorState(options=options, identity="test")
+        world, writer = three_busy_on_one_node(), FakeWriter()
+        balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
+        loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listed(world)))
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if state.rounds:
+                break
+        applies = list(writer.applies)
+        assert len(applies) == 2 and writer.migrations == []
+        world.apply(applies, hotplug_done=False)  # KubeVirt copies the changes into the VMIs
+        for version, change in enumerate(applies, start=100):
+            body = world.vmis[change.name]
+            body["metadata"]["resourceVersion"] = str(version)
+            state.view.apply_event(Kind.VMI, "MODIFIED", body)  # as the handler feeds the VMI's event
+            state.wake.set()
+            state.vmi_changed.set()
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if len(writer.migrations) == 2:
+                break
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        return state.rounds, [(vmi, node) for _, vmi, node, _ in writer.migrations]
+
+    rounds, made = asyncio.run(scenario())
+    assert rounds == 1
+    assert len(made) == 2

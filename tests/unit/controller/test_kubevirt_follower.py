@@ -238,7 +238,7 @@ def test_until_the_cr_is_read_no_running_vm_is_changed_and_each_round_reads_it_a
         loop = asyncio.create_task(balancing_loop(state, lambda: balancer, Listed(world), None, follower))
         for _ in range(500):
             await asyncio.sleep(0.01)
-            if writer.applies:
+            if any(applied_per_round):  # the round that applied has ended (not cancelled midway)
                 break
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
