@@ -3,8 +3,9 @@
 In KubeVirt v1.7.0 a change of a running VM's ``memory.guest`` is carried out by a live migration
 (``shared/KUBEVIRT.md``, "A change is a move"). The VM controller copies the new guest size into the VMI's
 spec and sets ``HotMemoryChange``; the workload-updater (``pkg/virt-controller/watch/workload-updater/
-workload-updater.go``) makes a migration for such a VMI about 5 s later (its ``defaultThrottleInterval``),
-without any node selector, unless a migration of that VMI exists; the migration-create admitter
+workload-updater.go``) makes a migration for such a VMI within 5 s (each VMI or migration event queues its
+next pass ``defaultThrottleInterval`` ahead, the earliest kept), without any node selector, unless a
+migration of that VMI exists; the migration-create admitter
 (``pkg/virt-api/webhooks/validating-webhook/admitters/migration-create-admitter.go``) refuses a second one
 while one is unfinished. The target pod is rendered from the VMI's spec at that moment
 (``watch/migration/migration.go``, ``createTargetPod``), with the migration's ``spec.addedNodeSelector``.
