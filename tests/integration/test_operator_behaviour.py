@@ -6,7 +6,6 @@ are reported, and every change is an Event.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -222,7 +221,8 @@ def test_restart_required_is_mirrored_from_kubevirt(make_stack: Callable[..., St
         lambda: "KubeVirt wants a restart" in str(stack.vmm("legacy").get("status")),
         30,
     )
-    time.sleep(3)  # rounds go by: no change asked while KubeVirt refuses every one
+    rounds = stack.rounds()  # rounds go by: no change asked while KubeVirt refuses every one
+    wait_until("three more rounds", lambda: stack.rounds() >= rounds + 3, timeout=60)
     assert stack.guest("legacy") == GI and stack.conditions("legacy").get("RestartRequired") == "True"
     assert stack.vmm("legacy").get("status", {}).get("hold") is None
     # the VM restarted (its owner stops and starts it): the refusal is gone, and the VM is balanced again
@@ -262,5 +262,6 @@ def test_a_failed_hotplug_is_taken_back(make_stack: Callable[..., Stack]) -> Non
     )
     assert "hotplug failed" in hold["reason"]
     assert hold["vmiUID"], "held until this VMI restarts"
-    time.sleep(4)  # held: no new attempt
+    rounds = stack.rounds()  # held: no new attempt
+    wait_until("three more rounds", lambda: stack.rounds() >= rounds + 3, timeout=60)
     assert stack.guest("flaky") == GI and stack.has("flaky") == GI

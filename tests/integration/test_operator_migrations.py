@@ -141,7 +141,8 @@ def test_a_change_with_nowhere_to_go_is_retried_by_kubevirt_and_taken_back_at_it
     )
     assert f"not carried out within {DEADLINE_S}s" in hold["reason"]
     assert stack.vmi("web")["status"]["nodeName"] == home
-    time.sleep(3)  # held: the operator writes nothing new
+    rounds = stack.rounds()  # held: the operator writes nothing new
+    wait_until("three more rounds", lambda: stack.rounds() >= rounds + 3, timeout=60)
     assert stack.guest("web") == GI and stack.has("web") == GI
 
 

@@ -98,6 +98,11 @@ def test_paging_is_read_like_kubevirts_alert() -> None:
     # The same guest needing 0.5Gi: 512Mi used, plenty usable, no paging; demand = what it uses.
     calm = make_vm("b", "n1", size=1, demand=0.5)
     assert not is_paging(calm, CONFIG)
+    # Either sign of paging will do, as in KubeVirt's alert: major faults with no swap-in (a guest without
+    # swap drops and re-reads its page cache), and swap-in with few faults.
+    assert is_paging(replace(short, swap_in_bps=0, major_faults_ps=50), CONFIG)
+    assert is_paging(replace(short, major_faults_ps=0), CONFIG)
+    assert not is_paging(replace(short, swap_in_bps=0, major_faults_ps=0), CONFIG)
     assert estimate_demand(calm, CONFIG) == (512 * MiB, False)
     # Shrink only on use that stayed low: the window's peak (1.5Gi) counts, not this sample.
     assert estimate_demand(replace(calm, used_peak=1536 * MiB), CONFIG) == (1536 * MiB, False)
@@ -860,6 +865,17 @@ def test_a_vm_leaving_a_node_frees_what_its_launcher_asks_not_its_size() -> None
         end, where = dict(requested), {vm.name: vm.node for vm in vms}
         for change in plan_cluster(state, CONFIG, 0.0).changes:
             assert change.target_node is not None
+            assert change.target_node != where[change.name], change  # a migration never stays on its node
             end[where[change.name]] -= asks[change.name]
             end[change.target_node] += change.assigned
         assert all(end[n] <= memory[n] * GiB for n in memory), (memory, vms, end)
+
+
+def test_a_vm_changed_within_the_cooldown_is_held_by_the_cluster_plan() -> None:
+    """``--cooldown``: a VM changed 30 s ago waits out a 60 s cooldown, paging or not; after it, it grows."""
+    config = replace(CONFIG, cooldown_s=60.0)
+    short = make_vm("a", "n1", size=1, demand=2, last_change_at=-30.0)
+    state = make_state({"n1": 8, "n2": 8}, short)
+    (decision,) = plan_cluster(state, config, 0.0).decisions
+    assert decision.reason == "held: cooldown" and decision.assigned == GiB
+    assert plan_cluster(state, config, 31.0).changes  # past the cooldown: grown

@@ -762,9 +762,8 @@ class Balancer:
     async def _vmm_event(self, vmm: VmmView, type_: str, reason: str, note: str) -> None:
         try:
             await self.writer.create_event(vmm.body, type_=type_, reason=reason, note=note, action="Balance")
-        except (
-            Exception
-        ) as exc:  # best effort; a lapsed Lease (NotLeading) too: the next write stops the round
+        # best effort; a lapsed Lease (NotLeading) too: the next write stops the round
+        except Exception as exc:
             logger.debug("event for %s not posted: %s", vmm.key, exc)
 
 

@@ -294,6 +294,7 @@ class FakeWriter:
     stale_apply: set[str] = field(default_factory=set)
     conflict_apply: dict[str, tuple[str, ...]] = field(default_factory=dict)
     down_apply: set[str] = field(default_factory=set)
+    throttle_apply: set[str] = field(default_factory=set)  # 429 Too Many Requests, after the client's retries
     fail_status: set[str] = field(default_factory=set)
     migrations: list[tuple[str, str, str, str]] = field(default_factory=list)  # namespace, vmi, node, reason
     refuse_migration: set[str] = field(default_factory=set)  # VMIs with a migration already (admission 400)
@@ -332,6 +333,8 @@ class FakeWriter:
             raise FieldConflict(self.conflict_apply[name], f"conflict on {name}")
         if name in self.down_apply:
             raise ApiException(status=503, reason="Service Unavailable")
+        if name in self.throttle_apply:
+            raise ApiException(status=429, reason="Too Many Requests")
         self.applies.append(
             Apply(namespace, name, guest, max_guest, dry_run, resource_version, force, placement)
         )

@@ -5,15 +5,17 @@ soon as the VMI's spec shows the change; a lost race is said, not fought."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import pytest
 
-from dynamem.controller.balancer import Balancer, RoundOptions
+from dynamem.controller.balancer import Balancer, RoundOptions, _race_lost
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.view import Kind
+from dynamem.kube.api import ApiException
 from dynamem.kube.objects import GI, MI, ObjectKey, quantity_bytes
 from dynamem.policy.model import BalanceConfig
 
@@ -288,3 +290,20 @@ def test_the_loop_makes_the_migration_on_the_vmi_s_event_not_at_the_next_round()
     rounds, made = asyncio.run(scenario())
     assert rounds == 1
     assert len(made) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "lost"),
+    [
+        pytest.param(
+            400, "in-flight migration detected. Active migration job (1) is in progress", True, id="400"
+        ),
+        pytest.param(400, "spec.vmiName: Required value", False, id="400-other"),
+        pytest.param(409, "already exists", True, id="409"),
+        pytest.param(422, "unprocessable", True, id="422"),
+        pytest.param(403, "forbidden", False, id="403"),
+    ],
+)
+def test_which_refusal_of_a_migration_is_a_lost_race(status: int, message: str, lost: bool) -> None:
+    exc = ApiException(status=status, reason="refused", body=json.dumps({"message": message}))
+    assert _race_lost(exc) is lost

@@ -780,14 +780,15 @@ def test_a_launchers_overhead_right_after_its_migration_is_not_the_grow() -> Non
     vmis = {ObjectKey(NS, "web"): vmi_view(body)}
     old = make_pod_body("l-old", launcher=True, requests=["9Gi"], domain="web")
     old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    pods = [pod_view(old), pod_view(make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web"))]
+    # the terminating one listed last: it would win were it read
+    pods = [pod_view(make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web")), pod_view(old)]
     assert launcher_overheads(current_launchers(pods, vmis), vmis) == {ObjectKey(NS, "web"): 384 * MI}
     seen = observed(
         vmms=[make_vmm_body("web")],
         vms=[make_vm_body("web", guest="6Gi")],
         vmis=[body],
         nodes=[make_node_body("host", allocatable="16Gi")],
-        pods=[old, make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web")],
+        pods=[make_pod_body("l-web", launcher=True, requests=["6528Mi"], domain="web"), old],
     )
     (web,) = build_snapshot(seen, DemandReading()).cluster.vms
     assert web.launcher_memory == 6528 * MI

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -163,7 +164,14 @@ def test_a_vm_is_off_since_its_ready_condition_says_its_vmi_went_away() -> None:
     # a VM whose VMI is there (or was a moment ago: Ready False for another reason) is not off
     assert vm_view(make_vm_body("finance")).off_since is None
     starting = make_vm_body("finance")
-    starting["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "GuestNotRunning"}]
+    starting["status"]["conditions"] = [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "GuestNotRunning",
+            "lastTransitionTime": "2026-11-27T18:00:00Z",
+        }
+    ]
     assert vm_view(starting).off_since is None
     # no Ready condition (not synced yet): not known to be off for long, whenever it was made
     made = make_vm_body("new", run_strategy="Halted")
@@ -387,3 +395,70 @@ def test_the_other_resources_are_those_the_scheduler_counts_each_in_its_unit() -
         ("devices.kubevirt.io/kvm", 1),
         ("ephemeral-storage", 50_000_000),
     )
+
+
+GUEST_FIELDS = {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"f:guest": {}}}}}}}
+
+
+@pytest.mark.parametrize(
+    ("manager", "operation", "last_applied", "declarative"),
+    [
+        pytest.param("argocd-controller", "Apply", None, True, id="server-side-apply"),
+        pytest.param("kubectl-client-side-apply", "Update", None, True, id="kubectl-apply"),
+        pytest.param("helm", "Update", None, True, id="helm"),
+        pytest.param(
+            "argocd-controller",
+            "Update",
+            {"spec": {"template": {"spec": {"domain": {"memory": {"guest": "1Gi"}}}}}},
+            True,
+            id="client-side-sync-naming-guest",
+        ),
+        pytest.param(
+            "argocd-controller",
+            "Update",
+            {"spec": {"template": {"spec": {"domain": {"cpu": {"cores": 2}}}}}, "guest": "x"},
+            False,
+            id="client-side-sync-not-naming-guest",
+        ),
+        pytest.param("argocd-controller", "Update", '{not json, "guest"', False, id="annotation-not-json"),
+        pytest.param("kubectl-create", "Update", None, False, id="one-off-create"),
+        pytest.param("kubectl-edit", "Update", None, False, id="one-off-edit"),
+    ],
+)
+def test_which_owner_of_memory_guest_re_applies_it(
+    manager: str, operation: str, last_applied: object, declarative: bool
+) -> None:
+    """A declarative owner sets memory.guest back at its next sync: server-side apply, kubectl's and Argo
+    CD's client-side apply (told by the last-applied-configuration annotation naming the field), Helm."""
+    body = make_vm_body("finance")
+    body["metadata"]["managedFields"] = [
+        {"manager": manager, "operation": operation, "fieldsV1": GUEST_FIELDS}
+    ]
+    if last_applied is not None:
+        text = last_applied if isinstance(last_applied, str) else json.dumps(last_applied)
+        body["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": text}
+    view = vm_view(body)
+    assert view.applied_by_others() == ((manager,) if declarative else ())
+    assert view.foreign_owners() == (manager,)
+
+
+@pytest.mark.parametrize(
+    ("state", "migrating"),
+    [
+        pytest.param({"startTimestamp": "2026-11-30T10:00:00Z"}, True, id="copying"),
+        pytest.param(
+            {"startTimestamp": "2026-11-30T10:00:00Z", "endTimestamp": "2026-11-30T10:01:00Z"},
+            False,
+            id="ended-only",
+        ),
+        pytest.param({"startTimestamp": "2026-11-30T10:00:00Z", "completed": True}, False, id="completed"),
+        pytest.param({"startTimestamp": "2026-11-30T10:00:00Z", "failed": True}, False, id="failed"),
+        pytest.param({}, False, id="none"),
+    ],
+)
+def test_a_vmi_is_migrating_from_its_start_to_its_end(state: dict[str, Any], migrating: bool) -> None:
+    """KubeVirt's ``IsMigrating``: a start and no ``endTimestamp`` (a copy that failed mid-way has an end
+    and no ``completed``)."""
+    body = make_vmi_body("web")
+    body["status"]["migrationState"] = state
+    assert vmi_view(body).migrating is migrating

@@ -134,6 +134,31 @@ def test_no_answer_backs_off_and_asks_for_a_fresh_list() -> None:
     assert applied(writer) == []
 
 
+def test_a_write_still_throttled_after_the_retries_backs_off_and_is_no_refusal() -> None:
+    """429 is the API server's load, not KubeVirt's answer: a short backoff, no hold until the VMI restarts,
+    no MemoryChangeRefused."""
+    world, demand = workday(finance=2.4)
+    writer = FakeWriter(throttle_apply={"finance"})
+    clock = [NOW]
+    balancer = Balancer(writer, demand, OPTIONS, clock=lambda: clock[0])
+    result = run(balancer, world)
+    assert (result.memory_writes, result.api_errors) == (0, 1)
+    assert dict(writer.statuses)["finance"]["hold"] is None
+    assert "MemoryChangeRefused" not in {e.reason for e in writer.events}
+    world.store(writer.statuses)
+    writer.throttle_apply.clear()
+    writer.clear()
+    clock[0] += 10
+    run(balancer, world)  # backing off
+    assert applied(writer) == []
+    assert dict(writer.statuses)["finance"]["reason"].startswith("held: the API did not answer")
+    world.store(writer.statuses)
+    writer.clear()
+    clock[0] += 60  # past the backoff: written
+    run(balancer, world)
+    assert applied(writer) == [("finance", "3Gi", None)]
+
+
 # --- item 4: KubeVirt's preconditions, holds that survive, deadlines ---------------------------------------
 
 
