@@ -283,7 +283,6 @@ def _identifiers(expr: str) -> set[str]:
 ALLOWED = [
     ("list", "dynamem.io", "virtualmachinememories", "", ""),
     ("watch", "dynamem.io", "virtualmachinememories", "", ""),
-    ("get", "dynamem.io", "virtualmachinememories", "", "vm"),
     ("patch", "dynamem.io", "virtualmachinememories", "status", "vm"),
     ("list", "kubevirt.io", "virtualmachines", "", ""),
     ("watch", "kubevirt.io", "virtualmachines", "", ""),
@@ -292,7 +291,6 @@ ALLOWED = [
     ("watch", "kubevirt.io", "virtualmachineinstances", "", ""),
     ("list", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),
     ("watch", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),
-    ("get", "kubevirt.io", "virtualmachineinstancemigrations", "", "m"),
     ("create", "kubevirt.io", "virtualmachineinstancemigrations", "", ""),  # pinned to the plan's node
     ("list", "kubevirt.io", "kubevirts", "", ""),
     ("list", "", "pods", "", ""),
@@ -311,6 +309,11 @@ ALLOWED_CLUSTER = [
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
 ]
 DENIED = [
+    # get of one object: never needed (kopf and the loop list and watch), so not granted
+    ("get", "dynamem.io", "virtualmachinememories", "", "vm"),
+    ("get", "kubevirt.io", "virtualmachines", "", "vm"),
+    ("get", "kubevirt.io", "virtualmachineinstances", "", "vm"),
+    ("get", "kubevirt.io", "virtualmachineinstancemigrations", "", "m"),
     ("get", "", "secrets", "", "any"),
     ("list", "", "secrets", "", ""),
     ("watch", "", "secrets", "", ""),
