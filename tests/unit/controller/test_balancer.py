@@ -357,6 +357,23 @@ def test_unknown_demand_holds_memory() -> None:
     assert conds["DemandKnown"] == "False"
 
 
+def test_a_hold_made_during_a_prometheus_outage_is_written_at_once() -> None:
+    """Statuses wait out a short outage, but not a hold: it must survive a restart. KubeVirt's hotplug
+    failed for finance, and even the write taking its request back is refused: held, with nothing written
+    to the VM, and the status says so at once."""
+    world, demand = workday()
+    world.add("finance", "1Gi")
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="False")
+    demand.error = "Prometheus at http://p unreachable: ConnectError"
+    writer = FakeWriter(fail_apply={"finance"})
+    run(Balancer(writer, demand, OPTIONS, clock=lambda: NOW), world)
+    assert applied(writer) == []
+    statuses = dict(writer.statuses)
+    assert set(statuses) == {"finance"}  # the others wait out the outage
+    assert statuses["finance"]["hold"]["reason"] == "KubeVirt refused memory.guest 1Gi"
+
+
 def test_a_prometheus_hiccup_rewrites_no_status() -> None:
     """One read of Prometheus that failed (a busy server timing out) changes no status: before, every VM's
     DemandKnown went to False and back, two status writes per VM (10,000 VMs: the warm-up never settled)."""
@@ -479,6 +496,17 @@ def test_stopped_reset_is_aligned_for_kubevirt() -> None:
     writer = FakeWriter()
     run(balancer_for(demand, writer), world)
     assert ("service", "1432Mi", "3336Mi") in applied(writer)
+
+
+def test_stopped_reset_with_1gi_pages_never_puts_max_guest_below_the_guest() -> None:
+    # startup = maximum = 1.5Gi on 1Gi pages: the guest rounds up to 2Gi, the maximum down to 1Gi; KubeVirt
+    # refuses a maxGuest below the guest, so the ceiling is the guest's 2Gi.
+    world, demand = workday()
+    world.add("service", running=False, startup="1.5Gi", maximum="1.5Gi")
+    world.vms["service"] = make_vm_body("service", guest="1Gi", run_strategy="Halted", page_size="1Gi")
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert ("service", "2Gi", "2Gi") in applied(writer)
 
 
 def test_measurements_alone_refresh_the_status_at_most_once_a_minute() -> None:
