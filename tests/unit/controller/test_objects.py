@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dynamem.controller.cluster_state import launcher_overcommit
 from dynamem.kube.objects import (
     GI,
     MI,
@@ -462,3 +463,24 @@ def test_a_vmi_is_migrating_from_its_start_to_its_end(state: dict[str, Any], mig
     body = make_vmi_body("web")
     body["status"]["migrationState"] = state
     assert vmi_view(body).migrating is migrating
+
+
+@pytest.mark.parametrize(
+    ("resources", "own"),
+    [
+        pytest.param({"requests": {"memory": "2Gi"}}, True, id="request"),
+        pytest.param({"limits": {"memory": "2Gi"}}, True, id="limit-only"),
+        pytest.param({"requests": {"cpu": "1"}}, False, id="cpu-only"),
+        pytest.param({}, False, id="none"),
+    ],
+)
+def test_a_vmi_with_its_own_memory_request_or_limit_is_not_overcommitted(
+    resources: dict[str, Any], own: bool
+) -> None:
+    """KubeVirt's ``WithMemoryRequests``: the request, else the limit, else memory.guest x 100 /
+    memoryOvercommit: only a VMI with neither is rendered under the CR's overcommit."""
+    body = make_vmi_body("web")
+    body["spec"]["domain"]["resources"] = resources
+    view = vmi_view(body)
+    assert view.own_request is own
+    assert launcher_overcommit(view, 150) == (100 if own else 150)
