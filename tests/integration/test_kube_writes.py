@@ -50,6 +50,26 @@ def make_vm(custom: k8s_client.CustomObjectsApi, namespace: str, name: str) -> d
     )
 
 
+def kubectl_apply(control_plane: ControlPlane, manifest: dict[str, Any], *flags: str) -> None:
+    """``kubectl apply`` (client-side unless ``--server-side``) of one manifest, as a user or tool would."""
+    subprocess.run(
+        [
+            shutil.which("kubectl") or "kubectl",
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "apply",
+            *flags,
+            "-f",
+            "-",
+        ],
+        input=yaml.safe_dump(manifest),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+
+
 def guest(custom: k8s_client.CustomObjectsApi, namespace: str, name: str) -> str:
     vm = custom.get_namespaced_custom_object("kubevirt.io", "v1", namespace, "virtualmachines", name)
     return str(vm["spec"]["template"]["spec"]["domain"]["memory"]["guest"])
@@ -143,22 +163,7 @@ def test_an_example_vm_applied_by_kubectl_is_held_unless_forced_as_the_kind_over
     finance = yaml.safe_load_all((repo_root() / "manifests" / "examples" / "finance.yaml").read_text())
     vm = next(doc for doc in finance if doc and doc["kind"] == "VirtualMachine")
     vm["metadata"]["namespace"] = namespace
-    subprocess.run(
-        [
-            shutil.which("kubectl") or "kubectl",
-            "--kubeconfig",
-            str(control_plane.kubeconfig_path),
-            "apply",
-            "--server-side",
-            "-f",
-            "-",
-        ],
-        input=yaml.safe_dump(vm),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+    kubectl_apply(control_plane, vm, "--server-side")
     name = vm["metadata"]["name"]
     body = custom_objects.get_namespaced_custom_object(
         "kubevirt.io", "v1", namespace, "virtualmachines", name
@@ -263,23 +268,7 @@ def test_a_client_side_apply_that_sets_memory_guest_is_a_declarative_owner(
             "template": {"spec": {"domain": {"memory": {"guest": "1Gi"}, "devices": {}}}},
         },
     }
-    subprocess.run(
-        [
-            shutil.which("kubectl") or "kubectl",
-            "--kubeconfig",
-            str(control_plane.kubeconfig_path),
-            "apply",
-            "--field-manager",
-            "argocd-controller",
-            "-f",
-            "-",
-        ],
-        input=yaml.safe_dump(manifest),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+    kubectl_apply(control_plane, manifest, "--field-manager", "argocd-controller")
     body = custom_objects.get_namespaced_custom_object(
         "kubevirt.io", "v1", namespace, "virtualmachines", "vm"
     )
