@@ -441,18 +441,22 @@ class Balancer:
         state = snapshot.cluster
         self._recover_placements(snapshot, now)
         deadline = self.options.change_deadline_s
+        visible = {m.key for m in snapshot.migrations}
         for key, placement in list(self.placements.items()):  # carried out or gone since the last round
             item = snapshot.managed.get(key)
             step = step_of(placement, item.vmi if item is not None else None, snapshot.migrations)
+            made = placement.migration
             if step in {Step.DONE, Step.GONE}:
                 self._release(key)
-            elif placement.migration is None and now - placement.asked_at > deadline:
-                # its VMI never showed the change (memory.guest put back before KubeVirt copied it, say): the
-                # reverts take back a change still asked at its deadline; one no longer asked is let go here,
-                # or it would keep a migration slot and its target's room for ever
+            elif now - placement.asked_at > deadline and (
+                made is None or ObjectKey(key.namespace, made) not in visible
+            ):
+                # its VMI never showed the change (memory.guest put back before KubeVirt copied it, say),
+                # or the migration dynamem made is gone (deleted: `virtctl migrate-cancel`): the reverts
+                # take back a change still asked at its deadline; the placement is let go here, or it would
+                # keep a migration slot and its target's room for ever
                 self._release(key)
         migrating = {m.vm for m in state.in_flight}
-        visible = {m.key for m in snapshot.migrations}
         waiting = tuple(  # not made yet, or made (between rounds, say) and not in the view yet
             InFlight(vm=str(key), source=p.source, target=p.target)
             for key, p in self.placements.items()

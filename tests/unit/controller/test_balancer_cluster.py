@@ -13,6 +13,7 @@ import pytest
 from dynamem.controller.balancer import Balancer, RoundOptions, _race_lost
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
+from dynamem.controller.placement import Placement
 from dynamem.controller.ports import DemandReading, GuestSignals
 from dynamem.controller.view import Kind
 from dynamem.kube.api import ApiException
@@ -307,3 +308,27 @@ def test_the_loop_makes_the_migration_on_the_vmi_s_event_not_at_the_next_round()
 def test_which_refusal_of_a_migration_is_a_lost_race(status: int, message: str, lost: bool) -> None:
     exc = ApiException(status=status, reason="refused", body=json.dumps({"message": message}))
     assert _race_lost(exc) is lost
+
+
+def test_a_move_whose_migration_was_deleted_lets_its_slot_go_at_the_deadline() -> None:
+    """dynamem made a plain move's migration, and someone deleted it (``virtctl migrate-cancel``): the VM
+    stays where it was. Counted as in flight until the watch shows the migration, the placement would keep
+    its node's outbound slot and its target's room for ever; at the change deadline it is let go."""
+    world, writer = three_busy_on_one_node(), FakeWriter()
+    clock = [NOW]
+    balancer = Balancer(writer, PagingGuests(busy=set()), CLUSTER, clock=lambda: clock[0])
+    key = ObjectKey(NS, "finance")
+    balancer.placements[key] = Placement(
+        target="b",
+        guest=GI,
+        reason="make room",
+        asked_at=NOW,
+        source="host",
+        move_only=True,
+        migration="finance-dynamem-1",
+    )
+    round_of(balancer, world)
+    assert key in balancer.placements  # not in the view yet: still under way as far as dynamem knows
+    clock[0] = NOW + CLUSTER.change_deadline_s + 1
+    round_of(balancer, world)
+    assert key not in balancer.placements
