@@ -626,9 +626,9 @@ class Balancer:
             created += await self._create_migration(key, placement, vmm)
         return created
 
-    def waiting_placements(self) -> bool:
-        """Some change of dynamem's waits for its VMI to show it before dynamem makes its migration."""
-        return any(p.migration is None for p in self.placements.values())
+    def waiting_placements(self) -> list[ObjectKey]:
+        """The VMs whose change waits for its VMI to show it before dynamem makes its migration."""
+        return [key for key, p in self.placements.items() if p.migration is None]
 
     async def _create_migration(self, key: ObjectKey, placement: Placement, vmm: VmmView) -> int:
         """Make dynamem's migration of ``key`` pinned to the placement's node: 1 if made, else 0 (the
@@ -733,9 +733,9 @@ class Balancer:
         except Exception as exc:  # a dropped connection, a timeout: this VM waits, the others go on
             return self._failed(change, guest, exc, now)
         if not self.options.dry_run and max_guest is None:  # a running VM's size: fought over?
-            self.contests.wrote(
-                change.key, Written(change.guest, version or "", written_at(answer, FIELD_MANAGER))
-            )
+            uid = item.vm.uid if item.vm is not None else ""
+            at = written_at(answer, FIELD_MANAGER)
+            self.contests.wrote(change.key, Written(change.guest, version or "", at, uid))
         if change.revert:
             note = f"memory.guest -> {guest}: {change.reason}"
             if not self.options.dry_run:

@@ -18,7 +18,10 @@ dynamem's is such a write too, and is left alone for as long. What is remembered
 a new leader finds a fight again after one more turn of it.
 
 A view older than dynamem's write (the VM's version it was decided on) is not taken for the answer, nor is a
-write the API server timed before dynamem's (a view whose watch event lagged).
+write the API server timed before dynamem's (a view whose watch event lagged). A VM deleted and made again
+under its name (another uid: a restore, a Replace sync) or stopped for good (runStrategy Halted) is no
+fight, and what dynamem wrote to it is forgotten. A VM with no fight for twice its last hold starts its count
+again.
 """
 
 from __future__ import annotations
@@ -46,12 +49,14 @@ CONTEST_HOLD_MAX_S = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """A size dynamem wrote to a running VM: the VM's version it was decided on, and the API server's time of
-    the write (RFC 3339, None when the answer did not say)."""
+    """A size dynamem wrote to a running VM: the VM's version it was decided on, the API server's time of the
+    write (RFC 3339, None when the answer did not say), and the VM's uid (a VM deleted and made again under
+    the same name is another VM)."""
 
     guest: int
     version: str
     at: str | None
+    uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,8 @@ def fought_back(vm: VmView, written: Written) -> tuple[str, ...]:
     the view shows no fight (dynamem's size, a view from before the write)."""
     if vm.resource_version == written.version or vm.guest is None or vm.guest == written.guest:
         return ()
+    if written.uid and vm.uid != written.uid:
+        return ()  # deleted and made again (a restore, a Replace sync): its manifest's size is no fight
     if not vm.guest_from_others():
         return ()
     managers = vm.foreign_owners()
@@ -110,7 +117,7 @@ class Contests:
 
     written: dict[ObjectKey, Written] = field(default_factory=dict)
     held: dict[ObjectKey, Contest] = field(default_factory=dict)
-    fights: dict[ObjectKey, int] = field(default_factory=dict)  # fights over each VM so far
+    fights: dict[ObjectKey, tuple[int, float]] = field(default_factory=dict)  # so far, and when the last
 
     def wrote(self, key: ObjectKey, written: Written) -> None:
         self.written[key] = written
@@ -122,15 +129,19 @@ class Contests:
         found = []
         for key, written in list(self.written.items()):
             vm = vms.get(key)
-            if vm is None:
+            if vm is None or (written.uid and vm.uid != written.uid) or vm.stopped_for_good:
+                # gone, made again, or stopped: what is written to it now moves no running guest
                 del self.written[key]
                 continue
             managers = fought_back(vm, written)
             if not managers or vm.guest is None:
                 continue
             del self.written[key]  # one fight per write of dynamem's
-            fights = self.fights.get(key, 0) + 1
-            self.fights[key] = fights
+            before, last = self.fights.get(key, (0, now))
+            if now - last > 2 * hold_seconds(before):
+                before = 0  # no fight for twice the last hold: the count starts again
+            fights = before + 1
+            self.fights[key] = (fights, now)
             contest = Contest(managers, vm.guest, written.guest, now + hold_seconds(fights), fights)
             self.held[key] = contest
             found.append((key, contest))

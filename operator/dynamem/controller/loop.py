@@ -218,16 +218,17 @@ async def _between_rounds(state: OperatorState, balancer: Balancer | None) -> No
     gap_ends = time.monotonic() + options.min_gap_s
     due = gap_ends + options.interval_s
     while True:
-        watching = balancer is not None and balancer.waiting_placements() and state.leading()
+        waiting = balancer.waiting_placements() if balancer is not None and state.leading() else []
+        watching = bool(waiting)
         if watching and balancer is not None:
             state.vmi_changed.clear()
             try:
-                await balancer.carry_out_ready(state.view.observed())
+                await balancer.carry_out_ready(state.view.observed_of(waiting))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NotLeading, a failed create: the next round sees to it
                 logger.warning("migration between rounds not made: %s", exc)
-            watching = balancer.waiting_placements()
+            watching = bool(balancer.waiting_placements())
         now = time.monotonic()
         if now >= due or (now >= gap_ends and state.wake.is_set()):
             break

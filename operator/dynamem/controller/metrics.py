@@ -162,6 +162,8 @@ class OperatorMetrics:
         """A replica that does not balance exports no VM or node series: alerts follow the active one."""
         self.active.set(0)
         self.round_series.clear()
+        self.demand_failed.set(0)  # the leader's to say: a standby's last word would keep alerts firing
+        self.demand_unknown.set(0)
 
     def observe_round(
         self,
@@ -183,7 +185,10 @@ class OperatorMetrics:
             sum(
                 1
                 for item in snapshot.managed.values()
-                if item.demand is None and item.vmi is not None and item.vmi.active
+                if item.demand is None
+                and item.settings is not None
+                and item.vmi is not None
+                and item.vmi.active
             )
         )
         self.write_failures.inc(write_failures)

@@ -18,7 +18,7 @@ Resource versions are compared as the integers etcd makes them; one that is not 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -204,6 +204,20 @@ class ClusterView:
             self.synced = True
             self.needs_resync = False
         return ghosts
+
+    def observed_of(self, keys: Collection[ObjectKey]) -> Observed:
+        """Just the VirtualMachineMemories and VMIs of ``keys``, and every migration: what carrying out a
+        few placed changes between rounds reads, without making the whole :meth:`observed` again at every
+        VMI event."""
+        vmms, vmis = self.stores[Kind.VMM].items, self.stores[Kind.VMI].items
+        return Observed(
+            vmms=[vmms[key][1] for key in keys if key in vmms],
+            vms=(),
+            vmis=[vmis[key][1] for key in keys if key in vmis],
+            nodes=(),
+            pods=(),
+            migrations=self.stores[Kind.MIGRATION].values(),
+        )
 
     def observed(self) -> Observed:
         """What a round reads; the same object again while no view changed (a round at rest)."""

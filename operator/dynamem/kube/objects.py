@@ -47,9 +47,10 @@ GUEST_PATH = ("spec", "template", "spec", "domain", "memory", "guest")
 GUEST_FIELD = tuple(f"f:{part}" for part in GUEST_PATH)  # the same, in managedFields' fieldsV1
 DYNAMEM_MANAGERS = frozenset({"dynamem", "dynamem-stopped"})
 # Managers that write with an update (not server-side apply) but re-assert their manifest at every sync:
-# kubectl's client-side apply, and Helm (a three-way merge with the live object at every upgrade). Any other
-# client-side apply (Argo CD's default sync) is told by the annotation it leaves (LAST_APPLIED_ANNOTATION).
-DECLARATIVE_UPDATERS = frozenset({"kubectl-client-side-apply", "helm"})
+# kubectl's client-side apply, and Helm (a three-way merge with the live object at every upgrade; Flux's
+# helm-controller runs it under its own name). Any other client-side apply (Argo CD's default sync) is told
+# by the annotation it leaves (LAST_APPLIED_ANNOTATION).
+DECLARATIVE_UPDATERS = frozenset({"kubectl-client-side-apply", "helm", "helm-controller"})
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
 Body = Mapping[str, Any]

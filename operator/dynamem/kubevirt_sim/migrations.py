@@ -14,16 +14,18 @@ kubevirt/kubevirt v1.7.0 do:
   ``defaultThrottleInterval``, 5 s; ``AddAfter``, and the delaying queue keeps the earliest time), so a pass
   comes within 5 s of a VMI showing its change, sooner while other migrations move; a pass that found VMIs to
   update adds the key again at once (``periodicReEnqueueIntervalSeconds`` is 30 as a ``time.Duration``: 30
-  ns). A pass creates at most ``per_cluster`` minus the running migrations, for VMIs that are live-migratable
-  (``LiveMigratable`` True), while the KubeVirt CR's ``workloadUpdateMethods`` list ``LiveMigrate``
-  (``update_methods``; with no CR, as the documented install sets it); with ``Evict`` (and without
-  ``LiveMigrate``, or for a VMI that is not migratable) it evicts the VMI instead (the launcher pod's eviction
-  ends the VMI, and the VM controller starts a new one: a restart, ``evictOutdatedVMIs``); with neither, it
-  does nothing. An eviction goes as KubeVirt's eviction webhook lets it (``pod-eviction-admitter.go``,
-  ``admitLauncherPod``) by the VMI's eviction strategy (its own, else the CR's, else ``None``):
-  ``LiveMigrate``/``LiveMigrateIfPossible`` refuse it and the evacuation controller migrates the VMI
-  (``watch/drain/evacuation``, a ``kubevirt-evacuation-*`` migration); ``External`` leaves it to another
-  controller (nothing here); ``None`` lets the pod go. At most 10 evictions a minute (``batchEvictionSize``).
+  ns), unless it made migrations: that pass returns early until they are observed (``migrationExpectations``),
+  and their ``addMigration`` queues the next 5 s ahead. A pass creates at most ``per_cluster`` minus the
+  running migrations, for VMIs that are live-migratable (``LiveMigratable`` True), while the KubeVirt CR's
+  ``workloadUpdateMethods`` list ``LiveMigrate`` (``update_methods``; with no CR, as the documented install
+  sets it); with ``Evict`` (and without ``LiveMigrate``, or for a VMI that is not migratable) it evicts the
+  VMI instead (the launcher pod's eviction ends the VMI, and the VM controller starts a new one: a restart,
+  ``evictOutdatedVMIs``); with neither, it does nothing. An eviction goes as KubeVirt's eviction webhook lets
+  it (``pod-eviction-admitter.go``, ``admitLauncherPod``) by the VMI's eviction strategy (its own, else the
+  CR's, else ``None``): ``LiveMigrate``/``LiveMigrateIfPossible`` refuse it and the evacuation controller
+  migrates the VMI (``watch/drain/evacuation``, a ``kubevirt-evacuation-*`` migration); ``External`` leaves it
+  to another controller (nothing here); ``None`` lets the pod go. At most 10 evictions a minute
+  (``batchEvictionSize``).
 - :meth:`MigrationController.sync` is the migration controller (``watch/migration/migration.go``):
   ``handleTargetPodCreation`` holds a new target while running migrations >= ``per_cluster`` (5) or outbound
   migrations from the source node >= ``outbound_per_node`` (2), counting every migration whoever made it;
@@ -297,7 +299,8 @@ class MigrationController:
                 migratable.append(key)
             elif "Evict" in self.update_methods:
                 evictions.append((key, vmi))
-        for key in migratable[: max(room, 0)]:
+        made = migratable[: max(room, 0)]
+        for key in made:
             body = {
                 "apiVersion": "kubevirt.io/v1",
                 "kind": "VirtualMachineInstanceMigration",
@@ -315,6 +318,10 @@ class MigrationController:
             self.timers.batch_started = now
             for key, vmi in evictions[:EVICTION_BATCH]:
                 await self._evict(key, vmi, world)
+        if made:
+            # migrationExpectations: the re-pass 30 ns on returns early until the updater's own migrations
+            # are observed, and their addMigration events queue the next pass 5 s ahead (next tick's events)
+            return
         if migratable or evictions:
             self.timers.queue_ready = now  # periodicReEnqueueIntervalSeconds: 30 ns, the next tick
 

@@ -103,3 +103,18 @@ def test_what_an_alert_needs_when_demand_or_writes_fail_is_exported() -> None:
     samples = scrape(metrics)
     assert samples["dynamem_demand_reading_failed"] == 1
     assert samples["dynamem_vms_demand_unknown"] == 2
+    metrics.standby()  # the Lease lost mid-outage: the new leader says what it reads, not this replica
+    samples = scrape(metrics)
+    assert samples["dynamem_demand_reading_failed"] == 0 and samples["dynamem_vms_demand_unknown"] == 0
+
+
+def test_a_vm_whose_settings_are_invalid_is_not_counted_as_without_samples() -> None:
+    metrics = OperatorMetrics()
+    bodies = observed(
+        vmms=[make_vmm_body("finance", startup=2048)],  # refused (a unit left out): INVALID, not balanced
+        vms=[make_vm_body("finance")],
+        vmis=[make_vmi_body("finance")],
+        nodes=[make_node_body("host", allocatable="8Gi")],
+    )
+    asyncio.run(Balancer(FakeWriter(), FakeDemand({}), OPTIONS, metrics=metrics).run_round(bodies))
+    assert scrape(metrics)["dynamem_vms_demand_unknown"] == 0

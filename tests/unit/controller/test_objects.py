@@ -407,6 +407,7 @@ GUEST_FIELDS = {"f:spec": {"f:template": {"f:spec": {"f:domain": {"f:memory": {"
         pytest.param("argocd-controller", "Apply", None, True, id="server-side-apply"),
         pytest.param("kubectl-client-side-apply", "Update", None, True, id="kubectl-apply"),
         pytest.param("helm", "Update", None, True, id="helm"),
+        pytest.param("helm-controller", "Update", None, True, id="flux-helm-controller"),
         pytest.param(
             "argocd-controller",
             "Update",
