@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
+from unittest.mock import ANY
 
 import pytest
 
@@ -46,6 +47,12 @@ def test_one_replica_balances_and_the_other_takes_over_after_a_sigkill(stack: St
     assert size <= 4 * GI, f"db grew past its maximum: {size}"
     [standby] = [r for r in replicas if r is not leader]
     assert standby.gauge("dynamem_balance_rounds_total") in (None, 0.0), "a standby must never balance"
+    # both are alive for the kubelet (--liveness): the leader balances, the standby's loop goes round idle
+    leader_health, standby_health = leader.health(), standby.health()
+    assert leader_health is not None and leader_health[0] == 200, leader_health
+    assert leader_health[1]["balancing-loop"]["leading"] is True, leader_health
+    assert leader_health[1]["balancing-loop"]["rounds"] >= 1, leader_health
+    assert standby_health == (200, {"balancing-loop": {"leading": False, "rounds": 0, "since_loop_s": ANY}})
 
     assert leader.process is not None
     leader.process.send_signal(signal.SIGKILL)  # no release: the standby waits for the Lease to expire

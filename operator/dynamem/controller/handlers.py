@@ -6,9 +6,10 @@ and hands each event to the :class:`~dynamem.controller.view.ClusterView`, which
 is reconciled with fresh LISTs by the loop. Events wake the loop early (a spec edit, a VM start or stop, a
 node change); otherwise it runs every ``--interval`` seconds. kopf runs standalone: which replica balances is
 decided by a Lease (:mod:`dynamem.controller.leadership`), and every replica keeps watching, so a standby's
-view is live, not paused. The operator adds no finalizer to any object (kopf has only event handlers here and
-stores nothing on objects; dynamem writes a VM's ``dynamem.io/placement`` with a change): deleting a
-VirtualMachineMemory never waits for the operator, and leaves its VM with the memory it has.
+view is live, not paused. The liveness probe (``--liveness``) fails when the loop died or hangs
+(:mod:`dynamem.controller.liveness`). The operator adds no finalizer to any object (kopf has only event
+handlers here and stores nothing on objects; dynamem writes a VM's ``dynamem.io/placement`` with a change):
+deleting a VirtualMachineMemory never waits for the operator, and leaves its VM with the memory it has.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +28,7 @@ from dynamem.controller.demand import PrometheusDemand, signal_queries
 from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.kubevirt_follower import KubeVirtFollower
 from dynamem.controller.leadership import LeaderOnlyWriter, LeaseConfig, LeaseElector
+from dynamem.controller.liveness import LoopStalled, loop_health
 from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leadership
 from dynamem.controller.migrations import MIGRATION
 from dynamem.controller.ports import ClusterWriter
@@ -138,6 +141,25 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         for task in sorted(state.tasks, key=lambda t: order.index(t.get_name())):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    @kopf.on.probe(registry=registry, id="balancing-loop")
+    def balancing_loop_alive(**_: Any) -> dict[str, object]:
+        """``--liveness``: 500 when the loop or a task beside it died or hangs (:mod:`.liveness`); a permanent
+        error, so kopf does not retry it while the kubelet waits for the answer."""
+        try:
+            health = loop_health(
+                tasks=state.tasks,
+                beat=state.beat,
+                now=time.monotonic(),
+                interval_s=options.interval_s,
+                min_gap_s=options.min_gap_s,
+                leading=state.elector.leading if state.elector is not None else True,
+                rounds=state.rounds,
+            )
+        except LoopStalled as exc:
+            logger.error("liveness probe fails: %s", exc)
+            raise kopf.PermanentError(str(exc)) from exc
+        return health.as_dict()
 
     def feed(kind: Kind) -> Any:
         # async: kopf runs a plain function in a thread pool, a hop per event (30,000 at start at 10,000 VMs)

@@ -62,6 +62,7 @@ class OperatorState:
     rounds: int = 0
     resyncs: int = 0
     last_resync: float = float("-inf")
+    beat: float = field(default_factory=time.monotonic)  # when the loop last went round (liveness.py)
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.may_write()
@@ -147,6 +148,7 @@ async def _balance(
     term = -1
     listed_after_round = False  # the periodic LIST ran after the last round: not again before the next
     while True:
+        state.beat = time.monotonic()
         try:
             if not state.leading():
                 state.metrics.standby()
@@ -218,6 +220,7 @@ async def _between_rounds(state: OperatorState, balancer: Balancer | None) -> No
     gap_ends = time.monotonic() + options.min_gap_s
     due = gap_ends + options.interval_s
     while True:
+        state.beat = time.monotonic()
         waiting = balancer.waiting_placements() if balancer is not None and state.leading() else []
         watching = bool(waiting)
         if watching and balancer is not None:

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +52,7 @@ class OperatorProcess:
         standalone: bool = True,
     ) -> None:
         self.metrics_port = metrics_port or free_port()
+        self.liveness_port = free_port()
         self.log = new_log()
         self.args = [
             sys.executable,
@@ -72,6 +74,8 @@ class OperatorProcess:
             str(self.metrics_port),
             "--metrics-address",
             "127.0.0.1",
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
             "--log-level",
             "DEBUG",
             *extra,
@@ -96,6 +100,18 @@ class OperatorProcess:
             return None
         values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
         return values[0] if values else None
+
+    def health(self) -> tuple[int, dict[str, Any]] | None:
+        """The replica's ``/healthz`` (``--liveness``): its HTTP status and JSON (None: no answer)."""
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=5)
+        except httpx.HTTPError:
+            return None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = {"text": answer.text}
+        return answer.status_code, body
 
     def logs(self) -> str:
         try:
