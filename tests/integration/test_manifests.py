@@ -146,11 +146,19 @@ def test_install_objects_and_images() -> None:
         ("RoleBinding", "dynamem-leader-election"),
         ("Deployment", "dynamem"),
         ("Service", "dynamem-metrics"),
+        ("PodDisruptionBudget", "dynamem"),
     } <= kinds
     assert find(docs, "Role", "dynamem-leader-election")["metadata"]["namespace"] == OPERATOR_NAMESPACE
     deployment = find(docs, "Deployment", "dynamem")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"].startswith("ghcr.io/dynamem/dynamem:")
+    # a drain evicts the two replicas one at a time, and the budget covers exactly the operator's pods
+    budget = find(docs, "PodDisruptionBudget", "dynamem")
+    assert budget["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert budget["spec"]["maxUnavailable"] == 1 and deployment["spec"]["replicas"] == 2
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_kind_overlay_uses_the_local_image_and_prometheus() -> None:
