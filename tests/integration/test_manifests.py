@@ -279,6 +279,50 @@ def test_prometheus_rule_alerts_are_valid_and_use_real_metrics(tmp_path: Path) -
     promtool(["check", "rules", str(tmp_path / "rules.yml")])
 
 
+def test_memory_writes_failing_fires_on_failures_that_go_on_not_on_one(tmp_path: Path) -> None:
+    """The alert's behaviour, by promtool's own rule tests: one failed write (a VM backs off, the next
+    round's write passes) raises nothing; a failure every minute for 40 minutes does."""
+    (rule,) = component("alerts")
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    alert = "DynamemMemoryWritesFailing"
+    firing = {
+        "exp_labels": {"severity": "warning"},
+        "exp_annotations": {a: rule_annotation(rule, alert, a) for a in ("summary", "description")},
+    }
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'dynamem_api_write_failures_total{pod="a"}', "values": "0+1x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": alert, "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": alert, "exp_alerts": [firing]},
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'dynamem_api_write_failures_total{pod="a"}', "values": "0x10 1x50"},
+                ],
+                "alert_rule_test": [
+                    *({"eval_time": f"{m}m", "alertname": alert, "exp_alerts": []} for m in range(11, 41)),
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    promtool(["test", "rules", str(tmp_path / "tests.yml")])
+
+
+def rule_annotation(rule: dict[str, Any], alert: str, key: str) -> str:
+    (found,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == alert]
+    return str(found["annotations"][key])
+
+
 def _identifiers(expr: str) -> set[str]:
     import re
 

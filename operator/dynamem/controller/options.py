@@ -130,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
     add = parser.add_argument
     add("--prometheus-url", default=OperatorOptions.prometheus_url, help="Prometheus with KubeVirt's metrics")
-    add("--interval", type=_seconds, default=10.0, help="seconds between balancing rounds (default 10)")
+    add(
+        "--interval",
+        type=_seconds,
+        default=10.0,
+        help="seconds after --min-gap that a round waits for a change before it runs anyway (default 10)",
+    )
     add("--min-gap", type=_seconds, default=1.0, help="least seconds between two rounds woken by changes")
     b = OPERATOR_BALANCE
     dead_band, shrink_band = format_bytes(b.dead_band_bytes), format_bytes(b.shrink_band_bytes)
