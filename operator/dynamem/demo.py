@@ -15,7 +15,6 @@ low for the shrink window (an hour), longer than the accelerated day.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import sys
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from dynamem.arguments import ArgumentParser
 from dynamem.kube.objects import GI, ObjectKey, dig, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
@@ -231,7 +231,7 @@ def vmm_statuses(cp: ControlPlane) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dynamem demo", description=__doc__)
+    parser = ArgumentParser(prog="dynamem demo", description=__doc__)
     parser.add_argument("--out", default="demo.png", help="chart to write (default demo.png)")
     parser.add_argument("--step-seconds", type=float, default=25.0, help="real seconds per 15-minute step")
     parser.add_argument(

@@ -501,7 +501,8 @@ def test_interval_flag(workday_2nodes_path: str, capsys: pytest.CaptureFixture[s
     assert cli_main(["simulate", workday_2nodes_path, "--interval", "1m", "--quiet"]) == 0
     assert "a round every 60s" in capsys.readouterr().out
     for value, message in [
-        ("0s", "--interval: field 'interval': '0s' is not a duration"),
+        ("0s", "--interval: field 'interval': '0s' must be longer than 0"),
+        ("-5m", "--interval: field 'interval': '-5m' must be longer than 0"),
         ("20m", "--interval: field 'interval': 1200s is not between 1s and the step (900s)"),
         ("soon", "--interval: field 'interval': 'soon' is not a duration"),
     ]:

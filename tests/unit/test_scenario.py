@@ -76,6 +76,9 @@ def test_optional_settings(tmp_path: Path) -> None:
         pytest.param(
             "step: 15m", "step: soon", "field 'step': 'soon' is not a duration (e.g. 15m, 30s, 1h)", id="step"
         ),
+        # a duration, but none a step can be: said so, not "not a duration"
+        pytest.param("step: 15m", "step: 0", "field 'step': 0 must be longer than 0", id="step-zero"),
+        pytest.param("step: 15m", "step: -15m", "field 'step': '-15m' must be longer than 0", id="step-neg"),
         pytest.param(
             "b: [null, 0]",
             "b: [null]",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from dynamem.arguments import ArgumentParser
 from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
 from dynamem.policy.cluster import PARKED_AFTER_S
 from dynamem.policy.model import BalanceConfig, format_bytes
@@ -121,7 +122,7 @@ class OperatorOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dynamem run",
         description="Balance the memory of KubeVirt VMs that have a VirtualMachineMemory: sizes and nodes.",
     )

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from dynamem.arguments import ArgumentParser
 from dynamem.policy import POLICIES
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES
 
@@ -21,7 +22,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dynamem simulate", description="Play a scenario file through a balancing policy."
     )
     parser.add_argument("scenario", help="scenario YAML: step, nodes, vms, demand")

@@ -36,6 +36,7 @@ only matter there (``--model hyperv`` resizes in place). The defaults are KubeVi
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -60,7 +61,7 @@ __all__ = [
     "parse_scenario",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _VM_KEYS = frozenset({"name", "node", "startup", "minimum", "maximum", "buffer", "priority", "hugepage"})
 _TOP_KEYS = ("step", "nodes", "vms", "demand", "description", "overhead", "migration", "interval")
@@ -396,7 +397,7 @@ def _problem(err: SettingsError) -> str:
 
 def duration_seconds(text: str) -> float | None:
     """Seconds of a duration written as scenario files and flags write it (``30``, ``30s``, ``15m``, ``1h``,
-    ``1d``, ``500ms``), or None when ``text`` is none; 0 and up."""
+    ``1d``, ``500ms``; signed, so a caller can say "-5s" is not above 0), or None when ``text`` is none."""
     match = _DURATION.match(text)
     return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
@@ -404,9 +405,12 @@ def duration_seconds(text: str) -> float | None:
 def parse_duration(value: object, source: str, field: str = "step") -> float:
     """Seconds from a number or a duration such as ``15m``, ``30s``, ``1h``; else a :class:`ScenarioError`
     naming ``source``, ``field`` and the value."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
-        return float(value)
-    seconds = duration_seconds(value) if isinstance(value, str) else None
-    if seconds is None or seconds <= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds: float | None = float(value) if math.isfinite(value) else None
+    else:
+        seconds = duration_seconds(value) if isinstance(value, str) else None
+    if seconds is None:
         raise ScenarioError(f"{source}: field {field!r}: {value!r} is not a duration (e.g. 15m, 30s, 1h)")
+    if seconds <= 0:
+        raise ScenarioError(f"{source}: field {field!r}: {value!r} must be longer than 0 (e.g. 15m, 30s, 1h)")
     return seconds

@@ -22,6 +22,16 @@ from dynamem.controller.options import OptionError, parse_options
         pytest.param(["--min-gap", "inf"], "dynamem run: --min-gap inf: must be a finite", id="gap-inf"),
         pytest.param(["--change-deadline", "inf"], "dynamem run: --change-deadline inf: ", id="deadline-inf"),
         pytest.param(["--lease-duration", "nan"], "dynamem run: --lease-duration nan: ", id="lease-nan"),
+        # a negative value with a unit was taken for another flag: "expected one argument", no value named
+        pytest.param(
+            ["--interval", "-5s"], "dynamem run: --interval -5.0: must be greater than 0", id="neg-s"
+        ),
+        pytest.param(
+            ["--dead-band", "-1Gi"], "dynamem run: --dead-band '-1Gi': must be a positive", id="neg-gi"
+        ),
+        pytest.param(
+            ["--cooldown", "-2m"], "dynamem run: --cooldown -120.0: must not be negative", id="neg-m"
+        ),
         # was clamped to 0 without a word
         pytest.param(["--min-gap", "-5"], "dynamem run: --min-gap -5.0: must not be negative", id="gap"),
         # a Lease the API server refuses to create: the replica would never lead, and say so only at INFO
