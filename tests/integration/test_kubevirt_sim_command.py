@@ -134,3 +134,72 @@ def test_kubevirt_sim_bad_scenario_exits_2_with_one_line(tmp_path: Path) -> None
 def test_kubevirt_sim_refuses_a_memory_overcommit_kubevirt_would_refuse(tmp_path: Path) -> None:
     result = _sim_refusing(tmp_path, "n", "--memory-overcommit", "0")
     assert result.stderr.strip() == "dynamem kubevirt-sim: --memory-overcommit 0: must be greater than 0"
+
+
+def test_kubevirt_sim_refuses_a_guest_under_1gi_as_the_crd_would(tmp_path: Path) -> None:
+    """Before, its VirtualMachineMemory was refused by the CRD's rules with a traceback (the nodes made)."""
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(
+        "step: 1m\nnodes: [{name: n, memory: 8Gi}]\n"
+        "vms: [{name: a, node: n, startup: 512Mi, maximum: 2Gi}]\ndemand: {a: [300Mi]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dynamem.cli", "kubevirt-sim", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"dynamem kubevirt-sim: {scenario}: vm 'a': field 'startup': 512Mi is under 1Gi; KubeVirt hotplugs "
+        "memory only from 1Gi (the VirtualMachineMemory CRD refuses it too); the hyperv model (--model "
+        "hyperv) takes it"
+    ]
+
+
+def test_kubevirt_sim_makes_a_missing_namespace_and_names_what_the_api_server_refuses(
+    control_plane: ControlPlane,
+    core_v1: k8s_client.CoreV1Api,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """A namespace that does not exist yet is made (it was a 404 traceback); an object the API server refuses
+    (here a VM name that is no Kubernetes name) is one line naming it and the server's answer, exit 2."""
+    namespace, node = unique_name("fresh"), unique_name("sim")
+    scenario = tmp_path / "bad-name.yaml"
+    scenario.write_text(
+        f"step: 1m\nnodes: [{{name: {node}, memory: 8Gi}}]\n"
+        f"vms: [{{name: Web_1, node: {node}, startup: 1Gi, maximum: 2Gi}}]\ndemand: {{Web_1: [1Gi]}}\n"
+    )
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dynamem.cli",
+                "kubevirt-sim",
+                str(scenario),
+                "--namespace",
+                namespace,
+                "--metrics-port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert core_v1.read_namespace(namespace).metadata.name == namespace
+    finally:
+        with contextlib.suppress(k8s_client.ApiException):
+            core_v1.delete_namespace(namespace)
+        with contextlib.suppress(k8s_client.ApiException):  # made before the VM was refused
+            core_v1.delete_node(node)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"dynamem kubevirt-sim: the API server refused VirtualMachineMemory {namespace}/Web_1: 422 "
+    ), lines
+    assert "Traceback" not in result.stdout + result.stderr

@@ -34,7 +34,7 @@ from dynamem.policy.cluster import ClusterPlan, ClusterState, plan_cluster
 from dynamem.policy.cluster_peers import CLUSTER_POLICIES, node_local
 from dynamem.sim.guest import DEFAULT_GUEST, GuestModel
 from dynamem.sim.kubevirt import simulate_kubevirt
-from dynamem.sim.scenario import Scenario, load_scenario, parse_scenario
+from dynamem.sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from dynamem.sim.simulate import MigrationState, simulate
 
 # These tests are about KubeVirt's mechanics (moves, limits, timeouts), played through today's node-local
@@ -598,3 +598,25 @@ def test_a_stopped_vm_keeps_the_hole_it_needs_to_start() -> None:
     )
     assert grown.steps[0].vms["a"].assigned > GiB
     assert grown.steps[2].vms["c"].status == "Off" and grown.summary.unstarted_demand == 4.0
+
+
+def test_a_guest_under_1gi_is_refused_on_the_kubevirt_model_and_played_on_hyperv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KubeVirt hotplugs only guests of 1Gi or more and the CRD refuses a smaller startup or minimum; the
+    kubevirt model used to migrate such a VM (512Mi -> 1.375Gi) as if it could."""
+    path = tmp_path / "small.yaml"
+    path.write_text(
+        "step: 15m\nnodes: [{name: a, memory: 8Gi}, {name: b, memory: 8Gi}]\n"
+        "vms: [{name: web, node: a, startup: 2Gi, minimum: 768Mi, maximum: 4Gi}]\n"
+        "demand: {web: [300Mi, 3Gi, 3Gi]}\n"
+    )
+    assert cli_main(["simulate", str(path), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"dynamem simulate: {path}: vm 'web': field 'minimum': 768Mi is under 1Gi; KubeVirt hotplugs memory "
+        "only from 1Gi (the VirtualMachineMemory CRD refuses it too); the hyperv model (--model hyperv) "
+        "takes it\n"
+    )
+    with pytest.raises(ScenarioError, match="field 'minimum': 768Mi is under 1Gi"):
+        simulate(load_scenario(path), "dynamem")
+    assert cli_main(["simulate", str(path), "--quiet", "--model", "hyperv"]) == 0

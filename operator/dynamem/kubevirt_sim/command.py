@@ -21,9 +21,11 @@ from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.launcher import Rendering
 from dynamem.kubevirt_sim.metrics import DemandFeed
 from dynamem.kubevirt_sim.migrations import MigrationOptions
+from dynamem.kubevirt_sim.play import SetupError
 from dynamem.kubevirt_sim.runner import SimulatorRunner
 from dynamem.serving import address_problem
 from dynamem.settings import SettingsError, is_zero_quantity, parse_bytes
+from dynamem.sim.kubevirt import check_hotplug_sizes
 from dynamem.sim.scenario import BANDWIDTH_PROBLEM, ScenarioError, bandwidth_bytes, load_scenario
 
 
@@ -102,6 +104,7 @@ def main(argv: list[str]) -> int:
     try:
         _checked(args)
         scenario = load_scenario(args.scenario)
+        check_hotplug_sizes(scenario)  # the CRD would refuse its VirtualMachineMemory
         overhead = 0 if is_zero_quantity(args.overhead) else _bytes("--overhead", args.overhead)
         migration = MigrationOptions(
             bandwidth=_bandwidth(args.bandwidth),
@@ -129,7 +132,12 @@ def main(argv: list[str]) -> int:
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    runner.start(scenario, args.namespace)
+    try:
+        runner.start(scenario, args.namespace)
+    except SetupError as exc:  # e.g. a VirtualMachineMemory the CRD's rules refuse
+        runner.stop()
+        print(f"dynamem kubevirt-sim: the API server refused {exc}", file=sys.stderr)
+        return 2
     print(f"simulating {len(scenario.vms)} VMs on {len(scenario.nodes)} nodes in namespace {args.namespace}")
     print(f"guest metrics: http://{runner.metrics_target}/metrics (add it to Prometheus' scrape targets)")
     end = scenario.steps * scenario.step_seconds / args.speed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -113,12 +114,27 @@ def vmm_body(vm: ScenarioVm, namespace: str) -> dict[str, Any]:
     }
 
 
+class SetupError(Exception):
+    """The API server refused an object of the scenario; the message names the object and gives its answer."""
+
+
 async def _create(call: Any, *args: Any, **kwargs: Any) -> None:
+    """Create an object, or keep the one there (409); any other answer is a :class:`SetupError`."""
     try:
         await call(*args, **kwargs)
     except ApiException as exc:
-        if exc.status != 409:
-            raise
+        if exc.status == 409:
+            return
+        body = kwargs.get("body", args[-1] if args else {})
+        meta = body.get("metadata", {})
+        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+        try:
+            answer = json.loads(exc.body or "{}").get("message") or exc.reason
+        except ValueError:
+            answer = exc.reason
+        raise SetupError(
+            f"{body.get('kind', 'object')} {where}{meta.get('name')}: {exc.status} {answer}"
+        ) from exc
 
 
 async def create_node(api_client: client.ApiClient, name: str, memory: int, pool: str | None = None) -> None:
@@ -150,6 +166,10 @@ class ScenarioPlayer:
         return {vm.name: ObjectKey(self.namespace, vm.name) for vm in self.scenario.vms}
 
     async def setup(self) -> None:
+        """The scenario's namespace (made when missing, as ``kubectl create namespace``), nodes, VMs and their
+        VirtualMachineMemories; raises :class:`SetupError` when the API server refuses one."""
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
+        await _create(client.CoreV1Api(self.api_client).create_namespace, namespace)
         for node in self.scenario.nodes:
             count = sum(1 for vm in self.scenario.vms if vm.node == node.name)
             await create_node(self.api_client, node.name, node.memory + count * self.overhead, self.pool)

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    from dynamem.sim.kubevirt import check_hotplug_sizes
     from dynamem.sim.scenario import ScenarioError, interval_option, load_scenario
     from dynamem.sim.simulate import simulate
 
@@ -82,6 +83,8 @@ def main(argv: list[str]) -> int:
             return 2
     try:
         scenario = load_scenario(args.scenario)
+        if args.model == "kubevirt":
+            check_hotplug_sizes(scenario)
         if args.interval is not None:
             if args.model != "kubevirt":
                 raise ScenarioError(

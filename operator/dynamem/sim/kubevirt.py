@@ -72,7 +72,7 @@ from dynamem.sim.result import (
     Summary,
     VmStep,
 )
-from dynamem.sim.scenario import MigrationSettings, Scenario, ScenarioVm
+from dynamem.sim.scenario import MigrationSettings, Scenario, ScenarioError, ScenarioVm
 from dynamem.sim.scheduler import place_pod
 from dynamem.sim.series import SCRAPE_S, MemorySeries
 
@@ -423,6 +423,23 @@ def _rounds(start: float, length: float, every: float) -> list[float]:
     return [start + i * every for i in range(count)]
 
 
+HOTPLUG_MIN_GUEST = 1 << 30
+"""KubeVirt hotplugs memory only for guests of 1Gi or more (``pkg/liveupdate/memory/memory.go``, v1.7.0,
+``ValidateLiveUpdateMemory``); the VirtualMachineMemory CRD refuses a smaller startup or minimum."""
+
+
+def check_hotplug_sizes(scenario: Scenario) -> None:
+    """Refuse, as the CRD does, a VM whose startup or minimum is under 1Gi: on KubeVirt it never changes."""
+    for vm in scenario.vms:
+        for name, value in (("startup", vm.settings.startup), ("minimum", vm.settings.minimum)):
+            if value < HOTPLUG_MIN_GUEST:
+                raise ScenarioError(
+                    f"{scenario.source}: vm {vm.name!r}: field {name!r}: {format_bytes(value)} is under "
+                    "1Gi; KubeVirt hotplugs memory only from 1Gi (the VirtualMachineMemory CRD refuses it "
+                    "too); the hyperv model (--model hyperv) takes it"
+                )
+
+
 def simulate_kubevirt(
     scenario: Scenario,
     policy: str,
@@ -436,6 +453,7 @@ def simulate_kubevirt(
     ``plan_fn`` plans instead of ``CLUSTER_POLICIES[policy]`` (e.g. a policy not in the registry). The oracle
     is given the true demand, and its migrations are free and instant (no limits, no duration).
     """
+    check_hotplug_sizes(scenario)
     if plan_fn is None:
         plan_fn = CLUSTER_POLICIES[policy]
     truth = policy == ORACLE
