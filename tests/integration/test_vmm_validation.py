@@ -35,13 +35,36 @@ def create(custom: k8s_client.CustomObjectsApi, namespace: str, body: dict[str, 
 
 
 REFUSED = [
-    pytest.param({"startup": "4GB"}, "spec.startup", id="startup-not-a-quantity"),
+    pytest.param(
+        {"startup": "4GB"},
+        "spec.startup must be a Kubernetes quantity such as 1Gi, not 4GB",
+        id="startup-not-a-quantity",
+    ),
     pytest.param({"maximum": "lots"}, "spec.maximum", id="maximum-not-a-quantity"),
     pytest.param({"minimum": "1.5 Gi"}, "spec.minimum", id="minimum-not-a-quantity"),
-    pytest.param({"startup": "512Mi"}, "spec.startup must be at least 1Gi", id="startup-below-1Gi"),
+    pytest.param(
+        {"startup": "512Mi"},
+        "spec.startup must be at least 1Gi (KubeVirt memory hotplug needs 1Gi), not 512Mi",
+        id="startup-below-1Gi",
+    ),
+    # each message shows the value as written; a bare number is bytes, and the message says so
+    pytest.param(
+        {"startup": "2048"},
+        "not 2048 (a number without a unit is bytes: give one, e.g. 2Gi)",
+        id="startup-no-unit",
+    ),
+    pytest.param(
+        {"maximum": "-4Gi"},
+        "spec.maximum must be at least 1Gi (KubeVirt memory hotplug needs 1Gi), not -4Gi",
+        id="maximum-negative",
+    ),
     pytest.param({"minimum": "256Mi"}, "spec.minimum must be at least 1Gi", id="minimum-below-1Gi"),
-    pytest.param({"minimum": "2Gi"}, "spec.minimum must not exceed spec.startup", id="minimum-over-startup"),
-    pytest.param({"startup": "5Gi"}, "spec.startup must not exceed spec.maximum", id="startup-over-maximum"),
+    pytest.param(
+        {"minimum": "2Gi"}, "spec.minimum 2Gi must not exceed spec.startup 1Gi", id="minimum-over-startup"
+    ),
+    pytest.param(
+        {"startup": "5Gi"}, "spec.startup 5Gi must not exceed spec.maximum 4Gi", id="startup-over-maximum"
+    ),
     pytest.param({"buffer": 3}, "spec.buffer", id="buffer-below-5"),
     pytest.param({"buffer": 96}, "spec.buffer", id="buffer-above-95"),
     pytest.param({"buffer": "20%"}, "spec.buffer", id="buffer-not-an-integer"),
@@ -51,7 +74,12 @@ REFUSED = [
         id="priority-above-100",
     ),
     pytest.param({"priority": -1}, "spec.priority must be an integer from 0 to 100", id="priority-negative"),
-    pytest.param({"priority": "urgent"}, "low, medium or high, not urgent", id="priority-unknown-word"),
+    pytest.param({"priority": "urgent"}, 'low, medium or high, not \\"urgent\\"', id="priority-unknown-word"),
+    pytest.param(
+        {"priority": "50"},
+        'not \\"50\\" (a string: write the number without quotes)',
+        id="priority-quoted-number",
+    ),
     pytest.param({"startup": None}, "spec.startup: Required value", id="startup-missing"),
     pytest.param({"maximum": None}, "spec.maximum: Required value", id="maximum-missing"),
 ]
