@@ -3,7 +3,7 @@
 argparse reads a word that starts with ``-`` as another option unless it is a plain negative number, so
 ``--interval -5s`` ended in "expected one argument", naming neither the value nor the problem. No option of
 dynamem's commands starts with a dash and a digit, so here such a word is always a value, and
-``--interval -5s`` gets "--interval -5.0: must be greater than 0" from the range check after parsing.
+``--interval -5s`` gets "--interval -5s: must be greater than 0" from the range check after parsing.
 """
 
 from __future__ import annotations

@@ -38,10 +38,28 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
+class _Seconds(float):
+    """A time flag's seconds that show as the user wrote them (``-5s``), so a range error quotes the flag's
+    value, not ``-5.0``."""
+
+    text: str
+
+    def __new__(cls, seconds: float, text: str) -> _Seconds:
+        value = super().__new__(cls, seconds)
+        value.text = text
+        return value
+
+    def __repr__(self) -> str:  # what OptionError shows ({value!r})
+        return self.text
+
+    def __str__(self) -> str:  # everywhere else a number: f"{interval}s" stays "60.0s"
+        return float.__repr__(self)
+
+
 def _seconds(text: str) -> float:
     """A time flag's value: a number of seconds or a duration as scenario files write it (30s, 5m, 1h)."""
     try:
-        return float(text)
+        return _Seconds(float(text), text)
     except ValueError:
         pass
     seconds = duration_seconds(text)
@@ -49,7 +67,7 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number of seconds or a duration (e.g. 30, 30s, 5m)"
         )
-    return seconds
+    return _Seconds(seconds, text)
 
 
 def _name_problem(value: str, label: bool) -> str | None:
