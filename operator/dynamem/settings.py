@@ -91,7 +91,8 @@ def parse_bytes(vm: str, field: str, value: object) -> int:
         raise SettingsError(vm, field, value, "must be a positive quantity")
     if exact < SMALLEST_QUANTITY:
         # A bare number is bytes (Kubernetes' reading): "startup: 2048" is 2 KiB, almost surely meant as Mi.
-        shown = f"is {math.ceil(exact)} bytes, under 1Mi: give a unit (e.g. 1Gi, 512Mi)"
+        count = math.ceil(exact)
+        shown = f"is {count} byte{'' if count == 1 else 's'}, under 1Mi: give a unit (e.g. 1Gi, 512Mi)"
         raise SettingsError(vm, field, value, shown)
     return math.ceil(exact)
 

@@ -105,6 +105,12 @@ def decided(
         ready = ("False", "InvalidSettings", item.error or "invalid settings")
     elif decision is None and item.phase is Phase.RUNNING:
         ready = ("False", "NotBalanced", "the VM's memory is not known yet")
+    elif owners and item.phase is Phase.RUNNING:  # not "balanced": dynamem leaves it alone (condition below)
+        ready = (
+            "True",
+            "LeftToOtherManager",
+            f"memory.guest belongs to {', '.join(owners)}: dynamem leaves this VM's memory as it is",
+        )
     else:
         ready = READY_REASONS[item.phase]
     assigned = None

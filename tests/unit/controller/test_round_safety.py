@@ -65,7 +65,7 @@ def test_memory_guest_applied_by_another_manager_is_not_taken() -> None:
     assert conditions(status)["FieldOwnedByOtherManager"] == "True"
     assert "argocd-controller" in status["heldBecause"]
     assert [(e.name, e.type_, e.reason) for e in writer.events if e.name == "finance"] == [
-        ("finance", "Normal", "Balanced"),  # Ready: the VM is balanced (held where it is)
+        ("finance", "Normal", "LeftToOtherManager"),  # Ready: running, its memory left to the other manager
         ("finance", "Warning", "FieldOwnedByOtherManager"),
     ]
     world.store(writer.statuses)
