@@ -26,7 +26,10 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in {"-h", "--help"}:
+    if not args:  # as argparse does when a required argument is missing: usage on stderr, exit 2
+        print(usage(), file=sys.stderr)
+        return 2
+    if args[0] in {"-h", "--help"}:
         print(usage())
         return 0
     if args[0] in {"-V", "--version"}:

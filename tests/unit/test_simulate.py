@@ -181,3 +181,21 @@ def test_the_demo_refuses_a_bad_flag_before_starting_anything(
     monkeypatch.setattr(demo, "stack", no_stack)
     assert cli_main(["demo", *flags]) == 2
     assert f"dynamem demo: {problem}" in capsys.readouterr().out
+
+
+def test_the_dynamem_command_without_a_command_is_an_error_and_help_is_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No command: usage on stderr, exit 2 (it exited 0, as if it had done something); --help: stdout, 0.
+    The sub-commands' help shows no reStructuredText markup."""
+    assert cli_main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("usage: dynamem COMMAND")
+    assert cli_main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: dynamem COMMAND")
+    for command in ("kubevirt-sim", "demo"):
+        with pytest.raises(SystemExit) as done:
+            cli_main([command, "--help"])
+        assert done.value.code == 0
+        shown = capsys.readouterr().out
+        assert "``" not in shown and f"dynamem {command}" in shown, shown

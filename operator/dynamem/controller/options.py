@@ -274,7 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--dry-run", action="store_true", help="plan and report, but send VM changes as server dry-runs")
     add("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the operator's log level (default INFO; DEBUG logs every round)",
+    )
     return parser
 
 

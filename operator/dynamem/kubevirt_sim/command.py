@@ -30,7 +30,7 @@ from dynamem.sim.scenario import BANDWIDTH_PROBLEM, ScenarioError, bandwidth_byt
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="dynamem kubevirt-sim", description=__doc__)
+    parser = ArgumentParser(prog="dynamem kubevirt-sim", description=(__doc__ or "").replace("``", "`"))
     parser.add_argument("scenario", help="scenario file (the format of 'dynamem simulate')")
     parser.add_argument("--speed", type=float, default=1.0, help="times real time (default 1)")
     parser.add_argument("--namespace", default="default", help="where the VMs go (default 'default')")
