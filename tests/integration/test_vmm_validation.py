@@ -147,3 +147,23 @@ def test_a_malformed_quantity_gets_its_fields_message_alone(
     body = str(refused.value.body)
     (field,) = spec
     assert f"spec.{field} must be a Kubernetes quantity" in body and "evaluating rule" not in body, body
+
+
+def test_the_status_keeps_a_hold_and_a_contest_whole(
+    custom_objects: k8s_client.CustomObjectsApi, namespace: str
+) -> None:
+    """What a new leader reads back to honour (status.hold, status.contest) is not pruned by the schema."""
+    from dynamem.controller.contests import Contest
+    from dynamem.controller.snapshot import Hold
+    from dynamem.kube.objects import GI
+
+    create(custom_objects, namespace, vmm("kept"))
+    hold = Hold(reason="KubeVirt refused memory.guest 3Gi", vmi_uid="u-1", since="2026-12-01T10:00:00Z")
+    contest = Contest(("argocd-controller",), GI, 3 * GI, 1_796_126_400.0, 2, 1_796_119_200.0, "u-0")
+    status = {"hold": hold.to_status(), "contest": contest.to_status()}
+    custom_objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "kept", {"status": status}
+    )
+    read = custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "kept")
+    assert Hold.from_status(read["status"]["hold"]) == hold
+    assert Contest.from_status(read["status"]["contest"]) == contest

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from dynamem.controller.cluster_state import with_promised_targets
-from dynamem.controller.contests import Contests, Written, written_at
+from dynamem.controller.contests import Contest, Contests, Written, written_at
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.metrics import OperatorMetrics
 from dynamem.controller.placement import Placement, Step, encode, recovered, step_of
@@ -252,7 +252,14 @@ class Balancer:
             {key: f"held until its VMI restarts: {hold.reason}" for key, hold in self.unwritten_holds.items()}
         )
         observed = replace(observed, vms=tuple(observed.vms))
-        vms = {vm.key: vm for vm in observed.vms} if self.conflicts or self.contests.keys() else {}
+        kept = {
+            vmm.key: contest
+            for vmm in observed.vmms
+            if "contest" in vmm.status and (contest := Contest.from_status(vmm.status["contest"])) is not None
+        }
+        remembers = self.conflicts or self.contests.keys() or kept
+        vms = {vm.key: vm for vm in observed.vms} if remembers else {}
+        self.contests.restore(kept, vms, now)
         if self.conflicts:
             self._end_conflicts(vms)
         fights = self.contests.find(vms, now)
@@ -355,7 +362,7 @@ class Balancer:
                 plan,
                 hold=holds.get(key, item.hold),
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
-                contest=self.contests.held[key].message() if key in self.contests.held else None,
+                contest=self.contests.held.get(key),
             )
             if key not in changed_at and self.book.quiet(item, part, decision, now):
                 continue  # its status says this decision already, and nothing measured moved enough

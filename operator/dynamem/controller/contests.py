@@ -14,8 +14,10 @@ later view of the VM that shows another size, owned by other managers only and w
 fight: the VM is then left to them (held, ``FieldOwnedByOtherManager`` with reason ``Contested``, a Warning
 Event ``MemoryFieldContested``) for an hour, twice as long after each fight over the same VM, up to a day,
 and dynamem takes the field once more when that runs out. A person's ``kubectl edit`` after a change of
-dynamem's is such a write too, and is left alone for as long. What is remembered lives in the leader's memory:
-a new leader finds a fight again after one more turn of it.
+dynamem's is such a write too, and is left alone for as long. A hold and its count are kept in the
+VirtualMachineMemory's ``status.contest``, so a new leader (a rolling update, a failover) honours them
+(:meth:`Contests.restore`); the sizes dynamem wrote live in the leader's memory only, so a fight that starts
+across a change of leader is found at its next turn.
 
 A view older than dynamem's write (the VM's version it was decided on) is not taken for the answer, nor is a
 write the API server timed before dynamem's (a view whose watch event lagged). A VM deleted and made again
@@ -28,9 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from dynamem.kube.api import now_rfc3339
-from dynamem.kube.objects import ObjectKey, VmView, to_quantity
+from dynamem.kube.api import now_rfc3339, parse_rfc3339
+from dynamem.kube.objects import ObjectKey, VmView, quantity_bytes, to_quantity
 
 __all__ = [
     "CONTEST_HOLD_MAX_S",
@@ -69,6 +72,42 @@ class Contest:
     ours: int
     until: float
     fights: int
+    since: float = 0.0  # when this fight was seen
+    uid: str = ""  # the VM's uid: a VM made again under its name is another VM
+
+    def to_status(self) -> dict[str, Any]:
+        """What the VirtualMachineMemory's ``status.contest`` keeps, so that a new leader honours the hold."""
+        return {
+            "managers": list(self.managers),
+            "theirs": to_quantity(self.theirs),
+            "ours": to_quantity(self.ours),
+            "fights": self.fights,
+            "since": now_rfc3339(self.since),
+            "until": now_rfc3339(self.until),
+            "vmUID": self.uid,
+        }
+
+    @classmethod
+    def from_status(cls, raw: object) -> Contest | None:
+        """The contest a status keeps, or None when there is none or it does not parse."""
+        if not isinstance(raw, Mapping):
+            return None
+        managers = raw.get("managers")
+        theirs, ours = quantity_bytes(raw.get("theirs")), quantity_bytes(raw.get("ours"))
+        since, until = parse_rfc3339(raw.get("since")), parse_rfc3339(raw.get("until"))
+        fights = raw.get("fights")
+        if (
+            not isinstance(managers, list)
+            or not managers
+            or theirs is None
+            or ours is None
+            or since is None
+            or until is None
+            or not isinstance(fights, int)
+            or fights < 1
+        ):
+            return None
+        return cls(tuple(map(str, managers)), theirs, ours, until, fights, since, str(raw.get("vmUID") or ""))
 
     def message(self) -> str:
         return (
@@ -142,10 +181,26 @@ class Contests:
                 before = 0  # no fight for twice the last hold: the count starts again
             fights = before + 1
             self.fights[key] = (fights, now)
-            contest = Contest(managers, vm.guest, written.guest, now + hold_seconds(fights), fights)
+            contest = Contest(
+                managers, vm.guest, written.guest, now + hold_seconds(fights), fights, now, vm.uid
+            )
             self.held[key] = contest
             found.append((key, contest))
         return found
+
+    def restore(self, kept: Mapping[ObjectKey, Contest], vms: Mapping[ObjectKey, VmView], now: float) -> None:
+        """Holds a previous leader wrote to the statuses (``kept``), taken up by this one: each still running,
+        on the VM it was about (same uid), and not forgotten for a quiet spell; its fight count goes on."""
+        for key, contest in kept.items():
+            if key in self.held or key in self.fights:
+                continue  # this leader knows better
+            vm = vms.get(key)
+            if vm is None or (contest.uid and vm.uid != contest.uid) or vm.stopped_for_good:
+                continue
+            if contest.until > now:
+                self.held[key] = contest
+            if now - contest.since <= 2 * hold_seconds(contest.fights):
+                self.fights[key] = (contest.fights, contest.since)
 
     def messages(self) -> dict[ObjectKey, str]:
         """Each VM held off after a fight, with why."""

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from dynamem.controller.contests import Contest
 from dynamem.controller.leadership import NotLeading
 from dynamem.controller.ports import ClusterWriter
 from dynamem.controller.snapshot import Hold, Managed, Phase
@@ -85,7 +86,7 @@ class Decided(NamedTuple):
     over: str | None
     owners: tuple[str, ...]
     judged: bool
-    contest: str | None
+    contest: Contest | None  # a fight over memory.guest, left to the other side for now
 
 
 def decided(
@@ -95,7 +96,7 @@ def decided(
     *,
     hold: Hold | None = None,
     owners: tuple[str, ...] = (),
-    contest: str | None = None,
+    contest: Contest | None = None,
 ) -> Decided:
     """The decided part of the status this round calls for (see :func:`desired_status`).
 
@@ -187,6 +188,7 @@ def desired_status(
         "reason": part.ready[2],
         "observedGeneration": part.generation,
         "hold": part.hold.to_status() if part.hold is not None else None,
+        "contest": part.contest.to_status() if part.contest is not None else None,
         "heldBecause": part.blocked,
     }
     if item.phase is Phase.STOPPED and item.settings is not None:
@@ -216,7 +218,7 @@ def desired_status(
             "FieldOwnedByOtherManager",
             "True" if owners else "False",
             ("Contested" if contest else "Conflict") if owners else "Owned",
-            contest
+            (contest.message() if contest is not None else None)
             or (
                 f"memory.guest is owned by {', '.join(owners)}: dynamem writes nothing to this VM until that "
                 "manager lets go of it, or the operator runs with --force-ownership"

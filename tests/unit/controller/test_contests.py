@@ -3,9 +3,10 @@ manager setting a size of dynamem's back, and how long the VM is then left to it
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from dynamem.controller.contests import CONTEST_HOLD_S, Contests, Written, fought_back
+from dynamem.controller.contests import CONTEST_HOLD_S, Contest, Contests, Written, fought_back
 from dynamem.kube.objects import GI, ObjectKey, vm_view
 
 from .builders_k8s import NS, make_vm_body
@@ -64,3 +65,48 @@ def test_each_fight_doubles_the_hold_until_a_quiet_spell_starts_the_count_again(
         (3, 4 * CONTEST_HOLD_S),
         (1, CONTEST_HOLD_S),
     ]
+
+
+T0 = 1_796_119_200.0  # 2026-12-01T10:00:00Z: whole seconds, as a status keeps them
+KEPT = Contest(("argocd-controller",), GI, 3 * GI, T0 + 2 * CONTEST_HOLD_S, 2, T0, "uid-1")
+
+
+def test_a_contest_survives_its_status_and_a_broken_one_is_none() -> None:
+    assert KEPT.to_status() == {
+        "managers": ["argocd-controller"],
+        "theirs": "1Gi",
+        "ours": "3Gi",
+        "fights": 2,
+        "since": "2026-12-01T10:00:00Z",
+        "until": "2026-12-01T12:00:00Z",
+        "vmUID": "uid-1",
+    }
+    assert Contest.from_status(KEPT.to_status()) == KEPT
+    for broken in ({**KEPT.to_status(), "fights": 0}, {**KEPT.to_status(), "until": "soon"}, {}, None, "x"):
+        assert Contest.from_status(broken) is None, broken
+
+
+def test_a_new_leader_takes_up_a_hold_its_count_and_nothing_stale() -> None:
+    """A rolling update makes another replica the leader: the hold and the count its statuses keep go on,
+    so the next fight is the third (4 h), not a first one after one more turn of two migrations."""
+    running = {KEY: vm_view(set_back())}
+    contests = Contests()
+    contests.restore({KEY: KEPT}, running, T0 + 60)
+    assert contests.held == {KEY: KEPT}
+    contests.wrote(KEY, OURS)  # once the hold ran out, dynamem took the field; the tool set it back again
+    ((_, third),) = contests.find(running, T0 + 2 * CONTEST_HOLD_S + 60)
+    assert (third.fights, third.until - third.since) == (3, 4 * CONTEST_HOLD_S)
+
+    ran_out = Contests()  # a hold that ran out while nobody led: no hold, but the count goes on
+    ran_out.restore({KEY: KEPT}, running, T0 + 3 * CONTEST_HOLD_S)
+    assert ran_out.held == {} and ran_out.fights == {KEY: (2, T0)}
+    quiet = Contests()  # twice the hold of quiet: forgotten
+    quiet.restore({KEY: KEPT}, running, T0 + 5 * CONTEST_HOLD_S)
+    assert quiet.keys() == set()
+    for vm in (set_back(uid="uid-2"), set_back(run_strategy="Halted")):  # another VM, or stopped for good
+        other = Contests()
+        other.restore({KEY: KEPT}, {KEY: vm_view(vm)}, T0 + 60)
+        assert other.keys() == set()
+    mine = Contests(held={KEY: replace(KEPT, fights=5)})  # what this leader saw itself wins
+    mine.restore({KEY: KEPT}, running, T0 + 60)
+    assert mine.held[KEY].fights == 5

@@ -679,6 +679,45 @@ def test_a_tool_that_sets_memory_guest_back_is_left_to_it_for_an_hour_then_two()
     assert round_at(61.5 + 121) == [("finance", "3Gi", True)]
 
 
+def test_a_new_leader_honours_a_hold_after_a_fight_from_the_status() -> None:
+    """A rolling update hands the Lease to the other replica: it reads the hold and its count from
+    status.contest, so it neither takes the field at once (two more migrations) nor starts the count again."""
+    world, demand = workday(finance=2.4)
+    vm = world.vms["finance"]["metadata"]
+    vm["managedFields"] = [{"manager": "argocd-controller", "operation": "Apply", "fieldsV1": GUEST_FIELDS}]
+    clock = [NOW]
+    writer = FakeWriter()
+    options = replace(OPTIONS, force_ownership=True)
+
+    def round_at(balancer: Balancer, minutes: float) -> list[tuple[str, str, bool]]:
+        clock[0] = NOW + minutes * 60
+        writer.clear()
+        run(balancer, world)
+        world.store(writer.statuses)
+        return [(a.name, a.guest, a.force) for a in writer.applies]
+
+    first = Balancer(writer, demand, options, clock=lambda: clock[0])
+    assert round_at(first, 0) == [("finance", "3Gi", True)]
+    vm["resourceVersion"] = "8"  # the tool applied its 1Gi again
+    assert round_at(first, 0.5) == []
+    kept = world.vmms["finance"]["status"]["contest"]
+    assert (kept["managers"], kept["theirs"], kept["ours"], kept["fights"]) == (
+        ["argocd-controller"],
+        "1Gi",
+        "3Gi",
+        1,
+    )
+
+    second = Balancer(writer, demand, options, clock=lambda: clock[0])  # the new leader
+    assert round_at(second, 1) == []
+    assert "(fight 1" in world.vmms["finance"]["status"]["heldBecause"]
+    assert round_at(second, 61) == [("finance", "3Gi", True)]  # the hour is over: the field once more
+    assert world.vmms["finance"]["status"].get("contest") is None
+    vm["resourceVersion"] = "9"  # and the tool sets it back again: the second fight, two hours
+    assert round_at(second, 61.5) == []
+    assert world.vmms["finance"]["status"]["contest"]["fights"] == 2
+
+
 def test_a_vm_left_to_its_manager_after_a_fight_is_forgotten_with_it() -> None:
     world, demand = workday(finance=2.4)
     world.vms["finance"]["metadata"]["managedFields"] = [

@@ -95,6 +95,7 @@ def test_running_with_decision() -> None:
         "reason": "grow to meet demand",
         "observedGeneration": 1,
         "hold": None,
+        "contest": None,
         "heldBecause": None,
     }
     assert [(c["type"], c["status"], c["reason"]) for c in conds] == [
