@@ -224,7 +224,7 @@ def component(name: str) -> list[dict[str, Any]]:
 
 
 def test_optional_components_build_with_the_install(tmp_path: Path) -> None:
-    """A user's overlay: the install plus both components, as the comments in the components show."""
+    """A user's overlay: the install plus the components, as the comments in the components show."""
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
@@ -233,14 +233,14 @@ def test_optional_components_build_with_the_install(tmp_path: Path) -> None:
                 "resources": [os.path.relpath(MANIFESTS, tmp_path)],
                 "components": [
                     os.path.relpath(MANIFESTS / "optional" / name, tmp_path)
-                    for name in ("servicemonitor", "alerts")
+                    for name in ("servicemonitor", "alerts", "dashboard")
                 ],
             }
         )
     )
     out = kubectl(["kustomize", str(tmp_path)])  # kustomize takes folders outside the root, if relative
     kinds = {doc["kind"] for doc in yaml.safe_load_all(out) if doc}
-    assert {"ServiceMonitor", "PrometheusRule", "Deployment"} <= kinds
+    assert {"ServiceMonitor", "PrometheusRule", "Deployment", "ConfigMap"} <= kinds
 
 
 def test_service_monitor_points_at_the_metrics_service() -> None:
