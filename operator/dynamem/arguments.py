@@ -23,5 +23,6 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # CPython's argparse tells values from options by this pattern (_ActionsContainer.__init__,
-        # _parse_optional); its own accepts only -5 and -.5.
+        # _parse_optional); before 3.14 its own accepts plain numbers only (-5, -.5, and -1_000 from 3.12).
+        # A private name: tests/unit/controller/test_options_limits.py ("-5s") fails if it ever changes.
         self._negative_number_matcher = _DASH_THEN_NUMBER

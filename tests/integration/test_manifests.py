@@ -156,6 +156,7 @@ def test_install_objects_and_images() -> None:
     budget = find(docs, "PodDisruptionBudget", "dynamem")
     assert budget["metadata"]["namespace"] == OPERATOR_NAMESPACE
     assert budget["spec"]["maxUnavailable"] == 1 and deployment["spec"]["replicas"] == 2
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"  # a broken replica blocks no drain
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]

@@ -29,7 +29,7 @@ again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dynamem.kube.api import now_rfc3339, parse_rfc3339
@@ -191,9 +191,15 @@ class Contests:
     def restore(self, kept: Mapping[ObjectKey, Contest], vms: Mapping[ObjectKey, VmView], now: float) -> None:
         """Holds a previous leader wrote to the statuses (``kept``), taken up by this one: each still running,
         on the VM it was about (same uid), and not forgotten for a quiet spell; its fight count goes on."""
-        for key, contest in kept.items():
+        for key, kept_contest in kept.items():
             if key in self.held or key in self.fights:
                 continue  # this leader knows better
+            # never longer than its fight's hold: a status edited by hand (or another replica's clock far
+            # ahead) would otherwise keep the VM for as long as it says
+            contest = replace(
+                kept_contest,
+                until=min(kept_contest.until, kept_contest.since + hold_seconds(kept_contest.fights)),
+            )
             vm = vms.get(key)
             if vm is None or (contest.uid and vm.uid != contest.uid) or vm.stopped_for_good:
                 continue

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -88,6 +88,7 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         if options.metrics_port:
             state.metrics.serve(options.metrics_port, options.metrics_address)
         writer: ClusterWriter = api
+        lease_check: Callable[[], None] | None = None
         if not options.standalone:
             lease = LeaseConfig.from_duration(
                 options.lease_place(os.environ.get("POD_NAMESPACE")),
@@ -97,10 +98,18 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             )
             state.elector = LeaseElector(api.coordination, lease)
             guarded = LeaderOnlyWriter(api, state.elector)
-            api.guard_writes(guarded.check)  # each retry of a write checks again, not only the first try
+            lease_check = guarded.check  # each retry of a write checks again, not only the first try
             writer = guarded
             state.tasks.append(asyncio.create_task(state.elector.run(), name="dynamem-lease"))
             state.tasks.append(asyncio.create_task(wake_on_leadership(state), name="dynamem-lease-wake"))
+
+        def before_write() -> None:
+            # a round whose writes the API server answers slowly goes on: alive (liveness.py)
+            state.beat = time.monotonic()
+            if lease_check is not None:
+                lease_check()
+
+        api.guard_writes(before_write)
         demand = PrometheusDemand(
             options.prometheus_url,
             token_file=options.prometheus_token_file,
@@ -143,9 +152,10 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             await asyncio.gather(task, return_exceptions=True)
 
     @kopf.on.probe(registry=registry, id="balancing-loop")
-    def balancing_loop_alive(**_: Any) -> dict[str, object]:
+    async def balancing_loop_alive(**_: Any) -> dict[str, object]:
         """``--liveness``: 500 when the loop or a task beside it died or hangs (:mod:`.liveness`); a permanent
-        error, so kopf does not retry it while the kubelet waits for the answer."""
+        error, so kopf does not retry it while the kubelet waits for the answer. On the event loop (async), as
+        the tasks it reads are."""
         try:
             health = loop_health(
                 tasks=state.tasks,

@@ -55,6 +55,9 @@ class _Seconds(float):
     def __str__(self) -> str:  # everywhere else a number: f"{interval}s" stays "60.0s"
         return float.__repr__(self)
 
+    def __reduce__(self) -> tuple[type[_Seconds], tuple[float, str]]:  # copy, deepcopy, pickle, asdict
+        return (_Seconds, (float(self), self.text))
+
 
 def _seconds(text: str) -> float:
     """A time flag's value: a number of seconds or a duration as scenario files write it (30s, 5m, 1h)."""

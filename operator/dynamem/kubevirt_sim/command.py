@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     try:
         _checked(args)
         scenario = load_scenario(args.scenario)
-        check_hotplug_sizes(scenario)  # the CRD would refuse its VirtualMachineMemory
+        check_hotplug_sizes(scenario, ("startup", "minimum"))  # the CRD would refuse its VirtualMachineMemory
         overhead = 0 if is_zero_quantity(args.overhead) else _bytes("--overhead", args.overhead)
         migration = MigrationOptions(
             bandwidth=_bandwidth(args.bandwidth),

@@ -118,12 +118,12 @@ class SetupError(Exception):
     """The API server refused an object of the scenario; the message names the object and gives its answer."""
 
 
-async def _create(call: Any, *args: Any, **kwargs: Any) -> None:
-    """Create an object, or keep the one there (409); any other answer is a :class:`SetupError`."""
+async def _create(call: Any, *args: Any, allowed: tuple[int, ...] = (409,), **kwargs: Any) -> None:
+    """Create an object, or keep the one there (409); any answer not ``allowed`` is a :class:`SetupError`."""
     try:
         await call(*args, **kwargs)
     except ApiException as exc:
-        if exc.status == 409:
+        if exc.status in allowed:
             return
         body = kwargs.get("body", args[-1] if args else {})
         meta = body.get("metadata", {})
@@ -169,7 +169,8 @@ class ScenarioPlayer:
         """The scenario's namespace (made when missing, as ``kubectl create namespace``), nodes, VMs and their
         VirtualMachineMemories; raises :class:`SetupError` when the API server refuses one."""
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
-        await _create(client.CoreV1Api(self.api_client).create_namespace, namespace)
+        # 403: a user who may not create namespaces uses one that exists (else the first VM's 404 says so)
+        await _create(client.CoreV1Api(self.api_client).create_namespace, namespace, allowed=(403, 409))
         for node in self.scenario.nodes:
             count = sum(1 for vm in self.scenario.vms if vm.node == node.name)
             await create_node(self.api_client, node.name, node.memory + count * self.overhead, self.pool)

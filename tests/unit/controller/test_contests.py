@@ -110,3 +110,11 @@ def test_a_new_leader_takes_up_a_hold_its_count_and_nothing_stale() -> None:
     mine = Contests(held={KEY: replace(KEPT, fights=5)})  # what this leader saw itself wins
     mine.restore({KEY: KEPT}, running, T0 + 60)
     assert mine.held[KEY].fights == 5
+
+
+def test_a_kept_hold_is_never_longer_than_its_fights_hold() -> None:
+    """A status edited by hand, or written by a replica whose clock ran far ahead, holds no VM for a year."""
+    contests = Contests()
+    year = replace(KEPT, until=KEPT.since + 365 * 86400)
+    contests.restore({KEY: year}, {KEY: vm_view(set_back())}, T0 + 60)
+    assert contests.held[KEY].until == KEPT.since + 2 * CONTEST_HOLD_S

@@ -188,3 +188,17 @@ def test_time_flags_take_durations_as_scenario_files_write_them() -> None:
     assert (options.interval_s, options.change_deadline_s, options.parked_after_s) == (60.0, 600.0, 172800.0)
     assert options.min_gap_s == 0.5
     assert parse_options(["-A", "--interval", "2.5"]).interval_s == 2.5  # plain seconds as before
+
+
+def test_parsed_options_copy_and_pickle_and_keep_their_seconds() -> None:
+    """A time flag's value remembers how it was written (for its range error), and is a number otherwise:
+    the options copy, deep-copy, pickle (a worker process) and turn into a dict like any dataclass."""
+    import copy
+    import dataclasses
+    import pickle
+
+    options = parse_options(["-A", "--interval", "5m", "--min-gap", "2"])
+    for made in (copy.copy(options), copy.deepcopy(options), pickle.loads(pickle.dumps(options))):
+        assert made == options and made.interval_s == 300.0 and repr(made.interval_s) == "5m"
+    assert dataclasses.asdict(options)["interval_s"] == 300.0
+    assert f"{options.interval_s}s" == "300.0s" and options.interval_s * 2 == 600.0
