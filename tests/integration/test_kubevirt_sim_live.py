@@ -160,6 +160,26 @@ def test_a_vm_starts_in_a_launcher_pod_on_its_starting_node(
     assert vmi["status"]["memory"]["guestAtBoot"] == "1Gi"
 
 
+def test_a_vmi_shows_its_memory_from_its_creation_before_it_runs(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    """The VMI mutator sets status.memory when the VMI is made (defaults.go, setGuestMemoryStatus), so a VMI
+    whose launcher pod waits for room shows it too; the stand-in used to set it only once the VM ran."""
+    (a,) = names(unique_name, 1)
+    world = live({a: "2Gi"}, {"big": {"node": a, "startup": "4Gi", "maximum": "8Gi"}})
+
+    def scheduling() -> dict[str, Any] | None:
+        try:
+            vmi = world.vmi("big")
+        except k8s_client.ApiException:
+            return None  # not made yet
+        return vmi if vmi.get("status", {}).get("phase") == "Scheduling" else None
+
+    vmi = wait("big's VMI waiting for room", scheduling)
+    assert vmi["status"]["memory"] == {"guestAtBoot": "4Gi", "guestCurrent": "4Gi", "guestRequested": "4Gi"}
+    assert world.running_on("big") is None
+
+
 def test_a_memory_change_is_a_migration_to_another_node(
     live: Callable[..., Live], unique_name: Callable[[str], str]
 ) -> None:

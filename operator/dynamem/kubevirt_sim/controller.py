@@ -8,9 +8,10 @@ kwok (the control plane's kubelet) runs and removes them.
 - A VirtualMachine that should run gets a VirtualMachineInstance (``pkg/virt-controller/watch/vm/vm.go``);
   the VMI gets a virt-launcher pod (``watch/vmi/vmi.go``, rendered by :mod:`.launcher`) that the scheduler
   places, or that is bound to the scenario's starting node (annotation ``START_NODE_ANNOTATION`` on the VM:
-  the node is where the VM starts, never a selector that would bind its migrations too). When the pod runs,
-  the VMI is ``Running`` on its node with ``status.memory`` {guestAtBoot, guestCurrent, guestRequested}, as
-  virt-handler reports it (v1.7.0's ``MemoryStatus`` has no ``memoryOverhead``; the CRD schema prunes it).
+  the node is where the VM starts, never a selector that would bind its migrations too). The VMI has
+  ``status.memory`` {guestAtBoot, guestCurrent, guestRequested} from its creation, as the VMI mutator sets it
+  (``pkg/defaults/defaults.go``, ``setGuestMemoryStatus``; v1.7.0's ``MemoryStatus`` has no
+  ``memoryOverhead``, the CRD schema prunes it); when the pod runs, the VMI is ``Running`` on its node.
   A VM that should not run loses its VMI and its pods.
 - virt-handler labels every Ready node ``kubevirt.io/schedulable=true`` (launcher pods select it).
 - The KubeVirt CR's ``spec.configuration`` is followed as virt-controller's ``ClusterConfig`` follows it
@@ -414,6 +415,12 @@ class KubeVirtSimulator:
             },
             "spec": template,
         }
+        guest = dig(template, "domain", "memory", "guest")
+        if guest is not None:
+            # the VMI mutator sets the memory status at creation (defaults.go, setGuestMemoryStatus); the VMI
+            # CRD has no status subresource, so the create keeps it
+            at_start = {"guestAtBoot": guest, "guestCurrent": guest, "guestRequested": guest}
+            body["status"] = {"memory": at_start}
         created = await self.custom.create_namespaced_custom_object(
             *KUBEVIRT, namespace=view.key.namespace, plural="virtualmachineinstances", body=body
         )
@@ -635,14 +642,16 @@ class KubeVirtSimulator:
         """virt-handler reports the domain running on ``node``."""
         key = ObjectKey.of(vmi)
         guest = quantity_bytes(dig(vmi, "spec", "domain", "memory", "guest")) or vm_view(vm).request or GI
+        # set at the VMI's creation (_create_vmi); a VMI made by someone else has none yet
+        memory = dig(vmi, "status", "memory") or {
+            "guestAtBoot": to_quantity(guest),
+            "guestCurrent": to_quantity(guest),
+            "guestRequested": to_quantity(guest),
+        }
         status = {
             "phase": "Running",
             "nodeName": node,
-            "memory": {
-                "guestAtBoot": to_quantity(guest),
-                "guestCurrent": to_quantity(guest),
-                "guestRequested": to_quantity(guest),
-            },
+            "memory": memory,
             "conditions": [
                 {"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()},
                 {"type": "LiveMigratable", "status": "True", "lastTransitionTime": now_rfc3339()},
