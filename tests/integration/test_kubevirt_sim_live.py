@@ -532,6 +532,33 @@ def test_only_the_newest_five_finished_migrations_of_a_vmi_are_kept(
     assert all(m["status"]["phase"] == "Succeeded" for m in migrations())
 
 
+def test_the_migrations_of_a_vmi_that_is_gone_are_deleted(
+    live: Callable[..., Live], unique_name: Callable[[str], str]
+) -> None:
+    """migration.go, sync: a migration whose VMI does not exist is deleted, whatever its phase: the finished
+    ones of a VM that stopped, and one made for a VMI that is not there (the stand-in used to fail it)."""
+    a, b = names(unique_name, 2)
+    world = live({a: "8Gi", b: "8Gi"}, {"web": {"node": a, "startup": "1Gi", "maximum": "4Gi"}})
+    wait("web running", lambda: world.running_on("web"))
+
+    def migrations() -> dict[str, str]:
+        listed = world.custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", world.namespace, "virtualmachineinstancemigrations"
+        )
+        return {
+            m["metadata"]["name"]: m.get("status", {}).get("phase", "Pending")
+            for m in listed["items"]
+            if not m["metadata"].get("deletionTimestamp")
+        }
+
+    world.pin_migration("moved", "web", b)
+    wait("web moved", lambda: migrations() == {"moved": "Succeeded"})
+    world.pin_migration("ghost", "nobody", a)
+    wait("the ghost's migration deleted", lambda: "ghost" not in migrations())
+    world.set_run_strategy("web", "Halted")
+    wait("web's finished migration deleted with its VMI", lambda: migrations() == {})
+
+
 def test_a_failed_migration_of_someone_else_delays_no_retry_of_the_updater(
     live: Callable[..., Live], unique_name: Callable[[str], str]
 ) -> None:

@@ -369,12 +369,19 @@ class MigrationController:
         await self._collect_finished(world)
         running = [m for m in world.migrations if is_running(m)]
         for migration in sorted(world.migrations, key=lambda m: str(dig(m, "metadata", "creationTimestamp"))):
+            key = migration_vmi(migration)
+            vmi = world.vmis.get(key)
+            if vmi is None:
+                # migration.go, sync: a migration of a VMI that does not exist is deleted, whatever its phase
+                if not dig(migration, "metadata", "deletionTimestamp"):
+                    name = str(dig(migration, "metadata", "name"))
+                    await self.api.delete_migration(ObjectKey(key.namespace, name))
+                    logger.info("%s: migration %s deleted: its VMI is gone", key, name)
+                continue
             phase = migration_phase(migration)
             if phase in FINAL:
                 continue
-            key = migration_vmi(migration)
-            vmi = world.vmis.get(key)
-            if vmi is None or dig(vmi, "metadata", "deletionTimestamp"):
+            if dig(vmi, "metadata", "deletionTimestamp"):
                 await self._fail(migration, key, "Migration failed because vmi does not exist.")
                 continue
             if self._conflicts(world, migration):
