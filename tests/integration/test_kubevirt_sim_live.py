@@ -482,7 +482,11 @@ def test_a_cr_that_lists_evict_without_live_migrate_restarts_a_vm_to_change_its_
 
     # an eviction strategy that migrates: KubeVirt's eviction webhook refuses the eviction and the
     # evacuation controller migrates the VMI instead (pod-eviction-admitter.go, watch/drain/evacuation)
-    kubevirt_cr({"evictionStrategy": "LiveMigrate"}, {"workloadUpdateMethods": ["Evict"]})
+    # the CR's batchEvictionInterval: the next batch of evictions 2 s after the last, not a minute
+    kubevirt_cr(
+        {"evictionStrategy": "LiveMigrate"},
+        {"workloadUpdateMethods": ["Evict"], "batchEvictionInterval": "2s", "batchEvictionSize": 1},
+    )
     assert world.vmi("web")["spec"]["evictionStrategy"] == "None"  # stamped at its creation, kept
     world.set_run_strategy("web", "Halted")  # a VMI created from now on gets the CR's LiveMigrate
     wait("web stopped", lambda: world.running_on("web") is None)
@@ -492,10 +496,10 @@ def test_a_cr_that_lists_evict_without_live_migrate_restarts_a_vm_to_change_its_
     second = vmi["metadata"]["uid"]
     home = vmi["status"]["nodeName"]
     world.set_guest("web", "3Gi")
-    moved = wait(  # the updater's next batch of evictions comes a minute after the last (workload-updater.go)
+    moved = wait(  # the updater's next batch of evictions: 2 s after the last (the default: a minute)
         "web grown by an evacuation migration",
         lambda: ((v := world.vmi("web"))["status"]["memory"]["guestCurrent"] == "3Gi" and v) or None,
-        timeout=90,
+        timeout=40,
     )
     assert moved["metadata"]["uid"] == second and moved["status"]["nodeName"] != home
     (evacuation,) = world.custom.list_namespaced_custom_object(

@@ -12,6 +12,7 @@ import pytest
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
+from dynamem.kube.kubevirt_config import WORKLOAD_UPDATE_STRATEGY, go_duration_seconds, kubevirt_settings
 from dynamem.kubevirt_sim.controller import KubeVirtSimulator, SimulatorOptions
 from dynamem.kubevirt_sim.launcher import Rendering
 from dynamem.kubevirt_sim.migrations import MigrationOptions
@@ -111,3 +112,16 @@ def test_a_new_vmi_gets_the_max_guest_kubevirt_defaults_it_to(
     template: dict[str, Any] = {"domain": {"memory": dict(memory)}}
     simulator._default_max_guest(template)
     assert template["domain"]["memory"].get("maxGuest") == expected
+
+
+def test_the_workload_updaters_eviction_batches_follow_the_cr() -> None:
+    """workload-updater.go: spec.workloadUpdateStrategy.batchEvictionSize (0 too) and batchEvictionInterval,
+    a metav1.Duration as Go writes it; neither set, KubeVirt's 10 a minute."""
+    strategy = {"workloadUpdateMethods": ["Evict"], "batchEvictionSize": 3, "batchEvictionInterval": "1m30s"}
+    settings = kubevirt_settings({WORKLOAD_UPDATE_STRATEGY: strategy})
+    assert (settings.batch_eviction_size, settings.batch_eviction_interval_s) == (3, 90.0)
+    none = kubevirt_settings(
+        {WORKLOAD_UPDATE_STRATEGY: {"batchEvictionSize": 0, "batchEvictionInterval": "soon"}}
+    )
+    assert (none.batch_eviction_size, none.batch_eviction_interval_s) == (0, None)
+    assert go_duration_seconds("1h0m0.5s") == 3600.5 and go_duration_seconds("250ms") == 0.25

@@ -44,6 +44,7 @@ the KubeVirt stand-in renders its launchers and holds its migrations by it too
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,8 @@ class KubeVirtSettings:
     rollout_strategy: str | None = None  # configuration.vmRolloutStrategy (LiveUpdate or Stage)
     max_guest: int | None = None  # configuration.liveUpdateConfiguration.maxGuest, bytes
     max_hotplug_ratio: int | None = None  # configuration.liveUpdateConfiguration.maxHotplugRatio
+    batch_eviction_size: int | None = None  # spec.workloadUpdateStrategy.batchEvictionSize
+    batch_eviction_interval_s: float | None = None  # spec.workloadUpdateStrategy.batchEvictionInterval
 
     def default_max_guest(self, guest: int | None) -> int | None:
         """The ``maxGuest`` KubeVirt gives a new VMI of ``guest`` bytes whose spec sets none, before its
@@ -113,6 +116,39 @@ def kubevirt_settings(config: Mapping[str, Any]) -> KubeVirtSettings:
         rollout_strategy=str(config.get("vmRolloutStrategy") or "") or None,
         max_guest=_live_update(config, "maxGuest"),
         max_hotplug_ratio=_positive(config, "liveUpdateConfiguration", "maxHotplugRatio"),
+        batch_eviction_size=_batch_eviction_size(config),
+        batch_eviction_interval_s=_batch_eviction_interval(config),
+    )
+
+
+def _batch_eviction_size(config: Mapping[str, Any]) -> int | None:
+    """``workloadUpdateStrategy.batchEvictionSize``: how many VMIs the workload-updater evicts per batch (0:
+    none; KubeVirt takes the pointer as it is)."""
+    strategy = config.get(WORKLOAD_UPDATE_STRATEGY)
+    value = strategy.get("batchEvictionSize") if isinstance(strategy, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration_seconds(text: object) -> float | None:
+    """A Go ``time.Duration`` string as a ``metav1.Duration`` holds it (``1m0s``, ``90s``, ``1h30m``), in
+    seconds; None when it is none."""
+    if not isinstance(text, str) or not text:
+        return None
+    parts = _GO_DURATION.findall(text)
+    if "".join(number + unit for number, unit in parts) != text:
+        return None
+    return sum(float(number) * _GO_UNITS[unit] for number, unit in parts)
+
+
+def _batch_eviction_interval(config: Mapping[str, Any]) -> float | None:
+    """``workloadUpdateStrategy.batchEvictionInterval``: the workload-updater's wait between batches."""
+    strategy = config.get(WORKLOAD_UPDATE_STRATEGY)
+    return (
+        go_duration_seconds(strategy.get("batchEvictionInterval")) if isinstance(strategy, Mapping) else None
     )
 
 

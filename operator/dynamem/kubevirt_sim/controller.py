@@ -72,6 +72,8 @@ from dynamem.kubevirt_sim.launcher import (
     launcher_pod,
 )
 from dynamem.kubevirt_sim.migrations import (
+    EVICTION_BATCH,
+    EVICTION_BATCH_S,
     MEMORY_CHANGE,
     NODE_NAME_LABEL,
     MigrationController,
@@ -285,6 +287,10 @@ class KubeVirtSimulator:
         # without a CR the stand-in plays the documented install's, LiveMigrate
         self.migrations.update_methods = settings.update_methods if listed.get("items") else ("LiveMigrate",)
         self.migrations.eviction_strategy = settings.eviction_strategy
+        # workload-updater.go: the CR's batchEvictionSize and batchEvictionInterval, else 10 a minute
+        size, interval = settings.batch_eviction_size, settings.batch_eviction_interval_s
+        self.migrations.eviction_batch = EVICTION_BATCH if size is None else size
+        self.migrations.eviction_batch_s = EVICTION_BATCH_S if interval is None else interval
         if settings == self.kubevirt:
             return
         self.kubevirt = settings

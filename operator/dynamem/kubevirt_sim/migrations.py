@@ -24,8 +24,8 @@ kubevirt/kubevirt v1.7.0 do:
   it (``pod-eviction-admitter.go``, ``admitLauncherPod``) by the VMI's eviction strategy (its own, else the
   CR's, else ``None``): ``LiveMigrate``/``LiveMigrateIfPossible`` refuse it and the evacuation controller
   migrates the VMI (``watch/drain/evacuation``, a ``kubevirt-evacuation-*`` migration); ``External`` leaves it
-  to another controller (nothing here); ``None`` lets the pod go. At most 10 evictions a minute
-  (``batchEvictionSize``).
+  to another controller (nothing here); ``None`` lets the pod go. Evictions go in batches: the CR's
+  ``batchEvictionSize`` every ``batchEvictionInterval`` (else 10 a minute).
 - :meth:`MigrationController.sync` is the migration controller (``watch/migration/migration.go``):
   ``handleTargetPodCreation`` holds a new target while running migrations >= ``per_cluster`` (5) or outbound
   migrations from the source node >= ``outbound_per_node`` (2), counting every migration whoever made it;
@@ -247,6 +247,8 @@ class MigrationController:
     # the KubeVirt CR's spec.workloadUpdateStrategy.workloadUpdateMethods (no CR: the documented install's)
     update_methods: tuple[str, ...] = ("LiveMigrate",)
     eviction_strategy: str | None = None  # the KubeVirt CR's configuration.evictionStrategy
+    eviction_batch: int = EVICTION_BATCH  # workloadUpdateStrategy.batchEvictionSize
+    eviction_batch_s: float = EVICTION_BATCH_S  # workloadUpdateStrategy.batchEvictionInterval
     evicted: int = 0
 
     # -- workload-updater ----------------------------------------------------------------------------------
@@ -314,9 +316,9 @@ class MigrationController:
             created = await self.api.create_migration(key.namespace, body)
             logger.info("%s: workload-updater created migration %s", key, dig(created, "metadata", "name"))
         # one batch of evictions, then none until the batch interval has passed
-        if evictions and now - self.timers.batch_started >= EVICTION_BATCH_S:
+        if evictions and now - self.timers.batch_started > self.eviction_batch_s:
             self.timers.batch_started = now
-            for key, vmi in evictions[:EVICTION_BATCH]:
+            for key, vmi in evictions[: self.eviction_batch]:
                 await self._evict(key, vmi, world)
         if made:
             # migrationExpectations: the re-pass 30 ns on returns early until the updater's own migrations
