@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from dynamem.testing.controlplane import ControlPlane
 from dynamem.testing.prometheus import Prometheus
 
-from .operator_harness import Stack, one_node
+from .operator_harness import Stack, one_node, scenario_stack
 from .test_manifests import MANIFESTS, OPERATOR_NAMESPACE, find, kubectl, operator_metric_names
 
 _SAMPLE_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
@@ -50,19 +49,10 @@ def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def stack(
-    control_plane: ControlPlane, prometheus: Prometheus, namespace: str, unique_name: Callable[[str], str]
-) -> Iterator[Stack]:
-    world = Stack(
-        control_plane,
-        prometheus,
-        namespace,
-        one_node(unique_name("node"), "8Gi", {"db": {"startup": "1Gi", "maximum": "4Gi"}}),
+def stack(request: pytest.FixtureRequest, unique_name: Callable[[str], str]) -> Iterator[Stack]:
+    yield from scenario_stack(
+        request, one_node(unique_name("node"), "8Gi", {"db": {"startup": "1Gi", "maximum": "4Gi"}})
     )
-    try:
-        yield world
-    finally:
-        world.close()
 
 
 def test_the_dashboard_is_a_labelled_config_map_of_exported_metrics(tmp_path: Path) -> None:
