@@ -292,7 +292,10 @@ def _bytes(flag: str, value: str, *, allow_zero: bool = True) -> int:
     try:
         return parse_bytes("operator", flag, value)
     except SettingsError as exc:
-        raise OptionError(flag, value, exc.problem) from None
+        problem = exc.problem
+        if allow_zero and problem == "must be a positive quantity":
+            problem = "must be 0 or a positive quantity"
+        raise OptionError(flag, value, problem) from None
 
 
 def _positive(flag: str, value: float) -> float:

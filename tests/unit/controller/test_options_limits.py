@@ -27,7 +27,9 @@ from dynamem.controller.options import OptionError, parse_options
             ["--interval", "-5s"], "dynamem run: --interval -5s: must be greater than 0", id="neg-s"
         ),
         pytest.param(
-            ["--dead-band", "-1Gi"], "dynamem run: --dead-band '-1Gi': must be a positive", id="neg-gi"
+            ["--dead-band", "-1Gi"],
+            "dynamem run: --dead-band '-1Gi': must be 0 or a positive quantity",
+            id="neg-gi",
         ),
         pytest.param(["--cooldown", "-2m"], "dynamem run: --cooldown -2m: must not be negative", id="neg-m"),
         # was clamped to 0 without a word
