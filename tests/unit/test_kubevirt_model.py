@@ -501,10 +501,10 @@ def test_interval_flag(workday_2nodes_path: str, capsys: pytest.CaptureFixture[s
     assert cli_main(["simulate", workday_2nodes_path, "--interval", "1m", "--quiet"]) == 0
     assert "a round every 60s" in capsys.readouterr().out
     for value, message in [
-        ("0s", "--interval: field 'interval': '0s' must be longer than 0"),
-        ("-5m", "--interval: field 'interval': '-5m' must be longer than 0"),
-        ("20m", "--interval: field 'interval': 1200s is not between 1s and the step (900s)"),
-        ("soon", "--interval: field 'interval': 'soon' is not a duration"),
+        ("0s", "dynamem simulate: --interval 0s: must be longer than 0"),
+        ("-5m", "dynamem simulate: --interval -5m: must be longer than 0"),
+        ("20m", "dynamem simulate: --interval 20m: 1200s is not between 1s and the step (900s)"),
+        ("soon", "dynamem simulate: --interval soon: is not a duration"),
     ]:
         assert cli_main(["simulate", workday_2nodes_path, "--interval", value]) == 2
         assert message in capsys.readouterr().err

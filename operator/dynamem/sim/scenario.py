@@ -339,8 +339,16 @@ def check_interval(interval: float, step: float, source: str, field: str = "inte
 
 def interval_option(value: str, step: float) -> float:
     """Seconds of an ``--interval DURATION`` option for steps of ``step`` seconds, else a
-    :class:`ScenarioError` naming ``--interval`` and the value."""
-    return check_interval(parse_duration(value, "--interval", "interval"), step, "--interval")
+    :class:`ScenarioError` naming ``--interval`` and the value as written."""
+    seconds, problem = _duration(value)
+    if seconds is None:
+        raise ScenarioError(f"--interval {value}: {problem}")
+    if not 1.0 <= seconds <= step:
+        raise ScenarioError(
+            f"--interval {value}: {seconds:g}s is not between 1s and the step ({step:g}s): the policy "
+            "decides at most once a second and at least once a step"
+        )
+    return seconds
 
 
 BANDWIDTH_PROBLEM = "is not a positive quantity per second (e.g. 1Gi, 500Mi/s)"
@@ -402,15 +410,23 @@ def duration_seconds(text: str) -> float | None:
     return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-def parse_duration(value: object, source: str, field: str = "step") -> float:
-    """Seconds from a number or a duration such as ``15m``, ``30s``, ``1h``; else a :class:`ScenarioError`
-    naming ``source``, ``field`` and the value."""
+def _duration(value: object) -> tuple[float, None] | tuple[None, str]:
+    """(seconds, None) of a number or a duration such as ``15m``, ``30s``, ``1h``; else (None, why not)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds: float | None = float(value) if math.isfinite(value) else None
     else:
         seconds = duration_seconds(value) if isinstance(value, str) else None
     if seconds is None:
-        raise ScenarioError(f"{source}: field {field!r}: {value!r} is not a duration (e.g. 15m, 30s, 1h)")
+        return None, "is not a duration (e.g. 15m, 30s, 1h)"
     if seconds <= 0:
-        raise ScenarioError(f"{source}: field {field!r}: {value!r} must be longer than 0 (e.g. 15m, 30s, 1h)")
+        return None, "must be longer than 0 (e.g. 15m, 30s, 1h)"
+    return seconds, None
+
+
+def parse_duration(value: object, source: str, field: str = "step") -> float:
+    """Seconds from a number or a duration such as ``15m``, ``30s``, ``1h``; else a :class:`ScenarioError`
+    naming ``source``, ``field`` and the value."""
+    seconds, problem = _duration(value)
+    if seconds is None:
+        raise ScenarioError(f"{source}: field {field!r}: {value!r} {problem}")
     return seconds
