@@ -28,7 +28,7 @@ from dynamem.controller.demand import PrometheusDemand, signal_queries
 from dynamem.controller.demand_ahead import DemandAhead
 from dynamem.controller.kubevirt_follower import KubeVirtFollower
 from dynamem.controller.leadership import LeaderOnlyWriter, LeaseConfig, LeaseElector
-from dynamem.controller.liveness import LoopStalled, loop_health
+from dynamem.controller.liveness import LoopStalled, loop_health, write_guard
 from dynamem.controller.loop import OperatorState, balancing_loop, wake_on_leadership
 from dynamem.controller.migrations import MIGRATION
 from dynamem.controller.ports import ClusterWriter
@@ -103,13 +103,7 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
             state.tasks.append(asyncio.create_task(state.elector.run(), name="dynamem-lease"))
             state.tasks.append(asyncio.create_task(wake_on_leadership(state), name="dynamem-lease-wake"))
 
-        def before_write() -> None:
-            # a round whose writes the API server answers slowly goes on: alive (liveness.py)
-            state.beat = time.monotonic()
-            if lease_check is not None:
-                lease_check()
-
-        api.guard_writes(before_write)
+        api.guard_writes(write_guard(state.alive, lease_check))
         demand = PrometheusDemand(
             options.prometheus_url,
             token_file=options.prometheus_token_file,

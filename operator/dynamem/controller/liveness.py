@@ -17,10 +17,18 @@ its own timeout). So the line is generous: :data:`STALE_ROUNDS` intervals, and n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["STALE_MIN_S", "STALE_ROUNDS", "LoopHealth", "LoopStalled", "loop_health", "stale_after"]
+__all__ = [
+    "STALE_MIN_S",
+    "STALE_ROUNDS",
+    "LoopHealth",
+    "LoopStalled",
+    "loop_health",
+    "stale_after",
+    "write_guard",
+]
 
 STALE_MIN_S = 600.0
 STALE_ROUNDS = 30
@@ -76,3 +84,16 @@ def loop_health(
             f"the balancing loop has not gone round for {age:.0f}s (limit {limit:.0f}s): it hangs"
         )
     return LoopHealth(leading=leading, rounds=rounds, since_loop_s=round(age, 1))
+
+
+def write_guard(alive: Callable[[], None], lease_check: Callable[[], None] | None) -> Callable[[], None]:
+    """What runs before every attempt of a write (``KubeApi.guard_writes``): the loop counts as alive (a
+    round whose writes a slow API server answers late is working, not hung), then the Lease is checked, which
+    raises ``NotLeading`` once this replica may no longer write (a standalone operator has no Lease)."""
+
+    def guard() -> None:
+        alive()
+        if lease_check is not None:
+            lease_check()
+
+    return guard

@@ -67,6 +67,10 @@ class OperatorState:
     def leading(self) -> bool:
         return self.elector is None or self.elector.may_write()
 
+    def alive(self) -> None:
+        """The loop is at work now (liveness.py): it went round, or a round's write is being attempted."""
+        self.beat = time.monotonic()
+
 
 async def resync(state: OperatorState, lister: ClusterLister, kinds: Collection[Kind] = tuple(Kind)) -> None:
     """Replace the view's objects of ``kinds`` (default: all) with fresh LISTs."""
@@ -148,7 +152,7 @@ async def _balance(
     term = -1
     listed_after_round = False  # the periodic LIST ran after the last round: not again before the next
     while True:
-        state.beat = time.monotonic()
+        state.alive()
         try:
             if not state.leading():
                 state.metrics.standby()
@@ -220,7 +224,7 @@ async def _between_rounds(state: OperatorState, balancer: Balancer | None) -> No
     gap_ends = time.monotonic() + options.min_gap_s
     due = gap_ends + options.interval_s
     while True:
-        state.beat = time.monotonic()
+        state.alive()
         waiting = balancer.waiting_placements() if balancer is not None and state.leading() else []
         watching = bool(waiting)
         if watching and balancer is not None:

@@ -16,7 +16,7 @@ from kopf._core.engines.indexing import OperatorIndexers  # what kopf.run gives 
 from kopf._core.engines.probing import health_reporter  # the server behind --liveness (kopf.run)
 
 from dynamem.controller.handlers import register
-from dynamem.controller.liveness import STALE_MIN_S, LoopStalled, loop_health, stale_after
+from dynamem.controller.liveness import STALE_MIN_S, LoopStalled, loop_health, stale_after, write_guard
 from dynamem.controller.loop import OperatorState, balancing_loop
 from dynamem.controller.options import OperatorOptions
 from dynamem.testing.controlplane import free_port
@@ -127,3 +127,39 @@ def test_kopf_answers_500_while_the_loop_hangs_and_200_once_it_goes_round() -> N
         await asyncio.gather(server, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_every_attempt_of_a_write_counts_as_the_loop_alive_and_then_checks_the_lease() -> None:
+    """A round whose status patch a busy API server answers with 503s for minutes is working, not hung: each
+    attempt marks the loop alive before the Lease check, which stops the attempts once the Lease lapsed."""
+    from dynamem.controller.leadership import NotLeading
+    from dynamem.kube.api import ApiException, KubeApi
+
+    from .test_retry import SlowStatus
+
+    state = OperatorState(options=OperatorOptions(standalone=True), identity="test")
+    marks: list[float] = []
+
+    def alive() -> None:
+        state.alive()
+        marks.append(state.beat)
+
+    leading = [True, True]
+
+    def lease_check() -> None:
+        if not (leading.pop(0) if leading else False):
+            raise NotLeading("the lease lapsed")
+
+    api = object.__new__(KubeApi)
+    api.custom = status = SlowStatus()  # type: ignore[assignment]
+    api.guard_writes(write_guard(alive, lease_check))
+    state.beat = 0.0
+    with pytest.raises(NotLeading):
+        asyncio.run(api.patch_vmm_status("ns", "finance", {"reason": "x"}))
+    assert status.calls == 2 and len(marks) == 3 and state.beat > 0.0  # the third attempt: alive, not leading
+
+    api.custom = status = SlowStatus()  # type: ignore[assignment]
+    api.guard_writes(write_guard(alive, None))  # standalone: no Lease, every attempt made
+    with pytest.raises(ApiException):
+        asyncio.run(api.patch_vmm_status("ns", "finance", {"reason": "x"}))
+    assert status.calls == 5 and len(marks) == 3 + 5
