@@ -423,7 +423,7 @@ def _rounds(start: float, length: float, every: float) -> list[float]:
     return [start + i * every for i in range(count)]
 
 
-HOTPLUG_MIN_GUEST = 1 << 30
+HOTPLUG_MIN_GUEST = GiB
 """KubeVirt hotplugs memory only for guests of 1Gi or more (``pkg/liveupdate/memory/memory.go``, v1.7.0,
 ``ValidateLiveUpdateMemory``)."""
 
