@@ -233,7 +233,9 @@ def vmm_statuses(cp: ControlPlane) -> dict[str, str]:
 def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="dynamem demo", description=(__doc__ or "").replace("``", "`"))
     parser.add_argument("--out", default="demo.png", help="chart to write (default demo.png)")
-    parser.add_argument("--step-seconds", type=float, default=25.0, help="real seconds per 15-minute step")
+    parser.add_argument(
+        "--step-seconds", type=float, default=25.0, help="real seconds per 15-minute step (default 25)"
+    )
     parser.add_argument(
         "--settle-seconds",
         type=float,

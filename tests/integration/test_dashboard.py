@@ -68,6 +68,11 @@ def test_the_dashboard_is_a_labelled_config_map_of_exported_metrics(tmp_path: Pa
     for title, expr in queries(dashboard):
         used = set(re.findall(r"\bdynamem_[a-z_]+", expr))
         assert used and used <= exported, f"{title}: {sorted(used - exported)} not exported by the operator"
+    for panel in dashboard["panels"]:  # an override by name that names no series of its panel does nothing
+        legends = {target.get("legendFormat") for target in panel["targets"]}
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            if override["matcher"]["id"] == "byName":
+                assert override["matcher"]["options"] in legends, (panel["title"], override["matcher"])
 
 
 def test_every_panel_shows_what_a_running_operator_exports(

@@ -63,3 +63,26 @@ def test_a_bandwidth_is_written_as_in_a_scenario_file() -> None:
     from dynamem.kubevirt_sim.command import _bandwidth
 
     assert _bandwidth("500Mi/s") == _bandwidth("500Mi") == 500 << 20
+
+
+@pytest.mark.parametrize(
+    ("address", "target"),
+    [
+        ("127.0.0.1", "127.0.0.1:9101"),
+        ("10.0.0.5", "10.0.0.5:9101"),
+        ("0.0.0.0", "127.0.0.1:9101"),
+        ("::", "127.0.0.1:9101"),
+        ("::1", "[::1]:9101"),
+    ],
+)
+def test_the_printed_metrics_address_is_the_one_served_on(address: str, target: str) -> None:
+    """The address ``kubevirt-sim`` prints for Prometheus is ``--metrics-address`` (loopback for a wildcard),
+    with the port bound; it printed 127.0.0.1 whatever the address."""
+    from types import SimpleNamespace
+
+    from dynamem.kubevirt_sim.runner import SimulatorRunner
+
+    runner = SimulatorRunner(kubeconfig=None, metrics_address=address)
+    runner.metrics = SimpleNamespace(port=9101)  # type: ignore[assignment]
+    assert runner.metrics_target == target
+    runner.loop.close()

@@ -34,18 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenario", help="scenario file (the format of 'dynamem simulate')")
     parser.add_argument("--speed", type=float, default=1.0, help="times real time (default 1)")
     parser.add_argument("--namespace", default="default", help="where the VMs go (default 'default')")
-    parser.add_argument("--metrics-port", type=int, default=9101, help="port of the guests' metrics")
-    parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the guests' metrics")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="port of the guests' metrics (default 9101; 0: any free port)",
+    )
+    parser.add_argument(
+        "--metrics-address", default="127.0.0.1", help="address of the guests' metrics (default 127.0.0.1)"
+    )
     parser.add_argument(
         "--bandwidth",
         default="1Gi",
         help="bytes per second a live migration copies, e.g. 500Mi/s (default 1Gi: 10 GbE)",
     )
     parser.add_argument(
-        "--pending-timeout", type=float, default=300.0, help="seconds an unschedulable migration target waits"
+        "--pending-timeout",
+        type=float,
+        default=300.0,
+        help="seconds an unschedulable migration target waits (default 300, KubeVirt's)",
     )
     parser.add_argument(
-        "--updater-delay", type=float, default=5.0, help="seconds before the workload-updater migrates a VMI"
+        "--updater-delay",
+        type=float,
+        default=5.0,
+        help="seconds before the workload-updater migrates a VMI (default 5, KubeVirt's)",
     )
     parser.add_argument("--overhead", default="0", help="launcher overhead each VMI reports (default 0)")
     parser.add_argument(

@@ -89,8 +89,11 @@ class SimulatorRunner:
 
     @property
     def metrics_target(self) -> str:
+        """Where Prometheus reaches the guests' metrics: the address served on (loopback for a wildcard),
+        with the port bound (``metrics_port`` 0 takes any free one)."""
         assert self.metrics is not None
-        return f"127.0.0.1:{self.metrics.port}"
+        host = self.metrics_address if self.metrics_address not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        return f"[{host}]:{self.metrics.port}" if ":" in host else f"{host}:{self.metrics.port}"
 
     def set_demand(self, namespace: str, name: str, demand: int) -> None:
         self.feed.set(ObjectKey(namespace, name), demand)
