@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dynamem.arguments import ArgumentParser
+from dynamem.arguments import ArgumentParser, typed_number
 from dynamem.kube.objects import GI, ObjectKey, dig, quantity_bytes
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.metrics import DemandFeed
@@ -234,11 +234,11 @@ def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="dynamem demo", description=(__doc__ or "").replace("``", "`"))
     parser.add_argument("--out", default="demo.png", help="chart to write (default demo.png)")
     parser.add_argument(
-        "--step-seconds", type=float, default=25.0, help="real seconds per 15-minute step (default 25)"
+        "--step-seconds", type=typed_number, default=25.0, help="real seconds per 15-minute step (default 25)"
     )
     parser.add_argument(
         "--settle-seconds",
-        type=float,
+        type=typed_number,
         default=90.0,
         help="after the last step, how long the VMs may take to reach their demand (default 90)",
     )
@@ -246,9 +246,9 @@ def main(argv: list[str]) -> int:
     console = Console()
     problem = None
     if not (math.isfinite(args.step_seconds) and args.step_seconds > 0):
-        problem = f"--step-seconds {args.step_seconds}: must be a number of seconds greater than 0"
+        problem = f"--step-seconds {args.step_seconds!r}: must be a number of seconds greater than 0"
     elif not (math.isfinite(args.settle_seconds) and args.settle_seconds >= 0):
-        problem = f"--settle-seconds {args.settle_seconds}: must be a number of seconds, 0 or more"
+        problem = f"--settle-seconds {args.settle_seconds!r}: must be a number of seconds, 0 or more"
     else:
         try:  # fail before starting anything if the chart cannot be drawn
             found = chart_problem(args.out)

@@ -29,8 +29,8 @@ def scenario(tmp_path: Path) -> str:
     [
         (["--speed", "nan"], "--speed nan: must be a number greater than 0"),
         (["--speed", "inf"], "--speed inf: must be a number greater than 0"),
-        (["--speed", "0"], "--speed 0.0: must be a number greater than 0"),
-        (["--pending-timeout", "-5"], "--pending-timeout -5.0: must be a number of seconds, 0 or more"),
+        (["--speed", "0"], "--speed 0: must be a number greater than 0"),
+        (["--pending-timeout", "-5"], "--pending-timeout -5: must be a number of seconds, 0 or more"),
         (["--updater-delay", "inf"], "--updater-delay inf: must be a number of seconds, 0 or more"),
         (["--metrics-port", "70000"], "--metrics-port 70000: must be 0 to 65535"),
         (["--metrics-address", "no such host.invalid"], "--metrics-address 'no such host.invalid': not an"),

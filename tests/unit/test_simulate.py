@@ -165,9 +165,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_run(
     ("flags", "problem"),
     [
         (["--out", "chart.txt"], "--out 'chart.txt': '.txt' is no chart format"),
-        (["--step-seconds", "0"], "--step-seconds 0.0: must be a number of seconds greater than 0"),
+        (["--step-seconds", "0"], "--step-seconds 0: must be a number of seconds greater than 0"),
         (["--step-seconds", "nan"], "--step-seconds nan: must be"),
-        (["--settle-seconds", "-1"], "--settle-seconds -1.0: must be a number of seconds, 0 or more"),
+        (["--settle-seconds", "-1"], "--settle-seconds -1: must be a number of seconds, 0 or more"),
     ],
 )
 def test_the_demo_refuses_a_bad_flag_before_starting_anything(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from dynamem.arguments import ArgumentParser
+from dynamem.arguments import ArgumentParser, Typed, typed_number
 from dynamem.controller.balancer import OPERATOR_POLICIES, RoundOptions
 from dynamem.policy.cluster import PARKED_AFTER_S
 from dynamem.policy.model import BalanceConfig, format_bytes
@@ -38,31 +38,10 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
-class _Seconds(float):
-    """A time flag's seconds that show as the user wrote them (``-5s``), so a range error quotes the flag's
-    value, not ``-5.0``."""
-
-    text: str
-
-    def __new__(cls, seconds: float, text: str) -> _Seconds:
-        value = super().__new__(cls, seconds)
-        value.text = text
-        return value
-
-    def __repr__(self) -> str:  # what OptionError shows ({value!r})
-        return self.text
-
-    def __str__(self) -> str:  # everywhere else a number: f"{interval}s" stays "60.0s"
-        return float.__repr__(self)
-
-    def __reduce__(self) -> tuple[type[_Seconds], tuple[float, str]]:  # copy, deepcopy, pickle, asdict
-        return (_Seconds, (float(self), self.text))
-
-
 def _seconds(text: str) -> float:
     """A time flag's value: a number of seconds or a duration as scenario files write it (30s, 5m, 1h)."""
     try:
-        return _Seconds(float(text), text)
+        return Typed(float(text), text)
     except ValueError:
         pass
     seconds = duration_seconds(text)
@@ -70,7 +49,7 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a number of seconds or a duration (e.g. 30, 30s, 5m)"
         )
-    return _Seconds(seconds, text)
+    return Typed(seconds, text)
 
 
 def _name_problem(value: str, label: bool) -> str | None:
@@ -249,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--prometheus-ca-file", default=None, help="CA bundle to verify Prometheus' certificate")
     add(
         "--status-writes-per-second",
-        type=float,
+        type=typed_number,
         default=20.0,
         help="at most this many VirtualMachineMemory status writes per second (default 20)",
     )

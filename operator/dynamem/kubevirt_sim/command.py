@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from dynamem.arguments import ArgumentParser
+from dynamem.arguments import ArgumentParser, typed_number
 from dynamem.kube.credentials import credentials_problem
 from dynamem.kubevirt_sim.controller import SimulatorOptions
 from dynamem.kubevirt_sim.launcher import Rendering
@@ -32,7 +32,7 @@ from dynamem.sim.scenario import BANDWIDTH_PROBLEM, ScenarioError, bandwidth_byt
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="dynamem kubevirt-sim", description=(__doc__ or "").replace("``", "`"))
     parser.add_argument("scenario", help="scenario file (the format of 'dynamem simulate')")
-    parser.add_argument("--speed", type=float, default=1.0, help="times real time (default 1)")
+    parser.add_argument("--speed", type=typed_number, default=1.0, help="times real time (default 1)")
     parser.add_argument("--namespace", default="default", help="where the VMs go (default 'default')")
     parser.add_argument(
         "--metrics-port",
@@ -50,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pending-timeout",
-        type=float,
+        type=typed_number,
         default=300.0,
         help="seconds an unschedulable migration target waits (default 300, KubeVirt's)",
     )
     parser.add_argument(
         "--updater-delay",
-        type=float,
+        type=typed_number,
         default=5.0,
         help="seconds before the workload-updater migrates a VMI (default 5, KubeVirt's)",
     )

@@ -32,6 +32,12 @@ from dynamem.controller.options import OptionError, parse_options
             id="neg-gi",
         ),
         pytest.param(["--cooldown", "-2m"], "dynamem run: --cooldown -2m: must not be negative", id="neg-m"),
+        # a plain number flag quotes the value as typed too, not "0.0"
+        pytest.param(
+            ["--status-writes-per-second", "0"],
+            "dynamem run: --status-writes-per-second 0: must be greater than 0",
+            id="writes-0",
+        ),
         # was clamped to 0 without a word
         pytest.param(["--min-gap", "-5"], "dynamem run: --min-gap -5: must not be negative", id="gap"),
         # a Lease the API server refuses to create: the replica would never lead, and say so only at INFO
