@@ -77,7 +77,9 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 30
         settings.networking.connect_timeout = 10
-        settings.posting.level = logging.WARNING
+        # kopf posts core Events only from on.create/update/delete-style handlers, which dynamem has none of;
+        # dynamem posts its own (events.k8s.io). Off, so the ClusterRole needs no core Events grant.
+        settings.posting.enabled = False
         api = await KubeApi.connect(options.kubeconfig)
         if not options.all_namespaces:
             logger.warning(
@@ -188,10 +190,14 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
     kopf.on.event(*VM, registry=registry)(feed(Kind.VM))
     kopf.on.event(*VMI, registry=registry)(feed(Kind.VMI))
     kopf.on.event(*MIGRATION, registry=registry)(feed(Kind.MIGRATION))
-    kopf.on.event("nodes", registry=registry)(feed(Kind.NODE))
-    kopf.on.event("pods", registry=registry)(feed(Kind.POD))
-    kopf.on.event("persistentvolumeclaims", registry=registry)(feed(Kind.CLAIM))
-    kopf.on.event("persistentvolumes", registry=registry)(feed(Kind.VOLUME))
+    # The core group named ("v1"), not left open: a selector without a group has kopf scan every API group
+    # at startup, and one aggregated API that answers 503 (metrics-server down, KubeVirt's
+    # subresources.kubevirt.io while virt-api restarts) then ends kopf's resource observer, and with it the
+    # operator, on every restart: a crash loop over an API dynamem never reads.
+    kopf.on.event("v1", "nodes", registry=registry)(feed(Kind.NODE))
+    kopf.on.event("v1", "pods", registry=registry)(feed(Kind.POD))
+    kopf.on.event("v1", "persistentvolumeclaims", registry=registry)(feed(Kind.CLAIM))
+    kopf.on.event("v1", "persistentvolumes", registry=registry)(feed(Kind.VOLUME))
     return registry
 
 
