@@ -943,8 +943,16 @@ def reverts(
     (v1.7.0 keeps ``RestartRequired`` until the VM restarts, ``vm.go`` ``cleanupRestartRequired``).
     A manager that applies memory.guest declaratively blocks the VM instead and is never taken back.
     ``unrecorded``: per VM, when dynamem asked a change whose status is not written yet; ``unwritten``: VMs
-    held by a hold no status records yet."""
+    held by a hold no status records yet.
+
+    Not overdue while a migration dynamem made for the VMI is still going, whatever its phase: KubeVirt ends
+    it itself (its target pod's pending timeouts, v1.7.0 ``migration.go`` ``handlePendingPodTimeout``: 300 s
+    unschedulable from the pod's creation, 900 s otherwise; held back by the parallel limits it has none),
+    and it goes on after a take-back: the workload-updater aborts only its own migrations
+    (``workload-updater.go``, ``shouldAbortMigration``), so dynamem's would move the VM at its old size and
+    leave it held. Once it has ended, a change still not carried out is taken back."""
     found: list[MemoryChange] = []
+    ours_going = {m.vmi for m in snapshot.migrations if m.dynamem and not m.final}
     for item in snapshot.managed.values():
         if item.phase is not Phase.RUNNING or item.vmi is None or not item.vmi.current:
             continue
@@ -960,7 +968,9 @@ def reverts(
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "
                 "(its hotplug failed, or a restart is required)"
             )
-        elif overdue(item, now, deadline_s, (unrecorded or {}).get(item.key)):
+        elif item.vmi.key not in ours_going and overdue(
+            item, now, deadline_s, (unrecorded or {}).get(item.key)
+        ):
             reason = f"{to_quantity(requested or 0)} not carried out within {deadline_s:.0f}s"
         else:
             continue

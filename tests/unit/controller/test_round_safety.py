@@ -472,6 +472,33 @@ def test_a_change_whose_migrations_keep_failing_is_taken_back_at_its_deadline() 
     assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
 
 
+def test_a_change_whose_own_migration_is_still_going_is_not_taken_back_until_it_ends() -> None:
+    """dynamem's migration of finance is still Scheduled 400 s after the ask (its target pod pending for a
+    reason other than unschedulable: KubeVirt's timeout is then 900 s). Taken back now, it would go on all
+    the same (the workload-updater aborts only its own) and move the VM at its old size, held. Once KubeVirt
+    has failed it, the change is taken back."""
+    from dynamem.kube.api import MIGRATION_LABEL
+
+    world, demand = workday(finance=2.4)
+    world.vms["finance"]["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = "3Gi"
+    world.vmis["finance"] = make_vmi_body("finance", guest="3Gi", current="1Gi", hotplug="True")
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 400)}
+    ours = failed_migration("finance", NOW - 398)
+    ours["metadata"]["labels"] = {MIGRATION_LABEL: "true"}  # type: ignore[index]
+    ours["status"] = {"phase": "Scheduled"}
+    world.migrations.append(ours)
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == []
+    assert not (dict(writer.statuses).get("finance") or {}).get("hold")
+
+    ours["status"] = {"phase": "Failed"}
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
+
+
 def test_a_refused_stopped_reset_is_held_until_the_vm_changes() -> None:
     world, demand = workday()
     world.add("service", "2Gi", running=False)
