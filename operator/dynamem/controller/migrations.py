@@ -8,8 +8,8 @@ node, at its old size, with ``HotMemoryChange`` still True and no ``RestartRequi
 the workload-updater (``watch/workload-updater/workload-updater.go``, ``doesRequireMigration``) migrates such
 a VMI again, spaced by ``handleMigrationBackoff`` (20 s, doubling). So the operator leaves the change in
 flight (taken back only when it is not done by its deadline), and a VM whose latest migration failed, with
-none going, is marked (``failed_migration_at``) for the plan, which holds it a while before it moves it
-again.
+none going, is marked (``failed_migration_at``, when it failed) for the plan, which holds it a while before
+it moves it again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class MigrationView:
     dynamem: bool = False
     target: str | None = None
     added: tuple[tuple[str, str], ...] = ()  # its whole addedNodeSelector
+    failed: float | None = None  # when it turned Failed (its status.phaseTransitionTimestamps), if it did
 
     @property
     def final(self) -> bool:
@@ -56,7 +57,17 @@ def migration_view(body: Body) -> MigrationView:
         added=tuple(
             sorted((str(k), str(v)) for k, v in (dig(body, "spec", "addedNodeSelector") or {}).items())
         ),
+        failed=_failed_at(body),
     )
+
+
+def _failed_at(body: Body) -> float | None:
+    """When the migration turned ``Failed``: its ``Failed`` entry in ``status.phaseTransitionTimestamps``, as
+    KubeVirt's own backoff reads it (v1.7.0 ``migration.go``, ``handleMigrationBackoff``, ``getFailedTS``)."""
+    for stamp in dig(body, "status", "phaseTransitionTimestamps") or ():
+        if isinstance(stamp, dict) and stamp.get("phase") == "Failed":
+            return parse_rfc3339(stamp.get("phaseTransitionTimestamp"))
+    return None
 
 
 def with_failed_migrations(vmis: Iterable[VmiView], migrations: Iterable[MigrationView]) -> list[VmiView]:
@@ -77,6 +88,10 @@ def with_failed_migrations(vmis: Iterable[VmiView], migrations: Iterable[Migrati
                 if migration.phase != "Failed":
                     break
                 failures += 1
-            vmi = replace(vmi, failed_migration_at=mine[-1].created or 0.0, failed_migrations=failures)
+            # the backoff runs from the failure, not the creation: a target pod that stayed unschedulable
+            # fails 300 s after its migration was made, and counted from then no backoff was left
+            last = mine[-1]
+            failed_at = last.failed if last.failed is not None else last.created
+            vmi = replace(vmi, failed_migration_at=failed_at or 0.0, failed_migrations=failures)
         found.append(vmi)
     return found

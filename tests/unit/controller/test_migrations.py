@@ -55,3 +55,20 @@ def test_a_migration_still_going_or_a_later_success_clears_it() -> None:
 def test_other_vmis_are_untouched() -> None:
     failed = migration_view(migration("a", "Failed", "2026-11-27T10:00:00Z", vmi_name="db"))
     assert with_failed_migrations([vmi()], [failed])[0].failed_migration_at is None
+
+
+def test_the_backoff_runs_from_the_failure_not_the_creation() -> None:
+    """A target pod that stays unschedulable fails its migration 300 s after it was made; counted from the
+    creation, the plan's backoff (seconds to minutes) had run out before the failure was even seen. The time
+    is the migration's ``Failed`` phase transition, as KubeVirt's own backoff reads it (``getFailedTS``)."""
+    body = migration("late", "Failed", "2026-11-27T10:00:00Z")
+    body["status"] = {
+        "phase": "Failed",
+        "phaseTransitionTimestamps": [
+            {"phase": "Pending", "phaseTransitionTimestamp": "2026-11-27T10:00:00Z"},
+            {"phase": "Scheduling", "phaseTransitionTimestamp": "2026-11-27T10:00:01Z"},
+            {"phase": "Failed", "phaseTransitionTimestamp": "2026-11-27T10:05:02Z"},
+        ],
+    }
+    found = with_failed_migrations([vmi()], [migration_view(body)])
+    assert found[0].failed_migration_at == 1795773600.0 + 302
