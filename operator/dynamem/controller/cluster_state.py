@@ -65,19 +65,31 @@ __all__ = [
 # VMI has now than this allowance was taken at another size (every change moves at least the dead band).
 _KERNEL_ALLOWANCE_BYTES = 128 * 1024 * 1024
 _KERNEL_ALLOWANCE_PERCENT = 5
+# A guest's kernel may keep more for itself: a kdump reservation (RHEL 9's default crashkernel is 192Mi for
+# 1-4Gi guests, 256Mi up to 64Gi, 512Mi above, where 5 % covers it) on top of the above. Once no change has
+# been asked for SETTLED_AFTER_S, every sample is of the size the VM has, and this much more is allowed.
+_RESERVATION_ALLOWANCE_BYTES = 512 * 1024 * 1024
+SETTLED_AFTER_S = 600.0
 
 
-def sampled_at(signals: GuestSignals, size: int) -> bool:
+def sampled_at(signals: GuestSignals, size: int, settled: bool = False) -> bool:
     """Whether the guest's last sample was taken at ``size`` (unknown MemTotal: assumed so).
 
     Right after a change (a migration), the last scrape may still be of the guest before it: its MemTotal
     (``available``) is then not the new size, and neither its use (which would call for a shrink back) nor
     its paging (which the change was to end) says anything of the guest now: the VM is held until a sample
     of the new size comes. MemTotal is never above the size, and under it by the kernel's share only.
+
+    ``settled``: no change asked for :data:`SETTLED_AFTER_S` (or never): the old size's series are long
+    gone, and a guest whose kernel keeps more than the fitted share (a kdump reservation) is taken at its
+    word, up to ``_RESERVATION_ALLOWANCE_BYTES`` more; held for ever instead, it was never grown however it
+    paged. Beyond that (a guest that did not take the memory plugged into it) it stays held.
     """
     if signals.available is None:
         return True
     allowance = _KERNEL_ALLOWANCE_BYTES + size * _KERNEL_ALLOWANCE_PERCENT // 100
+    if settled:
+        allowance += _RESERVATION_ALLOWANCE_BYTES
     return size - allowance <= signals.available <= size
 
 
@@ -298,9 +310,10 @@ def cluster_state(
                 key, vmi.overhead if vmi.overhead is not None else default_overhead
             )
             signals = demand.signals.get(key, NO_SIGNALS)  # demand.signals_of, without a call per VM
-            used = state.demand if sampled_at(signals, state.assigned) else None
-            peak = seen = signals.used_peak
             changed = state.last_change_at
+            settled = changed is None or (now is not None and now - changed >= SETTLED_AFTER_S)
+            used = state.demand if sampled_at(signals, state.assigned, settled) else None
+            peak = seen = signals.used_peak
             recent = now is not None and changed is not None and now - changed < shrink_window_s
             if recent or (peak is None and used is not None):
                 # at this size for less than the window, or its highest use over the window not read (the

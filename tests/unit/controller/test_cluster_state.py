@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from dynamem.controller.cluster_state import (
+    SETTLED_AFTER_S,
     current_launchers,
     launcher_overheads,
     served_use,
@@ -332,6 +333,45 @@ def test_a_sample_taken_at_another_size_says_nothing_of_the_guest_now() -> None:
     assert not sampled_at(paging, 1920 * MI)
     assert not sampled_at(paging, GI + 128 * MI)  # the least grow
     assert not sampled_at(paging, 768 * MI)  # MemTotal above the size
+
+
+def test_a_guest_whose_kernel_keeps_more_is_read_once_its_size_has_settled() -> None:
+    """A RHEL-like 4Gi guest with a kdump reservation shows MemTotal 372Mi under its size, more than the
+    fitted share (128Mi + 5 %, 333Mi): read as a sample of another size, it was held as "demand unknown"
+    for ever, never grown however it paged. Ten minutes after its last change every sample is of its size.
+    Right after a change, a sample of the old size is still refused, and beyond the reservation's share
+    too."""
+    from dynamem.controller.cluster_state import sampled_at
+
+    rhel = GuestSignals(available=4 * GI - 372 * MI, usable=40 * MI, used_peak=3 * GI, swap_in_bps=5e6)
+    assert not sampled_at(rhel, 4 * GI)  # just changed: it could be the old size's sample
+    assert sampled_at(rhel, 4 * GI, settled=True)
+    old = GuestSignals(available=GI - 300 * MI, usable=10 * MI)  # a 1Gi kdump guest's sample
+    assert not sampled_at(old, 2 * GI, settled=True)  # the 2Gi it was grown to never showed up in the guest
+    assert not sampled_at(old, 700 * MI, settled=True)  # never above the size
+
+
+def test_a_settled_paging_guest_with_a_kdump_reservation_is_planned_not_held() -> None:
+    """Round level: the RHEL-like guest of the test above, paging at 4Gi, is held as "demand unknown" within
+    ten minutes of its last change and grown once its size has settled."""
+    changed = "2026-03-02T12:00:00Z"
+    at = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC).timestamp()
+    seen = observed(
+        vmms=[make_vmm_body("finance", maximum="16Gi", status={"lastChangeTime": changed})],
+        vms=[make_vm_body("finance", guest="4Gi", max_guest="16Gi")],
+        vmis=[make_vmi_body("finance", guest="4Gi", current="4Gi", max_guest="16Gi")],
+        nodes=[make_node_body("host", allocatable="32Gi"), make_node_body("other", allocatable="32Gi")],
+    )
+    signals = GuestSignals(available=4 * GI - 372 * MI, usable=40 * MI, used_peak=3 * GI, swap_in_bps=5e6)
+    demand = DemandReading(
+        by_vm={ObjectKey(NS, "finance"): 4 * GI - 412 * MI}, signals={ObjectKey(NS, "finance"): signals}
+    )
+    for after, grown in ((300.0, False), (SETTLED_AFTER_S + 1, True)):
+        cluster = build_snapshot(seen, demand, now=at + after).cluster
+        (finance,) = cluster.vms
+        assert (finance.used is not None) is grown, after
+        (decision,) = plan_cluster(cluster, BalanceConfig(), at + after).decisions
+        assert (decision.assigned > 4 * GI) is grown, (after, decision.reason)
 
 
 def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:
