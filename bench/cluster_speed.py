@@ -47,7 +47,7 @@ def build(nodes: int, vms_per_node: int, seed: int = 7, cpu: bool = False) -> Cl
                     used=used,
                     available=assigned * 97 // 100,
                     usable=assigned * 97 // 100 - used,
-                    swap_in_bps=8.0 * MiB if paging else 0.0,
+                    swap_bps=8.0 * MiB if paging else 0.0,
                     major_faults_ps=50.0 if paging else 0.0,
                     others=(("cpu", 100), ("pods", 1)) if cpu else (),
                 )

@@ -14,15 +14,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dynamem.controller.demand import DEMAND_QUERY, LAST_SAMPLE_WINDOW, signal_queries
+from dynamem.controller.demand import DEMAND_QUERY, LAST_SAMPLE_WINDOW, RATE_WINDOW, signal_queries
 from dynamem.kube.objects import GI, MI
 from dynamem.policy.model import BalanceConfig
 from dynamem.testing.controlplane import free_port
@@ -123,15 +125,22 @@ def test_the_rise_is_the_samples_slope_bounded_by_what_they_show_and_the_peak_th
     assert rise["settling"] * WINDOW_S < band / 4
 
 
+SWAP_OUT_BPS = 4 * MI  # the guest on A writes to swap and reads nothing back
+FAULTS_PS = 10.0
+
+
 class VirtHandler(Collector):
     """virt-handler on ``node``, exporting the guest ``flaky`` (using ``used`` bytes) at ``size`` bytes while
-    it runs there (``size`` None: it does not); while ``failing``, every scrape fails (the exporter answers
-    500), as a virt-handler that times out does."""
+    it runs there (``size`` None: it does not), with its swap traffic and major faults as KubeVirt's
+    cumulative series (``paging``: swap-out at :data:`SWAP_OUT_BPS`, faults at :data:`FAULTS_PS`); while
+    ``failing``, every scrape fails (the exporter answers 500), as a virt-handler that times out does."""
 
-    def __init__(self, node: str, size: int | None, used: int = 600 * MI) -> None:
+    def __init__(self, node: str, size: int | None, used: int = 600 * MI, paging: bool = False) -> None:
         self.node = node
         self.size = size
         self.used = used
+        self.paging = paging
+        self.started = time.time()
         self.failing = False
 
     def collect(self) -> Iterable[Any]:
@@ -139,10 +148,20 @@ class VirtHandler(Collector):
             raise RuntimeError("virt-handler did not answer")
         available = GaugeMetricFamily("kubevirt_vmi_memory_available_bytes", "guest memory", labels=LABELS)
         usable = GaugeMetricFamily("kubevirt_vmi_memory_usable_bytes", "MemAvailable", labels=LABELS)
+        swap_in = GaugeMetricFamily("kubevirt_vmi_memory_swap_in_traffic_bytes", "swap read", labels=LABELS)
+        swap_out = GaugeMetricFamily(
+            "kubevirt_vmi_memory_swap_out_traffic_bytes", "swap written", labels=LABELS
+        )
+        faults = CounterMetricFamily("kubevirt_vmi_memory_pgmajfault", "major faults", labels=LABELS)
         if self.size is not None:
-            available.add_metric([self.node, "scrapes", "flaky"], self.size)
-            usable.add_metric([self.node, "scrapes", "flaky"], self.size - self.used)
-        yield from (available, usable)
+            labels = [self.node, "scrapes", "flaky"]
+            elapsed = time.time() - self.started if self.paging else 0.0
+            available.add_metric(labels, self.size)
+            usable.add_metric(labels, self.size - self.used)
+            swap_in.add_metric(labels, 0.0)
+            swap_out.add_metric(labels, SWAP_OUT_BPS * elapsed)
+            faults.add_metric(labels, FAULTS_PS * elapsed)
+        yield from (available, usable, swap_in, swap_out, faults)
 
 
 def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_its_new_node_only(
@@ -150,7 +169,10 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
 ) -> None:
     """Two virt-handlers, two targets (two ``instance`` labels), as on two nodes."""
     # on B the guest uses less than on A: what is read after the move says which node it came from
-    handlers = {"a": VirtHandler("host-a", 2 * GI), "b": VirtHandler("host-b", None, used=500 * MI)}
+    handlers = {
+        "a": VirtHandler("host-a", 2 * GI, paging=True),
+        "b": VirtHandler("host-b", None, used=500 * MI),
+    }
     servers = []
     for handler in handlers.values():
         registry = CollectorRegistry()
@@ -166,6 +188,15 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
         assert len(found) <= 1, found
         return found[0] if found else None
 
+    def assert_paging_read_as_prometheus_rates_it() -> None:
+        at = time.time()
+        window = RATE_WINDOW
+        out = read(f'rate(kubevirt_vmi_memory_swap_out_traffic_bytes{{name="flaky"}}[{window}])', at=at)
+        faults = read(f'rate(kubevirt_vmi_memory_pgmajfault_total{{name="flaky"}}[{window}])', at=at)
+        assert out is not None and out > 0 and faults is not None and faults > 0
+        assert read(queries["swap_bps"], at=at) == pytest.approx(out)
+        assert read(queries["major_faults_ps"], at=at) == pytest.approx(faults)
+
     def wait_gone(series: str) -> None:
         deadline = time.monotonic() + 15
         while read(series) is not None:
@@ -176,6 +207,11 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
         prometheus.set_targets(list(instance.values()))
         prometheus.wait_for('kubevirt_vmi_memory_usable_bytes{name="flaky", node="host-a"}', timeout=30)
         assert read(DEMAND_QUERY) == 600 * MI
+        # swap traffic is in plus out, as KubeVirt's alert counts it: this guest only writes to swap
+        # (a rate over a series younger than its window is Prometheus' own extrapolation: compared with it)
+        prometheus.wait_for(queries["swap_bps"], timeout=15)
+        prometheus.wait_for(queries["major_faults_ps"], timeout=15)
+        assert_paging_read_as_prometheus_rates_it()
 
         # A's scrapes fail: Prometheus marks its series stale, and a plain instant query has nothing
         handlers["a"].failing = True
@@ -185,6 +221,9 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
         assert read(DEMAND_QUERY) == 600 * MI
         assert read(queries["available"]) == 2 * GI
         assert read(queries["usable"]) == 2 * GI - 600 * MI
+        # and its paging too, read from the same last samples: the use kept with the paging lost was a
+        # thrashing guest read as one at rest
+        assert_paging_read_as_prometheus_rates_it()
         # a guest whose scrapes keep failing has no demand once its last sample is older than the window:
         # memory is held, nothing is shrunk on it
         for query in (DEMAND_QUERY, queries["available"], queries["usable"]):
@@ -211,3 +250,40 @@ def test_a_failed_scrape_keeps_the_last_sample_and_a_moved_guest_is_read_from_it
         for _, server, thread in servers:
             server.shutdown()
             thread.join(5)
+
+
+def test_at_a_one_minute_scrape_interval_the_last_sample_is_fresh_while_the_next_scrape_runs(
+    tmp_path: Path,
+) -> None:
+    """A sample is stamped when its scrape starts and seen once it ends: at Prometheus' default 1 m interval
+    the newest sample seen is a minute old and more while a scrape runs, and with a freshness limit of 60 s
+    every guest of that virt-handler (its target up, no fallback) lost its demand for those rounds. By
+    promtool's own evaluation: 70 s old still counts; 100 s old (the virt-handler stopped reporting) does
+    not."""
+    from .test_manifests import promtool
+
+    labels = 'node="host", namespace="office", name="db", instance="vh:8443"'
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": []}))
+    series = [
+        {"series": f"kubevirt_vmi_memory_available_bytes{{{labels}}}", "values": f"{2 * GI}x3"},
+        {"series": f"kubevirt_vmi_memory_usable_bytes{{{labels}}}", "values": f"{2 * GI - 600 * MI}x3"},
+        {"series": 'up{instance="vh:8443"}', "values": "1x6"},
+    ]
+    expected = [{"labels": '{namespace="office", name="db"}', "value": 600 * MI}]
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {"expr": DEMAND_QUERY, "eval_time": "4m10s", "exp_samples": expected},
+                    {"expr": DEMAND_QUERY, "eval_time": "4m40s", "exp_samples": []},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    promtool(["test", "rules", str(tmp_path / "tests.yml")])

@@ -68,7 +68,7 @@ def make_vm(
         available=seen.available,
         usable=seen.usable,
         used_peak=None if peak is None else round(peak * GiB),
-        swap_in_bps=seen.swap_in_bps,
+        swap_bps=seen.swap_in_bps + seen.swap_out_bps,
         major_faults_ps=seen.major_faults_ps,
         demand=true if truth else None,
     )
@@ -100,9 +100,9 @@ def test_paging_is_read_like_kubevirts_alert() -> None:
     assert not is_paging(calm, CONFIG)
     # Either sign of paging will do, as in KubeVirt's alert: major faults with no swap-in (a guest without
     # swap drops and re-reads its page cache), and swap-in with few faults.
-    assert is_paging(replace(short, swap_in_bps=0, major_faults_ps=50), CONFIG)
+    assert is_paging(replace(short, swap_bps=0, major_faults_ps=50), CONFIG)
     assert is_paging(replace(short, major_faults_ps=0), CONFIG)
-    assert not is_paging(replace(short, swap_in_bps=0, major_faults_ps=0), CONFIG)
+    assert not is_paging(replace(short, swap_bps=0, major_faults_ps=0), CONFIG)
     assert estimate_demand(calm, CONFIG) == (512 * MiB, False)
     # Shrink only on use that stayed low: the window's peak (1.5Gi) counts, not this sample.
     assert estimate_demand(replace(calm, used_peak=1536 * MiB), CONFIG) == (1536 * MiB, False)

@@ -334,7 +334,7 @@ def cluster_state(
                     usable=signals.usable,
                     used_peak=peak,
                     used_peak_seen=seen if seen is not None and peak is not None and seen < peak else None,
-                    swap_in_bps=signals.swap_in_bps,
+                    swap_bps=signals.swap_bps,
                     major_faults_ps=signals.major_faults_ps,
                     used_rise_bps=signals.used_rise_bps,
                     hugepage=state.hugepage,

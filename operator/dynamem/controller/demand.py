@@ -49,9 +49,13 @@ __all__ = [
     "with_signals",
 ]
 
-# Only samples younger than a minute: an instant query otherwise looks back five minutes, and a guest whose
-# metrics stopped would keep its old demand (and could be shrunk on it).
-_FRESH = "and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < 60)"
+# Only samples younger than 90 s: an instant query otherwise looks back five minutes, and a guest whose
+# metrics stopped would keep its old demand (and could be shrunk on it). More than a minute: a sample is
+# stamped when its scrape starts and seen once it ends, so at a 1 m scrape interval the last one seen is a
+# minute old and more while each scrape runs, and every guest of that virt-handler (its target up, so no
+# fallback to the last sample either) would lose its demand for a round.
+FRESH_S = 90
+_FRESH = f"and (time() - timestamp(kubevirt_vmi_memory_usable_bytes) < {FRESH_S})"
 # How long after its last sample a guest keeps it while its target's scrapes fail: counted from that sample,
 # not from the failure, so it must outlast the scrape interval: 120 s keeps a guest through one failed scrape
 # at Prometheus' default interval (1 m) and three at kube-prometheus' 30 s. A grow or a shrink on a sample up
@@ -110,7 +114,12 @@ def signal_queries(shrink_window_s: float = 3600.0) -> dict[str, str]:
             "max by (namespace, name) (max_over_time("
             f"(kubevirt_vmi_memory_available_bytes - kubevirt_vmi_memory_usable_bytes)[{subquery}]))"
         ),
-        "swap_in_bps": _fresh_rate("kubevirt_vmi_memory_swap_in_traffic_bytes"),
+        # KubeVirt's swap traffic is in plus out (v1.8.0 recordingrules/vmi.go,
+        # vmi:kubevirt_vmi_swap_traffic_bytes, which its KubeVirtVMGuestMemoryPressure alert compares with
+        # 1 MiB/s)
+        "swap_bps": _fresh_rate(
+            "kubevirt_vmi_memory_swap_in_traffic_bytes", "kubevirt_vmi_memory_swap_out_traffic_bytes"
+        ),
         "major_faults_ps": _fresh_rate("kubevirt_vmi_memory_pgmajfault_total"),
         "used_rise_bps": _rise(window, seconds),
     }
@@ -145,8 +154,10 @@ def _step(window_s: int) -> str:
     return f"{max(1, window_s // 240)}s"
 
 
-def _fresh_rate(series: str) -> str:
-    """The rate of ``series`` per VM, from series still scraped now only.
+def _fresh_rate(*series: str) -> str:
+    """The rate of ``series`` per VM (of several, their sum per series: swap in plus out), from series still
+    scraped now only, or from the last samples while their target's scrapes fail, as the use is read
+    (:func:`_now_or_last`): the use kept and the paging lost, a thrashing guest read as one at rest.
 
     virt-handler's series carry the node: after a migration (every change is one) the source's series ends,
     but its samples stay in a range window for its length, and its rate (paging before the change) would
@@ -154,7 +165,9 @@ def _fresh_rate(series: str) -> str:
     is marked stale at the first scrape without it). Only rates above zero: a VM left out has a rate of 0, and
     at rest that is every VM, so the answer stays small (each sample costs a round CPU to read).
     """
-    return f"max by (namespace, name) (rate({series}[{RATE_WINDOW}]) and {series}) > 0"
+    now = " + ".join(f"(rate({s}[{RATE_WINDOW}]) and {s})" for s in series)
+    last = " + ".join(f"rate({s}[{RATE_WINDOW}])" for s in series)
+    return f"max by (namespace, name) {_now_or_last(now, last)} > 0"
 
 
 class _Sample(BaseModel):
@@ -268,7 +281,7 @@ def with_signals(reading: DemandReading, series: dict[str, dict[ObjectKey, float
             available=count("available"),
             usable=count("usable"),
             used_peak=count("used_peak"),
-            swap_in_bps=series.get("swap_in_bps", {}).get(key, 0.0),
+            swap_bps=series.get("swap_bps", {}).get(key, 0.0),
             major_faults_ps=series.get("major_faults_ps", {}).get(key, 0.0),
             used_rise_bps=series.get("used_rise_bps", {}).get(key, 0.0),
         )

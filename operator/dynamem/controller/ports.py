@@ -19,13 +19,14 @@ from dynamem.kube.objects import ObjectKey
 class GuestSignals:
     """What a guest shows beyond its used memory: KubeVirt's ``available``/``usable`` gauges (MemTotal and
     MemAvailable as the balloon driver reports them), the highest use over the shrink window, its paging
-    rates (swap-in bytes/s, major faults/s), and how fast its use rose over the window (bytes/s, least
+    rates (swap traffic in and out, bytes/s, as KubeVirt counts it; major faults/s), and how fast its use
+    rose over the window (bytes/s, least
     squares). None or 0.0 where Prometheus had no sample."""
 
     available: int | None = None
     usable: int | None = None
     used_peak: int | None = None
-    swap_in_bps: float = 0.0
+    swap_bps: float = 0.0
     major_faults_ps: float = 0.0
     used_rise_bps: float = 0.0
 

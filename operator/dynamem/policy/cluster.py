@@ -5,9 +5,9 @@ a placement. ``plan_cluster`` makes one plan for the whole cluster, as a chain o
 record (:class:`VmPlan`), each step leaving its reason on the record:
 
 1. **estimate**: the demand of each VM from what KubeVirt shows. Used memory never exceeds the guest's size,
-   so a guest whose usable memory is under ``paging_headroom_percent`` of what it has and which pages (swap-in
-   traffic over ``paging_swap_bps`` or major faults over ``paging_faults_ps``, KubeVirt's own alert,
-   ``pkg/monitoring/rules`` v1.8+) is short by an unknown amount: its demand is taken as its size times
+   so a guest whose usable memory is under ``paging_headroom_percent`` of what it has and which pages (swap
+   traffic, in plus out, over ``paging_swap_bps`` or major faults over ``paging_faults_ps``, KubeVirt's own
+   alert, ``pkg/monitoring/rules`` v1.8+) is short by an unknown amount: its demand is taken as its size times
    ``(100 + paging_growth_percent) / 100`` (multiplicative growth, so a guest whose demand jumps to 3.5 times
    its size reaches it in two or three changes), or its highest use over the window (``used_peak``) if that
    is more (a guest cut below the use it had, by another manager say, goes back to that use in one change).
@@ -118,7 +118,8 @@ class ClusterVm:
     operator counts such a VM as using what its size serves, ``controller/cluster_state.served_use``, so it
     is neither shrunk for idleness nor grown ahead of a rise its move uncovered); a needed shrink, the one a
     VM makes to make room for another (``_make_room``), goes by it. None: ``used_peak`` is the measured one.
-    ``swap_in_bps``/``major_faults_ps``: paging rates. ``demand``: the true demand when the caller knows it
+    ``swap_bps``/``major_faults_ps``: paging rates (swap traffic in plus out; major faults a second).
+    ``demand``: the true demand when the caller knows it
     (the oracle), else None. ``in_flight_to``: size of a change under way. ``last_failed_at``: when its last
     change failed.
     """
@@ -134,7 +135,7 @@ class ClusterVm:
     usable: int | None = None
     used_peak: int | None = None
     used_peak_seen: int | None = None
-    swap_in_bps: float = 0.0
+    swap_bps: float = 0.0
     major_faults_ps: float = 0.0
     used_rise_bps: float = 0.0
     demand: int | None = None
@@ -293,13 +294,14 @@ class VmPlan:
 
 
 def is_paging(vm: ClusterVm, config: BalanceConfig) -> bool:
-    """KubeVirt's "short of memory" signal: little usable memory and paging (swap-in or major faults)."""
+    """KubeVirt's "short of memory" signal: little usable memory and paging (swap traffic
+    in and out, or major faults)."""
     if vm.used is None:
         return False
     available = vm.available if vm.available is not None else vm.assigned
     usable = vm.usable if vm.usable is not None else max(0, available - vm.used)
     tight = usable * 100 < config.paging_headroom_percent * available
-    return tight and (vm.swap_in_bps > config.paging_swap_bps or vm.major_faults_ps > config.paging_faults_ps)
+    return tight and (vm.swap_bps > config.paging_swap_bps or vm.major_faults_ps > config.paging_faults_ps)
 
 
 def _ahead(vm: ClusterVm, config: BalanceConfig) -> int:

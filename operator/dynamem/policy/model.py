@@ -106,9 +106,9 @@ class BalanceConfig:
     The cluster plan (:mod:`dynamem.policy.cluster`): ``max_parallel_migrations``/``max_outbound_migrations``:
     the migration budget (KubeVirt's ``parallelMigrationsPerCluster`` 5 and
     ``parallelOutboundMigrationsPerNode`` 2). A guest pages when its usable memory is under
-    ``paging_headroom_percent`` of what it has and its swap-in traffic exceeds ``paging_swap_bps`` or its
-    major faults ``paging_faults_ps`` (KubeVirt's own alert: 5 %, 1 MiB/s, 5/s); its demand is then taken as
-    its size x (100 + ``paging_growth_percent``) / 100; while the cluster has memory to spare
+    ``paging_headroom_percent`` of what it has and its swap traffic (in plus out) exceeds ``paging_swap_bps``
+    or its major faults ``paging_faults_ps`` (KubeVirt's own alert: 5 %, 1 MiB/s, 5/s); its demand is then
+    taken as its size x (100 + ``paging_growth_percent``) / 100; while the cluster has memory to spare
     (``cluster._spare``) that guessed grow is made ``paging_spare_percent`` larger (0 disables).
     ``shrink_window_s``: a VM shrinks only on the highest use seen over this window, and not for idleness
     within this long of its last change. ``idle_spare_ranges``: no VM is shrunk for idleness while the memory

@@ -234,7 +234,7 @@ class _Cluster:
                     usable=seen.usable,
                     used_peak=vm.series.peak(),
                     used_rise_bps=vm.series.rise(now),
-                    swap_in_bps=seen.swap_in_bps,
+                    swap_bps=seen.swap_in_bps + seen.swap_out_bps,  # as KubeVirt counts swap traffic
                     major_faults_ps=seen.major_faults_ps,
                     demand=true if truth else None,
                     hugepage=spec.hugepage,

@@ -44,7 +44,7 @@ class PagingGuests:
             signals[key] = GuestSignals(
                 available=size,
                 usable=20 * MI if paging else 400 * MI,
-                swap_in_bps=4e6 if paging else 0.0,
+                swap_bps=4e6 if paging else 0.0,
                 major_faults_ps=60.0 if paging else 0.0,
             )
         return DemandReading(by_vm=used, signals=signals)

@@ -112,7 +112,7 @@ def test_room_is_allocatable_less_every_unfinished_pod_request_terminating_ones_
             make_pod_body("db", node="other", requests=["512Mi"]),
         ],
     )
-    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_bps=3e6, major_faults_ps=50.0)
     demand = DemandReading(
         by_vm={ObjectKey(NS, "finance"): 1014 * MI, ObjectKey(NS, "sales"): 300 * MI},
         signals={ObjectKey(NS, "finance"): signals},
@@ -132,8 +132,8 @@ def test_room_is_allocatable_less_every_unfinished_pod_request_terminating_ones_
         GI + 200 * MI,
     )
     assert (finance.used, finance.available, finance.usable) == (1014 * MI, GI, 10 * MI)
-    assert (finance.swap_in_bps, finance.major_faults_ps) == (3e6, 50.0)
-    assert (sales.node, sales.used, sales.usable, sales.swap_in_bps) == ("other", 300 * MI, None, 0.0)
+    assert (finance.swap_bps, finance.major_faults_ps) == (3e6, 50.0)
+    assert (sales.node, sales.used, sales.usable, sales.swap_bps) == ("other", 300 * MI, None, 0.0)
     # its target pod asks what its launcher on its node asks; sales' launcher is not in view: CPU not counted
     assert finance.others == (("cpu", 100), ("pods", 1))
     assert sales.others == (("pods", 1),)
@@ -326,7 +326,7 @@ def test_a_sample_taken_at_another_size_says_nothing_of_the_guest_now() -> None:
     from dynamem.controller.cluster_state import sampled_at
 
     # a 1Gi guest fitted to real ones: MemTotal 895Mi (its kernel keeps 128Mi)
-    paging = GuestSignals(available=895 * MI, usable=10 * MI, used_peak=885 * MI, swap_in_bps=3e6)
+    paging = GuestSignals(available=895 * MI, usable=10 * MI, used_peak=885 * MI, swap_bps=3e6)
     assert sampled_at(paging, GI)
     assert sampled_at(GuestSignals(), GI)  # MemTotal unknown: taken as it is
     # the last scrape is of the 1Gi guest, the VM has 1920Mi since its migration: held until a new sample
@@ -343,7 +343,7 @@ def test_a_guest_whose_kernel_keeps_more_is_read_once_its_size_has_settled() -> 
     too."""
     from dynamem.controller.cluster_state import sampled_at
 
-    rhel = GuestSignals(available=4 * GI - 372 * MI, usable=40 * MI, used_peak=3 * GI, swap_in_bps=5e6)
+    rhel = GuestSignals(available=4 * GI - 372 * MI, usable=40 * MI, used_peak=3 * GI, swap_bps=5e6)
     assert not sampled_at(rhel, 4 * GI)  # just changed: it could be the old size's sample
     assert sampled_at(rhel, 4 * GI, settled=True)
     old = GuestSignals(available=GI - 300 * MI, usable=10 * MI)  # a 1Gi kdump guest's sample
@@ -362,7 +362,7 @@ def test_a_settled_paging_guest_with_a_kdump_reservation_is_planned_not_held() -
         vmis=[make_vmi_body("finance", guest="4Gi", current="4Gi", max_guest="16Gi")],
         nodes=[make_node_body("host", allocatable="32Gi"), make_node_body("other", allocatable="32Gi")],
     )
-    signals = GuestSignals(available=4 * GI - 372 * MI, usable=40 * MI, used_peak=3 * GI, swap_in_bps=5e6)
+    signals = GuestSignals(available=4 * GI - 372 * MI, usable=40 * MI, used_peak=3 * GI, swap_bps=5e6)
     demand = DemandReading(
         by_vm={ObjectKey(NS, "finance"): 4 * GI - 412 * MI}, signals={ObjectKey(NS, "finance"): signals}
     )
@@ -466,7 +466,7 @@ def test_the_plan_never_sends_a_vm_to_a_node_its_target_pod_could_not_go_to() ->
             make_node_body("open", allocatable="64Gi"),
         ],
     )
-    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_bps=3e6, major_faults_ps=50.0)
     demand = DemandReading(
         by_vm={ObjectKey(NS, "finance"): 1014 * MI}, signals={ObjectKey(NS, "finance"): signals}
     )
@@ -522,7 +522,7 @@ def test_a_hugepage_vm_is_moved_where_hugepages_have_room() -> None:
         vmis=[hugepage_vmi("db", "host")],
         nodes=[host, paged, make_node_body("wide", allocatable="64Gi")],
     )
-    signals = GuestSignals(available=GI, usable=10 * MI, swap_in_bps=3e6, major_faults_ps=50.0)
+    signals = GuestSignals(available=GI, usable=10 * MI, swap_bps=3e6, major_faults_ps=50.0)
     demand = DemandReading(by_vm={ObjectKey(NS, "db"): 1014 * MI}, signals={ObjectKey(NS, "db"): signals})
     (change,) = plan_cluster(build_snapshot(seen, demand).cluster, BalanceConfig(), now=0.0).changes
     assert change.assigned > GI and change.target_node == "paged"

@@ -202,7 +202,7 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
             sample("office", "idle", str(GI // 2)),
         ],
         queries["used_peak"]: [sample("office", "idle", str(GI // 2))],
-        queries["swap_in_bps"]: [sample("office", "busy", "2097152.5")],
+        queries["swap_bps"]: [sample("office", "busy", "2097152.5")],
         queries["major_faults_ps"]: [sample("office", "busy", "40"), sample("office", "gone", "9")],
         # a falling use (negative slope) is dropped, like any negative sample: no rise
         queries["used_rise_bps"]: [sample("office", "busy", "-5"), sample("office", "idle", "4096")],
@@ -218,10 +218,18 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
         in rise
     )
     assert "stddev_over_time(kubevirt_vmi_memory_usable_bytes[1800s])" in rise and rise.endswith(" > 0")
-    assert "rate(kubevirt_vmi_memory_swap_in_traffic_bytes[" in queries["swap_in_bps"]
+    # swap traffic in plus out, as KubeVirt's alert counts it (vmi:kubevirt_vmi_swap_traffic_bytes)
+    swap_in, swap_out = (
+        "kubevirt_vmi_memory_swap_in_traffic_bytes",
+        "kubevirt_vmi_memory_swap_out_traffic_bytes",
+    )
+    assert (
+        f"(rate({swap_in}[2m]) and {swap_in}) + (rate({swap_out}[2m]) and {swap_out})" in queries["swap_bps"]
+    )
     assert "rate(kubevirt_vmi_memory_pgmajfault_total[" in queries["major_faults_ps"]
-    # only series scraped now: the source node's series of a migrated VM ends, its old rate must not count
-    assert queries["swap_in_bps"].endswith("and kubevirt_vmi_memory_swap_in_traffic_bytes) > 0")
+    # only series scraped now (the source node's series of a migrated VM ends, its old rate must not count),
+    # or the last ones of a target whose scrapes fail, as for the use
+    assert "and on (instance) (up == 0)" in queries["swap_bps"] and queries["swap_bps"].endswith(") > 0")
     # at rest every rate and slope is zero: only the others come back (every sample costs CPU to read)
     assert queries["major_faults_ps"].endswith(") > 0")
 
@@ -231,7 +239,7 @@ def test_read_takes_each_guests_paging_signals_from_their_own_queries() -> None:
     reading = read_with(handler, "http://prometheus.test", signals=queries)
     busy, idle = ObjectKey("office", "busy"), ObjectKey("office", "idle")
     assert reading.signals_of(busy) == GuestSignals(
-        available=GI, usable=20 * 2**20, used_peak=None, swap_in_bps=2097152.5, major_faults_ps=40.0
+        available=GI, usable=20 * 2**20, used_peak=None, swap_bps=2097152.5, major_faults_ps=40.0
     )
     assert reading.signals_of(idle) == GuestSignals(
         available=GI, usable=GI // 2, used_peak=GI // 2, used_rise_bps=4096.0
