@@ -4,6 +4,7 @@ field are refused as such; a fresh LIST drops what a watch missed (issue 10, ite
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -282,3 +283,37 @@ def test_a_client_side_apply_that_sets_memory_guest_is_a_declarative_owner(
         "kubevirt.io", "v1", namespace, "virtualmachines", manifest, field_manager="argocd-controller"
     )
     assert vm_view(body).applied_by_others() == ()
+
+
+def test_a_revert_carries_its_hold_and_the_next_apply_removes_it(
+    control_plane: ControlPlane, namespace: str, custom_objects: k8s_client.CustomObjectsApi
+) -> None:
+    """On the real API server: a change's placement, then its revert's hold, each in the same server-side
+    apply as memory.guest, each gone with dynamem's next apply that leaves it out (its manager no longer
+    applies it), and read back as the hold a new leader keeps (:meth:`Hold.from_annotation`)."""
+    from dynamem.controller.snapshot import Hold
+    from dynamem.kube.objects import vm_view
+
+    make_vm(custom_objects, namespace, "vm")
+    hold = Hold(reason="2Gi not carried out within 360s", vmi_uid="uid-1", since="2026-11-30T06:00:00Z")
+
+    def annotations() -> dict[str, str]:
+        vm = custom_objects.get_namespaced_custom_object(
+            "kubevirt.io", "v1", namespace, "virtualmachines", "vm"
+        )
+        return dict(vm["metadata"].get("annotations") or {})
+
+    async def body(api: KubeApi) -> dict[str, Any]:
+        await api.apply_vm_memory(
+            namespace, "vm", "2Gi", None, resource_version=None, force=True, placement="p"
+        )
+        assert annotations() == {"dynamem.io/placement": "p"}
+        note = json.dumps(hold.to_status())
+        answer = await api.apply_vm_memory(namespace, "vm", "1Gi", None, resource_version=None, hold=note)
+        assert annotations() == {"dynamem.io/hold": note}
+        await api.apply_vm_memory(namespace, "vm", "3Gi", None, resource_version=None)
+        assert annotations() == {}
+        return dict(answer)
+
+    answer = run(control_plane, body)
+    assert Hold.from_annotation(vm_view(answer).hold) == hold

@@ -320,13 +320,18 @@ class Balancer:
                     asked_at=now,
                     source=item.node or "",
                 )
-            outcome = await self._apply(change, item, now, placement)
+            # dynamem's own change taken back: the hold goes with the revert, in the VM's dynamem.io/hold, so
+            # a new leader keeps it though the status that records it is not written yet
+            hold = hold_for(item, change.reason, now) if change.revert and change.hold else None
+            outcome = await self._apply(change, item, now, placement, hold)
             if outcome is Outcome.WRITTEN:
                 result.memory_writes += 1
                 if not self.options.dry_run:  # a dry run changes nothing: no lastChangeTime
                     changed_at[change.key] = self.unrecorded[change.key] = now
                 if change.revert and not self.options.dry_run and self._holds_after(change, item):
-                    holds[change.key] = self.unwritten_holds[change.key] = hold_for(item, change.reason, now)
+                    holds[change.key] = self.unwritten_holds[change.key] = hold or hold_for(
+                        item, change.reason, now
+                    )
             elif outcome is Outcome.REFUSED:
                 refused = f"KubeVirt refused memory.guest {to_quantity(change.guest)}"
                 holds[change.key] = self.unwritten_holds[change.key] = hold_for(item, refused, now)
@@ -701,7 +706,12 @@ class Balancer:
                 del self.conflicts[key]
 
     async def _apply(
-        self, change: MemoryChange, item: Managed, now: float, placement: Placement | None = None
+        self,
+        change: MemoryChange,
+        item: Managed,
+        now: float,
+        placement: Placement | None = None,
+        hold: Hold | None = None,
     ) -> Outcome:
         ns, name = change.key.namespace, change.key.name
         guest = to_quantity(change.guest)
@@ -717,6 +727,7 @@ class Balancer:
                 force=self.options.force_ownership or take_over(item, change),
                 dry_run=self.options.dry_run,
                 placement=encode(placement) if placement is not None else None,
+                hold=json.dumps(hold.to_status(), separators=(",", ":")) if hold is not None else None,
             )
         except NotLeading:
             raise

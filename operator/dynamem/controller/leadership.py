@@ -292,6 +292,7 @@ class LeaderOnlyWriter:
         force: bool = False,
         dry_run: bool = False,
         placement: str | None = None,
+        hold: str | None = None,
     ) -> Mapping[str, Any]:
         self.check()
         return await self.writer.apply_vm_memory(
@@ -303,6 +304,7 @@ class LeaderOnlyWriter:
             force=force,
             dry_run=dry_run,
             placement=placement,
+            hold=hold,
         )
 
     async def create_migration(

@@ -70,6 +70,7 @@ class ClusterWriter(Protocol):
         force: bool = False,
         dry_run: bool = False,
         placement: str | None = None,
+        hold: str | None = None,
     ) -> Mapping[str, Any]: ...
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...

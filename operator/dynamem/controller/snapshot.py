@@ -12,6 +12,7 @@ its VirtualMachineMemory status, so a restarted operator keeps honouring cooldow
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -111,6 +112,17 @@ class Hold:
             vm_generation=int(raw.get("vmGeneration") or 0),
             since=str(raw.get("since") or ""),
         )
+
+    @classmethod
+    def from_annotation(cls, raw: str | None) -> Hold | None:
+        """The hold written with a change taken back (the VM's ``dynamem.io/hold``, in the same apply), for
+        when no status records it yet: a leader lost between the two writes leaves it in the cluster."""
+        if not raw:
+            return None
+        try:
+            return cls.from_status(json.loads(raw))
+        except ValueError:
+            return None
 
     def applies(self, vm: VmView | None, vmi: VmiView | None) -> bool:
         """Still in force: the same VMI runs, or the stopped VM is unchanged and has not started."""
@@ -242,7 +254,7 @@ def _join(
         return Managed(vmm, Phase.INVALID, error=str(settings), vm=vm, vmi=vmi)
     if vm is None:
         return Managed(vmm, Phase.MISSING, settings=settings)
-    hold = Hold.from_status(vmm.status.get("hold"))
+    hold = Hold.from_status(vmm.status.get("hold")) or Hold.from_annotation(vm.hold)
     hold = hold if hold is not None and hold.applies(vm, vmi) else None
     # those that fought dynamem for memory.guest keep it for now, whatever --force-ownership says
     owners = vm.foreign_owners() if contest is not None else () if force_ownership else vm.applied_by_others()

@@ -28,7 +28,7 @@ from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
 from dynamem.kube.kubevirt_config import configuration_of
-from dynamem.kube.objects import HOSTNAME_LABEL, PLACEMENT_ANNOTATION
+from dynamem.kube.objects import HOLD_ANNOTATION, HOSTNAME_LABEL, PLACEMENT_ANNOTATION
 from dynamem.kube.retry import RETRIED_STATUSES, retry_after_of, with_backoff
 
 logger = logging.getLogger("dynamem.kube")
@@ -170,6 +170,7 @@ class KubeApi:
         force: bool = False,
         dry_run: bool = False,
         placement: str | None = None,
+        hold: str | None = None,
     ) -> Mapping[str, Any]:
         """Server-side apply of ``spec.template.spec.domain.memory`` on a VirtualMachine.
 
@@ -184,7 +185,8 @@ class KubeApi:
 
         ``placement``: the ``dynamem.io/placement`` annotation, applied in the same request (so a change is
         never in the cluster without where it goes); an apply without it removes the one ``dynamem`` wrote
-        before (server-side apply drops a field its manager no longer applies).
+        before (server-side apply drops a field its manager no longer applies). ``hold``: the
+        ``dynamem.io/hold`` annotation, likewise, with a change taken back.
         """
         memory: dict[str, str] = {"guest": guest}
         if max_guest is not None:
@@ -192,8 +194,11 @@ class KubeApi:
         metadata: dict[str, Any] = {"name": name, "namespace": namespace}
         if resource_version:
             metadata["resourceVersion"] = resource_version
-        if placement is not None:
-            metadata["annotations"] = {PLACEMENT_ANNOTATION: placement}
+        annotations = {
+            key: value for key, value in ((PLACEMENT_ANNOTATION, placement), (HOLD_ANNOTATION, hold)) if value
+        }
+        if annotations:
+            metadata["annotations"] = annotations
         body = {
             "apiVersion": "kubevirt.io/v1",
             "kind": "VirtualMachine",

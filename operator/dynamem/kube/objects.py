@@ -39,6 +39,9 @@ MIGRATION_JOB_ANNOTATION = "kubevirt.io/migrationJobName"  # on a migration's ta
 # On a VirtualMachine, written in the same server-side apply as memory.guest: where dynamem's change goes
 # (controller.placement), so that a new leader finds the change in flight with its target and deadline.
 PLACEMENT_ANNOTATION = "dynamem.io/placement"
+# Written in the same apply as a change taken back: the hold that follows (controller.snapshot.Hold), so that
+# a new leader keeps it though the status that records it was not written yet.
+HOLD_ANNOTATION = "dynamem.io/hold"
 RUNNING_STRATEGIES = frozenset({"Always", "RerunOnFailure", "Once"})
 # The runStrategy under which a VM without a VMI is stopped for good (until someone changes the VM); under
 # Manual, Once and RerunOnFailure a VM without a VMI may be started (or have ended) by KubeVirt or a user.
@@ -139,6 +142,7 @@ class VmView:
     guest_owners: tuple[tuple[str, str], ...] = ()  # (manager, operation) owning memory.guest
     guest_declared: bool = False  # the last client-side apply's manifest (its annotation) sets memory.guest
     placement: str | None = None  # the PLACEMENT_ANNOTATION dynamem wrote with its last change, as written
+    hold: str | None = None  # the HOLD_ANNOTATION written with a change taken back, as written
     # when another manager last wrote memory.guest (its managedFields entry's time, RFC 3339), or None
     guest_written_by_others: str | None = None
     # the resource its guest memory is requested as with hugepages ("hugepages-2Mi"), else None: memory
@@ -292,6 +296,7 @@ def vm_view(body: Body) -> VmView:
         guest_written_by_others=guest_written_by_others(body),
         guest_declared=guest_declared(body),
         placement=(dig(body, "metadata", "annotations") or {}).get(PLACEMENT_ANNOTATION) or None,
+        hold=(dig(body, "metadata", "annotations") or {}).get(HOLD_ANNOTATION) or None,
         off_since=off_since(body),
         launcher_spec={"domain": {k: domain[k] for k in ("cpu", "resources", "devices") if k in domain}},
     )

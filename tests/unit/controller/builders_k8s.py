@@ -267,6 +267,7 @@ class Apply:
     resource_version: str | None = None
     force: bool = False
     placement: str | None = None  # the dynamem.io/placement annotation applied with it
+    hold: str | None = None  # the dynamem.io/hold annotation applied with it
 
 
 @dataclass
@@ -323,6 +324,7 @@ class FakeWriter:
         force: bool = False,
         dry_run: bool = False,
         placement: str | None = None,
+        hold: str | None = None,
     ) -> Mapping[str, Any]:
         if name in self.fail_apply:
             body = json.dumps({"message": f"admission webhook denied {name}"})
@@ -336,7 +338,7 @@ class FakeWriter:
         if name in self.throttle_apply:
             raise ApiException(status=429, reason="Too Many Requests")
         self.applies.append(
-            Apply(namespace, name, guest, max_guest, dry_run, resource_version, force, placement)
+            Apply(namespace, name, guest, max_guest, dry_run, resource_version, force, placement, hold)
         )
         return {}
 

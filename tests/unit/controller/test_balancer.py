@@ -83,12 +83,13 @@ class World:
         for a in applies:
             memory = self.vms[a.name]["spec"]["template"]["spec"]["domain"]["memory"]
             memory["guest"] = a.guest
-            if a.max_guest is None:  # dynamem's running-VM apply owns the placement annotation
+            if a.max_guest is None:  # dynamem's running-VM apply owns the placement and hold annotations
                 annotations = self.vms[a.name]["metadata"].setdefault("annotations", {})
-                if a.placement is None:
-                    annotations.pop("dynamem.io/placement", None)
-                else:
-                    annotations["dynamem.io/placement"] = a.placement
+                for key, value in (("dynamem.io/placement", a.placement), ("dynamem.io/hold", a.hold)):
+                    if value is None:
+                        annotations.pop(key, None)
+                    else:
+                        annotations[key] = value
             if a.max_guest is not None:
                 memory["maxGuest"] = a.max_guest
             if a.name in self.vmis:

@@ -7,6 +7,7 @@ change again or makes a second migration, and takes the change back at the recor
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -188,3 +189,24 @@ def test_a_dry_run_leader_takes_over_nothing_and_changes_nothing() -> None:
     round_at(dry, world)
     assert writer.migrations == [] and dry.placements == {}
     assert all("lastChangeTime" not in status for name, status in writer.statuses if name in targets)
+
+
+def test_a_hold_goes_with_its_revert_so_a_new_leader_keeps_it_without_a_status() -> None:
+    """The old leader takes its changes back at the deadline, the hold written in the same apply as the revert
+    (the VM's ``dynamem.io/hold``), and is gone before any status records the hold. A new leader, with
+    nothing in its memory, holds the VMs (not asking the same changes again: another deadline and another
+    failed migration each), and its status records the holds."""
+    world, targets, _ = written_by_the_old_leader()
+    writer = FakeWriter()
+    round_at(leader(writer, at=NOW + DEADLINE + 1), world)
+    reverts = {a.name: a for a in writer.applies if a.name in targets}
+    assert set(reverts) == set(targets)
+    for name, revert in reverts.items():
+        assert revert.hold is not None and json.loads(revert.hold)["vmiUID"] == f"uid-{name}", revert.hold
+    world.apply(writer.applies)  # the reverts reach the cluster; their statuses never do
+    writer = FakeWriter()
+    round_at(leader(writer, at=NOW + DEADLINE + 30), world)
+    assert not [a for a in writer.applies if a.name in targets]
+    written = dict(writer.statuses)
+    for name in targets:
+        assert written[name]["hold"]["reason"].endswith("not carried out within 360s"), written[name]
