@@ -656,8 +656,13 @@ class Balancer:
             if _race_lost(exc):  # KubeVirt's admission: a migration of this VMI exists
                 note = f"migration to {placement.target} refused ({_message(exc)}): another came first"
                 await self._vmm_event(vmm, "Normal", "MigrationRaceLost", note)
-            else:
+            else:  # said, not read as a race: a 403 (RBAC), a VMI KubeVirt will not migrate, a bad spec
                 logger.warning("%s: migration to %s not created: %s", key, placement.target, exc)
+                note = (
+                    f"migration to {placement.target} refused ({exc.status}: {_message(exc)}); KubeVirt's "
+                    "workload-updater may still carry the change out, where the scheduler puts it"
+                )
+                await self._vmm_event(vmm, "Warning", "MigrationRefused", note)
             return 0
         except Exception as exc:  # no answer: the workload-updater carries the change out anyway
             self._release(key)
@@ -816,8 +821,9 @@ def _message(exc: ApiException) -> str:
 def _race_lost(exc: ApiException) -> bool:
     """A migration refused because another of the VMI is under way: KubeVirt's webhook answers 400 ("in-flight
     migration detected", ``migration-create-admitter.go`` through ``webhooks.go``
-    ``ToAdmissionResponseError``), which the API server relays; 409 and 422 are read the same."""
-    if exc.status in {409, 422}:
+    ``ToAdmissionResponseError``), which the API server relays; a 409 (the generated name taken) the same.
+    Any other refusal is no race: a 422 is a spec the API server or a webhook refuses."""
+    if exc.status == 409:
         return True
     return exc.status == 400 and "in-flight migration" in _message(exc)
 

@@ -299,10 +299,14 @@ class FakeWriter:
     fail_status: set[str] = field(default_factory=set)
     migrations: list[tuple[str, str, str, str]] = field(default_factory=list)  # namespace, vmi, node, reason
     refuse_migration: set[str] = field(default_factory=set)  # VMIs with a migration already (admission 400)
+    forbid_migration: set[str] = field(default_factory=set)  # 403: a ClusterRole without create on migrations
 
     async def create_migration(
         self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
     ) -> str:
+        if vmi in self.forbid_migration:
+            message = f"virtualmachineinstancemigrations.kubevirt.io is forbidden: cannot create ({vmi})"
+            raise ApiException(status=403, reason="Forbidden", body=json.dumps({"message": message}))
         if vmi in self.refuse_migration:  # as the API server relays KubeVirt's webhook (webhooks.go: 400)
             message = (
                 'admission webhook "migration-create-validator.kubevirt.io" denied the request: in-flight '

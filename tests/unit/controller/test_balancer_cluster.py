@@ -133,6 +133,21 @@ def test_a_migration_refused_by_admission_is_a_lost_race_the_vm_lands_where_the_
     assert ObjectKey(NS, "finance") not in balancer.placements  # not fought: the next plan reads where it is
 
 
+def test_a_migration_refused_for_another_reason_is_said_as_a_warning_not_a_lost_race() -> None:
+    """A 403 (a ClusterRole without create on migrations), a VMI KubeVirt will not migrate, a spec refused:
+    the user sees why dynamem's migration was not made, not that another came first."""
+    world, writer = three_busy_on_one_node(), FakeWriter(forbid_migration={"finance"})
+    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
+    round_of(balancer, world)
+    world.apply(writer.applies, hotplug_done=False)
+    writer.clear()
+    round_of(balancer, world)
+    assert not [e for e in writer.events if e.reason == "MigrationRaceLost"]
+    (refused,) = [e for e in writer.events if e.reason == "MigrationRefused"]
+    assert refused.name == "finance" and refused.type_ == "Warning" and "403: " in refused.note, refused
+    assert ObjectKey(NS, "finance") not in balancer.placements
+
+
 def test_a_target_promised_to_a_change_in_flight_is_not_promised_again_in_a_later_round() -> None:
     # Seen in the fault suite under load: a change placed on node X, its target pod not bound yet (made, or
     # Pending behind a VM leaving X); the next round placed another VM on X, whose target pod took the room
@@ -301,7 +316,7 @@ def test_the_loop_makes_the_migration_on_the_vmi_s_event_not_at_the_next_round()
         ),
         pytest.param(400, "spec.vmiName: Required value", False, id="400-other"),
         pytest.param(409, "already exists", True, id="409"),
-        pytest.param(422, "unprocessable", True, id="422"),
+        pytest.param(422, "unprocessable", False, id="422"),
         pytest.param(403, "forbidden", False, id="403"),
     ],
 )
