@@ -120,13 +120,19 @@ def test_the_status_says_where_each_change_goes() -> None:
         assert "paging" in reasons[key.name]
 
 
-def test_a_migration_refused_by_admission_is_a_lost_race_the_vm_lands_where_the_scheduler_puts_it() -> None:
-    world, writer = three_busy_on_one_node(), FakeWriter(refuse_migration={"finance"})
-    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
+def migration_refused(writer: FakeWriter) -> Balancer:
+    """Two rounds on three busy VMs: the grows written, then their migrations asked of ``writer``."""
+    world, balancer = three_busy_on_one_node(), Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
     round_of(balancer, world)
     world.apply(writer.applies, hotplug_done=False)
     writer.clear()
     round_of(balancer, world)
+    return balancer
+
+
+def test_a_migration_refused_by_admission_is_a_lost_race_the_vm_lands_where_the_scheduler_puts_it() -> None:
+    writer = FakeWriter(refuse_migration={"finance"})
+    balancer = migration_refused(writer)
     assert "finance" not in {vmi for _, vmi, _, _ in writer.migrations}
     lost = [e for e in writer.events if e.reason == "MigrationRaceLost"]
     assert [e.name for e in lost] == ["finance"]
@@ -136,12 +142,8 @@ def test_a_migration_refused_by_admission_is_a_lost_race_the_vm_lands_where_the_
 def test_a_migration_refused_for_another_reason_is_said_as_a_warning_not_a_lost_race() -> None:
     """A 403 (a ClusterRole without create on migrations), a VMI KubeVirt will not migrate, a spec refused:
     the user sees why dynamem's migration was not made, not that another came first."""
-    world, writer = three_busy_on_one_node(), FakeWriter(forbid_migration={"finance"})
-    balancer = Balancer(writer, PagingGuests(), CLUSTER, clock=lambda: NOW)
-    round_of(balancer, world)
-    world.apply(writer.applies, hotplug_done=False)
-    writer.clear()
-    round_of(balancer, world)
+    writer = FakeWriter(forbid_migration={"finance"})
+    balancer = migration_refused(writer)
     assert not [e for e in writer.events if e.reason == "MigrationRaceLost"]
     (refused,) = [e for e in writer.events if e.reason == "MigrationRefused"]
     assert refused.name == "finance" and refused.type_ == "Warning" and "403: " in refused.note, refused
