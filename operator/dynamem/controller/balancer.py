@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -361,6 +362,9 @@ class Balancer:
         for key, item in snapshot.managed.items():
             pair = decisions.get(key)
             decision, plan = (pair[0], pair[1]) if pair else (None, None)
+            note = hold_reason(item, held) if item.phase is Phase.RUNNING else None
+            if note is None and decision is not None and decision.in_flight and key in self.placements:
+                note = f"held: change in flight: {self.placements[key].reason}"  # where it goes, and why
             part = decided(
                 item,
                 decision,
@@ -368,6 +372,7 @@ class Balancer:
                 hold=holds.get(key, item.hold),
                 owners=item.owners or (self.conflicts[key].managers if key in self.conflicts else ()),
                 contest=self.contests.held.get(key),
+                note=note,
             )
             if key not in changed_at and self.book.quiet(item, part, decision, now):
                 continue  # its status says this decision already, and nothing measured moved enough
@@ -377,22 +382,25 @@ class Balancer:
                 plan,
                 now=now,
                 changed_at=changed_at.get(key),
-                note=hold_reason(item, held) if item.phase is Phase.RUNNING else None,
+                note=note,
                 part=part,
             )
             needed, changed = self.book.triage(item, status, now, part)
             # a change or a hold made this round is written whatever Prometheus does: it must survive
             if needed and (not statuses_wait or key in changed_at or key in holds):
-                pending.append((not changed, str(key), item, status))
-        pending.sort(key=lambda entry: (entry[0], entry[1]))  # decision changes first
+                last = self.book.written_at.get(key, -math.inf)
+                pending.append((not changed, last, str(key), item, status))
+        # decision changes first, then the statuses written longest ago: by name alone, the last names would
+        # never get a measurement refresh while the rate is short of what moves
+        pending.sort(key=lambda entry: entry[:3])
         self.book.refill(now)
         writes = [
             self.book.write(self.writer, item, status, now=now, checked=True)
-            for _, _, item, status in pending
+            for _, _, _, item, status in pending
         ]
         written = await gather_limited(writes, limit=STATUS_WRITES_IN_FLIGHT)
         result.status_writes = sum(written)
-        for (_, _, item, _), done in zip(pending, written, strict=True):
+        for (_, _, _, item, _), done in zip(pending, written, strict=True):
             if done:  # else deferred by the rate or failed: kept until a status says it
                 self.unwritten_holds.pop(item.key, None)
                 self.unrecorded.pop(item.key, None)
@@ -493,9 +501,10 @@ class Balancer:
             seen = nodes.get(node.name)
             # requests above the node's memory (VMs started there regardless): reported, and relieved by moves
             over = seen is not None and seen.requested > seen.memory
+            # the node's own figures only: the cluster's counts (changes planned, migrations in flight) move
+            # with every change anywhere, and rewrote every status on the node each time
             reason = (
-                f"pod requests {seen.requested >> 20}Mi exceed the node's {seen.memory >> 20}Mi; "
-                f"{cluster.reason}"
+                f"pod requests {seen.requested >> 20}Mi exceed the node's {seen.memory >> 20}Mi"
                 if over and seen is not None
                 else cluster.reason
             )

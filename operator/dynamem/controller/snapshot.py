@@ -476,7 +476,7 @@ def hold_reason(item: Managed, held: Mapping[ObjectKey, str]) -> str | None:
     if item.blocked is not None:
         return f"held: {item.blocked}"
     if stuck(item):
-        return "KubeVirt did not apply memory.guest (hotplug failed, or restart required): held"
+        return "held: KubeVirt did not apply memory.guest (hotplug failed, or restart required)"
     if item.vmi is not None and item.vmi.migrating:
         return "held: live migration in progress (KubeVirt refuses hotplug meanwhile)"
     return None

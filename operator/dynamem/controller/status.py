@@ -87,6 +87,7 @@ class Decided(NamedTuple):
     owners: tuple[str, ...]
     judged: bool
     contest: Contest | None  # a fight over memory.guest, left to the other side for now
+    held: bool = False  # the reason says the VM is held ("held..."): its coming and going is news too
 
 
 def decided(
@@ -97,11 +98,13 @@ def decided(
     hold: Hold | None = None,
     owners: tuple[str, ...] = (),
     contest: Contest | None = None,
+    note: str | None = None,
 ) -> Decided:
     """The decided part of the status this round calls for (see :func:`desired_status`).
 
     ``contest``: why a tool that fought dynamem over memory.guest owns it for now
-    (:mod:`dynamem.controller.contests`)."""
+    (:mod:`dynamem.controller.contests`). ``note``: the status' reason, when the VM is held beyond the
+    policy's own reasons."""
     if item.phase is Phase.INVALID:
         ready = ("False", "InvalidSettings", item.error or "invalid settings")
     elif decision is None and item.phase is Phase.RUNNING:
@@ -141,7 +144,15 @@ def decided(
         if decision is not None
         else item.phase is Phase.STOPPED and item.settings is not None,
         contest=contest if owners else None,
+        held=_held(note if note is not None else decision.reason if decision is not None else ready[2]),
     )
+
+
+def _held(reason: object) -> bool:
+    """Whether a status' reason says the VM is held. The reason is otherwise a measurement, rewritten only
+    when demand, target or pressure move (its words move with them); a hold that ended (a backoff run out,
+    the KubeVirt CR read at last, a change done) would leave "held: ..." standing for as long as they stay."""
+    return isinstance(reason, str) and reason.startswith("held")
 
 
 def shown_demand(item: Managed, decision: VmDecision | None) -> int | None:
@@ -179,7 +190,7 @@ def desired_status(
     ``note``: why the VM is held beyond the policy's own reasons (a failed hotplug, a migration, a backoff).
     ``part``: :func:`decided` of these, when the caller made it already.
     """
-    part = part or decided(item, decision, plan, hold=hold, owners=owners)
+    part = part or decided(item, decision, plan, hold=hold, owners=owners, note=note)
     status: Status = {
         "node": part.node,
         "assigned": to_quantity(part.assigned) if part.assigned is not None else None,
@@ -316,6 +327,7 @@ def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
     """A status without timestamps, measurements and empty fields, to tell whether a decision changed."""
     plain = {k: v for k, v in status.items() if v is not None and k not in _NOT_COMPARED}
     plain["judged"] = status.get("memoryStatus", _UNKNOWN) != _UNKNOWN  # see Decided.judged
+    plain["held"] = _held(status.get("reason"))  # see Decided.held
     plain["conditions"] = sorted(
         (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
         for c in status.get("conditions") or []
@@ -340,6 +352,9 @@ def _version(item: Managed) -> str:
     return str(item.vmm.body["metadata"].get("resourceVersion"))
 
 
+_MOST_ACCRUED_S = 60.0  # the most seconds of writes a round far from the last may make at once
+
+
 @dataclass
 class StatusBook:
     """Writes statuses, remembering what it wrote so a lagging watch does not cause a second write.
@@ -360,11 +375,15 @@ class StatusBook:
     refilled_at: float | None = None
 
     def refill(self, now: float) -> None:
-        top = self.per_second * self.burst_s
+        """Add what accrued since the last round. The bucket holds ``burst_s`` seconds' worth, or what accrued
+        since the last round when rounds are further apart (at most a minute's): capped at 5 s while rounds
+        come every 11 s (``--interval`` 10 s, ``--min-gap`` 1 s), 20 writes a second were 9."""
         if self.tokens < 0 or self.refilled_at is None:
-            self.tokens = top
+            self.tokens = self.per_second * self.burst_s
         else:
-            self.tokens = min(top, self.tokens + (now - self.refilled_at) * self.per_second)
+            elapsed = max(0.0, now - self.refilled_at)
+            top = self.per_second * max(self.burst_s, min(elapsed, _MOST_ACCRUED_S))
+            self.tokens = min(top, self.tokens + elapsed * self.per_second)
         self.refilled_at = now
 
     def decision_changed(self, item: Managed, desired: Status) -> bool:

@@ -435,7 +435,7 @@ def test_a_failed_hotplug_is_taken_back_and_the_vm_held() -> None:
     reverted = [e for e in writer.events if e.reason == "MemoryChangeReverted"]
     assert [(e.name, e.type_) for e in reverted] == [("finance", "Warning")]
     statuses = dict(writer.statuses)
-    assert statuses["finance"]["reason"].startswith("KubeVirt did not apply memory.guest")
+    assert statuses["finance"]["reason"].startswith("held: KubeVirt did not apply memory.guest")
     assert statuses["finance"]["hold"]["vmiUID"] == "uid-finance"  # persisted: held until the VMI restarts
     # next rounds, even by a new operator (nothing in memory): memory.guest is 2Gi again, finance stays held
     world.apply([a for a in writer.applies if a.name == "finance"])

@@ -89,11 +89,20 @@ def test_paging_guests_grow_and_dynamem_migrates_each_to_the_node_its_plan_chose
     # name), and b's hole stays whole
     assert set(targets.values()) == {"c"}
     world.apply(writer.applies, hotplug_done=False)  # KubeVirt copies the new guest into the VMI's spec
+    world.store(writer.statuses)
     writer.clear()
     round_of(balancer, world)
     assert sorted((vmi, node) for _, vmi, node, _ in writer.migrations) == sorted(targets.items())
     assert all("to " + node in reason for _, _, node, reason in writer.migrations)
     assert {e.reason for e in writer.events} == {"MigrationCreated"}
+    # the status says the change is in flight, where it goes and why
+    assert {name for name, _ in writer.statuses} >= set(targets)
+    for name, status in writer.statuses:
+        if name in targets:
+            assert (
+                status["reason"].startswith("held: change in flight: ")
+                and f"to {targets[name]}" in status["reason"]
+            ), status["reason"]
     assert writer.applies == []  # the third waits: two migrations are out of its node
     writer.clear()
     round_of(balancer, world)  # made once: no second migration while the first is under way
@@ -349,3 +358,23 @@ def test_a_move_whose_migration_was_deleted_lets_its_slot_go_at_the_deadline() -
     clock[0] = NOW + CLUSTER.change_deadline_s + 1
     round_of(balancer, world)
     assert key not in balancer.placements
+
+
+def test_an_over_subscribed_nodes_condition_names_the_nodes_figures_only() -> None:
+    """Three 1Gi VMs on a node of 2Gi: NodeOverSubscribed says the node's own figures. It also carried the
+    cluster's counts (changes planned, migrations in flight), which move with every change anywhere, and
+    every status on the node was rewritten each time they did."""
+    from .test_balancer import FakeDemand
+
+    world = World(nodes=[make_node_body("host", allocatable="2Gi"), make_node_body("b", allocatable="16Gi")])
+    for name in BUSY:
+        world.add(name)
+    writer = FakeWriter()
+    round_of(Balancer(writer, FakeDemand(dict.fromkeys(BUSY, 0.5)), CLUSTER, clock=lambda: NOW), world)
+    messages = {
+        c["message"]
+        for _, status in writer.statuses
+        for c in status["conditions"]
+        if c["type"] == "NodeOverSubscribed" and c["status"] == "True"
+    }
+    assert messages == {"pod requests 3072Mi exceed the node's 2048Mi"}

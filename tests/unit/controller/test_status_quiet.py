@@ -190,3 +190,56 @@ def test_the_status_word_coming_or_going_is_written_at_once(known_first: bool) -
     assert desired_status(item, then, plan_of(then), now=NOW + 2, changed_at=None)["memoryStatus"] == (
         "Unknown" if known_first else "OK"
     )
+
+
+def test_a_hold_that_ended_takes_its_held_reason_away_at_once() -> None:
+    """A status written while the VM was held beyond the policy's reasons (the KubeVirt CR not read yet, a
+    backoff, a migration starting) says so in its reason. The reason is otherwise a measurement, rewritten
+    only when demand, target or pressure move: once the hold ended, "held: ..." stood for a day on a VM at
+    rest, its Ready True. Its going is written at the next round."""
+    item = running(demand=GI)
+    d = decision(current=GI, assigned=GI, demand=GI)
+    plan = plan_of(d)
+    note = "held: the KubeVirt CR could not be read yet"
+    part = decided(item, d, plan, note=note)
+    status = desired_status(item, d, plan, now=NOW, changed_at=None, note=note, part=part)
+    book, writer = StatusBook(), FakeWriter()
+    assert write(book, writer, item, status) is True
+    [(_, written)] = writer.statuses
+    assert written["reason"] == note
+    item = fed_back(item, copy.deepcopy(written), "7")
+    held_again = decided(item, d, plan, note=note)
+    again = desired_status(item, d, plan, now=NOW + 1, changed_at=None, note=note, part=held_again)
+    assert book.triage(item, again, NOW + 1, held_again) == (False, False)  # still held: settled
+    assert book.quiet(item, held_again, d, NOW + 2)
+    quiet, (needed, changed) = both(book, item, d, plan, NOW + 3)  # the hold ended, nothing measured moved
+    assert (quiet, needed, changed) == (False, True, True)
+    assert not desired_status(item, d, plan, now=NOW + 3, changed_at=None)["reason"].startswith("held")
+
+
+def test_measurement_refreshes_the_rate_holds_back_go_to_the_statuses_written_longest_ago() -> None:
+    """Twelve VMs whose use swings every round, three status writes a minute (``--status-writes-per-second``
+    0.1, rounds a minute apart): each round refreshes the statuses written longest ago. By name, as before,
+    the first six were refreshed every round and the last six never after their first status."""
+    from dynamem.controller.balancer import Balancer
+
+    from .builders_k8s import make_node_body
+    from .test_balancer import OPTIONS, FakeDemand, World
+
+    world = World(nodes=[make_node_body("host", allocatable="64Gi")])
+    names = [f"vm{i:02d}" for i in range(12)]
+    for name in names:
+        world.add(name)
+    demand, writer, clock = FakeDemand(dict.fromkeys(names, 0.5)), FakeWriter(), [NOW]
+    balancer = Balancer(writer, demand, replace(OPTIONS, status_writes_per_s=0.1), clock=lambda: clock[0])
+    counts: dict[str, int] = dict.fromkeys(names, 0)
+    for round_no in range(10):
+        clock[0] = NOW + 61 * round_no
+        demand.gib = dict.fromkeys(names, 0.5 if round_no % 2 else 0.7)
+        writer.clear()
+        run(balancer, world)
+        world.store(writer.statuses)
+        for name, _ in writer.statuses:
+            counts[name] += 1
+    assert sum(counts.values()) >= 50  # about six a round once the first statuses are out
+    assert min(counts.values()) >= 3, counts
