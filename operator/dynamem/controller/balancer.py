@@ -1011,11 +1011,22 @@ def reverts(
 
 
 async def gather_limited(coros: list[Any], limit: int = 16) -> list[Any]:
-    """Run coroutines with at most ``limit`` at once (API writes of a large round)."""
+    """Run coroutines with at most ``limit`` at once (API writes of a large round). The first to raise
+    (``NotLeading``: the Lease lapsed) cancels the others, queued or under way: with ``gather`` they went on
+    writing last round's statuses after the round had stopped."""
     semaphore = asyncio.Semaphore(limit)
 
     async def one(coro: Any) -> Any:
         async with semaphore:
             return await coro
 
-    return await asyncio.gather(*(one(c) for c in coros))
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(c)) for c in coros]
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    finally:
+        for coro in coros:  # those cancelled while queued never started: closed, not left unawaited
+            coro.close()
+    return [task.result() for task in tasks]

@@ -125,7 +125,10 @@ def register(state: OperatorState) -> kopf.OperatorRegistry:
         ahead = DemandAhead(demand, max_age_s=options.demand_max_age(), metrics=state.metrics)
 
         def make_balancer() -> Balancer:
-            return Balancer(writer, ahead, kubevirt.options, metrics=state.metrics)
+            """A balancer for the term that starts now: its writes stop when the term ends."""
+            elector = state.elector
+            bound = writer if elector is None else LeaderOnlyWriter(api, elector, elector.term)
+            return Balancer(bound, ahead, kubevirt.options, metrics=state.metrics)
 
         state.tasks.append(
             asyncio.create_task(

@@ -96,7 +96,10 @@ class LeaseElector:
         self.leading = False
         self.term = 0  # grows each time this replica becomes leader
         self.changed = asyncio.Event()  # set on every gain or loss of leadership
-        self._renewed_at = float("-inf")  # clock() of the last successful acquire or renewal
+        # clock() when the last successful acquire or renewal was sent: a peer counts its takeover from when
+        # it reads the record, which is no earlier, so the write window is never longer than the peer's wait
+        self._renewed_at = float("-inf")
+        self._attempt_sent_at = float("-inf")
         self._last_attempt_ok = False
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = float("-inf")
@@ -134,7 +137,10 @@ class LeaseElector:
     def _after_attempt(self, ok: bool) -> None:
         self._last_attempt_ok = ok
         if ok:
-            self._renewed_at = self.clock()
+            # from the request, not the answer: a replace committed at once and answered seconds later
+            # (a slow API server, a busy event loop) would otherwise let this replica write that much longer
+            # than the peer waits before it takes the Lease
+            self._renewed_at = self._attempt_sent_at
             if self.leading and self._took_over:
                 # another replica held the Lease between two of our attempts (this one stalled for a Lease's
                 # length): what this replica knew of its last term may be stale, so a new term starts
@@ -162,6 +168,7 @@ class LeaseElector:
 
     async def _try_acquire_or_renew(self) -> bool:
         cfg = self.config
+        self._attempt_sent_at = self.clock()
         now_wall = self.wall()
         self._peer_expires_at = None
         self._took_over = False
@@ -272,14 +279,19 @@ class NotLeading(RuntimeError):
 class LeaderOnlyWriter:
     """A :class:`ClusterWriter` that checks the Lease right before every write, not once per round."""
 
-    def __init__(self, writer: ClusterWriter, elector: LeaseElector) -> None:
+    def __init__(self, writer: ClusterWriter, elector: LeaseElector, term: int | None = None) -> None:
         self.writer = writer
         self.elector = elector
+        self.term = term
 
     def check(self) -> None:
-        """Raise :class:`NotLeading` unless the Lease was renewed recently enough to write now."""
+        """Raise :class:`NotLeading` unless the Lease was renewed recently enough to write now, and, for a
+        writer bound to a ``term``, in that term: a round of an earlier term (another replica led between)
+        plans on a world that may have changed, and its writes stop with the term."""
         if not self.elector.may_write():
             raise NotLeading(f"{self.elector.config.identity} does not hold a freshly renewed lease")
+        if self.term is not None and self.elector.term != self.term:
+            raise NotLeading(f"{self.elector.config.identity}: term {self.term} ended")
 
     async def apply_vm_memory(
         self,

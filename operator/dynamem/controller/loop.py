@@ -79,6 +79,7 @@ async def resync(state: OperatorState, lister: ClusterLister, kinds: Collection[
     for kind in Kind:
         if kind in kinds:
             lists[kind] = await lister.list_objects(kind.value, namespaces)
+            state.alive()  # each LIST done is the loop at work: many namespaces' LISTs may take minutes
     ghosts = state.view.replace(lists)
     state.resyncs += 1
     if set(kinds) == set(Kind):

@@ -132,3 +132,68 @@ def test_a_lease_taken_back_from_another_holder_starts_a_new_term() -> None:
     lease.version += 1
     attempt_at(30.0)
     assert (elector.leading, elector.term) == (True, 2)
+
+
+def test_the_write_window_runs_from_the_renewal_sent_not_its_answer() -> None:
+    """A renewal the API server commits at once and answers 2.5 s later (a slow server, a busy event loop).
+    A peer that read the record at the commit takes the Lease one duration (3 s) after it; counted from the
+    answer, this replica would have written until 4.5 s. Counted from the request, it stops at 2 s."""
+    clock = [0.0]
+    lease = PeerLease(clock, renew_every=1.0, dies_at=0.0, duration=3)
+
+    async def slow_replace(name: str, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        await PeerLease.replace_namespaced_lease(lease, name, namespace, body)
+        clock[0] += 2.5  # committed; the answer comes later
+
+    lease.replace_namespaced_lease = slow_replace  # type: ignore[method-assign]
+    config = LeaseConfig.from_duration("ns", "dynamem", "me", 3.0)
+    elector = LeaseElector(lease, config, clock=lambda: clock[0], wall=lambda: 0.0)
+
+    async def attempt() -> None:
+        elector._after_attempt(await elector._try_acquire_or_renew())
+
+    asyncio.run(attempt())  # at 0: the first holder's Lease seen
+    clock[0] = 10.0  # it expired: taken
+    asyncio.run(attempt())
+    assert elector.leading and clock[0] == 12.5
+    assert not elector.may_write()  # sent at 10: the window (2 s) ended before the answer came
+    clock[0] = 11.9  # (were the answer back by then:) still within the window counted from the request
+    assert elector.may_write()
+
+
+def test_a_writer_bound_to_a_term_stops_when_the_term_ends() -> None:
+    """A round of term 1 still writing after another replica led and this one took the Lease back (term 2,
+    ``may_write`` True again): its plan was made on a world that may have changed, and its writes stop."""
+    from dynamem.controller.leadership import LeaderOnlyWriter, NotLeading
+
+    elector = SimpleNamespace(may_write=lambda: True, term=1, config=SimpleNamespace(identity="me"))
+    writer = LeaderOnlyWriter(SimpleNamespace(), elector, term=1)  # type: ignore[arg-type]
+    writer.check()
+    elector.term = 2
+    with pytest.raises(NotLeading, match="term 1 ended"):
+        writer.check()
+    LeaderOnlyWriter(SimpleNamespace(), elector).check()  # unbound (the per-attempt guard): the Lease alone
+
+
+def test_the_first_write_to_raise_cancels_the_rest_of_the_rounds_writes() -> None:
+    """A status write that finds the Lease lapsed raises NotLeading; the others, queued or under way, stop
+    with it. With ``asyncio.gather`` they went on writing last round's statuses after the round had ended."""
+    from dynamem.controller.balancer import gather_limited
+    from dynamem.controller.leadership import NotLeading
+
+    done: list[int] = []
+
+    async def write(i: int) -> bool:
+        await asyncio.sleep(0.01 * i)
+        if i == 1:
+            raise NotLeading("lapsed")
+        done.append(i)
+        return True
+
+    async def scenario() -> None:
+        with pytest.raises(NotLeading):
+            await gather_limited([write(i) for i in range(20)], limit=4)
+        await asyncio.sleep(0.3)  # long enough for every other write to have finished, had it gone on
+
+    asyncio.run(scenario())
+    assert done == [0]

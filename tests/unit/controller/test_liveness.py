@@ -163,3 +163,21 @@ def test_every_attempt_of_a_write_counts_as_the_loop_alive_and_then_checks_the_l
     with pytest.raises(ApiException):
         asyncio.run(api.patch_vmm_status("ns", "finance", {"reason": "x"}))
     assert status.calls == 5 and len(marks) == 3 + 5
+
+
+def test_each_list_of_a_resync_counts_as_the_loop_at_work() -> None:
+    """One LIST per namespace and kind, each up to a minute with its retries: with many namespaces a
+    legitimate resync may outlast the liveness line, and the kubelet would restart a working leader."""
+    from dynamem.controller.loop import resync
+
+    beats: list[float] = []
+
+    class SlowCluster(EmptyCluster):
+        async def list_objects(self, kind: str, namespaces: object = ()) -> tuple[int, list[object]]:
+            beats.append(state.beat)
+            return 1, []
+
+    state = OperatorState(options=OperatorOptions(), identity="test")
+    state.beat = 0.0  # last gone round long ago
+    asyncio.run(resync(state, SlowCluster()))  # type: ignore[arg-type]
+    assert beats[0] == 0.0 and all(beat > 0.0 for beat in beats[1:]) and state.beat > 0.0
