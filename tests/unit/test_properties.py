@@ -101,7 +101,15 @@ def test_more_priority_never_less_memory(node: NodeState, twin: VmState, p1: int
         if high > low:
             assert decisions["a"].assigned >= decisions["b"].assigned
         else:  # equal twins: the water-fill's last unit goes to one of them (CI found p1 = p2 = 0 off by 2Mi)
-            assert abs(decisions["a"].assigned - decisions["b"].assigned) <= unit
+            larger, smaller = sorted((decisions["a"], decisions["b"]), key=lambda d: -d.assigned)
+            if larger.assigned - smaller.assigned > unit:
+                # or an over-subscribed node frees what it must by shrinking one of them to its target while
+                # the other keeps its size (within its shrink band): neither is cut below its target (found
+                # by hypothesis: a 1Gi pool 4Mi over, one twin shrunk from 386Mi to its 256Mi target)
+                assert larger.assigned == larger.current and smaller.assigned >= smaller.target, (
+                    larger,
+                    smaller,
+                )
 
 
 @settings(max_examples=200, deadline=None)
