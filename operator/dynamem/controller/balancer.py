@@ -952,6 +952,11 @@ def overdue(item: Managed, now: float, deadline_s: float, unrecorded: float | No
     return asked is not None and now - asked > deadline_s
 
 
+# How much longer a change may take while dynamem's own migration of it still goes: KubeVirt's longest pending
+# timeout (900 s, a target pod pending for a reason other than unschedulable, migration.go).
+OWN_MIGRATION_GRACE_S = 900.0
+
+
 def reverts(
     snapshot: Snapshot,
     now: float,
@@ -971,12 +976,14 @@ def reverts(
     ``unrecorded``: per VM, when dynamem asked a change whose status is not written yet; ``unwritten``: VMs
     held by a hold no status records yet.
 
-    Not overdue while a migration dynamem made for the VMI is still going, whatever its phase: KubeVirt ends
-    it itself (its target pod's pending timeouts, v1.7.0 ``migration.go`` ``handlePendingPodTimeout``: 300 s
-    unschedulable from the pod's creation, 900 s otherwise; held back by the parallel limits it has none),
-    and it goes on after a take-back: the workload-updater aborts only its own migrations
-    (``workload-updater.go``, ``shouldAbortMigration``), so dynamem's would move the VM at its old size and
-    leave it held. Once it has ended, a change still not carried out is taken back."""
+    Not overdue while a migration dynamem made for the VMI is still going, whatever its phase, for up to
+    :data:`OWN_MIGRATION_GRACE_S` more: KubeVirt ends it itself (its target pod's pending timeouts, v1.7.0
+    ``migration.go`` ``handlePendingPodTimeout``: 300 s unschedulable from the pod's creation, 900 s
+    otherwise; held back by the parallel limits it has none), and it goes on after a take-back: the
+    workload-updater aborts only its own migrations (``workload-updater.go``, ``shouldAbortMigration``), so
+    dynamem's would move the VM at its old size and leave it held. Once it has ended, a change still not
+    carried out is taken back; so is one whose migration KubeVirt keeps going past the grace (queued behind
+    its limits through a long drain, virt-controller down)."""
     found: list[MemoryChange] = []
     ours_going = {m.vmi for m in snapshot.migrations if m.dynamem and not m.final}
     for item in snapshot.managed.values():
@@ -994,10 +1001,13 @@ def reverts(
                 f"KubeVirt did not apply {to_quantity(requested or 0)} "
                 "(its hotplug failed, or a restart is required)"
             )
-        elif item.vmi.key not in ours_going and overdue(
-            item, now, deadline_s, (unrecorded or {}).get(item.key)
+        elif overdue(
+            item,
+            now,
+            deadline := deadline_s + (OWN_MIGRATION_GRACE_S if item.vmi.key in ours_going else 0.0),
+            (unrecorded or {}).get(item.key),
         ):
-            reason = f"{to_quantity(requested or 0)} not carried out within {deadline_s:.0f}s"
+            reason = f"{to_quantity(requested or 0)} not carried out within {deadline:.0f}s"
         else:
             continue
         ours = item.vm is None or not item.vm.guest_from_others()

@@ -41,6 +41,7 @@ from dataclasses import replace
 from dynamem.controller.eligibility import EligibleNodes, affinity_groups
 from dynamem.controller.migrations import MigrationView
 from dynamem.controller.ports import NO_SIGNALS, DemandReading, GuestSignals
+from dynamem.kube.api import parse_rfc3339
 from dynamem.kube.objects import PODS, NodeView, ObjectKey, PodView, VmiView
 from dynamem.kube.pod_affinity import PlacedPod
 from dynamem.kube.volumes import VolumeView
@@ -70,6 +71,13 @@ _KERNEL_ALLOWANCE_PERCENT = 5
 # been asked for SETTLED_AFTER_S, every sample is of the size the VM has, and this much more is allowed.
 _RESERVATION_ALLOWANCE_BYTES = 512 * 1024 * 1024
 SETTLED_AFTER_S = 600.0
+
+
+def _settled(now: float | None, asked: float | None, moved: float | None) -> bool:
+    """No change asked (``last_change_at``) and no live migration ended (the VMI's ``migrationState``) for
+    :data:`SETTLED_AFTER_S`: a change lands when its migration ends, which may be long after it was asked
+    (a target pod pending for minutes, a long copy), and another manager's change moves no ask time."""
+    return all(at is None or (now is not None and now - at >= SETTLED_AFTER_S) for at in (asked, moved))
 
 
 def sampled_at(signals: GuestSignals, size: int, settled: bool = False) -> bool:
@@ -311,7 +319,7 @@ def cluster_state(
             )
             signals = demand.signals.get(key, NO_SIGNALS)  # demand.signals_of, without a call per VM
             changed = state.last_change_at
-            settled = changed is None or (now is not None and now - changed >= SETTLED_AFTER_S)
+            settled = _settled(now, changed, parse_rfc3339(vmi.moved_at))
             used = state.demand if sampled_at(signals, state.assigned, settled) else None
             peak = seen = signals.used_peak
             recent = now is not None and changed is not None and now - changed < shrink_window_s

@@ -33,7 +33,9 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,6 +274,10 @@ class LeaseElector:
             )
 
 
+# The term of the write under way in this task, for the guard the API client runs before each retry of it.
+_WRITING_TERM: ContextVar[int | None] = ContextVar("dynamem_writing_term", default=None)
+
+
 class NotLeading(RuntimeError):
     """A write was about to be made by a replica that does not (or no longer surely) hold the Lease."""
 
@@ -287,11 +293,23 @@ class LeaderOnlyWriter:
     def check(self) -> None:
         """Raise :class:`NotLeading` unless the Lease was renewed recently enough to write now, and, for a
         writer bound to a ``term``, in that term: a round of an earlier term (another replica led between)
-        plans on a world that may have changed, and its writes stop with the term."""
+        plans on a world that may have changed, and its writes stop with the term. An unbound writer (the
+        guard the API client runs before every retry of a write) checks the term of the write under way."""
         if not self.elector.may_write():
             raise NotLeading(f"{self.elector.config.identity} does not hold a freshly renewed lease")
-        if self.term is not None and self.elector.term != self.term:
-            raise NotLeading(f"{self.elector.config.identity}: term {self.term} ended")
+        term = self.term if self.term is not None else _WRITING_TERM.get()
+        if term is not None and self.elector.term != term:
+            raise NotLeading(f"{self.elector.config.identity}: term {term} ended")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Checked now, and the write's term known to every retry of it (:data:`_WRITING_TERM`)."""
+        self.check()
+        token = _WRITING_TERM.set(self.term)
+        try:
+            yield
+        finally:
+            _WRITING_TERM.reset(token)
 
     async def apply_vm_memory(
         self,
@@ -306,28 +324,28 @@ class LeaderOnlyWriter:
         placement: str | None = None,
         hold: str | None = None,
     ) -> Mapping[str, Any]:
-        self.check()
-        return await self.writer.apply_vm_memory(
-            namespace,
-            name,
-            guest,
-            max_guest,
-            resource_version=resource_version,
-            force=force,
-            dry_run=dry_run,
-            placement=placement,
-            hold=hold,
-        )
+        with self._writing():
+            return await self.writer.apply_vm_memory(
+                namespace,
+                name,
+                guest,
+                max_guest,
+                resource_version=resource_version,
+                force=force,
+                dry_run=dry_run,
+                placement=placement,
+                hold=hold,
+            )
 
     async def create_migration(
         self, namespace: str, vmi: str, node: str, *, reason: str, dry_run: bool = False
     ) -> str:
-        self.check()
-        return await self.writer.create_migration(namespace, vmi, node, reason=reason, dry_run=dry_run)
+        with self._writing():
+            return await self.writer.create_migration(namespace, vmi, node, reason=reason, dry_run=dry_run)
 
     async def patch_vmm_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.check()
-        await self.writer.patch_vmm_status(namespace, name, status)
+        with self._writing():
+            await self.writer.patch_vmm_status(namespace, name, status)
 
     async def create_event(
         self,
@@ -339,7 +357,7 @@ class LeaderOnlyWriter:
         action: str,
         now: float | None = None,
     ) -> None:
-        self.check()
-        await self.writer.create_event(
-            regarding, type_=type_, reason=reason, note=note, action=action, now=now
-        )
+        with self._writing():
+            await self.writer.create_event(
+                regarding, type_=type_, reason=reason, note=note, action=action, now=now
+            )

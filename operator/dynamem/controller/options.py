@@ -289,7 +289,8 @@ def parse_options(argv: list[str]) -> OperatorOptions:
     args = parser.parse_args(argv)
     for action in parser._actions:  # NaN and infinities are no number of seconds, writes or ratios
         value = getattr(args, action.dest, None)
-        if action.type in (float, _seconds) and isinstance(value, float) and not math.isfinite(value):
+        numeric = action.type in (float, _seconds, typed_number)
+        if numeric and isinstance(value, float) and not math.isfinite(value):
             raise OptionError(action.option_strings[-1], value, "must be a finite number")
     if not 0 <= args.dead_band_percent <= 100:
         raise OptionError("--dead-band-percent", args.dead_band_percent, "must be 0 to 100")

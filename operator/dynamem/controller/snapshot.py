@@ -116,12 +116,14 @@ class Hold:
     @classmethod
     def from_annotation(cls, raw: str | None) -> Hold | None:
         """The hold written with a change taken back (the VM's ``dynamem.io/hold``, in the same apply), for
-        when no status records it yet: a leader lost between the two writes leaves it in the cluster."""
+        when no status records it yet: a leader lost between the two writes leaves it in the cluster. Anyone
+        who may edit the VM may edit it: what is not such a hold is none (never an error that stops the
+        round for every VM)."""
         if not raw:
             return None
         try:
             return cls.from_status(json.loads(raw))
-        except ValueError:
+        except (ValueError, TypeError, OverflowError, RecursionError):
             return None
 
     def applies(self, vm: VmView | None, vmi: VmiView | None) -> bool:
@@ -254,8 +256,16 @@ def _join(
         return Managed(vmm, Phase.INVALID, error=str(settings), vm=vm, vmi=vmi)
     if vm is None:
         return Managed(vmm, Phase.MISSING, settings=settings)
-    hold = Hold.from_status(vmm.status.get("hold")) or Hold.from_annotation(vm.hold)
-    hold = hold if hold is not None and hold.applies(vm, vmi) else None
+    # the status' hold, else the one written with the revert (a leader lost before its status write): the
+    # first that is in force (a status not yet rewritten after a restart may hold the old VMI's)
+    hold = next(
+        (
+            h
+            for h in (Hold.from_status(vmm.status.get("hold")), Hold.from_annotation(vm.hold))
+            if h is not None and h.applies(vm, vmi)
+        ),
+        None,
+    )
     # those that fought dynamem for memory.guest keep it for now, whatever --force-ownership says
     owners = vm.foreign_owners() if contest is not None else () if force_ownership else vm.applied_by_others()
     if vmi is not None and vmi.active:

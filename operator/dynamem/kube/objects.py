@@ -331,6 +331,7 @@ class VmiView:
     hotplug_failed: bool = False
     max_guest: int | None = None
     migrating: bool = False
+    moved_at: str | None = None  # status.migrationState.endTimestamp: when its last live migration ended
     uid: str = ""
     live_migratable: bool | None = None  # the VMI's LiveMigratable condition; None when not reported
     not_migratable_why: str = ""
@@ -418,6 +419,7 @@ def vmi_view(body: Body) -> VmiView:
         # The VMI's hotplug ceiling, fixed at boot: the VM's maxGuest, the cluster's, or guest x ratio.
         max_guest=quantity_bytes(dig(body, "spec", "domain", "memory", "maxGuest")),
         migrating=_migrating(dig(body, "status", "migrationState")),
+        moved_at=str(dig(body, "status", "migrationState", "endTimestamp") or "") or None,
         uid=str(dig(body, "metadata", "uid") or ""),
         node_selector=tuple(
             sorted((str(k), str(v)) for k, v in (dig(body, "spec", "nodeSelector") or {}).items())

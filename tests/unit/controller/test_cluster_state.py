@@ -372,6 +372,23 @@ def test_a_settled_paging_guest_with_a_kdump_reservation_is_planned_not_held() -
         assert (finance.used is not None) is grown, after
         (decision,) = plan_cluster(cluster, BalanceConfig(), at + after).decisions
         assert (decision.assigned > 4 * GI) is grown, (after, decision.reason)
+    # a change lands when its migration ends, which may be long after it was asked (a target pod pending for
+    # minutes): settled counts from the later of the two
+    later = at + SETTLED_AFTER_S + 1
+    moved = make_vmi_body("finance", guest="4Gi", current="4Gi", max_guest="16Gi")
+    moved["status"]["migrationState"] = {
+        "startTimestamp": "2026-03-02T12:09:00Z",
+        "endTimestamp": "2026-03-02T12:09:30Z",  # 31 s before `later`
+        "completed": True,
+    }
+    seen = observed(
+        vmms=[make_vmm_body("finance", maximum="16Gi", status={"lastChangeTime": changed})],
+        vms=[make_vm_body("finance", guest="4Gi", max_guest="16Gi")],
+        vmis=[moved],
+        nodes=[make_node_body("host", allocatable="32Gi"), make_node_body("other", allocatable="32Gi")],
+    )
+    (finance,) = build_snapshot(seen, demand, now=later).cluster.vms
+    assert finance.used is None
 
 
 def test_a_vmis_node_selector_limits_where_the_plan_may_send_it() -> None:

@@ -172,7 +172,25 @@ def test_a_writer_bound_to_a_term_stops_when_the_term_ends() -> None:
     elector.term = 2
     with pytest.raises(NotLeading, match="term 1 ended"):
         writer.check()
-    LeaderOnlyWriter(SimpleNamespace(), elector).check()  # unbound (the per-attempt guard): the Lease alone
+    LeaderOnlyWriter(SimpleNamespace(), elector).check()  # unbound, no write under way: the Lease alone
+
+    # the guard the API client runs before each retry is unbound: it checks the term of the write under way
+    guard = LeaderOnlyWriter(SimpleNamespace(), elector)
+    retried: list[str] = []
+
+    class Api:
+        async def patch_vmm_status(self, namespace: str, name: str, status: object) -> None:
+            guard.check()  # the first attempt, in term 2
+            elector.term = 3  # a brownout: the Lease lapsed and was taken again meanwhile
+            try:
+                guard.check()  # the retry
+            except NotLeading as exc:
+                retried.append(str(exc))
+
+    bound = LeaderOnlyWriter(Api(), elector, term=2)  # type: ignore[arg-type]
+    asyncio.run(bound.patch_vmm_status("ns", "vm", {}))
+    assert retried == ["me: term 2 ended"]
+    guard.check()  # and no write under way afterwards
 
 
 def test_the_first_write_to_raise_cancels_the_rest_of_the_rounds_writes() -> None:

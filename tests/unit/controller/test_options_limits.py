@@ -38,6 +38,11 @@ from dynamem.controller.options import OptionError, parse_options
             "dynamem run: --status-writes-per-second 0: must be greater than 0",
             id="writes-0",
         ),
+        pytest.param(
+            ["--status-writes-per-second", "inf"],
+            "dynamem run: --status-writes-per-second inf: must be a finite number",
+            id="writes-inf",
+        ),
         # was clamped to 0 without a word
         pytest.param(["--min-gap", "-5"], "dynamem run: --min-gap -5: must not be negative", id="gap"),
         # a Lease the API server refuses to create: the replica would never lead, and say so only at INFO

@@ -204,9 +204,37 @@ def test_a_hold_goes_with_its_revert_so_a_new_leader_keeps_it_without_a_status()
     for name, revert in reverts.items():
         assert revert.hold is not None and json.loads(revert.hold)["vmiUID"] == f"uid-{name}", revert.hold
     world.apply(writer.applies)  # the reverts reach the cluster; their statuses never do
+    for name in targets:  # a hold of an earlier VMI still in the status: the annotation's is in force
+        world.vmms[name].setdefault("status", {})["hold"] = {
+            "reason": "earlier",
+            "vmiUID": "uid-0",
+            "since": "",
+        }
     writer = FakeWriter()
     round_at(leader(writer, at=NOW + DEADLINE + 30), world)
     assert not [a for a in writer.applies if a.name in targets]
     written = dict(writer.statuses)
     for name in targets:
         assert written[name]["hold"]["reason"].endswith("not carried out within 360s"), written[name]
+
+
+def test_an_annotation_that_is_no_hold_holds_nothing_and_stops_nothing() -> None:
+    """Anyone who may edit a VM may edit its ``dynamem.io/hold``: what is not such a hold is none, never an
+    error that ends the round for every VM."""
+    from dynamem.controller.snapshot import Hold
+
+    for raw in (
+        "not json",
+        "[1]",
+        '{"reason": "x", "vmiUID": "u", "vmGeneration": [1]}',
+        '{"reason": "x", "vmGeneration": 1e400}',
+        '{"reason": "x", "vmGeneration": "many"}',
+        "[" * 100_000,
+    ):
+        assert Hold.from_annotation(raw) is None, raw
+    world, targets, _ = written_by_the_old_leader()
+    name = sorted(targets)[0]
+    world.vms[name]["metadata"]["annotations"]["dynamem.io/hold"] = '{"reason": "x", "vmGeneration": [1]}'
+    writer = FakeWriter()
+    round_at(leader(writer, at=NOW + 3), world)  # the round goes on: every VM has its status
+    assert {n for n, _ in writer.statuses} >= set(world.vms) - {name}

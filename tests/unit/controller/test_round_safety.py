@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dynamem.controller.balancer import Balancer
+from dynamem.controller.balancer import OWN_MIGRATION_GRACE_S, Balancer
 from dynamem.kube.api import now_rfc3339
 
 from .builders_k8s import NS, FakeWriter, make_node_body, make_vm_body, make_vmi_body, make_vmm_body
@@ -497,6 +497,14 @@ def test_a_change_whose_own_migration_is_still_going_is_not_taken_back_until_it_
     run(balancer_for(demand, writer), world)
     assert applied(writer) == [("finance", "1Gi", None)]
     assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 360s"
+
+    # one that KubeVirt keeps going (queued behind its limits, virt-controller down) is taken back at last
+    ours["status"] = {"phase": "Pending"}
+    world.vmms["finance"]["status"] = {"lastChangeTime": now_rfc3339(NOW - 360 - OWN_MIGRATION_GRACE_S - 1)}
+    writer = FakeWriter()
+    run(balancer_for(demand, writer), world)
+    assert applied(writer) == [("finance", "1Gi", None)]
+    assert dict(writer.statuses)["finance"]["hold"]["reason"] == "3Gi not carried out within 1260s"
 
 
 def test_a_refused_stopped_reset_is_held_until_the_vm_changes() -> None:
