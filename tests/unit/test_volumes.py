@@ -34,8 +34,23 @@ def expression(key: str, operator: str, *values: str) -> dict[str, Any]:
         (pv([expression(ZONE, "In", "a")]), {}, False),
         (pv([expression(ZONE, "In", "a"), expression(ZONE, "In", "b")]), {ZONE: "b"}, True),  # terms ORed
         (pv([]), {ZONE: "a"}, False),  # required with no term: nothing matches
-        # CheckNodeAffinity matches a node built from its labels alone: its name is empty
-        (pv([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]), {}, False),
+        # CheckNodeAffinity matches a node built from its labels alone: no name, so no fields, and
+        # nodeSelectorTerm.match skips matchFields when there are none (nodeaffinity.go): any node
+        (pv([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]), {}, True),
+        (
+            pv(
+                [
+                    {
+                        **expression(ZONE, "In", "a"),
+                        "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}],
+                    }
+                ]
+            ),
+            {ZONE: "b"},
+            False,  # ... its expressions still count
+        ),
+        # a field requirement the scheduler cannot parse fails the term all the same
+        (pv([{"matchFields": [{"key": "metadata.uid", "operator": "In", "values": ["n1"]}]}]), {}, False),
         (pv(labels={ZONE: "a"}), {ZONE: "a"}, True),
         (pv(labels={ZONE: "a"}), {ZONE: "b"}, False),
         (pv(labels={ZONE: "a__b"}), {ZONE: "b"}, True),  # a multi-zone volume

@@ -148,6 +148,8 @@ class NodeSelectorTerm:
             return False
         if not all(r.matches_label(labels) for r in self.match_expressions):
             return False
+        if not name:  # no fields to match (a volume's node affinity is checked against labels alone:
+            return True  # CheckNodeAffinity, and nodeSelectorTerm.match skips matchFields then)
         return all((name == r.values[0]) == (r.operator == "In") for r in self.match_fields)
 
 
