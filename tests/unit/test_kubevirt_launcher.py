@@ -140,7 +140,23 @@ def test_a_first_pod_is_bound_to_its_start_node_without_a_selector() -> None:
     pod = launcher_pod(vmi({"guest": "1Gi"}, nodeSelector={"pool": "a"}), overhead=0, node_name="node-a")
     assert pod["spec"]["nodeName"] == "node-a"
     assert pod["spec"]["nodeSelector"] == {"pool": "a", "kubevirt.io/schedulable": "true"}
-    assert "affinity" not in pod["spec"]
+    # no affinity but KubeVirt's own for its host-model CPU (template.go, setNodeAffinityForPod)
+    assert pod["spec"]["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": "node-labeller.kubevirt.io/obsolete-host-model",
+                                "operator": "DoesNotExist",
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    }
     labels = pod["metadata"]["labels"]
     assert labels["kubevirt.io"] == "virt-launcher" and labels["kubevirt.io/created-by"] == "uid-1"
     assert pod["metadata"]["annotations"] == {"kubevirt.io/domain": "web"}
@@ -190,11 +206,16 @@ def test_a_migration_target_keeps_the_vmis_node_affinity_and_tolerations_beside_
     migration = {"metadata": {"name": "m", "uid": "m1"}, "spec": {"addedNodeSelector": {"x": "y"}}}
     pod = launcher_pod(vmi, overhead=0, migration=migration)
     affinity = pod["spec"]["affinity"]
-    assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == required
+    obsolete = {"key": "node-labeller.kubevirt.io/obsolete-host-model", "operator": "DoesNotExist"}
+    (zone,) = required["nodeSelectorTerms"][0]["matchExpressions"]
+    assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [{"matchExpressions": [zone, obsolete]}]  # KubeVirt's own, in each term
+    }
     (term,) = affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["labelSelector"]["matchLabels"] == {"kubevirt.io/created-by": "u1"}
     assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
     assert "podAntiAffinity" not in vmi["spec"]["affinity"]  # the VMI is not changed
+    assert required["nodeSelectorTerms"][0]["matchExpressions"] == [zone]
 
 
 def test_a_scenario_vm_that_names_its_page_size_is_hugepage_backed_in_the_stand_in() -> None:

@@ -36,11 +36,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dynamem.kube.objects import NodeView, ObjectKey, VmiView
 from dynamem.kube.pod_affinity import AffinityTerm, InterPodAffinity, PlacedPod
-from dynamem.kube.scheduling import PodPlacement, SchedulingNode, eligible
+from dynamem.kube.scheduling import NodeRequirement, NodeSelectorTerm, PodPlacement, SchedulingNode, eligible
 from dynamem.kube.topology_spread import TopologySpread
 from dynamem.kube.volumes import VolumeView, volumes_allow
 
@@ -68,8 +68,22 @@ def target_pod_placement(
     return PodPlacement(
         node_selector=tuple(sorted(selector.items())),
         tolerations=own.tolerations,
-        required_terms=own.required_terms,
+        required_terms=_rejecting(own.required_terms, vmi.cpu_rejects),
     )
+
+
+def _rejecting(
+    terms: tuple[NodeSelectorTerm, ...] | None, labels: tuple[str, ...]
+) -> tuple[NodeSelectorTerm, ...] | None:
+    """The VMI's required node affinity as KubeVirt renders it on its launcher pods: each label its CPU
+    rejects (``VmiView.cpu_rejects``) added as ``DoesNotExist`` to every term, or one term of them when there
+    is none (v1.7.0 ``template.go``, ``modifyNodeAffintyToRejectLabel``)."""
+    if not labels:
+        return terms
+    rejects = tuple(NodeRequirement(label, "DoesNotExist") for label in labels)
+    if terms is None:
+        return (NodeSelectorTerm(match_expressions=rejects),)
+    return tuple(replace(t, match_expressions=(*t.match_expressions, *rejects)) for t in terms)
 
 
 def _scheduling_node(node: NodeView) -> SchedulingNode:

@@ -348,6 +348,8 @@ class VmiView:
     affinity: PodAffinity = field(default_factory=PodAffinity)
     spread: tuple[SpreadConstraint, ...] = ()  # its DoNotSchedule topology spread constraints
     host_model: bool = False  # spec.domain.cpu.model is host-model (kube.migration_target)
+    # node labels its launcher pods' required node affinity rejects (cpu_rejected_labels)
+    cpu_rejects: tuple[str, ...] = ()
     claims: tuple[str, ...] = ()  # the PersistentVolumeClaims its launcher pods mount (kube.volumes)
     # spec.domain.resources sets a memory request or limit: its launchers ask that (moved by each change of
     # size), not memory.guest x 100 / memoryOvercommit (renderresources.go, WithMemoryRequests)
@@ -430,6 +432,7 @@ def vmi_view(body: Body) -> VmiView:
         affinity=pod_affinity(dig(body, "spec") or {}, str(dig(body, "metadata", "namespace") or ""), labels),
         spread=spread_constraints(dig(body, "spec") or {}, labels),
         host_model=dig(body, "spec", "domain", "cpu", "model") == HOST_MODEL,
+        cpu_rejects=cpu_rejected_labels(dig(body, "spec", "domain", "cpu")),
         claims=vmi_claims(dig(body, "spec") or {}),
         own_request=bool(
             quantity_bytes(dig(body, "spec", "domain", "resources", "requests", "memory"))
@@ -450,6 +453,25 @@ def _condition_status(body: Body, kind: str) -> bool | None:
     if found is None:
         return None
     return str(found.get("status")) == "True"
+
+
+OBSOLETE_HOST_MODEL_LABEL = "node-labeller.kubevirt.io/obsolete-host-model"  # v1.NodeHostModelIsObsoleteLabel
+CPU_FEATURE_LABEL = "cpu-feature.node.kubevirt.io/"  # v1.CPUFeatureLabel
+
+
+def cpu_rejected_labels(cpu: object) -> tuple[str, ...]:
+    """The node labels KubeVirt's launcher pods reject by required node affinity (``DoesNotExist``), from the
+    VMI's ``spec.domain.cpu`` (v1.7.0 ``pkg/virt-controller/services/template.go``, ``setNodeAffinityForPod``:
+    a host-model CPU, or none given, rejects nodes labelled ``obsolete-host-model``; each feature with policy
+    ``forbid`` rejects nodes that have it)."""
+    cpu = cpu if isinstance(cpu, Mapping) else {}
+    rejected = []
+    if cpu.get("model") in (None, "", HOST_MODEL):
+        rejected.append(OBSOLETE_HOST_MODEL_LABEL)
+    for feature in cpu.get("features") or ():
+        if isinstance(feature, Mapping) and feature.get("policy") == "forbid" and feature.get("name"):
+            rejected.append(f"{CPU_FEATURE_LABEL}{feature['name']}")
+    return tuple(rejected)
 
 
 def _migrating(state: object) -> bool:

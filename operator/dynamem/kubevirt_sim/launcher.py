@@ -49,7 +49,7 @@ from dynamem.kube.launcher_resources import (
     launcher_storage,
     memory_request,
 )
-from dynamem.kube.objects import GI, dig, launcher_labels, quantity_bytes, to_quantity
+from dynamem.kube.objects import GI, cpu_rejected_labels, dig, launcher_labels, quantity_bytes, to_quantity
 
 APP_LABEL = "kubevirt.io"
 LAUNCHER = "virt-launcher"
@@ -200,6 +200,8 @@ def launcher_pod(
         pod_spec["affinity"] = affinity
     elif spec.get("affinity"):
         pod_spec["affinity"] = copy.deepcopy(spec["affinity"])
+    for label in cpu_rejected_labels(dig(spec, "domain", "cpu")):  # setNodeAffinityForPod
+        pod_spec["affinity"] = _rejecting(pod_spec.get("affinity"), label)
     if volumes := launcher_volumes(spec):
         pod_spec["volumes"] = volumes
     if node_name is not None:
@@ -228,3 +230,21 @@ def launcher_pod(
         },
         "spec": pod_spec,
     }
+
+
+def _rejecting(affinity: Mapping[str, Any] | None, label: str) -> dict[str, Any]:
+    """``affinity`` with ``label`` rejected (``DoesNotExist``) in every required node affinity term, or in a
+    term of its own when there is none (v1.7.0 ``template.go``, ``modifyNodeAffintyToRejectLabel``)."""
+    result = copy.deepcopy(dict(affinity or {}))
+    requirement = {"key": label, "operator": "DoesNotExist"}
+    node = dict(result.get("nodeAffinity") or {})
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is not None:
+        for term in required.get("nodeSelectorTerms") or []:
+            term["matchExpressions"] = [*(term.get("matchExpressions") or []), requirement]
+    else:
+        node["requiredDuringSchedulingIgnoredDuringExecution"] = {
+            "nodeSelectorTerms": [{"matchExpressions": [requirement]}]
+        }
+    result["nodeAffinity"] = node
+    return result

@@ -879,3 +879,41 @@ def test_a_vm_whose_peak_prometheus_did_not_give_is_not_shrunk_on_one_sample() -
     assert (peak, assigned) == (served_use(8 * GI, 20), 8 * GI)  # no peak measured: none to go by either
     peak, assigned = plan(1 * GI)  # the window's peak read: it stayed low, so it shrinks
     assert peak == 1 * GI and assigned < 8 * GI
+
+
+def test_a_target_pod_rejects_the_nodes_kubevirt_renders_its_cpu_to_reject() -> None:
+    """KubeVirt v1.7.0 adds to every launcher pod's required node affinity (``template.go``,
+    ``setNodeAffinityForPod``): a host-model CPU (or none given) rejects nodes labelled
+    ``obsolete-host-model``; each forbidden feature rejects nodes that have it. Added to each of the VMI's own
+    terms, or as a term of its own when it has none. dynamem picked such nodes, and the migration failed."""
+    from dynamem.controller.eligibility import eligible_nodes
+    from dynamem.kube.objects import NodeView, node_view, vmi_view
+
+    def node(name: str, **labels: str) -> NodeView:
+        return node_view(
+            make_node_body(name, allocatable="8Gi", labels={"kubevirt.io/schedulable": "true", **labels})
+        )
+
+    nodes = [
+        node("plain"),
+        node("old", **{"node-labeller.kubevirt.io/obsolete-host-model": "true"}),
+        node("avx", **{"cpu-feature.node.kubevirt.io/avx512f": "true"}),
+    ]
+    default = make_vmi_body("web")  # no CPU model: host-model
+    assert eligible_nodes(vmi_view(default), nodes) == {"plain", "avx"}
+    forbidding = make_vmi_body("db")
+    forbidding["spec"]["domain"]["cpu"] = {
+        "model": "Skylake",
+        "features": [{"name": "avx512f", "policy": "forbid"}],
+    }
+    forbidding["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubevirt.io/schedulable", "operator": "Exists"}]},
+                    {"matchExpressions": [{"key": "other", "operator": "Exists"}]},
+                ]
+            }
+        }
+    }
+    assert eligible_nodes(vmi_view(forbidding), nodes) == {"plain", "old"}  # each term rejects avx
