@@ -148,3 +148,17 @@ def test_constraints_read_with_their_defaults() -> None:
         honor_taints=False,
     )
     assert parsed.selector.matches({**WEB, "tier": "gold"}) and not parsed.selector.matches(WEB)
+
+
+def test_with_min_domains_over_one_a_pinned_target_must_fit_its_node_alone() -> None:
+    """Zones a, b, c with one node each and one web pod on each; maxSkew 1, minDomains 2, by zone. Unpinned
+    every zone has 1 and the pod fits anywhere (1 + 1 - 1). Pinned to b1 (dynamem's addedNodeSelector),
+    the scheduler counts b1 alone: one domain, fewer than minDomains, so the minimum is 0, and 1 + 1 - 0 is
+    over 1: refused. dynamem refused nothing, and the migration failed after 300 s."""
+    zones = [node("a1", "a"), node("b1", "b"), node("c1", "c")]
+    pods = [web("a1"), web("b1"), web("c1")]
+    assert refused(pods, constraint(ZONE, minDomains=2), nodes=zones) == {"a1", "b1", "c1"}
+    assert refused(pods[:1], constraint(ZONE, minDomains=2), nodes=zones) == {"a1"}
+    assert refused(pods, constraint(ZONE, skew=2, minDomains=2), nodes=zones) == set()
+    # counted without the pin when the node affinity policy ignores it: the unpinned view is the scheduler's
+    assert refused(pods, constraint(ZONE, minDomains=2, nodeAffinityPolicy="Ignore"), nodes=zones) == set()

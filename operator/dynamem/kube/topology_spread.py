@@ -21,7 +21,10 @@ merges into the target pod's node selector; under ``nodeAffinityPolicy: Honor`` 
 the target's domain alone, its own minimum, and a constraint with ``minDomains`` 1 never refuses. So the
 scheduler would let a pinned target break the spread the user asked for: dynamem judges the target as
 KubeVirt's own migrations are judged, without the pin (the VMI's node selector and affinity only), and
-keeps the spread. The VM's pod on its source node counts, as it does for the scheduler during a migration.
+keeps the spread. With ``minDomains`` over 1 the pinned target also meets the scheduler's own view: one
+domain, fewer than ``minDomains``, so the smallest count is 0 and the node's own matching pods plus the pod
+must stay within ``maxSkew``; a node that fails that is refused too. The VM's pod on its source node
+counts, as it does for the scheduler during a migration.
 """
 
 from __future__ import annotations
@@ -124,7 +127,36 @@ class TopologySpread:
                 if counts[i].get(value, 0) + itself[i] - minimum[i] > c.max_skew:
                     refused[node.name] = _SKEW
                     break
+                if (
+                    c.honor_node_affinity
+                    and c.min_domains > 1
+                    and self._pinned_skew(node, c, itself[i], namespace, placement)
+                ):
+                    refused[node.name] = _SKEW  # as the scheduler sees the pinned target (module docstring)
+                    break
         return refused
+
+    def _pinned_skew(
+        self, node: SchedulingNode, c: SpreadConstraint, itself: int, namespace: str, placement: PodPlacement
+    ) -> bool:
+        """Whether the scheduler refuses the target pinned to ``node`` (``addedNodeSelector``) for ``c``: with
+        ``nodeAffinityPolicy: Honor`` it counts that node alone, one domain, fewer than ``minDomains`` (over
+        1), so the smallest count is 0 and the node's own matching pods plus the pod itself must stay within
+        ``maxSkew`` (``minMatchNum``). Refused there, dynamem's migration would fail after 300 s."""
+        if c.honor_taints and untolerated_taint(placement, node) is not None:
+            return False  # not counted: no domain, nothing refused for the skew
+        return self._matching(node.name, namespace, c) + itself > c.max_skew
+
+    def _matching(self, node: str, namespace: str, c: SpreadConstraint) -> int:
+        """The pods on ``node`` in ``namespace`` that ``c``'s selector counts (an empty selector counts none,
+        ``countPodsMatchSelector``)."""
+        if c.selector.requirements == ():
+            return 0
+        return sum(
+            1
+            for p in self._on_node.get(node, ())
+            if p.namespace == namespace and c.selector.matches(p.labels)
+        )
 
     def _count(
         self, namespace: str, constraints: tuple[SpreadConstraint, ...], placement: PodPlacement
@@ -140,14 +172,5 @@ class TopologySpread:
                 if (c.honor_node_affinity and not affine) or (c.honor_taints and not tolerated):
                     continue
                 value = node.labels[c.topology_key]
-                matching = (
-                    0
-                    if c.selector.requirements == ()  # an empty selector counts none (countPodsMatchSelector)
-                    else sum(
-                        1
-                        for p in self._on_node.get(node.name, ())
-                        if p.namespace == namespace and c.selector.matches(p.labels)
-                    )
-                )
-                counts[i][value] = counts[i].get(value, 0) + matching
+                counts[i][value] = counts[i].get(value, 0) + self._matching(node.name, namespace, c)
         return counts
