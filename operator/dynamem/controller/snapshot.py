@@ -681,6 +681,10 @@ def build_snapshot(
         for pod in pod_list
         if pod.node
     ]
+    # a pod nominated to a node (it preempted pods there) is counted there, as the scheduler counts it for
+    # the pods it places next, at least as high in priority (addGENominatedPods: dynamem counts it for all);
+    # a launcher waiting to start is kept a hole of its own below instead
+    bound_pods += [(pod, pod.nominated, None) for pod in pod_list if pod.nominated and not pod.launcher]
     requested = node_requests(
         [(node, launches, pod.request, pod.finished) for pod, node, launches in bound_pods],
         vmis,

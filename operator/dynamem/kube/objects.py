@@ -534,6 +534,9 @@ class PodView:
     # a launcher's node selector, and the migration that made it when it is a target (its name)
     node_selector: tuple[tuple[str, str], ...] = ()
     migration: str | None = None
+    # not bound yet, but nominated to a node (status.nominatedNodeName: it preempted pods there, which are
+    # terminating): the scheduler counts it on that node for other pods (addGENominatedPods)
+    nominated: str | None = None
 
 
 CPU = "cpu"
@@ -633,6 +636,7 @@ def pod_view(body: Body) -> PodView:
         migration=(dig(body, "metadata", "annotations") or {}).get(MIGRATION_JOB_ANNOTATION)
         if launcher
         else None,
+        nominated=None if spec.get("nodeName") else (dig(body, "status", "nominatedNodeName") or None),
         anti=tuple(
             t
             for t in pod_affinity(spec, str(dig(body, "metadata", "namespace") or ""), labels, False).anti

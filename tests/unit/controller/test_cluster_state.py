@@ -917,3 +917,19 @@ def test_a_target_pod_rejects_the_nodes_kubevirt_renders_its_cpu_to_reject() -> 
         }
     }
     assert eligible_nodes(vmi_view(forbidding), nodes) == {"plain", "old"}  # each term rejects avx
+
+
+def test_a_pod_nominated_to_a_node_counts_there_as_the_scheduler_counts_it() -> None:
+    """A 4Gi pod that preempted pods on b is nominated there (``status.nominatedNodeName``) while they
+    terminate; the scheduler counts it on b for the pods it places next (``addGENominatedPods``). Counted
+    nowhere, b looked 4Gi roomier than the scheduler finds it, and a target placed there was refused."""
+    preemptor = make_pod_body("big", node=None, requests=["4Gi"])
+    preemptor["status"]["nominatedNodeName"] = "b"
+    waiting = make_pod_body("virt-launcher-new", node=None, launcher=True, requests=["1Gi"], domain="new")
+    waiting["status"]["nominatedNodeName"] = "b"  # a launcher waiting to start keeps a hole of its own
+    seen = observed(
+        nodes=[make_node_body("host", allocatable="8Gi"), make_node_body("b", allocatable="8Gi")],
+        pods=[preemptor, waiting],
+    )
+    nodes = _memory_only(build_snapshot(seen, DemandReading()).cluster.nodes)
+    assert nodes == (ClusterNode("b", 8 * GI, 4 * GI), ClusterNode("host", 8 * GI, 0))
