@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -581,20 +581,24 @@ def _other(resource: str) -> bool:
     return resource != "memory" and not resource.startswith(HUGEPAGES_PREFIX)
 
 
-def pod_requests(spec: Body) -> dict[str, int]:
+def pod_requests(spec: Body, status: Body | None = None) -> dict[str, int]:
     """A pod's requests of every resource the scheduler counts (:func:`_amounts`), as it counts them
     (``k8s.io/component-helpers/resource`` v0.34, ``PodRequests``, ``AggregateContainerRequests``): the sum
     of its containers' and its restartable (sidecar) init containers', or more if an init container (with
     the sidecars started before it) asks more; the pod-level ``resources.requests`` where set; plus the
-    pod's ``overhead``. An in-place resize in progress is read from the spec."""
+    pod's ``overhead``. A container being resized in place (``InPlacePodVerticalScaling``, on by default
+    since 1.33) asks the most of its spec, its status' ``resources.requests`` and its ``allocatedResources``,
+    as the scheduler reads it (``UseStatusResources``, ``determineContainerReqs``; an infeasible resize:
+    the status' alone)."""
+    asks = _container_asks(status)
     total: dict[str, int] = {}
     for container in spec.get("containers") or ():
-        for key, amount in _amounts(dig(container, "resources", "requests")).items():
+        for key, amount in asks(container).items():
             total[key] = total.get(key, 0) + amount
     sidecars: dict[str, int] = {}
     init_peak: dict[str, int] = {}
     for container in spec.get("initContainers") or ():
-        asked = _amounts(dig(container, "resources", "requests"))
+        asked = asks(container)
         if isinstance(container, Mapping) and container.get("restartPolicy") == "Always":
             for key, amount in asked.items():
                 total[key] = total.get(key, 0) + amount
@@ -612,9 +616,34 @@ def pod_requests(spec: Body) -> dict[str, int]:
     return total
 
 
+def _container_asks(status: Body | None) -> Callable[[Any], dict[str, int]]:
+    """What each container asks, its status' resources read as :func:`pod_requests` says."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for key in ("containerStatuses", "initContainerStatuses"):
+        for cs in (status or {}).get(key) or ():
+            if isinstance(cs, Mapping) and isinstance(cs.get("resources"), Mapping) and cs.get("name"):
+                found[str(cs["name"])] = cs
+    infeasible = any(
+        isinstance(c, Mapping) and c.get("type") == "PodResizePending" and c.get("reason") == "Infeasible"
+        for c in (status or {}).get("conditions") or ()
+    )
+
+    def asks(container: Any) -> dict[str, int]:
+        own = _amounts(dig(container, "resources", "requests"))
+        cs = found.get(str(container.get("name"))) if isinstance(container, Mapping) else None
+        if cs is None:
+            return own
+        lists = [_amounts(dig(cs, "resources", "requests")), _amounts(cs.get("allocatedResources"))]
+        if not infeasible:
+            lists.append(own)
+        return {key: max(each.get(key, 0) for each in lists) for key in set().union(*lists)}
+
+    return asks
+
+
 def pod_view(body: Body) -> PodView:
     spec = dig(body, "spec") or {}
-    requests = pod_requests(spec)
+    requests = pod_requests(spec, dig(body, "status"))
     labels = dig(body, "metadata", "labels") or {}
     launcher = labels.get(LAUNCHER_LABEL) == LAUNCHER_VALUE
     pages = {k: v for k, v in requests.items() if k.startswith(HUGEPAGES_PREFIX)}

@@ -363,6 +363,35 @@ def test_a_pods_requests_are_counted_as_the_scheduler_counts_them() -> None:
     assert pod_requests(spec) == {"cpu": 2010, "memory": 1856 * MI}
 
 
+def test_a_container_resized_in_place_asks_the_most_of_its_spec_status_and_allocation() -> None:
+    """``InPlacePodVerticalScaling`` (on by default since 1.33): the scheduler reads each container's
+    requests as the most of its spec, its status' ``resources.requests`` and ``allocatedResources``
+    (``determineContainerReqs``): a 4Gi container being shrunk to 1Gi still holds 4Gi until the kubelet has
+    done it; an infeasible resize counts the status alone. Read from the spec, the node looked 3Gi roomier."""
+    spec: dict[str, object] = {"containers": [{"name": "app", "resources": {"requests": {"memory": "1Gi"}}}]}
+    status: dict[str, object] = {
+        "containerStatuses": [
+            {
+                "name": "app",
+                "resources": {"requests": {"memory": "4Gi"}},
+                "allocatedResources": {"memory": "4Gi"},
+            }
+        ]
+    }
+    assert pod_requests(spec) == {"memory": GI}
+    assert pod_requests(spec, status) == {"memory": 4 * GI}
+    spec["containers"] = [{"name": "app", "resources": {"requests": {"memory": "6Gi"}}}]  # a grow asked
+    assert pod_requests(spec, status) == {"memory": 6 * GI}
+    status["conditions"] = [{"type": "PodResizePending", "status": "True", "reason": "Infeasible"}]
+    assert pod_requests(spec, status) == {"memory": 4 * GI}  # it will not happen: what the kubelet holds
+    body = {
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {**spec, "nodeName": "n1"},
+        "status": status,
+    }
+    assert pod_view(body).request == 4 * GI
+
+
 def test_the_other_resources_are_those_the_scheduler_counts_each_in_its_unit() -> None:
     """``fitsRequest``: cpu in millicores, pods, ephemeral-storage and every name with a ``/`` (extended
     resources such as KubeVirt's device plugins, prefixed native ones) in units; memory and hugepages are
