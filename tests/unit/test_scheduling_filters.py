@@ -139,6 +139,11 @@ LABELS = {"zone": "a", "cores": "16", "gen": "x"}
         pytest.param(NodeRequirement("gen", "Gt", ("1",)), False, id="gt-label-not-integer"),
         pytest.param(NodeRequirement("absent", "Lt", ("1",)), False, id="lt-absent"),
         pytest.param(NodeRequirement("cores", "Gt", ("1", "2")), False, id="gt-two-values-unparsable"),
+        # strconv.ParseInt: a sign and ASCII digits within int64; Python's int() also took these
+        pytest.param(NodeRequirement("cores", "Gt", ("1_0",)), False, id="gt-underscore-not-integer"),
+        pytest.param(NodeRequirement("cores", "Gt", (" 8",)), False, id="gt-space-not-integer"),
+        pytest.param(NodeRequirement("cores", "Gt", ("+8",)), True, id="gt-signed"),
+        pytest.param(NodeRequirement("cores", "Lt", (str(2**63),)), False, id="lt-beyond-int64"),
         pytest.param(NodeRequirement("zone", "Near", ("a",)), False, id="unknown-operator"),
         # a requirement the scheduler cannot parse matches nothing, even where its operator alone would match
         pytest.param(NodeRequirement("absent", "NotIn", ()), False, id="notin-no-values-unparsable"),

@@ -34,6 +34,7 @@ Room (``NodeResourcesFit``: memory, hugepages, CPU, pod count) is counted elsewh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -204,11 +205,16 @@ def node_affinity_refusal(pod: PodPlacement, node: SchedulingNode) -> str | None
     return None
 
 
+_INT64 = re.compile(r"[+-]?[0-9]+")
+
+
 def _integer(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
+    """``strconv.ParseInt(text, 10, 64)``: an optional sign and ASCII digits, within int64 (Python's ``int``
+    also takes ``1_0``, spaces and other scripts' digits, which the scheduler refuses)."""
+    if not _INT64.fullmatch(text):
         return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def _strings(items: object) -> tuple[str, ...]:
