@@ -124,10 +124,15 @@ class EligibleNodes:
     # the PersistentVolume each claim (namespace/name) is bound to, where both are in view (kube.volumes)
     volumes: Mapping[ObjectKey, VolumeView] = field(default_factory=dict)
     _scheduling: list[SchedulingNode] = field(init=False)
-    _known: dict[PodPlacement, frozenset[str]] = field(init=False, default_factory=dict)
+    # by placement, and for a VMI's own placement the labels its CPU rejects (which its target pod adds)
+    _known: dict[tuple[PodPlacement, tuple[str, ...]], frozenset[str]] = field(
+        init=False, default_factory=dict
+    )
     _pods: InterPodAffinity = field(init=False)
     _spread: TopologySpread = field(init=False)
-    _narrowed: dict[tuple[PodPlacement, int], frozenset[str]] = field(init=False, default_factory=dict)
+    _narrowed: dict[tuple[tuple[PodPlacement, tuple[str, ...]], int], frozenset[str]] = field(
+        init=False, default_factory=dict
+    )
     _by_volumes: dict[tuple[ObjectKey, ...], frozenset[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -142,7 +147,7 @@ class EligibleNodes:
         target = (
             target_pod_placement(vmi, carried, self.cluster_wide) if carried or self.cluster_wide else None
         )
-        placement = vmi.placement if target is None else target
+        placement = (vmi.placement, vmi.cpu_rejects) if target is None else (target, ())
         found = self._known.get(placement)
         if found is None:
             target = target or target_pod_placement(vmi)

@@ -933,3 +933,26 @@ def test_a_pod_nominated_to_a_node_counts_there_as_the_scheduler_counts_it() -> 
     )
     nodes = _memory_only(build_snapshot(seen, DemandReading()).cluster.nodes)
     assert nodes == (ClusterNode("b", 8 * GI, 4 * GI), ClusterNode("host", 8 * GI, 0))
+
+
+def test_vmis_with_the_same_placement_but_other_cpu_rejects_do_not_share_their_nodes() -> None:
+    """The round judges each distinct placement once (``EligibleNodes``); a VMI that forbids a CPU feature
+    has the same own placement as one that does not, but its target pod rejects more nodes."""
+    from dynamem.controller.eligibility import EligibleNodes
+    from dynamem.kube.objects import node_view, vmi_view
+
+    def node(name: str, **labels: str) -> Any:
+        return node_view(
+            make_node_body(name, allocatable="8Gi", labels={"kubevirt.io/schedulable": "true", **labels})
+        )
+
+    nodes = EligibleNodes([node("plain"), node("avx", **{"cpu-feature.node.kubevirt.io/avx512f": "true"})])
+    plain = make_vmi_body("web")
+    plain["spec"]["domain"]["cpu"] = {"model": "Skylake"}
+    forbidding = make_vmi_body("db")
+    forbidding["spec"]["domain"]["cpu"] = {
+        "model": "Skylake",
+        "features": [{"name": "avx512f", "policy": "forbid"}],
+    }
+    assert nodes.of(vmi_view(plain)) == {"plain", "avx"}
+    assert nodes.of(vmi_view(forbidding)) == {"plain"}
