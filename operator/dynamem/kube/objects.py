@@ -598,7 +598,9 @@ def pod_requests(spec: Body, status: Body | None = None) -> dict[str, int]:
     sidecars: dict[str, int] = {}
     init_peak: dict[str, int] = {}
     for container in spec.get("initContainers") or ():
-        asked = asks(container)
+        restartable = isinstance(container, Mapping) and container.get("restartPolicy") == "Always"
+        # the status is read for sidecars only (AggregateContainerRequests): a plain init container has run
+        asked = asks(container) if restartable else _amounts(dig(container, "resources", "requests"))
         if isinstance(container, Mapping) and container.get("restartPolicy") == "Always":
             for key, amount in asked.items():
                 total[key] = total.get(key, 0) + amount
@@ -619,13 +621,16 @@ def pod_requests(spec: Body, status: Body | None = None) -> dict[str, int]:
 def _container_asks(status: Body | None) -> Callable[[Any], dict[str, int]]:
     """What each container asks, its status' resources read as :func:`pod_requests` says."""
     found: dict[str, Mapping[str, Any]] = {}
+    status = status if isinstance(status, Mapping) else None
     for key in ("containerStatuses", "initContainerStatuses"):
-        for cs in (status or {}).get(key) or ():
+        statuses = (status or {}).get(key)
+        for cs in statuses if isinstance(statuses, list) else ():
             if isinstance(cs, Mapping) and isinstance(cs.get("resources"), Mapping) and cs.get("name"):
                 found[str(cs["name"])] = cs
+    conditions = (status or {}).get("conditions")
     infeasible = any(
         isinstance(c, Mapping) and c.get("type") == "PodResizePending" and c.get("reason") == "Infeasible"
-        for c in (status or {}).get("conditions") or ()
+        for c in (conditions if isinstance(conditions, list) else ())
     )
 
     def asks(container: Any) -> dict[str, int]:

@@ -96,6 +96,7 @@ class TopologySpread:
             if not pod.terminating:
                 self._on_node[pod.node].append(pod)
         self._counts: dict[tuple[str, tuple[SpreadConstraint, ...], PodPlacement], list[dict[str, int]]] = {}
+        self._matched: dict[tuple[str, str, LabelSelector], int] = {}
 
     def refusals(
         self,
@@ -149,14 +150,18 @@ class TopologySpread:
 
     def _matching(self, node: str, namespace: str, c: SpreadConstraint) -> int:
         """The pods on ``node`` in ``namespace`` that ``c``'s selector counts (an empty selector counts none,
-        ``countPodsMatchSelector``)."""
+        ``countPodsMatchSelector``), counted once a round per node, namespace and selector."""
         if c.selector.requirements == ():
             return 0
-        return sum(
-            1
-            for p in self._on_node.get(node, ())
-            if p.namespace == namespace and c.selector.matches(p.labels)
-        )
+        key = (node, namespace, c.selector)
+        found = self._matched.get(key)
+        if found is None:
+            found = self._matched[key] = sum(
+                1
+                for p in self._on_node.get(node, ())
+                if p.namespace == namespace and c.selector.matches(p.labels)
+            )
+        return found
 
     def _count(
         self, namespace: str, constraints: tuple[SpreadConstraint, ...], placement: PodPlacement

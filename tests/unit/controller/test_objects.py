@@ -390,6 +390,20 @@ def test_a_container_resized_in_place_asks_the_most_of_its_spec_status_and_alloc
         "status": status,
     }
     assert pod_view(body).request == 4 * GI
+    # a plain init container's status is not read (it has run), a sidecar's is (AggregateContainerRequests)
+    init = {"name": "init", "resources": {"requests": {"memory": "1Gi"}}}
+    side = {"name": "side", "resources": {"requests": {"memory": "1Gi"}}, "restartPolicy": "Always"}
+    spec = {"containers": [], "initContainers": [init, side]}
+    status = {
+        "initContainerStatuses": [
+            {"name": "init", "resources": {"requests": {"memory": "3Gi"}}},
+            {"name": "side", "resources": {"requests": {"memory": "2Gi"}}},
+        ]
+    }
+    assert pod_requests(spec, status) == {"memory": 2 * GI}
+    # a malformed status reads as none
+    for odd in ("x", {"containerStatuses": 5, "conditions": "x"}):
+        assert pod_requests(spec, odd) == {"memory": GI}  # type: ignore[arg-type]
 
 
 def test_the_other_resources_are_those_the_scheduler_counts_each_in_its_unit() -> None:
