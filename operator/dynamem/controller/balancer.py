@@ -61,7 +61,7 @@ from dynamem.kube.api import (
 )
 from dynamem.kube.kubevirt_config import MIGRATING_EVICTIONS
 from dynamem.kube.launcher_resources import CPU_ALLOCATION_RATIO
-from dynamem.kube.objects import ObjectKey, VmiView, VmView, to_quantity
+from dynamem.kube.objects import ObjectKey, VmiView, VmView, hostnames, to_quantity
 from dynamem.policy import POLICIES
 from dynamem.policy.cluster import PARKED_AFTER_S, ClusterPlan, InFlight, plan_cluster
 from dynamem.policy.model import BalanceConfig, NodePlan, VmDecision
@@ -218,6 +218,7 @@ class Balancer:
         self.backoff: dict[ObjectKey, tuple[float, str]] = {}  # transient failures: held until, and why
         self.conflicts: dict[ObjectKey, Conflict] = {}  # owners named by the API server's conflict
         self.placements: dict[ObjectKey, Placement] = {}  # changes whose migration dynamem makes
+        self.hostnames: dict[str, str] = {}  # node name to its hostname label, where they differ
         self.released: dict[ObjectKey, float] = {}  # asked_at of the last placement let go, per VM
         # asked_at of a change that no status records yet (taken over from another leader, or its status
         # write deferred by the rate or failed): written with the next status of that VM
@@ -252,7 +253,8 @@ class Balancer:
         held.update(
             {key: f"held until its VMI restarts: {hold.reason}" for key, hold in self.unwritten_holds.items()}
         )
-        observed = replace(observed, vms=tuple(observed.vms))
+        observed = replace(observed, vms=tuple(observed.vms), nodes=tuple(observed.nodes))
+        self.hostnames = hostnames(observed.nodes)
         kept = {
             vmm.key: contest
             for vmm in observed.vmms
@@ -578,7 +580,9 @@ class Balancer:
         for key, item in snapshot.managed.items():
             if key in self.placements or item.vm is None or item.phase is not Phase.RUNNING:
                 continue
-            found = recovered(item.vm, item.vmi, snapshot.migrations, now, self.options.change_deadline_s)
+            found = recovered(
+                item.vm, item.vmi, snapshot.migrations, now, self.options.change_deadline_s, self.hostnames
+            )
             if found is None:
                 continue
             if key in self.released and abs(self.released[key] - found.asked_at) < 1.0:
@@ -655,8 +659,12 @@ class Balancer:
         """Make dynamem's migration of ``key`` pinned to the placement's node: 1 if made, else 0 (the
         placement is then let go: the race is lost, or the workload-updater carries the change out)."""
         try:
+            # pinned by the node's hostname label, which the scheduler matches (its name where they agree)
             name = await self.writer.create_migration(
-                key.namespace, key.name, placement.target, reason=placement.reason
+                key.namespace,
+                key.name,
+                self.hostnames.get(placement.target, placement.target),
+                reason=placement.reason,
             )
         except NotLeading:
             raise

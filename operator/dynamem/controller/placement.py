@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -119,11 +119,17 @@ def decode(text: str | None) -> Placement | None:
 
 
 def recovered(
-    vm: VmView, vmi: VmiView | None, migrations: Iterable[MigrationView], now: float, deadline_s: float
+    vm: VmView,
+    vmi: VmiView | None,
+    migrations: Iterable[MigrationView],
+    now: float,
+    deadline_s: float,
+    hostnames: Mapping[str, str] | None = None,
 ) -> Placement | None:
     """The change of ``vm`` still in flight that its annotation records, with dynamem's migration of it if
     made; None when there is none: no annotation, the spec asks another size (changed since, or taken back),
-    the guest has the size already, no VMI runs, or the deadline has passed (the reverts take it back)."""
+    the guest has the size already, no VMI runs, or the deadline has passed (the reverts take it back).
+    ``hostnames``: node name to hostname label where they differ (a migration is pinned by the label)."""
     placement = decode(vm.placement)
     if placement is None or vmi is None or not vmi.active:
         return None
@@ -136,7 +142,7 @@ def recovered(
         for m in migrations
         if m.vmi == vmi.key
         and m.dynamem
-        and m.target == placement.target
+        and m.target == (hostnames or {}).get(placement.target, placement.target)
         and (m.created is None or m.created >= placement.asked_at - _CLOCK_SKEW_S)
     ]
     if ours:

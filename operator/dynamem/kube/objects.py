@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -498,6 +498,18 @@ class NodeView:
     # allocatable of the other resources the scheduler counts (counted_resources): cpu in millicores, pods,
     # ephemeral-storage and extended resources (devices.kubevirt.io/kvm, SR-IOV VFs, GPUs) in units
     others: tuple[tuple[str, int], ...] = ()
+
+
+def hostnames(nodes: Iterable[NodeView]) -> dict[str, str]:
+    """Node name to its ``kubernetes.io/hostname`` label, for the nodes where the two differ (a kubelet run
+    with ``--hostname-override``): a migration pinned by ``addedNodeSelector`` names the label, which is what
+    the scheduler matches, not the node's name."""
+    found = {}
+    for node in nodes:
+        label = dict(node.labels).get(HOSTNAME_LABEL)
+        if label is not None and label != node.name:
+            found[node.name] = label
+    return found
 
 
 def node_view(body: Body) -> NodeView:

@@ -238,3 +238,44 @@ def test_an_annotation_that_is_no_hold_holds_nothing_and_stops_nothing() -> None
     writer = FakeWriter()
     round_at(leader(writer, at=NOW + 3), world)  # the round goes on: every VM has its status
     assert {n for n, _ in writer.statuses} >= set(world.vms) - {name}
+
+
+def test_a_migration_is_pinned_by_the_nodes_hostname_label_and_recognised_by_it() -> None:
+    """A kubelet run with ``--hostname-override``: node ``c``'s ``kubernetes.io/hostname`` is ``c.example``.
+    ``addedNodeSelector`` is matched against labels, so the pin names the label (pinned to ``c`` it matched no
+    node, and the migration failed after 300 s), and a new leader knows dynamem's migration by it."""
+    from .builders_k8s import make_node_body
+
+    world = three_busy_on_one_node()
+    world.nodes = [
+        make_node_body("host", allocatable="8Gi"),
+        make_node_body("b", allocatable="16Gi"),
+        make_node_body(
+            "c",
+            allocatable="8Gi",
+            labels={"kubevirt.io/schedulable": "true", "kubernetes.io/hostname": "c.example"},
+        ),
+    ]
+    writer = FakeWriter()
+    old = leader(writer)
+    round_at(old, world)
+    targets = {key.name: p.target for key, p in old.placements.items()}
+    assert set(targets.values()) == {"c"}  # the plan names nodes by name
+    world.apply(writer.applies, hotplug_done=False)
+    writer.clear()
+    round_at(old, world)
+    assert sorted((vmi, node) for _, vmi, node, _ in writer.migrations) == sorted(
+        (vm, "c.example") for vm in targets
+    )
+    # a new leader finds those migrations (their addedNodeSelector names the label) and makes none again
+    world.migrations = [
+        {**migration(vm, "c.example", name=f"{vm}-dynamem-1"), "status": {"phase": "Scheduling"}}
+        for vm in targets
+    ]
+    writer = FakeWriter()
+    new = leader(writer, at=NOW + 3)
+    round_at(new, world)
+    assert writer.migrations == []
+    assert {key.name: p.migration for key, p in new.placements.items() if key.name in targets} == {
+        vm: f"{vm}-dynamem-1" for vm in targets
+    }
